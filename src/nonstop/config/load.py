@@ -1,0 +1,120 @@
+"""Load nonstop.toml and turn validation failures into ``path: what was expected`` lines."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+from pydantic_core import ErrorDetails
+
+from nonstop.config.schema import NonstopConfig
+from nonstop.errors import ConfigError
+
+CONFIG_FILE = "nonstop.toml"
+
+
+def load_config(path: str | Path = CONFIG_FILE) -> NonstopConfig:
+    """Read and validate ``path``; raise :class:`ConfigError` naming every bad key."""
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            [("", f"{file} not found; run `nonstop init` to write an example")]
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([("", f"cannot read {file}: {exc}")]) from exc
+    return parse_config(text, source=str(file))
+
+
+def parse_config(text: str, source: str = CONFIG_FILE) -> NonstopConfig:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([("", f"not valid TOML: {exc}")], source=source) from exc
+    return validate_config(data, source=source)
+
+
+def validate_config(data: dict[str, Any], source: str = CONFIG_FILE) -> NonstopConfig:
+    try:
+        return NonstopConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(describe_errors(exc), source=source) from None
+
+
+def describe_errors(exc: ValidationError) -> list[tuple[str, str]]:
+    """One ``(path, message)`` per bad key, first message wins when a union tried several types."""
+    seen: dict[str, str] = {}
+    for error in exc.errors(include_url=False):
+        path = format_loc(error["loc"])
+        message = _message(error)
+        # A model validator may already name a sub-path ("steps[1].weight: ...").
+        sub, sep, rest = message.partition(": ")
+        if sep and re.fullmatch(r"[A-Za-z_][\w]*(\[\d+\])?(\.[A-Za-z_][\w]*(\[\d+\])?)*", sub):
+            path, message = (f"{path}.{sub}" if path else sub), rest
+        seen.setdefault(path, message)
+    return list(seen.items())
+
+
+def format_loc(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif re.fullmatch(r"[A-Za-z_][\w-]*", part) and not _is_type_tag(part):
+            out += f".{part}" if out else part
+        # union member tags such as "function-before[...]" or "dict[str,any]" are not keys
+    return out
+
+
+def _is_type_tag(part: str) -> bool:
+    return part in {"str", "int", "float", "bool", "dict", "list", "none", "literal"}
+
+
+def _got(value: object) -> str:
+    if isinstance(value, str):
+        return f'"{value}"'
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return repr(value)
+
+
+def _message(error: ErrorDetails) -> str:
+    kind, ctx, value = error["type"], error.get("ctx", {}), error.get("input")
+    if kind == "literal_error":
+        options = re.findall(r"'([^']*)'", str(ctx.get("expected", "")))
+        return f"expected one of {', '.join(options)}, got {_got(value)}"
+    if kind == "extra_forbidden":
+        return "unknown key"
+    if kind == "missing":
+        return "required key is missing"
+    if kind in {"int_type", "int_parsing", "int_from_float"}:
+        return f"expected an integer, got {_got(value)}"
+    if kind in {"float_type", "float_parsing"}:
+        return f"expected a number, got {_got(value)}"
+    if kind in {"string_type"}:
+        return f"expected a string, got {_got(value)}"
+    if kind in {"bool_type", "bool_parsing"}:
+        return f"expected true or false, got {_got(value)}"
+    if kind in {"model_type", "dict_type", "model_attributes_type"}:
+        return f"expected a table, got {_got(value)}"
+    if kind == "list_type":
+        return f"expected an array, got {_got(value)}"
+    bounds = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=", "less_than": "<"}
+    if kind in bounds:
+        limit = next(iter(ctx.values()))
+        return f"expected a value {bounds[kind]} {limit}, got {_got(value)}"
+    if kind == "string_too_short":
+        return "must not be empty"
+    if kind == "string_pattern_mismatch":
+        return f"expected letters, digits, '.', '_' or '-', got {_got(value)}"
+    if kind == "value_error":
+        return str(ctx.get("error", error["msg"]))
+    return error["msg"][0].lower() + error["msg"][1:]

@@ -1,0 +1,217 @@
+"""The nonstop.toml schema (pydantic v2).
+
+Every model forbids unknown keys, so a typo is an error that names its path
+(``strategy.canary.steps[2].wieght: unknown key``) rather than a silently ignored setting.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from nonstop.config.units import CountOrPercent, Duration
+
+SIGNALS = ("SIGTERM", "SIGINT", "SIGQUIT", "SIGHUP", "SIGUSR1", "SIGUSR2", "SIGKILL")
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AppConfig(Model):
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    command: str = Field(min_length=1)
+    replicas: int = Field(default=1, ge=1, le=256)
+    cwd: str | None = None
+    env: dict[str, str] = Field(default_factory=dict)
+    build: str | None = None
+    stop_signal: Literal[SIGNALS] = "SIGTERM"  # type: ignore[valid-type]
+    stop_timeout: Duration = 10.0
+    """Grace period between the stop signal and SIGKILL."""
+    drain_timeout: Duration = 30.0
+    """Longest wait for in-flight requests and long-lived connections after traffic moved off."""
+
+    @field_validator("command")
+    @classmethod
+    def _needs_port(cls, value: str) -> str:
+        if "{port}" not in value:
+            raise ValueError('must contain the "{port}" placeholder, e.g. "python3 app.py --port {port}"')
+        return value
+
+
+class HealthConfig(Model):
+    path: str = "/health"
+    interval: Duration = 0.5
+    timeout: Duration = 2.0
+    success_threshold: int = Field(default=1, ge=1)
+    failure_threshold: int = Field(default=3, ge=1)
+    start_period: Duration = 60.0
+    """How long a new instance may take to become ready before the rollout gives up on it."""
+    liveness_interval: Duration = 2.0
+    liveness_failure_threshold: int = Field(default=5, ge=1)
+
+    @field_validator("path")
+    @classmethod
+    def _absolute(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError(f'expected a path starting with "/", got "{value}"')
+        return value
+
+
+class RouterConfig(Model):
+    listen: str = "127.0.0.1:8080"
+    kind: Literal["caddy", "haproxy", "nginx"] = "caddy"
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f'expected "host:port" such as "127.0.0.1:8080", got "{value}"')
+        return value
+
+
+class WatchConfig(Model):
+    """After traffic reaches 100%: watch the new release and roll back on its own."""
+
+    duration: Duration = 300.0
+    max_error_rate: float = Field(default=0.02, ge=0.0, le=1.0)
+    min_requests: int = Field(default=20, ge=1)
+
+
+class BlueGreenConfig(Model):
+    smoke: str | None = None
+    smoke_timeout: Duration = 60.0
+    auto_promote: bool = True
+    keep_previous: Duration = 300.0
+
+
+class RollingConfig(Model):
+    max_surge: CountOrPercent = Field(default="25%", validate_default=True)
+    max_unavailable: CountOrPercent = Field(default=0, validate_default=True)
+    min_ready: Duration = 0.0
+    progress_deadline: Duration = 600.0
+
+
+class CheckConfig(Model):
+    """One analysis check: a measured value against a threshold."""
+
+    metric: Literal["error_rate", "latency", "query"]
+    max: float | None = None
+    min: float | None = None
+    percentile: float = Field(default=99.0, gt=0, lt=100)
+    query: str | None = None
+    min_samples: int = Field(default=50, ge=1)
+    failure_limit: int = Field(default=1, ge=1)
+    interval: Duration = 10.0
+
+    @model_validator(mode="after")
+    def _bounds(self) -> CheckConfig:
+        if self.max is None and self.min is None:
+            raise ValueError('needs "max" or "min"')
+        if self.metric == "query" and not self.query:
+            raise ValueError('metric "query" needs a "query" (a PromQL template)')
+        return self
+
+
+class CanaryStep(Model):
+    weight: int | None = Field(default=None, ge=0, le=100)
+    pause: Duration | dict[str, Any] | None = None
+    """A duration, or ``{}`` to wait for ``nonstop promote``."""
+    analysis: list[CheckConfig] | None = None
+
+    @field_validator("pause")
+    @classmethod
+    def _empty_table(cls, value: object) -> object:
+        if isinstance(value, dict) and value:
+            raise ValueError("expected a duration, or {} to wait for `nonstop promote`")
+        return value
+
+    @model_validator(mode="after")
+    def _something(self) -> CanaryStep:
+        if self.weight is None and self.pause is None and self.analysis is None:
+            raise ValueError('a step needs "weight", "pause" or "analysis"')
+        return self
+
+
+class CanaryConfig(Model):
+    preset: Literal["progressive", "quick"] | None = None
+    steps: list[CanaryStep] = Field(default_factory=list)
+    analysis: list[CheckConfig] = Field(default_factory=list)
+    """Checks that run throughout every step, beside any step's own."""
+    weight_tolerance: float = Field(default=0.05, ge=0.0, le=1.0)
+    sequential: bool = True
+    """Compare canary and stable error rates with an always-valid sequential test."""
+
+    @model_validator(mode="after")
+    def _increasing(self) -> CanaryConfig:
+        last = 0
+        for index, step in enumerate(self.steps):
+            if step.weight is None:
+                continue
+            if step.weight < last:
+                raise ValueError(
+                    f"steps[{index}].weight: weights must not decrease, got {step.weight} after {last}"
+                )
+            last = step.weight
+        if not self.steps and self.preset is None:
+            raise ValueError('needs "steps" or a "preset" (progressive, quick)')
+        return self
+
+
+class StrategyConfig(Model):
+    kind: Literal["bluegreen", "rolling", "canary"] = "bluegreen"
+    bluegreen: BlueGreenConfig = Field(default_factory=BlueGreenConfig)
+    rolling: RollingConfig = Field(default_factory=RollingConfig)
+    canary: CanaryConfig | None = None
+
+    @model_validator(mode="after")
+    def _canary_needs_steps(self) -> StrategyConfig:
+        if self.kind == "canary" and self.canary is None:
+            raise ValueError('kind "canary" needs a [strategy.canary] table with steps or a preset')
+        return self
+
+
+class MetricsConfig(Model):
+    provider: Literal["router", "prometheus"] = "router"
+    prometheus_url: str | None = None
+    error_rate_query: str | None = None
+    latency_query: str | None = None
+
+    @model_validator(mode="after")
+    def _prometheus_url(self) -> MetricsConfig:
+        if self.provider == "prometheus" and not self.prometheus_url:
+            raise ValueError('provider "prometheus" needs "prometheus_url"')
+        return self
+
+
+class MigrationsConfig(Model):
+    dir: str = "migrations"
+    database_url: str | None = None
+    """A libpq URL; ``$VAR`` reads it from the environment (default ``$DATABASE_URL``)."""
+    lock_timeout: Duration = 2.0
+    pg_version: int = Field(default=15, ge=9, le=20)
+
+
+class FlagsConfig(Model):
+    listen: str | None = None
+    """TCP address of the Unleash-compatible client API, e.g. ``127.0.0.1:4242``."""
+    refresh_interval: Duration = 15.0
+
+
+class AgentConfig(Model):
+    listen: str | None = None
+    """``unix:PATH`` (default ``.nonstop/agent.sock``) or ``127.0.0.1:PORT`` (token required)."""
+
+
+class NonstopConfig(Model):
+    app: AppConfig
+    health: HealthConfig = Field(default_factory=HealthConfig)
+    router: RouterConfig = Field(default_factory=RouterConfig)
+    strategy: StrategyConfig = Field(default_factory=StrategyConfig)
+    watch: WatchConfig = Field(default_factory=WatchConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    migrations: MigrationsConfig | None = None
+    flags: FlagsConfig = Field(default_factory=FlagsConfig)
+    agent: AgentConfig = Field(default_factory=AgentConfig)

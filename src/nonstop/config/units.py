@@ -1,0 +1,92 @@
+"""Parsing of the small value languages nonstop.toml uses: durations and counts-or-percentages."""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Annotated, Any
+
+from pydantic import BeforeValidator
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds from ``30``, ``1.5``, ``"500ms"``, ``"10m"``, ``"1h30m"``.
+
+    >>> parse_duration("1h30m")
+    5400.0
+    """
+    if isinstance(value, bool):
+        raise ValueError(f"expected a duration such as 30, \"30s\" or \"10m\", got {value!r}")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str):
+        text = value.strip().replace(" ", "")
+        pos, seconds = 0, 0.0
+        for match in _DURATION.finditer(text):
+            if match.start() != pos:
+                break
+            seconds += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+            pos = match.end()
+        if pos != len(text) or not text:
+            try:
+                seconds = float(text)
+            except ValueError:
+                raise ValueError(
+                    f'expected a duration such as 30, "30s", "10m" or "1h30m", got "{value}"'
+                ) from None
+    else:
+        raise ValueError(f'expected a duration such as 30, "30s" or "10m", got {value!r}')
+    if seconds < 0 or not math.isfinite(seconds):
+        raise ValueError(f"expected a non-negative duration, got {value!r}")
+    return seconds
+
+
+def format_duration(seconds: float) -> str:
+    """``90.0`` -> ``"1m30s"``; the inverse of :func:`parse_duration` for display."""
+    if seconds < 1:
+        return f"{round(seconds * 1000)}ms"
+    total = round(seconds)
+    parts = []
+    for unit, size in (("h", 3600), ("m", 60), ("s", 1)):
+        if total >= size:
+            parts.append(f"{total // size}{unit}")
+            total %= size
+    return "".join(parts) or "0s"
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+def resolve_count(value: str, total: int, *, round_up: bool) -> int:
+    """Absolute count of a Kubernetes-style ``max_surge`` / ``max_unavailable`` (``"2"`` or
+    ``"25%"``) for ``total`` replicas: percentages round up for surge and down for unavailable,
+    exactly as Kubernetes does.
+
+    >>> resolve_count("25%", 5, round_up=True), resolve_count("25%", 5, round_up=False)
+    (2, 1)
+    """
+    if value.endswith("%"):
+        exact = total * float(value[:-1]) / 100
+        return math.ceil(exact) if round_up else math.floor(exact)
+    return int(value)
+
+
+def parse_int_or_percent(value: Any) -> str:
+    if isinstance(value, bool):
+        raise ValueError(f'expected a count such as 1 or a percentage such as "25%", got {value!r}')
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError(f"expected a count >= 0, got {value}")
+        return str(value)
+    if isinstance(value, str) and re.fullmatch(r"\d+(\.\d+)?%", value.strip()):
+        if float(value.strip()[:-1]) > 100:
+            raise ValueError(f'expected a percentage between 0% and 100%, got "{value}"')
+        return value.strip()
+    raise ValueError(f'expected a count such as 1 or a percentage such as "25%", got {value!r}')
+
+
+CountOrPercent = Annotated[str, BeforeValidator(parse_int_or_percent)]
+"""``"2"`` or ``"25%"`` after validation; see :func:`resolve_count`."""

@@ -1,0 +1,1 @@
+"""nonstop.drivers.router."""
