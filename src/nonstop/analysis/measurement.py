@@ -1,0 +1,76 @@
+"""What analysis judges: per-release request counts and latency over a window.
+
+Producers (the router's request stream, Prometheus, a synthetic probe) build these; the pure
+analysis layer only reads them. A Measurement is plain data, so a verdict can be recomputed from
+the journal after a crash.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+STATUS_CLASSES = ("2xx", "3xx", "4xx", "5xx")
+PERCENTILES = (50.0, 90.0, 95.0, 99.0, 99.9, 100.0)
+
+
+@dataclass(frozen=True, slots=True)
+class Measurement:
+    """Counts for one release over ``[start, end)`` (epoch seconds).
+
+    ``status`` maps a class ("2xx".."5xx") to a count. ``proxy_errors`` counts the 502/503/504
+    the router produced itself because no upstream answered; they are also inside ``status["5xx"]``.
+    ``latency_ms`` maps a percentile (50, 90, 95, 99, 99.9, 100) to milliseconds; it is empty when
+    ``requests`` is 0.
+    """
+
+    release: str
+    start: float
+    end: float
+    requests: int = 0
+    status: Mapping[str, int] = field(default_factory=dict)
+    proxy_errors: int = 0
+    latency_ms: Mapping[float, float] = field(default_factory=dict)
+
+    @property
+    def errors(self) -> int:
+        """Failed requests from a user's point of view: every 5xx, the router's own included."""
+        return self.status.get("5xx", 0)
+
+    @property
+    def error_rate(self) -> float | None:
+        """``errors / requests``, or None when there were no requests (never a silent 0)."""
+        return self.errors / self.requests if self.requests else None
+
+    def latency(self, percentile: float) -> float | None:
+        """Latency at ``percentile`` in ms: the smallest recorded percentile >= the one asked for."""
+        if not self.latency_ms:
+            return None
+        candidates = sorted(p for p in self.latency_ms if p >= percentile)
+        return self.latency_ms[candidates[0]] if candidates else self.latency_ms[max(self.latency_ms)]
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "release": self.release,
+            "start": self.start,
+            "end": self.end,
+            "requests": self.requests,
+            "status": dict(self.status),
+            "proxy_errors": self.proxy_errors,
+            "latency_ms": {str(k): v for k, v in self.latency_ms.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, object]) -> Measurement:
+        status = data.get("status", {})
+        latency = data.get("latency_ms", {})
+        assert isinstance(status, Mapping) and isinstance(latency, Mapping)
+        return cls(
+            release=str(data["release"]),
+            start=float(data["start"]),  # type: ignore[arg-type]
+            end=float(data["end"]),  # type: ignore[arg-type]
+            requests=int(data.get("requests", 0)),  # type: ignore[call-overload]
+            status={str(k): int(v) for k, v in status.items()},
+            proxy_errors=int(data.get("proxy_errors", 0)),  # type: ignore[call-overload]
+            latency_ms={float(k): float(v) for k, v in latency.items()},
+        )
