@@ -1,0 +1,68 @@
+"""The router port: what the engine needs from whatever owns the user-facing listen address.
+
+Caddy is the default adapter (drivers/router/caddy.py); HAProxy and nginx implement the same
+port. The engine hands a router the *whole* desired routing table each time (declarative, so
+applying it twice is the same as once, invariant 4); the adapter makes the switch atomic.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class Upstream:
+    """One instance that may receive traffic."""
+
+    instance_id: str
+    release: str
+    address: str
+    """``host:port`` the router dials."""
+    weight: int
+    """Relative weight among all upstreams; 0 keeps it out of rotation (draining)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RouteTable:
+    upstreams: tuple[Upstream, ...]
+
+    def weight_of(self, release: str) -> int:
+        return sum(u.weight for u in self.upstreams if u.release == release)
+
+
+@dataclass(frozen=True, slots=True)
+class RequestEvent:
+    """One request as the router saw it: the raw material of per-release measurements."""
+
+    ts: float
+    """Epoch seconds when the request ended."""
+    upstream: str | None
+    """``host:port`` of the upstream that served it; None when none was reached (502/503)."""
+    status: int
+    duration_ms: float
+    proxy_error: bool = False
+    """True when the router produced the response itself because no upstream answered."""
+
+
+class Router(Protocol):
+    async def start(self) -> None:
+        """Start the router process, or adopt the one already running (agent restart). The
+        listen address keeps serving through an agent restart: adopting never restarts it."""
+
+    async def apply(self, table: RouteTable) -> None:
+        """Route exactly ``table`` from now on, atomically. Requests already in flight finish on
+        the upstream that took them."""
+
+    async def in_flight(self) -> dict[str, int]:
+        """Open requests and streams per upstream address (used to decide when draining is done)."""
+
+    async def alive(self) -> bool:
+        """Whether the router process is up and answering its admin interface."""
+
+    async def stop(self) -> None:
+        """Stop the router (``nonstop down``)."""
+
+    def events(self) -> AsyncIterator[RequestEvent]:
+        """Per-request events, as they happen, for as long as the router runs."""
