@@ -59,7 +59,7 @@ class Observed:
         return [i for i in self.instances if i.release == release and not i.draining]
 
     def ready(self, release: str, *, since: float | None = None) -> int:
-        """Serving instances of ``release`` that are ready (and, with ``since``, ready since then)."""
+        """Ready serving instances of ``release`` (with ``since``: ready since then)."""
         return sum(
             1
             for i in self.serving(release)
