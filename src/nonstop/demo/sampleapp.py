@@ -1,0 +1,360 @@
+"""The bundled sample app: a small HTTP service whose failures can be dialled in.
+
+Run it with ``python -m nonstop.demo.sampleapp --port 8001``. Standard library only, so it
+starts in a few tens of milliseconds; one thread per connection (ThreadingHTTPServer) with
+HTTP/1.1 keep-alive and no per-request logging.
+
+Endpoints:
+
+- ``GET /``              ``version=<VERSION> instance=<NONSTOP_INSTANCE>``, header ``X-Release``
+- ``GET /health``        200 when ready; 503 while starting, draining or when FAIL_HEALTH is set
+- ``GET /metrics``       Prometheus text: ``http_requests_total{status,release}`` and the
+                         ``http_request_duration_seconds`` histogram (requests to / and /slow)
+- ``GET /slow?ms=N``     answers after N milliseconds
+- ``GET /stream?seconds=S&interval=I``  a long-lived chunked response: one line every I
+                         seconds (default 0.5) for S seconds (default 10)
+
+Knobs (flag, else environment variable): ``--version``/VERSION, ``--error-rate``/ERROR_RATE
+(fraction of ``/`` answered 500; request n fails when floor(n*rate) > floor((n-1)*rate), so
+it is exact and repeatable), ``--latency-ms``/LATENCY_MS (added to ``/``),
+``--startup-delay``/STARTUP_DELAY (seconds /health answers 503 after start),
+``--fail-health``/FAIL_HEALTH, ``--crash-after``/CRASH_AFTER (exit with code 1 that many
+seconds after start), ``--no-graceful``/NO_GRACEFUL.
+
+On SIGTERM (graceful, the default): /health turns 503, the listening socket closes, requests
+in flight (streams included) finish, then the process exits 0. With ``--no-graceful`` SIGTERM
+keeps its default action: the process dies at once and in-flight requests are cut off.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+"""Upper bounds (seconds) of the latency histogram: Prometheus client defaults."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    port: int
+    host: str = "127.0.0.1"
+    version: str = "v1"
+    release: str = "v1"
+    instance: str = "local"
+    error_rate: float = 0.0
+    latency_ms: float = 0.0
+    startup_delay: float = 0.0
+    fail_health: bool = False
+    crash_after: float | None = None
+    graceful: bool = True
+
+
+def should_fail(n: int, rate: float) -> bool:
+    """Request number ``n`` (from 1) is answered 500 under ``rate``.
+
+    Exactly ``floor(n * rate)`` of the first ``n`` requests fail, spread evenly:
+    rate 0.25 fails requests 4, 8, 12, ...; rate 0.5 fails 2, 4, 6, ...
+    """
+    return math.floor(n * rate + 1e-9) > math.floor((n - 1) * rate + 1e-9)
+
+
+@dataclass
+class Metrics:
+    """Request counters and a latency histogram, rendered in Prometheus text format."""
+
+    release: str
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    counts: dict[int, int] = field(default_factory=dict)
+    buckets: list[int] = field(default_factory=lambda: [0] * len(BUCKETS))
+    observed: int = 0
+    total_seconds: float = 0.0
+
+    def observe(self, status: int, seconds: float) -> None:
+        with self.lock:
+            self.counts[status] = self.counts.get(status, 0) + 1
+            self.observed += 1
+            self.total_seconds += seconds
+            for index, bound in enumerate(BUCKETS):
+                if seconds <= bound:
+                    self.buckets[index] += 1
+                    break
+
+    def render(self) -> str:
+        label = _escape(self.release)
+        with self.lock:
+            counts, buckets = dict(self.counts), list(self.buckets)
+            observed, total = self.observed, self.total_seconds
+        lines = [
+            "# HELP http_requests_total Requests answered, by status.",
+            "# TYPE http_requests_total counter",
+        ]
+        for status in sorted(counts):
+            lines.append(
+                f'http_requests_total{{status="{status}",release="{label}"}} {counts[status]}'
+            )
+        lines += [
+            "# HELP http_request_duration_seconds Time to answer a request.",
+            "# TYPE http_request_duration_seconds histogram",
+        ]
+        cumulative = 0
+        for bound, count in zip(BUCKETS, buckets, strict=True):
+            cumulative += count
+            lines.append(
+                f'http_request_duration_seconds_bucket{{release="{label}",le="{bound}"}} '
+                f"{cumulative}"
+            )
+        lines += [
+            f'http_request_duration_seconds_bucket{{release="{label}",le="+Inf"}} {observed}',
+            f'http_request_duration_seconds_sum{{release="{label}"}} {total:.6f}',
+            f'http_request_duration_seconds_count{{release="{label}"}} {observed}',
+        ]
+        return "\n".join(lines) + "\n"
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+class App:
+    """State shared by all request threads."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.metrics = Metrics(settings.release)
+        self.started = time.monotonic()
+        self.draining = threading.Event()
+        self._lock = threading.Lock()
+        self._requests = 0
+        self._in_flight = 0
+        self._idle = threading.Condition(self._lock)
+
+    def next_request(self) -> int:
+        with self._lock:
+            self._requests += 1
+            return self._requests
+
+    def enter(self) -> None:
+        with self._lock:
+            self._in_flight += 1
+
+    def leave(self) -> None:
+        with self._lock:
+            self._in_flight -= 1
+            if self._in_flight == 0:
+                self._idle.notify_all()
+
+    def wait_idle(self) -> None:
+        with self._lock:
+            self._idle.wait_for(lambda: self._in_flight == 0)
+
+    def health(self) -> tuple[int, str]:
+        if self.draining.is_set():
+            return 503, "draining"
+        if self.settings.fail_health:
+            return 503, "failing (FAIL_HEALTH)"
+        if time.monotonic() - self.started < self.settings.startup_delay:
+            return 503, "starting"
+        return 200, "ok"
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "nonstop-sampleapp"
+    app: App  # set on the subclass made by serve()
+
+    def log_message(self, format: str, *args: object) -> None:
+        """No per-request logging: it would cost more than the request."""
+
+    def do_GET(self) -> None:
+        self.app.enter()
+        try:
+            self._route()
+        finally:
+            self.app.leave()
+
+    def _route(self) -> None:
+        url = urlsplit(self.path)
+        query = parse_qs(url.query)
+        if url.path == "/":
+            self._timed(self._index)
+        elif url.path == "/slow":
+            ms = _number(query, "ms", 100.0)
+            self._timed(lambda: self._slow(ms))
+        elif url.path == "/health":
+            status, text = self.app.health()
+            self._send(status, text + "\n")
+        elif url.path == "/metrics":
+            self._send(200, self.app.metrics.render(), "text/plain; version=0.0.4")
+        elif url.path == "/stream":
+            self._stream(_number(query, "seconds", 10.0), _number(query, "interval", 0.5))
+        else:
+            self._send(404, f"no such path: {url.path}\n")
+
+    def _timed(self, answer: Callable[[], int]) -> None:
+        began = time.monotonic()
+        status = answer()
+        self.app.metrics.observe(status, time.monotonic() - began)
+
+    def _index(self) -> int:
+        settings = self.app.settings
+        n = self.app.next_request()
+        if settings.latency_ms > 0:
+            time.sleep(settings.latency_ms / 1000)
+        status = 500 if should_fail(n, settings.error_rate) else 200
+        self._send(status, f"version={settings.version} instance={settings.instance}\n")
+        return status
+
+    def _slow(self, ms: float) -> int:
+        time.sleep(max(0.0, ms) / 1000)
+        self._send(200, f"slept {ms:g}ms\n")
+        return 200
+
+    def _stream(self, seconds: float, interval: float) -> None:
+        self.send_response(200)
+        self._common_headers("text/plain")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        ticks = max(1, math.ceil(seconds / max(interval, 0.01)))
+        try:
+            for tick in range(ticks):
+                self._chunk(f"tick {tick + 1}/{ticks}\n".encode())
+                time.sleep(interval)
+            self._chunk(b"")
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+
+    def _chunk(self, data: bytes) -> None:
+        self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+        self.wfile.flush()
+
+    def _send(self, status: int, body: str, content_type: str = "text/plain") -> None:
+        data = body.encode()
+        self.send_response(status, HTTPStatus(status).phrase)
+        self._common_headers(content_type)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _common_headers(self, content_type: str) -> None:
+        self.send_header("Content-Type", content_type)
+        self.send_header("X-Release", self.app.settings.release)
+        self.send_header("X-Instance", self.app.settings.instance)
+        if self.app.draining.is_set():
+            self.send_header("Connection", "close")
+            self.close_connection = True
+
+
+def _number(query: dict[str, list[str]], key: str, default: float) -> float:
+    try:
+        return float(query[key][0])
+    except (KeyError, IndexError, ValueError):
+        return default
+
+
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 128
+
+
+def serve(settings: Settings) -> int:
+    """Serve until SIGTERM/SIGINT (graceful) and return the exit code."""
+    app = App(settings)
+    handler = type("BoundHandler", (Handler,), {"app": app})
+    try:
+        server = Server((settings.host, settings.port), handler)
+    except OSError as exc:
+        print(
+            f"sampleapp: cannot listen on {settings.host}:{settings.port}: {exc}", file=sys.stderr
+        )
+        return 1
+    # The main thread waits for the stop signals with sigwait; blocking them first (threads
+    # inherit the mask) means no handler ever runs inside a lock some thread holds.
+    waited = {signal.SIGTERM, signal.SIGINT} if settings.graceful else {signal.SIGINT}
+    signal.pthread_sigmask(signal.SIG_BLOCK, waited)
+    if settings.crash_after is not None:
+        _crash_later(settings.crash_after)
+    thread = threading.Thread(target=server.serve_forever, args=(0.1,), name="accept", daemon=True)
+    thread.start()
+    print(
+        f"sampleapp {settings.version} ({settings.instance}) listening on "
+        f"{settings.host}:{settings.port}",
+        file=sys.stderr,
+        flush=True,
+    )
+    signal.sigwait(waited)
+    app.draining.set()
+    server.shutdown()
+    server.server_close()
+    app.wait_idle()
+    print("sampleapp: drained, exiting", file=sys.stderr, flush=True)
+    return 0
+
+
+def _crash_later(seconds: float) -> None:
+    def crash() -> None:
+        print(
+            f"sampleapp: crashing as asked (CRASH_AFTER={seconds:g})", file=sys.stderr, flush=True
+        )
+        os._exit(1)
+
+    timer = threading.Timer(seconds, crash)
+    timer.daemon = True
+    timer.start()
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def parse_args(argv: Sequence[str] | None = None) -> Settings:
+    env = os.environ
+    parser = argparse.ArgumentParser(prog="python -m nonstop.demo.sampleapp", description=__doc__)
+    parser.add_argument("--port", type=int, default=env.get("PORT") or None)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--version", default=env.get("VERSION", "v1"))
+    parser.add_argument("--error-rate", type=float, default=env.get("ERROR_RATE", "0"))
+    parser.add_argument("--latency-ms", type=float, default=env.get("LATENCY_MS", "0"))
+    parser.add_argument("--startup-delay", type=float, default=env.get("STARTUP_DELAY", "0"))
+    parser.add_argument("--fail-health", action="store_true", default=_env_flag("FAIL_HEALTH"))
+    parser.add_argument("--crash-after", type=float, default=env.get("CRASH_AFTER") or None)
+    parser.add_argument(
+        "--no-graceful", dest="graceful", action="store_false", default=not _env_flag("NO_GRACEFUL")
+    )
+    args = parser.parse_args(argv)
+    if args.port is None:
+        parser.error("--port (or PORT) is required")
+    if not 0.0 <= args.error_rate <= 1.0:
+        parser.error(f"--error-rate/ERROR_RATE must be between 0 and 1, got {args.error_rate}")
+    return Settings(
+        port=args.port,
+        host=args.host,
+        version=args.version,
+        release=env.get("NONSTOP_RELEASE", args.version),
+        instance=env.get("NONSTOP_INSTANCE", "local"),
+        error_rate=args.error_rate,
+        latency_ms=args.latency_ms,
+        startup_delay=args.startup_delay,
+        fail_health=args.fail_health,
+        crash_after=args.crash_after,
+        graceful=args.graceful,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return serve(parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

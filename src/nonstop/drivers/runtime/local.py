@@ -1,0 +1,305 @@
+"""The local process runtime: every instance is a child process on a port of this machine.
+
+How an instance runs:
+
+- ``/bin/sh -c "<command>"`` with ``{port}`` replaced by the port (plain text replacement, so
+  shell syntax such as ``${HOME}`` in the command is left alone), in the release's directory,
+  with the agent's environment plus the release's ``env`` plus ``PORT``, ``NONSTOP_RELEASE``
+  and ``NONSTOP_INSTANCE``.
+- In its own session and process group (``start_new_session``), stdin from /dev/null and
+  stdout/stderr appended to its log file: no pipe ties it to the agent and no signal sent to
+  the agent's group reaches it, so instances keep serving when the agent dies.
+- Its handle records the pid and the process start time (/proc/<pid>/stat field 22). A new
+  agent re-adopts an instance only when both still match, so a recycled pid is never taken
+  for ours, and never signalled.
+
+Free ports are found by binding port 0 and closing the socket; another program may take the
+port before the instance binds it. When an instance exits within ``bind_grace`` seconds and its
+log says "address already in use", it is started again on another port (``port_attempts``
+times in all).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from nonstop.drivers.runtime import procfs
+from nonstop.drivers.runtime.base import InstanceHandle, InstanceSpec
+from nonstop.errors import RuntimeDriverError
+
+ADDRESS_IN_USE = re.compile(r"address already in use|EADDRINUSE|errno 98\b", re.IGNORECASE)
+POLL_INTERVAL = 0.05
+KILL_WAIT = 5.0
+"""After SIGKILL, how long to wait for the group to vanish before reporting it stuck."""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on right now (the kernel's pick for port 0)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
+    """Something listens on ``host:port`` (or on the wildcard address with that port).
+
+    SO_REUSEADDR makes a port held only by TIME_WAIT connections count as free, as it is for
+    servers, which set the same option."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return True
+            raise
+    return False
+
+
+def _accepts(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+def describe_returncode(code: int) -> str:
+    """``-9`` -> "killed by SIGKILL"; ``3`` -> "exited with code 3"."""
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exited with code {code}"
+
+
+@dataclass(slots=True)
+class _Child:
+    popen: subprocess.Popen[bytes]
+    start_marker: str
+
+
+class LocalRuntime:
+    """Runs instances as local processes; see the module docstring for the contract."""
+
+    def __init__(
+        self,
+        *,
+        log_dir: str | Path | None = None,
+        host: str = "127.0.0.1",
+        bind_grace: float = 0.3,
+        port_attempts: int = 3,
+    ) -> None:
+        self.log_dir = Path(log_dir) if log_dir is not None else None
+        self.host = host
+        self.bind_grace = bind_grace
+        self.port_attempts = port_attempts
+        self._children: dict[int, _Child] = {}
+        self._logs: dict[str, Path] = {}
+
+    # -- start ---------------------------------------------------------------------------------
+
+    async def start(self, spec: InstanceSpec) -> InstanceHandle:
+        if not Path(spec.cwd).is_dir():
+            raise RuntimeDriverError(
+                f"instance {spec.instance_id}: working directory {spec.cwd} does not exist"
+            )
+        log_path = self._log_path(spec)
+        if spec.port is not None:
+            if port_in_use(spec.port, self.host):
+                raise RuntimeDriverError(
+                    f"instance {spec.instance_id}: port {spec.port} on {self.host} is already "
+                    "in use; stop what listens there or leave the port unset to pick a free one"
+                )
+            return self._spawn(spec, spec.port, log_path)
+        for _ in range(self.port_attempts):
+            offset = log_path.stat().st_size if log_path and log_path.exists() else 0
+            handle = self._spawn(spec, free_port(self.host), log_path)
+            if not await self._lost_port_race(handle, log_path, offset):
+                return handle
+        raise RuntimeDriverError(
+            f"instance {spec.instance_id}: another program took the free port before the "
+            f"instance could bind it, {self.port_attempts} times in a row"
+        )
+
+    def _log_path(self, spec: InstanceSpec) -> Path | None:
+        if spec.log_path is not None:
+            path = Path(spec.log_path)
+        elif self.log_dir is not None:
+            path = self.log_dir / f"{spec.instance_id}.log"
+        else:
+            return None
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._logs[spec.instance_id] = path
+        return path
+
+    def _spawn(self, spec: InstanceSpec, port: int, log_path: Path | None) -> InstanceHandle:
+        command = spec.command.replace("{port}", str(port))
+        env = {
+            **os.environ,
+            **spec.env,
+            "PORT": str(port),
+            "NONSTOP_RELEASE": spec.release,
+            "NONSTOP_INSTANCE": spec.instance_id,
+        }
+        try:
+            with contextlib.ExitStack() as stack:
+                out = (
+                    stack.enter_context(open(log_path, "ab"))
+                    if log_path is not None
+                    else subprocess.DEVNULL
+                )
+                popen = subprocess.Popen(
+                    ["/bin/sh", "-c", command],
+                    cwd=spec.cwd,
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                    close_fds=True,
+                )
+        except OSError as exc:
+            raise RuntimeDriverError(
+                f"instance {spec.instance_id}: cannot start {command!r}: {exc.strerror or exc}"
+            ) from exc
+        marker = procfs.start_marker(popen.pid)
+        self._children[popen.pid] = _Child(popen, marker)
+        return InstanceHandle(
+            instance_id=spec.instance_id,
+            release=spec.release,
+            pid=popen.pid,
+            port=port,
+            host=self.host,
+            start_marker=marker,
+            started_at=time.time(),
+        )
+
+    async def _lost_port_race(self, handle: InstanceHandle, log: Path | None, offset: int) -> bool:
+        """True when the instance exited at once because its port was taken meanwhile."""
+        deadline = time.monotonic() + self.bind_grace
+        while time.monotonic() < deadline:
+            if not self.alive(handle):
+                return log is not None and bool(ADDRESS_IN_USE.search(_read_from(log, offset)))
+            if await asyncio.to_thread(_accepts, handle.host, handle.port):
+                return False
+            await asyncio.sleep(POLL_INTERVAL)
+        return False
+
+    # -- inspect -------------------------------------------------------------------------------
+
+    def _own(self, handle: InstanceHandle) -> subprocess.Popen[bytes] | None:
+        """Our own child process for ``handle`` (reaped if it has exited), or None."""
+        child = self._children.get(handle.pid)
+        if child is None or child.start_marker != handle.start_marker:
+            return None
+        child.popen.poll()
+        return child.popen
+
+    def alive(self, handle: InstanceHandle) -> bool:
+        self._own(handle)
+        stat = procfs.read_stat(handle.pid)
+        return (
+            stat is not None
+            and not stat.gone
+            and bool(handle.start_marker)
+            and stat.start_time == handle.start_marker
+        )
+
+    def exit_reason(self, handle: InstanceHandle) -> str | None:
+        if self.alive(handle):
+            return None
+        popen = self._own(handle)
+        if popen is not None and popen.returncode is not None:
+            return describe_returncode(popen.returncode)
+        return "exited"
+
+    def log_path(self, handle: InstanceHandle) -> Path | None:
+        if handle.instance_id in self._logs:
+            return self._logs[handle.instance_id]
+        if self.log_dir is not None:
+            return self.log_dir / f"{handle.instance_id}.log"
+        return None
+
+    def log_tail(self, handle: InstanceHandle, n: int = 20) -> list[str]:
+        """The last ``n`` lines the instance wrote (stdout and stderr), oldest first."""
+        path = self.log_path(handle)
+        if path is None or not path.exists() or n <= 0:
+            return []
+        size = path.stat().st_size
+        text = _read_from(path, max(0, size - 64 * 1024))
+        return text.splitlines()[-n:]
+
+    # -- stop ----------------------------------------------------------------------------------
+
+    async def stop(self, handle: InstanceHandle, signal: str, timeout: float) -> None:
+        try:
+            sig = _signal_named(signal)
+        except KeyError:
+            raise RuntimeDriverError(f"unknown stop signal {signal!r}") from None
+        if not self._may_signal(handle):
+            return
+        self._signal_group(handle, sig)
+        if await self._wait_group_gone(handle, timeout):
+            return
+        self._signal_group(handle, _signal_named("SIGKILL"))
+        if not await self._wait_group_gone(handle, KILL_WAIT):
+            raise RuntimeDriverError(
+                f"instance {handle.instance_id} (pid {handle.pid}) survived SIGKILL for "
+                f"{KILL_WAIT:.0f}s; it may be stuck in the kernel (state D)"
+            )
+
+    def _may_signal(self, handle: InstanceHandle) -> bool:
+        """The group ``handle.pid`` is ours to signal.
+
+        Safe when the leader is ours (start time matches) or gone: Linux does not hand out a
+        pid while a process group of that number still has members, so the group's remaining
+        processes are still the instance's. A live leader with another start time is a
+        stranger that got the recycled pid: never signal it."""
+        self._own(handle)
+        stat = procfs.read_stat(handle.pid)
+        return stat is None or stat.gone or stat.start_time == handle.start_marker
+
+    def _signal_group(self, handle: InstanceHandle, sig: int) -> None:
+        try:
+            os.killpg(handle.pid, sig)
+        except ProcessLookupError:
+            pass
+        except PermissionError as exc:
+            raise RuntimeDriverError(
+                f"instance {handle.instance_id}: not allowed to signal process group {handle.pid}"
+            ) from exc
+
+    async def _wait_group_gone(self, handle: InstanceHandle, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while True:
+            self._own(handle)
+            if not procfs.group_members(handle.pid):
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(POLL_INTERVAL)
+
+
+def _signal_named(name: str) -> int:
+    return int(signal.Signals[name])
+
+
+def _read_from(path: Path, offset: int) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            return f.read().decode("utf-8", errors="replace")
+    except FileNotFoundError:
+        return ""

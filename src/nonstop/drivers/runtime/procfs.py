@@ -1,0 +1,70 @@
+"""What Linux's /proc tells about a process: enough to re-adopt an instance safely.
+
+A pid alone is not an identity: the kernel recycles pids. The start time in
+``/proc/<pid>/stat`` (field 22, clock ticks since boot) does not change for the life of a
+process and two processes with the same pid never share it, so ``(pid, start time)`` names one
+exact process across agent restarts.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class ProcStat:
+    pid: int
+    state: str
+    """One letter: R running, S sleeping, Z zombie, X dead, ..."""
+    pgrp: int
+    start_time: str
+    """Field 22, kept as text: it is only ever compared, never computed with."""
+
+    @property
+    def gone(self) -> bool:
+        """Exited: a zombie waiting for its parent to reap it, or already dead."""
+        return self.state in ("Z", "X")
+
+
+def parse_stat(text: str) -> ProcStat:
+    """Parse one ``/proc/<pid>/stat`` line.
+
+    The second field (the command name, in parentheses) may itself hold spaces and
+    parentheses, so the fixed fields are read after the *last* ``)``:
+
+    >>> parse_stat("42 (my (odd) app) S 1 42 42 0 -1 4194560 " + "0 " * 12 + "98765 0").start_time
+    '98765'
+    """
+    head, _, rest = text.rpartition(")")
+    pid = int(head.split("(", 1)[0])
+    fields = rest.split()
+    # fields[0] is field 3 (state); field N is fields[N - 3].
+    return ProcStat(pid=pid, state=fields[0], pgrp=int(fields[2]), start_time=fields[19])
+
+
+def read_stat(pid: int) -> ProcStat | None:
+    """The process's stat, or None when no process has this pid."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8", errors="replace") as f:
+            return parse_stat(f.read())
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+
+
+def start_marker(pid: int) -> str:
+    """The start time of ``pid`` as text, or "" when it does not exist."""
+    stat = read_stat(pid)
+    return stat.start_time if stat else ""
+
+
+def group_members(pgrp: int) -> list[int]:
+    """Pids of the live (not zombie) processes in process group ``pgrp``."""
+    members = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        stat = read_stat(int(name))
+        if stat is not None and stat.pgrp == pgrp and not stat.gone:
+            members.append(stat.pid)
+    return members
