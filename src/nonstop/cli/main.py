@@ -16,6 +16,25 @@ from nonstop.errors import NonstopError
 
 # name -> "module:attribute" of a click command or group
 COMMANDS: dict[str, str] = {
+    **{
+        name: f"nonstop.cli.core:{name}"
+        for name in (
+            "init",
+            "up",
+            "down",
+            "deploy",
+            "status",
+            "history",
+            "events",
+            "logs",
+            "rollback",
+            "abort",
+            "promote",
+            "pause",
+            "resume",
+        )
+    },
+    "demo": "nonstop.cli.demo:demo",
     "migrate": "nonstop.cli.migrate:migrate",
     "flags": "nonstop.cli.flags:flags",
     "verify": "nonstop.cli.verify:verify",
@@ -48,7 +67,7 @@ def cli() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Run the CLI; every NonstopError becomes one clear line and its exit code, never a traceback."""
+    """Run the CLI: a NonstopError becomes one clear line and its exit code, not a traceback."""
     try:
         result = cli.main(args=argv, standalone_mode=False)
     except click.exceptions.Abort:

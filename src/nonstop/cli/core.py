@@ -1,0 +1,328 @@
+"""Core commands: init, up, down, deploy, status, history, events, logs and rollout control."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.table import Table
+
+from nonstop.agent.paths import Paths
+from nonstop.cli.common import client, console, err_console, json_option, print_json, project_paths
+from nonstop.cli.progress import follow_rollout
+from nonstop.config import load_config
+from nonstop.errors import AgentUnavailable, StateError, UsageError
+
+
+@click.command()
+@click.option("--force", is_flag=True, help="Overwrite an existing nonstop.toml.")
+def init(force: bool) -> None:
+    """Write a commented example nonstop.toml in the current directory."""
+    target = Path.cwd() / "nonstop.toml"
+    if target.exists() and not force:
+        raise UsageError(f"{target} exists; use --force to overwrite it")
+    target.write_text(resources.files("nonstop.cli").joinpath("example.toml").read_text())
+    console.print(f"wrote {target}; edit [app] command, then `nonstop up` and `nonstop deploy v1`")
+
+
+@click.command()
+@click.option("--detach", "-d", is_flag=True, help="Run the agent in the background.")
+@click.option("--wait", "wait_s", default=30.0, show_default=True, help="Seconds to wait (-d).")
+def up(detach: bool, wait_s: float) -> None:
+    """Start the agent: router plus the current release."""
+    paths = project_paths()
+    load_config(paths.config)  # bad config: exit 2 here, before anything starts
+    agent = client()
+    if agent.ping():
+        status = agent.call("GET", "/v1/status")
+        console.print(f"agent already running (pid {status['agent']['pid']})")
+        return
+    if not detach:
+        from nonstop.agent.daemon import Agent
+
+        config = load_config(paths.config)
+        console.print(f"agent starting for {paths.project}; router on {config.router.listen}")
+        asyncio.run(Agent(paths, config).run())
+        return
+    pid = spawn_agent(paths)
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        if agent.ping():
+            status = agent.call("GET", "/v1/status")
+            active = status["active_release"] or "none yet (run `nonstop deploy NAME`)"
+            console.print(
+                f"agent running (pid {pid}); router on {status['router']['listen']}; "
+                f"active release: {active}"
+            )
+            return
+        if not _pid_alive(pid):
+            break
+        time.sleep(0.1)
+    tail = paths.agent_log.read_text(errors="replace").strip().splitlines()[-10:]
+    detail = "\n  ".join(tail) if tail else "(no output)"
+    raise StateError(f"the agent did not come up; {paths.agent_log}:\n  {detail}")
+
+
+def spawn_agent(paths: Paths) -> int:
+    paths.ensure()
+    with paths.agent_log.open("ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "nonstop.agent", str(paths.project)],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+            cwd=paths.project,
+        )
+    return process.pid
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        finished, _ = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return os.path.exists(f"/proc/{pid}")
+    return finished == 0
+
+
+@click.command()
+@click.option(
+    "--keep", is_flag=True, help="Stop only the agent; instances and router keep serving."
+)
+def down(keep: bool) -> None:
+    """Stop the agent and (unless --keep) every instance and the router."""
+    agent = client()
+    status = agent.call("GET", "/v1/status")
+    pid = status["agent"]["pid"]
+    agent.call("POST", "/v1/shutdown", {"stop_instances": not keep})
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and os.path.exists(f"/proc/{pid}"):
+        time.sleep(0.1)
+    what = "agent stopped" if keep else "agent, instances and router stopped"
+    console.print(what)
+
+
+@click.command()
+@click.argument("release")
+@click.option(
+    "--path",
+    "path",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Directory of the release (default: the project directory).",
+)
+@click.option("--env", "env", multiple=True, metavar="K=V", help="Environment for this release.")
+@click.option("--strategy", type=click.Choice(["bluegreen", "rolling", "canary"]), default=None)
+@click.option("--no-wait", is_flag=True, help="Return once the rollout has started.")
+@json_option
+def deploy(
+    release: str,
+    path: Path | None,
+    env: tuple[str, ...],
+    strategy: str | None,
+    no_wait: bool,
+    as_json: bool,
+) -> None:
+    """Deploy RELEASE with the configured strategy; exit 0 completed, 1 aborted or rolled back."""
+    paths = project_paths()
+    config = load_config(paths.config)
+    source = (path or paths.project).resolve()
+    if not source.is_dir():
+        raise UsageError(f"--path: {source} is not a directory")
+    body = {
+        "release": release,
+        "path": str(source),
+        "env": parse_env(env),
+        "config": config.model_dump(mode="json", exclude_none=True),
+        "strategy": strategy,
+    }
+    agent = client()
+    row = agent.call("POST", "/v1/deploy", body)
+    if no_wait:
+        print_json(row) if as_json else console.print(f"rollout {row['id']} started")
+        return
+    sys.exit(follow_rollout(agent, row["id"], as_json=as_json))
+
+
+def parse_env(pairs: tuple[str, ...]) -> dict[str, str]:
+    env = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise UsageError(f'--env: expected K=V, got "{pair}"')
+        env[key] = value
+    return env
+
+
+@click.command()
+@json_option
+def status(as_json: bool) -> None:
+    """Active release, instances, routes and any rollout in progress."""
+    data = client().call("GET", "/v1/status")
+    if as_json:
+        print_json(data)
+        return
+    agent, router = data["agent"], data["router"]
+    console.print(
+        f"[bold]{data.get('app', '')}[/] agent pid {agent['pid']} · router {router['kind']} on "
+        f"{router['listen']} ({'up' if router['alive'] else '[red]down[/]'})"
+    )
+    console.print(
+        f"active release: [bold]{data['active_release'] or '-'}[/]  "
+        f"previous: {data['previous_release'] or '-'}  weights: {data['weights'] or 'equal'}"
+    )
+    table = Table("instance", "release", "state", "address", "pid", "restarts")
+    for inst in data["instances"]:
+        table.add_row(
+            inst["id"],
+            inst["release"],
+            inst["state"],
+            inst["address"] or "-",
+            str(inst["pid"] or "-"),
+            str(inst["restarts"]),
+        )
+    console.print(table)
+    rollout = data["rollout"]
+    if rollout:
+        console.print(
+            f"rollout {rollout['id']}: {rollout['strategy']} {rollout['stable'] or '-'} -> "
+            f"{rollout['candidate']} · phase {rollout['phase']} step {rollout['step']}"
+        )
+
+
+@click.command()
+@click.option("--limit", default=20, show_default=True)
+@json_option
+def history(limit: int, as_json: bool) -> None:
+    """Past rollouts, newest first."""
+    rows = client().call("GET", f"/v1/rollouts?limit={limit}")
+    if as_json:
+        print_json(rows)
+        return
+    table = Table("id", "strategy", "from", "to", "status", "started", "took", "reason")
+    for row in rows:
+        took = (row["finished_at"] or time.time()) - row["started_at"]
+        started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(row["started_at"]))
+        kind = "rollback" if row["rollback"] else row["strategy"]
+        table.add_row(
+            str(row["id"]),
+            kind,
+            row["stable"] or "-",
+            row["candidate"],
+            row["status"],
+            started,
+            f"{took:.1f}s",
+            row["reason"] or "",
+        )
+    console.print(table)
+
+
+@click.command()
+@click.option("--follow", "-f", is_flag=True, help="Keep printing new events.")
+@click.option("--rollout", "rollout_id", type=int, default=None)
+@json_option
+def events(follow: bool, rollout_id: int | None, as_json: bool) -> None:
+    """What the agent did and why."""
+    agent, after = client(), 0
+    while True:
+        query = f"/v1/events?after={after}" + (f"&rollout={rollout_id}" if rollout_id else "")
+        batch = agent.call("GET", query)
+        for event in batch:
+            after = max(after, event["id"])
+            if as_json:
+                print_json(event)
+            else:
+                print_event(event)
+        if not follow:
+            return
+        time.sleep(0.5)
+
+
+def print_event(event: dict[str, Any]) -> None:
+    stamp = time.strftime("%H:%M:%S", time.localtime(event["ts"]))
+    color = {"error": "red", "warning": "yellow"}.get(event["level"], "default")
+    console.print(f"{stamp} [{color}]{event['message']}[/]")
+
+
+@click.command()
+@click.option("--instance", default=None)
+@click.option("--release", default=None)
+@click.option("--lines", "-n", default=50, show_default=True)
+@json_option
+def logs(instance: str | None, release: str | None, lines: int, as_json: bool) -> None:
+    """Recent output of instances."""
+    query = f"/v1/logs?lines={lines}"
+    if instance:
+        query += f"&instance={instance}"
+    if release:
+        query += f"&release={release}"
+    data = client().call("GET", query)
+    if as_json:
+        print_json(data)
+        return
+    for name, text in data.items():
+        console.print(f"[bold]== {name}[/]")
+        for line in text:
+            click.echo(line)
+
+
+@click.command()
+@click.option("--no-wait", is_flag=True)
+@json_option
+def rollback(no_wait: bool, as_json: bool) -> None:
+    """Switch back to the previous release (at once while it is warm)."""
+    agent = client()
+    row = agent.call("POST", "/v1/rollback")
+    if no_wait:
+        console.print(f"rollback {row['id']} started")
+        return
+    sys.exit(follow_rollout(agent, row["id"], as_json=as_json))
+
+
+def _command(name: str, help_text: str) -> click.Command:
+    @click.command(name=name, help=help_text)
+    @json_option
+    def run(as_json: bool) -> None:
+        row = client().call("POST", "/v1/command", {"command": name})
+        if as_json:
+            print_json(row)
+        else:
+            console.print(f"{name} sent to rollout {row['id']} ({row['candidate']})")
+
+    return run
+
+
+abort = _command("abort", "Abort the rollout in progress: traffic back to the stable release.")
+pause = _command("pause", "Pause the rollout in progress at its current step.")
+resume = _command("resume", "Resume a paused rollout.")
+
+
+@click.command()
+@click.option("--full", is_flag=True, help="Skip every remaining step.")
+@json_option
+def promote(full: bool, as_json: bool) -> None:
+    """Move the rollout in progress to its next step."""
+    name = "promote_full" if full else "promote"
+    row = client().call("POST", "/v1/command", {"command": name})
+    if as_json:
+        print_json(row)
+    else:
+        console.print(f"{name.replace('_', ' ')} sent to rollout {row['id']} ({row['candidate']})")
+
+
+def agent_running() -> bool:
+    try:
+        client().call("GET", "/v1/status")
+    except AgentUnavailable:
+        return False
+    return True
+
+
+__all__ = ["err_console"]

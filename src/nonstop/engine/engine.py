@@ -1,0 +1,521 @@
+"""The engine: runs planner decisions through the drivers, and is the only layer that waits.
+
+Each tick (STYLE.md #2: a flat list of reconcile steps, each idempotent):
+
+1. reconcile instances with the durable *desired* replica counts;
+2. if a rollout runs: observe, ``decide()``, persist the new state and journal the actions as
+   "intended" in one transaction, then do them and journal "done" (invariant 4);
+3. push the routing table to the router when it changed (ready, non-draining instances only);
+4. stop draining instances the router no longer sends anything to (invariant 2);
+5. housekeeping: retire the previous release after ``keep_previous``, revive the router.
+
+Actions are declarative (a desired count, a weight map), so replaying the journal after
+``kill -9`` re-issues them harmlessly: a restarted agent re-decides from the stored state plus
+fresh observations and lands in the same place.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from nonstop.analysis.measurement import Measurement
+from nonstop.config.load import validate_config
+from nonstop.config.schema import NonstopConfig
+from nonstop.drivers.router.base import Router, RouteTable, Upstream
+from nonstop.engine import releases
+from nonstop.engine.faults import crash_point
+from nonstop.engine.instances import InstanceManager
+from nonstop.errors import ConfigError, StateError, UsageError
+from nonstop.plan import bluegreen
+from nonstop.plan.model import (
+    Action,
+    Command,
+    Finish,
+    Observed,
+    RolloutSpec,
+    RolloutState,
+    RunSmoke,
+    ScaleRelease,
+    SetWeights,
+    action_to_dict,
+)
+from nonstop.store import RolloutInProgress, RolloutRow, Store
+
+TICK = 0.2
+WEIGHT_SCALE = 1000
+"""Per-upstream weight = release percent x 1000 / ready instances of that release, so that
+shares stay exact to 0.1% with up to 100 instances per release."""
+
+COMMANDS: tuple[Command, ...] = ("promote", "promote_full", "pause", "resume", "abort", "rollback")
+
+
+class MeasurementSource:
+    """What the engine asks for per-release measurements (the router's request stream)."""
+
+    def snapshot(self, release: str, since: float, until: float) -> Measurement:
+        return Measurement(release, since, until)
+
+    def set_addresses(self, addresses: Mapping[str, str]) -> None:
+        """Tell the source which upstream address belongs to which release."""
+
+
+@dataclass
+class DeployRequest:
+    release: str
+    path: Path
+    env: dict[str, str]
+    config: dict[str, Any]
+    strategy: str | None = None
+
+
+@dataclass
+class Active:
+    """The rollout in progress, as the engine holds it between ticks."""
+
+    row: RolloutRow
+    spec: RolloutSpec
+    state: RolloutState
+    planner: ModuleType
+    smoke: asyncio.Task[None] | None = field(default=None, repr=False)
+
+
+def planner_for(strategy: str) -> ModuleType:
+    if strategy == "bluegreen":
+        return bluegreen
+    if strategy == "rolling":
+        from nonstop.plan import rolling
+
+        return rolling
+    if strategy == "canary":
+        from nonstop.plan import canary
+
+        return canary
+    raise UsageError(f"unknown strategy {strategy!r}: expected bluegreen, rolling or canary")
+
+
+class Engine:
+    def __init__(
+        self,
+        store: Store,
+        instances_factory: Callable[[Engine], InstanceManager],
+        router: Router,
+        measurements: MeasurementSource,
+        state_dir: Path,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.router = router
+        self.measurements = measurements
+        self.state_dir = state_dir
+        self.clock = clock
+        self._configs: dict[str, NonstopConfig] = {}
+        self.instances = instances_factory(self)
+        self.active: Active | None = None
+        self.routes: RouteTable | None = None
+        self._wake = asyncio.Event()
+        self._lock = asyncio.Lock()
+        self._router_failures = 0
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def config_of(self, release: str) -> NonstopConfig:
+        if release not in self._configs:
+            row = self.store.release(release)
+            if row is None:
+                raise StateError(f"unknown release {release}")
+            self._configs[release] = validate_config(row.config)
+        return self._configs[release]
+
+    def emit(self, level: str, message: str) -> None:
+        rollout_id = self.active.row.id if self.active else None
+        self.store.add_event(message, level=level, rollout_id=rollout_id)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    @property
+    def desired(self) -> dict[str, int]:
+        return dict(self.store.get("desired", {}))
+
+    @property
+    def weights(self) -> dict[str, int] | None:
+        value = self.store.get("weights")
+        return dict(value) if value is not None else None
+
+    # -- start and recovery ------------------------------------------------------------------
+
+    async def recover(self) -> None:
+        """Come back from whatever the previous agent left: adopt instances, resume rollout."""
+        await self.router.start()
+        await self.instances.adopt()
+        row = self.store.running_rollout()
+        if row is not None:
+            self.active = self._load(row)
+            if self.store.get(f"smoke:{row.id}") == "running":
+                self.store.put(f"smoke:{row.id}", None)  # the smoke run died with the agent
+            self.emit("info", f"resuming rollout {row.id} in phase {self.active.state.phase}")
+        await self._sync_routes(force=True)
+
+    def _load(self, row: RolloutRow) -> Active:
+        spec = RolloutSpec(
+            strategy=row.strategy,  # type: ignore[arg-type]
+            candidate=row.candidate,
+            stable=row.stable,
+            config=self.config_of(row.candidate),
+            rollback=row.rollback,
+        )
+        state = RolloutState.from_dict(row.state)
+        return Active(row, spec, state, planner_for(row.strategy))
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await self.tick()
+            except Exception as exc:  # a failing tick must not kill the agent; report it
+                self.emit("error", f"engine tick failed: {exc.__class__.__name__}: {exc}")
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), TICK)
+
+    async def tick(self) -> None:
+        async with self._lock:
+            now = self.clock()
+            await self._reconcile(now)
+            if self.active is not None:
+                await self._advance(self.active, now)
+            await self._sync_routes()
+            await self._drain(now)
+            await self._housekeeping(now)
+
+    # -- reconcile ---------------------------------------------------------------------------
+
+    async def _reconcile(self, now: float) -> None:
+        for name, count in self.desired.items():
+            release = self.store.release(name)
+            if release is not None:
+                await self.instances.reconcile(release, count, now)
+        for name in self.instances.releases() - set(self.desired):
+            for live in self.instances.serving(name):
+                self.instances.begin_drain(live, now)
+
+    # -- rollouts ----------------------------------------------------------------------------
+
+    async def deploy(self, request: DeployRequest) -> RolloutRow:
+        async with self._lock:
+            if self.store.running_rollout() is not None:
+                running = self.store.running_rollout()
+                assert running is not None
+                raise StateError(
+                    f"rollout {running.id} ({running.candidate}) is in progress; wait for it, or "
+                    "`nonstop abort` it first"
+                )
+            try:
+                config = validate_config(request.config)
+            except ConfigError as exc:
+                raise UsageError(str(exc)) from None
+            strategy = request.strategy or config.strategy.kind
+            planner = planner_for(strategy)
+            row = releases.existing_release(self.store, request.release, config, request.env)
+            if row is None:
+                row = await self._new_release(request, config)
+            active = self.store.get("active_release")
+            if active == request.release and self.store.running_rollout() is None:
+                raise StateError(f"{request.release} is already the active release")
+            if active is None:
+                strategy, planner = "bluegreen", bluegreen  # first deploy: start, then switch
+            return self._begin(strategy, planner, request.release, active, rollback=False)
+
+    async def _new_release(self, request: DeployRequest, config: NonstopConfig) -> Any:
+        cwd = releases.copy_release(
+            self.state_dir / "releases", request.release, request.path, config
+        )
+        if config.app.build:
+            log = self.state_dir / "logs" / f"build-{request.release}.log"
+            await releases.build_release(
+                request.release, cwd, request.env, config.app.build, log, timeout=900
+            )
+        env = {**config.app.env, **request.env}
+        return self.store.add_release(
+            request.release, str(cwd), config.app.command, env, request.config
+        )
+
+    def _begin(
+        self,
+        strategy: str,
+        planner: ModuleType,
+        candidate: str,
+        stable: str | None,
+        *,
+        rollback: bool,
+    ) -> RolloutRow:
+        spec = RolloutSpec(strategy, candidate, stable, self.config_of(candidate), rollback)  # type: ignore[arg-type]
+        state = planner.initial_state(spec, self.clock())
+        try:
+            row = self.store.start_rollout(
+                strategy, candidate, stable, state.to_dict(), rollback=rollback
+            )
+        except RolloutInProgress as exc:
+            raise StateError(f"rollout {exc.rollout_id} is in progress") from None
+        self.active = Active(row, spec, state, planner)
+        verb = "rollback" if rollback else f"{strategy} rollout"
+        self.emit("info", f"{verb} {row.id} started: {stable or 'nothing'} -> {candidate}")
+        self.wake()
+        return row
+
+    async def rollback(self) -> RolloutRow:
+        """Back to the previous release: a weight change while it is warm (invariant 5)."""
+        async with self._lock:
+            if self.active is not None:
+                self.store.put(f"command:{self.active.row.id}", "rollback")
+                self.wake()
+                return self.active.row
+            previous = self.store.get("previous_release")
+            active = self.store.get("active_release")
+            if not previous or previous == active:
+                raise StateError("there is no previous release to roll back to")
+            return self._begin("bluegreen", bluegreen, previous, active, rollback=True)
+
+    def command(self, command: str) -> RolloutRow:
+        if command not in COMMANDS:
+            raise UsageError(f"unknown command {command!r}: expected one of {', '.join(COMMANDS)}")
+        if self.active is None:
+            raise StateError(f"no rollout is in progress: nothing to {command.replace('_', ' ')}")
+        self.store.put(f"command:{self.active.row.id}", command)
+        self.emit("info", f"{command.replace('_', ' ')} requested")
+        self.wake()
+        return self.active.row
+
+    async def _advance(self, active: Active, now: float) -> None:
+        key = f"command:{active.row.id}"
+        command = self.store.get(key)
+        observed = Observed(
+            now=now,
+            instances=self.instances.views(),
+            weights=self.weights,
+            measurements=self._measure(active, now),
+            smoke=self._smoke_result(active),
+            command=command,
+        )
+        decision = active.planner.decide(active.spec, active.state, observed)
+        todo = [a for a in decision.actions if self._changes_something(active, a)]
+        if decision.state == active.state and not todo and not decision.events and not command:
+            return
+        with self.store.transaction():
+            self.store.save_rollout_state(active.row.id, decision.state.to_dict())
+            entries = [self.store.journal_intent(active.row.id, action_to_dict(a)) for a in todo]
+            for event in decision.events:
+                self.store.add_event(event, rollout_id=active.row.id)
+            if command:
+                self.store.put(key, None)
+        active.state = decision.state
+        for action, entry in zip(todo, entries, strict=True):
+            crash_point(f"intent:{action.kind}")
+            await self._execute(active, action)
+            self.store.journal_done(entry)
+            crash_point(f"done:{action.kind}")
+
+    def _measure(self, active: Active, now: float) -> dict[str, Measurement]:
+        since = active.state.phase_started_at
+        names = {active.spec.candidate, *([active.spec.stable] if active.spec.stable else [])}
+        return {name: self.measurements.snapshot(name, since, now) for name in names}
+
+    def _smoke_result(self, active: Active) -> str | None:
+        value = self.store.get(f"smoke:{active.row.id}")
+        return None if value in (None, "running") else str(value)
+
+    def _changes_something(self, active: Active, action: Action) -> bool:
+        if isinstance(action, ScaleRelease):
+            return self.desired.get(action.release, 0) != action.replicas or (
+                action.replicas == 0 and action.release in self.desired
+            )
+        if isinstance(action, SetWeights):
+            current = self.weights
+            wanted = dict(action.weights) if action.weights is not None else None
+            return current != wanted
+        if isinstance(action, RunSmoke):
+            return self.store.get(f"smoke:{active.row.id}") is None
+        return True
+
+    async def _execute(self, active: Active, action: Action) -> None:
+        if isinstance(action, ScaleRelease):
+            desired = self.desired
+            if action.replicas:
+                desired[action.release] = action.replicas
+            else:
+                desired.pop(action.release, None)
+            self.store.put("desired", desired)
+            await self._reconcile(self.clock())
+        elif isinstance(action, SetWeights):
+            self.store.put("weights", dict(action.weights) if action.weights is not None else None)
+            await self._sync_routes()
+        elif isinstance(action, RunSmoke):
+            self.store.put(f"smoke:{active.row.id}", "running")
+            active.smoke = asyncio.create_task(self._run_smoke(active, action.release))
+        else:
+            self._finish(active, action)
+
+    def _finish(self, active: Active, finish: Finish) -> None:
+        spec, now = active.spec, self.clock()
+        with self.store.transaction():
+            self.store.finish_rollout(active.row.id, finish.outcome, finish.reason)
+            if finish.outcome == "completed":
+                self._promote_records(spec, now)
+            level = "info" if finish.outcome == "completed" else "error"
+            label = "rollback" if spec.rollback else "rollout"
+            message = f"{label} {active.row.id} {finish.outcome.replace('_', ' ')}: {finish.reason}"
+            self.store.add_event(message, level=level, rollout_id=active.row.id)
+        crash_point("finish")
+        self.active = None
+
+    def _promote_records(self, spec: RolloutSpec, now: float) -> None:
+        """The candidate is the active release; the old one stays warm for keep_previous."""
+        self.store.put("active_release", spec.candidate)
+        desired = self.desired
+        desired.setdefault(spec.candidate, spec.replicas)
+        retire: dict[str, float] = dict(self.store.get("retire", {}))
+        retire.pop(spec.candidate, None)
+        if spec.stable and spec.stable != spec.candidate:
+            self.store.put("previous_release", spec.stable)
+            if spec.stable in desired:
+                keep = spec.config.strategy.bluegreen.keep_previous
+                retire[spec.stable] = now + keep
+        for name in list(desired):
+            if name not in (spec.candidate, spec.stable):
+                desired.pop(name)  # anything older than the previous release goes
+        self.store.put("desired", desired)
+        self.store.put("retire", retire)
+
+    async def _run_smoke(self, active: Active, release: str) -> None:
+        config = active.spec.config.strategy.bluegreen
+        command = config.smoke or "true"
+        ready = [h for h in self.instances.ready_handles() if h.release == release]
+        key = f"smoke:{active.row.id}"
+        if not ready:
+            self.store.put(key, "failed: no ready instance to test")
+            self.wake()
+            return
+        row = self.store.release(release)
+        cwd = row.cwd if row else None
+        log = self.state_dir / "logs" / f"smoke-{active.row.id}.log"
+        env = {**os.environ, "NONSTOP_TARGET_URL": f"http://{ready[0].address}"}
+        with log.open("ab") as out:
+            process = await asyncio.create_subprocess_shell(
+                command, cwd=cwd, env=env, stdout=out, stderr=out, start_new_session=True
+            )
+            try:
+                code = await asyncio.wait_for(process.wait(), config.smoke_timeout)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+                code = None
+        if code == 0:
+            result = "passed"
+        else:
+            tail = log.read_text(errors="replace").strip().splitlines()[-1:] or [""]
+            why = "timed out" if code is None else f"exit code {code}"
+            result = f"failed ({why}): {tail[0]}".rstrip(": ")
+        self.store.put(key, result)
+        self.wake()
+
+    # -- routing -----------------------------------------------------------------------------
+
+    def route_table(self) -> RouteTable:
+        weights = self.weights
+        ready = self.instances.ready_handles()
+        upstreams: list[Upstream] = []
+        for handle in ready:
+            if weights is None:
+                weight = WEIGHT_SCALE
+            else:
+                share = weights.get(handle.release, 0)
+                peers = sum(1 for h in ready if h.release == handle.release)
+                weight = share * WEIGHT_SCALE // peers
+            if weight > 0:
+                upstreams.append(
+                    Upstream(handle.instance_id, handle.release, handle.address, weight)
+                )
+        return RouteTable(tuple(sorted(upstreams, key=lambda u: u.instance_id)))
+
+    async def _sync_routes(self, *, force: bool = False) -> None:
+        table = self.route_table()
+        if table == self.routes and not force:
+            return
+        await self.router.apply(table)
+        self.routes = table
+        self.measurements.set_addresses(
+            {h.address: h.release for h in self.instances.ready_handles()}
+            | {u.address: u.release for u in table.upstreams}
+        )
+
+    async def _drain(self, now: float) -> None:
+        if not any(live.state == "draining" for live in self.instances.live.values()):
+            return
+        # Never stop what the router may still send requests to: the last table it took.
+        routed = {u.address for u in self.routes.upstreams} if self.routes else set()
+        await self.instances.drain_step(await self.router.in_flight(), routed, now)
+
+    # -- housekeeping ------------------------------------------------------------------------
+
+    async def _housekeeping(self, now: float) -> None:
+        retire: dict[str, float] = dict(self.store.get("retire", {}))
+        due = [name for name, at in retire.items() if at <= now]
+        involved = {self.active.spec.candidate, self.active.spec.stable} if self.active else set()
+        for name in due:
+            if name in involved:
+                continue
+            desired = self.desired
+            if desired.pop(name, None) is not None:
+                self.store.put("desired", desired)
+                self.emit("info", f"retiring {name}: keep_previous elapsed")
+            retire.pop(name)
+            self.store.put("retire", retire)
+        if not await self.router.alive():
+            self._router_failures += 1
+            self.emit("error", "router is not answering; restarting it")
+            await self.router.start()
+            await self._sync_routes(force=True)
+
+    # -- status ------------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        rollout = None
+        if self.active is not None:
+            active = self.active
+            now = self.clock()
+            rollout = {
+                **active.row.to_dict(),
+                "phase": active.state.phase,
+                "step": active.state.step,
+                "paused": active.state.paused,
+                "state": active.state.to_dict(),
+                "measurements": {
+                    name: m.to_dict() for name, m in self._measure(active, now).items()
+                },
+            }
+        return {
+            "active_release": self.store.get("active_release"),
+            "previous_release": self.store.get("previous_release"),
+            "weights": self.weights,
+            "desired": self.desired,
+            "retire": self.store.get("retire", {}),
+            "instances": [live.to_dict() for live in self.instances.live.values()],
+            "routes": [
+                {
+                    "instance": u.instance_id,
+                    "release": u.release,
+                    "address": u.address,
+                    "weight": u.weight,
+                }
+                for u in (self.routes.upstreams if self.routes else ())
+            ],
+            "rollout": rollout,
+            "releases": [r.name for r in self.store.releases()],
+        }

@@ -1,0 +1,80 @@
+"""Releases: immutable, named copies of what to run, kept so rollback never rebuilds anything."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+
+from nonstop.config.schema import NonstopConfig
+from nonstop.errors import StateError, UsageError
+from nonstop.store import ReleaseRow, Store
+
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+IGNORED = shutil.ignore_patterns(
+    ".nonstop", ".git", "__pycache__", "*.pyc", ".venv", "node_modules"
+)
+
+
+def check_name(name: str) -> None:
+    if not NAME.match(name):
+        raise UsageError(
+            f'release name "{name}" is not valid: use letters, digits, ".", "_" or "-" '
+            "(at most 63, starting with a letter or digit)"
+        )
+
+
+def existing_release(
+    store: Store, name: str, config: NonstopConfig, env: Mapping[str, str]
+) -> ReleaseRow | None:
+    """The kept release ``name`` when deploying it again describes the same thing.
+
+    A release is immutable (rollback must get exactly what ran before), so the same name with
+    another command or environment is refused."""
+    check_name(name)
+    existing = store.release(name)
+    if existing is not None and (
+        existing.command != config.app.command or existing.env != dict(env)
+    ):
+        raise StateError(
+            f"release {name} already exists with a different command or environment; "
+            "releases are immutable: deploy under a new name"
+        )
+    return existing
+
+
+def copy_release(releases_dir: Path, name: str, source: Path, config: NonstopConfig) -> Path:
+    """Copy ``source`` to ``releases_dir/name``; return the directory instances run in."""
+    if not source.is_dir():
+        raise UsageError(f"release directory {source} does not exist")
+    target = releases_dir / name
+    if target.exists():
+        shutil.rmtree(target)
+    shutil.copytree(source, target, ignore=IGNORED, symlinks=True)
+    cwd = target / config.app.cwd if config.app.cwd else target
+    if not cwd.is_dir():
+        raise UsageError(f"app.cwd: {config.app.cwd} is not a directory inside {source}")
+    return cwd
+
+
+async def build_release(
+    name: str, cwd: Path, env: Mapping[str, str], build: str, log_path: Path, timeout: float
+) -> None:
+    """Run the release's build command once, in its own directory; raise with the log's tail."""
+    with log_path.open("ab") as log:
+        process = await asyncio.create_subprocess_shell(
+            build, cwd=cwd, stdout=log, stderr=log, env={**os.environ, **env}
+        )
+        try:
+            code = await asyncio.wait_for(process.wait(), timeout)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+            raise UsageError(f"build of {name} did not finish within {timeout:g}s") from None
+    if code != 0:
+        tail = log_path.read_text(errors="replace").strip().splitlines()[-5:]
+        detail = "\n  ".join(tail)
+        raise UsageError(f"build of {name} failed (exit code {code}); {log_path}:\n  {detail}")
