@@ -1,0 +1,214 @@
+"""``nonstop demo``: the whole story on the bundled sample app, measured.
+
+In a temporary directory: start an agent, deploy v1, then a blue-green deploy of v2 and a
+rollback to v1 while a constant-rate load runs through the router; print one row per step
+(duration, requests, failed, p99) and clean up every process it started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import socket
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from nonstop.agent.client import AgentClient
+from nonstop.agent.paths import Paths
+from nonstop.errors import NonstopError, StateError
+from nonstop.loadgen.generator import LoadGenerator
+
+CONFIG = """\
+[app]
+name = "demo"
+command = "{python} app.py --port {{port}}"
+replicas = 2
+stop_timeout = "5s"
+drain_timeout = "10s"
+
+[health]
+path = "/health"
+interval = "200ms"
+start_period = "20s"
+
+[router]
+listen = "127.0.0.1:{port}"
+
+[strategy]
+kind = "bluegreen"
+
+[strategy.bluegreen]
+smoke = "{python} smoke.py"
+keep_previous = "60s"
+
+[watch]
+duration = "3s"
+max_error_rate = 0.02
+"""
+
+
+@dataclass
+class StepResult:
+    step: str
+    ok: bool
+    seconds: float
+    requests: int
+    failed: int
+    p99_ms: float | None
+    detail: str
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+SMOKE = """\
+import os, sys, urllib.request
+body = urllib.request.urlopen(os.environ["NONSTOP_TARGET_URL"] + "/", timeout=5).read().decode()
+print("smoke:", body)
+sys.exit(0 if body.startswith("version=") else 1)
+"""
+
+
+def write_project(root: Path, port: int) -> Paths:
+    app = resources.files("nonstop.demo").joinpath("sampleapp.py").read_text()
+    (root / "app.py").write_text(app)
+    (root / "smoke.py").write_text(SMOKE)
+    (root / "nonstop.toml").write_text(CONFIG.format(python=sys.executable, port=port))
+    return Paths(root)
+
+
+async def wait_rollout(agent: AgentClient, rollout_id: int, timeout: float = 60) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        row: dict[str, Any] = await agent.request("GET", f"/v1/rollouts/{rollout_id}")
+        if row["status"] != "running":
+            return row
+        await asyncio.sleep(0.2)
+    raise StateError(f"rollout {rollout_id} did not finish within {timeout:g}s")
+
+
+async def step(
+    name: str,
+    agent: AgentClient,
+    call: tuple[str, str, dict[str, Any] | None],
+    url: str | None,
+    rps: float,
+) -> StepResult:
+    """Run one agent call to completion, under load when ``url`` is given."""
+    load = LoadGenerator(url, rps, timeout=5.0) if url else None
+    if load:
+        await load.start()
+        await asyncio.sleep(1.0)  # traffic flows before anything changes
+    began = time.monotonic()
+    row = await agent.request(*call)
+    final = await wait_rollout(agent, row["id"])
+    seconds = time.monotonic() - began
+    if load:
+        await asyncio.sleep(1.0)  # and keeps flowing after
+        report = await load.stop()
+        requests, failed, p99 = report.scheduled, report.failed, report.latency_scheduled.p99
+    else:
+        requests, failed, p99 = 0, 0, None
+    ok = final["status"] == "completed" and failed == 0
+    return StepResult(name, ok, seconds, requests, failed, p99, final["reason"] or "")
+
+
+async def run_demo(root: Path, rps: float) -> list[StepResult]:
+    from nonstop.cli.core import spawn_agent
+
+    port = free_port()
+    paths = write_project(root, port)
+    spawn_agent(paths)
+    agent = AgentClient(paths)
+    deadline = time.monotonic() + 30
+    while not agent.paths.socket.exists() or not await _ping(agent):
+        if time.monotonic() > deadline:
+            raise StateError(f"the demo agent did not start; see {paths.agent_log}")
+        await asyncio.sleep(0.1)
+    config = _config(paths)
+    url = f"http://127.0.0.1:{port}/"
+    results = []
+    try:
+        for name, release, under_load in (
+            ("deploy v1 (first release)", "v1", False),
+            ("blue-green deploy v2", "v2", True),
+        ):
+            body = {
+                "release": release,
+                "path": str(root),
+                "env": {"VERSION": release},
+                "config": config,
+            }
+            results.append(
+                await step(
+                    name, agent, ("POST", "/v1/deploy", body), url if under_load else None, rps
+                )
+            )
+        results.append(
+            await step("rollback to v1", agent, ("POST", "/v1/rollback", None), url, rps)
+        )
+    finally:
+        await agent.request("POST", "/v1/shutdown", {"stop_instances": True})
+        await _wait_gone(paths)
+    return results
+
+
+def _config(paths: Paths) -> dict[str, Any]:
+    from nonstop.config import load_config
+
+    return load_config(paths.config).model_dump(mode="json", exclude_none=True)
+
+
+async def _ping(agent: AgentClient) -> bool:
+    try:
+        await agent.request("GET", "/v1/status")
+    except NonstopError:
+        return False
+    return True
+
+
+async def _wait_gone(paths: Paths, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while paths.pidfile.exists() and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+
+
+def main(rps: float = 200, keep: bool = False) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(highlight=False)
+    root = Path(tempfile.mkdtemp(prefix="nonstop-demo-"))
+    console.print(f"demo project in {root}; load: {rps:g} requests/s through the router")
+    began = time.monotonic()
+    try:
+        results = asyncio.run(run_demo(root, rps))
+    finally:
+        if not keep:
+            shutil.rmtree(root, ignore_errors=True)
+    table = Table("step", "result", "duration", "requests", "failed", "p99")
+    for r in results:
+        table.add_row(
+            r.step,
+            "[green]ok[/]" if r.ok else f"[red]FAILED[/] {r.detail}",
+            f"{r.seconds:.1f}s",
+            str(r.requests) if r.requests else "-",
+            str(r.failed) if r.requests else "-",
+            f"{r.p99_ms:.1f} ms" if r.p99_ms is not None else "-",
+        )
+    console.print(table)
+    total = sum(r.requests for r in results)
+    failed = sum(r.failed for r in results)
+    all_ok = all(r.ok for r in results)
+    verdict = "[green]zero downtime[/]" if all_ok else "[red]something failed[/]"
+    took = time.monotonic() - began
+    console.print(f"{verdict}: {total - failed}/{total} requests ok; demo took {took:.1f}s")
+    return 0 if all_ok else 1
