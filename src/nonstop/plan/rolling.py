@@ -22,9 +22,8 @@ only shrinks, so replaying a decision never undoes a step (invariant 4).
   both targets (or what is really serving, when the engine lags) plus every draining instance.
 - Scale down, worst case: the engine may drain an *available* old instance for every one it
   removes. ``remaining`` = available old minus old instances already asked to leave;
-  ``slack = remaining + available_new - min_available``. ``slack <= 0``: nothing may go.
-  ``slack >= remaining``: the new release alone covers the minimum, all old may go. Otherwise
-  ``slack`` old instances may go.
+  ``slack = remaining + available_new - min_available``. ``slack >= remaining``: the new
+  release alone covers the minimum, all old may go. Otherwise ``max(0, slack)`` old may go.
 
 Worked examples (``t`` is a decide() call, not seconds)::
 
@@ -217,10 +216,14 @@ def _step(
     old, new = int(data["old"]), int(data["new"])
     events: list[str] = []
     healthy_old = _healthy(observed, old_release)
+    failed_old = len(observed.failed(old_release)) if old_release else 0
     draining = observed.draining(new_release) + (
         observed.draining(old_release) if old_release else 0
     )
-    occupied = max(old, healthy_old) + max(new, _healthy(observed, new_release)) + draining
+    # A failed old instance holds no capacity: one more new may start in its place.
+    occupied = (
+        max(old - failed_old, healthy_old) + max(new, _healthy(observed, new_release)) + draining
+    )
     grow = min(plan.max_total - occupied, spec.replicas - new)
     if grow > 0:
         new += grow
@@ -233,7 +236,7 @@ def _step(
         remaining = max(0, available(observed, old_release, min_ready) - leaving)
         new_available = available(observed, new_release, min_ready)
         slack = remaining + new_available - plan.min_available
-        shrink = 0 if slack <= 0 else old if slack >= remaining else min(old, slack)
+        shrink = old if slack >= remaining else max(0, min(old, slack))
         if shrink > 0:
             old -= shrink
             events.append(
