@@ -192,6 +192,7 @@ class Agent:
             "kind": self.config.router.kind,
             "listen": self.config.router.listen,
             "alive": router_alive,
+            "pid": getattr(self.engine.router, "pid", None),
         }
         status["app"] = self.config.app.name
         return json_response(status)

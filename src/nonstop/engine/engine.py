@@ -45,6 +45,7 @@ from nonstop.plan.model import (
     RunSmoke,
     ScaleRelease,
     SetWeights,
+    action_from_dict,
     action_to_dict,
 )
 from nonstop.store import RolloutInProgress, RolloutRow, Store
@@ -162,7 +163,23 @@ class Engine:
             if self.store.get(f"smoke:{row.id}") == "running":
                 self.store.put(f"smoke:{row.id}", None)  # the smoke run died with the agent
             self.emit("info", f"resuming rollout {row.id} in phase {self.active.state.phase}")
+            await self._replay(self.active)
         await self._sync_routes(force=True)
+
+    async def _replay(self, active: Active) -> None:
+        """Finish what the previous agent journalled as intended but may not have done.
+
+        The decision that produced these actions is already persisted (its state moved on), so
+        deciding again would not repeat them; replaying is safe because actions are declarative."""
+        for entry in self.store.journal(active.row.id):
+            if entry["status"] != "intended":
+                continue
+            action = action_from_dict(entry["action"])
+            self.emit("info", f"replaying journalled {action.kind} after a restart")
+            await self._execute(active, action)
+            self.store.journal_done(entry["id"], "replayed")
+            if self.active is None:
+                break
 
     def _load(self, row: RolloutRow) -> Active:
         spec = RolloutSpec(
