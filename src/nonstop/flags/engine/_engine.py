@@ -1,0 +1,320 @@
+"""`FlagEngine`: compiled flags and the three questions apps ask on every request."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+from nonstop.flags.engine._compile import (
+    CompiledStrategy,
+    CompiledVariants,
+    Context,
+    Environment,
+    FlagOff,
+    Predicate,
+    Problems,
+    Strategy,
+    _false,
+    _true,
+    all_of,
+    any_of,
+    compile_constraint,
+    compile_strategy_rule,
+    compile_variants,
+    pick_variant,
+    quote,
+)
+from nonstop.flags.engine._document import (
+    Dependency,
+    DocumentState,
+    FeatureDef,
+    SegmentDef,
+    apply_events,
+    read_full,
+)
+from nonstop.flags.engine._problems import FlagDocumentError, Problem
+
+REASONS: Final = ("TARGETING_MATCH", "SPLIT", "DISABLED", "DEFAULT", "STATIC")
+_EMPTY: Final[Mapping[str, Any]] = {}
+
+
+def _disabled(feature_enabled: bool) -> dict[str, Any]:
+    return {"name": "disabled", "enabled": False, "feature_enabled": feature_enabled}
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """One evaluation: the decision, why, and the variant (Unleash's variant shape)."""
+
+    enabled: bool
+    reason: str
+    variant: dict[str, Any]
+    found: bool
+
+
+@dataclass(frozen=True)
+class CompiledFlag:
+    definition: FeatureDef
+    switch: bool  # the flag's own on/off, False when it cannot be compiled
+    rule: Predicate  # any strategy matches (constraints included)
+    strategies: tuple[CompiledStrategy, ...]
+    variants: CompiledVariants | None
+    problems: tuple[Problem, ...]
+
+    @property
+    def name(self) -> str:
+        return self.definition.name
+
+    @property
+    def dependencies(self) -> tuple[Dependency, ...]:
+        return self.definition.dependencies
+
+
+def compile_flag(feature: FeatureDef, segments: Mapping[int, SegmentDef], env: Environment) -> CompiledFlag:
+    problems = Problems()
+    try:
+        strategies = tuple(
+            _compile_strategy(s, f"{feature.path}: strategies[{i}]", feature.name, segments, problems, env)
+            for i, s in enumerate(feature.strategies)
+        )
+        rule = any_of([s.predicate for s in strategies]) if strategies else _true
+        switch = feature.enabled
+    except FlagOff:
+        strategies, rule, switch = (), _false, False
+    stickiness = feature.variants[0].stickiness if feature.variants else None
+    variants = compile_variants(feature.variants, feature.name, stickiness, f"{feature.path}: variants", problems)
+    return CompiledFlag(feature, switch, rule, strategies, variants, tuple(problems.items))
+
+
+def _compile_strategy(
+    s: Strategy, path: str, flag_name: str, segments: Mapping[int, SegmentDef], problems: Problems, env: Environment
+) -> CompiledStrategy:
+    missing = [seg for seg in s.segments if seg not in segments]
+    cv: CompiledVariants | None = None
+    if s.variants:
+        group = s.parameters.get("groupId", flag_name)
+        cv = compile_variants(s.variants, group, s.parameters.get("stickiness", "default"), f"{path}.variants", problems)
+    has_key = s.variants is not None
+    if missing:
+        # The reference engine turns the strategy off before looking at anything else in it.
+        problems.add(f"{path}.segments", f"unknown segment {', '.join(map(str, missing))} (the strategy never matches)")
+        return CompiledStrategy(_false, "DEFAULT", cv, has_key)
+    base, reason = compile_strategy_rule(s, flag_name, path, problems, env)
+    constraints = [compile_constraint(c, f"{path}.constraints[{i}]", problems, env) for i, c in enumerate(s.constraints)]
+    for seg_id in s.segments:
+        segment = segments[seg_id]
+        constraints += [
+            compile_constraint(c, f"{segment.path}: constraints[{i}]", problems, env)
+            for i, c in enumerate(segment.constraints)
+        ]
+    if constraints and reason == "STATIC":
+        reason = "TARGETING_MATCH"
+    return CompiledStrategy(all_of(constraints, base), reason, cv, has_key)
+
+
+class FlagEngine:
+    """Evaluates Unleash feature flags exactly like Unleash's own SDKs. See `nonstop.flags.engine`."""
+
+    def __init__(
+        self,
+        state: DocumentState,
+        flags: dict[str, CompiledFlag],
+        env: Environment,
+        document_problems: tuple[Problem, ...] = (),
+    ) -> None:
+        self._state = state
+        self._flags = flags
+        self._env = env
+        self._rng = env.rng
+        self._document_problems = document_problems
+        self._checks: dict[str, Predicate] = {name: self._check_for(flag) for name, flag in flags.items()}
+        self._dependency_problems = tuple(self._dependency_issues())
+
+    # ---------------------------------------------------------------- construction
+
+    @classmethod
+    def from_unleash(
+        cls,
+        document: Mapping[str, Any],
+        *,
+        strict: bool = True,
+        rng: random.Random | None = None,
+        clock: Callable[[], float] | None = None,
+        hostname: str | None = None,
+    ) -> FlagEngine:
+        """Compile a client features document (``GET /api/client/features``) or a delta
+        document (``{"events": [...]}``). Strict: raise `FlagDocumentError` listing every
+        problem. Lenient: evaluate like the Unleash SDK would and keep them in `problems`."""
+        env = Environment(rng if rng is not None else random.Random(), clock, hostname)
+        problems = Problems()
+        state = read_full(document, problems)
+        flags = {name: compile_flag(f, state.segments, env) for name, f in state.features.items()}
+        engine = cls(state, flags, env, tuple(problems.items))
+        if strict and engine.problems:
+            raise FlagDocumentError(list(engine.problems))
+        return engine
+
+    def apply_delta(self, document: Mapping[str, Any], *, strict: bool = True) -> FlagEngine:
+        """A new engine with delta-API events (``{"events": [...]}``) applied; this one is untouched.
+
+        Flags the events do not touch keep their compiled form."""
+        problems = Problems()
+        state = DocumentState(dict(self._state.features), dict(self._state.segments))
+        touched = apply_events(state, document.get("events") if isinstance(document, Mapping) else None, problems)
+        flags = {
+            name: (self._flags[name] if name not in touched and name in self._flags else compile_flag(f, state.segments, self._env))
+            for name, f in state.features.items()
+        }
+        engine = FlagEngine(state, flags, self._env, tuple(problems.items))
+        if strict and engine.problems:
+            raise FlagDocumentError(list(engine.problems))
+        return engine
+
+    @property
+    def problems(self) -> tuple[Problem, ...]:
+        """Everything that would make an import refuse this document, in document order."""
+        seen: dict[Problem, None] = dict.fromkeys(self._document_problems)
+        for flag in self._flags.values():
+            seen.update(dict.fromkeys(flag.problems))
+        seen.update(dict.fromkeys(self._dependency_problems))
+        return tuple(seen)
+
+    def _dependency_issues(self) -> Iterator[Problem]:
+        for flag in self._flags.values():
+            for i, dep in enumerate(flag.dependencies):
+                parent = self._flags.get(dep.feature)
+                path = f"{flag.definition.path}: dependencies[{i}].feature"
+                if parent is None:
+                    yield Problem(path, f"unknown feature {quote(dep.feature)} (the flag is never enabled)")
+                elif parent.dependencies:
+                    yield Problem(path, f"{quote(dep.feature)} has dependencies of its own (the flag is never enabled)")
+
+    def _check_for(self, flag: CompiledFlag) -> Predicate:
+        if not flag.switch:
+            return _false
+        if not flag.dependencies:
+            return flag.rule
+        deps_ok = self._dependencies_predicate(flag)
+        rule = flag.rule
+        return lambda ctx: deps_ok(ctx) and rule(ctx)
+
+    def _dependencies_predicate(self, flag: CompiledFlag) -> Predicate:
+        flags = self._flags
+        checks: list[Predicate] = []
+        for dep in flag.dependencies:
+            parent = flags.get(dep.feature)
+            if parent is None or parent.dependencies:
+                return _false
+            checks.append(self._dependency_check(parent, dep))
+        return all_of(checks, _true)
+
+    def _dependency_check(self, parent: CompiledFlag, dep: Dependency) -> Predicate:
+        expected, wanted = dep.enabled, dep.variants
+        rule = parent.rule if parent.switch else _false
+        variant_of = self._variant_of
+
+        def holds(ctx: Context) -> bool:
+            if wanted:
+                chosen = variant_of(parent, ctx)
+                if chosen is not None and chosen["name"] not in wanted:
+                    return False
+            return rule(ctx) is expected
+
+        return holds
+
+    # ---------------------------------------------------------------- questions
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._flags
+
+    def __len__(self) -> int:
+        return len(self._flags)
+
+    def names(self) -> list[str]:
+        return list(self._flags)
+
+    def is_enabled(self, name: str, context: Mapping[str, Any] | None = None, default: bool = False) -> bool:
+        """Is flag `name` on for `context`? Unknown flags (or a context that breaks evaluation) give `default`."""
+        check = self._checks.get(name)
+        if check is None:
+            return default
+        try:
+            return check(_EMPTY if context is None else context)
+        except Exception:  # a malformed context never takes the caller down
+            return default
+
+    def get_variant(self, name: str, context: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Unleash's variant shape: ``{"name", "payload"?, "enabled", "feature_enabled"}``."""
+        return self.resolve(name, context).variant
+
+    def resolve(self, name: str, context: Mapping[str, Any] | None = None) -> Resolution:
+        """Decision, reason (TARGETING_MATCH, SPLIT, DISABLED, DEFAULT, STATIC) and variant, in one evaluation."""
+        flag = self._flags.get(name)
+        if flag is None:
+            return Resolution(False, "DEFAULT", _disabled(False), False)
+        ctx = _EMPTY if context is None else context
+        try:
+            return self._resolve(flag, ctx)
+        except Exception:
+            return Resolution(False, "DEFAULT", _disabled(False), True)
+
+    def _resolve(self, flag: CompiledFlag, ctx: Context) -> Resolution:
+        if not flag.switch:
+            return Resolution(False, "DISABLED", _disabled(False), True)
+        if flag.dependencies and not self._dependencies_predicate(flag)(ctx):
+            return Resolution(False, "DEFAULT", _disabled(False), True)
+        strategies = flag.strategies
+        if not strategies:
+            return Resolution(True, "STATIC", self._variant_result(flag.variants, ctx), True)
+        for index, strategy in enumerate(strategies):
+            if strategy.predicate(ctx):
+                chosen = self._variant_from(flag, ctx, index)
+                return Resolution(True, strategy.reason, self._variant_result(chosen, ctx), True)
+        return Resolution(False, "DEFAULT", _disabled(False), True)
+
+    def _variant_from(self, flag: CompiledFlag, ctx: Context, first: int) -> CompiledVariants | None:
+        """The variants to pick from once strategy `first` has matched (the reference engine
+        takes the first matching strategy that has a "variants" key)."""
+        strategies = flag.strategies
+        for index in range(first, len(strategies)):
+            s = strategies[index]
+            if not s.has_variants_key or (index > first and not s.predicate(ctx)):
+                continue
+            if s.variants is not None:
+                return s.variants
+            # an empty "variants" list falls back to the flag's; weights adding up to 0 give none
+            return flag.variants if _is_empty_key(flag, index) else None
+        return flag.variants
+
+    def _variant_of(self, flag: CompiledFlag, ctx: Context) -> dict[str, Any] | None:
+        """The parent's variant, as the reference engine computes it for dependencies."""
+        for index, s in enumerate(flag.strategies):
+            if s.has_variants_key and s.predicate(ctx):
+                cv = self._variant_from(flag, ctx, index)
+                break
+        else:
+            cv = flag.variants
+        if cv is None:
+            return None
+        return cv.results[pick_variant(cv, ctx, self._rng)]
+
+    def _variant_result(self, cv: CompiledVariants | None, ctx: Context) -> dict[str, Any]:
+        if cv is None:
+            return _disabled(True)
+        result = cv.results[pick_variant(cv, ctx, self._rng)]
+        copy = dict(result)
+        if "payload" in copy:
+            copy["payload"] = dict(copy["payload"])
+        return copy
+
+
+def _is_empty_key(flag: CompiledFlag, index: int) -> bool:
+    variants = flag.definition.strategies[index].variants
+    return variants is not None and len(variants) == 0
+
+
+def validate(document: Mapping[str, Any]) -> list[Problem]:
+    """Every problem in `document`, without raising (empty list: the document is clean)."""
+    return list(FlagEngine.from_unleash(document, strict=False).problems)

@@ -1,0 +1,403 @@
+"""Translate the Rust `regex` crate's syntax (what Unleash's engine uses for REGEX
+constraints) into an equivalent Python `re` pattern, or say why it cannot be done.
+
+The two dialects differ where it matters for a flag decision:
+
+    Rust                         Python `re` (what we emit)
+    $  (no m flag)               \\Z           (Rust `$` never matches before a final newline)
+    ^  (m flag)                  (?:\\A|(?<=\\n))
+    .  (no s flag)               [^\\n]
+    (?i) in the middle           (?i: ... ) up to the end of the enclosing group
+    [[:alpha:]]                  [A-Za-z]    (POSIX classes are ASCII in Rust)
+    \\s                           the Unicode White_Space set (Python's \\s adds \\x1c-\\x1f)
+    \\z, \\x{41}, \\u{41}           \\Z, A, A
+
+Rust rejects look-around, back-references and possessive repetition; so do we
+(`RegexTranslationError`), and such a constraint never matches, like in the SDK.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from dataclasses import dataclass
+
+__all__ = ["RegexTranslationError", "compile_rust_regex"]
+
+
+class RegexTranslationError(ValueError):
+    """The pattern is invalid in Rust's syntax, or uses a part we do not translate."""
+
+
+_POSIX = {
+    "alnum": "0-9A-Za-z",
+    "alpha": "A-Za-z",
+    "ascii": "\\x00-\\x7f",
+    "blank": "\\t ",
+    "cntrl": "\\x00-\\x1f\\x7f",
+    "digit": "0-9",
+    "graph": "!-~",
+    "lower": "a-z",
+    "print": " -~",
+    "punct": "!-/:-@\\[-`{-~",
+    "space": "\\t\\n\\x0b\\x0c\\r ",
+    "upper": "A-Z",
+    "word": "0-9A-Za-z_",
+    "xdigit": "0-9A-Fa-f",
+}
+_UNICODE_SPACE = "\\t\\n\\x0b\\x0c\\r \\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000"
+_ASCII_WORD = "0-9A-Za-z_"
+_PERL = {
+    # letter -> (unicode body, ascii body); upper case letters negate
+    "d": ("\\d", "0-9"),
+    "w": ("\\w", _ASCII_WORD),
+    "s": (_UNICODE_SPACE, "\\t\\n\\x0b\\x0c\\r "),
+}
+_SIMPLE_ESCAPES = {"a": "\\x07", "f": "\\x0c", "t": "\\t", "n": "\\n", "r": "\\r", "v": "\\x0b"}
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_\[\].]*")
+_FLAG_LETTERS = set("imsUux")
+
+
+@dataclass
+class _Flags:
+    i: bool = False
+    m: bool = False
+    s: bool = False
+    U: bool = False
+    u: bool = True
+    x: bool = False
+
+    def copy(self) -> _Flags:
+        return _Flags(self.i, self.m, self.s, self.U, self.u, self.x)
+
+
+def compile_rust_regex(pattern: str, case_insensitive: bool = False) -> re.Pattern[str]:
+    """Compile `pattern` with Rust semantics; raise RegexTranslationError when Rust would not."""
+    python = _Translator(pattern, _Flags(i=case_insensitive)).translate()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            return re.compile(python)
+    except (re.error, FutureWarning, DeprecationWarning) as exc:  # pragma: no cover - safety net
+        raise RegexTranslationError(f"cannot translate pattern: {exc}") from exc
+
+
+class _Translator:
+    def __init__(self, pattern: str, flags: _Flags) -> None:
+        self.p = pattern
+        self.pos = 0
+        self.flags = flags
+        self.names: set[str] = set()
+
+    def fail(self, message: str) -> RegexTranslationError:
+        return RegexTranslationError(f"{message} at offset {self.pos}")
+
+    def peek(self, n: int = 1) -> str:
+        return self.p[self.pos : self.pos + n]
+
+    def translate(self) -> str:
+        case_insensitive = self.flags.i
+        out = self.sequence(top=True)
+        if self.pos < len(self.p):
+            raise self.fail("unopened group")
+        return f"(?i:{out})" if case_insensitive else out
+
+    def sequence(self, top: bool) -> str:
+        """Alternatives up to the end of the enclosing group (which the caller consumes)."""
+        out: list[str] = []
+        closers = 0  # scoped groups opened by bare (?flags) in this group
+        saved = self.flags.copy()
+        last_atom = False  # can a repetition operator follow?
+        while self.pos < len(self.p):
+            c = self.p[self.pos]
+            if self.flags.x and c in " \t\n\r\x0b\x0c":
+                self.pos += 1
+                continue
+            if self.flags.x and c == "#":
+                end = self.p.find("\n", self.pos)
+                self.pos = len(self.p) if end < 0 else end + 1
+                continue
+            if c == ")":
+                if top:
+                    raise self.fail("unopened group")
+                break
+            if c == "|":
+                self.pos += 1
+                out.append(")" * closers + "|")
+                # a new branch starts with the flags the group started with
+                closers = 0
+                self.flags = saved.copy()
+                last_atom = False
+                continue
+            if c in "*+?{":
+                if not last_atom:
+                    raise self.fail("repetition operator missing expression")
+                out.append(self.repetition())
+                last_atom = False
+                continue
+            if c == "(":
+                piece = self.group()
+                if piece is None:  # bare flag group: scope to the end of this group
+                    out.append(self.scope_prefix())
+                    closers += 1
+                    last_atom = False
+                    continue
+                out.append(piece)
+                last_atom = True
+                continue
+            out.append(self.atom())
+            last_atom = True
+        out.append(")" * closers)
+        self.flags = saved
+        return "".join(out)
+
+    def scope_prefix(self) -> str:
+        return "(?i:" if self.flags.i else "(?-i:"
+
+    def repetition(self) -> str:
+        c = self.p[self.pos]
+        if c == "{":
+            m = re.compile(r"\{\s*(\d+)\s*(?:(,)\s*(\d*)\s*)?\}").match(self.p, self.pos)
+            if not m:
+                raise self.fail("invalid counted repetition")
+            low, comma, high = m.group(1), m.group(2), m.group(3)
+            if high and int(high) < int(low):
+                raise self.fail("invalid counted repetition range")
+            op = "{" + low + ("," + high if comma else "") + "}"
+            self.pos = m.end()
+        else:
+            op = c
+            self.pos += 1
+        lazy = False
+        if self.peek() == "?":
+            lazy = True
+            self.pos += 1
+        if self.flags.U:
+            lazy = not lazy
+        if self.peek() and self.peek() in "*+?{":
+            raise self.fail("repetition of a repetition")
+        return op + ("?" if lazy else "")
+
+    def group(self) -> str | None:
+        start = self.pos
+        self.pos += 1
+        saved = self.flags.copy()
+        if self.peek() != "?":
+            inner = self.sequence(top=False)
+            return self.close_group(start, "(?:" + inner, saved)
+        self.pos += 1
+        if self.peek(2) == "P<" or (self.peek() == "<" and self.peek(2) not in ("<=", "<!")):
+            self.pos += 2 if self.peek() == "P" else 1
+            end = self.p.find(">", self.pos)
+            name = self.p[self.pos : end] if end >= 0 else ""
+            if end < 0 or not _NAME.fullmatch(name):
+                raise self.fail("invalid capture group name")
+            if name in self.names:
+                raise self.fail("duplicate capture group name")
+            self.names.add(name)
+            self.pos = end + 1
+            inner = self.sequence(top=False)
+            return self.close_group(start, "(?:" + inner, saved)
+        m = re.compile(r"([A-Za-z-]*)([:)])").match(self.p, self.pos)
+        if not m:
+            raise self.fail("unsupported group syntax (look-around, atomic or comment group)")
+        self.apply_flags(m.group(1))
+        self.pos = m.end()
+        if m.group(2) == ")":
+            return None
+        inner = self.sequence(top=False)
+        return self.close_group(start, self.scope_prefix() + inner, saved)
+
+    def close_group(self, start: int, body: str, saved: _Flags) -> str:
+        if self.peek() != ")":
+            self.pos = start
+            raise self.fail("unclosed group")
+        self.pos += 1
+        self.flags = saved
+        return body + ")"
+
+    def apply_flags(self, letters: str) -> None:
+        value = True
+        seen: set[str] = set()
+        if not letters or letters == "-" or letters.endswith("-"):
+            if letters:
+                raise self.fail("flag negation without flags")
+            return
+        for ch in letters:
+            if ch == "-":
+                if not value:
+                    raise self.fail("repeated flag negation")
+                value = False
+                continue
+            if ch not in _FLAG_LETTERS or ch in seen:
+                raise self.fail(f"unsupported or repeated flag {ch!r}")
+            seen.add(ch)
+            setattr(self.flags, ch, value)
+
+    def atom(self) -> str:
+        c = self.p[self.pos]
+        self.pos += 1
+        if c == ".":
+            return "[\\s\\S]" if self.flags.s else "[^\\n]"
+        if c == "^":
+            return "(?:\\A|(?<=\\n))" if self.flags.m else "\\A"
+        if c == "$":
+            return "(?=\\n|\\Z)" if self.flags.m else "\\Z"
+        if c == "[":
+            return self.char_class()
+        if c == "\\":
+            return self.escape(in_class=False)
+        return re.escape(c)
+
+    def escape(self, in_class: bool) -> str:
+        if self.pos >= len(self.p):
+            raise self.fail("incomplete escape")
+        c = self.p[self.pos]
+        self.pos += 1
+        if c.lower() in _PERL:
+            unicode_body, ascii_body = _PERL[c.lower()]
+            body = unicode_body if self.flags.u else ascii_body
+            if body == "\\d" or body == "\\w":
+                text = body if c.islower() else body.upper()
+                return text
+            return ("[" if c.islower() else "[^") + body + "]" if not in_class else _negatable(body, c)
+        if c in _SIMPLE_ESCAPES:
+            return _SIMPLE_ESCAPES[c]
+        if c in "xuU":
+            return _literal(self.hex_escape(c), in_class)
+        if in_class:
+            if c.isalnum():
+                raise self.fail(f"unsupported escape \\{c} in a class")
+            return "\\" + c
+        if c == "A":
+            return "\\A"
+        if c == "z":
+            return "\\Z"
+        if c in "bB":
+            if self.peek() == "{":
+                raise self.fail("unsupported word boundary form")
+            if self.flags.u:
+                return "\\" + c
+            w = _ASCII_WORD
+            word_boundary = f"(?:(?<=[{w}])(?![{w}])|(?<![{w}])(?=[{w}]))"
+            return word_boundary if c == "b" else f"(?!{word_boundary})"
+        if c == "<":
+            return "\\b(?=\\w)"
+        if c == ">":
+            return "\\b(?<=\\w)"
+        if c.isalnum() or c.isspace():
+            raise self.fail(f"unsupported escape \\{c}")
+        return "\\" + c
+
+    def hex_escape(self, kind: str) -> str:
+        if self.peek() == "{":
+            end = self.p.find("}", self.pos)
+            digits = self.p[self.pos + 1 : end] if end >= 0 else ""
+            self.pos = end + 1 if end >= 0 else self.pos
+        else:
+            size = {"x": 2, "u": 4, "U": 8}[kind]
+            digits = self.p[self.pos : self.pos + size]
+            if len(digits) != size:
+                raise self.fail("incomplete hex escape")
+            self.pos += size
+        if not digits or not all(d in "0123456789abcdefABCDEF" for d in digits):
+            raise self.fail("invalid hex escape")
+        value = int(digits, 16)
+        if value > 0x10FFFF or 0xD800 <= value <= 0xDFFF:
+            raise self.fail("invalid code point")
+        return chr(value)
+
+    def char_class(self) -> str:
+        negate = False
+        if self.peek() == "^":
+            negate = True
+            self.pos += 1
+        items: list[str] = []
+        first = True
+        while True:
+            if self.pos >= len(self.p):
+                raise self.fail("unclosed character class")
+            c = self.p[self.pos]
+            if c == "]" and not first:
+                self.pos += 1
+                break
+            first = False
+            if self.flags.x and c in " \t\n\r":
+                self.pos += 1
+                continue
+            if c == "[":
+                m = re.compile(r"\[:(\^?)([a-z]+):\]").match(self.p, self.pos)
+                if m and m.group(2) in _POSIX:
+                    self.pos = m.end()
+                    body = _POSIX[m.group(2)]
+                    items.append(_posix_item(body, negated=bool(m.group(1))))
+                    continue
+                raise self.fail("nested character classes are not supported")
+            if self.peek(2) in ("&&", "--", "~~"):
+                raise self.fail("character class set operations are not supported")
+            items.append(self.class_member())
+        body = "".join(items)
+        if not body:
+            raise self.fail("empty character class")
+        return ("[^" if negate else "[") + body + "]"
+
+    def class_member(self) -> str:
+        start = self.class_single()
+        if self.peek() == "-" and self.peek(2) != "-]" and self.p[self.pos + 1 : self.pos + 2] not in ("]", ""):
+            if start is None or len(start) != 1:
+                raise self.fail("invalid range start")
+            self.pos += 1
+            end = self.class_single()
+            if end is None or len(end) != 1:
+                raise self.fail("invalid range end")
+            if ord(end) < ord(start):
+                raise self.fail("invalid range")
+            return _literal(start, True) + "-" + _literal(end, True)
+        if start is None:
+            return self.last_class_escape
+        return _literal(start, True)
+
+    last_class_escape = ""
+
+    def class_single(self) -> str | None:
+        """A single literal character, or None with `last_class_escape` set to a class escape."""
+        c = self.p[self.pos]
+        self.pos += 1
+        if c != "\\":
+            return c
+        if self.pos >= len(self.p):
+            raise self.fail("incomplete escape")
+        e = self.p[self.pos]
+        if e in _SIMPLE_ESCAPES:
+            self.pos += 1
+            return {"a": "\x07", "f": "\x0c", "t": "\t", "n": "\n", "r": "\r", "v": "\x0b"}[e]
+        if e in "xuU":
+            self.pos += 1
+            return self.hex_escape(e)
+        if e.lower() in _PERL:
+            self.last_class_escape = self.escape(in_class=True)
+            return None
+        if e.isalnum() or e.isspace():
+            raise self.fail(f"unsupported escape \\{e} in a class")
+        self.pos += 1
+        return e
+
+
+def _negatable(body: str, letter: str) -> str:
+    if letter.islower():
+        return body
+    raise RegexTranslationError(f"negated class \\{letter} inside a character class is not supported")
+
+
+def _posix_item(body: str, negated: bool) -> str:
+    if negated:
+        raise RegexTranslationError("negated POSIX classes are not supported")
+    return body
+
+
+def _literal(ch: str, in_class: bool) -> str:
+    if ch.isalnum() and ch.isascii():
+        return ch
+    if ord(ch) < 0x80:
+        return "\\" + ch if not ch.isspace() and ch.isprintable() else f"\\x{ord(ch):02x}"
+    return ch if not in_class or ch.isprintable() else f"\\U{ord(ch):08x}"
