@@ -93,9 +93,9 @@ def connect(url: str, *, connect_timeout: int = 5) -> Connection:
             application_name="nonstop-migrate",
         )
     except psycopg.OperationalError as exc:
-        first = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        reason = " ".join(line.strip() for line in str(exc).splitlines()) or type(exc).__name__
         raise DatabaseUnavailable(
-            f"cannot connect to PostgreSQL at {describe(url)}: {first}"
+            f"cannot connect to PostgreSQL at {describe(url)}: {reason}"
         ) from exc
     return conn
 

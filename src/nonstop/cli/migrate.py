@@ -1,0 +1,315 @@
+"""``nonstop migrate plan | start | complete | rollback | status``: the runner's command line.
+
+The work happens in nonstop.migrate.runner; this module resolves settings (nonstop.toml's
+[migrations] table, then the command-line overrides), renders progress and summaries, and
+lets nonstop.cli.main turn errors into one line and an exit code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+from rich.text import Text
+
+from nonstop.agent.paths import find_project
+from nonstop.config.load import load_config
+from nonstop.config.schema import MigrationsConfig
+from nonstop.config.units import format_duration, parse_duration
+from nonstop.errors import UsageError
+from nonstop.migrate import runner
+from nonstop.migrate.runner import (
+    Applied,
+    BackfillStarted,
+    BatchDone,
+    Event,
+    Retrying,
+    RunSummary,
+    Target,
+)
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+
+@click.group()
+def migrate() -> None:
+    """Expand -> backfill -> contract database migrations on PostgreSQL."""
+
+
+def _options(func: Callable[..., Any]) -> Callable[..., Any]:
+    for option in reversed(
+        [
+            click.option(
+                "--config",
+                "config_path",
+                type=click.Path(path_type=Path),
+                help="nonstop.toml to read [migrations] from (default: the project's).",
+            ),
+            click.option(
+                "--dir", "directory", type=click.Path(path_type=Path), help="Migrations directory."
+            ),
+            click.option("--database-url", help="libpq URL, or $VAR to read it from."),
+            click.option("--json", "as_json", is_flag=True, help="Print JSON."),
+        ]
+    ):
+        func = option(func)
+    return func
+
+
+def _project(config_path: Path | None) -> tuple[Path, MigrationsConfig]:
+    if config_path is not None:
+        config = load_config(config_path)
+        return config_path.resolve().parent, config.migrations or MigrationsConfig()
+    project = Path(os.environ.get("NONSTOP_PROJECT") or find_project()).resolve()
+    if (project / "nonstop.toml").is_file():
+        config = load_config(project / "nonstop.toml")
+        return project, config.migrations or MigrationsConfig()
+    return project, MigrationsConfig()
+
+
+def _target(
+    config_path: Path | None, directory: Path | None, database_url: str | None, **more: Any
+) -> tuple[Path, Target]:
+    project, config = _project(config_path)
+    target = runner.resolve(
+        config, base_dir=project, database_url=database_url, directory=directory
+    )
+    return project, dataclasses.replace(target, **more)
+
+
+def _print_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+# -- plan ------------------------------------------------------------------------------------
+
+
+@migrate.command()
+@_options
+def plan(
+    config_path: Path | None, directory: Path | None, database_url: str | None, as_json: bool
+) -> None:
+    """Show pending migrations per phase."""
+    _, target = _target(config_path, directory, database_url)
+    result = runner.plan(target)
+    if as_json:
+        _print_json(result.to_dict())
+        return
+    for phase in ("expand", "backfill", "contract"):
+        names = result.pending[phase]
+        out.print(f"[bold]{phase}[/] ({len(names)} pending)")
+        for name in names:
+            out.print(f"  {name}")
+    out.print(f"[dim]{len(result.applied)} applied[/]")
+
+
+# -- start / complete / rollback ----------------------------------------------------------------
+
+
+class RowsPerSecond(ProgressColumn):
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text(f"{speed:,.0f} rows/s" if speed else "- rows/s", style="cyan")
+
+
+class Reporter:
+    """Renders the runner's events: one line per migration and retry, a bar per backfill."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.progress: Progress | None = None
+        self.tasks: dict[str, TaskID] = {}
+
+    def __call__(self, event: Event) -> None:
+        if self.quiet:
+            return
+        if isinstance(event, Retrying):
+            err.print(
+                f"[yellow]{event.name}:{event.line}: {event.reason}; attempt "
+                f"{event.attempt + 1} in {format_duration(event.delay)}[/]"
+            )
+        elif isinstance(event, Applied):
+            err.print(
+                f"[green]{event.phase}[/] {event.name} "
+                f"({format_duration(event.duration_s)}, {event.attempts} attempt(s))"
+            )
+        elif isinstance(event, BackfillStarted):
+            self._bar().start()
+            assert self.progress is not None
+            self.tasks[event.name] = self.progress.add_task(
+                f"backfill {event.name}",
+                total=max(event.total_estimate, event.resumed_rows) or None,
+                completed=event.resumed_rows,
+            )
+        elif isinstance(event, BatchDone) and self.progress is not None:
+            task = self.tasks[event.name]
+            total = self.progress.tasks[task].total
+            grown = max(total or 0, event.rows_done)
+            self.progress.update(task, completed=event.rows_done, total=grown)
+
+    def _bar(self) -> Progress:
+        if self.progress is None:
+            self.progress = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                TextColumn("{task.completed:,.0f}/{task.total:,.0f} rows"),
+                RowsPerSecond(),
+                TimeRemainingColumn(),
+                console=err,
+            )
+        return self.progress
+
+    def close(self) -> None:
+        if self.progress is not None:
+            for task in self.progress.tasks:
+                self.progress.update(task.id, total=task.completed)
+            self.progress.stop()
+
+
+def _render(summary: RunSummary, as_json: bool, nothing: str) -> None:
+    if as_json:
+        _print_json(summary.to_dict())
+        return
+    if not summary.applied and not summary.backfills:
+        out.print(nothing)
+    for b in summary.backfills:
+        resumed = f", resumed after {b.resumed_rows:,} rows" if b.resumed_rows else ""
+        out.print(
+            f"backfill {b.name}: {b.rows:,} rows in {b.batches} batches, "
+            f"{b.rows_per_s:,.0f} rows/s, longest batch {format_duration(b.longest_batch_s)}"
+            f"{resumed}"
+        )
+
+
+def _duration(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise UsageError(f"--pause: {exc}") from None
+
+
+@migrate.command()
+@_options
+@click.option("--batch-size", type=click.IntRange(min=1), help="Rows per backfill batch.")
+@click.option("--pause", help='Pause between backfill batches, e.g. "50ms".')
+@click.option("--no-backfill", is_flag=True, help="Run the expand migrations only.")
+def start(
+    config_path: Path | None,
+    directory: Path | None,
+    database_url: str | None,
+    as_json: bool,
+    batch_size: int | None,
+    pause: str | None,
+    no_backfill: bool,
+) -> None:
+    """Run pending expand migrations, then the backfills (resuming an interrupted one)."""
+    _, target = _target(
+        config_path, directory, database_url, batch_size=batch_size, pause=_duration(pause)
+    )
+    reporter = Reporter(quiet=as_json)
+    try:
+        expanded = runner.run_expand(target, on_event=reporter)
+        filled = RunSummary() if no_backfill else runner.run_backfill(target, on_event=reporter)
+    finally:
+        reporter.close()
+    _render(RunSummary(expanded.applied, filled.backfills), as_json, "nothing to do: up to date")
+
+
+@migrate.command()
+@_options
+@click.option(
+    "--state-dir",
+    type=click.Path(path_type=Path),
+    help="The agent's state directory (default: .nonstop in the project).",
+)
+def complete(
+    config_path: Path | None,
+    directory: Path | None,
+    database_url: str | None,
+    as_json: bool,
+    state_dir: Path | None,
+) -> None:
+    """Run contract migrations; refused while an instance of an older release is alive."""
+    project, target = _target(config_path, directory, database_url)
+    reporter = Reporter(quiet=as_json)
+    summary = runner.run_contract(
+        target, state_dir=state_dir or project / ".nonstop", on_event=reporter
+    )
+    _render(summary, as_json, "nothing to do: no pending contract migration")
+
+
+@migrate.command()
+@_options
+@click.option(
+    "--steps", type=click.IntRange(min=1), default=1, show_default=True,
+    help="How many applied expand migrations to undo, newest first.",
+)  # fmt: skip
+def rollback(
+    config_path: Path | None,
+    directory: Path | None,
+    database_url: str | None,
+    as_json: bool,
+    steps: int,
+) -> None:
+    """Undo the latest expand migrations with their down SQL (`-- nonstop: down`)."""
+    _, target = _target(config_path, directory, database_url)
+    summary = runner.run_rollback(target, steps=steps, on_event=Reporter(quiet=as_json))
+    _render(summary, as_json, "nothing rolled back")
+
+
+# -- status ----------------------------------------------------------------------------------
+
+
+@migrate.command()
+@_options
+def status(
+    config_path: Path | None, directory: Path | None, database_url: str | None, as_json: bool
+) -> None:
+    """List migrations: applied ones with timings, then pending ones."""
+    _, target = _target(config_path, directory, database_url)
+    entries = runner.status(target)
+    if as_json:
+        _print_json([e.to_dict() for e in entries])
+        return
+    table = Table("migration", "phase", "status", "finished", "took", "attempts", "rows")
+    colors = {"applied": "green", "changed": "red", "running": "yellow", "rolled_back": "dim"}
+    for e in entries:
+        h = e.history
+        finished = _clock(h.finished_at) if h and h.finished_at else ""
+        took = format_duration(h.duration_s) if h and h.duration_s is not None else ""
+        rows = h.rows if h and h.rows is not None else e.progress_rows
+        table.add_row(
+            e.name,
+            e.phase,
+            f"[{colors.get(e.status, 'default')}]{e.status}[/]",
+            finished,
+            took,
+            str(h.attempts) if h else "",
+            f"{rows:,}" if rows is not None else "",
+        )
+    out.print(table)
+
+
+def _clock(epoch: float) -> str:
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(epoch, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
