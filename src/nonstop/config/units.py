@@ -81,6 +81,8 @@ def parse_int_or_percent(value: Any) -> str:
         if value < 0:
             raise ValueError(f"expected a count >= 0, got {value}")
         return str(value)
+    if isinstance(value, str) and value.strip().isdigit():
+        return value.strip()
     if isinstance(value, str) and re.fullmatch(r"\d+(\.\d+)?%", value.strip()):
         if float(value.strip()[:-1]) > 100:
             raise ValueError(f'expected a percentage between 0% and 100%, got "{value}"')

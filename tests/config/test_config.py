@@ -1,0 +1,163 @@
+"""nonstop.toml validation: each bad input gets a line naming the key path and what was expected."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from nonstop.config import load_config, parse_config
+from nonstop.config.units import format_duration, parse_duration, resolve_count
+from nonstop.errors import ConfigError
+
+APP = '[app]\nname = "shop"\ncommand = "python3 app.py --port {port}"\n'
+
+ERRORS = [
+    (
+        APP + '[strategy]\nkind = "bleugreen"\n',
+        'strategy.kind: expected one of bluegreen, rolling, canary, got "bleugreen"',
+    ),
+    (
+        '[app]\nname = "shop"\ncommand = "python3 app.py"\n',
+        'app.command: must contain the "{port}"',
+    ),
+    (APP + "replicas = 0\n", "app.replicas: expected a value >= 1, got 0"),
+    (APP + 'replicas = "two"\n', 'app.replicas: expected an integer, got "two"'),
+    (APP + '[router]\nlisten = "8080"\n', 'router.listen: expected "host:port"'),
+    (
+        APP + '[router]\nkind = "envoy"\n',
+        'router.kind: expected one of caddy, haproxy, nginx, got "envoy"',
+    ),
+    (APP + '[health]\npath = "health"\n', 'health.path: expected a path starting with "/"'),
+    (APP + '[health]\ninterval = "5 parsecs"\n', "health.interval: expected a duration"),
+    (APP + "[health]\ntimeout = -1\n", "health.timeout: expected a non-negative duration"),
+    (APP + "colour = 1\n", "app.colour: unknown key"),
+    ('[app]\nname = "shop"\n', "app.command: required key is missing"),
+    ("", "app: required key is missing"),
+    (
+        APP + '[strategy.rolling]\nmax_surge = "200%"\n',
+        "strategy.rolling.max_surge: expected a percentage between 0% and 100%",
+    ),
+    (
+        APP + "[strategy.rolling]\nmax_unavailable = -1\n",
+        "strategy.rolling.max_unavailable: expected a count >= 0",
+    ),
+    (
+        APP + '[strategy]\nkind = "canary"\n',
+        'strategy: kind "canary" needs a [strategy.canary] table',
+    ),
+    (
+        APP + "[strategy.canary]\nsteps = [{ weight = 5 }, { weight = 150 }]\n",
+        "strategy.canary.steps[1].weight: expected a value <= 100, got 150",
+    ),
+    (
+        APP + "[strategy.canary]\nsteps = [{ weight = 50 }, { weight = 20 }]\n",
+        "strategy.canary.steps[1].weight: weights must not decrease, got 20 after 50",
+    ),
+    (
+        APP + "[strategy.canary]\nsteps = [{ wieght = 5 }]\n",
+        "strategy.canary.steps[0].wieght: unknown key",
+    ),
+    (
+        APP + '[strategy.canary]\nsteps = [{ pause = { until = "never" } }]\n',
+        "strategy.canary.steps[0].pause: expected a duration, or {} to wait for `nonstop promote`",
+    ),
+    (
+        APP
+        + '[strategy.canary]\npreset = "quick"\n[[strategy.canary.analysis]]\nmetric = "latency"\n',
+        'strategy.canary.analysis[0]: needs "max" or "min"',
+    ),
+    (
+        APP + '[metrics]\nprovider = "prometheus"\n',
+        'metrics: provider "prometheus" needs "prometheus_url"',
+    ),
+    (APP + "[app\n", "not valid TOML"),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), ERRORS, ids=[e[1][:50] for e in ERRORS])
+def test_bad_config_names_the_key_and_what_was_expected(text: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(text)
+    assert expected in str(info.value)
+    assert str(info.value).startswith("nonstop.toml: ")
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    text = '[app]\nname = "shop"\ncommand = "x"\nreplicas = 0\n[router]\nlisten = "nope"\n'
+    with pytest.raises(ConfigError) as info:
+        parse_config(text)
+    assert [path for path, _ in info.value.issues] == [
+        "app.command",
+        "app.replicas",
+        "router.listen",
+    ]
+
+
+def test_defaults_are_usable() -> None:
+    config = parse_config(APP)
+    assert config.strategy.kind == "bluegreen"
+    assert config.router.listen == "127.0.0.1:8080"
+    assert config.strategy.bluegreen.keep_previous == 300.0
+    assert config.strategy.rolling.max_surge == "25%"
+    assert config.watch.max_error_rate == 0.02
+
+
+def test_missing_file_says_how_to_make_one(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not found; run `nonstop init`"):
+        load_config(tmp_path / "nonstop.toml")
+
+
+def test_round_trip_through_json_keeps_the_meaning() -> None:
+    """The CLI sends the validated config to the agent as JSON; it must validate the same."""
+    from nonstop.config.load import validate_config
+
+    config = parse_config(
+        APP + '[strategy.canary]\nsteps = [{ weight = 5, pause = "10m" }, { pause = {} }]\n'
+    )
+    again = validate_config(config.model_dump(mode="json", exclude_none=True))
+    assert again == config
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [
+        (30, 30.0),
+        (1.5, 1.5),
+        ("500ms", 0.5),
+        ("10m", 600.0),
+        ("1h30m", 5400.0),
+        ("2d", 172800.0),
+        ("45", 45.0),
+    ],
+)
+def test_durations(value: object, seconds: float) -> None:
+    assert parse_duration(value) == seconds
+
+
+@pytest.mark.parametrize("value", ["", "ten", "5x", "1h 30", True, None, float("inf")])
+def test_bad_durations(value: object) -> None:
+    with pytest.raises(ValueError, match="expected"):
+        parse_duration(value)
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"), [(0.25, "250ms"), (90, "1m30s"), (3600, "1h"), (0, "0ms")]
+)
+def test_format_duration(seconds: float, text: str) -> None:
+    assert format_duration(seconds) == text
+
+
+@pytest.mark.parametrize(
+    ("value", "total", "round_up", "count"),
+    [
+        # Kubernetes: surge rounds up, unavailable rounds down.
+        ("25%", 5, True, 2),  # 1.25 -> 2
+        ("25%", 5, False, 1),  # 1.25 -> 1
+        ("10%", 3, False, 0),  # 0.3 -> 0
+        ("100%", 4, True, 4),
+        ("2", 10, True, 2),
+    ],
+)
+def test_resolve_count(value: str, total: int, round_up: bool, count: int) -> None:
+    assert resolve_count(value, total, round_up=round_up) == count
