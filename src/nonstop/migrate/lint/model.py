@@ -1,0 +1,52 @@
+"""What the linter reports: findings, and the options that change verdicts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from nonstop.migrate.phases import Phase
+
+Severity = Literal["error", "warning"]
+
+#: The PostgreSQL major version assumed when none is given (``--pg-version``).
+DEFAULT_PG_VERSION = 16
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One hazard in one statement.
+
+    ``message`` says what lock or rewrite the statement causes and what breaks; ``fix`` says the
+    safe alternative in words and SQL. ``replacement`` is the SQL that ``--fix`` writes in place of
+    the statement when the safe sequence is mechanical, else None.
+    """
+
+    rule: str
+    severity: Severity
+    file: str
+    line: int
+    column: int
+    message: str
+    fix: str
+    replacement: str | None = None
+    statement: int = 0
+    insert: bool = False  # True: --fix puts ``replacement`` before the statement, not instead
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "rule": self.rule,
+            "severity": self.severity,
+            "file": self.file,
+            "line": self.line,
+            "column": self.column,
+            "message": self.message,
+            "fix": self.fix,
+            "autofix": self.replacement,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class LintOptions:
+    pg_version: int = DEFAULT_PG_VERSION
+    phase: Phase | None = None  # None: detect per file (header, directory, default)

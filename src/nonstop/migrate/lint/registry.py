@@ -1,0 +1,112 @@
+"""The rules table: each rule is one small function registered with an id, a severity and a
+description, and the parse-tree nodes it wants to see.
+
+A target is either a statement node type (``"IndexStmt"``) or, for ``ALTER TABLE``, a
+sub-command type (``"AT_SetNotNull"``): the engine hands each ``AlterTableCmd`` to the rules
+registered for its subtype, so a rule never loops over commands it does not care about.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from nonstop.migrate.lint.model import Finding, Severity
+from nonstop.migrate.lint.source import Source
+from nonstop.migrate.lint.sqltext import Node
+from nonstop.migrate.lint.state import State
+
+
+@dataclass(slots=True)
+class Statement:
+    index: int
+    kind: str
+    node: Node
+    start: int  # byte offset of the first token
+    length: int  # bytes, without the closing semicolon
+    source: Source
+
+    @property
+    def sql(self) -> str:
+        return self.source.data[self.start : self.start + self.length].decode("utf-8")
+
+
+@dataclass(slots=True)
+class Context:
+    """What a rule sees: the file, the state before the statement, and a way to report."""
+
+    source: Source
+    state: State
+    stmt: Statement
+    findings: list[Finding] = field(default_factory=list)
+
+    def report(
+        self,
+        rule_id: str,
+        message: str,
+        fix: str,
+        *,
+        location: int | None = None,
+        replacement: str | None = None,
+        insert: bool = False,
+        severity: Severity | None = None,
+    ) -> None:
+        """Record a finding at byte ``location`` (default: the statement's first token)."""
+        rule = RULES[rule_id]
+        at = location if location is not None and location >= self.stmt.start else self.stmt.start
+        line, column = self.source.byte_position(at)
+        self.findings.append(
+            Finding(
+                rule=rule_id,
+                severity=severity or rule.severity,
+                file=self.source.path,
+                line=line,
+                column=column,
+                message=message,
+                fix=fix,
+                replacement=replacement,
+                statement=self.stmt.index,
+                insert=insert,
+            )
+        )
+
+
+Check = Callable[[Context, Node], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    id: str
+    severity: Severity
+    description: str
+    targets: tuple[str, ...]
+    check: Check | None
+
+
+RULES: dict[str, Rule] = {}
+DISPATCH: dict[str, list[Check]] = {}
+
+
+def rule(
+    rule_id: str, severity: Severity, description: str, *targets: str
+) -> Callable[[Check], Check]:
+    """Register ``check`` as rule ``rule_id``, run on every node of the ``targets`` types."""
+
+    def register(check: Check) -> Check:
+        _add(Rule(rule_id, severity, description, targets, check))
+        for target in targets:
+            DISPATCH.setdefault(target, []).append(check)
+        return check
+
+    return register
+
+
+def meta_rule(rule_id: str, severity: Severity, description: str) -> None:
+    """Register a rule the engine reports itself (about ignore comments, not statements)."""
+    _add(Rule(rule_id, severity, description, (), None))
+
+
+def _add(entry: Rule) -> None:
+    if entry.id in RULES:
+        raise ValueError(f"rule {entry.id!r} registered twice")
+    RULES[entry.id] = entry
