@@ -15,7 +15,6 @@ import contextlib
 import json
 import shlex
 import signal
-import sys
 import time
 from collections.abc import Awaitable
 from dataclasses import dataclass
@@ -310,7 +309,8 @@ async def _run_command(
     started = time.monotonic()
     try:
         child = await asyncio.create_subprocess_exec(
-            *command, stdout=sys.stderr.fileno() if child_to_stderr else None
+            *command,
+            stdout=2 if child_to_stderr else None,  # fd 2: keep stdout for the JSON
         )
     except FileNotFoundError:
         raise UsageError(f"command not found: {command[0]}") from None
