@@ -77,6 +77,7 @@ class Ignore:
 class FileResult:
     source: Source
     phase: Phase
+    statements: int = 0
     findings: list[Finding] = field(default_factory=list)
 
 
@@ -107,7 +108,7 @@ def lint_source(source: Source, phase: Phase, pg_version: int, catalog: Catalog)
     """Every finding in one file, after ignore comments; ``catalog`` carries over between files."""
     statements = _statements(source, parse(source))
     state = State(phase=phase, pg_version=pg_version, catalog=catalog)
-    result = FileResult(source, phase)
+    result = FileResult(source, phase, len(statements))
     findings: list[Finding] = []
     for stmt in statements:
         ctx = Context(source, state, stmt, findings)

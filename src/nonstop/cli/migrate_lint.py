@@ -1,0 +1,126 @@
+"""``nonstop migrate lint PATH...``: check migrations for statements that break a live release.
+
+Exit codes: 0 no errors (warnings allowed), 1 at least one error, 2 unreadable input or SQL that
+does not parse. The ``migrate`` group registers it: ``from nonstop.cli.migrate_lint import lint``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from nonstop.errors import UsageError
+from nonstop.migrate.lint import (
+    DEFAULT_PG_VERSION,
+    FileResult,
+    LintOptions,
+    apply_fixes,
+    describe_rules,
+    lint_files,
+)
+from nonstop.migrate.lint.report import print_human, to_github, to_json
+from nonstop.migrate.phases import PHASES, Phase
+
+DEFAULT_DIR = Path("migrations")
+
+
+def _pg_version(value: str) -> int:
+    """``16``, ``16.2``, ``9.6`` -> the major version that decides behaviour (16, 16, 9)."""
+    head = value.strip().split(".")[0]
+    if not head.isdigit() or not 9 <= int(head) <= 99:
+        raise UsageError(
+            f"--pg-version: expected a PostgreSQL version such as 16 or 9.6, got {value!r}"
+        )
+    return int(head)
+
+
+def _fix(results: list[FileResult]) -> int:
+    """Write every mechanical fix into its file; returns how many files changed."""
+    changed = 0
+    for result in results:
+        if not any(f.replacement for f in result.findings):
+            continue
+        fixed = apply_fixes(result.source.text, result.findings)
+        if fixed != result.source.text:
+            Path(result.source.path).write_text(fixed, encoding="utf-8")
+            changed += 1
+    return changed
+
+
+def _run(paths: tuple[Path, ...], fmt: str, options: LintOptions, fix: bool) -> int:
+    targets = list(paths) or [DEFAULT_DIR]
+    for path in targets:
+        if not path.exists():
+            raise UsageError(f"{path}: no such file or directory")
+    results = lint_files(targets, options)
+    if fix and _fix(results):
+        results = lint_files(targets, options)
+    findings = [f for r in results for f in r.findings]
+    if fmt == "json":
+        click.echo(to_json(findings))
+    elif fmt == "github":
+        if findings:
+            click.echo(to_github(findings))
+    else:
+        print_human(results)
+    return 1 if any(f.severity == "error" for f in findings) else 0
+
+
+@click.command("lint")
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["human", "json", "github"]),
+    default="human",
+    show_default=True,
+    help="human (rich, with the offending line), json (a list of findings) or github annotations.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
+@click.option(
+    "--pg-version",
+    default=str(DEFAULT_PG_VERSION),
+    show_default=True,
+    help="PostgreSQL version the migrations run on; version-dependent verdicts follow it.",
+)
+@click.option(
+    "--phase",
+    type=click.Choice(PHASES),
+    default=None,
+    help="Treat every file as this phase instead of reading its header or directory.",
+)
+@click.option(
+    "--fix", is_flag=True, help="Rewrite files with the safe sequence where it is mechanical."
+)
+@click.option("--list-rules", is_flag=True, help="List the rules (with --json: as JSON) and exit.")
+@click.pass_context
+def lint(
+    ctx: click.Context,
+    paths: tuple[Path, ...],
+    fmt: str,
+    as_json: bool,
+    pg_version: str,
+    phase: Phase | None,
+    fix: bool,
+    list_rules: bool,
+) -> None:
+    """Lint PostgreSQL migrations (files or directories; default: migrations/) for locks,
+    rewrites and breaking changes, knowing each file's expand/backfill/contract phase."""
+    fmt = "json" if as_json else fmt
+    if list_rules:
+        rules = describe_rules()
+        if fmt == "json":
+            click.echo(json.dumps(rules, indent=2))
+        else:
+            for entry in rules:
+                click.echo(f"{entry['rule']:<36} {entry['severity']:<8} {entry['description']}")
+        return
+    try:
+        options = LintOptions(pg_version=_pg_version(pg_version), phase=phase)
+        code = _run(paths, fmt, options, fix)
+    except UsageError as exc:
+        click.echo(f"error: {exc}", err=True)
+        ctx.exit(exc.exit_code)
+    ctx.exit(code)

@@ -1,0 +1,70 @@
+"""Findings as text: human (rich, with the offending line), JSON, and GitHub annotations."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+from nonstop.migrate.lint.engine import FileResult
+from nonstop.migrate.lint.model import Finding
+
+
+def to_json(findings: Sequence[Finding]) -> str:
+    """A JSON list of findings (schema in docs/migrations-lint.md)."""
+    return json.dumps([f.as_json() for f in findings], indent=2, ensure_ascii=False)
+
+
+def _escape_data(text: str) -> str:
+    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def _escape_property(text: str) -> str:
+    return _escape_data(text).replace(":", "%3A").replace(",", "%2C")
+
+
+def to_github(findings: Sequence[Finding]) -> str:
+    """One workflow command per finding: ``::error file=m.sql,line=3,col=1,title=rule::msg``."""
+    lines = []
+    for f in findings:
+        level = "error" if f.severity == "error" else "warning"
+        props = (
+            f"file={_escape_property(f.file)},line={f.line},col={f.column},"
+            f"title={_escape_property(f.rule)}"
+        )
+        lines.append(f"::{level} {props}::{_escape_data(f'{f.message}. Fix: {f.fix}')}")
+    return "\n".join(lines)
+
+
+def summary(results: Sequence[FileResult]) -> str:
+    findings = [f for r in results for f in r.findings]
+    errors = sum(1 for f in findings if f.severity == "error")
+    warnings = len(findings) - errors
+    statements = sum(r.statements for r in results)
+    return (
+        f"{errors} error{'s' * (errors != 1)}, {warnings} warning{'s' * (warnings != 1)} "
+        f"in {len(results)} file{'s' * (len(results) != 1)} ({statements} statements)"
+    )
+
+
+def print_human(results: Sequence[FileResult]) -> None:
+    """Each finding with its rule, message, the offending line and a caret under the column."""
+    from rich.console import Console
+    from rich.text import Text
+
+    console = Console(highlight=False, soft_wrap=True)
+    for result in results:
+        for f in result.findings:
+            style = "bold red" if f.severity == "error" else "bold yellow"
+            head = Text(f"{f.file}:{f.line}:{f.column}: ", style="bold")
+            head.append(f.severity, style=style).append(f" [{f.rule}] ", style="cyan")
+            head.append(f"(phase {result.phase})", style="dim")
+            console.print(head)
+            console.print(Text(f"  {f.message}"))
+            line = result.source.line_text(f.line)
+            if line:
+                gutter = f"  {f.line:>4} | "
+                console.print(Text(gutter, style="dim") + Text(line))
+                console.print(Text(" " * (len(gutter) + f.column - 1) + "^", style=style))
+            console.print(Text("  fix: ", style="green") + Text(f.fix))
+            console.print()
+    console.print(Text(summary(results), style="bold"))
