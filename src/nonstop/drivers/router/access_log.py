@@ -1,0 +1,142 @@
+"""Caddy's access log as a stream of RequestEvents.
+
+Caddy's ``net`` log writer dials a unix socket that :class:`AccessLogListener` serves and writes
+one JSON object per line. The listener reads as fast as the event loop lets it and hands parsed
+events to a bounded queue: when the consumer falls behind, new events are dropped and counted
+rather than letting the socket fill up, because Caddy writes the access log on the request's own
+goroutine and a full socket would slow down user requests.
+
+An entry, after our encoder drops the request and header fields::
+
+    {"level": "info", "ts": 1795672057.06, "logger": "http.log.access.nonstop",
+     "msg": "handled request", "bytes_read": 0, "duration": 0.0016, "size": 7,
+     "status": 200, "upstream_status": 200, "upstream": "127.0.0.1:18081"}
+
+becomes ``RequestEvent(ts=1795672057.06, upstream="127.0.0.1:18081", status=200,
+duration_ms=1.6)``. ``upstream_status`` is null when no upstream answered (the router's own
+502/503): then ``upstream`` is None and, for a 5xx, ``proxy_error`` is True.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from nonstop.drivers.router.base import RequestEvent
+
+MAX_LINE = 64 * 1024
+
+
+def parse_access_entry(line: bytes | str) -> RequestEvent | None:
+    """One access-log line -> RequestEvent; None for anything that is not a handled request."""
+    try:
+        entry = json.loads(line)
+    except ValueError:
+        return None
+    if not isinstance(entry, dict) or entry.get("msg") != "handled request":
+        return None
+    try:
+        status = int(entry["status"])
+        ts = float(entry["ts"])
+        duration_ms = float(entry.get("duration", 0.0)) * 1000.0
+    except (KeyError, TypeError, ValueError):
+        return None
+    answered = entry.get("upstream_status") not in (None, "")
+    hostport = entry.get("upstream")
+    upstream = str(hostport) if answered and hostport else None
+    return RequestEvent(
+        ts=ts,
+        upstream=upstream,
+        status=status,
+        duration_ms=duration_ms,
+        proxy_error=not answered and status >= 500,
+    )
+
+
+@dataclass(slots=True)
+class StreamCounters:
+    received: int = 0
+    """Events parsed and queued."""
+    dropped: int = 0
+    """Events parsed but dropped because the queue was full (consumer too slow)."""
+    malformed: int = 0
+    """Lines that were not a handled-request entry."""
+    connections: int = 0
+    """Connections Caddy has made (1 + reconnects after a Caddy restart)."""
+
+
+class AccessLogListener:
+    """Serves ``path`` (mode 0600) for Caddy's net writer; :meth:`events` yields what arrives."""
+
+    def __init__(self, path: Path, *, queue_size: int = 10_000) -> None:
+        self.path = path
+        self.counters = StreamCounters()
+        self._queue: asyncio.Queue[RequestEvent] = asyncio.Queue(maxsize=queue_size)
+        self._server: asyncio.AbstractServer | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    async def start(self) -> None:
+        if self._server is not None:
+            return
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+        old_umask = os.umask(0o177)  # the socket is created 0600: no other user can inject events
+        try:
+            self._server = await asyncio.start_unix_server(
+                self._serve, path=str(self.path), limit=MAX_LINE
+            )
+        finally:
+            os.umask(old_umask)
+
+    async def close(self) -> None:
+        if self._server is None:
+            return
+        self._server.close()
+        for writer in list(self._writers):
+            writer.close()
+        self._server = None
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+
+    def offer(self, event: RequestEvent) -> None:
+        try:
+            self._queue.put_nowait(event)
+        except asyncio.QueueFull:
+            self.counters.dropped += 1
+        else:
+            self.counters.received += 1
+
+    async def events(self) -> AsyncIterator[RequestEvent]:
+        while True:
+            yield await self._queue.get()
+
+    def pending(self) -> int:
+        return self._queue.qsize()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.counters.connections += 1
+        self._writers.add(writer)
+        try:
+            while True:
+                try:
+                    line = await reader.readline()
+                except ValueError:  # a line longer than MAX_LINE: skip what was buffered
+                    self.counters.malformed += 1
+                    continue
+                if not line:
+                    return
+                event = parse_access_entry(line)
+                if event is None:
+                    self.counters.malformed += 1
+                else:
+                    self.offer(event)
+        except ConnectionError:
+            return
+        finally:
+            self._writers.discard(writer)
+            writer.close()

