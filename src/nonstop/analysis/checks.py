@@ -1,0 +1,420 @@
+"""Threshold checks (error rate, latency percentile, custom query) and the running state of an
+analysis as plain data.
+
+One look: :func:`judge` turns a check and one window's data into a Verdict.
+
+- ``error_rate``: ``errors / requests`` (every 5xx, the router's own included) against the
+  bounds ``max``/``min``.
+- ``latency``: the ``percentile`` (default p99) in milliseconds against ``max``/``min``.
+- ``query``: a number a metrics provider computed from the check's PromQL template, handed in as a
+  :class:`QueryValue`; ``value=None`` with the provider's error message is inconclusive with that
+  message, never a pass.
+
+A value fails when it is ``> max`` or ``< min``; equal to a bound passes. Fewer than
+``min_samples`` requests is ``inconclusive`` ("not enough data"). Worked example::
+
+    error_rate max 0.001, min_samples 50
+    412 requests, 21 errors  -> 21/412 = 0.051 > 0.001     -> fail
+    412 requests, 0 errors   -> 0 <= 0.001                  -> pass
+    12 requests, 12 errors   -> 12 < min_samples 50         -> inconclusive
+
+Many looks: :func:`step` folds one window into an :class:`AnalysisRun` and returns that window's
+Verdict. The run, not the window, decides the rollout (STYLE.md #2, as Argo Rollouts'
+AnalysisRun phase versus its Measurements):
+
+- **failure_limit**: a check *fails* once ``failure_limit`` of its windows have failed (in total,
+  not necessarily in a row). ``failure_limit = 1`` (the default) fails on the first failing window;
+  this is Argo's ``failureLimit: failure_limit - 1`` ("fail when failed > failureLimit").
+- **inconclusive_limit**: a check turns *inconclusive* once ``inconclusive_limit`` windows in a row
+  were inconclusive (default 6: a minute at the default 10 s interval). A judged window resets the
+  streak. The engine then pauses for a person instead of guessing.
+- **pooling**: a window with fewer than ``min_samples`` requests is not thrown away. It is kept as
+  ``pending`` and the next window is added to it, so at low traffic a check judges longer windows
+  rather than never judging. Counts add up exactly; a latency percentile of the pooled window is
+  taken as the highest of the parts' (if no part has more than 1% of its requests above x, the
+  union has none either, so that is an upper bound on the union's p99 and errs towards failing).
+  Pooling assumes one window per step call (``[start, end)`` after the previous one); a window
+  that starts at or before the pending one's start already contains it and replaces it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Literal, cast
+
+from nonstop.analysis.measurement import Measurement
+from nonstop.analysis.sequential import SequentialRun, new_sequential, observe_windows
+from nonstop.analysis.verdict import Outcome, Verdict, num, window
+from nonstop.config.schema import CheckConfig
+
+DEFAULT_INCONCLUSIVE_LIMIT = 6
+Phase = Literal["running", "failed", "inconclusive"]
+
+
+@dataclass(frozen=True, slots=True)
+class QueryValue:
+    """What a metrics provider answered for a ``query`` check over ``[start, end)``."""
+
+    release: str
+    start: float
+    end: float
+    value: float | None
+    error: str | None = None
+    """The provider's message when it could not answer (``value`` is then None)."""
+    samples: int | None = None
+    """Requests behind the value, when the provider knows; None skips the ``min_samples`` test."""
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "release": self.release,
+            "start": self.start,
+            "end": self.end,
+            "value": self.value,
+            "error": self.error,
+            "samples": self.samples,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, object]) -> QueryValue:
+        value, samples, error = data.get("value"), data.get("samples"), data.get("error")
+        return cls(
+            release=str(data["release"]),
+            start=float(cast(float, data["start"])),
+            end=float(cast(float, data["end"])),
+            value=None if value is None else float(cast(float, value)),
+            error=None if error is None else str(error),
+            samples=None if samples is None else int(cast(int, samples)),
+        )
+
+
+Observation = Measurement | QueryValue
+
+
+def check_name(check: CheckConfig) -> str:
+    """``error_rate``, ``latency_p99`` (``latency_p99.9``), or ``query``."""
+    if check.metric == "latency":
+        return f"latency_p{check.percentile:g}"
+    return check.metric
+
+
+def _unit(check: CheckConfig) -> str:
+    return "ms" if check.metric == "latency" else ""
+
+
+def judge(check: CheckConfig, data: Observation, *, role: str = "canary") -> Verdict:
+    """One window's verdict for ``check``. ``role`` names the release in the reason."""
+    where = f"({role} {data.release}, {window(data.start, data.end)})"
+    name = check_name(check)
+    if isinstance(data, QueryValue):
+        return _judge_query(check, data, name, where)
+    if data.requests < check.min_samples:
+        return _short(check, name, data.requests, f"{data.requests} requests", where, data)
+    value = data.error_rate if check.metric == "error_rate" else data.latency(check.percentile)
+    if value is None:
+        reason = f"{name}: no latency recorded over {data.requests} requests {where}"
+        return _verdict("inconclusive", check, name, reason, None, data.requests, data)
+    return _bounds(
+        check, name, value, data.requests, f"over {data.requests} requests {where}", data
+    )
+
+
+def _judge_query(check: CheckConfig, data: QueryValue, name: str, where: str) -> Verdict:
+    samples = data.samples or 0
+    if data.value is None or math.isnan(data.value):
+        why = data.error or (
+            "query returned NaN" if data.value is not None else "query returned no data"
+        )
+        reason = f"{name}: {why} {where}"
+        return _verdict("inconclusive", check, name, reason, None, samples, data)
+    if data.samples is not None and data.samples < check.min_samples:
+        return _short(check, name, data.samples, f"{data.samples} samples", where, data)
+    return _bounds(check, name, data.value, samples, where, data)
+
+
+def _short(
+    check: CheckConfig, name: str, samples: int, what: str, where: str, data: Observation
+) -> Verdict:
+    reason = f"{name}: not enough data, {what} < min_samples {check.min_samples} {where}"
+    return _verdict("inconclusive", check, name, reason, None, samples, data)
+
+
+def _bounds(
+    check: CheckConfig, name: str, value: float, samples: int, tail: str, data: Observation
+) -> Verdict:
+    unit = _unit(check)
+    shown = f"{name} {num(value)}{unit}"
+    if check.max is not None and value > check.max:
+        reason = f"{shown} > max {num(check.max)}{unit} {tail}"
+        return _verdict("fail", check, name, reason, value, samples, data, check.max)
+    if check.min is not None and value < check.min:
+        reason = f"{shown} < min {num(check.min)}{unit} {tail}"
+        return _verdict("fail", check, name, reason, value, samples, data, check.min)
+    bounds = []
+    if check.min is not None:
+        bounds.append(f">= min {num(check.min)}{unit}")
+    if check.max is not None:
+        bounds.append(f"<= max {num(check.max)}{unit}")
+    reason = f"{shown} {' and '.join(bounds)} {tail}"
+    threshold = check.max if check.max is not None else check.min
+    return _verdict("pass", check, name, reason, value, samples, data, threshold)
+
+
+def _verdict(
+    outcome: Outcome,
+    check: CheckConfig,
+    name: str,
+    reason: str,
+    value: float | None,
+    samples: int,
+    data: Observation,
+    threshold: float | None = None,
+) -> Verdict:
+    if threshold is None:
+        threshold = check.max if check.max is not None else check.min
+    return Verdict(outcome, name, reason, value, threshold, samples, data.start, data.end)
+
+
+def pool(pending: Measurement | None, new: Measurement) -> Measurement:
+    """``new`` with the not-yet-judged ``pending`` window added in front of it (see module doc)."""
+    if pending is None or pending.release != new.release or new.start <= pending.start:
+        return new
+    if new.start < pending.end:  # overlapping windows would count requests twice
+        return new
+    status = dict(pending.status)
+    for cls, count in new.status.items():
+        status[cls] = status.get(cls, 0) + count
+    latency = dict(pending.latency_ms)
+    for p, ms in new.latency_ms.items():
+        latency[p] = max(ms, latency.get(p, ms))
+    return Measurement(
+        release=new.release,
+        start=pending.start,
+        end=new.end,
+        requests=pending.requests + new.requests,
+        status=status,
+        proxy_errors=pending.proxy_errors + new.proxy_errors,
+        latency_ms=latency,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class CheckRun:
+    """One check's history within an analysis run."""
+
+    check: CheckConfig
+    verdicts: tuple[Verdict, ...] = ()
+    passed: int = 0
+    failed: int = 0
+    inconclusive: int = 0
+    inconclusive_streak: int = 0
+    pending: Measurement | None = None
+    """Windows too small to judge, pooled until they reach ``min_samples``."""
+    phase: Phase = "running"
+
+    @property
+    def name(self) -> str:
+        return check_name(self.check)
+
+    @property
+    def last(self) -> Verdict | None:
+        return self.verdicts[-1] if self.verdicts else None
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "check": self.check.model_dump(mode="json", exclude_none=True),
+            "verdicts": [v.to_dict() for v in self.verdicts],
+            "passed": self.passed,
+            "failed": self.failed,
+            "inconclusive": self.inconclusive,
+            "inconclusive_streak": self.inconclusive_streak,
+            "pending": None if self.pending is None else self.pending.to_dict(),
+            "phase": self.phase,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, object]) -> CheckRun:
+        pending = data.get("pending")
+        verdicts = cast(Sequence[Mapping[str, object]], data.get("verdicts", ()))
+        return cls(
+            check=CheckConfig.model_validate(data["check"]),
+            verdicts=tuple(Verdict.from_dict(v) for v in verdicts),
+            passed=int(cast(int, data.get("passed", 0))),
+            failed=int(cast(int, data.get("failed", 0))),
+            inconclusive=int(cast(int, data.get("inconclusive", 0))),
+            inconclusive_streak=int(cast(int, data.get("inconclusive_streak", 0))),
+            pending=None
+            if pending is None
+            else Measurement.from_dict(cast(Mapping[str, object], pending)),
+            phase=cast(Phase, str(data.get("phase", "running"))),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class AnalysisRun:
+    """Every check of one analysis (a canary step, or the whole rollout) as plain data.
+
+    Build with :func:`new_run`, advance with :func:`step` (and
+    :func:`nonstop.analysis.sequential.step_sequential`), decide with :attr:`phase` while it runs
+    and :func:`conclude` when its step ends.
+    """
+
+    checks: tuple[CheckRun, ...] = ()
+    inconclusive_limit: int = DEFAULT_INCONCLUSIVE_LIMIT
+    sequential: SequentialRun | None = field(default=None)
+
+    @property
+    def phase(self) -> Phase:
+        """``failed`` if any check (or the sequential test) failed, else ``inconclusive`` if any
+        check hit its inconclusive streak, else ``running``."""
+        phases = {c.phase for c in self.checks}
+        if "failed" in phases or (self.sequential is not None and self.sequential.rejected):
+            return "failed"
+        return "inconclusive" if "inconclusive" in phases else "running"
+
+    def find(self, check: CheckConfig) -> CheckRun | None:
+        return next((c for c in self.checks if c.check == check), None)
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "checks": [c.to_dict() for c in self.checks],
+            "inconclusive_limit": self.inconclusive_limit,
+            "sequential": None if self.sequential is None else self.sequential.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, object]) -> AnalysisRun:
+        checks = cast(Sequence[Mapping[str, object]], data.get("checks", ()))
+        sequential = data.get("sequential")
+        return cls(
+            checks=tuple(CheckRun.from_dict(c) for c in checks),
+            inconclusive_limit=int(
+                cast(int, data.get("inconclusive_limit", DEFAULT_INCONCLUSIVE_LIMIT))
+            ),
+            sequential=None
+            if sequential is None
+            else SequentialRun.from_dict(cast(Mapping[str, object], sequential)),
+        )
+
+
+def new_run(
+    checks: Iterable[CheckConfig],
+    *,
+    inconclusive_limit: int = DEFAULT_INCONCLUSIVE_LIMIT,
+    sequential: SequentialRun | None = None,
+) -> AnalysisRun:
+    """A run with nothing measured yet. Identical checks are one check."""
+    if inconclusive_limit < 1:
+        raise ValueError(f"inconclusive_limit must be >= 1, got {inconclusive_limit}")
+    unique: list[CheckConfig] = []
+    for check in checks:
+        if check not in unique:
+            unique.append(check)
+    return AnalysisRun(tuple(CheckRun(c) for c in unique), inconclusive_limit, sequential)
+
+
+def step(
+    run: AnalysisRun, check: CheckConfig, new: Observation, *, role: str = "canary"
+) -> tuple[AnalysisRun, Verdict]:
+    """Fold one window of ``check``'s data into ``run``; return the new run and that window's
+    verdict. Whether the *analysis* failed is ``run.phase`` (see the module doc): with
+    ``failure_limit = 2`` a first failing window returns ``fail`` while the phase stays
+    ``running``. A check that already failed or turned inconclusive keeps that phase; later
+    windows are still recorded, for the record."""
+    current = run.find(check) or CheckRun(check)
+    if isinstance(new, Measurement):
+        data: Observation = pool(current.pending, new)
+    else:
+        data = new
+    verdict = judge(check, data, role=role)
+    pending = data if verdict.outcome == "inconclusive" and isinstance(data, Measurement) else None
+    updated = _count(current, verdict, pending, run.inconclusive_limit)
+    if run.find(check) is None:
+        checks = (*run.checks, updated)
+    else:
+        checks = tuple(updated if c.check == check else c for c in run.checks)
+    return replace(run, checks=checks), verdict
+
+
+def _count(
+    current: CheckRun, verdict: Verdict, pending: Measurement | None, inconclusive_limit: int
+) -> CheckRun:
+    passed, failed, inconclusive = current.passed, current.failed, current.inconclusive
+    streak = current.inconclusive_streak
+    if verdict.outcome == "inconclusive":
+        inconclusive, streak = inconclusive + 1, streak + 1
+    elif verdict.outcome == "fail":
+        failed, streak = failed + 1, 0
+    else:
+        passed, streak = passed + 1, 0
+    phase = current.phase
+    if phase == "running" and failed >= current.check.failure_limit:
+        phase = "failed"
+    elif phase == "running" and streak >= inconclusive_limit:
+        phase = "inconclusive"
+    return replace(
+        current,
+        verdicts=(*current.verdicts, verdict),
+        passed=passed,
+        failed=failed,
+        inconclusive=inconclusive,
+        inconclusive_streak=streak,
+        pending=pending,
+        phase=phase,
+    )
+
+
+def conclude(run: AnalysisRun) -> Verdict:
+    """The analysis' verdict when its step's time is up.
+
+    ``fail`` if any check failed (or the sequential test rejected); ``inconclusive`` if a check
+    turned inconclusive or never judged a single window (it had data too thin all along);
+    ``pass`` when every check judged at least one window and none failed.
+    """
+    for c in run.checks:
+        if c.phase == "failed":
+            return _summary(
+                "fail",
+                c,
+                f"{c.name} failed {c.failed} of {c.failed + c.passed} "
+                f"judged windows (failure_limit {c.check.failure_limit})",
+            )
+    if run.sequential is not None and run.sequential.rejected and run.sequential.last is not None:
+        return run.sequential.last
+    for c in run.checks:
+        if c.phase == "inconclusive":
+            return _summary(
+                "inconclusive",
+                c,
+                f"{c.name} was inconclusive {c.inconclusive_streak} "
+                f"windows in a row (inconclusive_limit {run.inconclusive_limit})",
+            )
+        if c.passed == 0:
+            return _summary(
+                "inconclusive",
+                c,
+                f"{c.name} never had enough data to judge ({c.inconclusive} inconclusive windows)",
+            )
+    judged = sum(c.passed for c in run.checks)
+    names = ", ".join(c.name for c in run.checks) or "no checks"
+    return Verdict("pass", "analysis", f"{names}: passed {judged} judged windows", samples=judged)
+
+
+def _summary(outcome: Outcome, c: CheckRun, head: str) -> Verdict:
+    last = c.last
+    tail = f"; last: {last.reason}" if last is not None else ""
+    value = last.value if last is not None else None
+    samples = last.samples if last is not None else 0
+    threshold = c.check.max if c.check.max is not None else c.check.min
+    return Verdict(outcome, c.name, head + tail, value, threshold, samples)
+
+
+def step_sequential(
+    run: AnalysisRun, canary: Measurement, stable: Measurement
+) -> tuple[AnalysisRun, Verdict]:
+    """Feed the sequential test (started on first use with the default alpha and grid) the
+    canary's and the stable release's Measurements of one window; see
+    :mod:`nonstop.analysis.sequential`. A rejection makes ``run.phase`` ``failed``."""
+    sequential, verdict = observe_windows(run.sequential or new_sequential(), canary, stable)
+    return replace(run, sequential=sequential), verdict
