@@ -83,6 +83,10 @@ def _true(ctx: Context) -> bool:
     return True
 
 
+class VariantFailure(Exception):
+    """Variants whose weights add up to 0: the reference engine fails the whole call."""
+
+
 class FlagOff(Exception):
     """Raised while compiling a part the reference engine cannot compile: the flag is off."""
 
@@ -229,8 +233,8 @@ def compile_constraint(c: Constraint, path: str, problems: Problems, env: Enviro
     elif op == "IN_CIDR":
         pred = _cidr_constraint(c, name, path, problems)
     else:
-        problems.add(f"{path}.operator", f"unknown operator {quote(op)} (expected one of {', '.join(OPERATORS)})")
-        return _false
+        problems.add(f"{path}.operator", f"unknown operator {quote(op)}, expected one of {', '.join(OPERATORS)} (the flag is always off)")
+        raise FlagOff
     if c.inverted:
         inner = pred
 
@@ -440,6 +444,9 @@ def _regex_constraint(c: Constraint, name: str, path: str, problems: Problems) -
 
 
 def _cidr_constraint(c: Constraint, name: str, path: str, problems: Problems) -> Predicate:
+    if not c.values:
+        problems.add(f"{path}.values", "IN_CIDR needs at least one value (the flag is always off)")
+        raise FlagOff
     networks = []
     for i, v in enumerate(c.values or ()):
         if not escaped_string_ok(v):
@@ -620,7 +627,11 @@ def compile_strategy_rule(
             return _false, "TARGETING_MATCH"
         networks = []
         for part in raw.split(","):
-            net = parse_network(part.strip())
+            text = unescaped_string(part.strip())
+            if text is None:
+                problems.add(f"{path}.parameters.IPs", f"unsupported characters in {quote(part.strip())} (the flag is always off)")
+                raise FlagOff
+            net = parse_network(text)
             if net is None:
                 problems.add(f"{path}.parameters.IPs", f"expected an IP address or CIDR range, got {quote(part.strip())} (ignored)")
             else:
@@ -713,14 +724,18 @@ def _property_only(name: str) -> Getter:
 
 
 def compile_variants(
-    variants: tuple[VariantDef, ...], group_id: str, stickiness: str | None, path: str, problems: Problems
+    variants: tuple[VariantDef, ...],
+    group_id: str,
+    stickiness: str | None,
+    path: str,
+    problems: Problems,
+    use_overrides: bool = True,
 ) -> CompiledVariants | None:
     if not variants:
         return None
     total = sum(v.weight for v in variants)
     if total <= 0:
-        problems.add(path, "variant weights add up to 0 (no variant is ever chosen)")
-        return None
+        problems.add(path, "variant weights add up to 0 (asking for a variant fails)")
     results = tuple(
         {"name": v.name, **({"payload": dict(v.payload)} if v.payload is not None else {}), "enabled": True, "feature_enabled": True}
         for v in variants
@@ -729,6 +744,7 @@ def compile_variants(
         (field_getter(ctx_name), values, index)
         for index, v in enumerate(variants)
         for ctx_name, values in v.overrides
+        if use_overrides  # strategy variants ignore overrides in the reference engine
     )
     return CompiledVariants(variants, group_id, results, total, seed_getter(stickiness), overrides)
 
@@ -739,9 +755,11 @@ def pick_variant(cv: CompiledVariants, ctx: Context, rng: random.Random) -> int:
         v = get(ctx)
         if v is not None and v in values:
             return index
+    if cv.total <= 0:
+        raise VariantFailure(cv.group_id)
     seed = cv.seed_getter(ctx)
     if seed is None:
-        target = rng.randrange(0, cv.total)
+        target = rng.randrange(1, cv.total + 1)
     else:
         target = mmh3.hash(f"{cv.group_id}:{seed}", VARIANT_SEED, False) % cv.total + 1
     running = 0

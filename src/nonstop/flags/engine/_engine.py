@@ -16,6 +16,7 @@ from nonstop.flags.engine._compile import (
     Predicate,
     Problems,
     Strategy,
+    VariantFailure,
     _false,
     _true,
     all_of,
@@ -95,12 +96,12 @@ def _compile_strategy(
     cv: CompiledVariants | None = None
     if s.variants:
         group = s.parameters.get("groupId", flag_name)
-        cv = compile_variants(s.variants, group, s.parameters.get("stickiness", "default"), f"{path}.variants", problems)
+        stickiness = s.parameters.get("stickiness", "default")
+        cv = compile_variants(s.variants, group, stickiness, f"{path}.variants", problems, use_overrides=False)
     has_key = s.variants is not None
     if missing:
-        # The reference engine turns the strategy off before looking at anything else in it.
-        problems.add(f"{path}.segments", f"unknown segment {', '.join(map(str, missing))} (the strategy never matches)")
-        return CompiledStrategy(_false, "DEFAULT", cv, has_key)
+        problems.add(f"{path}.segments", f"unknown segment {', '.join(map(str, missing))} (the flag is always off)")
+        raise FlagOff
     base, reason = compile_strategy_rule(s, flag_name, path, problems, env)
     constraints = [compile_constraint(c, f"{path}.constraints[{i}]", problems, env) for i, c in enumerate(s.constraints)]
     for seg_id in s.segments:
@@ -215,10 +216,12 @@ class FlagEngine:
         rule = parent.rule if parent.switch else _false
         variant_of = self._variant_of
 
+        has_variants = parent.variants is not None or any(s.has_variants_key for s in parent.strategies)
+
         def holds(ctx: Context) -> bool:
-            if wanted:
+            if has_variants:  # computed even when not compared: weights of 0 fail the call
                 chosen = variant_of(parent, ctx)
-                if chosen is not None and chosen["name"] not in wanted:
+                if wanted and chosen is not None and chosen["name"] not in wanted:
                     return False
             return rule(ctx) is expected
 
@@ -257,6 +260,8 @@ class FlagEngine:
         ctx = _EMPTY if context is None else context
         try:
             return self._resolve(flag, ctx)
+        except VariantFailure:
+            return Resolution(self.is_enabled(name, ctx), "DEFAULT", _disabled(False), True)
         except Exception:
             return Resolution(False, "DEFAULT", _disabled(False), True)
 
@@ -274,28 +279,19 @@ class FlagEngine:
                 return Resolution(True, strategy.reason, self._variant_result(chosen, ctx), True)
         return Resolution(False, "DEFAULT", _disabled(False), True)
 
-    def _variant_from(self, flag: CompiledFlag, ctx: Context, first: int) -> CompiledVariants | None:
-        """The variants to pick from once strategy `first` has matched (the reference engine
-        takes the first matching strategy that has a "variants" key)."""
-        strategies = flag.strategies
-        for index in range(first, len(strategies)):
-            s = strategies[index]
-            if not s.has_variants_key or (index > first and not s.predicate(ctx)):
-                continue
-            if s.variants is not None:
-                return s.variants
-            # an empty "variants" list falls back to the flag's; weights adding up to 0 give none
-            return flag.variants if _is_empty_key(flag, index) else None
-        return flag.variants
+    @staticmethod
+    def _variant_from(flag: CompiledFlag, ctx: Context, first: int) -> CompiledVariants | None:
+        """The variants to pick from once strategy `first` matched: its own, else the flag's."""
+        own = flag.strategies[first].variants
+        return own if own is not None else flag.variants
 
     def _variant_of(self, flag: CompiledFlag, ctx: Context) -> dict[str, Any] | None:
         """The parent's variant, as the reference engine computes it for dependencies."""
+        cv = flag.variants
         for index, s in enumerate(flag.strategies):
-            if s.has_variants_key and s.predicate(ctx):
+            if s.predicate(ctx):
                 cv = self._variant_from(flag, ctx, index)
                 break
-        else:
-            cv = flag.variants
         if cv is None:
             return None
         return cv.results[pick_variant(cv, ctx, self._rng)]
@@ -308,11 +304,6 @@ class FlagEngine:
         if "payload" in copy:
             copy["payload"] = dict(copy["payload"])
         return copy
-
-
-def _is_empty_key(flag: CompiledFlag, index: int) -> bool:
-    variants = flag.definition.strategies[index].variants
-    return variants is not None and len(variants) == 0
 
 
 def validate(document: Mapping[str, Any]) -> list[Problem]:
