@@ -15,7 +15,8 @@ ROOT_CONFTEST = Path(__file__).resolve().parents[1] / "conftest.py"
 def require_binary(name: str, *candidates: str) -> str:
     """tests/conftest.py's require_binary (loaded by path: every test dir has a `conftest`)."""
     spec = importlib.util.spec_from_file_location("nonstop_root_conftest", ROOT_CONFTEST)
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     found: Callable[..., str] = module.require_binary
