@@ -1,0 +1,187 @@
+"""The router's request stream folded into per-release Measurements.
+
+Each release keeps a ring of per-second buckets (15 minutes by default): counts by status class,
+the router's own errors, and an HdrHistogram of latency. ``snapshot(release, since, until)`` adds
+up the buckets of the seconds that overlap ``[since, until)``, so a window "since this step
+started" is answered without keeping every request. Beside the ring, cumulative counters feed
+the Prometheus exposition (drivers/metrics/prometheus.py).
+
+Worked example: events for release v2 at t=100.2 (200, 1 ms), t=100.7 (200, 3 ms) and t=101.5
+(502 from the router itself, 0.1 ms)::
+
+    snapshot("v2", since=100.0, until=102.0)
+    -> requests 3, status {"2xx": 2, "5xx": 1}, proxy_errors 1, start 100, end 102
+
+Window edges snap outward to whole seconds: since=100.5 still takes the whole second 100.
+
+Latency is recorded in microseconds, 1 µs to 10 min (longer is clamped to 10 min), with 2
+significant digits: a percentile is at most 1 % above the true value (HdrHistogram reports the
+highest value equivalent to the bucket). Two digits rather than three keeps a bucket at 12 KB
+instead of 57 KB: 900 seconds x 3 live releases stay near 33 MB.
+
+Cost per event: a dict lookup or two, a list index and an HdrHistogram record (pure Python,
+a few microseconds): 500 requests per second is well under 1 % of a core.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections.abc import AsyncIterable, Iterable
+from dataclasses import dataclass, field
+
+from hdrh.histogram import HdrHistogram
+
+from nonstop.analysis.measurement import PERCENTILES, Measurement
+from nonstop.drivers.router.base import RequestEvent, RouteTable
+
+UNROUTED = "(unrouted)"
+"""Release name for requests no upstream answered (the router's own 502/503/504)."""
+UNKNOWN = "(unknown)"
+"""Release name for an upstream address no route table has named."""
+
+HIGHEST_US = 600_000_000
+SIGNIFICANT_DIGITS = 2
+DEFAULT_WINDOW = 900
+DEFAULT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+"""Prometheus histogram bounds in seconds (the client library's defaults)."""
+
+
+def status_class(status: int) -> str:
+    """200 -> "2xx"; anything outside 100..599 (e.g. 0 for a client that went away) -> "other"."""
+    return f"{status // 100}xx" if 100 <= status < 600 else "other"
+
+
+def new_histogram() -> HdrHistogram:
+    return HdrHistogram(1, HIGHEST_US, SIGNIFICANT_DIGITS, word_size=4)
+
+
+class _Second:
+    __slots__ = ("hist", "proxy_errors", "requests", "second", "status")
+
+    def __init__(self, second: int) -> None:
+        self.second = second
+        self.requests = 0
+        self.proxy_errors = 0
+        self.status: dict[str, int] = {}
+        self.hist = new_histogram()
+
+
+@dataclass(slots=True)
+class ReleaseTotals:
+    """Everything since the process started, for Prometheus counters."""
+
+    status: dict[str, int] = field(default_factory=dict)
+    proxy_errors: int = 0
+    buckets: list[int] = field(default_factory=list)
+    """Non-cumulative counts per bound of ``DEFAULT_BUCKETS``, plus one for +Inf."""
+    duration_sum: float = 0.0
+
+
+class _Series:
+    __slots__ = ("ring", "totals")
+
+    def __init__(self, window: int, n_buckets: int) -> None:
+        self.ring: list[_Second | None] = [None] * window
+        self.totals = ReleaseTotals(buckets=[0] * (n_buckets + 1))
+
+    def window_slots(self, first: int, end: int) -> list[_Second]:
+        """The buckets holding seconds ``first .. end - 1`` (seconds without traffic have none)."""
+        size = len(self.ring)
+        slots = (self.ring[second % size] for second in range(first, end))
+        return [slot for slot in slots if slot is not None and first <= slot.second < end]
+
+
+class RequestStats:
+    """Folds RequestEvents into per-release counters; see the module docstring."""
+
+    def __init__(
+        self, window: int = DEFAULT_WINDOW, buckets: Iterable[float] = DEFAULT_BUCKETS
+    ) -> None:
+        if window < 1:
+            raise ValueError(f"window must be at least 1 second, got {window}")
+        self.window = window
+        self.buckets = tuple(sorted(buckets))
+        self.stale = 0
+        """Events older than the ring (kept in the totals, missing from snapshots)."""
+        self._release_of: dict[str, str] = {}
+        self._series: dict[str, _Series] = {}
+
+    # -- feeding -------------------------------------------------------------------------------
+
+    def observe_table(self, table: RouteTable) -> None:
+        """Learn address -> release from a route table. Addresses that leave the table keep their
+        release, so requests still draining from them are counted where they belong."""
+        for upstream in table.upstreams:
+            self._release_of[upstream.address] = upstream.release
+
+    def release_of(self, address: str | None) -> str:
+        if address is None:
+            return UNROUTED
+        return self._release_of.get(address, UNKNOWN)
+
+    def record(self, event: RequestEvent) -> None:
+        release = self.release_of(event.upstream)
+        series = self._series.get(release)
+        if series is None:
+            series = self._series[release] = _Series(self.window, len(self.buckets))
+        cls = status_class(event.status)
+        totals = series.totals
+        totals.status[cls] = totals.status.get(cls, 0) + 1
+        totals.proxy_errors += event.proxy_error
+        seconds = event.duration_ms / 1000.0
+        totals.buckets[bisect.bisect_left(self.buckets, seconds)] += 1
+        totals.duration_sum += seconds
+
+        second = math.floor(event.ts)
+        index = second % self.window
+        slot = series.ring[index]
+        if slot is None or slot.second < second:
+            slot = series.ring[index] = _Second(second)
+        elif slot.second > second:  # a newer second already took this slot: too old for the ring
+            self.stale += 1
+            return
+        slot.requests += 1
+        slot.status[cls] = slot.status.get(cls, 0) + 1
+        slot.proxy_errors += event.proxy_error
+        slot.hist.record_value(min(max(int(event.duration_ms * 1000.0), 0), HIGHEST_US))
+
+    async def consume(self, events: AsyncIterable[RequestEvent]) -> None:
+        """Record every event of a stream (``router.events()``) until it ends or is cancelled."""
+        async for event in events:
+            self.record(event)
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def releases(self) -> list[str]:
+        return sorted(self._series)
+
+    def totals(self) -> dict[str, ReleaseTotals]:
+        return {release: series.totals for release, series in list(self._series.items())}
+
+    def snapshot(self, release: str, since: float, until: float) -> Measurement:
+        """Counts and latency percentiles for ``release`` over the seconds overlapping
+        ``[since, until)``; only the last ``window`` seconds before ``until`` are kept."""
+        first, end = math.floor(since), math.ceil(until)
+        first = max(first, end - self.window)
+        series = self._series.get(release)
+        slots = series.window_slots(first, end) if series is not None else []
+        status: dict[str, int] = {}
+        merged = new_histogram()
+        for slot in slots:
+            for cls, count in slot.status.items():
+                status[cls] = status.get(cls, 0) + count
+            merged.add(slot.hist)
+        latency: dict[float, float] = {}
+        if merged.get_total_count():
+            values = merged.get_percentile_to_value_dict(list(PERCENTILES))
+            latency = {p: values[p] / 1000.0 for p in PERCENTILES}
+        return Measurement(
+            release=release,
+            start=float(first),
+            end=float(end),
+            requests=sum(slot.requests for slot in slots),
+            status=status,
+            proxy_errors=sum(slot.proxy_errors for slot in slots),
+            latency_ms=latency,
+        )
