@@ -484,19 +484,19 @@ def change_column_type(ctx: Context, cmd: Node) -> None:
         return
     name = quote_ident(column)
     if using:
-        why = "with a USING expression "
+        change = f"to {new} with a USING expression"
     elif old is None:
-        why = (
-            "(its current type is not in these migrations, and only a few changes, such as "
-            "varchar to a longer varchar or text, skip the rewrite) "
+        change = (
+            f"to {new} (its current type is not in these migrations, and only a few changes, "
+            "such as varchar to a longer varchar or text, skip the rewrite)"
         )
     else:
-        why = f"from {old} "
+        change = f"from {old} to {new}"
     ctx.report(
         "change-column-type",
-        f"changing the type of {table_sql}.{name} to {new} {why}rewrites the table and its "
-        "indexes under an ACCESS EXCLUSIVE lock: reads and writes block until it ends, and the "
-        f"running release may not handle {name} as {new}",
+        f"changing the type of {table_sql}.{name} {change} rewrites the table and its indexes "
+        "under an ACCESS EXCLUSIVE lock: reads and writes block until it ends, and the running "
+        f"release may not handle {name} as {new}",
         EXPAND_CONTRACT.format(what=f"column ({name}_new {new})"),
         location=definition.get("location"),
     )
