@@ -3,7 +3,12 @@
 How an instance runs:
 
 - ``/bin/sh -c "<command>"`` with ``{port}`` replaced by the port (plain text replacement, so
-  shell syntax such as ``${HOME}`` in the command is left alone), in the release's directory,
+  shell syntax such as ``${HOME}`` in the command is left alone). A simple command (no ``;``,
+  ``&``, ``|``, parentheses, backquotes, newlines, leading ``VAR=value`` or shell builtin such
+  as ``cd`` or ``exit``) is prefixed with
+  ``exec``, so the app itself is the instance's pid and its exit code and signals are its own;
+  anything else runs under the shell, whose exit code is the last command's. It runs in the
+  release's directory,
   with the agent's environment plus the release's ``env`` plus ``PORT``, ``NONSTOP_RELEASE``
   and ``NONSTOP_INSTANCE``.
 - In its own session and process group (``start_new_session``), stdin from /dev/null and
@@ -41,6 +46,70 @@ ADDRESS_IN_USE = re.compile(r"address already in use|EADDRINUSE|errno 98\b", re.
 POLL_INTERVAL = 0.05
 KILL_WAIT = 5.0
 """After SIGKILL, how long to wait for the group to vanish before reporting it stuck."""
+
+
+_COMPOUND = re.compile(r"[;&|()`\n]")
+# Shell keywords and builtins: "exec" cannot run them as programs.
+_NOT_EXECUTABLE = frozenset(
+    [
+        "!",
+        "{",
+        "}",
+        "[[",
+        "case",
+        "do",
+        "done",
+        "elif",
+        "else",
+        "esac",
+        "fi",
+        "for",
+        "function",
+        "if",
+        "in",
+        "select",
+        "then",
+        "until",
+        "while",
+        ".",
+        ":",
+        "alias",
+        "break",
+        "cd",
+        "continue",
+        "eval",
+        "exec",
+        "exit",
+        "export",
+        "local",
+        "read",
+        "readonly",
+        "return",
+        "set",
+        "shift",
+        "source",
+        "times",
+        "trap",
+        "ulimit",
+        "umask",
+        "unset",
+        "wait",
+    ]
+)
+
+
+def shell_command(command: str) -> str:
+    """What ``/bin/sh -c`` runs for ``command``: simple commands are exec'd (see the module doc).
+
+    >>> shell_command("python3 app.py --port 8001")
+    'exec python3 app.py --port 8001'
+    >>> shell_command("cd web && python3 app.py --port 8001")
+    'cd web && python3 app.py --port 8001'
+    """
+    words = command.split()
+    if not words or _COMPOUND.search(command) or "=" in words[0] or words[0] in _NOT_EXECUTABLE:
+        return command
+    return f"exec {command}"
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -87,7 +156,11 @@ def describe_returncode(code: int) -> str:
 @dataclass(slots=True)
 class _Child:
     popen: subprocess.Popen[bytes]
-    start_marker: str
+    handle: InstanceHandle
+
+    @property
+    def start_marker(self) -> str:
+        return self.handle.start_marker
 
 
 class LocalRuntime:
@@ -161,7 +234,7 @@ class LocalRuntime:
                     else subprocess.DEVNULL
                 )
                 popen = subprocess.Popen(
-                    ["/bin/sh", "-c", command],
+                    ["/bin/sh", "-c", shell_command(command)],
                     cwd=spec.cwd,
                     env=env,
                     stdin=subprocess.DEVNULL,
@@ -174,17 +247,17 @@ class LocalRuntime:
             raise RuntimeDriverError(
                 f"instance {spec.instance_id}: cannot start {command!r}: {exc.strerror or exc}"
             ) from exc
-        marker = procfs.start_marker(popen.pid)
-        self._children[popen.pid] = _Child(popen, marker)
-        return InstanceHandle(
+        handle = InstanceHandle(
             instance_id=spec.instance_id,
             release=spec.release,
             pid=popen.pid,
             port=port,
             host=self.host,
-            start_marker=marker,
+            start_marker=procfs.start_marker(popen.pid),
             started_at=time.time(),
         )
+        self._children[popen.pid] = _Child(popen, handle)
+        return handle
 
     async def _lost_port_race(self, handle: InstanceHandle, log: Path | None, offset: int) -> bool:
         """True when the instance exited at once because its port was taken meanwhile."""
@@ -206,6 +279,10 @@ class LocalRuntime:
             return None
         child.popen.poll()
         return child.popen
+
+    def started(self) -> list[InstanceHandle]:
+        """Handles of the instances this object started that are still alive."""
+        return [child.handle for child in self._children.values() if self.alive(child.handle)]
 
     def alive(self, handle: InstanceHandle) -> bool:
         self._own(handle)
@@ -286,6 +363,7 @@ class LocalRuntime:
         while True:
             self._own(handle)
             if not procfs.group_members(handle.pid):
+                self._own(handle)  # reap our child if it turned zombie since the last poll
                 return True
             if time.monotonic() >= deadline:
                 return False

@@ -18,13 +18,18 @@ class ProcStat:
     state: str
     """One letter: R running, S sleeping, Z zombie, X dead, ..."""
     pgrp: int
+    num_threads: int
     start_time: str
     """Field 22, kept as text: it is only ever compared, never computed with."""
 
     @property
     def gone(self) -> bool:
-        """Exited: a zombie waiting for its parent to reap it, or already dead."""
-        return self.state in ("Z", "X")
+        """Exited: a zombie waiting for its parent to reap it, or already dead.
+
+        A zombie *leader* with other threads is not gone: either the process is still
+        tearing its threads down (its parent cannot reap it yet) or only its main thread
+        ended and the others still run."""
+        return self.state in ("Z", "X") and self.num_threads <= 1
 
 
 def parse_stat(text: str) -> ProcStat:
@@ -40,7 +45,13 @@ def parse_stat(text: str) -> ProcStat:
     pid = int(head.split("(", 1)[0])
     fields = rest.split()
     # fields[0] is field 3 (state); field N is fields[N - 3].
-    return ProcStat(pid=pid, state=fields[0], pgrp=int(fields[2]), start_time=fields[19])
+    return ProcStat(
+        pid=pid,
+        state=fields[0],
+        pgrp=int(fields[2]),
+        num_threads=int(fields[17]),
+        start_time=fields[19],
+    )
 
 
 def read_stat(pid: int) -> ProcStat | None:
