@@ -55,7 +55,20 @@ _PERL = {
 }
 _SIMPLE_ESCAPES = {"a": "\\x07", "f": "\\x0c", "t": "\\t", "n": "\\n", "r": "\\r", "v": "\\x0b"}
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_\[\].]*")
-_FLAG_LETTERS = set("imsUux")
+_FLAG_LETTERS = set("imsUuxR")
+_CATEGORY_NAMES = {
+    "letter": "L", "cased_letter": "LC", "uppercase_letter": "Lu", "lowercase_letter": "Ll",
+    "titlecase_letter": "Lt", "modifier_letter": "Lm", "other_letter": "Lo", "mark": "M",
+    "nonspacing_mark": "Mn", "spacing_mark": "Mc", "enclosing_mark": "Me", "number": "N",
+    "decimal_number": "Nd", "letter_number": "Nl", "other_number": "No", "punctuation": "P",
+    "connector_punctuation": "Pc", "dash_punctuation": "Pd", "open_punctuation": "Ps",
+    "close_punctuation": "Pe", "initial_punctuation": "Pi", "final_punctuation": "Pf",
+    "other_punctuation": "Po", "symbol": "S", "math_symbol": "Sm", "currency_symbol": "Sc",
+    "modifier_symbol": "Sk", "other_symbol": "So", "separator": "Z", "space_separator": "Zs",
+    "line_separator": "Zl", "paragraph_separator": "Zp", "other": "C", "control": "Cc",
+    "format": "Cf", "surrogate": "Cs", "private_use": "Co", "unassigned": "Cn",
+}
+_CATEGORY_CACHE: dict[str, list[tuple[int, int]]] = {}
 
 
 @dataclass
@@ -66,9 +79,10 @@ class _Flags:
     U: bool = False
     u: bool = True
     x: bool = False
+    R: bool = False
 
     def copy(self) -> _Flags:
-        return _Flags(self.i, self.m, self.s, self.U, self.u, self.x)
+        return _Flags(self.i, self.m, self.s, self.U, self.u, self.x, self.R)
 
 
 def compile_rust_regex(pattern: str, case_insensitive: bool = False) -> re.Pattern[str]:
@@ -108,6 +122,7 @@ class _Translator:
         closers = 0  # scoped groups opened by bare (?flags) in this group
         saved = self.flags.copy()
         last_atom = False  # can a repetition operator follow?
+        atom_start = 0  # index in `out` where the last repeatable item starts
         while self.pos < len(self.p):
             c = self.p[self.pos]
             if self.flags.x and c in " \t\n\r\x0b\x0c":
@@ -132,8 +147,9 @@ class _Translator:
             if c in "*+?{":
                 if not last_atom:
                     raise self.fail("repetition operator missing expression")
+                if atom_start < len(out) - 1:  # Rust allows `a**`: repeat the repetition
+                    out[atom_start:] = ["(?:" + "".join(out[atom_start:]) + ")"]
                 out.append(self.repetition())
-                last_atom = False
                 continue
             if c == "(":
                 piece = self.group()
@@ -142,9 +158,11 @@ class _Translator:
                     closers += 1
                     last_atom = False
                     continue
+                atom_start = len(out)
                 out.append(piece)
                 last_atom = True
                 continue
+            atom_start = len(out)
             out.append(self.atom())
             last_atom = True
         out.append(")" * closers)
@@ -174,8 +192,6 @@ class _Translator:
             self.pos += 1
         if self.flags.U:
             lazy = not lazy
-        if self.peek() and self.peek() in "*+?{":
-            raise self.fail("repetition of a repetition")
         return op + ("?" if lazy else "")
 
     def group(self) -> str | None:
@@ -238,11 +254,17 @@ class _Translator:
         c = self.p[self.pos]
         self.pos += 1
         if c == ".":
-            return "[\\s\\S]" if self.flags.s else "[^\\n]"
+            if self.flags.s:
+                return "[\\s\\S]"
+            return "[^\\r\\n]" if self.flags.R else "[^\\n]"
         if c == "^":
-            return "(?:\\A|(?<=\\n))" if self.flags.m else "\\A"
+            if not self.flags.m:
+                return "\\A"
+            return "(?:\\A|(?<=\\n)|(?<=\\r)(?!\\n))" if self.flags.R else "(?:\\A|(?<=\\n))"
         if c == "$":
-            return "(?=\\n|\\Z)" if self.flags.m else "\\Z"
+            if not self.flags.m:
+                return "\\Z"
+            return "(?:(?=\\r|\\Z)|(?<!\\r)(?=\\n))" if self.flags.R else "(?=\\n|\\Z)"
         if c == "[":
             return self.char_class()
         if c == "\\":
@@ -254,6 +276,12 @@ class _Translator:
             raise self.fail("incomplete escape")
         c = self.p[self.pos]
         self.pos += 1
+        if c in "pP":
+            ranges = self.unicode_class()
+            if c == "P":
+                ranges = _complement(ranges)
+            body = _ranges_body(ranges)
+            return body if in_class else "[" + body + "]"
         if c.lower() in _PERL:
             unicode_body, ascii_body = _PERL[c.lower()]
             body = unicode_body if self.flags.u else ascii_body
@@ -273,9 +301,15 @@ class _Translator:
             return "\\A"
         if c == "z":
             return "\\Z"
-        if c in "bB":
-            if self.peek() == "{":
+        if c == "b" and self.peek() == "{":
+            end = self.p.find("}", self.pos)
+            kind = self.p[self.pos + 1 : end] if end >= 0 else ""
+            forms = {"start": "\\b(?=\\w)", "end": "\\b(?<=\\w)", "start-half": "(?<!\\w)", "end-half": "(?!\\w)"}
+            if kind not in forms:
                 raise self.fail("unsupported word boundary form")
+            self.pos = end + 1
+            return forms[kind]
+        if c in "bB":
             if self.flags.u:
                 return "\\" + c
             w = _ASCII_WORD
@@ -285,9 +319,23 @@ class _Translator:
             return "\\b(?=\\w)"
         if c == ">":
             return "\\b(?<=\\w)"
-        if c.isalnum() or c.isspace():
+        if c.isalnum() or (c.isspace() and c != " "):
             raise self.fail(f"unsupported escape \\{c}")
         return "\\" + c
+
+    def unicode_class(self) -> list[tuple[int, int]]:
+        if self.peek() == "{":
+            end = self.p.find("}", self.pos)
+            name = self.p[self.pos + 1 : end] if end >= 0 else ""
+            self.pos = end + 1 if end >= 0 else self.pos
+        else:
+            name = self.peek()
+            self.pos += 1
+        key = name.replace(" ", "").replace("-", "_")
+        category = _CATEGORY_NAMES.get(key.lower(), key if key in _CATEGORY_NAMES.values() else None)
+        if category is None or category == "LC":
+            raise self.fail(f"unsupported Unicode class {name!r}")
+        return _category_ranges(category)
 
     def hex_escape(self, kind: str) -> str:
         if self.peek() == "{":
@@ -374,7 +422,7 @@ class _Translator:
         if e in "xuU":
             self.pos += 1
             return self.hex_escape(e)
-        if e.lower() in _PERL:
+        if e.lower() in _PERL or e in "pP":
             self.last_class_escape = self.escape(in_class=True)
             return None
         if e.isalnum() or e.isspace():
@@ -390,9 +438,60 @@ def _negatable(body: str, letter: str) -> str:
 
 
 def _posix_item(body: str, negated: bool) -> str:
-    if negated:
-        raise RegexTranslationError("negated POSIX classes are not supported")
-    return body
+    if not negated:
+        return body
+    ranges: list[tuple[int, int]] = []
+    for m in re.finditer(r"(\\x[0-9a-f]{2}|\\.|.)(?:-(\\x[0-9a-f]{2}|\\.|.))?", body):
+        lo, hi = _posix_char(m.group(1)), _posix_char(m.group(2) or m.group(1))
+        ranges.append((lo, hi))
+    return _ranges_body(_complement(sorted(ranges)))
+
+
+def _posix_char(token: str) -> int:
+    if token.startswith("\\x"):
+        return int(token[2:], 16)
+    if token.startswith("\\"):
+        return ord({"t": "\t", "n": "\n", "r": "\r"}.get(token[1], token[1]))
+    return ord(token)
+
+
+def _category_ranges(category: str) -> list[tuple[int, int]]:
+    cached = _CATEGORY_CACHE.get(category)
+    if cached is not None:
+        return cached
+    import unicodedata
+
+    ranges: list[tuple[int, int]] = []
+    start = -1
+    for code in range(0x110000):
+        hit = unicodedata.category(chr(code)).startswith(category)
+        if hit and start < 0:
+            start = code
+        elif not hit and start >= 0:
+            ranges.append((start, code - 1))
+            start = -1
+    if start >= 0:
+        ranges.append((start, 0x10FFFF))
+    _CATEGORY_CACHE[category] = ranges
+    return ranges
+
+
+def _complement(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    out: list[tuple[int, int]] = []
+    nxt = 0
+    for lo, hi in sorted(ranges):
+        if lo > nxt:
+            out.append((nxt, lo - 1))
+        nxt = max(nxt, hi + 1)
+    if nxt <= 0x10FFFF:
+        out.append((nxt, 0x10FFFF))
+    return out
+
+
+def _ranges_body(ranges: list[tuple[int, int]]) -> str:
+    if not ranges:
+        raise RegexTranslationError("empty Unicode class")
+    return "".join(f"\\U{lo:08x}" if lo == hi else f"\\U{lo:08x}-\\U{hi:08x}" for lo, hi in ranges)
 
 
 def _literal(ch: str, in_class: bool) -> str:
