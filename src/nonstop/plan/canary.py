@@ -1,0 +1,559 @@
+"""Canary: give the new release a growing share of traffic, step by step, judged all the way.
+
+Phases (each decide() returns early while its condition is not met, STYLE.md #2)::
+
+    scaling ──canary ready──> step ──pause over, analysis passed──> next step (scaling or step)
+       │                        │
+       │                        └──after the last step──> promoting ──ready──> watching ──> done
+       └── any failure, from any phase ──> rolled_back (aborted if no traffic ever reached it)
+
+Steps come from ``strategy.canary.steps`` or its ``preset``. A step may set a ``weight``, wait a
+``pause`` (a duration, or ``{}`` for ``nonstop promote``) and run ``analysis`` checks; all three
+when it has them, in that order:
+
+1. ``scaling``: the canary scales to ``max(1, ceil(replicas * weight / 100))`` instances while
+   the stable release keeps ``replicas``; no weight changes until they are all ready
+   (invariant 1). Then ``SetWeights({stable: 100 - w, canary: w})`` and the step begins.
+2. ``step``: the measurement window restarts here (the engine counts since
+   ``phase_started_at``), so every number judged is at this step's weight. The data plane is
+   checked first (``weight_verdict``: the canary's measured share must match the set weight
+   within ``weight_tolerance``): until it passes no threshold check is evaluated, and if it
+   fails the rollout aborts - a router that does not do what it is told makes every later
+   number meaningless. Each check (the step's own and the background ``analysis``) is
+   evaluated every ``interval`` seconds on the canary's Measurement since the step began.
+   The step ends when its pause is over and its own checks passed; a failed check ends the
+   rollout at once; a check without enough data for ``inconclusive_limit`` windows in a row
+   pauses the rollout for a person (``nonstop promote`` or ``resume`` continues).
+3. Throughout ``scaling``, ``step`` and ``promoting``, the sequential test compares the
+   canary's error rate with the stable's over the same window at every decide()
+   (``nonstop.analysis.sequential``). It needs no set weight (it conditions on the measured
+   request counts), so it runs before the data plane is verified: a bad canary is stopped
+   after a handful of errors, not after a window.
+
+After the last step: the canary scales to ``replicas`` (``promoting``), gets all traffic, is
+watched (``watch``), then the stable release scales to 0 and the rollout completes.
+
+Any failure: ``SetWeights({stable: 100})`` first, so traffic is back on the warm stable release
+before anything stops; then the canary scales to 0 (drains, then stops; invariant 2).
+
+Worked example, replicas 4, steps 10% (pause 1m), 50% (analysis error_rate max 0.01)::
+
+    t=0     scaling 1/2   ScaleRelease(v2, 1)               ceil(4 * 10 / 100) = 1 canary
+    t=3     step 1/2      SetWeights({v1: 90, v2: 10})      "step 1/2: weight 10% (1 instance)"
+    t=9                                                      weight verified: 52 of 498 = 10.4%
+    t=63    scaling 2/2   ScaleRelease(v2, 2)               pause over; ceil(4 * 50 / 100) = 2
+    t=66    step 2/2      SetWeights({v1: 50, v2: 50})
+    t=76                                                     "analysis error_rate passed: ..."
+    t=76    promoting     ScaleRelease(v2, 4)
+    t=80    watching      SetWeights({v2: 100})
+    t=380   completed     ScaleRelease(v1, 0), Finish       5 min watch held
+
+Had the canary failed 5% of its requests while v1 failed none, the sequential test would have
+rolled back at about t=5: 2 canary errors at a 10% share give an e-value above 1/alpha = 100.
+
+Progress lives in ``state.data`` as JSON (the analysis runs' ``to_dict``), so a restarted agent
+decides from exactly where it was (STYLE.md #2).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import Any
+
+from nonstop.analysis.checks import AnalysisRun, conclude, new_run, step
+from nonstop.analysis.measurement import Measurement
+from nonstop.analysis.presets import preset_steps, preset_watch
+from nonstop.analysis.sequential import SequentialRun, new_sequential, observe_windows
+from nonstop.analysis.verdict import Verdict
+from nonstop.analysis.watch import watch_verdict
+from nonstop.analysis.weight import weight_verdict
+from nonstop.config.schema import CanaryConfig, CanaryStep, CheckConfig, WatchConfig
+from nonstop.errors import ConfigError
+from nonstop.plan.model import (
+    Action,
+    Decision,
+    Finish,
+    Observed,
+    Outcome,
+    RolloutSpec,
+    RolloutState,
+    ScaleRelease,
+    SetWeights,
+)
+
+SCALING, STEP, PROMOTING, WATCHING = "scaling", "step", "promoting", "watching"
+TICK = 1.0
+WEIGHT_MIN_SAMPLES = 50
+"""Requests before the data-plane check may judge (its Wilson interval needs some)."""
+
+
+def steps(spec: RolloutSpec) -> list[CanaryStep]:
+    canary = _config(spec)
+    return list(canary.steps) if canary.steps else preset_steps(str(canary.preset))
+
+
+def canary_instances(replicas: int, weight: int) -> int:
+    """Canary instances for ``weight`` percent of traffic: enough for their share, at least one.
+
+    >>> canary_instances(4, 10), canary_instances(4, 50), canary_instances(10, 25)
+    (1, 2, 3)
+    """
+    return max(1, math.ceil(replicas * weight / 100))
+
+
+def initial_state(spec: RolloutSpec, now: float) -> RolloutState:
+    canary = _config(spec)
+    background = new_run(canary.analysis)
+    data = {
+        "weight": 0,
+        "canary": 0,
+        "traffic": False,
+        "weight_ok": False,
+        "background": background.to_dict(),
+        "analysis": new_run(()).to_dict(),
+        "due": {},
+        "sequential": new_sequential().to_dict() if canary.sequential else None,
+    }
+    return RolloutState(phase=SCALING, phase_started_at=now, step=-1, data=data)
+
+
+def decide(spec: RolloutSpec, state: RolloutState, observed: Observed) -> Decision:
+    if observed.command in ("abort", "rollback"):
+        return _give_up(spec, state, observed, f"{observed.command} requested by operator")
+    failed = observed.failed(spec.candidate)
+    if failed:
+        first = failed[0]
+        return _give_up(spec, state, observed, f"{first.id} did not become ready: {first.failed}")
+    if state.step < 0:
+        return _next_step(spec, state, observed, ())
+    if state.phase == SCALING:
+        return _scaling(spec, state, observed)
+    if state.phase == STEP:
+        return _step(spec, state, observed)
+    if state.phase == PROMOTING:
+        return _promoting(spec, state, observed)
+    if state.phase == WATCHING:
+        return _watching(spec, state, observed)
+    raise ValueError(f"canary has no phase {state.phase!r}")
+
+
+# --- steps ------------------------------------------------------------------------------------
+
+
+def _next_step(
+    spec: RolloutSpec, state: RolloutState, observed: Observed, events: tuple[str, ...]
+) -> Decision:
+    """Begin step ``state.step + 1``: scale for its weight, or start it at once."""
+    plan = steps(spec)
+    index = state.step + 1
+    if spec.stable is None or spec.rollback:
+        why = "first deploy" if spec.stable is None else "rollback"
+        return _promote(spec, state, observed, (*events, f"{why}: no canary steps"))
+    if index >= len(plan):
+        return _promote(spec, state, observed, events)
+    if index == 0:
+        weights = ", ".join(f"{s.weight}%" for s in plan if s.weight is not None) or "no weights"
+        events = (
+            *events,
+            f"canary {spec.stable} -> {spec.candidate}: {len(plan)} steps ({weights})",
+        )
+    current = plan[index]
+    state = replace(state, step=index)
+    if current.weight is not None:
+        want = canary_instances(spec.replicas, current.weight)
+        data = {"canary": max(want, int(state.data["canary"]))}
+        scaling = _with(state.enter(SCALING, observed.now), data)
+        return _scaling(spec, scaling, observed, events)
+    return _begin(spec, state, observed, events)
+
+
+def _scaling(
+    spec: RolloutSpec, state: RolloutState, observed: Observed, events: tuple[str, ...] = ()
+) -> Decision:
+    state = _sequential(spec, state, observed)
+    fail = _failure(state)
+    if fail:
+        return _give_up(spec, state, observed, fail, events)
+    if observed.command == "promote_full":
+        return _promote(spec, state, observed, (*events, "promote to 100% requested by operator"))
+    state, command_events = _command(state, observed)
+    events = (*events, *command_events, *_ignored(observed, SCALING))
+    want = int(state.data["canary"])
+    ready = observed.ready(spec.candidate)
+    if ready < want:
+        return Decision(state, _hold(spec, state.data), events, wake_in=TICK)
+    events = (*events, f"{spec.candidate} ready ({ready}/{want})")
+    return _begin(spec, state, observed, events)
+
+
+def _begin(
+    spec: RolloutSpec, state: RolloutState, observed: Observed, events: tuple[str, ...]
+) -> Decision:
+    """Step ``state.step`` starts now: set its weight; its window and its analysis start here."""
+    plan = steps(spec)
+    current = plan[state.step]
+    data: dict[str, Any] = {
+        "analysis": new_run(current.analysis or ()).to_dict(),
+        "due": {},
+        "weight_since": observed.now,
+    }
+    headline = f"step {state.step + 1}/{len(plan)}"
+    if current.weight is not None:
+        weight = current.weight
+        changed = weight != int(state.data["weight"])
+        data.update(weight=weight, traffic=bool(state.data["traffic"]) or weight > 0)
+        if changed:
+            data["weight_ok"] = False
+        instances = int(state.data["canary"])
+        headline += f": weight {weight}% ({instances} instance{'s' if instances != 1 else ''})"
+    if current.pause == {}:
+        headline += ", waiting for `nonstop promote`"
+    elif current.pause is not None:
+        headline += f", pause {current.pause:g}s"
+    if current.analysis:
+        headline += f", analysis {', '.join(_name(c) for c in current.analysis)}"
+    begun = _with(state.enter(STEP, observed.now), data)
+    return Decision(begun, _hold(spec, begun.data), (*events, headline), wake_in=TICK)
+
+
+def _step(spec: RolloutSpec, state: RolloutState, observed: Observed) -> Decision:
+    state, events = _command(state, observed)
+    current = steps(spec)[state.step]
+    if observed.command == "promote":
+        return _next_step(spec, state, observed, (*events, "promote requested by operator"))
+    if observed.command == "promote_full":
+        return _promote(spec, state, observed, (*events, "promote to 100% requested by operator"))
+    state = _sequential(spec, state, observed)
+    fail = _failure(state)
+    if fail:
+        return _give_up(spec, state, observed, fail, events)
+    state, verdict = _verify_weight(spec, state, observed)
+    if verdict is not None and verdict.outcome == "fail":
+        return _give_up(spec, state, observed, verdict.reason, events, outcome="aborted")
+    if verdict is not None and verdict.outcome == "pass":
+        events = (*events, f"data plane {verdict.reason}")
+    state, hold_events = _hold_if_unverified(spec, current, state, observed, verdict)
+    events += hold_events
+    if state.data["weight_ok"]:
+        state, analysis_events = _analyse(spec, state, observed)
+        events += analysis_events
+    fail = _failure(state)
+    if fail:
+        return _give_up(spec, state, observed, fail, events)
+    state, hold_events = _hold_if_inconclusive(state)
+    events += hold_events
+    if state.paused or not _step_over(current, state, observed):
+        return Decision(state, _hold(spec, state.data), events, wake_in=TICK)
+    return _next_step(spec, state, observed, events)
+
+
+def _step_over(current: CanaryStep, state: RolloutState, observed: Observed) -> bool:
+    if current.pause == {}:
+        return False
+    elapsed = observed.now - state.phase_started_at
+    if isinstance(current.pause, float | int) and elapsed < current.pause:
+        return False
+    if current.analysis:
+        return bool(state.data["weight_ok"]) and conclude(_run(state, "analysis")).outcome == "pass"
+    return True
+
+
+def _command(state: RolloutState, observed: Observed) -> tuple[RolloutState, tuple[str, ...]]:
+    command = observed.command
+    if command == "pause":
+        if state.paused:
+            return state, ("pause ignored: already paused",)
+        return replace(state, paused=True), ("paused by operator",)
+    if command == "resume":
+        if not state.paused:
+            return state, ("resume ignored: not paused (a {} pause waits for `nonstop promote`)",)
+        resumed = _with(state, {"weight_since": observed.now}, paused=False)
+        return _restart_inconclusive(resumed), ("resumed by operator",)
+    return state, ()
+
+
+def _ignored(observed: Observed, phase: str) -> tuple[str, ...]:
+    command = observed.command
+    if command is None or command in ("abort", "rollback"):
+        return ()
+    if phase == SCALING and command in ("pause", "resume"):
+        return ()  # applied by _command
+    why = {
+        SCALING: "the canary is not ready yet",
+        PROMOTING: "already promoting",
+        WATCHING: "the watch only judges; abort rolls back",
+    }[phase]
+    return (f"{command} ignored: {why}",)
+
+
+# --- judging ----------------------------------------------------------------------------------
+
+
+def _verify_weight(
+    spec: RolloutSpec, state: RolloutState, observed: Observed
+) -> tuple[RolloutState, Verdict | None]:
+    """The data-plane check: once per weight, before any threshold check trusts it."""
+    if state.data["weight_ok"] or int(state.data["canary"]) == 0:
+        return state, None
+    canary, stable = _measured(spec, observed)
+    total = canary.requests + stable.requests
+    verdict = weight_verdict(
+        int(state.data["weight"]),
+        canary.requests,
+        total,
+        _config(spec).weight_tolerance,
+        WEIGHT_MIN_SAMPLES,
+    )
+    if verdict.outcome == "pass":
+        state = _with(state, {"weight_ok": True})
+    return state, verdict
+
+
+def _analyse(
+    spec: RolloutSpec, state: RolloutState, observed: Observed
+) -> tuple[RolloutState, tuple[str, ...]]:
+    """Evaluate every check that is due on the canary's Measurement since the step began."""
+    canary, _ = _measured(spec, observed)
+    due: dict[str, float] = dict(state.data["due"])
+    events: list[str] = []
+    runs = {"background": _run(state, "background"), "analysis": _run(state, "analysis")}
+    for key, run in runs.items():
+        if key == "background" and int(state.data["weight"]) == 0:
+            continue  # no traffic to judge
+        for index, check_run in enumerate(run.checks):
+            slot = f"{key}[{index}]"
+            if observed.now < due.get(slot, state.phase_started_at + check_run.check.interval):
+                continue
+            run, verdict = step(run, check_run.check, canary)
+            due[slot] = observed.now + check_run.check.interval
+            events.append(f"analysis {verdict.check} {_past(verdict.outcome)}: {verdict.reason}")
+        runs[key] = run
+    data = {key: run.to_dict() for key, run in runs.items()}
+    return _with(state, {**data, "due": due}), tuple(events)
+
+
+def _sequential(spec: RolloutSpec, state: RolloutState, observed: Observed) -> RolloutState:
+    """Feed the always-valid canary-vs-stable error test (:func:`_failure` reads its verdict)."""
+    if state.data.get("sequential") is None or not state.data["traffic"]:
+        return state
+    canary, stable = _measured(spec, observed)
+    run = SequentialRun.from_dict(state.data["sequential"])
+    run, _ = observe_windows(run, canary, stable)
+    return _with(state, {"sequential": run.to_dict()})
+
+
+def _failure(state: RolloutState) -> str:
+    """The reason of the first failed analysis (sequential test, background, step), or ""."""
+    sequential = state.data.get("sequential")
+    if sequential is not None:
+        run = SequentialRun.from_dict(sequential)
+        if run.rejected and run.last is not None:
+            return f"sequential test failed: {run.last.reason}"
+    for key in ("background", "analysis"):
+        run_ = _run(state, key)
+        if run_.phase == "failed":
+            return f"analysis failed: {conclude(run_).reason}"
+    return ""
+
+
+def _hold_if_unverified(
+    spec: RolloutSpec,
+    current: CanaryStep,
+    state: RolloutState,
+    observed: Observed,
+    verdict: Verdict | None,
+) -> tuple[RolloutState, tuple[str, ...]]:
+    """Checks wait for the data-plane check; if it cannot tell for as long as a check could
+    stay inconclusive, a person decides (as for an inconclusive check)."""
+    checks = [*(current.analysis or ()), *_config(spec).analysis]
+    if state.paused or verdict is None or verdict.outcome != "inconclusive" or not checks:
+        return state, ()
+    limit = _run(state, "analysis").inconclusive_limit * min(c.interval for c in checks)
+    waited = observed.now - float(state.data.get("weight_since", state.phase_started_at))
+    if waited < limit:
+        return state, ()
+    return replace(state, paused=True), (
+        f"data plane unverified after {waited:.0f}s: {verdict.reason}; analysis waits for it; "
+        "paused: `nonstop promote` skips the step, `nonstop resume` keeps measuring",
+    )
+
+
+def _hold_if_inconclusive(state: RolloutState) -> tuple[RolloutState, tuple[str, ...]]:
+    """A check that could not judge for too long pauses the rollout for a person."""
+    if state.paused:
+        return state, ()
+    for key in ("background", "analysis"):
+        run = _run(state, key)
+        if run.phase == "inconclusive":
+            why = conclude(run).reason
+            return replace(state, paused=True), (
+                f"analysis inconclusive: {why}; paused: `nonstop promote` skips the step, "
+                "`nonstop resume` keeps measuring",
+            )
+    return state, ()
+
+
+def _restart_inconclusive(state: RolloutState) -> RolloutState:
+    """After a person resumed: checks that gave up for lack of data start counting afresh."""
+    data: dict[str, Any] = {}
+    for key in ("background", "analysis"):
+        run = _run(state, key)
+        if run.phase == "inconclusive":
+            checks = tuple(
+                replace(c, phase="running", inconclusive_streak=0)
+                if c.phase == "inconclusive"
+                else c
+                for c in run.checks
+            )
+            data[key] = replace(run, checks=checks).to_dict()
+    return _with(state, data)
+
+
+# --- promotion, watch and giving up --------------------------------------------------------------
+
+
+def _promote(
+    spec: RolloutSpec, state: RolloutState, observed: Observed, events: tuple[str, ...]
+) -> Decision:
+    plan = steps(spec)
+    promoting = _with(
+        state.enter(PROMOTING, observed.now, step=len(plan), paused=False),
+        {"canary": spec.replicas},
+    )
+    events = (*events, f"promoting {spec.candidate}: scaling to {spec.replicas}")
+    return _promoting(spec, promoting, observed, events)
+
+
+def _promoting(
+    spec: RolloutSpec, state: RolloutState, observed: Observed, events: tuple[str, ...] = ()
+) -> Decision:
+    state = _sequential(spec, state, observed)
+    fail = _failure(state)
+    if fail:
+        return _give_up(spec, state, observed, fail, events)
+    events = (*events, *_ignored(observed, PROMOTING))
+    ready = observed.ready(spec.candidate)
+    if ready < spec.replicas:
+        return Decision(state, _hold(spec, state.data), events, wake_in=TICK)
+    switch = SetWeights({spec.candidate: 100})
+    events = (*events, f"{spec.candidate} ready ({ready}/{spec.replicas}); all traffic to it")
+    watch = _watch(spec)
+    if spec.stable is None or spec.rollback or watch.duration <= 0:
+        return _complete(spec, state, observed, (switch,), events)
+    watching = _with(state.enter(WATCHING, observed.now), {"weight": 100})
+    events = (*events, f"watching {spec.candidate} for {watch.duration:g}s")
+    return Decision(watching, (switch,), events, wake_in=TICK)
+
+
+def _watching(spec: RolloutSpec, state: RolloutState, observed: Observed) -> Decision:
+    events = _ignored(observed, WATCHING)
+    measured, _ = _measured(spec, observed)
+    watch = _watch(spec)
+    verdict = watch_verdict(watch, measured)
+    if verdict.outcome == "fail":
+        return _give_up(spec, state, observed, verdict.reason, events)
+    if observed.now - state.phase_started_at < watch.duration:
+        return Decision(state, events=events, wake_in=TICK)
+    events = (*events, f"watch held: {measured.errors}/{measured.requests} errors")
+    return _complete(spec, state, observed, (), events)
+
+
+def _complete(
+    spec: RolloutSpec,
+    state: RolloutState,
+    observed: Observed,
+    actions: tuple[Action, ...],
+    events: tuple[str, ...],
+) -> Decision:
+    retire = (ScaleRelease(spec.stable, 0),) if spec.stable is not None else ()
+    done = Finish("completed", f"{spec.candidate} serves all traffic")
+    return Decision(state.enter("completed", observed.now), (*actions, *retire, done), events)
+
+
+def _give_up(
+    spec: RolloutSpec,
+    state: RolloutState,
+    observed: Observed,
+    reason: str,
+    events: tuple[str, ...] = (),
+    *,
+    outcome: Outcome | None = None,
+) -> Decision:
+    """Traffic back to the stable release first, then drain and stop the canary."""
+    actions: list[Action] = []
+    if spec.stable is not None:
+        actions.append(SetWeights({spec.stable: 100}))
+    actions.append(ScaleRelease(spec.candidate, 0))
+    if outcome is None:
+        outcome = "rolled_back" if state.data.get("traffic") else "aborted"
+    actions.append(Finish(outcome, reason))
+    verb = f"traffic back to {spec.stable}; " if spec.stable is not None else ""
+    event = f"{reason}; {verb}{outcome.replace('_', ' ')}"
+    return Decision(state.enter(outcome, observed.now), tuple(actions), (*events, event))
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+
+def _hold(spec: RolloutSpec, data: Mapping[str, Any]) -> tuple[Action, ...]:
+    """The current targets, restated every call so a restarted engine converges on them."""
+    canary = ScaleRelease(spec.candidate, int(data["canary"]))
+    if spec.stable is None:
+        return (canary,)  # a first deploy: no traffic until it is all ready
+    weight = int(data["weight"])
+    weights = {spec.stable: 100 - weight, spec.candidate: weight}
+    return (
+        ScaleRelease(spec.stable, spec.replicas),
+        canary,
+        SetWeights({release: w for release, w in weights.items() if w > 0}),
+    )
+
+
+def _measured(spec: RolloutSpec, observed: Observed) -> tuple[Measurement, Measurement]:
+    """The canary's and the stable's Measurement of this phase (empty ones when none came)."""
+    start = observed.now
+
+    def get(release: str | None) -> Measurement:
+        if release is None:
+            return Measurement("-", start, observed.now)
+        return observed.measurements.get(release) or Measurement(release, start, observed.now)
+
+    return get(spec.candidate), get(spec.stable)
+
+
+def _run(state: RolloutState, key: str) -> AnalysisRun:
+    return AnalysisRun.from_dict(state.data[key])
+
+
+def _config(spec: RolloutSpec) -> CanaryConfig:
+    canary = spec.config.strategy.canary
+    if canary is None:
+        issue = 'a canary rollout needs a [strategy.canary] table with "steps" or a "preset"'
+        raise ConfigError([("strategy.canary", issue)])
+    return canary
+
+
+def _watch(spec: RolloutSpec) -> WatchConfig:
+    """``[watch]`` as written; a preset's own watch when the file has no ``[watch]``."""
+    canary = _config(spec)
+    if (
+        canary.preset is not None
+        and not canary.steps
+        and "watch" not in spec.config.model_fields_set
+    ):
+        return preset_watch(canary.preset)
+    return spec.config.watch
+
+
+def _name(check: CheckConfig) -> str:
+    return f"latency p{check.percentile:g}" if check.metric == "latency" else check.metric
+
+
+def _past(outcome: str) -> str:
+    return {"pass": "passed", "fail": "failed"}.get(outcome, outcome)
+
+
+def _with(state: RolloutState, changes: Mapping[str, Any], **fields: Any) -> RolloutState:
+    return replace(state, data={**state.data, **changes}, **fields)
