@@ -7,13 +7,13 @@ Unleash client specification passes (tests/flags_engine).
 
 Public API::
 
-    engine = FlagEngine.from_unleash(doc)          # GET /api/client/features body, or {"events": [...]}
-    engine.is_enabled("checkout", {"userId": "42"})            -> bool (unknown flag: default=False)
-    engine.get_variant("checkout", {"userId": "42"})           -> {"name", "payload"?, "enabled", "feature_enabled"}
-    engine.resolve("checkout", ctx)                            -> Resolution(enabled, reason, variant, found)
-    engine.apply_delta({"events": [...]})                      -> a new FlagEngine (this one is untouched)
-    engine.problems                                            -> tuple[Problem, ...]
-    validate(doc)                                              -> list[Problem]
+    engine = FlagEngine.from_unleash(doc)   # GET /api/client/features body, or {"events": [...]}
+    engine.is_enabled("checkout", ctx)      -> bool (an unknown flag gives default=False)
+    engine.get_variant("checkout", ctx)     -> {"name", "payload"?, "enabled", "feature_enabled"}
+    engine.resolve("checkout", ctx)         -> Resolution(enabled, reason, variant, found)
+    engine.apply_delta({"events": [...]})   -> a new FlagEngine (this one is untouched)
+    engine.problems                         -> tuple[Problem, ...]
+    validate(doc)                           -> list[Problem]
 
 A context is Unleash's: ``userId, sessionId, remoteAddress, environment, appName,
 currentTime`` and ``properties`` (a dict of strings). A standard field missing at the top

@@ -45,7 +45,14 @@ Predicate = Callable[[Context], bool]
 Getter = Callable[[Context], "str | None"]
 
 VARIANT_SEED: Final = 86028157
-STANDARD_FIELDS: Final = ("userId", "sessionId", "remoteAddress", "environment", "appName", "currentTime")
+STANDARD_FIELDS: Final = (
+    "userId",
+    "sessionId",
+    "remoteAddress",
+    "environment",
+    "appName",
+    "currentTime",
+)
 STRING_OPERATORS: Final = ("IN", "NOT_IN", "STR_CONTAINS", "STR_STARTS_WITH", "STR_ENDS_WITH")
 ORDINAL_OPERATORS: Final = {
     "NUM_EQ": "==",
@@ -155,7 +162,7 @@ def current_time_ns_getter(env: Environment) -> Callable[[Context], int | None]:
 
 
 def escaped_string_ok(value: str) -> bool:
-    """A quoted, escaped value survives the reference rule language unless it ends in a backslash."""
+    """An escaped, quoted value survives the reference rule language unless it ends in `\\`."""
     return not value.endswith("\\")
 
 
@@ -212,12 +219,15 @@ class Constraint:
 
 
 def compile_constraint(c: Constraint, path: str, problems: Problems, env: Environment) -> Predicate:
-    """A predicate for one constraint; raises FlagOff where the reference engine cannot compile it."""
+    """A predicate for one constraint; FlagOff where the reference engine cannot compile it."""
     name = c.context_name
     if name not in STANDARD_FIELDS:
         decoded = unescaped_string(name)
         if decoded is None:
-            problems.add(f"{path}.contextName", f"unsupported characters in {quote(name)} (the flag is always off)")
+            problems.add(
+                f"{path}.contextName",
+                f"unsupported characters in {quote(name)} (the flag is always off)",
+            )
             raise FlagOff
         name = decoded
     op = c.operator
@@ -225,7 +235,10 @@ def compile_constraint(c: Constraint, path: str, problems: Problems, env: Enviro
         pred = _string_constraint(c, name, path, problems)
     elif op in ORDINAL_OPERATORS:
         if op.startswith("SEMVER") and c.value is not None and c.value.startswith("v"):
-            problems.add(f"{path}.value", f'expected a semantic version without a "v" prefix, got {quote(c.value)}')
+            problems.add(
+                f"{path}.value",
+                f'expected a semantic version without a "v" prefix, got {quote(c.value)}',
+            )
             return _false
         pred = _ordinal_constraint(c, name, path, problems, env)
     elif op == "REGEX":
@@ -233,7 +246,11 @@ def compile_constraint(c: Constraint, path: str, problems: Problems, env: Enviro
     elif op == "IN_CIDR":
         pred = _cidr_constraint(c, name, path, problems)
     else:
-        problems.add(f"{path}.operator", f"unknown operator {quote(op)}, expected one of {', '.join(OPERATORS)} (the flag is always off)")
+        problems.add(
+            f"{path}.operator",
+            f"unknown operator {quote(op)}, expected one of {', '.join(OPERATORS)}"
+            " (the flag is always off)",
+        )
         raise FlagOff
     if c.inverted:
         inner = pred
@@ -249,13 +266,18 @@ def _string_constraint(c: Constraint, name: str, path: str, problems: Problems) 
     values = c.values or ()
     for i, v in enumerate(values):
         if not escaped_string_ok(v):
-            problems.add(f"{path}.values[{i}]", f"a value may not end with a backslash, got {quote(v)} (the flag is always off)")
+            problems.add(
+                f"{path}.values[{i}]",
+                f"a value may not end with a backslash, got {quote(v)} (the flag is always off)",
+            )
             raise FlagOff
     get = field_getter(name)
     if c.operator in ("IN", "NOT_IN"):
         return _list_constraint(c.operator == "IN", frozenset(values), get)
     if not values:
-        problems.add(f"{path}.values", f"{c.operator} needs at least one value (the flag is always off)")
+        problems.add(
+            f"{path}.values", f"{c.operator} needs at least one value (the flag is always off)"
+        )
         raise FlagOff
     fold = c.case_insensitive
     items = tuple(v.lower() for v in values) if fold else tuple(values)
@@ -309,7 +331,9 @@ def _list_constraint(is_in: bool, values: frozenset[str], get: Getter) -> Predic
     return not_member
 
 
-def _ordinal_constraint(c: Constraint, name: str, path: str, problems: Problems, env: Environment) -> Predicate:
+def _ordinal_constraint(
+    c: Constraint, name: str, path: str, problems: Problems, env: Environment
+) -> Predicate:
     if c.value is None:
         problems.add(f"{path}.value", f"{c.operator} needs a value (the flag is always off)")
         raise FlagOff
@@ -323,24 +347,45 @@ def _ordinal_constraint(c: Constraint, name: str, path: str, problems: Problems,
             problems.add(f"{path}.value", f"invalid date {quote(c.value)} (the flag is always off)")
             raise FlagOff
         if kind != "DATE":
-            problems.add(f"{path}.value", f"{c.operator} compares dates because the value is a date")
-        get_ns = current_time_ns_getter(env) if name == "currentTime" else _parsed(field_getter(name), parse_datetime_ns)
+            problems.add(
+                f"{path}.value", f"{c.operator} compares dates because the value is a date"
+            )
+        get_ns = (
+            current_time_ns_getter(env)
+            if name == "currentTime"
+            else _parsed(field_getter(name), parse_datetime_ns)
+        )
         return _ordinal(symbol, target, get_ns, exact=True)
     if SEMVER_GRAMMAR.fullmatch(text):
         version = parse_semver(text)
         if version is None:
-            problems.add(f"{path}.value", f"invalid semantic version {quote(c.value)} (the flag is always off)")
+            problems.add(
+                f"{path}.value",
+                f"invalid semantic version {quote(c.value)} (the flag is always off)",
+            )
             raise FlagOff
         if kind != "SEMVER":
-            problems.add(f"{path}.value", f"{c.operator} compares versions because the value is a version")
-        return _ordinal(symbol, version, _parsed(_value_getter(name, env), parse_semver), exact=True)
+            problems.add(
+                f"{path}.value", f"{c.operator} compares versions because the value is a version"
+            )
+        return _ordinal(
+            symbol, version, _parsed(_value_getter(name, env), parse_semver), exact=True
+        )
     if NUM_GRAMMAR.fullmatch(text):
         number = float(text)
         if kind != "NUM":
-            problems.add(f"{path}.value", f"{c.operator} compares numbers because the value is a number")
+            problems.add(
+                f"{path}.value", f"{c.operator} compares numbers because the value is a number"
+            )
         return _ordinal(symbol, number, _parsed(_value_getter(name, env), parse_f64), exact=False)
-    expected = {"NUM": "a number", "DATE": "an RFC 3339 date like 2022-01-29T13:00:00.000Z", "SEMVER": "a semantic version"}
-    problems.add(f"{path}.value", f"expected {expected[kind]}, got {quote(c.value)} (the flag is always off)")
+    expected = {
+        "NUM": "a number",
+        "DATE": "an RFC 3339 date like 2022-01-29T13:00:00.000Z",
+        "SEMVER": "a semantic version",
+    }
+    problems.add(
+        f"{path}.value", f"expected {expected[kind]}, got {quote(c.value)} (the flag is always off)"
+    )
     raise FlagOff
 
 
@@ -423,12 +468,18 @@ def _regex_constraint(c: Constraint, name: str, path: str, problems: Problems) -
     compiled = []
     for where, pattern in patterns:
         if not escaped_string_ok(pattern):
-            problems.add(where, f"a pattern may not end with a backslash, got {quote(pattern)} (the flag is always off)")
+            problems.add(
+                where,
+                f"a pattern may not end with a backslash, got {quote(pattern)}"
+                " (the flag is always off)",
+            )
             raise FlagOff
         try:
             compiled.append(compile_rust_regex(pattern, c.case_insensitive).search)
         except RegexTranslationError as exc:
-            problems.add(where, f"invalid regular expression {quote(pattern)}: {exc} (it never matches)")
+            problems.add(
+                where, f"invalid regular expression {quote(pattern)}: {exc} (it never matches)"
+            )
     if not compiled:
         return _false
     get = field_getter(name)
@@ -450,11 +501,17 @@ def _cidr_constraint(c: Constraint, name: str, path: str, problems: Problems) ->
     networks = []
     for i, v in enumerate(c.values or ()):
         if not escaped_string_ok(v):
-            problems.add(f"{path}.values[{i}]", f"a value may not end with a backslash, got {quote(v)} (the flag is always off)")
+            problems.add(
+                f"{path}.values[{i}]",
+                f"a value may not end with a backslash, got {quote(v)} (the flag is always off)",
+            )
             raise FlagOff
         net = parse_network(v)
         if net is None:
-            problems.add(f"{path}.values[{i}]", f"expected an IP address or CIDR range, got {quote(v)} (ignored)")
+            problems.add(
+                f"{path}.values[{i}]",
+                f"expected an IP address or CIDR range, got {quote(v)} (ignored)",
+            )
         else:
             networks.append(net)
     return _ip_predicate(tuple(networks), field_getter(name))
@@ -567,7 +624,10 @@ def _percentage(strategy: Strategy, key: str, path: str, problems: Problems) -> 
         return None
     value = parse_usize(raw)
     if value is None:
-        problems.add(f"{path}.parameters.{key}", f"expected 0..100, got {quote(raw)} (the strategy never matches)")
+        problems.add(
+            f"{path}.parameters.{key}",
+            f"expected 0..100, got {quote(raw)} (the strategy never matches)",
+        )
         return None
     return value
 
@@ -587,7 +647,10 @@ def compile_strategy_rule(
             return _false, "TARGETING_MATCH"
         ids = [part.strip() for part in raw.split(",")]
         if not all(escaped_string_ok(i) for i in ids):
-            problems.add(f"{path}.parameters.userIds", "a user id may not end with a backslash (the flag is always off)")
+            problems.add(
+                f"{path}.parameters.userIds",
+                "a user id may not end with a backslash (the flag is always off)",
+            )
             raise FlagOff
         return _list_constraint(True, frozenset(ids), field_getter("userId")), "TARGETING_MATCH"
     if kind in ("gradualRolloutUserId", "gradualRolloutSessionId"):
@@ -603,21 +666,18 @@ def compile_strategy_rule(
         pct = _percentage(strategy, "percentage", path, problems)
         if pct is None:
             return _false, "SPLIT"
-        rng = env.rng
         if pct >= 100:
             return _true, "STATIC"
-
-        def random_pick(ctx: Context) -> bool:
-            return rng.randrange(1, 100) < pct
-
-        return random_pick, "SPLIT"
+        return _random_below(env.rng, pct), "SPLIT"
     if kind == "flexibleRollout":
         pct = _percentage(strategy, "rollout", path, problems)
         if pct is None:
             return _false, "SPLIT"
         getters = stickiness_getters(params.get("stickiness"), env)
         if getters is None:
-            problems.add(f"{path}.parameters.stickiness", "unsupported characters (the flag is always off)")
+            problems.add(
+                f"{path}.parameters.stickiness", "unsupported characters (the flag is always off)"
+            )
             raise FlagOff
         return _rollout(pct, params.get("groupId", flag_name), getters, path, problems)
     if kind == "remoteAddress":
@@ -629,28 +689,57 @@ def compile_strategy_rule(
         for part in raw.split(","):
             text = unescaped_string(part.strip())
             if text is None:
-                problems.add(f"{path}.parameters.IPs", f"unsupported characters in {quote(part.strip())} (the flag is always off)")
+                problems.add(
+                    f"{path}.parameters.IPs",
+                    f"unsupported characters in {quote(part.strip())} (the flag is always off)",
+                )
                 raise FlagOff
             net = parse_network(text)
             if net is None:
-                problems.add(f"{path}.parameters.IPs", f"expected an IP address or CIDR range, got {quote(part.strip())} (ignored)")
+                problems.add(
+                    f"{path}.parameters.IPs",
+                    f"expected an IP address or CIDR range, got {quote(part.strip())} (ignored)",
+                )
             else:
                 networks.append(net)
         return _ip_predicate(tuple(networks), field_getter("remoteAddress")), "TARGETING_MATCH"
     if kind == "applicationHostname":
         hosts = frozenset(h.strip().lower() for h in params.get("hostNames", "").split(","))
-        return (_true if env.hostname is not None and env.hostname.lower() in hosts else _false), "TARGETING_MATCH"
-    problems.add(f"{path}.name", f"unknown strategy {quote(kind)} (expected one of {', '.join(STRATEGIES)}; it never matches)")
+        return (
+            _true if env.hostname is not None and env.hostname.lower() in hosts else _false
+        ), "TARGETING_MATCH"
+    problems.add(
+        f"{path}.name",
+        f"unknown strategy {quote(kind)}, expected one of {', '.join(STRATEGIES)}"
+        " (it never matches)",
+    )
     return _false, "DEFAULT"
 
 
-def _rollout(pct: int, group_raw: str, getters: tuple[Getter, ...], path: str, problems: Problems) -> tuple[Predicate, str]:
+def _random_below(rng: random.Random, pct: int) -> Predicate:
+    """``random < pct`` with random in 1..99, like the reference engine."""
+
+    def random_pick(ctx: Context) -> bool:
+        return rng.randrange(1, 100) < pct
+
+    return random_pick
+
+
+def _rollout(
+    pct: int, group_raw: str, getters: tuple[Getter, ...], path: str, problems: Problems
+) -> tuple[Predicate, str]:
     if pct > 100:
-        problems.add(f"{path}.parameters", f"expected a percentage 0..100, got {pct} (the flag is always off)")
+        problems.add(
+            f"{path}.parameters",
+            f"expected a percentage 0..100, got {pct} (the flag is always off)",
+        )
         raise FlagOff
     group = unescaped_string(group_raw)
     if group is None:
-        problems.add(f"{path}.parameters.groupId", f"unsupported characters in {quote(group_raw)} (the flag is always off)")
+        problems.add(
+            f"{path}.parameters.groupId",
+            f"unsupported characters in {quote(group_raw)} (the flag is always off)",
+        )
         raise FlagOff
     predicate = rollout_predicate(pct, group, getters)
     return predicate, ("SPLIT" if 0 < pct < 100 else "STATIC")
@@ -672,7 +761,7 @@ def all_of(predicates: Sequence[Predicate], last: Predicate) -> Predicate:
         return lambda ctx: a(ctx) and b(ctx)
 
     def every(ctx: Context) -> bool:
-        for p in preds:
+        for p in preds:  # noqa: SIM110 - a plain loop is faster than all() on the hot path
             if not p(ctx):
                 return False
         return True
@@ -690,7 +779,7 @@ def any_of(predicates: Sequence[Predicate]) -> Predicate:
         return preds[0]
 
     def some(ctx: Context) -> bool:
-        for p in preds:
+        for p in preds:  # noqa: SIM110 - a plain loop is faster than any() on the hot path
             if p(ctx):
                 return True
         return False
@@ -737,7 +826,12 @@ def compile_variants(
     if total <= 0:
         problems.add(path, "variant weights add up to 0 (asking for a variant fails)")
     results = tuple(
-        {"name": v.name, **({"payload": dict(v.payload)} if v.payload is not None else {}), "enabled": True, "feature_enabled": True}
+        {
+            "name": v.name,
+            **({"payload": dict(v.payload)} if v.payload is not None else {}),
+            "enabled": True,
+            "feature_enabled": True,
+        }
         for v in variants
     )
     overrides = tuple(
@@ -763,8 +857,8 @@ def pick_variant(cv: CompiledVariants, ctx: Context, rng: random.Random) -> int:
     else:
         target = mmh3.hash(f"{cv.group_id}:{seed}", VARIANT_SEED, False) % cv.total + 1
     running = 0
-    for index, v in enumerate(cv.variants):
-        running += v.weight
+    for index, variant in enumerate(cv.variants):
+        running += variant.weight
         if running >= target:
             return index
     return len(cv.variants) - 1  # pragma: no cover - weights always reach the target

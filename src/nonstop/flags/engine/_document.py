@@ -52,7 +52,9 @@ def _describe(value: object) -> str:
         return quote(value)
     if isinstance(value, int | float):
         return repr(value)
-    return {dict: "an object", list: "a list"}.get(type(value), type(value).__name__)
+    if isinstance(value, Mapping):
+        return "an object"
+    return "a list" if isinstance(value, list) else type(value).__name__
 
 
 class Reader:
@@ -106,13 +108,17 @@ class Reader:
             values=None if c.get("values") is None else self.strings(c["values"], f"{path}.values"),
             value=self.opt_string(c.get("value"), f"{path}.value"),
             inverted=self.boolean(c.get("inverted"), f"{path}.inverted", default=False),
-            case_insensitive=self.boolean(c.get("caseInsensitive"), f"{path}.caseInsensitive", default=False),
+            case_insensitive=self.boolean(
+                c.get("caseInsensitive"), f"{path}.caseInsensitive", default=False
+            ),
         )
 
     def constraints(self, raw: object, path: str) -> tuple[Constraint, ...]:
         if raw is None:
             return ()
-        return tuple(self.constraint(c, f"{path}[{i}]") for i, c in enumerate(self.items(raw, path)))
+        return tuple(
+            self.constraint(c, f"{path}[{i}]") for i, c in enumerate(self.items(raw, path))
+        )
 
     def variant(self, raw: object, path: str) -> VariantDef:
         v = self.obj(raw, path)
@@ -125,7 +131,9 @@ class Reader:
         for i, o in enumerate(self.items(v.get("overrides") or [], f"{path}.overrides")):
             o = self.obj(o, f"{path}.overrides[{i}]")
             name = self.string(o.get("contextName"), f"{path}.overrides[{i}].contextName")
-            overrides.append((name, frozenset(self.strings(o.get("values"), f"{path}.overrides[{i}].values"))))
+            overrides.append(
+                (name, frozenset(self.strings(o.get("values"), f"{path}.overrides[{i}].values")))
+            )
         weight = self.integer(v.get("weight"), f"{path}.weight")
         if weight < 0:
             raise self.fail(f"{path}.weight", "a weight >= 0", weight)
@@ -153,8 +161,13 @@ class Reader:
             constraints=self.constraints(s.get("constraints"), f"{path}.constraints"),
             segments=()
             if segments is None
-            else tuple(self.integer(x, f"{path}.segments[{i}]") for i, x in enumerate(self.items(segments, f"{path}.segments"))),
-            variants=None if s.get("variants") is None else self.variants(s["variants"], f"{path}.variants"),
+            else tuple(
+                self.integer(x, f"{path}.segments[{i}]")
+                for i, x in enumerate(self.items(segments, f"{path}.segments"))
+            ),
+            variants=None
+            if s.get("variants") is None
+            else self.variants(s["variants"], f"{path}.variants"),
         )
 
     def dependency(self, raw: object, path: str) -> Dependency:
@@ -180,12 +193,16 @@ class Reader:
                 enabled=self.boolean(f.get("enabled"), f"{path}: enabled"),
                 strategies=tuple(
                     self.strategy(s, f"{path}: strategies[{i}]")
-                    for i, s in enumerate(self.items(f.get("strategies") or [], f"{path}: strategies"))
+                    for i, s in enumerate(
+                        self.items(f.get("strategies") or [], f"{path}: strategies")
+                    )
                 ),
                 variants=self.variants(f.get("variants") or [], f"{path}: variants"),
                 dependencies=tuple(
                     self.dependency(d, f"{path}: dependencies[{i}]")
-                    for i, d in enumerate(self.items(f.get("dependencies") or [], f"{path}: dependencies"))
+                    for i, d in enumerate(
+                        self.items(f.get("dependencies") or [], f"{path}: dependencies")
+                    )
                 ),
                 path=path,
             )
@@ -197,7 +214,9 @@ class Reader:
             s = self.obj(raw, path)
             seg_id = self.integer(s.get("id"), f"{path}.id")
             where = f"{path} (id {seg_id})"
-            return SegmentDef(seg_id, self.constraints(s.get("constraints"), f"{where}: constraints"), where)
+            return SegmentDef(
+                seg_id, self.constraints(s.get("constraints"), f"{where}: constraints"), where
+            )
         except _Shape:
             return None
 
@@ -251,7 +270,7 @@ def read_features_and_segments(
 
 
 def apply_events(state: DocumentState, events: object, problems: Problems) -> set[str]:
-    """Apply delta-API events in order; returns the names of features whose definition may change."""
+    """Apply delta-API events in order; returns the names of the features they may change."""
     reader = Reader(problems)
     touched: set[str] = set()
     try:
@@ -269,7 +288,9 @@ def apply_events(state: DocumentState, events: object, problems: Problems) -> se
             touched |= set(state.features)
             state.features.clear()
             state.segments.clear()
-            read_features_and_segments(reader, state, event.get("features"), event.get("segments") or [], f"{path}.")
+            read_features_and_segments(
+                reader, state, event.get("features"), event.get("segments") or [], f"{path}."
+            )
             touched |= set(state.features)
         elif kind == "feature-updated":
             feature = reader.feature(event.get("feature"), None)

@@ -73,11 +73,15 @@ class CompiledFlag:
         return self.definition.dependencies
 
 
-def compile_flag(feature: FeatureDef, segments: Mapping[int, SegmentDef], env: Environment) -> CompiledFlag:
+def compile_flag(
+    feature: FeatureDef, segments: Mapping[int, SegmentDef], env: Environment
+) -> CompiledFlag:
     problems = Problems()
     try:
         strategies = tuple(
-            _compile_strategy(s, f"{feature.path}: strategies[{i}]", feature.name, segments, problems, env)
+            _compile_strategy(
+                s, f"{feature.path}: strategies[{i}]", feature.name, segments, problems, env
+            )
             for i, s in enumerate(feature.strategies)
         )
         rule = any_of([s.predicate for s in strategies]) if strategies else _true
@@ -85,25 +89,40 @@ def compile_flag(feature: FeatureDef, segments: Mapping[int, SegmentDef], env: E
     except FlagOff:
         strategies, rule, switch = (), _false, False
     stickiness = feature.variants[0].stickiness if feature.variants else None
-    variants = compile_variants(feature.variants, feature.name, stickiness, f"{feature.path}: variants", problems)
+    variants = compile_variants(
+        feature.variants, feature.name, stickiness, f"{feature.path}: variants", problems
+    )
     return CompiledFlag(feature, switch, rule, strategies, variants, tuple(problems.items))
 
 
 def _compile_strategy(
-    s: Strategy, path: str, flag_name: str, segments: Mapping[int, SegmentDef], problems: Problems, env: Environment
+    s: Strategy,
+    path: str,
+    flag_name: str,
+    segments: Mapping[int, SegmentDef],
+    problems: Problems,
+    env: Environment,
 ) -> CompiledStrategy:
     missing = [seg for seg in s.segments if seg not in segments]
     cv: CompiledVariants | None = None
     if s.variants:
         group = s.parameters.get("groupId", flag_name)
         stickiness = s.parameters.get("stickiness", "default")
-        cv = compile_variants(s.variants, group, stickiness, f"{path}.variants", problems, use_overrides=False)
+        cv = compile_variants(
+            s.variants, group, stickiness, f"{path}.variants", problems, use_overrides=False
+        )
     has_key = s.variants is not None
     if missing:
-        problems.add(f"{path}.segments", f"unknown segment {', '.join(map(str, missing))} (the flag is always off)")
+        problems.add(
+            f"{path}.segments",
+            f"unknown segment {', '.join(map(str, missing))} (the flag is always off)",
+        )
         raise FlagOff
     base, reason = compile_strategy_rule(s, flag_name, path, problems, env)
-    constraints = [compile_constraint(c, f"{path}.constraints[{i}]", problems, env) for i, c in enumerate(s.constraints)]
+    constraints = [
+        compile_constraint(c, f"{path}.constraints[{i}]", problems, env)
+        for i, c in enumerate(s.constraints)
+    ]
     for seg_id in s.segments:
         segment = segments[seg_id]
         constraints += [
@@ -116,7 +135,7 @@ def _compile_strategy(
 
 
 class FlagEngine:
-    """Evaluates Unleash feature flags exactly like Unleash's own SDKs. See `nonstop.flags.engine`."""
+    """Evaluates Unleash feature flags exactly like Unleash's SDKs. See `nonstop.flags.engine`."""
 
     def __init__(
         self,
@@ -130,7 +149,9 @@ class FlagEngine:
         self._env = env
         self._rng = env.rng
         self._document_problems = document_problems
-        self._checks: dict[str, Predicate] = {name: self._check_for(flag) for name, flag in flags.items()}
+        self._checks: dict[str, Predicate] = {
+            name: self._check_for(flag) for name, flag in flags.items()
+        }
         self._dependency_problems = tuple(self._dependency_issues())
 
     # ---------------------------------------------------------------- construction
@@ -158,14 +179,20 @@ class FlagEngine:
         return engine
 
     def apply_delta(self, document: Mapping[str, Any], *, strict: bool = True) -> FlagEngine:
-        """A new engine with delta-API events (``{"events": [...]}``) applied; this one is untouched.
+        """A new engine with delta-API events (``{"events": [...]}``) applied; self is untouched.
 
         Flags the events do not touch keep their compiled form."""
         problems = Problems()
         state = DocumentState(dict(self._state.features), dict(self._state.segments))
-        touched = apply_events(state, document.get("events") if isinstance(document, Mapping) else None, problems)
+        touched = apply_events(
+            state, document.get("events") if isinstance(document, Mapping) else None, problems
+        )
         flags = {
-            name: (self._flags[name] if name not in touched and name in self._flags else compile_flag(f, state.segments, self._env))
+            name: (
+                self._flags[name]
+                if name not in touched and name in self._flags
+                else compile_flag(f, state.segments, self._env)
+            )
             for name, f in state.features.items()
         }
         engine = FlagEngine(state, flags, self._env, tuple(problems.items))
@@ -188,9 +215,15 @@ class FlagEngine:
                 parent = self._flags.get(dep.feature)
                 path = f"{flag.definition.path}: dependencies[{i}].feature"
                 if parent is None:
-                    yield Problem(path, f"unknown feature {quote(dep.feature)} (the flag is never enabled)")
+                    yield Problem(
+                        path, f"unknown feature {quote(dep.feature)} (the flag is never enabled)"
+                    )
                 elif parent.dependencies:
-                    yield Problem(path, f"{quote(dep.feature)} has dependencies of its own (the flag is never enabled)")
+                    yield Problem(
+                        path,
+                        f"{quote(dep.feature)} has dependencies of its own"
+                        " (the flag is never enabled)",
+                    )
 
     def _check_for(self, flag: CompiledFlag) -> Predicate:
         if not flag.switch:
@@ -216,7 +249,9 @@ class FlagEngine:
         rule = parent.rule if parent.switch else _false
         variant_of = self._variant_of
 
-        has_variants = parent.variants is not None or any(s.has_variants_key for s in parent.strategies)
+        has_variants = parent.variants is not None or any(
+            s.has_variants_key for s in parent.strategies
+        )
 
         def holds(ctx: Context) -> bool:
             if has_variants:  # computed even when not compared: weights of 0 fail the call
@@ -238,8 +273,11 @@ class FlagEngine:
     def names(self) -> list[str]:
         return list(self._flags)
 
-    def is_enabled(self, name: str, context: Mapping[str, Any] | None = None, default: bool = False) -> bool:
-        """Is flag `name` on for `context`? Unknown flags (or a context that breaks evaluation) give `default`."""
+    def is_enabled(
+        self, name: str, context: Mapping[str, Any] | None = None, default: bool = False
+    ) -> bool:
+        """Is flag `name` on for `context`? An unknown flag, or a context that breaks the
+        evaluation, gives `default`: this never raises."""
         check = self._checks.get(name)
         if check is None:
             return default
@@ -253,7 +291,8 @@ class FlagEngine:
         return self.resolve(name, context).variant
 
     def resolve(self, name: str, context: Mapping[str, Any] | None = None) -> Resolution:
-        """Decision, reason (TARGETING_MATCH, SPLIT, DISABLED, DEFAULT, STATIC) and variant, in one evaluation."""
+        """Decision, reason (TARGETING_MATCH, SPLIT, DISABLED, DEFAULT, STATIC) and variant,
+        from one evaluation."""
         flag = self._flags.get(name)
         if flag is None:
             return Resolution(False, "DEFAULT", _disabled(False), False)

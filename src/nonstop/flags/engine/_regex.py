@@ -45,7 +45,9 @@ _POSIX = {
     "word": "0-9A-Za-z_",
     "xdigit": "0-9A-Fa-f",
 }
-_UNICODE_SPACE = "\\t\\n\\x0b\\x0c\\r \\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000"
+_UNICODE_SPACE = (
+    "\\t\\n\\x0b\\x0c\\r \\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000"
+)
 _ASCII_WORD = "0-9A-Za-z_"
 _PERL = {
     # letter -> (unicode body, ascii body); upper case letters negate
@@ -57,16 +59,44 @@ _SIMPLE_ESCAPES = {"a": "\\x07", "f": "\\x0c", "t": "\\t", "n": "\\n", "r": "\\r
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_\[\].]*")
 _FLAG_LETTERS = set("imsUuxR")
 _CATEGORY_NAMES = {
-    "letter": "L", "cased_letter": "LC", "uppercase_letter": "Lu", "lowercase_letter": "Ll",
-    "titlecase_letter": "Lt", "modifier_letter": "Lm", "other_letter": "Lo", "mark": "M",
-    "nonspacing_mark": "Mn", "spacing_mark": "Mc", "enclosing_mark": "Me", "number": "N",
-    "decimal_number": "Nd", "letter_number": "Nl", "other_number": "No", "punctuation": "P",
-    "connector_punctuation": "Pc", "dash_punctuation": "Pd", "open_punctuation": "Ps",
-    "close_punctuation": "Pe", "initial_punctuation": "Pi", "final_punctuation": "Pf",
-    "other_punctuation": "Po", "symbol": "S", "math_symbol": "Sm", "currency_symbol": "Sc",
-    "modifier_symbol": "Sk", "other_symbol": "So", "separator": "Z", "space_separator": "Zs",
-    "line_separator": "Zl", "paragraph_separator": "Zp", "other": "C", "control": "Cc",
-    "format": "Cf", "surrogate": "Cs", "private_use": "Co", "unassigned": "Cn",
+    "letter": "L",
+    "cased_letter": "LC",
+    "uppercase_letter": "Lu",
+    "lowercase_letter": "Ll",
+    "titlecase_letter": "Lt",
+    "modifier_letter": "Lm",
+    "other_letter": "Lo",
+    "mark": "M",
+    "nonspacing_mark": "Mn",
+    "spacing_mark": "Mc",
+    "enclosing_mark": "Me",
+    "number": "N",
+    "decimal_number": "Nd",
+    "letter_number": "Nl",
+    "other_number": "No",
+    "punctuation": "P",
+    "connector_punctuation": "Pc",
+    "dash_punctuation": "Pd",
+    "open_punctuation": "Ps",
+    "close_punctuation": "Pe",
+    "initial_punctuation": "Pi",
+    "final_punctuation": "Pf",
+    "other_punctuation": "Po",
+    "symbol": "S",
+    "math_symbol": "Sm",
+    "currency_symbol": "Sc",
+    "modifier_symbol": "Sk",
+    "other_symbol": "So",
+    "separator": "Z",
+    "space_separator": "Zs",
+    "line_separator": "Zl",
+    "paragraph_separator": "Zp",
+    "other": "C",
+    "control": "Cc",
+    "format": "Cf",
+    "surrogate": "Cs",
+    "private_use": "Co",
+    "unassigned": "Cn",
 }
 _CATEGORY_CACHE: dict[str, list[tuple[int, int]]] = {}
 
@@ -288,7 +318,9 @@ class _Translator:
             if body == "\\d" or body == "\\w":
                 text = body if c.islower() else body.upper()
                 return text
-            return ("[" if c.islower() else "[^") + body + "]" if not in_class else _negatable(body, c)
+            return (
+                ("[" if c.islower() else "[^") + body + "]" if not in_class else _negatable(body, c)
+            )
         if c in _SIMPLE_ESCAPES:
             return _SIMPLE_ESCAPES[c]
         if c in "xuU":
@@ -304,7 +336,12 @@ class _Translator:
         if c == "b" and self.peek() == "{":
             end = self.p.find("}", self.pos)
             kind = self.p[self.pos + 1 : end] if end >= 0 else ""
-            forms = {"start": "\\b(?=\\w)", "end": "\\b(?<=\\w)", "start-half": "(?<!\\w)", "end-half": "(?!\\w)"}
+            forms = {
+                "start": "\\b(?=\\w)",
+                "end": "\\b(?<=\\w)",
+                "start-half": "(?<!\\w)",
+                "end-half": "(?!\\w)",
+            }
             if kind not in forms:
                 raise self.fail("unsupported word boundary form")
             self.pos = end + 1
@@ -332,7 +369,9 @@ class _Translator:
             name = self.peek()
             self.pos += 1
         key = name.replace(" ", "").replace("-", "_")
-        category = _CATEGORY_NAMES.get(key.lower(), key if key in _CATEGORY_NAMES.values() else None)
+        category = _CATEGORY_NAMES.get(
+            key.lower(), key if key in _CATEGORY_NAMES.values() else None
+        )
         if category is None or category == "LC":
             raise self.fail(f"unsupported Unicode class {name!r}")
         return _category_ranges(category)
@@ -391,7 +430,11 @@ class _Translator:
 
     def class_member(self) -> str:
         start = self.class_single()
-        if self.peek() == "-" and self.peek(2) != "-]" and self.p[self.pos + 1 : self.pos + 2] not in ("]", ""):
+        if (
+            self.peek() == "-"
+            and self.peek(2) != "-]"
+            and self.p[self.pos + 1 : self.pos + 2] not in ("]", "")
+        ):
             if start is None or len(start) != 1:
                 raise self.fail("invalid range start")
             self.pos += 1
@@ -434,7 +477,9 @@ class _Translator:
 def _negatable(body: str, letter: str) -> str:
     if letter.islower():
         return body
-    raise RegexTranslationError(f"negated class \\{letter} inside a character class is not supported")
+    raise RegexTranslationError(
+        f"negated class \\{letter} inside a character class is not supported"
+    )
 
 
 def _posix_item(body: str, negated: bool) -> str:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import calendar
 import ipaddress
-import math
 import re
 from typing import TypeAlias
 
@@ -121,8 +120,3 @@ def parse_network(text: str) -> IpNet | None:
     if not prefix.isdigit() or not prefix.isascii() or int(prefix) > ip.max_prefixlen:
         return None
     return ipaddress.ip_network(f"{ip}/{int(prefix)}", strict=False)
-
-
-def now_string_ns(epoch_seconds: float) -> int:
-    """The reference engine formats "now" to whole seconds before comparing."""
-    return int(math.floor(epoch_seconds)) * 1_000_000_000
