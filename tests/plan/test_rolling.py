@@ -340,7 +340,10 @@ CASES = [
         [EQUAL, ScaleRelease("v1", 5)],
         "rolling_back",
         phase="watching",
-        next_data={"reason": "error rate 2.40% > 2.00% over 500 requests to v2"},
+        next_data={
+            "reason": "watch: error_rate 0.024 > max 0.02 over 500 requests "
+            "(promoted v2, 00:16:40-00:16:50)"
+        },
     ),
     Case(
         "watch over at 1% errors: completed",

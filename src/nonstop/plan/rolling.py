@@ -56,8 +56,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
+from nonstop.analysis.watch import watch_verdict
 from nonstop.config.units import resolve_count
-from nonstop.plan.bluegreen import watch_failure
 from nonstop.plan.model import (
     Action,
     Decision,
@@ -304,9 +304,10 @@ def _watching(spec: RolloutSpec, state: RolloutState, observed: Observed) -> Dec
         events = (f"{observed.command} ignored: the watch only judges; abort rolls back",)
     watch = spec.config.watch
     measured = observed.measurements.get(spec.candidate)
-    failure = watch_failure(measured, watch.max_error_rate, watch.min_requests)
-    if failure:
-        return _roll_back(spec, state, observed, failure, events)
+    if measured is not None:
+        verdict = watch_verdict(watch, measured)
+        if verdict.outcome == "fail":
+            return _roll_back(spec, state, observed, verdict.reason, events)
     if observed.now - state.phase_started_at < watch.duration:
         return Decision(state, events=events, wake_in=1.0)
     summary = "no requests" if measured is None else f"{measured.errors}/{measured.requests} errors"
