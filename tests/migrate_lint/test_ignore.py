@@ -28,7 +28,8 @@ def test_ignore_applies_to_one_statement_only() -> None:
 
 
 def test_ignore_of_several_rules_in_a_block_comment() -> None:
-    sql = "/* nonstop-lint: ignore=truncate,missing-lock-timeout reason='test fixture table' */\nTRUNCATE t;"
+    directive = "nonstop-lint: ignore=truncate,missing-lock-timeout reason='fixture table'"
+    sql = f"/* {directive} */\nTRUNCATE t;"
     assert rules(sql) == []
 
 

@@ -1,6 +1,7 @@
 """Rules from a table of SQL cases: each row is a migration and the exact (rule, line, column)
 findings it must produce; rows with no findings are the safe forms of the same changes."""
 
+# ruff: noqa: E501  (tables of SQL cases: one case per row reads better than wrapped)
 from __future__ import annotations
 
 import pytest
@@ -132,7 +133,9 @@ CASES: list[tuple[str, str, Phase, int, Expected]] = [
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize(("sql", "phase", "pg", "expected"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+@pytest.mark.parametrize(
+    ("sql", "phase", "pg", "expected"), [c[1:] for c in CASES], ids=[c[0] for c in CASES]
+)
 def test_rule_cases(sql: str, phase: Phase, pg: int, expected: Expected) -> None:
     findings = lint_text(sql, "m.sql", phase=phase, options=LintOptions(pg_version=pg))
     assert sorted((f.rule, f.line, f.column) for f in findings) == sorted(expected)
@@ -143,12 +146,15 @@ def test_every_finding_says_what_breaks_and_the_safe_alternative() -> None:
     findings = lint_text(sql, "m.sql", phase="expand")
     assert {f.rule for f in findings} >= {"rename-column", "set-not-null", "truncate"}
     for finding in findings:
-        assert finding.message and finding.fix, finding
+        assert finding.message, finding
+        assert finding.fix, finding
         assert finding.severity in ("error", "warning")
 
 
 def test_pinned_messages() -> None:
-    findings = lint_text(LT + "ALTER TABLE users RENAME COLUMN email TO mail;", "m.sql", phase="expand")
+    findings = lint_text(
+        LT + "ALTER TABLE users RENAME COLUMN email TO mail;", "m.sql", phase="expand"
+    )
     assert [f.message for f in findings] == [
         "renaming column email of users to mail takes an ACCESS EXCLUSIVE lock, and every query "
         "of the running release that uses email fails at once (column does not exist)"
@@ -158,7 +164,9 @@ def test_pinned_messages() -> None:
         "(trigger or dual writes); release code that uses the new column mail; contract: drop the "
         "old one once no running release uses it"
     )
-    (finding,) = lint_text(LT + "ALTER TABLE app.users ALTER email SET NOT NULL;", "m.sql", phase="expand")
+    (finding,) = lint_text(
+        LT + "ALTER TABLE app.users ALTER email SET NOT NULL;", "m.sql", phase="expand"
+    )
     assert finding.message == (
         "SET NOT NULL on app.users.email scans the whole table under an ACCESS EXCLUSIVE lock to "
         "look for NULLs: reads and writes block until the scan ends"
@@ -169,6 +177,8 @@ def test_pinned_messages() -> None:
 
 
 def test_unknown_function_default_is_a_warning() -> None:
-    (finding,) = lint_text(LT + "ALTER TABLE t ADD COLUMN c int DEFAULT next_code();", "m.sql", phase="expand")
+    (finding,) = lint_text(
+        LT + "ALTER TABLE t ADD COLUMN c int DEFAULT next_code();", "m.sql", phase="expand"
+    )
     assert (finding.rule, finding.severity) == ("volatile-default", "warning")
     assert "next_code()" in finding.message

@@ -1,5 +1,6 @@
 """Rewrite-free type changes, the column catalog carried across files, and phase detection."""
 
+# ruff: noqa: E501  (tables of SQL cases: one case per row reads better than wrapped)
 from __future__ import annotations
 
 from pathlib import Path
@@ -52,7 +53,11 @@ def test_rewrite_free(old: ColumnType, new: ColumnType, free: bool) -> None:
         ("total numeric(10,2)", "total TYPE numeric(14,2)", []),
         ("total numeric(10,2)", "total TYPE numeric(14,4)", ["change-column-type"]),
         ("id int", "id TYPE bigint", ["change-column-type"]),
-        ("email varchar(50)", "email TYPE varchar(100) USING email::varchar(100)", ["change-column-type"]),
+        (
+            "email varchar(50)",
+            "email TYPE varchar(100) USING email::varchar(100)",
+            ["change-column-type"],
+        ),
     ],
 )
 def test_column_types_carry_across_files(
@@ -63,15 +68,22 @@ def test_column_types_carry_across_files(
         f"SET lock_timeout = '1s';\nALTER TABLE users ALTER COLUMN {altered};\n"
     )
     results = lint_files([tmp_path])
-    assert [r.source.path for r in results] == [str(tmp_path / "0001_create.sql"), str(tmp_path / "0002_alter.sql")]
+    assert [r.source.path for r in results] == [
+        str(tmp_path / "0001_create.sql"),
+        str(tmp_path / "0002_alter.sql"),
+    ]
     assert [f.rule for r in results for f in r.findings] == expected
 
 
 def test_type_change_message_names_old_and_new(tmp_path: Path) -> None:
     (tmp_path / "0001.sql").write_text("CREATE TABLE users (id int);\n")
-    (tmp_path / "0002.sql").write_text("SET lock_timeout = '1s';\nALTER TABLE users ALTER id TYPE bigint;\n")
+    (tmp_path / "0002.sql").write_text(
+        "SET lock_timeout = '1s';\nALTER TABLE users ALTER id TYPE bigint;\n"
+    )
     (finding,) = [f for r in lint_files([tmp_path]) for f in r.findings]
-    assert finding.message.startswith("changing the type of users.id from int4 to int8 rewrites the table")
+    assert finding.message.startswith(
+        "changing the type of users.id from int4 to int8 rewrites the table"
+    )
     assert "expand: add the new column (id_new int8)" in finding.fix
 
 

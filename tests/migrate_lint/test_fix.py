@@ -1,0 +1,106 @@
+"""``--fix``: the mechanical safe sequences, and that the fixed SQL parses and lints clean."""
+
+# ruff: noqa: E501  (tables of SQL cases: one case per row reads better than wrapped)
+from __future__ import annotations
+
+import pytest
+from pglast import parse_sql
+
+from nonstop.migrate.lint import LintOptions, apply_fixes, lint_text
+
+LT = "SET lock_timeout = '1s';\n"
+
+FIX_CASES = [
+    (
+        "set-not-null",
+        LT + "ALTER TABLE users ALTER COLUMN email SET NOT NULL;\n",
+        LT + "ALTER TABLE users ADD CONSTRAINT users_email_not_null CHECK (email IS NOT NULL) NOT VALID;\n"
+        "ALTER TABLE users VALIDATE CONSTRAINT users_email_not_null;\n"
+        "ALTER TABLE users ALTER COLUMN email SET NOT NULL;\n"
+        "ALTER TABLE users DROP CONSTRAINT users_email_not_null;\n",
+    ),
+    (
+        "create-index",
+        LT + "CREATE INDEX users_email_idx ON users (lower(email)) WHERE deleted_at IS NULL;\n",
+        LT + "CREATE INDEX CONCURRENTLY users_email_idx ON users ((lower(email))) WHERE deleted_at IS NULL;\n",
+    ),
+    (
+        "create-index-inside-transaction",
+        LT + "BEGIN;\nALTER TABLE users ADD COLUMN a int;\nCREATE INDEX i ON users (a);\nCOMMIT;\n",
+        LT + "BEGIN;\nALTER TABLE users ADD COLUMN a int;\nCOMMIT;\nCREATE INDEX CONCURRENTLY i ON users (a);\n"
+        "BEGIN;\nCOMMIT;\n",
+    ),
+    (
+        "concurrently-inside-transaction",
+        LT + "BEGIN;\nCREATE INDEX CONCURRENTLY i ON users (a);\nCOMMIT;\n",
+        LT + "BEGIN;\nCOMMIT;\nCREATE INDEX CONCURRENTLY i ON users (a);\nBEGIN;\nCOMMIT;\n",
+    ),
+    (
+        "drop-index",
+        LT + "DROP INDEX IF EXISTS app.users_email_idx;\n",
+        LT + "DROP INDEX CONCURRENTLY IF EXISTS app.users_email_idx;\n",
+    ),
+    (
+        "foreign-key",
+        LT + "ALTER TABLE orders ADD FOREIGN KEY (user_id) REFERENCES users (id);\n",
+        LT + "ALTER TABLE orders ADD CONSTRAINT orders_user_id_fkey FOREIGN KEY (user_id) REFERENCES users (id) NOT VALID;\n"
+        "ALTER TABLE orders VALIDATE CONSTRAINT orders_user_id_fkey;\n",
+    ),
+    (
+        "check",
+        LT + 'ALTER TABLE "Orders" ADD CONSTRAINT positive CHECK (total > 0);\n',
+        LT + 'ALTER TABLE "Orders" ADD CONSTRAINT positive CHECK (total > 0) NOT VALID;\n'
+        'ALTER TABLE "Orders" VALIDATE CONSTRAINT positive;\n',
+    ),
+    (
+        "unique",
+        LT + "ALTER TABLE users ADD UNIQUE (email, org_id);\n",
+        LT + "CREATE UNIQUE INDEX CONCURRENTLY users_email_org_id_key ON users (email, org_id);\n"
+        "ALTER TABLE users ADD CONSTRAINT users_email_org_id_key UNIQUE USING INDEX users_email_org_id_key;\n",
+    ),
+    (
+        "reindex",
+        LT + "REINDEX TABLE users;\n",
+        LT + "REINDEX (CONCURRENTLY) TABLE users;\n",
+    ),
+    (
+        "lock-timeout-once-before-the-first",
+        "-- nonstop: phase=expand\nCREATE TABLE t (id int);\nALTER TABLE users ADD a int;\nALTER TABLE users ADD b int;\n",
+        "-- nonstop: phase=expand\nCREATE TABLE t (id int);\nSET lock_timeout = '2s';\nALTER TABLE users ADD a int;\n"
+        "ALTER TABLE users ADD b int;\n",
+    ),
+    (
+        "lock-timeout-and-replacement-on-one-statement",
+        "CREATE INDEX i ON users (a); -- keep me\n",
+        "SET lock_timeout = '2s';\nCREATE INDEX CONCURRENTLY i ON users (a); -- keep me\n",
+    ),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("sql", "fixed"), [c[1:] for c in FIX_CASES], ids=[c[0] for c in FIX_CASES]
+)
+def test_fix_writes_the_safe_sequence(sql: str, fixed: str) -> None:
+    findings = lint_text(sql, "m.sql", phase="expand")
+    assert findings, "the case must start with a hazard"
+    result = apply_fixes(sql, findings)
+    assert result == fixed
+    parse_sql(result)  # still parses
+    assert lint_text(result, "m.sql", phase="expand") == []  # and lints clean
+
+
+def test_fix_leaves_what_it_cannot_rewrite() -> None:
+    sql = (
+        LT
+        + "ALTER TABLE users RENAME COLUMN a TO b;\nALTER TABLE users ALTER a SET NOT NULL, ADD c int;\n"
+    )
+    findings = lint_text(sql, "m.sql", phase="expand")
+    assert [f.rule for f in findings] == ["rename-column", "set-not-null"]
+    assert all(f.replacement is None for f in findings)
+    assert apply_fixes(sql, findings) == sql
+
+
+def test_no_mechanical_set_not_null_before_pg12() -> None:
+    sql = LT + "ALTER TABLE users ALTER COLUMN email SET NOT NULL;\n"
+    (finding,) = lint_text(sql, "m.sql", phase="expand", options=LintOptions(pg_version=11))
+    assert finding.replacement is None
