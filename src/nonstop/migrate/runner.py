@@ -282,7 +282,7 @@ def _session(
 
 
 def _retrying(
-    s: _Session, name: str, line: Callable[[], int], attempt_fn: Callable[[int], T]
+    s: _Session, name: str, current: Callable[[], Statement], attempt_fn: Callable[[int], T]
 ) -> tuple[T, int]:
     """Run ``attempt_fn(attempt)`` until it succeeds; busy locks and deadlocks are retried with
     jittered backoff, anything else is a MigrationFailed naming the file and line."""
@@ -294,10 +294,10 @@ def _retrying(
             reason = _pg_message(exc)
             if attempt >= s.target.retry.max_attempts:
                 raise LockRetriesExhausted(
-                    name, line(), f"gave up after {attempt} attempts: {reason}"
+                    name, current().line, f"gave up after {attempt} attempts: {reason}"
                 ) from exc
             delay = backoff_delay(attempt, s.rng.random(), s.target.retry)
-            s.on_event(Retrying(name, line(), attempt, delay, reason))
+            s.on_event(Retrying(name, current().line, attempt, delay, reason))
             s.sleep(delay)
             attempt += 1
         except psycopg.Error as exc:
@@ -306,7 +306,15 @@ def _retrying(
             message = _pg_message(exc)
             if isinstance(exc, pgerrors.QueryCanceled):
                 message += "; a smaller batch= or a larger timeout= in the header may help"
-            raise MigrationFailed(name, line(), message) from exc
+            raise MigrationFailed(name, _error_line(current(), exc), message) from exc
+
+
+def _error_line(statement: Statement, exc: psycopg.Error) -> int:
+    """The file line PostgreSQL's error position points at, else the statement's first line."""
+    position = exc.diag.statement_position
+    if not position or not position.isdigit():
+        return statement.line
+    return statement.line + statement.sql.count("\n", 0, int(position) - 1)
 
 
 def _pg_message(exc: psycopg.Error) -> str:
@@ -356,8 +364,8 @@ def _execute(
         finally:
             s.conn.execute("RESET lock_timeout")
 
-    def line() -> int:
-        return current[0].line
+    def line() -> Statement:
+        return current[0]
 
     if all(statement.transactional for statement in statements):
         return _retrying(s, name, line, all_in_one)[1]
@@ -509,7 +517,7 @@ def _backfill(s: _Session, m: Migration) -> BackfillResult:
         return str(bounds[1]), count, time.monotonic() - begun
 
     while True:
-        outcome, attempts = _retrying(s, m.name, lambda: update.line, one_batch)
+        outcome, attempts = _retrying(s, m.name, lambda: update, one_batch)
         retries += attempts - 1
         if outcome is None:
             break
