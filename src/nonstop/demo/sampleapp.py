@@ -9,7 +9,8 @@ Endpoints:
 - ``GET /``              ``version=<VERSION> instance=<NONSTOP_INSTANCE>``, header ``X-Release``
 - ``GET /health``        200 when ready; 503 while starting, draining or when FAIL_HEALTH is set
 - ``GET /metrics``       Prometheus text: ``http_requests_total{status,release}`` and the
-                         ``http_request_duration_seconds`` histogram (requests to / and /slow)
+                         ``http_request_duration_seconds`` histogram (requests to / and /slow),
+                         ``http_requests_in_flight`` (every path but /metrics)
 - ``GET /slow?ms=N``     answers after N milliseconds
 - ``GET /stream?seconds=S&interval=I``  a long-lived chunked response: one line every I
                          seconds (default 0.5) for S seconds (default 10)
@@ -154,6 +155,16 @@ class App:
             if self._in_flight == 0:
                 self._idle.notify_all()
 
+    def render_metrics(self) -> str:
+        with self._lock:
+            in_flight = self._in_flight
+        label = _escape(self.settings.release)
+        return self.metrics.render() + (
+            "# HELP http_requests_in_flight Requests being answered (streams included).\n"
+            "# TYPE http_requests_in_flight gauge\n"
+            f'http_requests_in_flight{{release="{label}"}} {in_flight}\n'
+        )
+
     def wait_idle(self) -> None:
         with self._lock:
             self._idle.wait_for(lambda: self._in_flight == 0)
@@ -177,6 +188,9 @@ class Handler(BaseHTTPRequestHandler):
         """No per-request logging: it would cost more than the request."""
 
     def do_GET(self) -> None:
+        if self.path == "/metrics":  # not counted as in flight: it reports that number
+            self._send(200, self.app.render_metrics(), "text/plain; version=0.0.4")
+            return
         self.app.enter()
         try:
             self._route()
@@ -194,8 +208,6 @@ class Handler(BaseHTTPRequestHandler):
         elif url.path == "/health":
             status, text = self.app.health()
             self._send(status, text + "\n")
-        elif url.path == "/metrics":
-            self._send(200, self.app.metrics.render(), "text/plain; version=0.0.4")
         elif url.path == "/stream":
             self._stream(_number(query, "seconds", 10.0), _number(query, "interval", 0.5))
         else:
