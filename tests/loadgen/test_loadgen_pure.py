@@ -155,7 +155,8 @@ def test_recorder_worked_example() -> None:
     assert report.latency_scheduled.max == pytest.approx(500.0, rel=1e-3)
     assert report.latency_scheduled.p50 == pytest.approx(10.0, rel=1e-3)
     assert report.latency_scheduled.p99 == pytest.approx(500.0, rel=1e-3)
-    assert report.max_send_lag_ms == 200.0
+    assert report.send_lag.max == pytest.approx(200.0, rel=1e-3)
+    assert report.send_lag.count == 4
     # 2.5 s of schedule: seconds 0, 1 and 2, each with what was scheduled in it
     assert [s.second for s in report.timeline] == [0, 1, 2]
     assert [s.counts["ok"] for s in report.timeline] == [2, 0, 0]

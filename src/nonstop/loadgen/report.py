@@ -109,7 +109,8 @@ class LoadReport:
     timeline: tuple[TimelineSecond, ...]
     groups: Mapping[str, int]
     sent: int
-    max_send_lag_ms: float
+    send_lag: Percentiles
+    """From due time to actual send: how well the generator kept its schedule."""
     warmup: Mapping[str, int] = field(default_factory=dict)
     settings: Mapping[str, Any] = field(default_factory=dict)
 
@@ -163,7 +164,7 @@ class LoadReport:
                 "from_scheduled": self.latency_scheduled.to_dict(),
                 "from_sent": self.latency_sent.to_dict(),
             },
-            "max_send_lag_ms": self.max_send_lag_ms,
+            "send_lag_ms": self.send_lag.to_dict(),
             "groups": dict(self.groups),
             "timeline": [second.to_dict() for second in self.timeline],
             "warmup": dict(self.warmup),
@@ -185,7 +186,7 @@ class Recorder:
         self._from_scheduled = HdrHistogram(_LOWEST_US, _HIGHEST_US, _DIGITS)
         self._from_sent = HdrHistogram(_LOWEST_US, _HIGHEST_US, _DIGITS)
         self._sent = 0
-        self._max_lag = 0.0
+        self._send_lag = HdrHistogram(_LOWEST_US, _HIGHEST_US, _DIGITS)
 
     @property
     def total(self) -> int:
@@ -212,7 +213,7 @@ class Recorder:
         per_second[index] += 1
         if since_sent is not None and since_scheduled is not None:
             self._sent += 1
-            self._max_lag = max(self._max_lag, since_scheduled - since_sent)
+            self._send_lag.record_value(_micros(since_scheduled - since_sent))
             self._from_scheduled.record_value(_micros(since_scheduled))
             self._from_sent.record_value(_micros(since_sent))
         if status is not None:
@@ -267,7 +268,7 @@ class Recorder:
             timeline=timeline,
             groups=dict(sorted(self._groups.items())),
             sent=self._sent,
-            max_send_lag_ms=round(self._max_lag * 1000, 3),
+            send_lag=Percentiles.of(self._send_lag),
             warmup=dict(warmup or {}),
             settings=dict(settings or {}),
         )
