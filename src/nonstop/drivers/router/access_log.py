@@ -96,10 +96,13 @@ class AccessLogListener:
     async def close(self) -> None:
         if self._server is None:
             return
-        self._server.close()
+        server, self._server = self._server, None
+        server.close()
         for writer in list(self._writers):
             writer.close()
-        self._server = None
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
+        await server.wait_closed()
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
 

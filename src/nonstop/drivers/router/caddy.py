@@ -24,7 +24,6 @@ import contextlib
 import json
 import secrets
 import signal
-import subprocess
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -46,7 +45,7 @@ from nonstop.drivers.router.caddy_process import (
     check_socket_path,
     find_caddy,
     kill,
-    log_tail,
+    last_error,
     spawn,
     start_time,
     write_atomic,
@@ -87,7 +86,6 @@ class CaddyRouter:
         self.version: str | None = None
         self._listener = AccessLogListener(self.events_socket, queue_size=event_queue_size)
         self._session: aiohttp.ClientSession | None = None
-        self._proc: subprocess.Popen[bytes] | None = None
         self._lock = asyncio.Lock()
 
     # -- the Router port ---------------------------------------------------------------------
@@ -204,21 +202,17 @@ class CaddyRouter:
         self.version = await asyncio.to_thread(caddy_version, binary)
         self.admin_socket.unlink(missing_ok=True)  # left behind by a Caddy that was killed
         write_atomic(self.config_file, json.dumps(self._config_for(self.last_table()), indent=2))
-        proc = spawn(binary, self.config_file, self.log_file, self.state_dir / "caddy-home")
-        self._proc = proc
-        ticks = start_time(proc.pid)
-        if ticks is None:
-            raise RouterError(
-                f"caddy exited at once; see {self.log_file}:\n{log_tail(self.log_file)}"
-            )
-        ProcessRecord(proc.pid, ticks).save(self.pid_file)
+        home = self.state_dir / "caddy-home"
+        pid = await asyncio.to_thread(spawn, binary, self.config_file, self.log_file, home)
+        record = ProcessRecord(pid, start_time(pid) or "gone")
+        record.save(self.pid_file)
         deadline = time.monotonic() + self.start_timeout
         while time.monotonic() < deadline:
-            if proc.poll() is not None:
+            if not record.running():
                 self.pid_file.unlink(missing_ok=True)
                 raise RouterError(
-                    f"caddy exited with code {proc.returncode} while starting on {self.listen}; "
-                    f"see {self.log_file}:\n{log_tail(self.log_file)}"
+                    f"caddy exited while starting on {self.listen}: "
+                    f"{last_error(self.log_file)} (log: {self.log_file})"
                 )
             if await self._wait_admin(0.0):
                 return
@@ -242,8 +236,6 @@ class CaddyRouter:
     async def _exited(self, record: ProcessRecord, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
         while record.running():
-            if self._proc is not None:
-                self._proc.poll()  # reap our own child so it does not linger as a zombie
             if time.monotonic() >= deadline:
                 return False
             await asyncio.sleep(0.05)

@@ -105,29 +105,35 @@ def write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def spawn(binary: Path, config: Path, log: Path, home: Path) -> subprocess.Popen[bytes]:
+LAUNCH = 'exec "$0" run --config "$1" </dev/null >>"$2" 2>&1 & echo $!'
+"""``sh`` starts Caddy in the background and exits at once, printing Caddy's pid: Caddy is
+reparented away from the agent, so the agent never has to reap it (nor leave a zombie)."""
+
+
+def spawn(binary: Path, config: Path, log: Path, home: Path) -> int:
     """``caddy run`` in its own session, so it outlives the agent (kill -9 included) and a
     Ctrl-C in the agent's terminal does not reach it. Caddy's data (the instance id, lock files)
-    goes under ``home``, never the user's ~/.local/share/caddy."""
+    goes under ``home``, never the user's ~/.local/share/caddy. Returns Caddy's pid."""
     log.parent.mkdir(parents=True, exist_ok=True)
     env = {
         **os.environ,
         "XDG_DATA_HOME": str(home / "data"),
         "XDG_CONFIG_HOME": str(home / "config"),
     }
-    with log.open("ab") as out:
-        try:
-            return subprocess.Popen(
-                [str(binary), "run", "--config", str(config)],
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                cwd=str(config.parent),
-                env=env,
-                start_new_session=True,
-            )
-        except OSError as exc:
-            raise RouterError(f"could not start {binary}: {exc}") from exc
+    try:
+        done = subprocess.run(
+            ["/bin/sh", "-c", LAUNCH, str(binary), str(config), str(log)],
+            capture_output=True,
+            text=True,
+            cwd=str(config.parent),
+            env=env,
+            start_new_session=True,
+            timeout=30,
+            check=True,
+        )
+        return int(done.stdout.strip())
+    except (OSError, subprocess.SubprocessError, ValueError) as exc:
+        raise RouterError(f"could not start {binary}: {exc}") from exc
 
 
 def kill(record: ProcessRecord, sig: signal.Signals) -> None:
@@ -137,9 +143,15 @@ def kill(record: ProcessRecord, sig: signal.Signals) -> None:
             os.kill(record.pid, sig)
 
 
-def log_tail(log: Path, lines: int = 5) -> str:
+def last_error(log: Path) -> str:
+    """The message of the last error Caddy logged (its log is JSON lines), or the last line."""
     try:
-        text = log.read_text(errors="replace")
+        lines = log.read_text(errors="replace").splitlines()
     except OSError:
-        return ""
-    return "\n".join(text.splitlines()[-lines:])
+        return "(no log)"
+    for line in reversed(lines):
+        with contextlib.suppress(ValueError):
+            entry = json.loads(line)
+            if isinstance(entry, dict) and entry.get("level") in ("error", "fatal"):
+                return str(entry.get("msg") or entry.get("error") or line)
+    return lines[-1] if lines else "(empty log)"

@@ -1,0 +1,292 @@
+"""CaddyRouter against a real Caddy and real upstream servers."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import stat
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from nonstop.drivers.metrics import UNROUTED, RequestStats
+from nonstop.drivers.router.caddy import CaddyRouter
+from nonstop.errors import RouterError
+
+from .helpers import Backend, Collector, free_port, get, start_backend, table, url
+
+MakeBackend = Callable[[str], Awaitable[Backend]]
+
+
+async def load(
+    client: aiohttp.ClientSession, router: CaddyRouter, requests: int, workers: int = 4
+) -> tuple[Counter[str], list[str]]:
+    """``workers`` loops sending ``requests`` GETs in all; returns bodies seen and failures."""
+    served: Counter[str] = Counter()
+    failures: list[str] = []
+
+    async def worker(count: int) -> None:
+        for _ in range(count):
+            try:
+                status, body = await get(client, router)
+            except aiohttp.ClientError as exc:
+                failures.append(repr(exc))
+                continue
+            if status == 200:
+                served[body] += 1
+            else:
+                failures.append(f"{status} {body.strip()}")
+            await asyncio.sleep(0)
+
+    await asyncio.gather(*(worker(requests // workers) for _ in range(workers)))
+    return served, failures
+
+
+async def wait_for(predicate: Callable[[], Awaitable[bool]], deadline: float = 10.0) -> bool:
+    loop = asyncio.get_running_loop()
+    end = loop.time() + deadline
+    while not await predicate():
+        if loop.time() > end:
+            return False
+        await asyncio.sleep(0.02)
+    return True
+
+
+async def test_no_upstreams_answers_503_with_a_clear_body(
+    router: CaddyRouter, client: aiohttp.ClientSession, backends: MakeBackend
+) -> None:
+    status, body = await get(client, router)
+    assert (status, body) == (
+        503,
+        "503 no upstream: nonstop is not routing any instance of this service right now\n",
+    )
+
+    a = await backends("A")
+    await router.apply(table(a.upstream(0)))  # weight 0 only: nothing is in the pool
+    assert (await get(client, router))[0] == 503
+
+
+async def test_one_upstream_serves_everything(
+    router: CaddyRouter, client: aiohttp.ClientSession, backends: MakeBackend
+) -> None:
+    a = await backends("A")
+    await router.apply(table(a.upstream(1)))
+    assert [await get(client, router) for _ in range(5)] == [(200, "A")] * 5
+
+
+async def test_weights_90_10_split_1000_requests_nearly_exactly(
+    router: CaddyRouter, client: aiohttp.ClientSession, backends: MakeBackend
+) -> None:
+    a, b = await backends("A"), await backends("B")
+    await router.apply(table(a.upstream(90), b.upstream(10)))
+    served, failures = await load(client, router, 1000, workers=1)
+    assert failures == []
+    # Weighted round robin over [9, 1]: every run of 10 requests is 9 A and 1 B.
+    assert abs(served["A"] - 900) <= 10
+    assert served["A"] + served["B"] == 1000
+
+
+async def test_switching_all_traffic_under_load_fails_no_request(
+    router: CaddyRouter, client: aiohttp.ClientSession, backends: MakeBackend
+) -> None:
+    a, b = await backends("A"), await backends("B")
+    await router.apply(table(a.upstream(1)))
+
+    async def switch() -> None:
+        await asyncio.sleep(0.2)
+        await router.apply(table(a.upstream(1), b.upstream(1)))
+        await asyncio.sleep(0.2)
+        await router.apply(table(a.upstream(0), b.upstream(1)))
+        await asyncio.sleep(0.2)
+        await router.apply(table(b.upstream(1)))
+
+    (served, failures), _ = await asyncio.gather(load(client, router, 1200), switch())
+    assert failures == []
+    assert served["A"] > 0
+    assert served["B"] > 0
+    assert [await get(client, router) for _ in range(3)] == [(200, "B")] * 3
+
+
+async def test_in_flight_request_finishes_on_a_removed_upstream(
+    router: CaddyRouter, client: aiohttp.ClientSession, backends: MakeBackend
+) -> None:
+    a, b = await backends("A"), await backends("B")
+    await router.apply(table(a.upstream(1)))
+    slow = asyncio.create_task(get(client, router, "/slow?sleep=1.5"))
+
+    async def a_busy() -> bool:
+        return (await router.in_flight()).get(a.address) == 1
+
+    assert await wait_for(a_busy)
+    await router.apply(table(b.upstream(1)))
+    assert await get(client, router) == (200, "B")
+    assert (await router.in_flight()).get(a.address) == 1  # still draining, still counted
+    assert await slow == (200, "A")
+
+    async def a_drained() -> bool:
+        return (await router.in_flight()).get(a.address, 0) == 0
+
+    assert await wait_for(a_drained)
+
+
+async def test_a_dead_upstream_is_retried_on_the_other(
+    router: CaddyRouter, client: aiohttp.ClientSession, backends: MakeBackend
+) -> None:
+    a, b = await backends("A"), await backends("B")
+    await router.apply(table(a.upstream(1), b.upstream(1)))
+    await a.close()  # the instance died; the engine has not removed it yet
+    served, failures = await load(client, router, 40)
+    assert failures == []
+    assert served == Counter({"B": 40})
+
+
+async def test_request_stream_has_one_event_per_request(
+    router: CaddyRouter, client: aiohttp.ClientSession, backends: MakeBackend
+) -> None:
+    collector = Collector(router)
+    try:
+        assert (await get(client, router))[0] == 503
+        a, b = await backends("A"), await backends("B")
+        await router.apply(table(a.upstream(2, "v1"), b.upstream(1, "v2")))
+        served, _ = await load(client, router, 30, workers=1)
+        events = await collector.until(31)
+    finally:
+        await collector.close()
+    assert len(events) == 31
+    first, rest = events[0], events[1:]
+    assert (first.upstream, first.status, first.proxy_error) == (None, 503, True)
+    assert Counter(e.upstream for e in rest) == {a.address: served["A"], b.address: served["B"]}
+    assert {(e.status, e.proxy_error) for e in rest} == {(200, False)}
+    assert all(e.duration_ms > 0 for e in events)
+    assert router.stream.dropped == 0
+
+
+async def test_request_stats_fold_the_stream_per_release(
+    router: CaddyRouter, client: aiohttp.ClientSession, backends: MakeBackend
+) -> None:
+    a, b = await backends("A"), await backends("B")
+    routes = table(a.upstream(3, "v1"), b.upstream(1, "v2"))
+    stats = RequestStats()
+    stats.observe_table(routes)
+    consumer = asyncio.create_task(stats.consume(router.events()))
+    try:
+        since = time.time()
+        await get(client, router)  # 503: nothing routed yet
+        await router.apply(routes)
+        await load(client, router, 40, workers=1)
+
+        async def all_counted() -> bool:
+            return sum(sum(t.status.values()) for t in stats.totals().values()) == 41
+
+        assert await wait_for(all_counted)
+    finally:
+        consumer.cancel()
+    until = since + 60
+    v1, v2 = stats.snapshot("v1", since - 5, until), stats.snapshot("v2", since - 5, until)
+    assert (v1.requests, v1.status, v1.proxy_errors) == (30, {"2xx": 30}, 0)
+    assert (v2.requests, v2.status, v2.proxy_errors) == (10, {"2xx": 10}, 0)
+    unrouted = stats.snapshot(UNROUTED, since - 5, until)
+    assert (unrouted.requests, unrouted.status, unrouted.proxy_errors) == (1, {"5xx": 1}, 1)
+    p50, p100 = v1.latency(50), v1.latency(100)
+    assert p50 is not None
+    assert p100 is not None
+    assert 0 < p50 <= p100
+
+
+async def test_killed_caddy_comes_back_with_the_last_table(
+    router: CaddyRouter, client: aiohttp.ClientSession, backends: MakeBackend
+) -> None:
+    a = await backends("A")
+    await router.apply(table(a.upstream(1)))
+    old_pid = router.pid
+    assert old_pid is not None
+    os.kill(old_pid, signal.SIGKILL)
+
+    async def dead() -> bool:
+        return not await router.alive()
+
+    assert await wait_for(dead)
+    await router.start()
+    assert router.pid not in (None, old_pid)
+    assert await get(client, router) == (200, "A")
+
+
+async def test_a_new_agent_adopts_the_running_caddy_without_a_blip(
+    router: CaddyRouter, client: aiohttp.ClientSession, backends: MakeBackend, caddy_binary: Path
+) -> None:
+    a = await backends("A")
+    await router.apply(table(a.upstream(1)))
+    pid = router.pid
+
+    async def restart_agent() -> CaddyRouter:
+        await asyncio.sleep(0.1)
+        await router.close()  # the old agent goes away; Caddy stays
+        await asyncio.sleep(0.1)
+        adopted = CaddyRouter(
+            router.state_dir, router.listen, drain_timeout=5.0, caddy_binary=caddy_binary
+        )
+        await adopted.start()
+        return adopted
+
+    (served, failures), adopted = await asyncio.gather(load(client, router, 800), restart_agent())
+    assert failures == []
+    assert served == Counter({"A": 800})
+    assert adopted.pid == pid
+    assert adopted.last_table() == table(a.upstream(1))
+    collector = Collector(adopted)  # the new agent gets the request stream
+    try:
+        await get(client, adopted)
+        events = await collector.until(1)
+    finally:
+        await collector.close()
+        await adopted.close()
+    assert events
+    assert {e.upstream for e in events} == {a.address}
+
+
+async def test_admin_api_is_a_private_unix_socket(router: CaddyRouter) -> None:
+    assert stat.S_IMODE(router.admin_socket.stat().st_mode) == 0o600
+    config = await router.config()
+    assert config["admin"]["listen"] == f"unix/{router.admin_socket}|0600"
+    assert await router.alive()
+
+
+async def test_listen_address_in_use_is_a_clear_error(state_dir: Path, caddy_binary: Path) -> None:
+    port = free_port()
+    squatter = await start_backend("squatter", port)
+    try:
+        router = CaddyRouter(
+            state_dir, f"127.0.0.1:{port}", caddy_binary=caddy_binary, start_timeout=5
+        )
+        with pytest.raises(
+            RouterError,
+            match=r"caddy exited while starting on 127\.0\.0\.1:.*address already in use",
+        ):
+            await router.start()
+        await router.close()
+    finally:
+        await squatter.close()
+
+
+def test_bad_listen_address_is_refused(state_dir: Path) -> None:
+    with pytest.raises(RouterError, match='must be "host:port" or ":port", got \'localhost\''):
+        CaddyRouter(state_dir, "localhost")
+
+
+async def test_stop_ends_caddy(state_dir: Path, caddy_binary: Path) -> None:
+    router = CaddyRouter(state_dir, f"127.0.0.1:{free_port()}", caddy_binary=caddy_binary)
+    await router.start()
+    pid = router.pid
+    assert pid is not None
+    await router.stop()
+    assert not await router.alive()
+    assert router.pid is None
+    assert (
+        not Path(f"/proc/{pid}").exists() or Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
+    )
+    assert url(router).startswith("http://127.0.0.1:")
