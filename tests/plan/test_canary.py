@@ -1,0 +1,683 @@
+"""Canary planner: a table of (steps, state, observation) -> actions and next phase, then a
+simulation with a fake world that routes seeded traffic by the weights the planner sets."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import pytest
+
+from nonstop.analysis.checks import new_run
+from nonstop.analysis.measurement import Measurement
+from nonstop.analysis.simulate import binomial
+from nonstop.config.load import validate_config
+from nonstop.config.schema import NonstopConfig
+from nonstop.errors import ConfigError
+from nonstop.plan import canary
+from nonstop.plan.model import (
+    Action,
+    Command,
+    Finish,
+    InstanceView,
+    Observed,
+    RolloutSpec,
+    RolloutState,
+    ScaleRelease,
+    SetWeights,
+)
+
+T0 = 1_000.0
+ERROR_RATE = {"metric": "error_rate", "max": 0.01, "min_samples": 50, "interval": 10}
+STEPS = [{"weight": 10, "pause": 60}, {"weight": 50, "analysis": [ERROR_RATE]}]
+
+
+def config(
+    steps: list[dict[str, Any]] | None = None,
+    *,
+    replicas: int = 4,
+    watch: float | None = 60,
+    **canary_cfg: Any,
+) -> NonstopConfig:
+    canary_cfg.setdefault("steps", STEPS if steps is None else steps)
+    data: dict[str, Any] = {
+        "app": {"name": "shop", "command": "app --port {port}", "replicas": replicas},
+        "strategy": {"kind": "canary", "canary": canary_cfg},
+    }
+    if watch is not None:
+        data["watch"] = {"duration": watch, "max_error_rate": 0.02, "min_requests": 50}
+    return validate_config(data)
+
+
+def up(
+    release: str, n: int, *, failed: str | None = None, ready: bool = True
+) -> tuple[InstanceView, ...]:
+    ok = ready and failed is None
+    return tuple(
+        InstanceView(
+            f"{release}-{i}", release, ready=ok, ready_since=T0 if ok else None, failed=failed
+        )
+        for i in range(1, n + 1)
+    )
+
+
+def traffic(
+    canary_counts: tuple[int, int], stable_counts: tuple[int, int], *, end: float, start: float = T0
+) -> dict[str, Measurement]:
+    """Measurements of v2 (canary) and v1 (stable) over ``[start, end)``: (requests, errors)."""
+    out = {}
+    for release, (requests, errors) in (("v2", canary_counts), ("v1", stable_counts)):
+        status = {"2xx": requests - errors, "5xx": errors}
+        latency = {99.0: 40.0} if requests else {}
+        out[release] = Measurement(release, start, end, requests, status, 0, latency)
+    return out
+
+
+def state_at(
+    spec: RolloutSpec, phase: str, step: int, *, paused: bool = False, **data: Any
+) -> RolloutState:
+    """The state the planner keeps in ``phase`` of ``step`` (0-based), begun at T0."""
+    base = dict(canary.initial_state(spec, T0).data)
+    plan = canary.steps(spec)
+    if 0 <= step < len(plan):
+        base["analysis"] = new_run(plan[step].analysis or ()).to_dict()
+    base.update(data)
+    return RolloutState(phase, T0, step, paused, base)
+
+
+# In step 1 (10%, 1 canary instance) with traffic already flowing and the weight verified.
+AT_10 = {"weight": 10, "canary": 1, "traffic": True, "weight_ok": True}
+AT_50 = {"weight": 50, "canary": 2, "traffic": True, "weight_ok": True}
+HOLD_10 = [ScaleRelease("v1", 4), ScaleRelease("v2", 1), SetWeights({"v1": 90, "v2": 10})]
+HOLD_50 = [ScaleRelease("v1", 4), ScaleRelease("v2", 2), SetWeights({"v1": 50, "v2": 50})]
+BACK = [SetWeights({"v1": 100}), ScaleRelease("v2", 0)]
+
+
+@dataclass
+class Case:
+    name: str
+    phase: str
+    step: int
+    observed: Observed
+    actions: list[Action]
+    next_phase: str
+    data: dict[str, Any] = field(default_factory=dict)
+    config: NonstopConfig = field(default_factory=config)
+    paused: bool = False
+    event: str = ""
+    """A fragment one of the decision's events must contain."""
+    reason: str = ""
+    """A fragment the Finish reason must contain."""
+
+
+CASES = [
+    Case(
+        "start: one canary instance for 10% of 4 replicas, no traffic yet",
+        "scaling",
+        -1,
+        Observed(T0, up("v1", 4)),
+        [ScaleRelease("v1", 4), ScaleRelease("v2", 1), SetWeights({"v1": 100})],
+        "scaling",
+        event="canary v1 -> v2: 2 steps (10%, 50%)",
+    ),
+    Case(
+        "canary ready: set 10% and begin the step",
+        "scaling",
+        0,
+        Observed(T0 + 3, up("v1", 4) + up("v2", 1)),
+        HOLD_10,
+        "step",
+        data={"canary": 1},
+        event="step 1/2: weight 10% (1 instance), pause 60s",
+    ),
+    Case(
+        "data plane: 20 requests are too few to tell, keep going",
+        "step",
+        0,
+        Observed(
+            T0 + 1, up("v1", 4) + up("v2", 1), measurements=traffic((2, 0), (18, 0), end=T0 + 1)
+        ),
+        HOLD_10,
+        "step",
+        data={**AT_10, "weight_ok": False},
+    ),
+    Case(
+        "data plane: 52 of 498 = 10.4% is within 5 points of 10%",
+        "step",
+        0,
+        Observed(
+            T0 + 3, up("v1", 4) + up("v2", 1), measurements=traffic((52, 0), (446, 0), end=T0 + 3)
+        ),
+        HOLD_10,
+        "step",
+        data={**AT_10, "weight_ok": False},
+        event="data plane canary share 10.4% (52 of 498 requests",
+    ),
+    Case(
+        "data plane: 250 of 500 at a set 10%: the router is off, abort",
+        "step",
+        0,
+        Observed(
+            T0 + 3, up("v1", 4) + up("v2", 1), measurements=traffic((250, 0), (250, 0), end=T0 + 3)
+        ),
+        [*BACK, Finish("aborted", "")],
+        "aborted",
+        data={**AT_10, "weight_ok": False},
+        reason="canary share 50% (250 of 500 requests",
+    ),
+    Case(
+        "pause 60s not over at 30s",
+        "step",
+        0,
+        Observed(
+            T0 + 30,
+            up("v1", 4) + up("v2", 1),
+            measurements=traffic((300, 0), (2700, 0), end=T0 + 30),
+        ),
+        HOLD_10,
+        "step",
+        data=AT_10,
+    ),
+    Case(
+        "pause over: scale the canary for 50% (2 of 4) before any weight change",
+        "step",
+        0,
+        Observed(
+            T0 + 60,
+            up("v1", 4) + up("v2", 1),
+            measurements=traffic((600, 0), (5400, 0), end=T0 + 60),
+        ),
+        [ScaleRelease("v1", 4), ScaleRelease("v2", 2), SetWeights({"v1": 90, "v2": 10})],
+        "scaling",
+        data=AT_10,
+    ),
+    Case(
+        "analysis not due before its 10s interval",
+        "step",
+        1,
+        Observed(
+            T0 + 5, up("v1", 4) + up("v2", 2), measurements=traffic((500, 0), (500, 0), end=T0 + 5)
+        ),
+        HOLD_50,
+        "step",
+        data=AT_50,
+    ),
+    Case(
+        "analysis passes 0/812: the last step is done, promote (scale v2 to 4)",
+        "step",
+        1,
+        Observed(
+            T0 + 10,
+            up("v1", 4) + up("v2", 2),
+            measurements=traffic((812, 0), (800, 0), end=T0 + 10),
+        ),
+        [ScaleRelease("v1", 4), ScaleRelease("v2", 4), SetWeights({"v1": 50, "v2": 50})],
+        "promoting",
+        data=AT_50,
+        event="analysis error_rate passed: error_rate 0 <= max 0.01 over 812 requests",
+    ),
+    Case(
+        "analysis: 5 of 30 requests are below min_samples 50: inconclusive, the step goes on",
+        "step",
+        1,
+        Observed(
+            T0 + 10, up("v1", 4) + up("v2", 2), measurements=traffic((30, 0), (30, 0), end=T0 + 10)
+        ),
+        HOLD_50,
+        "step",
+        data={**AT_50, "sequential": None},
+        event="analysis error_rate inconclusive: error_rate: not enough data, 30 requests",
+    ),
+    Case(
+        "analysis fails 16/800 = 2% > 1%: traffic back to v1 first, then drain v2",
+        "step",
+        1,
+        Observed(
+            T0 + 10,
+            up("v1", 4) + up("v2", 2),
+            measurements=traffic((800, 16), (800, 16), end=T0 + 10),
+        ),
+        [*BACK, Finish("rolled_back", "")],
+        "rolled_back",
+        data=AT_50,
+        reason="analysis failed: error_rate failed 1 of 1 judged windows (failure_limit 1); "
+        "last: error_rate 0.02 > max 0.01 over 800 requests",
+    ),
+    Case(
+        "sequential: canary 6/200 errors vs stable 0/1800 at a 10% share: roll back at once",
+        "step",
+        0,
+        Observed(
+            T0 + 10,
+            up("v1", 4) + up("v2", 1),
+            measurements=traffic((200, 6), (1800, 0), end=T0 + 10),
+        ),
+        [*BACK, Finish("rolled_back", "")],
+        "rolled_back",
+        data=AT_10,
+        reason="sequential test failed: canary 6/200 errors (3%) vs stable 0/1800 (0%)",
+    ),
+    Case(
+        "same counts with sequential = false: nothing judges errors in a pause step",
+        "step",
+        0,
+        Observed(
+            T0 + 10,
+            up("v1", 4) + up("v2", 1),
+            measurements=traffic((200, 6), (1800, 0), end=T0 + 10),
+        ),
+        HOLD_10,
+        "step",
+        data={**AT_10, "sequential": None},
+        config=config(sequential=False),
+    ),
+    Case(
+        "sequential: the same error rate on both sides is no evidence",
+        "step",
+        0,
+        Observed(
+            T0 + 10,
+            up("v1", 4) + up("v2", 1),
+            measurements=traffic((200, 6), (1800, 54), end=T0 + 10),
+        ),
+        HOLD_10,
+        "step",
+        data=AT_10,
+    ),
+    Case(
+        "a {} pause waits for the operator, however long",
+        "step",
+        0,
+        Observed(T0 + 86400, up("v1", 4) + up("v2", 1)),
+        HOLD_10,
+        "step",
+        data=AT_10,
+        config=config([{"weight": 10, "pause": {}}, {"weight": 50}]),
+    ),
+    Case(
+        "promote ends a {} pause: next step scales for 50%",
+        "step",
+        0,
+        Observed(T0 + 5, up("v1", 4) + up("v2", 1), command="promote"),
+        [ScaleRelease("v1", 4), ScaleRelease("v2", 2), SetWeights({"v1": 90, "v2": 10})],
+        "scaling",
+        data=AT_10,
+        config=config([{"weight": 10, "pause": {}}, {"weight": 50}]),
+        event="promote requested by operator",
+    ),
+    Case(
+        "promote_full skips every remaining step",
+        "step",
+        0,
+        Observed(T0 + 5, up("v1", 4) + up("v2", 1), command="promote_full"),
+        [ScaleRelease("v1", 4), ScaleRelease("v2", 4), SetWeights({"v1": 90, "v2": 10})],
+        "promoting",
+        data=AT_10,
+    ),
+    Case(
+        "paused by the operator: the pause is over but the step holds",
+        "step",
+        0,
+        Observed(T0 + 61, up("v1", 4) + up("v2", 1)),
+        HOLD_10,
+        "step",
+        data=AT_10,
+        paused=True,
+    ),
+    Case(
+        "resume: the step ends at once when its time is up",
+        "step",
+        0,
+        Observed(T0 + 61, up("v1", 4) + up("v2", 1), command="resume"),
+        [ScaleRelease("v1", 4), ScaleRelease("v2", 2), SetWeights({"v1": 90, "v2": 10})],
+        "scaling",
+        data=AT_10,
+        paused=True,
+        event="resumed by operator",
+    ),
+    Case(
+        "resume while not paused is ignored with an event",
+        "step",
+        0,
+        Observed(T0 + 5, up("v1", 4) + up("v2", 1), command="resume"),
+        HOLD_10,
+        "step",
+        data=AT_10,
+        event="resume ignored: not paused",
+    ),
+    Case(
+        "promote while the canary is still starting is ignored with an event",
+        "scaling",
+        1,
+        Observed(T0 + 5, up("v1", 4) + up("v2", 1), command="promote"),
+        [ScaleRelease("v1", 4), ScaleRelease("v2", 2), SetWeights({"v1": 90, "v2": 10})],
+        "scaling",
+        data={**AT_10, "canary": 2},
+        event="promote ignored: the canary is not ready yet",
+    ),
+    Case(
+        "abort mid-way: traffic back to v1 first; rolled back (v2 had traffic)",
+        "step",
+        0,
+        Observed(T0 + 5, up("v1", 4) + up("v2", 1), command="abort"),
+        [*BACK, Finish("rolled_back", "abort requested by operator")],
+        "rolled_back",
+        data=AT_10,
+    ),
+    Case(
+        "abort before any traffic moved: aborted",
+        "scaling",
+        0,
+        Observed(T0 + 1, up("v1", 4), command="abort"),
+        [*BACK, Finish("aborted", "abort requested by operator")],
+        "aborted",
+        data={"canary": 1},
+    ),
+    Case(
+        "a canary instance fails its readiness: aborted with its reason",
+        "scaling",
+        0,
+        Observed(T0 + 60, up("v1", 4) + up("v2", 1, failed="not ready after 60s")),
+        [*BACK, Finish("aborted", "v2-1 did not become ready: not ready after 60s")],
+        "aborted",
+        data={"canary": 1},
+    ),
+    Case(
+        "promoting: v2 has 2 of 4 ready, the weights stay",
+        "promoting",
+        2,
+        Observed(T0 + 1, up("v1", 4) + up("v2", 2)),
+        [ScaleRelease("v1", 4), ScaleRelease("v2", 4), SetWeights({"v1": 50, "v2": 50})],
+        "promoting",
+        data={**AT_50, "canary": 4},
+    ),
+    Case(
+        "promoting: all 4 ready, all traffic to v2, then the watch",
+        "promoting",
+        2,
+        Observed(T0 + 2, up("v1", 4) + up("v2", 4)),
+        [SetWeights({"v2": 100})],
+        "watching",
+        data={**AT_50, "canary": 4},
+        event="watching v2 for 60s",
+    ),
+    Case(
+        "no watch configured (duration 0): switch, retire v1, completed",
+        "promoting",
+        2,
+        Observed(T0 + 2, up("v1", 4) + up("v2", 4)),
+        [
+            SetWeights({"v2": 100}),
+            ScaleRelease("v1", 0),
+            Finish("completed", "v2 serves all traffic"),
+        ],
+        "completed",
+        data={**AT_50, "canary": 4},
+        config=config(watch=0),
+    ),
+    Case(
+        "watch: 30/1000 = 3% > 2%: traffic back to warm v1, drain v2",
+        "watching",
+        2,
+        Observed(
+            T0 + 10,
+            up("v1", 4) + up("v2", 4),
+            measurements=traffic((1000, 30), (0, 0), end=T0 + 10),
+        ),
+        [*BACK, Finish("rolled_back", "")],
+        "rolled_back",
+        data={**AT_50, "canary": 4, "weight": 100},
+        reason="watch: error_rate 0.03 > max 0.02 over 1000 requests",
+    ),
+    Case(
+        "watch over with 0.1% errors: retire v1, completed",
+        "watching",
+        2,
+        Observed(
+            T0 + 60, up("v1", 4) + up("v2", 4), measurements=traffic((1000, 1), (0, 0), end=T0 + 60)
+        ),
+        [ScaleRelease("v1", 0), Finish("completed", "v2 serves all traffic")],
+        "completed",
+        data={**AT_50, "canary": 4, "weight": 100},
+        event="watch held: 1/1000 errors",
+    ),
+    Case(
+        "promote during the watch is ignored with an event",
+        "watching",
+        2,
+        Observed(T0 + 10, up("v1", 4) + up("v2", 4), command="promote"),
+        [],
+        "watching",
+        data={**AT_50, "canary": 4, "weight": 100},
+        event="promote ignored: the watch only judges",
+    ),
+    Case(
+        "a step at 100%: v2 to 4 instances, v1 keeps 4 warm and gets nothing",
+        "scaling",
+        1,
+        Observed(T0 + 3, up("v1", 4) + up("v2", 4)),
+        [ScaleRelease("v1", 4), ScaleRelease("v2", 4), SetWeights({"v2": 100})],
+        "step",
+        data={**AT_10, "canary": 4},
+        config=config([{"weight": 10, "pause": 60}, {"weight": 100, "pause": 60}]),
+        event="step 2/2: weight 100% (4 instances), pause 60s",
+    ),
+    Case(
+        "a pause-only first step: no canary instance, no traffic",
+        "scaling",
+        -1,
+        Observed(T0, up("v1", 4)),
+        [ScaleRelease("v1", 4), ScaleRelease("v2", 0), SetWeights({"v1": 100})],
+        "step",
+        config=config([{"pause": {}}, {"weight": 50}]),
+        event="step 1/2, waiting for `nonstop promote`",
+    ),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_canary_table(case: Case) -> None:
+    spec = RolloutSpec("canary", "v2", "v1", case.config)
+    state = state_at(spec, case.phase, case.step, paused=case.paused, **case.data)
+    decision = canary.decide(spec, state, case.observed)
+    finish = decision.finished
+    actions = list(decision.actions)
+    if finish is not None and case.reason:
+        assert case.reason in finish.reason, finish.reason
+        actions[-1] = replace(finish, reason="")
+    assert actions == case.actions
+    assert decision.state.phase == case.next_phase
+    if case.event:
+        assert any(case.event in e for e in decision.events), decision.events
+    assert RolloutState.from_dict(decision.state.to_dict()) == decision.state
+
+
+def test_inconclusive_for_too_long_pauses_for_a_person() -> None:
+    """Six windows in a row without 50 requests: pause, say why; resume measures afresh."""
+    spec = RolloutSpec("canary", "v2", "v1", config(sequential=False))
+    state = state_at(spec, "step", 1, **AT_50)
+    for k in range(1, 7):
+        now = T0 + 10 * k
+        observed = Observed(
+            now, up("v1", 4) + up("v2", 2), measurements=traffic((k, 0), (k, 0), end=now)
+        )
+        decision = canary.decide(spec, state, observed)
+        state = decision.state
+    assert state.paused
+    assert any(
+        "analysis inconclusive: error_rate was inconclusive 6 windows in a row" in e
+        for e in decision.events
+    )
+    resumed = canary.decide(
+        spec, state, Observed(T0 + 61, up("v1", 4) + up("v2", 2), command="resume")
+    )
+    assert not resumed.state.paused
+    run = canary.AnalysisRun.from_dict(resumed.state.data["analysis"])
+    assert run.phase == "running"
+
+
+def test_a_canary_config_is_required() -> None:
+    plain = validate_config({"app": {"name": "shop", "command": "app {port}"}})
+    spec = RolloutSpec("canary", "v2", "v1", plain)
+    with pytest.raises(
+        ConfigError, match=r"strategy.canary: a canary rollout needs a \[strategy.canary\]"
+    ):
+        canary.initial_state(spec, T0)
+
+
+def test_preset_steps_and_watch() -> None:
+    spec = RolloutSpec("canary", "v2", "v1", config(steps=[], preset="quick", watch=None))
+    decision = canary.decide(spec, canary.initial_state(spec, T0), Observed(T0, up("v1", 4)))
+    assert "canary v1 -> v2: 4 steps (5%, 25%, 50%, 100%)" in decision.events
+    state = state_at(spec, "promoting", 4, **{**AT_50, "canary": 4})
+    promoted = canary.decide(spec, state, Observed(T0, up("v1", 4) + up("v2", 4)))
+    assert "watching v2 for 30s" in promoted.events  # the preset's watch, not the default 300 s
+
+
+def test_unknown_phase_is_a_programming_error() -> None:
+    spec = RolloutSpec("canary", "v2", "v1", config())
+    with pytest.raises(ValueError, match="no phase 'sideways'"):
+        canary.decide(spec, state_at(spec, "sideways", 0), Observed(T0))
+
+
+# --- simulation -------------------------------------------------------------------------------
+
+
+@dataclass
+class World:
+    """Routes ``rate`` requests a second by the weights the planner set, among ready instances;
+    each release fails its requests at its own error rate (seeded), and measurements are
+    counted since the planner's ``phase_started_at``, as the engine does."""
+
+    rng: random.Random
+    error_rates: dict[str, float]
+    rate: int = 200
+    now: float = T0
+    ready_at: dict[str, list[float]] = field(default_factory=dict)
+    weights: dict[str, int] | None = None
+    seconds: list[tuple[float, str, int, int]] = field(default_factory=list)
+
+    def apply(self, actions: tuple[Action, ...]) -> None:
+        for action in actions:
+            if isinstance(action, ScaleRelease):
+                times = self.ready_at.setdefault(action.release, [])
+                del times[action.replicas :]
+                times += [self.now + 2] * (action.replicas - len(times))
+            elif isinstance(action, SetWeights):
+                self.weights = dict(action.weights) if action.weights is not None else None
+
+    def ready(self, release: str) -> int:
+        return sum(1 for t in self.ready_at.get(release, []) if t <= self.now)
+
+    def advance(self) -> None:
+        weights = {r: w for r, w in (self.weights or {}).items() if w and self.ready(r)}
+        left = self.rate
+        for release, weight in sorted(weights.items()):
+            total = sum(weights.values())
+            n = binomial(self.rng, left, weight / total) if total else 0
+            errors = binomial(self.rng, n, self.error_rates[release])
+            self.seconds.append((self.now, release, n, errors))
+            left -= n
+            weights = {r: w for r, w in weights.items() if r != release}
+        self.now += 1
+
+    def observe(self, since: float, command: Command | None = None) -> Observed:
+        instances: tuple[InstanceView, ...] = ()
+        for release, times in self.ready_at.items():
+            instances += tuple(
+                InstanceView(
+                    f"{release}-{i}",
+                    release,
+                    ready=t <= self.now,
+                    ready_since=t if t <= self.now else None,
+                )
+                for i, t in enumerate(times)
+            )
+        measurements = {}
+        for release in self.error_rates:
+            rows = [(n, e) for t, r, n, e in self.seconds if r == release and t >= since]
+            requests, errors = sum(n for n, _ in rows), sum(e for _, e in rows)
+            status = {"2xx": requests - errors, "5xx": errors}
+            latency = {99.0: 40.0} if requests else {}
+            measurements[release] = Measurement(
+                release, since, self.now, requests, status, 0, latency
+            )
+        return Observed(self.now, instances, measurements=measurements, command=command)
+
+    def canary_errors(self) -> int:
+        return sum(e for _, r, _, e in self.seconds if r == "v2")
+
+
+def simulate(spec: RolloutSpec, world: World, max_ticks: int = 600) -> tuple[Finish, RolloutState]:
+    world.apply((ScaleRelease("v1", spec.replicas), SetWeights({"v1": 100})))
+    world.now += 2
+    state = canary.initial_state(spec, world.now)
+    for _ in range(max_ticks):
+        decision = canary.decide(spec, state, world.observe(state.phase_started_at))
+        world.apply(decision.actions)
+        if decision.finished:
+            return decision.finished, state
+        state = RolloutState.from_dict(decision.state.to_dict())  # as the engine persists it
+        world.advance()
+    raise AssertionError(f"no finish after {max_ticks} ticks: {state.phase} step {state.step}")
+
+
+SIM_STEPS = [
+    {"weight": 5, "pause": 60, "analysis": [ERROR_RATE]},
+    {"weight": 25, "pause": 30, "analysis": [ERROR_RATE]},
+    {"weight": 50, "pause": 30},
+]
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_simulated_bad_canary_is_rolled_back_early_by_the_sequential_test(seed: int) -> None:
+    """v2 fails 5% of its requests, v1 none, 200 requests/s, 5% to the canary: the sequential
+    test rolls back during the first step, after a handful of failed requests."""
+    spec = RolloutSpec("canary", "v2", "v1", config(SIM_STEPS, watch=30))
+    world = World(random.Random(seed), {"v1": 0.0, "v2": 0.05})
+    finish, state = simulate(spec, world)
+    assert finish.outcome == "rolled_back"
+    assert finish.reason.startswith("sequential test failed: canary ")
+    assert state.step == 0
+    assert world.canary_errors() < 15
+    assert world.weights == {"v1": 100}
+    assert world.ready_at["v2"] == []
+
+
+def test_simulated_bad_canary_without_the_sequential_test_waits_for_the_threshold() -> None:
+    spec = RolloutSpec("canary", "v2", "v1", config(SIM_STEPS, watch=30, sequential=False))
+    world = World(random.Random(1), {"v1": 0.0, "v2": 0.05})
+    finish, _ = simulate(spec, world)
+    assert finish.outcome == "rolled_back"
+    assert finish.reason.startswith("analysis failed: error_rate failed 1 of ")
+    assert "> max 0.01" in finish.reason
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_simulated_good_canary_completes(seed: int) -> None:
+    """Both releases fail 0.1% of requests: every step passes, v2 takes over, v1 retires."""
+    spec = RolloutSpec("canary", "v2", "v1", config(SIM_STEPS, watch=30))
+    world = World(random.Random(seed), {"v1": 0.001, "v2": 0.001})
+    finish, _ = simulate(spec, world)
+    assert finish == Finish("completed", "v2 serves all traffic")
+    assert world.weights == {"v2": 100}
+    assert (len(world.ready_at["v1"]), len(world.ready_at["v2"])) == (0, 4)
+
+
+def test_simulated_router_that_ignores_weights_aborts() -> None:
+    """The data plane sends half the traffic to a canary set at 5%: abort, before any analysis
+    trusts that weight."""
+    spec = RolloutSpec("canary", "v2", "v1", config(SIM_STEPS, watch=30))
+    world = World(random.Random(7), {"v1": 0.001, "v2": 0.001})
+    original = world.apply
+
+    def round_robin(actions: tuple[Action, ...]) -> None:
+        original(actions)
+        if world.weights and len(world.weights) == 2:
+            world.weights = {release: 50 for release in world.weights}
+
+    world.apply = round_robin  # type: ignore[method-assign]
+    finish, _ = simulate(spec, world)
+    assert finish.outcome == "aborted"
+    assert "the router does not send what was set" in finish.reason
