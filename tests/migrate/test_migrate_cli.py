@@ -131,3 +131,25 @@ def test_config_file_supplies_dir_and_url(
     code, out, _ = run(capsys, "start", "--config", str(tmp_path / "nonstop.toml"), "--json")
     assert code == 0
     assert [a["name"] for a in json.loads(out)["applied"]] == ["0001_users.sql"]
+
+
+def test_plan_summarises_lint_findings(
+    tmp_path: Path, database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = write(tmp_path / "m", {"0001_users.sql": USERS})
+    where = ["--dir", str(folder), "--database-url", database_url]
+    code, out, _ = run(capsys, "plan", *where, "--json")
+    assert code == 0
+    clean = json.loads(out)["lint"]
+
+    # A plain CREATE INDEX blocks writes for the whole build: the linter reports it.
+    write(folder, {"0002_index.sql": "CREATE INDEX users_email ON users (email);\n"})
+    code, out, _ = run(capsys, "plan", *where, "--json")
+    assert code == 0
+    assert json.loads(out)["lint"]["errors"] > clean["errors"]
+    code, out, _ = run(capsys, "plan", *where)
+    assert code == 0
+    assert "(details: nonstop migrate lint)" in out
+    code, out, _ = run(capsys, "lint", str(folder / "0002_index.sql"))
+    assert code != 0
+    assert "0002_index.sql" in out

@@ -104,6 +104,13 @@ BACKFILLS = [
         BackfillSpec("app.users", "uid", 200, 0.05, 2.0),
         "UPDATE app.users SET b = ':lo'::text WHERE uid >= $1  AND uid <= $2",
     ),
+    (
+        "PostgreSQL's own $1/$2, which every SQL tool parses",
+        "-- nonstop: phase=backfill table=users key=id\n"
+        "UPDATE users SET b = lower(a) WHERE id BETWEEN $1 AND $2;",
+        BackfillSpec("users", "id", DEFAULT_BATCH, 0.0, DEFAULT_BATCH_TIMEOUT),
+        "UPDATE users SET b = lower(a) WHERE id BETWEEN $1 AND $2",
+    ),
 ]
 
 
@@ -180,6 +187,13 @@ ERRORS = [
         "expand",
         "CREATE TABLE a (id int);\n-- nonstop: down\nDROP TABEL a;",
         'm.sql:3: syntax error at or near "TABEL"',
+    ),
+    (
+        "backfill with a third parameter",
+        "backfill",
+        "-- nonstop: phase=backfill table=a key=id\n"
+        "UPDATE a SET b = $3\n WHERE id BETWEEN $1 AND $2;",
+        "m.sql:2: a backfill knows only $1 (= :lo) and $2 (= :hi), found $3",
     ),
 ]
 

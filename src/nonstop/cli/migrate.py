@@ -29,11 +29,13 @@ from rich.table import Table
 from rich.text import Text
 
 from nonstop.agent.paths import find_project
+from nonstop.cli.migrate_lint import lint
 from nonstop.config.load import load_config
 from nonstop.config.schema import MigrationsConfig
 from nonstop.config.units import format_duration, parse_duration
 from nonstop.errors import UsageError
 from nonstop.migrate import runner
+from nonstop.migrate.lint import LintInputError, LintOptions, lint_files
 from nonstop.migrate.runner import (
     Applied,
     BackfillStarted,
@@ -51,6 +53,9 @@ err = Console(stderr=True, highlight=False)
 @click.group()
 def migrate() -> None:
     """Expand -> backfill -> contract database migrations on PostgreSQL."""
+
+
+migrate.add_command(lint)
 
 
 def _options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -106,11 +111,12 @@ def _print_json(data: Any) -> None:
 def plan(
     config_path: Path | None, directory: Path | None, database_url: str | None, as_json: bool
 ) -> None:
-    """Show pending migrations per phase."""
+    """Show pending migrations per phase, and a summary of the linter's findings."""
     _, target = _target(config_path, directory, database_url)
     result = runner.plan(target)
+    findings = lint_summary(target)
     if as_json:
-        _print_json(result.to_dict())
+        _print_json({**result.to_dict(), "lint": findings})
         return
     for phase in ("expand", "backfill", "contract"):
         names = result.pending[phase]
@@ -118,6 +124,26 @@ def plan(
         for name in names:
             out.print(f"  {name}")
     out.print(f"[dim]{len(result.applied)} applied[/]")
+    if "problem" in findings:
+        out.print(f"[yellow]lint: {findings['problem']}[/]")
+    elif findings["errors"] or findings["warnings"]:
+        out.print(
+            f"[yellow]lint: {findings['errors']} error(s), {findings['warnings']} warning(s)[/] "
+            "(details: nonstop migrate lint)"
+        )
+    else:
+        out.print("lint: no findings")
+
+
+def lint_summary(target: Target) -> dict[str, Any]:
+    """Counts of the linter's findings over the migrations directory (pending and applied)."""
+    try:
+        results = lint_files([target.directory], LintOptions(pg_version=target.pg_version))
+    except LintInputError as exc:
+        return {"problem": str(exc).splitlines()[0]}
+    findings = [f for result in results for f in result.findings]
+    errors = sum(1 for f in findings if f.severity == "error")
+    return {"errors": errors, "warnings": len(findings) - errors}
 
 
 # -- start / complete / rollback ----------------------------------------------------------------

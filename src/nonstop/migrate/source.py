@@ -12,7 +12,7 @@ Conventions (docs/migrations.md has the full page):
     the other keys configure a backfill.
 ``-- nonstop: down``
     A comment line on its own; everything after it is the down SQL that undoes an expand.
-``:lo`` / ``:hi``
+``:lo`` / ``:hi`` (or ``$1`` / ``$2``)
     In a backfill's single UPDATE: the inclusive key range of one batch.
 
 This module reads files but touches no database; every problem is a
@@ -198,19 +198,30 @@ def _down_marker(text: str, tokens: list[Any]) -> int | None:
 def _bind_placeholders(name: str, text: str, tokens: list[Any]) -> str:
     """Turn ``:lo``/``:hi`` into ``$1``/``$2`` (same length, so offsets and lines hold).
 
-    Found with PostgreSQL's own scanner: a ``':lo'`` string or a ``::type`` cast stays as is."""
+    ``$1``/``$2`` written directly mean the same (PostgreSQL's own parameter syntax, which tools
+    that parse plain PostgreSQL accept). Found with PostgreSQL's scanner: a ``':lo'`` string or
+    a ``::type`` cast stays as is."""
     chars = list(text)
     seen = set()
-    for colon, ident in itertools.pairwise(tokens):
-        if colon.start >= len(text):
-            break
+    names = {"lo": "$1 ", "hi": "$2 "}
+    for colon, ident in itertools.pairwise([t for t in tokens if t.start < len(text)]):
         if colon.name != "ASCII_58" or ident.name != "IDENT" or ident.start != colon.end + 1:
             continue
         word = text[ident.start : ident.end + 1].lower()
-        if word in ("lo", "hi"):
-            chars[colon.start : ident.end + 1] = "$1 " if word == "lo" else "$2 "
+        if word in names:
+            chars[colon.start : ident.end + 1] = names[word]
             seen.add(word)
-    missing = [f":{word}" for word in ("lo", "hi") if word not in seen]
+    for token in tokens:
+        if token.name == "PARAM" and token.start < len(text):
+            param = text[token.start : token.end + 1]
+            if param not in ("$1", "$2"):
+                raise MigrationSourceError(
+                    name,
+                    f"a backfill knows only $1 (= :lo) and $2 (= :hi), found {param}",
+                    _line(text, token.start),
+                )
+            seen.add("lo" if param == "$1" else "hi")
+    missing = [f":{word}" for word in names if word not in seen]
     if missing:
         raise MigrationSourceError(
             name,
