@@ -88,6 +88,7 @@ from nonstop.analysis.measurement import Measurement
 from nonstop.analysis.verdict import Outcome, Verdict, num, window
 
 DEFAULT_ALPHA = 0.01
+LOG_E_CAP = 700.0
 DEFAULT_RATIOS = (1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 100.0, 300.0, 1000.0, 10000.0)
 DEFAULT_GRID: tuple[tuple[float, float], ...] = tuple((rho, 0.1) for rho in DEFAULT_RATIOS)
 """(rho, prior weight) pairs: rho is the canary's error rate over the stable's under H1."""
@@ -162,7 +163,9 @@ class SequentialRun:
 
     @property
     def e_value(self) -> float:
-        return math.exp(self.log_e_value)
+        """The e-value, capped at ``e**700`` (about 1e304) so it stays a finite float for JSON;
+        the cap is far beyond any ``1/alpha``."""
+        return math.exp(min(self.log_e_value, LOG_E_CAP))
 
     @property
     def log_e_value(self) -> float:
