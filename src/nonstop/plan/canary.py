@@ -295,8 +295,12 @@ def _verify_weight(
     spec: RolloutSpec, state: RolloutState, observed: Observed
 ) -> tuple[RolloutState, Verdict | None]:
     """The data-plane check: once per weight, before any threshold check trusts it."""
-    if state.data["weight_ok"] or int(state.data["canary"]) == 0:
+    if state.data["weight_ok"]:
         return state, None
+    if int(state.data["canary"]) == 0:
+        # No canary instance, nothing routed to check; a check on this step will find no
+        # requests and, in time, pause for a person with that reason.
+        return _with(state, {"weight_ok": True}), None
     canary, stable = _measured(spec, observed)
     total = canary.requests + stable.requests
     verdict = weight_verdict(
