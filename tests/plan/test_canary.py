@@ -496,9 +496,7 @@ def test_canary_table(case: Case) -> None:
     assert decision.state.phase == case.next_phase
     if case.event:
         assert any(case.event in e for e in decision.events), decision.events
-    assert (
-        persisted(decision.state) == decision.state
-    )
+    assert persisted(decision.state) == decision.state
 
 
 def test_inconclusive_for_too_long_pauses_for_a_person() -> None:

@@ -424,9 +424,7 @@ def test_decide_is_idempotent_for_the_same_observation() -> None:
 def test_state_survives_a_json_round_trip() -> None:
     spec = RolloutSpec("rolling", "v2", "v1", config())
     decision = rolling.decide(spec, rolling.initial_state(spec, T0), Observed(T0, up("v1", 5)))
-    assert (
-        persisted(decision.state) == decision.state
-    )
+    assert persisted(decision.state) == decision.state
 
 
 # --- simulation -------------------------------------------------------------------------------
