@@ -661,7 +661,7 @@ def compile_strategy_rule(
         if pct is None or group is None:
             return _false, "SPLIT"
         field_name = "userId" if kind == "gradualRolloutUserId" else "sessionId"
-        return _rollout(pct, group, (field_getter(field_name),), path, problems)
+        return _rollout(pct, "percentage", group, (field_getter(field_name),), path, problems)
     if kind == "gradualRolloutRandom":
         pct = _percentage(strategy, "percentage", path, problems)
         if pct is None:
@@ -679,7 +679,7 @@ def compile_strategy_rule(
                 f"{path}.parameters.stickiness", "unsupported characters (the flag is always off)"
             )
             raise FlagOff
-        return _rollout(pct, params.get("groupId", flag_name), getters, path, problems)
+        return _rollout(pct, "rollout", params.get("groupId", flag_name), getters, path, problems)
     if kind == "remoteAddress":
         raw = params.get("IPs")
         if raw is None:
@@ -726,12 +726,11 @@ def _random_below(rng: random.Random, pct: int) -> Predicate:
 
 
 def _rollout(
-    pct: int, group_raw: str, getters: tuple[Getter, ...], path: str, problems: Problems
+    pct: int, key: str, group_raw: str, getters: tuple[Getter, ...], path: str, problems: Problems
 ) -> tuple[Predicate, str]:
     if pct > 100:
         problems.add(
-            f"{path}.parameters",
-            f"expected a percentage 0..100, got {pct} (the flag is always off)",
+            f"{path}.parameters.{key}", f'expected 0..100, got "{pct}" (the flag is always off)'
         )
         raise FlagOff
     group = unescaped_string(group_raw)

@@ -8,9 +8,9 @@ the whole document); everything else is kept.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from nonstop.flags.engine._compile import Constraint, Problems, Strategy, VariantDef, quote
 
@@ -41,6 +41,9 @@ class SegmentDef:
 
 class _Shape(Exception):
     pass
+
+
+T = TypeVar("T")
 
 
 def _describe(value: object) -> str:
@@ -187,27 +190,46 @@ class Reader:
         except _Shape:
             return None
         path = f"{where} {quote(name)}"
-        try:
-            return FeatureDef(
-                name=name,
-                enabled=self.boolean(f.get("enabled"), f"{path}: enabled"),
-                strategies=tuple(
-                    self.strategy(s, f"{path}: strategies[{i}]")
-                    for i, s in enumerate(
-                        self.items(f.get("strategies") or [], f"{path}: strategies")
-                    )
-                ),
-                variants=self.variants(f.get("variants") or [], f"{path}: variants"),
-                dependencies=tuple(
-                    self.dependency(d, f"{path}: dependencies[{i}]")
-                    for i, d in enumerate(
-                        self.items(f.get("dependencies") or [], f"{path}: dependencies")
-                    )
-                ),
-                path=path,
-            )
-        except _Shape:
+        failed = False
+
+        def part(parse: Callable[[], T], default: T) -> T:
+            nonlocal failed
+            try:
+                return parse()
+            except _Shape:
+                failed = True
+                return default
+
+        enabled = part(lambda: self.boolean(f.get("enabled"), f"{path}: enabled"), False)
+        no_items: list[Any] = []
+        raw_strategies = part(
+            lambda: self.items(f.get("strategies") or [], f"{path}: strategies"), no_items
+        )
+        strategies: list[Strategy | None] = [
+            part(lambda i=i, s=s: self.strategy(s, f"{path}: strategies[{i}]"), None)  # type: ignore[misc]
+            for i, s in enumerate(raw_strategies)
+        ]
+        no_variants: tuple[VariantDef, ...] = ()
+        variants = part(
+            lambda: self.variants(f.get("variants") or [], f"{path}: variants"), no_variants
+        )
+        raw_deps = part(
+            lambda: self.items(f.get("dependencies") or [], f"{path}: dependencies"), no_items
+        )
+        dependencies: list[Dependency | None] = [
+            part(lambda i=i, d=d: self.dependency(d, f"{path}: dependencies[{i}]"), None)  # type: ignore[misc]
+            for i, d in enumerate(raw_deps)
+        ]
+        if failed:
             return None
+        return FeatureDef(
+            name=name,
+            enabled=enabled,
+            strategies=tuple(s for s in strategies if s is not None),
+            variants=variants,
+            dependencies=tuple(d for d in dependencies if d is not None),
+            path=path,
+        )
 
     def segment(self, raw: object, path: str) -> SegmentDef | None:
         try:

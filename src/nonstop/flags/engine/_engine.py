@@ -77,16 +77,18 @@ def compile_flag(
     feature: FeatureDef, segments: Mapping[int, SegmentDef], env: Environment
 ) -> CompiledFlag:
     problems = Problems()
-    try:
-        strategies = tuple(
-            _compile_strategy(
-                s, f"{feature.path}: strategies[{i}]", feature.name, segments, problems, env
-            )
-            for i, s in enumerate(feature.strategies)
-        )
-        rule = any_of([s.predicate for s in strategies]) if strategies else _true
-        switch = feature.enabled
-    except FlagOff:
+    compiled: list[CompiledStrategy] = []
+    off = False  # keep compiling after a part that turns the flag off, to report every problem
+    for i, s in enumerate(feature.strategies):
+        path = f"{feature.path}: strategies[{i}]"
+        try:
+            compiled.append(_compile_strategy(s, path, feature.name, segments, problems, env))
+        except FlagOff:
+            off = True
+    strategies = tuple(compiled)
+    rule = any_of([s.predicate for s in strategies]) if strategies else _true
+    switch = feature.enabled
+    if off:
         strategies, rule, switch = (), _false, False
     stickiness = feature.variants[0].stickiness if feature.variants else None
     variants = compile_variants(
@@ -118,17 +120,25 @@ def _compile_strategy(
             f"unknown segment {', '.join(map(str, missing))} (the flag is always off)",
         )
         raise FlagOff
-    base, reason = compile_strategy_rule(s, flag_name, path, problems, env)
-    constraints = [
-        compile_constraint(c, f"{path}.constraints[{i}]", problems, env)
-        for i, c in enumerate(s.constraints)
-    ]
+    off = False
+    try:
+        base, reason = compile_strategy_rule(s, flag_name, path, problems, env)
+    except FlagOff:
+        base, reason, off = _false, "DEFAULT", True
+    sources = [(f"{path}.constraints[{i}]", c) for i, c in enumerate(s.constraints)]
     for seg_id in s.segments:
         segment = segments[seg_id]
-        constraints += [
-            compile_constraint(c, f"{segment.path}: constraints[{i}]", problems, env)
-            for i, c in enumerate(segment.constraints)
+        sources += [
+            (f"{segment.path}: constraints[{i}]", c) for i, c in enumerate(segment.constraints)
         ]
+    constraints = []
+    for where, constraint in sources:
+        try:
+            constraints.append(compile_constraint(constraint, where, problems, env))
+        except FlagOff:
+            off = True
+    if off:
+        raise FlagOff
     if constraints and reason == "STATIC":
         reason = "TARGETING_MATCH"
     return CompiledStrategy(all_of(constraints, base), reason, cv, has_key)
