@@ -48,8 +48,10 @@ Worked example, replicas 4, steps 10% (pause 1m), 50% (analysis error_rate max 0
     t=80    watching      SetWeights({v2: 100})
     t=380   completed     ScaleRelease(v1, 0), Finish       5 min watch held
 
-Had the canary failed 5% of its requests while v1 failed none, the sequential test would have
-rolled back at about t=5: 2 canary errors at a 10% share give an e-value above 1/alpha = 100.
+Had the canary failed 5% of its requests while v1 failed none (at 200 requests/s: 20 canary
+requests, one error a second), the sequential test would have rolled back at about t=6: two
+canary errors and none on v1 at a 10% share give an e-value of 49, the third one 433, above
+1/alpha = 100.
 
 Progress lives in ``state.data`` as JSON (the analysis runs' ``to_dict``), so a restarted agent
 decides from exactly where it was (STYLE.md #2).
