@@ -22,7 +22,8 @@ def free_port() -> int:
 
 @dataclass
 class Backend:
-    """A tiny upstream that answers its name; ``?sleep=S`` holds the response S seconds."""
+    """A tiny upstream that answers its name; ``?sleep=S`` holds the response S seconds;
+    ``/ws`` is a websocket that echoes ``name:message``."""
 
     name: str
     runner: web.AppRunner
@@ -42,7 +43,15 @@ async def start_backend(name: str, port: int = 0) -> Backend:
             await asyncio.sleep(delay)
         return web.Response(text=name)
 
+    async def echo(request: web.Request) -> web.WebSocketResponse:
+        socket = web.WebSocketResponse()
+        await socket.prepare(request)
+        async for message in socket:
+            await socket.send_str(f"{name}:{message.data}")
+        return socket
+
     app = web.Application()
+    app.router.add_get("/ws", echo)
     app.router.add_get("/{tail:.*}", answer)
     runner = web.AppRunner(app, shutdown_timeout=0.5)
     await runner.setup()

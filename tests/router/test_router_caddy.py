@@ -134,6 +134,44 @@ async def test_in_flight_request_finishes_on_a_removed_upstream(
     assert await wait_for(a_drained)
 
 
+async def test_a_websocket_outlives_the_reload_that_removes_its_upstream(
+    router: CaddyRouter, client: aiohttp.ClientSession, backends: MakeBackend
+) -> None:
+    a, b = await backends("A"), await backends("B")
+    await router.apply(table(a.upstream(1)))
+    async with client.ws_connect(url(router, "/ws")) as ws:
+        await ws.send_str("one")
+        assert await ws.receive_str() == "A:one"
+        await router.apply(table(b.upstream(1)))
+        assert await get(client, router) == (200, "B")
+        assert (await router.in_flight()).get(a.address) == 1  # the stream counts as in flight
+        await ws.send_str("two")
+        assert await ws.receive_str() == "A:two"
+
+
+async def test_a_websocket_is_closed_at_the_drain_deadline(
+    state_dir: Path, caddy_binary: Path, client: aiohttp.ClientSession, backends: MakeBackend
+) -> None:
+    router = CaddyRouter(
+        state_dir, f"127.0.0.1:{free_port()}", drain_timeout=1.0, caddy_binary=caddy_binary
+    )
+    await router.start()
+    try:
+        a, b = await backends("A"), await backends("B")
+        await router.apply(table(a.upstream(1)))
+        async with client.ws_connect(url(router, "/ws")) as ws:
+            await router.apply(table(b.upstream(1)))
+            message = await ws.receive(timeout=15)  # bounded: the deadline is 1 s (+1 s delay)
+            assert message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+
+        async def forgotten() -> bool:
+            return a.address not in await router.in_flight()
+
+        assert await wait_for(forgotten)
+    finally:
+        await router.stop()
+
+
 async def test_a_dead_upstream_is_retried_on_the_other(
     router: CaddyRouter, client: aiohttp.ClientSession, backends: MakeBackend
 ) -> None:
