@@ -89,8 +89,10 @@ def variant_lists(draw: st.DrawFn, min_size: int = 1) -> list[dict[str, Any]]:
 def strategies(draw: st.DrawFn) -> dict[str, Any]:
     name = draw(
         st.sampled_from(
-            ["default", "userWithId", "gradualRolloutUserId", "gradualRolloutSessionId"]
-            + ["gradualRolloutRandom", "flexibleRollout", "remoteAddress", "fancyCustom"]
+            [
+                *["default", "userWithId", "gradualRolloutUserId", "gradualRolloutSessionId"],
+                *["gradualRolloutRandom", "flexibleRollout", "remoteAddress", "fancyCustom"],
+            ]
         )
     )
     params: dict[str, str] = {}

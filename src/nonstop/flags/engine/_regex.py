@@ -57,6 +57,7 @@ _PERL = {
 }
 _SIMPLE_ESCAPES = {"a": "\\x07", "f": "\\x0c", "t": "\\t", "n": "\\n", "r": "\\r", "v": "\\x0b"}
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_\[\].]*")
+_COUNTED = re.compile(r"\{\s*(\d+)\s*(?:(,)\s*(\d*)\s*)?\}", re.ASCII)
 _FLAG_LETTERS = set("imsUuxR")
 _CATEGORY_NAMES = {
     "letter": "L",
@@ -169,9 +170,9 @@ class _Translator:
             if c == "|":
                 self.pos += 1
                 out.append(")" * closers + "|")
-                # a new branch starts with the flags the group started with
-                closers = 0
-                self.flags = saved.copy()
+                if closers:  # Rust: flags set earlier in the group carry into the next branch
+                    out.append(self.scope_prefix())
+                    closers = 1
                 last_atom = False
                 continue
             if c in "*+?{":
@@ -205,7 +206,7 @@ class _Translator:
     def repetition(self) -> str:
         c = self.p[self.pos]
         if c == "{":
-            m = re.compile(r"\{\s*(\d+)\s*(?:(,)\s*(\d*)\s*)?\}").match(self.p, self.pos)
+            m = _COUNTED.match(self.p, self.pos)
             if not m:
                 raise self.fail("invalid counted repetition")
             low, comma, high = m.group(1), m.group(2), m.group(3)

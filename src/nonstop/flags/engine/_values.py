@@ -21,26 +21,30 @@ from typing import TypeAlias
 IpNet: TypeAlias = ipaddress.IPv4Network | ipaddress.IPv6Network
 IpAddr: TypeAlias = ipaddress.IPv4Address | ipaddress.IPv6Address
 
-_F64 = re.compile(r"[+-]?(?:(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|(?i:inf|infinity|nan))")
-_USIZE = re.compile(r"\+?\d+")
+_F64 = re.compile(r"[+-]?(?:(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|(?i:inf|infinity|nan))", re.ASCII)
+_USIZE = re.compile(r"\+?\d+", re.ASCII)
 _USIZE_MAX = 2**64 - 1
 
 # The constraint-value grammar of the reference engine's rule language.
-NUM_GRAMMAR = re.compile(r"[+-]?\d+(?:\.\d*)?(?:[eE][+-]?\d+)?")
-DATE_GRAMMAR = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{3})?(?:Z|[+-]\d{2}:\d{2})")
+NUM_GRAMMAR = re.compile(r"[+-]?\d+(?:\.\d*)?(?:[eE][+-]?\d+)?", re.ASCII)
+DATE_GRAMMAR = re.compile(
+    r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{3})?(?:Z|[+-]\d{2}:\d{2})", re.ASCII
+)
 _FRAGMENT = r"[0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*"
-SEMVER_GRAMMAR = re.compile(rf"\d+\.\d+\.\d+(?:-{_FRAGMENT})?(?:\+{_FRAGMENT})?")
+SEMVER_GRAMMAR = re.compile(rf"\d+\.\d+\.\d+(?:-{_FRAGMENT})?(?:\+{_FRAGMENT})?", re.ASCII)
 
 # chrono's relaxed RFC 3339 parser (what `str::parse::<DateTime<Utc>>` runs on context values)
 _DATETIME = re.compile(
     r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?\s*"
-    r"(?:([Zz])|([+-])(\d{2}):?(\d{2}))"
+    r"(?:([Zz])|([+-])(\d{2}):?(\d{2}))",
+    re.ASCII,
 )
 
 _SEMVER = re.compile(
     r"(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
     r"(?:-((?:0|[1-9]\d*|\d*[A-Za-z-][0-9A-Za-z-]*)(?:\.(?:0|[1-9]\d*|\d*[A-Za-z-][0-9A-Za-z-]*))*))?"
-    r"(?:\+([0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*))?"
+    r"(?:\+([0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*))?",
+    re.ASCII,
 )
 
 SemverKey: TypeAlias = tuple[int, int, int, int, tuple[tuple[int, int, str], ...]]
