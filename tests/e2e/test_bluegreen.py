@@ -55,6 +55,18 @@ def settle(seconds: float = 0.7) -> None:
     time.sleep(seconds)
 
 
+def wait_phase(agent: AgentProcess, phase: str, timeout: float = 30) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        rollout = agent.status()["rollout"]
+        if rollout and rollout["phase"] == phase:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"rollout never reached phase {phase}: {agent.status()['rollout']}")
+
+
 def first_deploy(agent: AgentProcess) -> dict[str, Any]:
     row = agent.deploy("v1")
     done = agent.wait_rollout(row["id"])
@@ -62,10 +74,10 @@ def first_deploy(agent: AgentProcess) -> dict[str, Any]:
     return done
 
 
-def assert_zero_failures(bg: BackgroundLoad) -> LoadReport:
+def assert_zero_failures(bg: BackgroundLoad, at_least: int = 100) -> LoadReport:
     report = bg.report
     assert report is not None
-    assert report.scheduled > 100
+    assert report.scheduled >= at_least
     assert report.failed == 0, report.to_dict()
     return report
 
@@ -140,8 +152,10 @@ def test_bad_release_aborts_and_old_side_keeps_serving(
     agent.start()
     first_deploy(agent)
     with load(project, rps=100) as bg:
+        settle()
         _expect_aborted(agent, agent.deploy("v2", **env), reason)
-    assert_zero_failures(bg)
+        settle()
+    assert_zero_failures(bg, at_least=100)
     assert set(bg.report.groups) == {"v1"}  # type: ignore[union-attr]
 
 
@@ -174,6 +188,7 @@ def test_second_deploy_while_one_runs_is_refused(project: Project, agent: AgentP
     row = agent.deploy("v2")
     with pytest.raises(StateError, match=r"rollout \d+ \(v2\) is in progress"):
         agent.deploy("v3")
+    wait_phase(agent, "watching")
     agent.call("POST", "/v1/command", {"command": "abort"})
     done = agent.wait_rollout(row["id"])
     assert done["status"] == "rolled_back"
@@ -196,7 +211,7 @@ def test_errors_during_the_watch_switch_back_by_themselves(
     report = bg.report
     assert report is not None
     # Only the requests v2 answered with 500 during the watch failed; none were dropped.
-    assert report.counts["transport_error"] == 0
+    assert report.counts["transport"] == 0
     assert report.counts["timeout"] == 0
 
 

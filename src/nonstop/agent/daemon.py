@@ -14,7 +14,6 @@ import os
 import signal
 import time
 from pathlib import Path
-from typing import Any
 
 from aiohttp import web
 
@@ -22,6 +21,7 @@ from nonstop import __version__
 from nonstop.agent.api import auth_middleware, json_response, read_json, tail_file
 from nonstop.agent.paths import Paths
 from nonstop.config.schema import NonstopConfig
+from nonstop.drivers.metrics import RequestStats, register_request_metrics
 from nonstop.drivers.router.base import Router
 from nonstop.engine.engine import DeployRequest, Engine
 from nonstop.engine.instances import InstanceManager
@@ -66,12 +66,6 @@ def make_router(paths: Paths, config: NonstopConfig) -> Router:
     )
 
 
-def make_measurements() -> Any:
-    from nonstop.drivers.metrics import RequestStats
-
-    return RequestStats()
-
-
 class Agent:
     def __init__(self, paths: Paths, config: NonstopConfig) -> None:
         self.paths = paths
@@ -95,7 +89,7 @@ class Agent:
         token = self.paths.read_or_create_token()
         store = open_store(self.paths.state)
         router = make_router(self.paths, self.config)
-        stats = make_measurements()
+        stats = RequestStats()
         runtime = LocalRuntime(log_dir=self.paths.logs)
 
         def instances(engine: Engine) -> InstanceManager:
@@ -111,6 +105,7 @@ class Agent:
 
         engine = Engine(store, instances, router, stats, self.paths.state)
         self.engine = engine
+        self.stats = stats
         await engine.recover()
         self.paths.pidfile.write_text(str(os.getpid()))
         runner = await self._start_api(token)
@@ -139,11 +134,11 @@ class Agent:
                 self.paths.pidfile.unlink()
             store.close()
 
-    async def _consume_requests(self, router: Router, stats: Any) -> None:
+    async def _consume_requests(self, router: Router, stats: RequestStats) -> None:
         while not self.stop_event.is_set():
             try:
                 async for event in router.events():
-                    stats.add(event)
+                    stats.record(event)
             except Exception as exc:  # the stream must come back after a router restart
                 self.engine.emit("warning", f"request stream interrupted: {exc}")
             await asyncio.sleep(1.0)
@@ -276,9 +271,7 @@ class Agent:
         from prometheus_client import CollectorRegistry, generate_latest
 
         registry = CollectorRegistry()
-        register = getattr(self.engine.measurements, "register", None)
-        if register is not None:
-            register(registry)
+        register_request_metrics(registry, self.stats)
         return web.Response(body=generate_latest(registry), content_type="text/plain")
 
 

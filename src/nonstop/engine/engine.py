@@ -20,11 +20,11 @@ import asyncio
 import contextlib
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, Protocol
 
 from nonstop.analysis.measurement import Measurement
 from nonstop.config.load import validate_config
@@ -58,14 +58,14 @@ shares stay exact to 0.1% with up to 100 instances per release."""
 COMMANDS: tuple[Command, ...] = ("promote", "promote_full", "pause", "resume", "abort", "rollback")
 
 
-class MeasurementSource:
-    """What the engine asks for per-release measurements (the router's request stream)."""
+class MeasurementSource(Protocol):
+    """Per-release measurements (default: the router's request stream, RequestStats)."""
 
     def snapshot(self, release: str, since: float, until: float) -> Measurement:
-        return Measurement(release, since, until)
+        """Counts and latency of ``release`` over ``[since, until)``."""
 
-    def set_addresses(self, addresses: Mapping[str, str]) -> None:
-        """Tell the source which upstream address belongs to which release."""
+    def observe_table(self, table: RouteTable) -> None:
+        """Learn which upstream address belongs to which release."""
 
 
 @dataclass
@@ -465,12 +465,9 @@ class Engine:
         table = self.route_table()
         if table == self.routes and not force:
             return
+        self.measurements.observe_table(table)
         await self.router.apply(table)
         self.routes = table
-        self.measurements.set_addresses(
-            {h.address: h.release for h in self.instances.ready_handles()}
-            | {u.address: u.release for u in table.upstreams}
-        )
 
     async def _drain(self, now: float) -> None:
         if not any(live.state == "draining" for live in self.instances.live.values()):
