@@ -250,3 +250,25 @@ async def test_many_quick_starts_do_not_leak(runtime: LocalRuntime, tmp_path: Pa
     )
     await wait_until(lambda: not any(runtime.alive(h) for h in handles))
     assert [runtime.exit_reason(h) for h in handles] == ["exited with code 0"] * 5
+
+
+async def test_address_in_use_on_every_attempt(runtime: LocalRuntime, tmp_path: Path) -> None:
+    """A command that ignores {port} and binds a taken one fails the same way each time."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        fixed = taken.getsockname()[1]
+        source = f"""
+import socket, sys
+try:
+    socket.socket().bind(("127.0.0.1", {fixed}))
+except OSError as exc:
+    print(exc, flush=True)
+    sys.exit(1)
+"""
+        with pytest.raises(RuntimeDriverError) as raised:
+            await runtime.start(script_spec(tmp_path, source))
+    assert str(raised.value) == (
+        'instance s-1: exited with "address already in use" on 3 free ports in a row '
+        "(does the command use {port}?); last output: [Errno 98] Address already in use"
+    )

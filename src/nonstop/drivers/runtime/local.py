@@ -201,9 +201,11 @@ class LocalRuntime:
             handle = self._spawn(spec, free_port(self.host), log_path)
             if not await self._lost_port_race(handle, log_path, offset):
                 return handle
+        last = " | ".join(self.log_tail(handle, 1))
         raise RuntimeDriverError(
-            f"instance {spec.instance_id}: another program took the free port before the "
-            f"instance could bind it, {self.port_attempts} times in a row"
+            f'instance {spec.instance_id}: exited with "address already in use" on '
+            f"{self.port_attempts} free ports in a row (does the command use {{port}}?); "
+            f"last output: {last}"
         )
 
     def _log_path(self, spec: InstanceSpec) -> Path | None:
