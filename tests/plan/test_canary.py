@@ -3,6 +3,7 @@ simulation with a fake world that routes seeded traffic by the weights the plann
 
 from __future__ import annotations
 
+import doctest
 import json
 import random
 from dataclasses import dataclass, field, replace
@@ -687,3 +688,9 @@ def test_simulated_router_that_ignores_weights_aborts() -> None:
     finish, _ = simulate(spec, world)
     assert finish.outcome == "aborted"
     assert "the router does not send what was set" in finish.reason
+
+
+def test_module_worked_examples() -> None:
+    result = doctest.testmod(canary)
+    assert result.attempted >= 1
+    assert result.failed == 0

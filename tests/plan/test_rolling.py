@@ -3,6 +3,7 @@ a simulation that steps the planner against a fake world and pins invariant 3 at
 
 from __future__ import annotations
 
+import doctest
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,7 +27,13 @@ from nonstop.plan.model import (
 )
 
 T0 = 1_000.0
-EQUAL = SetWeights(None)
+ONLY_V1 = SetWeights({"v1": 100})
+ONLY_V2 = SetWeights({"v2": 100})
+
+
+def W(old: int, new: int) -> SetWeights:
+    """An equal share per ready instance, as percentages of v1 and v2."""
+    return SetWeights({"v1": old, "v2": new})
 
 
 def config(
@@ -110,7 +117,7 @@ CASES = [
     Case(
         "5 replicas, surge 1, unavailable 0: start exactly one new (6 running)",
         Observed(T0, up("v1", 5)),
-        [EQUAL, ScaleRelease("v2", 1), ScaleRelease("v1", 5)],
+        [ONLY_V1, ScaleRelease("v2", 1), ScaleRelease("v1", 5)],
         "rolling",
         next_data={"old": 5, "new": 1},
         event="at most 6 instances, at least 5 available",
@@ -118,14 +125,14 @@ CASES = [
     Case(
         "the new one is not ready yet: nothing old may go (5 available, 5 needed)",
         Observed(T0, up("v1", 5) + up("v2", 1, ready=False)),
-        [EQUAL, ScaleRelease("v2", 1), ScaleRelease("v1", 5)],
+        [ONLY_V1, ScaleRelease("v2", 1), ScaleRelease("v1", 5)],
         "rolling",
         data=progress(5, 1),
     ),
     Case(
         "the new one is ready: slack 5 + 1 - 5 = 1, drain one old",
         Observed(T0, up("v1", 5) + up("v2", 1)),
-        [EQUAL, ScaleRelease("v2", 1), ScaleRelease("v1", 4)],
+        [W(83, 17), ScaleRelease("v2", 1), ScaleRelease("v1", 4)],
         "rolling",
         data=progress(5, 1),
         event="draining 1 v1 (4 left)",
@@ -133,28 +140,28 @@ CASES = [
     Case(
         "the old one is still draining: it counts toward the 6, so nothing starts",
         Observed(T0, up("v1", 4) + up("v1", 1, draining=True, first=5) + up("v2", 1)),
-        [EQUAL, ScaleRelease("v2", 1), ScaleRelease("v1", 4)],
+        [W(80, 20), ScaleRelease("v2", 1), ScaleRelease("v1", 4)],
         "rolling",
         data=progress(4, 1),
     ),
     Case(
         "drained: start the next new one",
         Observed(T0, up("v1", 4) + up("v2", 1)),
-        [EQUAL, ScaleRelease("v2", 2), ScaleRelease("v1", 4)],
+        [W(80, 20), ScaleRelease("v2", 2), ScaleRelease("v1", 4)],
         "rolling",
         data=progress(4, 1),
     ),
     Case(
         "engine lag: v1 target is 4 but 5 still serve; the one leaving is counted as gone",
         Observed(T0, up("v1", 5) + up("v2", 1)),
-        [EQUAL, ScaleRelease("v2", 1), ScaleRelease("v1", 4)],
+        [W(83, 17), ScaleRelease("v2", 1), ScaleRelease("v1", 4)],
         "rolling",
         data=progress(4, 1),
     ),
     Case(
         "10 replicas, 25%/25%: surge rounds up to 3, unavailable down to 2 -> new 3, old 8",
         Observed(T0, up("v1", 10)),
-        [EQUAL, ScaleRelease("v2", 3), ScaleRelease("v1", 8)],
+        [ONLY_V1, ScaleRelease("v2", 3), ScaleRelease("v1", 8)],
         "rolling",
         config=config(10, "25%", "25%"),
         event="at most 13 instances, at least 8 available",
@@ -162,14 +169,14 @@ CASES = [
     Case(
         "surge 0, unavailable 1: first an old one goes, nothing may start",
         Observed(T0, up("v1", 4)),
-        [EQUAL, ScaleRelease("v2", 0), ScaleRelease("v1", 3)],
+        [ONLY_V1, ScaleRelease("v2", 0), ScaleRelease("v1", 3)],
         "rolling",
         config=config(4, 0, 1),
     ),
     Case(
         "surge 0 and unavailable 0 would never move: surge 1, and an event says so",
         Observed(T0, up("v1", 3)),
-        [EQUAL, ScaleRelease("v2", 1), ScaleRelease("v1", 3)],
+        [ONLY_V1, ScaleRelease("v2", 1), ScaleRelease("v1", 3)],
         "rolling",
         config=config(3, 0, 0),
         event="max_surge 0 and max_unavailable 0 are both 0 for 3 replicas; using max_surge 1",
@@ -177,7 +184,7 @@ CASES = [
     Case(
         "min_ready 10s: ready for only 4s is not yet available, the old stay",
         Observed(T0, up("v1", 5) + up("v2", 1, since=T0 - 4)),
-        [EQUAL, ScaleRelease("v2", 1), ScaleRelease("v1", 5)],
+        [W(83, 17), ScaleRelease("v2", 1), ScaleRelease("v1", 5)],
         "rolling",
         data=progress(5, 1),
         config=config(min_ready=10),
@@ -185,7 +192,7 @@ CASES = [
     Case(
         "min_ready 10s: ready for 10s counts",
         Observed(T0, up("v1", 5) + up("v2", 1, since=T0 - 10)),
-        [EQUAL, ScaleRelease("v2", 1), ScaleRelease("v1", 4)],
+        [W(83, 17), ScaleRelease("v2", 1), ScaleRelease("v1", 4)],
         "rolling",
         data=progress(5, 1),
         config=config(min_ready=10),
@@ -193,14 +200,14 @@ CASES = [
     Case(
         "an old instance crashed: it holds no capacity, so one more new may start",
         Observed(T0, up("v1", 4) + up("v1", 1, failed="exited 1", first=5) + up("v2", 1)),
-        [EQUAL, ScaleRelease("v2", 2), ScaleRelease("v1", 5)],
+        [W(80, 20), ScaleRelease("v2", 2), ScaleRelease("v1", 5)],
         "rolling",
         data=progress(5, 1),
     ),
     Case(
         "all new available and the old at 0: the watch starts",
         Observed(T0, up("v2", 5)),
-        [EQUAL, ScaleRelease("v2", 5), ScaleRelease("v1", 0)],
+        [ONLY_V2, ScaleRelease("v2", 5), ScaleRelease("v1", 0)],
         "watching",
         data=progress(1, 5),
         event="watching v2 for 60s",
@@ -208,7 +215,7 @@ CASES = [
     Case(
         "a new instance failed: roll back, v1 back to 5 before anything stops",
         Observed(T0, up("v1", 4) + up("v2", 1, failed="exited with code 3")),
-        [EQUAL, ScaleRelease("v1", 5)],
+        [ONLY_V1, ScaleRelease("v1", 5)],
         "rolling_back",
         data=progress(4, 1),
         next_data={"reason": "v2-1 did not become ready: exited with code 3"},
@@ -216,7 +223,7 @@ CASES = [
     Case(
         "no progress for 601s > progress_deadline 600s: roll back with the numbers",
         Observed(T0 + 601, up("v1", 5) + up("v2", 1, ready=False)),
-        [EQUAL, ScaleRelease("v1", 5)],
+        [ONLY_V1, ScaleRelease("v1", 5)],
         "rolling_back",
         data=progress(5, 1, mark=[5, 1, 0]),
         next_data={
@@ -227,14 +234,14 @@ CASES = [
     Case(
         "exactly at the deadline is still in time",
         Observed(T0 + 600, up("v1", 5) + up("v2", 1, ready=False)),
-        [EQUAL, ScaleRelease("v2", 1), ScaleRelease("v1", 5)],
+        [ONLY_V1, ScaleRelease("v2", 1), ScaleRelease("v1", 5)],
         "rolling",
         data=progress(5, 1, mark=[5, 1, 0]),
     ),
     Case(
         "paused: the targets hold although the new one is ready",
         Observed(T0, up("v1", 5) + up("v2", 1)),
-        [EQUAL, ScaleRelease("v2", 1), ScaleRelease("v1", 5)],
+        [W(83, 17), ScaleRelease("v2", 1), ScaleRelease("v1", 5)],
         "rolling",
         data=progress(5, 1),
         paused=True,
@@ -242,7 +249,7 @@ CASES = [
     Case(
         "paused for an hour is not a stalled rollout",
         Observed(T0 + 3600, up("v1", 5) + up("v2", 1)),
-        [EQUAL, ScaleRelease("v2", 1), ScaleRelease("v1", 5)],
+        [W(83, 17), ScaleRelease("v2", 1), ScaleRelease("v1", 5)],
         "rolling",
         data=progress(5, 1, mark=[5, 1, 1]),
         paused=True,
@@ -251,7 +258,7 @@ CASES = [
     Case(
         "pause command: holds from this call on",
         Observed(T0, up("v1", 5) + up("v2", 1), command="pause"),
-        [EQUAL, ScaleRelease("v2", 1), ScaleRelease("v1", 5)],
+        [W(83, 17), ScaleRelease("v2", 1), ScaleRelease("v1", 5)],
         "rolling",
         data=progress(5, 1),
         event="paused by operator",
@@ -259,7 +266,7 @@ CASES = [
     Case(
         "resume command: moves again at once",
         Observed(T0, up("v1", 5) + up("v2", 1), command="resume"),
-        [EQUAL, ScaleRelease("v2", 1), ScaleRelease("v1", 4)],
+        [W(83, 17), ScaleRelease("v2", 1), ScaleRelease("v1", 4)],
         "rolling",
         data=progress(5, 1),
         paused=True,
@@ -268,7 +275,7 @@ CASES = [
     Case(
         "promote has no meaning here: ignored with an event, the rollout carries on",
         Observed(T0, up("v1", 5) + up("v2", 1), command="promote"),
-        [EQUAL, ScaleRelease("v2", 1), ScaleRelease("v1", 4)],
+        [W(83, 17), ScaleRelease("v2", 1), ScaleRelease("v1", 4)],
         "rolling",
         data=progress(5, 1),
         event="promote ignored: a rolling update has no steps to promote",
@@ -276,14 +283,14 @@ CASES = [
     Case(
         "resume while not paused is ignored with an event",
         Observed(T0, up("v1", 5), command="resume"),
-        [EQUAL, ScaleRelease("v2", 1), ScaleRelease("v1", 5)],
+        [ONLY_V1, ScaleRelease("v2", 1), ScaleRelease("v1", 5)],
         "rolling",
         event="resume ignored: not paused",
     ),
     Case(
         "operator abort mid-way: v1 back to 5 first",
         Observed(T0, up("v1", 3) + up("v2", 2), command="abort"),
-        [EQUAL, ScaleRelease("v1", 5)],
+        [W(60, 40), ScaleRelease("v1", 5)],
         "rolling_back",
         data=progress(3, 2),
         next_data={"reason": "abort requested by operator"},
@@ -291,7 +298,7 @@ CASES = [
     Case(
         "rolling back, v1 3/5 ready: v2 keeps serving meanwhile",
         Observed(T0, up("v1", 3) + up("v1", 2, ready=False, first=4) + up("v2", 2)),
-        [EQUAL, ScaleRelease("v1", 5)],
+        [W(60, 40), ScaleRelease("v1", 5)],
         "rolling_back",
         phase="rolling_back",
         data={"reason": "abort requested by operator"},
@@ -313,7 +320,7 @@ CASES = [
         "rolling back, v1 cannot come back: both keep serving, aborted with both reasons",
         Observed(T0, up("v1", 4) + up("v1", 1, failed="exited 1", first=5) + up("v2", 2)),
         [
-            EQUAL,
+            W(67, 33),
             Finish(
                 "aborted",
                 "no progress for 601s; could not restore v1: v1-5 did not become ready: "
@@ -327,7 +334,7 @@ CASES = [
     Case(
         "abort while already rolling back is ignored with an event",
         Observed(T0, up("v1", 4) + up("v2", 2), command="abort"),
-        [EQUAL, ScaleRelease("v1", 5)],
+        [W(67, 33), ScaleRelease("v1", 5)],
         "rolling_back",
         phase="rolling_back",
         data={"reason": "no progress for 601s"},
@@ -343,7 +350,7 @@ CASES = [
     Case(
         "watch: 12/500 = 2.4% > 2%: start v1 again (nothing switches before it is ready)",
         Observed(T0 + 10, up("v2", 5), measurements=measured("v2", 500, 12)),
-        [EQUAL, ScaleRelease("v1", 5)],
+        [ONLY_V2, ScaleRelease("v1", 5)],
         "rolling_back",
         phase="watching",
         next_data={
@@ -369,14 +376,14 @@ CASES = [
     Case(
         "first deploy: nothing old, so all 5 start at once (surge is about extra instances)",
         Observed(T0),
-        [EQUAL, ScaleRelease("v2", 5)],
+        [ONLY_V2, ScaleRelease("v2", 5)],
         "rolling",
         stable=None,
     ),
     Case(
         "first deploy, all available: completed without a watch (nothing to go back to)",
         Observed(T0, up("v2", 5)),
-        [EQUAL, ScaleRelease("v2", 5), Finish("completed", "v2 serves all traffic")],
+        [ONLY_V2, ScaleRelease("v2", 5), Finish("completed", "v2 serves all traffic")],
         "completed",
         data=progress(0, 5),
         stable=None,
@@ -417,7 +424,9 @@ def test_decide_is_idempotent_for_the_same_observation() -> None:
     state = RolloutState("rolling", T0, data=progress(5, 1))
     first = rolling.decide(spec, state, observed)
     second = rolling.decide(spec, first.state, observed)
-    assert first.actions == second.actions == (EQUAL, ScaleRelease("v2", 1), ScaleRelease("v1", 4))
+    assert (
+        first.actions == second.actions == (W(83, 17), ScaleRelease("v2", 1), ScaleRelease("v1", 4))
+    )
     assert first.state == second.state
 
 
@@ -608,3 +617,10 @@ def test_simulation_stalled_by_a_slow_release_rolls_back_with_capacity_kept() ->
     assert finish.reason.startswith("no progress for 31s (progress_deadline 30s)")
     assert min(capacities) >= 3
     assert (world.count("v1"), world.count("v2")) == (4, 0)
+
+
+def test_module_worked_examples() -> None:
+    """The doctests in nonstop.plan.rolling (budget arithmetic, equal shares) hold."""
+    result = doctest.testmod(rolling)
+    assert result.attempted >= 4
+    assert result.failed == 0

@@ -165,7 +165,9 @@ def _rolling(spec: RolloutSpec, state: RolloutState, observed: Observed) -> Deci
             observed,
             (*events, f"{spec.candidate} available ({new_available}/{spec.replicas})"),
         )
-    return Decision(state, _hold(spec, data), events, wake_in=1.0 if state.paused else TICK)
+    return Decision(
+        state, _hold(spec, data, observed), events, wake_in=1.0 if state.paused else TICK
+    )
 
 
 def _start(
@@ -274,9 +276,35 @@ def _progress(
     )
 
 
-def _hold(spec: RolloutSpec, data: Mapping[str, Any]) -> tuple[Action, ...]:
+def equal_shares(spec: RolloutSpec, observed: Observed) -> SetWeights:
+    """Traffic split in proportion to ready instances: an equal share for each.
+
+    Spelled out per release rather than ``SetWeights(None)``, which would also give a share to
+    any third release the engine keeps warm (a blue-green deploy's ``keep_previous``).
+
+    >>> from nonstop.config.load import validate_config
+    >>> from nonstop.plan.model import InstanceView
+    >>> config = validate_config({"app": {"name": "a", "command": "a {port}", "replicas": 5}})
+    >>> ready = (InstanceView("v1-1", "v1", ready=True),) * 5 + (InstanceView("v2-1", "v2", True),)
+    >>> equal_shares(RolloutSpec("rolling", "v2", "v1", config), Observed(0, ready)).weights
+    {'v1': 83, 'v2': 17}
+    """
+    new = observed.ready(spec.candidate)
+    old = observed.ready(spec.stable) if spec.stable is not None else 0
+    if spec.stable is None or (new > 0 and old == 0):
+        return SetWeights({spec.candidate: 100})
+    if new == 0:
+        return SetWeights({spec.stable: 100})
+    share = min(99, max(1, round(100 * new / (new + old))))
+    return SetWeights({spec.stable: 100 - share, spec.candidate: share})
+
+
+def _hold(spec: RolloutSpec, data: Mapping[str, Any], observed: Observed) -> tuple[Action, ...]:
     """The current targets, restated every call so a restarted engine converges on them."""
-    actions: list[Action] = [SetWeights(None), ScaleRelease(spec.candidate, int(data["new"]))]
+    actions: list[Action] = [
+        equal_shares(spec, observed),
+        ScaleRelease(spec.candidate, int(data["new"])),
+    ]
     if spec.stable is not None:
         actions.append(ScaleRelease(spec.stable, int(data["old"])))
     return tuple(actions)
@@ -285,7 +313,7 @@ def _hold(spec: RolloutSpec, data: Mapping[str, Any]) -> tuple[Action, ...]:
 def _rolled(
     spec: RolloutSpec, state: RolloutState, observed: Observed, events: tuple[str, ...]
 ) -> Decision:
-    actions = _hold(spec, state.data)
+    actions = _hold(spec, state.data, observed)
     if spec.rollback or spec.stable is None or spec.config.watch.duration <= 0:
         done = Finish("completed", f"{spec.candidate} serves all traffic")
         return Decision(state.enter("completed", observed.now), (*actions, done), events)
@@ -333,7 +361,7 @@ def _roll_back(
     back = _with(state.enter(ROLLING_BACK, observed.now, paused=False), {"reason": reason})
     events = (*events, f"{reason}; rolling back: starting {spec.stable} to {spec.replicas}")
     return Decision(
-        back, (SetWeights(None), ScaleRelease(spec.stable, spec.replicas)), events, TICK
+        back, (equal_shares(spec, observed), ScaleRelease(spec.stable, spec.replicas)), events, TICK
     )
 
 
@@ -352,12 +380,14 @@ def _rolling_back(spec: RolloutSpec, state: RolloutState, observed: Observed) ->
         )
         done = Finish("aborted", why)
         return Decision(
-            state.enter("aborted", observed.now), (SetWeights(None), done), (*events, why)
+            state.enter("aborted", observed.now),
+            (equal_shares(spec, observed), done),
+            (*events, why),
         )
     restore = ScaleRelease(spec.stable, spec.replicas)
     ready = observed.ready(spec.stable)
     if ready < spec.replicas:
-        return Decision(state, (SetWeights(None), restore), events, wake_in=TICK)
+        return Decision(state, (equal_shares(spec, observed), restore), events, wake_in=TICK)
     # Every old instance is ready: move all traffic, then drain the new release (invariant 2).
     actions = (
         restore,
