@@ -1,0 +1,188 @@
+"""Caddy router and request stream: what they cost per request.
+
+1. Stream -> stats, per event: ``parse_access_entry`` + ``RequestStats.record`` on real access-log
+   lines, against the baseline ``json.loads`` of the same line (the part no design can avoid).
+   Also one 15-minute ``snapshot`` at 500 requests/s.
+2. Proxy: the same closed-loop client (aiohttp, keep-alive, ``--concurrency`` workers) against a
+   tiny aiohttp upstream directly (baseline) and through CaddyRouter with the request stream
+   consumed into RequestStats; requests/s, p50/p99, and whether every request produced an event.
+3. ``apply()`` (a full config reload through the admin socket): median and max over 20.
+
+    .venv/bin/python benchmarks/bench_router.py [--requests 4000] [--concurrency 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+from aiohttp import web
+
+from nonstop.drivers.metrics import RequestStats
+from nonstop.drivers.router.access_log import parse_access_entry
+from nonstop.drivers.router.base import RequestEvent, RouteTable, Upstream
+from nonstop.drivers.router.caddy import CaddyRouter
+
+LINE = (
+    '{"level":"info","ts":%.6f,"logger":"http.log.access.nonstop","msg":"handled request",'
+    '"bytes_read":0,"duration":%.9f,"size":7,"status":200,"upstream_status":200,'
+    '"upstream":"127.0.0.1:18081"}'
+)
+
+
+def bench_stream(events: int) -> None:
+    lines = [
+        (LINE % (1_000.0 + i / 500, 0.0005 + (i % 97) / 10_000)).encode() for i in range(events)
+    ]
+    start = time.perf_counter()
+    for line in lines:
+        json.loads(line)
+    baseline = time.perf_counter() - start
+
+    stats = RequestStats()
+    stats.observe_table(RouteTable((Upstream("a", "v1", "127.0.0.1:18081", 1),)))
+    start = time.perf_counter()
+    for line in lines:
+        event = parse_access_entry(line)
+        assert event is not None
+        stats.record(event)
+    ours = time.perf_counter() - start
+
+    full = RequestStats()
+    full.observe_table(RouteTable((Upstream("a", "v1", "127.0.0.1:18081", 1),)))
+    for i in range(500 * 900):  # 15 minutes at 500 requests/s
+        full.record(RequestEvent(5_000.0 + i / 500, "127.0.0.1:18081", 200, 0.5 + (i % 97) / 10))
+    start = time.perf_counter()
+    m = full.snapshot("v1", 5_000.0, 5_900.0)
+    snap = time.perf_counter() - start
+
+    print(f"stream -> stats, {events} events")
+    print(f"  json.loads only (baseline): {baseline / events * 1e6:6.2f} us/event")
+    print(f"  parse + RequestStats.record: {ours / events * 1e6:6.2f} us/event")
+    print(f"  ratio ours / baseline: {ours / baseline:.2f}x")
+    print(f"  at 500 req/s: {500 * ours / events * 100:.2f} % of one core")
+    print(f"  snapshot over the whole 900 s ring ({m.requests} requests): {snap * 1000:.1f} ms")
+
+
+async def upstream() -> tuple[web.AppRunner, str]:
+    async def answer(_request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", answer)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    host, port = runner.addresses[0][:2]
+    return runner, f"{host}:{port}"
+
+
+async def closed_loop(address: str, requests: int, concurrency: int) -> tuple[float, list[float]]:
+    latencies: list[float] = []
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def worker(count: int) -> None:
+            for _ in range(count):
+                t0 = time.perf_counter()
+                async with session.get(f"http://{address}/") as response:
+                    await response.read()
+                    assert response.status == 200
+                latencies.append(time.perf_counter() - t0)
+
+        start = time.perf_counter()
+        await asyncio.gather(*(worker(requests // concurrency) for _ in range(concurrency)))
+        return time.perf_counter() - start, latencies
+
+
+def pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * p / 100))] * 1000
+
+
+async def bench_proxy(requests: int, concurrency: int) -> None:
+    runner, address = await upstream()
+    state = Path(tempfile.mkdtemp(prefix="nsb-", dir="/tmp"))
+    port = 20000 + os.getpid() % 20000
+    router = CaddyRouter(state, f"127.0.0.1:{port}", drain_timeout=5)
+    await router.start()
+    try:
+        routes = RouteTable((Upstream("a", "v1", address, 1),))
+        await router.apply(routes)
+        stats = RequestStats()
+        stats.observe_table(routes)
+        consumer = asyncio.create_task(stats.consume(router.events()))
+        await closed_loop(address, 200, concurrency)  # warm both paths
+        await closed_loop(router.listen, 200, concurrency)
+        direct, direct_lat = await closed_loop(address, requests, concurrency)
+        proxied, proxied_lat = await closed_loop(router.listen, requests, concurrency)
+        sent = 200 + requests
+        for _ in range(500):
+            if sum(stats.totals()["v1"].status.values()) >= sent:
+                break
+            await asyncio.sleep(0.01)
+        counted = sum(stats.totals()["v1"].status.values())
+        consumer.cancel()
+
+        reloads = []
+        for i in range(20):
+            weight = 1 + i % 2
+            t0 = time.perf_counter()
+            await router.apply(RouteTable((Upstream("a", "v1", address, weight),)))
+            reloads.append(time.perf_counter() - t0)
+    finally:
+        await router.stop()
+        await runner.cleanup()
+        shutil.rmtree(state, ignore_errors=True)
+
+    n = requests // concurrency * concurrency
+    print(f"proxy, {n} requests, {concurrency} workers (caddy {router.version})")
+    for name, took, lat in (
+        ("direct (baseline)", direct, direct_lat),
+        ("via caddy", proxied, proxied_lat),
+    ):
+        p50, p99 = pct(lat, 50), pct(lat, 99)
+        print(f"  {name:18} {n / took:8.0f} req/s  p50 {p50:6.2f} ms  p99 {p99:6.2f} ms")
+    print(f"  throughput via caddy / direct: {direct / proxied:.2f}")
+    print(f"  events counted {counted} of {sent} requests; dropped {router.stream.dropped}")
+    print(
+        f"apply() reload: median {statistics.median(reloads) * 1000:.1f} ms, "
+        f"max {max(reloads) * 1000:.1f} ms over {len(reloads)}"
+    )
+
+
+def machine() -> str:
+    model = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        "unknown",
+    )
+    return f"{os.cpu_count()} cpus, {model}, Python {platform.python_version()} ({sys.executable})"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--requests", type=int, default=4000)
+    parser.add_argument("--concurrency", type=int, default=8)
+    args = parser.parse_args()
+    print(machine())
+    bench_stream(args.events)
+    asyncio.run(bench_proxy(args.requests, args.concurrency))
+
+
+if __name__ == "__main__":
+    main()
