@@ -148,7 +148,7 @@ ERRORS = [
         "backfill",
         "-- nonstop: phase=backfill\nUPDATE a SET b = 1 WHERE id BETWEEN :lo AND :hi;",
         "m.sql:1: backfill header needs table and key, e.g. "
-        "-- nonstop: phase=backfill table=users key=id batch=5000",
+        "-- nonstop: phase=backfill table=users key=id batch=1000",
     ),
     (
         "backfill without :hi",

@@ -6,7 +6,7 @@ order of their file name, then path, whatever sub-directory holds them.
 
 Conventions (docs/migrations.md has the full page):
 
-``-- nonstop: phase=backfill table=users key=id batch=5000 pause=10ms timeout=5s``
+``-- nonstop: phase=backfill table=users key=id batch=1000 pause=10ms timeout=5s``
     Header comments before the first statement. The phase itself is decided by
     :func:`nonstop.migrate.phases.detect_phase` (header, else sub-directory, else expand);
     the other keys configure a backfill.
@@ -36,7 +36,7 @@ from nonstop.migrate.phases import PHASES, detect_phase, list_migrations
 
 HEADER_PREFIX = "-- nonstop:"
 DOWN_MARKER = "-- nonstop: down"
-DEFAULT_BATCH = 5000
+DEFAULT_BATCH = 1000
 DEFAULT_BATCH_TIMEOUT = 10.0
 _COMMENTS = {"SQL_COMMENT", "C_COMMENT"}
 
@@ -237,7 +237,7 @@ def _backfill_spec(name: str, options: dict[str, str]) -> BackfillSpec:
         raise MigrationSourceError(
             name,
             f"backfill header needs {' and '.join(missing)}, e.g. "
-            "-- nonstop: phase=backfill table=users key=id batch=5000",
+            "-- nonstop: phase=backfill table=users key=id batch=1000",
             1,
         )
     try:

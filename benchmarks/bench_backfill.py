@@ -1,0 +1,293 @@
+"""Benchmark the keyset backfill of `nonstop migrate start` on a private PostgreSQL.
+
+    .venv/bin/python benchmarks/bench_backfill.py [--rows 1000000] [--runs 1000:0,1000:2ms,...]
+
+For each batch size and pause (``--runs batch:pause,...``), on a fresh table of ``--rows``
+users (with the dual-write trigger an expand migration installs, so every backfilled row also
+fires it), measures in the same run:
+
+* the application's latency (an app-like loop of point reads and point updates by primary key
+  in its own connection): alone for ``--app-seconds``, then during the backfill;
+* the backfill: rows/s, the longest batch transaction, and the longest any of its transactions
+  was seen holding locks by sampling pg_locks every few milliseconds from a third connection;
+* the baseline: what a team does without a tool, one ``UPDATE users SET ...`` over the whole
+  table, with the same app loop and sampler running.
+
+Needs the PostgreSQL server binaries (initdb, pg_ctl); runs as root through the ``postgres``
+user like the tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import shutil
+import statistics
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import psycopg
+
+from nonstop.config.units import parse_duration
+from nonstop.migrate import runner
+from nonstop.migrate.tempdb import TempPostgres, find_pg_bin
+
+SCHEMA = """
+DROP SCHEMA IF EXISTS nonstop CASCADE;
+DROP TABLE IF EXISTS users;
+CREATE TABLE users (id bigserial PRIMARY KEY, email text NOT NULL, email_lower text);
+INSERT INTO users (email) SELECT 'User' || g || '@Example.ORG' FROM generate_series(1, {rows}) g;
+CREATE OR REPLACE FUNCTION users_email_lower() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN NEW.email_lower := lower(NEW.email); RETURN NEW; END $$;
+CREATE TRIGGER users_email_lower BEFORE INSERT OR UPDATE OF email ON users
+  FOR EACH ROW EXECUTE FUNCTION users_email_lower();
+"""
+FILL = """-- nonstop: phase=backfill table=users key=id batch={batch}
+UPDATE users SET email_lower = lower(email)
+ WHERE id BETWEEN :lo AND :hi AND email_lower IS DISTINCT FROM lower(email);
+"""
+NAIVE = "UPDATE users SET email_lower = lower(email)"
+
+
+class AppLoop(threading.Thread):
+    """Point read then point update of a random user, back to back, timing each query."""
+
+    def __init__(self, url: str, rows: int) -> None:
+        super().__init__(daemon=True)
+        self.url, self.rows = url, rows
+        self.stop = threading.Event()
+        self.latencies: list[float] = []
+        self.errors = 0
+
+    def run(self) -> None:
+        rng = random.Random(11)
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            while not self.stop.is_set():
+                key = rng.randint(1, self.rows)
+                for query, args in (
+                    ("SELECT email FROM users WHERE id = %s", (key,)),
+                    ("UPDATE users SET email = email WHERE id = %s", (key,)),
+                ):
+                    began = time.perf_counter()
+                    try:
+                        cursor = conn.execute(query, args)
+                        if cursor.description:
+                            cursor.fetchall()
+                    except psycopg.Error:
+                        self.errors += 1
+                    self.latencies.append(time.perf_counter() - began)
+
+
+class LockSampler(threading.Thread):
+    """Every ``interval`` s: which transactions of the worker hold locks (by xid), since when."""
+
+    def __init__(self, url: str, application_name: str, interval: float = 0.002) -> None:
+        super().__init__(daemon=True)
+        self.url, self.app, self.interval = url, application_name, interval
+        self.stop = threading.Event()
+        self.seen: dict[str, list[float]] = {}
+        self.samples = 0
+
+    def run(self) -> None:
+        query = (
+            "SELECT l.transactionid::text FROM pg_locks l JOIN pg_stat_activity a "
+            "ON a.pid = l.pid WHERE a.application_name = %s AND l.locktype = 'transactionid' "
+            "AND l.mode = 'ExclusiveLock' AND l.granted"
+        )
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            while not self.stop.is_set():
+                now = time.perf_counter()
+                for (xid,) in conn.execute(query, (self.app,)).fetchall():
+                    self.seen.setdefault(xid, [now, now])[1] = now
+                self.samples += 1
+                time.sleep(self.interval)
+
+    @property
+    def longest(self) -> float:
+        """Longest span one transaction was seen holding its locks (a lower bound, +- 1 sample)."""
+        return max((last - first for first, last in self.seen.values()), default=0.0)
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))] if ordered else 0.0
+
+
+@dataclass
+class Result:
+    label: str
+    rows: int
+    seconds: float
+    rows_per_s: float
+    longest_batch_ms: float
+    longest_lock_sampled_ms: float
+    app_queries_before: int
+    app_queries_during: int
+    app_p50_before_ms: float
+    app_p99_before_ms: float
+    app_p50_during_ms: float
+    app_p99_during_ms: float
+    app_p99_ratio: float
+    app_max_before_ms: float
+    app_max_during_ms: float
+    app_errors: int
+
+
+def app_alone(url: str, rows: int, seconds: float) -> list[float]:
+    loop = AppLoop(url, rows)
+    loop.start()
+    time.sleep(seconds)
+    loop.stop.set()
+    loop.join()
+    return loop.latencies
+
+
+def measure(
+    label: str, url: str, rows: int, seconds: float, work: str, batch: int, pause: float
+) -> Result:
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(SCHEMA.format(rows=int(rows)))
+        conn.execute("VACUUM ANALYZE users")
+    # The sampler runs from the start, so its own load weighs on "before" and "during" alike.
+    sampler = LockSampler(url, "nonstop-migrate" if work == "backfill" else "naive-update")
+    sampler.start()
+    before = app_alone(url, rows, seconds)
+    app = AppLoop(url, rows)
+    app.start()
+    time.sleep(0.2)
+    began = time.perf_counter()
+    longest_batch = 0.0
+    if work == "backfill":
+        with tempfile.TemporaryDirectory() as folder:
+            (Path(folder) / "0002_fill.sql").write_text(FILL.format(batch=batch))
+            summary = runner.run_backfill(
+                runner.Target(directory=Path(folder), url=url, pause=pause)
+            )
+        done = summary.backfills[0]
+        updated, longest_batch = done.rows, done.longest_batch_s
+    else:
+        with psycopg.connect(url, autocommit=True, application_name="naive-update") as conn:
+            updated = conn.execute(NAIVE).rowcount
+            longest_batch = time.perf_counter() - began
+    took = time.perf_counter() - began
+    time.sleep(0.2)
+    app.stop.set()
+    sampler.stop.set()
+    app.join()
+    sampler.join()
+    p99_before, p99_during = percentile(before, 99), percentile(app.latencies, 99)
+    return Result(
+        label=label,
+        rows=updated,
+        seconds=round(took, 3),
+        rows_per_s=round(updated / took),
+        longest_batch_ms=round(longest_batch * 1000, 1),
+        longest_lock_sampled_ms=round(sampler.longest * 1000, 1),
+        app_queries_before=len(before),
+        app_queries_during=len(app.latencies),
+        app_p50_before_ms=round(percentile(before, 50) * 1000, 3),
+        app_p99_before_ms=round(p99_before * 1000, 3),
+        app_p50_during_ms=round(percentile(app.latencies, 50) * 1000, 3),
+        app_p99_during_ms=round(p99_during * 1000, 3),
+        app_p99_ratio=round(p99_during / p99_before, 2) if p99_before else 0.0,
+        app_max_before_ms=round(max(before, default=0.0) * 1000, 3),
+        app_max_during_ms=round(max(app.latencies, default=0.0) * 1000, 3),
+        app_errors=app.errors,
+    )
+
+
+def machine(url: str) -> dict[str, str]:
+    model = ""
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            model = line.split(":", 1)[1].strip()
+            break
+    return {
+        "nproc": str(os.cpu_count()),
+        "cpu": model,
+        "python": platform.python_version(),
+        "postgres": server_version(url),
+    }
+
+
+def server_version(url: str) -> str:
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SHOW server_version").fetchone()
+    return str(row[0]) if row else "?"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--runs", default="1000:0,1000:2ms,5000:0,10000:0")
+    parser.add_argument("--app-seconds", type=float, default=8.0)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    initdb, pg_ctl = find_pg_bin("initdb"), find_pg_bin("pg_ctl")
+    if not initdb or not pg_ctl:
+        raise SystemExit("initdb/pg_ctl not found: install PostgreSQL's server package")
+    root = Path(tempfile.mkdtemp(prefix="nonstop-bench-pg-"))
+    server = TempPostgres(root, initdb, pg_ctl)
+    results = []
+    try:
+        server.start()
+        info = machine(server.url)
+        for run in args.runs.split(","):
+            batch, _, pause = run.partition(":")
+            label = f"backfill batch={batch} pause={pause or '0'}"
+            seconds = parse_duration(pause or "0")
+            results.append(
+                measure(
+                    label, server.url, args.rows, args.app_seconds, "backfill", int(batch), seconds
+                )
+            )
+        results.append(
+            measure("baseline: one UPDATE", server.url, args.rows, args.app_seconds, "naive", 0, 0)
+        )
+    finally:
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)
+    if args.json:
+        print(json.dumps({"machine": info, "results": [asdict(r) for r in results]}, indent=2))
+        return
+    print(
+        f"machine: nproc={info['nproc']} cpu={info['cpu']} python={info['python']} "
+        f"postgresql={info['postgres']}"
+    )
+    header = (
+        "run",
+        "rows",
+        "s",
+        "rows/s",
+        "max batch ms",
+        "max lock ms (sampled)",
+        "app p50 ms before/during",
+        "app p99 ms before/during",
+        "app max ms before/during",
+        "p99 ratio",
+        "app errors",
+    )
+    print(" | ".join(header))
+    for r in results:
+        print(
+            f"{r.label} | {r.rows} | {r.seconds} | {r.rows_per_s} | {r.longest_batch_ms} | "
+            f"{r.longest_lock_sampled_ms} | {r.app_p50_before_ms}/{r.app_p50_during_ms} | "
+            f"{r.app_p99_before_ms}/{r.app_p99_during_ms} | "
+            f"{r.app_max_before_ms}/{r.app_max_during_ms} | {r.app_p99_ratio} | {r.app_errors}"
+        )
+    ok = [r for r in results if r.label.startswith("backfill")]
+    best = max(ok, key=lambda r: r.rows_per_s)
+    print(
+        f"statistics: best backfill {best.rows_per_s} rows/s "
+        f"({statistics.mean(r.rows_per_s for r in ok):.0f} mean over batch sizes)"
+    )
+
+
+if __name__ == "__main__":
+    main()
