@@ -22,7 +22,7 @@ FIX_CASES = [
     (
         "create-index",
         LT + "CREATE INDEX users_email_idx ON users (lower(email)) WHERE deleted_at IS NULL;\n",
-        LT + "CREATE INDEX CONCURRENTLY users_email_idx ON users ((lower(email))) WHERE deleted_at IS NULL;\n",
+        LT + "CREATE INDEX CONCURRENTLY users_email_idx ON users (lower(email)) WHERE deleted_at IS NULL;\n",
     ),
     (
         "create-index-inside-transaction",
@@ -57,6 +57,22 @@ FIX_CASES = [
         LT + "ALTER TABLE users ADD UNIQUE (email, org_id);\n",
         LT + "CREATE UNIQUE INDEX CONCURRENTLY users_email_org_id_key ON users (email, org_id);\n"
         "ALTER TABLE users ADD CONSTRAINT users_email_org_id_key UNIQUE USING INDEX users_email_org_id_key;\n",
+    ),
+    (
+        "keeps-formatting-and-comments",
+        LT + "CREATE UNIQUE INDEX -- the hot lookup\n    IF NOT EXISTS orders_ref_idx\n    ON orders (ref);\n",
+        LT + "CREATE UNIQUE INDEX CONCURRENTLY -- the hot lookup\n    IF NOT EXISTS orders_ref_idx\n    ON orders (ref);\n",
+    ),
+    (
+        "foreign-key-with-actions-and-utf8-names",
+        LT + "ALTER TABLE pedidos_año ADD FOREIGN KEY (cliente_id) REFERENCES clientes (id) ON DELETE CASCADE;\n",
+        LT + 'ALTER TABLE pedidos_año ADD CONSTRAINT "pedidos_año_cliente_id_fkey" FOREIGN KEY (cliente_id) REFERENCES clientes (id) ON DELETE CASCADE NOT VALID;\n'
+        'ALTER TABLE "pedidos_año" VALIDATE CONSTRAINT "pedidos_año_cliente_id_fkey";\n',
+    ),
+    (
+        "reindex-with-options",
+        LT + "REINDEX (VERBOSE) INDEX users_pkey;\n",
+        LT + "REINDEX (CONCURRENTLY, VERBOSE) INDEX users_pkey;\n",
     ),
     (
         "reindex",

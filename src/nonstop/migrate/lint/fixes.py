@@ -1,17 +1,15 @@
 """Safe rewrites that ``--fix`` writes in place of a hazardous statement.
 
-Each function gets the statement's own SQL text, re-parses it into pglast's Python AST, changes
-the node and prints it back with pglast's deparser, so quoting and syntax stay right. The
-printed statement loses the comments inside it; comments around it stay where they were.
-The text returned has no closing semicolon: the original one still follows it in the file.
+Edits are made at token positions found by PostgreSQL's own scanner (``pglast.parser.scan``)
+on the statement's text, so the user's formatting and comments survive and a keyword inside a
+string or a quoted name is never touched: ``CREATE INDEX`` gets `` CONCURRENTLY`` after the
+``INDEX`` token, a constraint gets `` NOT VALID`` after its last token. The text returned has no
+closing semicolon: the original one still follows it in the file.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
-from pglast import ast, parse_sql
-from pglast.stream import RawStream
+from pglast import parser as pg
 
 from nonstop.migrate.lint.sqltext import quote_ident
 
@@ -25,8 +23,18 @@ def constraint_name(*parts: str) -> str:
     return f"{base[: _MAX_NAME - len(suffix) - 1]}_{suffix}"
 
 
-def _one(sql: str) -> Any:
-    return parse_sql(sql)[0].stmt
+def _insert_after(sql: str, token_name: str, text: str) -> str:
+    """``sql`` with ``text`` inserted right after the first token named ``token_name``."""
+    for token in pg.scan(sql):
+        if token.name == token_name:
+            return sql[: token.end + 1] + text + sql[token.end + 1 :]
+    raise ValueError(f"no {token_name} token in {sql!r}")
+
+
+def _append(sql: str, text: str) -> str:
+    """``text`` after the statement's last token (before any trailing comment)."""
+    last = [t for t in pg.scan(sql) if t.name not in ("SQL_COMMENT", "C_COMMENT")][-1]
+    return sql[: last.end + 1] + text + sql[last.end + 1 :]
 
 
 def outside_transaction(sql: str, in_transaction: bool) -> str:
@@ -35,31 +43,28 @@ def outside_transaction(sql: str, in_transaction: bool) -> str:
 
 
 def concurrent_index(sql: str, in_transaction: bool) -> str:
-    node = _one(sql)
-    node.concurrent = True
-    return outside_transaction(RawStream()(node), in_transaction)
-
-
-def concurrent_drop_index(sql: str, in_transaction: bool) -> str:
-    node = _one(sql)
-    node.concurrent = True
-    return outside_transaction(RawStream()(node), in_transaction)
+    """``CREATE [UNIQUE] INDEX ...`` and ``DROP INDEX ...`` -> ``... INDEX CONCURRENTLY ...``."""
+    return outside_transaction(_insert_after(sql, "INDEX", " CONCURRENTLY"), in_transaction)
 
 
 def concurrent_reindex(sql: str, in_transaction: bool) -> str:
-    node = _one(sql)
-    node.params = (*(node.params or ()), ast.DefElem(defname="concurrently"))
-    return outside_transaction(RawStream()(node), in_transaction)
+    """``REINDEX TABLE t`` -> ``REINDEX (CONCURRENTLY) TABLE t``; options are kept."""
+    tokens = pg.scan(sql)
+    if len(tokens) > 1 and tokens[1].name == "ASCII_40":  # REINDEX ( options ) ...
+        fixed = _insert_after(sql, "ASCII_40", "CONCURRENTLY, ")
+    else:
+        fixed = _insert_after(sql, "REINDEX", " (CONCURRENTLY)")
+    return outside_transaction(fixed, in_transaction)
 
 
-def not_valid_then_validate(sql: str, table_sql: str, name: str) -> str:
-    """``ALTER TABLE t ADD CONSTRAINT c ... NOT VALID; ALTER TABLE t VALIDATE CONSTRAINT c``."""
-    node = _one(sql)
-    constraint = node.cmds[0].def_
-    constraint.conname = name
-    constraint.skip_validation = True
-    constraint.initially_valid = False
-    return f"{RawStream()(node)};\nALTER TABLE {table_sql} VALIDATE CONSTRAINT {quote_ident(name)}"
+def not_valid_then_validate(sql: str, table_sql: str, name: str, unnamed_at: int | None) -> str:
+    """``ALTER TABLE t ADD [CONSTRAINT c] ...`` -> ``... NOT VALID; ALTER TABLE t VALIDATE
+    CONSTRAINT c``. ``unnamed_at`` is the character offset of an unnamed constraint, where
+    ``CONSTRAINT name`` goes so the VALIDATE can refer to it."""
+    fixed = _append(sql, " NOT VALID")
+    if unnamed_at is not None:
+        fixed = f"{fixed[:unnamed_at]}CONSTRAINT {quote_ident(name)} {fixed[unnamed_at:]}"
+    return f"{fixed};\nALTER TABLE {table_sql} VALIDATE CONSTRAINT {quote_ident(name)}"
 
 
 def set_not_null_sequence(table_sql: str, column: str, name: str) -> str:

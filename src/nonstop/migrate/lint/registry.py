@@ -30,6 +30,12 @@ class Statement:
     def sql(self) -> str:
         return self.source.data[self.start : self.start + self.length].decode("utf-8")
 
+    def char_offset(self, location: int | None) -> int | None:
+        """Character offset inside ``sql`` of an absolute byte ``location`` (None stays None)."""
+        if location is None:
+            return None
+        return len(self.source.data[self.start : location].decode("utf-8"))
+
 
 @dataclass(slots=True)
 class Context:

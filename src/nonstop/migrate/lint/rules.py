@@ -405,7 +405,14 @@ def _validated(
             f"{quote_ident(name)} in its own statement (SHARE UPDATE EXCLUSIVE: traffic keeps "
             "flowing)",
             location=constraint.get("location"),
-            replacement=fixes.not_valid_then_validate(ctx.stmt.sql, table_sql, name)
+            replacement=fixes.not_valid_then_validate(
+                ctx.stmt.sql,
+                table_sql,
+                name,
+                ctx.stmt.char_offset(constraint.get("location"))
+                if not constraint.get("conname")
+                else None,
+            )
             if plain
             else None,
         )
@@ -542,7 +549,7 @@ def drop_index(ctx: Context, node: Node) -> None:
         f"DROP INDEX {', '.join(dotted(parts) for parts in objects)} without CONCURRENTLY takes an "
         "ACCESS EXCLUSIVE lock on its table: reads and writes queue behind it",
         "DROP INDEX CONCURRENTLY, one index per statement, outside a transaction block",
-        replacement=fixes.concurrent_drop_index(ctx.stmt.sql, ctx.state.in_transaction)
+        replacement=fixes.concurrent_index(ctx.stmt.sql, ctx.state.in_transaction)
         if single
         else None,
     )

@@ -6,6 +6,7 @@ and fields equal to their zero value are left out, so every read has a default.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 from pglast.keywords import (
@@ -21,6 +22,7 @@ _PLAIN_FIRST = set("abcdefghijklmnopqrstuvwxyz_")
 _PLAIN_REST = _PLAIN_FIRST | set("0123456789$")
 
 
+@lru_cache(maxsize=4096)
 def quote_ident(name: str) -> str:
     """``orders`` -> ``orders``; ``Order Items`` -> ``"Order Items"``; ``user`` -> ``"user"``."""
     plain = (

@@ -1,0 +1,207 @@
+"""Benchmark `nonstop migrate lint` against squawk (the Rust linter) on one generated corpus.
+
+    .venv/bin/python benchmarks/bench_lint.py [--statements 20000] [--repeat 3] [--profile]
+
+Generates a realistic mixed migration corpus (DDL and DML, comments, safe and unsafe forms),
+then measures in the same run:
+
+* in-process: where the time goes (parse to JSON, decode, rules) and the other ways pglast
+  offers to get at the tree (``parse_sql`` Python objects, ``parse_sql_protobuf``);
+* end to end: a fresh process of each linter on the same file, JSON output to /dev/null,
+  best of ``--repeat`` wall-clock runs, statements per second and the ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import gc
+import io
+import json
+import os
+import platform
+import pstats
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from pglast import parser as pg
+
+from nonstop.migrate.lint import lint_text
+from nonstop.migrate.lint.engine import parse
+from nonstop.migrate.lint.source import Source
+
+ROOT = Path(__file__).resolve().parent.parent
+SQUAWK = Path(sys.executable).parent / "squawk"
+
+
+def corpus(statements: int, seed: int = 7) -> str:
+    """Migration-shaped SQL: each block is what a team writes for one change."""
+    rng = random.Random(seed)
+    tables = [f"app.{name}_{i}" for i in range(40) for name in ("orders", "users", "events")]
+    out: list[str] = ["SET lock_timeout = '2s';", "SET statement_timeout = '5min';"]
+    n = 0
+
+    def table() -> str:
+        return rng.choice(tables)
+
+    blocks: list[Callable[[int], list[str]]] = [
+        lambda i: [
+            f"CREATE TABLE app.audit_{i} (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, "
+            f"user_id bigint NOT NULL REFERENCES {table()} (id), action text NOT NULL, "
+            "payload jsonb DEFAULT '{}'::jsonb, created_at timestamptz NOT NULL DEFAULT now());",
+            f"CREATE INDEX audit_{i}_user_idx ON app.audit_{i} (user_id, created_at DESC);",
+        ],
+        lambda i: [f"ALTER TABLE {table()} ADD COLUMN note_{i} varchar(200) DEFAULT 'none';"],
+        lambda i: [f"CREATE INDEX CONCURRENTLY idx_{i} ON {table()} (lower(email)) WHERE deleted_at IS NULL;"],
+        lambda i: [f"CREATE INDEX idx_plain_{i} ON {table()} (status, created_at);"],
+        lambda i: [
+            f"-- copy batch {i}",
+            f"UPDATE {table()} SET status = 'archived', updated_at = now() "
+            f"WHERE id >= {i * 5000} AND id < {(i + 1) * 5000} AND status = 'closed';",
+        ],
+        lambda i: [
+            f"INSERT INTO app.settings (key, value, updated_at) VALUES ('flag_{i}', '{{\"on\": true}}', now()) "
+            "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value;"
+        ],
+        lambda i: [
+            f"ALTER TABLE {table()} ADD CONSTRAINT fk_{i} FOREIGN KEY (account_id) "
+            "REFERENCES app.accounts (id) NOT VALID;",
+            f"ALTER TABLE {table()} VALIDATE CONSTRAINT fk_{i};",
+        ],
+        lambda i: [f"ALTER TABLE {table()} ALTER COLUMN code_{i % 50} SET NOT NULL;"],
+        lambda i: [f"ALTER TABLE {table()} ALTER COLUMN amount TYPE numeric(14, 2);"],
+        lambda i: [f"ALTER TABLE {table()} RENAME COLUMN old_{i} TO new_{i};"],
+        lambda i: [f"DELETE FROM app.sessions WHERE expires_at < now() - interval '{i % 30} days';"],
+        lambda i: [
+            f"SELECT u.id, count(o.id) FROM {table()} u LEFT JOIN app.orders_1 o ON o.user_id = u.id "
+            f"WHERE u.created_at > now() - interval '1 day' GROUP BY u.id HAVING count(o.id) > {i % 7};"
+        ],
+    ]
+    weights = [4, 12, 6, 4, 16, 14, 8, 4, 4, 2, 6, 10]
+    while n < statements:
+        for sql in rng.choices(blocks, weights)[0](n):
+            out.append(sql)
+            n += 0 if sql.startswith("--") else 1
+    return "\n".join(out) + "\n"
+
+
+def best(fn: Callable[[], object], repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def decode_with_gc(raw: str) -> int:
+    return len(json.loads(raw)["stmts"])
+
+
+def decode_gc_paused(raw: str) -> int:
+    """Decode with the collector paused, and free the tree before it resumes (as lint does)."""
+    gc.disable()
+    try:
+        return len(json.loads(raw)["stmts"])
+    finally:
+        gc.enable()
+
+
+def in_process(text: str, count: int, repeat: int) -> dict[str, float]:
+    raw = pg.parse_sql_json(text)
+    source = Source("corpus.sql", text)
+    return {
+        "parse_sql_json (C parser -> JSON text)": best(lambda: pg.parse_sql_json(text), repeat),
+        "json.loads, gc running": best(lambda: decode_with_gc(raw), repeat),
+        "json.loads, gc paused (what lint uses)": best(lambda: decode_gc_paused(raw), repeat),
+        "parse_sql (pglast Python AST objects)": best(lambda: len(pg.parse_sql(text)), repeat),
+        "parse_sql_protobuf (bytes only, not decoded)": best(lambda: pg.parse_sql_protobuf(text), repeat),
+        "parse + decode (engine.parse)": best(lambda: len(parse(source)), repeat),
+        "lint_text (parse + decode + rules + report)": best(
+            lambda: lint_text(text, "corpus.sql", phase="expand"), repeat
+        ),
+    }
+
+
+def wall(cmd: list[str], repeat: int) -> list[float]:
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False, cwd=ROOT)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def profile(text: str) -> str:
+    profiler = cProfile.Profile()
+    profiler.enable()
+    lint_text(text, "corpus.sql", phase="expand")
+    profiler.disable()
+    out = io.StringIO()
+    pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(12)
+    return out.getvalue()
+
+
+def machine() -> str:
+    cpu = "unknown"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    return f"{os.cpu_count()} cores (nproc), {cpu}, Python {platform.python_version()}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--statements", type=int, default=20_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--profile", action="store_true", help="print the cProfile top of lint_text")
+    args = parser.parse_args()
+
+    text = corpus(args.statements)
+    count = len(pg.split(text))
+    print(f"machine: {machine()}")
+    print(f"corpus: {count} statements, {len(text.encode()) / 1e6:.2f} MB")
+    findings = lint_text(text, "corpus.sql", phase="expand")
+    print(f"nonstop findings: {len(findings)}")
+
+    print("\nin-process, best of", args.repeat)
+    for name, seconds in in_process(text, count, args.repeat).items():
+        print(f"  {name:<48} {seconds * 1000:8.1f} ms  {count / seconds:>10,.0f} stmt/s")
+
+    if args.profile:
+        print(profile(text))
+
+    if not SQUAWK.exists() and shutil.which("squawk") is None:
+        print("\nsquawk not installed (pip install squawk-cli): end-to-end comparison skipped")
+        return
+    squawk = str(SQUAWK) if SQUAWK.exists() else "squawk"
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "corpus.sql"
+        path.write_text(text, encoding="utf-8")
+        ours_cmd = [sys.executable, "-c", "from nonstop.cli.migrate_lint import lint; lint()",
+                    "--format", "json", "--phase", "expand", str(path)]  # fmt: skip
+        theirs_cmd = [squawk, "--reporter", "json", str(path)]
+        startup_cmd = [sys.executable, "-c", "import nonstop.cli.migrate_lint"]
+        ours = wall(ours_cmd, args.repeat)
+        theirs = wall(theirs_cmd, args.repeat)
+        startup = wall(startup_cmd, args.repeat)
+    print(f"\nend to end (fresh process, JSON to /dev/null), best / median of {args.repeat}")
+    for name, times in (("nonstop migrate lint", ours), ("squawk 2 --reporter json", theirs)):
+        print(
+            f"  {name:<26} {min(times):6.3f} s / {statistics.median(times):6.3f} s"
+            f"  {count / min(times):>10,.0f} stmt/s"
+        )
+    print(f"  (python + imports alone:   {min(startup):6.3f} s)")
+    print(f"  ratio nonstop/squawk throughput: {min(theirs) / min(ours):.2f}x")
+
+
+if __name__ == "__main__":
+    main()
