@@ -189,12 +189,31 @@ async def test_post_with_headers_and_body(server: ThreadedServer) -> None:
             {"url": "http://127.0.0.1:1/", "rps": 1, "timeout": 0},
             "timeout: expected a number > 0, got 0",
         ),
+        (
+            {"url": "http://127.0.0.1:1/", "rps": 1, "method": "GE T"},
+            'method: expected an HTTP method such as GET or POST, got "GE T"',
+        ),
+        (
+            {"url": "http://127.0.0.1:1/", "rps": 1, "group_by_header": "X", "group_by_body": 2},
+            "group by a header or by a body prefix, not both",
+        ),
     ],
 )
 def test_bad_arguments(kwargs: dict[str, object], message: str) -> None:
     with pytest.raises(UsageError) as info:
         LoadGenerator(**kwargs)  # type: ignore[arg-type]
     assert str(info.value).startswith(message)
+
+
+async def test_an_impossible_rate_still_stops_and_counts_every_slot(refused_url: str) -> None:
+    """A million requests a second is far beyond one event loop: the scheduler must still yield
+    (so stop() can run) and every slot it reached must be either sent or not_sent."""
+    done = asyncio.Event()
+    asyncio.get_running_loop().call_later(0.2, done.set)
+    report = await run_load(refused_url, rps=1_000_000, until=done, max_lag=0.001)
+    assert_adds_up(report)
+    assert report.not_sent > 0
+    assert report.ok == 0
 
 
 async def test_run_load_needs_an_end() -> None:

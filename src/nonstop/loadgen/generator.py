@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import time
 from collections.abc import Awaitable, Iterable, Mapping
 from dataclasses import asdict, dataclass
@@ -38,6 +39,8 @@ from nonstop.loadgen.options import (
 from nonstop.loadgen.report import LoadReport, Recorder
 
 MISSING_GROUP = "(missing)"
+_BURST = 256
+_METHOD = re.compile(r"[A-Za-z]+")
 
 
 class LoadSettings(TypedDict, total=False):
@@ -81,6 +84,12 @@ class Settings:
             raise UsageError(f"connections: expected an integer >= 1, got {self.connections}")
         if self.warmup < 0:
             raise UsageError(f"warmup: expected a duration >= 0, got {self.warmup:g}")
+        if not _METHOD.fullmatch(self.method):
+            raise UsageError(
+                f'method: expected an HTTP method such as GET or POST, got "{self.method}"'
+            )
+        if self.group_by_header and self.group_by_body:
+            raise UsageError("group by a header or by a body prefix, not both")
         if self.group_by_body < 0:
             raise UsageError(f"group_by_body: expected a byte count >= 0, got {self.group_by_body}")
         return self
@@ -169,8 +178,8 @@ class LoadGenerator:
             raise RuntimeError("start() the LoadGenerator first")
         loop = asyncio.get_running_loop()
         self._stopped_at = loop.time()
-        # The scheduler only ever waits in its sleep, with every due slot already created, so
-        # cancelling it loses no slot that was due before this moment.
+        # The scheduler only waits in its sleep, between two slots: a slot is either recorded
+        # or in flight (and awaited below), or it was never scheduled. None goes missing.
         self._scheduler.cancel()
         await asyncio.wait([self._scheduler])
         if not self._scheduler.cancelled() and self._scheduler.exception() is not None:
@@ -218,14 +227,18 @@ class LoadGenerator:
         interval, t0, last = 1 / self.rps, self._t0, self._last_slot
         warm, max_lag, rps = self._warmup_slots, self.settings.max_lag, self.rps
         tasks, create_task, clock = self._tasks, loop.create_task, loop.time
-        i = 0
+        i = burst = 0
         with contextlib.suppress(asyncio.CancelledError):
             while last is None or i < last:
                 due = t0 + i * interval
                 now = clock()
-                if due > now:
-                    await asyncio.sleep(due - now)
+                if due > now or burst == _BURST:
+                    # Catching up never runs more than _BURST slots without letting the
+                    # requests (and stop()) run; at 1e6 rps it would otherwise never yield.
+                    await asyncio.sleep(max(0.0, due - now))
+                    burst = 0
                     continue
+                burst += 1
                 if i < warm:
                     recorder, second = self._warming, 0
                 else:
