@@ -65,7 +65,9 @@ def up(detach: bool, wait_s: float) -> None:
         if not _pid_alive(pid):
             break
         time.sleep(0.1)
-    tail = paths.agent_log.read_text(errors="replace").strip().splitlines()[-10:]
+    lines = paths.agent_log.read_text(errors="replace").strip().splitlines()
+    errors = [line for line in lines[-50:] if line.startswith("error: ")]
+    tail = errors[-3:] or lines[-10:]
     detail = "\n  ".join(tail) if tail else "(no output)"
     raise StateError(f"the agent did not come up; {paths.agent_log}:\n  {detail}")
 
