@@ -59,7 +59,10 @@ def corpus(statements: int, seed: int = 7) -> str:
             f"CREATE INDEX audit_{i}_user_idx ON app.audit_{i} (user_id, created_at DESC);",
         ],
         lambda i: [f"ALTER TABLE {table()} ADD COLUMN note_{i} varchar(200) DEFAULT 'none';"],
-        lambda i: [f"CREATE INDEX CONCURRENTLY idx_{i} ON {table()} (lower(email)) WHERE deleted_at IS NULL;"],
+        lambda i: [
+            f"CREATE INDEX CONCURRENTLY idx_{i} ON {table()} (lower(email)) "
+            "WHERE deleted_at IS NULL;"
+        ],
         lambda i: [f"CREATE INDEX idx_plain_{i} ON {table()} (status, created_at);"],
         lambda i: [
             f"-- copy batch {i}",
@@ -67,7 +70,8 @@ def corpus(statements: int, seed: int = 7) -> str:
             f"WHERE id >= {i * 5000} AND id < {(i + 1) * 5000} AND status = 'closed';",
         ],
         lambda i: [
-            f"INSERT INTO app.settings (key, value, updated_at) VALUES ('flag_{i}', '{{\"on\": true}}', now()) "
+            "INSERT INTO app.settings (key, value, updated_at) "
+            f"VALUES ('flag_{i}', '{{\"on\": true}}', now()) "
             "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value;"
         ],
         lambda i: [
@@ -78,10 +82,14 @@ def corpus(statements: int, seed: int = 7) -> str:
         lambda i: [f"ALTER TABLE {table()} ALTER COLUMN code_{i % 50} SET NOT NULL;"],
         lambda i: [f"ALTER TABLE {table()} ALTER COLUMN amount TYPE numeric(14, 2);"],
         lambda i: [f"ALTER TABLE {table()} RENAME COLUMN old_{i} TO new_{i};"],
-        lambda i: [f"DELETE FROM app.sessions WHERE expires_at < now() - interval '{i % 30} days';"],
         lambda i: [
-            f"SELECT u.id, count(o.id) FROM {table()} u LEFT JOIN app.orders_1 o ON o.user_id = u.id "
-            f"WHERE u.created_at > now() - interval '1 day' GROUP BY u.id HAVING count(o.id) > {i % 7};"
+            f"DELETE FROM app.sessions WHERE expires_at < now() - interval '{i % 30} days';"
+        ],
+        lambda i: [
+            f"SELECT u.id, count(o.id) FROM {table()} u "
+            "LEFT JOIN app.orders_1 o ON o.user_id = u.id "
+            "WHERE u.created_at > now() - interval '1 day' "
+            f"GROUP BY u.id HAVING count(o.id) > {i % 7};"
         ],
     ]
     weights = [4, 12, 6, 4, 16, 14, 8, 4, 4, 2, 6, 10]
@@ -122,7 +130,9 @@ def in_process(text: str, count: int, repeat: int) -> dict[str, float]:
         "json.loads, gc running": best(lambda: decode_with_gc(raw), repeat),
         "json.loads, gc paused (what lint uses)": best(lambda: decode_gc_paused(raw), repeat),
         "parse_sql (pglast Python AST objects)": best(lambda: len(pg.parse_sql(text)), repeat),
-        "parse_sql_protobuf (bytes only, not decoded)": best(lambda: pg.parse_sql_protobuf(text), repeat),
+        "parse_sql_protobuf (bytes only, not decoded)": best(
+            lambda: pg.parse_sql_protobuf(text), repeat
+        ),
         "parse + decode (engine.parse)": best(lambda: len(parse(source)), repeat),
         "lint_text (parse + decode + rules + report)": best(
             lambda: lint_text(text, "corpus.sql", phase="expand"), repeat
@@ -134,7 +144,9 @@ def wall(cmd: list[str], repeat: int) -> list[float]:
     times = []
     for _ in range(repeat):
         start = time.perf_counter()
-        subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False, cwd=ROOT)
+        subprocess.run(
+            cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False, cwd=ROOT
+        )
         times.append(time.perf_counter() - start)
     return times
 
@@ -162,7 +174,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--statements", type=int, default=20_000)
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--profile", action="store_true", help="print the cProfile top of lint_text")
+    parser.add_argument(
+        "--profile", action="store_true", help="print the cProfile top of lint_text"
+    )
     args = parser.parse_args()
 
     text = corpus(args.statements)

@@ -139,6 +139,9 @@ def _column_parts(column: Node) -> tuple[Node | None, dict[str, Node]]:
     return default, constraints
 
 
+_SERIAL = {"serial", "bigserial", "smallserial", "serial2", "serial4", "serial8"}
+
+
 @rule("add-column-not-null", "error", "Adding a NOT NULL column without a default", "AT_AddColumn")
 def add_column_not_null(ctx: Context, cmd: Node) -> None:
     column = cmd["def"]["ColumnDef"]
@@ -146,14 +149,7 @@ def add_column_not_null(ctx: Context, cmd: Node) -> None:
     filled = default is not None or {"CONSTR_IDENTITY", "CONSTR_GENERATED"} & constraints.keys()
     if "CONSTR_NOTNULL" not in constraints or filled or ctx.state.is_new(_table(ctx)[0]):
         return
-    if column_type(column["typeName"]).name in (
-        "serial",
-        "bigserial",
-        "smallserial",
-        "serial4",
-        "serial8",
-        "serial2",
-    ):
+    if names_of(column["typeName"].get("names", []))[-1] in _SERIAL:
         return
     name = quote_ident(column["colname"])
     ctx.report(
@@ -191,7 +187,6 @@ def add_column_default(ctx: Context, cmd: Node) -> None:
     )
 
 
-_SERIAL = {"serial", "bigserial", "smallserial", "serial2", "serial4", "serial8"}
 _VOLATILE = {
     "clock_timestamp", "random", "random_normal", "gen_random_uuid", "uuid_generate_v1",
     "uuid_generate_v1mc", "uuid_generate_v4", "uuidv4", "uuidv7", "timeofday", "nextval",
@@ -218,8 +213,10 @@ def volatile_default(ctx: Context, cmd: Node) -> None:
         return
     column = cmd["def"]["ColumnDef"]
     name, where = quote_ident(column["colname"]), column.get("location")
+    kind = names_of(column["typeName"].get("names", []))[-1]
+    if kind not in _SERIAL and "constraints" not in column:
+        return  # no default, identity or generated clause: nothing to compute per row
     default, constraints = _column_parts(column)
-    kind = column_type(column["typeName"]).name
     rewrite = (
         f"rewrites the whole of {table_sql} under an ACCESS EXCLUSIVE lock: reads and writes "
         "block until it ends"
