@@ -129,10 +129,20 @@ CASES = [
         event="canary v1 -> v2: 2 steps (10%, 50%)",
     ),
     Case(
-        "canary ready: set 10% and begin the step",
+        "canary ready: set 10%",
         "scaling",
         0,
-        Observed(T0 + 3, up("v1", 4) + up("v2", 1)),
+        Observed(T0 + 3, up("v1", 4) + up("v2", 1), weights={"v1": 100}),
+        HOLD_10,
+        "scaling",
+        data={"canary": 1},
+        event="v2 ready (1/1); setting weights {'v1': 90, 'v2': 10}",
+    ),
+    Case(
+        "the router serves 10%: the step (and its measurement window) begins",
+        "scaling",
+        0,
+        Observed(T0 + 3, up("v1", 4) + up("v2", 1), weights={"v1": 90, "v2": 10}),
         HOLD_10,
         "step",
         data={"canary": 1},
@@ -463,7 +473,7 @@ CASES = [
         "a step at 100%: v2 to 4 instances, v1 keeps 4 warm and gets nothing",
         "scaling",
         1,
-        Observed(T0 + 3, up("v1", 4) + up("v2", 4)),
+        Observed(T0 + 3, up("v1", 4) + up("v2", 4), weights={"v2": 100}),
         [ScaleRelease("v1", 4), ScaleRelease("v2", 4), SetWeights({"v2": 100})],
         "step",
         data={**AT_10, "canary": 4},
@@ -563,6 +573,9 @@ class World:
     now: float = T0
     ready_at: dict[str, list[float]] = field(default_factory=dict)
     weights: dict[str, int] | None = None
+    """What the planner set (and the engine reports back)."""
+    lies: bool = False
+    """A broken router: it splits traffic evenly whatever the weights say."""
     seconds: list[tuple[float, str, int, int]] = field(default_factory=list)
 
     def apply(self, actions: tuple[Action, ...]) -> None:
@@ -579,6 +592,8 @@ class World:
 
     def advance(self) -> None:
         weights = {r: w for r, w in (self.weights or {}).items() if w and self.ready(r)}
+        if self.lies:
+            weights = dict.fromkeys(weights, 50)
         left = self.rate
         for release, weight in sorted(weights.items()):
             total = sum(weights.values())
@@ -610,7 +625,7 @@ class World:
             measurements[release] = Measurement(
                 release, since, self.now, requests, status, 0, latency
             )
-        return Observed(self.now, instances, measurements=measurements, command=command)
+        return Observed(self.now, instances, self.weights, measurements, command=command)
 
     def canary_errors(self) -> int:
         return sum(e for _, r, _, e in self.seconds if r == "v2")
@@ -676,15 +691,7 @@ def test_simulated_router_that_ignores_weights_aborts() -> None:
     """The data plane sends half the traffic to a canary set at 5%: abort, before any analysis
     trusts that weight."""
     spec = RolloutSpec("canary", "v2", "v1", config(SIM_STEPS, watch=30))
-    world = World(random.Random(7), {"v1": 0.001, "v2": 0.001})
-    original = world.apply
-
-    def round_robin(actions: tuple[Action, ...]) -> None:
-        original(actions)
-        if world.weights and len(world.weights) == 2:
-            world.weights = {release: 50 for release in world.weights}
-
-    world.apply = round_robin  # type: ignore[method-assign]
+    world = World(random.Random(7), {"v1": 0.001, "v2": 0.001}, lies=True)
     finish, _ = simulate(spec, world)
     assert finish.outcome == "aborted"
     assert "the router does not send what was set" in finish.reason

@@ -13,7 +13,8 @@ when it has them, in that order:
 
 1. ``scaling``: the canary scales to ``max(1, ceil(replicas * weight / 100))`` instances while
    the stable release keeps ``replicas``; no weight changes until they are all ready
-   (invariant 1). Then ``SetWeights({stable: 100 - w, canary: w})`` and the step begins.
+   (invariant 1). Then ``SetWeights({stable: 100 - w, canary: w})``; the step begins at the
+   first decide() that sees the router serving those weights (``observed.weights``).
 2. ``step``: the measurement window restarts here (the engine counts since
    ``phase_started_at``), so every number judged is at this step's weight. The data plane is
    checked first (``weight_verdict``: the canary's measured share must match the set weight
@@ -39,14 +40,16 @@ before anything stops; then the canary scales to 0 (drains, then stops; invarian
 Worked example, replicas 4, steps 10% (pause 1m), 50% (analysis error_rate max 0.01)::
 
     t=0     scaling 1/2   ScaleRelease(v2, 1)               ceil(4 * 10 / 100) = 1 canary
-    t=3     step 1/2      SetWeights({v1: 90, v2: 10})      "step 1/2: weight 10% (1 instance)"
-    t=9                                                      weight verified: 52 of 498 = 10.4%
-    t=63    scaling 2/2   ScaleRelease(v2, 2)               pause over; ceil(4 * 50 / 100) = 2
-    t=66    step 2/2      SetWeights({v1: 50, v2: 50})
-    t=76                                                     "analysis error_rate passed: ..."
-    t=76    promoting     ScaleRelease(v2, 4)
-    t=80    watching      SetWeights({v2: 100})
-    t=380   completed     ScaleRelease(v1, 0), Finish       5 min watch held
+    t=3     scaling 1/2   SetWeights({v1: 90, v2: 10})      v2 ready (1/1)
+    t=4     step 1/2                                        the router serves it: the step begins
+    t=9                                                     weight verified: 52 of 498 = 10.4%
+    t=64    scaling 2/2   ScaleRelease(v2, 2)               pause over; ceil(4 * 50 / 100) = 2
+    t=67    scaling 2/2   SetWeights({v1: 50, v2: 50})
+    t=68    step 2/2
+    t=78                                                    "analysis error_rate passed: ..."
+    t=78    promoting     ScaleRelease(v2, 4)
+    t=82    watching      SetWeights({v2: 100})
+    t=382   completed     ScaleRelease(v1, 0), Finish       5 min watch held
 
 Had the canary failed 5% of its requests while v1 failed none (at 200 requests/s: 20 canary
 requests, one error a second), the sequential test would have rolled back at about t=6: two
@@ -186,7 +189,14 @@ def _scaling(
     ready = observed.ready(spec.candidate)
     if ready < want:
         return Decision(state, _hold(spec, state.data), events, wake_in=TICK)
-    events = (*events, f"{spec.candidate} ready ({ready}/{want})")
+    # The step (and its measurement window) begins only once the router serves the new weight,
+    # so no number judged at this weight was counted under the previous one.
+    weight = steps(spec)[state.step].weight
+    target = _split(spec, int(state.data["weight"]) if weight is None else weight)
+    if observed.weights is None or dict(observed.weights) != target:
+        actions = (*_hold(spec, state.data)[:2], SetWeights(target))
+        events = (*events, f"{spec.candidate} ready ({ready}/{want}); setting weights {target}")
+        return Decision(state, actions, events, wake_in=TICK)
     return _begin(spec, state, observed, events)
 
 
@@ -508,13 +518,15 @@ def _hold(spec: RolloutSpec, data: Mapping[str, Any]) -> tuple[Action, ...]:
     canary = ScaleRelease(spec.candidate, int(data["canary"]))
     if spec.stable is None:
         return (canary,)  # a first deploy: no traffic until it is all ready
-    weight = int(data["weight"])
+    weights = SetWeights(_split(spec, int(data["weight"])))
+    return (ScaleRelease(spec.stable, spec.replicas), canary, weights)
+
+
+def _split(spec: RolloutSpec, weight: int) -> dict[str, int]:
+    """``{stable: 100 - weight, canary: weight}`` without zero entries."""
+    assert spec.stable is not None
     weights = {spec.stable: 100 - weight, spec.candidate: weight}
-    return (
-        ScaleRelease(spec.stable, spec.replicas),
-        canary,
-        SetWeights({release: w for release, w in weights.items() if w > 0}),
-    )
+    return {release: w for release, w in weights.items() if w > 0}
 
 
 def _measured(spec: RolloutSpec, observed: Observed) -> tuple[Measurement, Measurement]:
