@@ -2,13 +2,16 @@
 
 Files in ``state_dir``::
 
-    caddy-admin.sock     admin API (unix socket, 0600; never a TCP port)
+    caddy-admin.sock     admin API (unix socket, 0600; never a TCP port)*
     caddy.pid            {"pid", "start_time"} of the Caddy we started, for adoption
     route-table.json     the last table applied: a restarted Caddy comes back routing it
     caddy.json           the config Caddy was last started with
-    events-<id>.sock     this agent's access-log socket (Caddy's net writer dials it)
+    events-<id>.sock     this agent's access-log socket (Caddy's net writer dials it)*
     logs/caddy.log       Caddy's own output
     caddy-home/          Caddy's XDG data and config dirs
+
+    * in a short private directory instead when ``state_dir`` is too deep for a unix socket path
+      (see ``caddy_process.socket_dir``).
 
 Caddy runs in its own session, so it keeps serving when the agent is killed. A new agent's
 ``start()`` adopts it (same pid and start time, admin API answers) and reloads the same table
@@ -46,6 +49,7 @@ from nonstop.drivers.router.caddy_process import (
     find_caddy,
     kill,
     last_error,
+    socket_dir,
     spawn,
     start_time,
     write_atomic,
@@ -75,10 +79,9 @@ class CaddyRouter:
         self.tuning = ProxyTuning(drain_timeout=drain_timeout, retry_window=retry_window)
         self.start_timeout = start_timeout
         self._binary = caddy_binary
-        self.admin_socket = check_socket_path(self.state_dir / "caddy-admin.sock")
-        self.events_socket = check_socket_path(
-            self.state_dir / f"events-{secrets.token_hex(4)}.sock"
-        )
+        sockets = socket_dir(self.state_dir)
+        self.admin_socket = check_socket_path(sockets / "caddy-admin.sock")
+        self.events_socket = check_socket_path(sockets / f"events-{secrets.token_hex(4)}.sock")
         self.pid_file = self.state_dir / "caddy.pid"
         self.table_file = self.state_dir / "route-table.json"
         self.config_file = self.state_dir / "caddy.json"
@@ -273,7 +276,7 @@ class CaddyRouter:
             self._session = None
 
     def _clear_stale_event_sockets(self) -> None:
-        for stale in self.state_dir.glob("events-*.sock"):
+        for stale in self.events_socket.parent.glob("events-*.sock"):
             if stale != self.events_socket:
                 stale.unlink(missing_ok=True)
 

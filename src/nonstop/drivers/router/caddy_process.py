@@ -7,12 +7,15 @@ in /proc, so a recycled pid is never mistaken for ours.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,6 +51,24 @@ def caddy_version(binary: Path) -> str:
     if not words:
         raise RouterError(f"{binary} printed nothing for `caddy version`")
     return words[0]
+
+
+def socket_dir(state_dir: Path) -> Path:
+    """Where the router's unix sockets go: ``state_dir`` itself when its paths fit in the 107
+    bytes Linux allows, else a private short directory derived from it (the same one every time,
+    so a restarted agent finds the sockets again): ``$XDG_RUNTIME_DIR/nonstop-<uid>/<hash>`` or
+    ``/tmp/nonstop-<uid>/<hash>``, mode 0700 and checked to be ours."""
+    if len(os.fsencode(state_dir)) + len("/events-00000000.sock") <= UNIX_PATH_MAX:
+        return state_dir
+    root = Path(os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir())
+    base = root / f"nonstop-{os.getuid()}"
+    base.mkdir(mode=0o700, exist_ok=True)
+    info = base.lstat()
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
+        raise RouterError(f"{base} must be a directory owned by you with mode 0700")
+    short = base / hashlib.sha256(os.fsencode(state_dir)).hexdigest()[:16]
+    short.mkdir(mode=0o700, exist_ok=True)
+    return short
 
 
 def check_socket_path(path: Path) -> Path:
