@@ -268,3 +268,39 @@ def test_rollback_runs_down_sql_latest_first_and_start_reapplies(
     with psycopg.connect(database_url) as conn:
         wrong = conn.execute("SELECT count(*) FROM users WHERE email_lower <> lower(email)")
         assert wrong.fetchone() == (0,)
+
+
+def test_concurrent_index_waits_for_old_transactions_and_ends_valid(
+    tmp_path: Path, database_url: str
+) -> None:
+    folder = write(tmp_path / "m", {"0001_users.sql": USERS})
+    runner.run_expand(target(folder, database_url))
+    write(folder, {"0002_index.sql": "CREATE INDEX CONCURRENTLY users_email ON users (email);"})
+    writer = psycopg.connect(database_url)
+    writer.execute("INSERT INTO users (email) VALUES ('slow@x.org')")  # a write stays open
+    result: list[runner.RunSummary] = []
+    migration = threading.Thread(
+        target=lambda: result.append(runner.run_expand(target(folder, database_url)))
+    )
+    migration.start()
+    with psycopg.connect(database_url, autocommit=True) as app:
+        for _ in range(3000):  # until the index build waits for the old transaction
+            waiting = app.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'nonstop-migrate'"
+                " AND wait_event_type = 'Lock'"
+            ).fetchone()
+            if (waiting and waiting[0]) or not migration.is_alive():
+                break
+            threading.Event().wait(0.01)
+        assert waiting == (1,)
+        # Meanwhile the application writes to the table without waiting at all.
+        app.execute("SET lock_timeout = '100ms'")
+        app.execute("INSERT INTO users (email) VALUES ('during@x.org')")
+        writer.commit()
+        writer.close()
+        migration.join(timeout=60)
+        valid = app.execute(
+            "SELECT indisvalid FROM pg_index WHERE indexrelid = 'users_email'::regclass"
+        ).fetchone()
+    assert valid == (True,)
+    assert result[0].applied[0].attempts == 1

@@ -357,8 +357,12 @@ def _execute(
                 s.conn.execute(set_local)
                 s.conn.execute(statement.sql)
             return
-        # PostgreSQL refuses these inside a transaction block: a session setting instead.
-        s.conn.execute("SET lock_timeout = " + _ms(s.target.lock_timeout))
+        # CREATE/DROP INDEX CONCURRENTLY, REINDEX CONCURRENTLY, VACUUM: their SHARE UPDATE
+        # EXCLUSIVE lock conflicts with no SELECT/INSERT/UPDATE/DELETE, so waiting for it stalls
+        # nothing of the application. A lock_timeout would only hurt: CONCURRENTLY also waits for
+        # every older transaction, and giving up midway leaves an INVALID index behind
+        # (docs/decisions/0221-concurrent-statements-without-lock-timeout.md).
+        s.conn.execute("SET lock_timeout = 0")
         try:
             s.conn.execute(statement.sql)
         finally:
