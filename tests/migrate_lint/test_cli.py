@@ -183,3 +183,9 @@ def test_console_script_exit_code(tmp_path: Path) -> None:
     )  # fmt: skip
     assert done.returncode == 1
     assert done.stdout.startswith(f"::error file={path},line=2,col=1,title=rename-column::")
+
+
+def test_docs_page_lists_every_rule() -> None:
+    page = (Path(__file__).resolve().parents[2] / "docs" / "migrations-lint.md").read_text()
+    missing = [rule for rule in RULES if f"`{rule}`" not in page]
+    assert missing == []

@@ -48,6 +48,15 @@ def _table(ctx: Context) -> tuple[str, str]:
     return rel_key(relation), rel_sql(relation)
 
 
+def _key(ctx: Context) -> str:
+    return rel_key(ctx.stmt.node["relation"])
+
+
+def _no_constraints(cmd: Node) -> bool:
+    """An ADD COLUMN without any column constraint (the common case): nothing to validate."""
+    return cmd.get("subtype") == "AT_AddColumn" and "constraints" not in cmd["def"]["ColumnDef"]
+
+
 def _single_cmd(ctx: Context) -> bool:
     return len(ctx.stmt.node.get("cmds", ())) == 1
 
@@ -147,7 +156,7 @@ def add_column_not_null(ctx: Context, cmd: Node) -> None:
     column = cmd["def"]["ColumnDef"]
     default, constraints = _column_parts(column)
     filled = default is not None or {"CONSTR_IDENTITY", "CONSTR_GENERATED"} & constraints.keys()
-    if "CONSTR_NOTNULL" not in constraints or filled or ctx.state.is_new(_table(ctx)[0]):
+    if "CONSTR_NOTNULL" not in constraints or filled or ctx.state.is_new(_key(ctx)):
         return
     if names_of(column["typeName"].get("names", []))[-1] in _SERIAL:
         return
@@ -173,7 +182,7 @@ def add_column_not_null(ctx: Context, cmd: Node) -> None:
 def add_column_default(ctx: Context, cmd: Node) -> None:
     column = cmd["def"]["ColumnDef"]
     default, _ = _column_parts(column)
-    if ctx.state.pg_version >= 11 or default is None or ctx.state.is_new(_table(ctx)[0]):
+    if ctx.state.pg_version >= 11 or default is None or ctx.state.is_new(_key(ctx)):
         return
     name = quote_ident(column["colname"])
     ctx.report(
@@ -208,14 +217,14 @@ _NOT_VOLATILE = {
     "AT_AddColumn",
 )
 def volatile_default(ctx: Context, cmd: Node) -> None:
-    table, table_sql = _table(ctx)
-    if ctx.state.is_new(table):
-        return
     column = cmd["def"]["ColumnDef"]
-    name, where = quote_ident(column["colname"]), column.get("location")
     kind = names_of(column["typeName"].get("names", []))[-1]
     if kind not in _SERIAL and "constraints" not in column:
         return  # no default, identity or generated clause: nothing to compute per row
+    if ctx.state.is_new(_key(ctx)):
+        return
+    table_sql = _table(ctx)[1]
+    name, where = quote_ident(column["colname"]), column.get("location")
     default, constraints = _column_parts(column)
     rewrite = (
         f"rewrites the whole of {table_sql} under an ACCESS EXCLUSIVE lock: reads and writes "
@@ -338,9 +347,9 @@ def _constraints(ctx: Context, cmd: Node) -> list[Node]:
     "AT_AddColumn",
 )
 def unique_without_index(ctx: Context, cmd: Node) -> None:
-    table, table_sql = _table(ctx)
-    if ctx.state.is_new(table):
+    if _no_constraints(cmd) or ctx.state.is_new(_key(ctx)):
         return
+    table, table_sql = _table(ctx)
     for constraint in _constraints(ctx, cmd):
         contype = constraint.get("contype")
         if contype not in ("CONSTR_UNIQUE", "CONSTR_PRIMARY") or constraint.get("indexname"):
@@ -379,9 +388,9 @@ def unique_without_index(ctx: Context, cmd: Node) -> None:
 def _validated(
     ctx: Context, cmd: Node, contype: str, rule_id: str, lock: str, name_suffix: str
 ) -> None:
-    table, table_sql = _table(ctx)
-    if ctx.state.is_new(table):
+    if _no_constraints(cmd) or ctx.state.is_new(_key(ctx)):
         return
+    table, table_sql = _table(ctx)
     for constraint in _constraints(ctx, cmd):
         if constraint.get("contype") != contype or constraint.get("skip_validation"):
             continue
