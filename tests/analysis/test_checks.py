@@ -225,6 +225,32 @@ def test_conclude_is_inconclusive_when_a_check_never_had_enough_data() -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("windows", "reason"),
+    [
+        ([], "error_rate was never measured"),
+        # failure_limit 2: one failing window neither fails the check nor passes the step
+        ([window(0, 100, 5)], "error_rate had no passing window (1 failed, below failure_limit 2; "
+         "0 inconclusive); last: error_rate 0.05 > max 0.001 over 100 requests "
+         "(canary v2, 10:00:00-10:00:10)"),
+    ],
+)  # fmt: skip
+def test_conclude_without_a_passing_window(windows: list[Measurement], reason: str) -> None:
+    check = CheckConfig(metric="error_rate", max=0.001, failure_limit=2)
+    run = new_run([check])
+    for w in windows:
+        run, _ = step(run, check, w)
+    assert (conclude(run).outcome, conclude(run).reason) == ("inconclusive", reason)
+
+
+def test_conclude_passes_despite_failures_below_the_limit() -> None:
+    check = CheckConfig(metric="error_rate", max=0.001, failure_limit=2)
+    run = new_run([check])
+    for w in (window(0, 100, 5), window(1, 100)):
+        run, _ = step(run, check, w)
+    assert conclude(run).outcome == "pass"
+
+
 def test_conclude_reports_an_inconclusive_streak() -> None:
     run = new_run([ERR], inconclusive_limit=2)
     for i in range(2):

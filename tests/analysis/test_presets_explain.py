@@ -9,7 +9,7 @@ from types import ModuleType
 
 import pytest
 
-from nonstop.analysis import checks, verdict, weight
+from nonstop.analysis import verdict, weight
 from nonstop.analysis.checks import QueryValue, new_run, step, step_sequential
 from nonstop.analysis.explain import COLUMNS, explain, explain_history
 from nonstop.analysis.measurement import Measurement
@@ -123,7 +123,7 @@ def test_num(value: float, text: str) -> None:
     assert num(value) == text
 
 
-@pytest.mark.parametrize("module", [verdict, weight, checks])
+@pytest.mark.parametrize("module", [verdict, weight])
 def test_doc_examples(module: ModuleType) -> None:
     assert doctest.testmod(module).failed == 0
 

@@ -9,7 +9,7 @@ import random
 from dataclasses import dataclass
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nonstop.analysis.checks import new_run, step_sequential
@@ -271,6 +271,7 @@ intervals = st.lists(
 )
 
 
+@settings(deadline=None)
 @given(intervals)
 def test_e_value_is_positive_and_round_trips(feed: list[Counts]) -> None:
     run = new_sequential()
@@ -281,6 +282,7 @@ def test_e_value_is_positive_and_round_trips(feed: list[Counts]) -> None:
     assert SequentialRun.from_dict(run.to_dict()) == run
 
 
+@settings(deadline=None)
 @given(intervals)
 def test_canary_errors_no_more_than_its_share_never_raise_e_above_one(feed: list[Counts]) -> None:
     # each interval's canary errors are at most the share's part of all errors: every component
@@ -296,6 +298,7 @@ def test_canary_errors_no_more_than_its_share_never_raise_e_above_one(feed: list
     assert run.e_value <= 1 + 1e-9
 
 
+@settings(deadline=None)
 @given(intervals, st.integers(0, 29))
 def test_one_more_canary_error_never_lowers_e(feed: list[Counts], at: int) -> None:
     if not feed:

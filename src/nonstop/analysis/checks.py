@@ -391,14 +391,21 @@ def conclude(run: AnalysisRun) -> Verdict:
                 f"windows in a row (inconclusive_limit {run.inconclusive_limit})",
             )
         if c.passed == 0:
-            return _summary(
-                "inconclusive",
-                c,
-                f"{c.name} never had enough data to judge ({c.inconclusive} inconclusive windows)",
-            )
+            return _summary("inconclusive", c, _never_passed(c))
     judged = sum(c.passed for c in run.checks)
     names = ", ".join(c.name for c in run.checks) or "no checks"
     return Verdict("pass", "analysis", f"{names}: passed {judged} judged windows", samples=judged)
+
+
+def _never_passed(c: CheckRun) -> str:
+    if not c.verdicts:
+        return f"{c.name} was never measured"
+    if c.failed:
+        return (
+            f"{c.name} had no passing window ({c.failed} failed, below failure_limit "
+            f"{c.check.failure_limit}; {c.inconclusive} inconclusive)"
+        )
+    return f"{c.name} never had enough data to judge ({c.inconclusive} inconclusive windows)"
 
 
 def _summary(outcome: Outcome, c: CheckRun, head: str) -> Verdict:
