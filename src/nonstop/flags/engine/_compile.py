@@ -20,518 +20,33 @@ document (strict, the default) or to evaluate it like the SDK would (lenient).
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Final
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import mmh3
 
-from nonstop.flags.engine._problems import Problem
-from nonstop.flags.engine._regex import RegexTranslationError, compile_rust_regex
-from nonstop.flags.engine._values import (
-    DATE_GRAMMAR,
-    NUM_GRAMMAR,
-    SEMVER_GRAMMAR,
-    parse_datetime_ns,
-    parse_f64,
-    parse_ip,
-    parse_network,
-    parse_semver,
-    parse_usize,
+from nonstop.flags.engine._base import (
+    STANDARD_FIELDS,
+    STRATEGIES,
+    VARIANT_SEED,
+    Context,
+    Environment,
+    FlagOff,
+    Getter,
+    Predicate,
+    Problems,
+    VariantFailure,
+    _false,
+    _to_str,
+    _true,
+    escaped_string_ok,
+    field_getter,
+    quote,
+    unescaped_string,
 )
-
-Context = Mapping[str, Any]
-Predicate = Callable[[Context], bool]
-Getter = Callable[[Context], "str | None"]
-
-VARIANT_SEED: Final = 86028157
-STANDARD_FIELDS: Final = (
-    "userId",
-    "sessionId",
-    "remoteAddress",
-    "environment",
-    "appName",
-    "currentTime",
-)
-STRING_OPERATORS: Final = ("IN", "NOT_IN", "STR_CONTAINS", "STR_STARTS_WITH", "STR_ENDS_WITH")
-ORDINAL_OPERATORS: Final = {
-    "NUM_EQ": "==",
-    "NUM_GT": ">",
-    "NUM_GTE": ">=",
-    "NUM_LT": "<",
-    "NUM_LTE": "<=",
-    "DATE_AFTER": ">",
-    "DATE_BEFORE": "<",
-    "SEMVER_EQ": "==",
-    "SEMVER_GT": ">",
-    "SEMVER_GTE": ">=",
-    "SEMVER_LT": "<",
-    "SEMVER_LTE": "<=",
-}
-OPERATORS: Final = (*STRING_OPERATORS, *ORDINAL_OPERATORS, "REGEX", "IN_CIDR")
-STRATEGIES: Final = (
-    "default",
-    "userWithId",
-    "gradualRolloutUserId",
-    "gradualRolloutSessionId",
-    "gradualRolloutRandom",
-    "flexibleRollout",
-    "remoteAddress",
-    "applicationHostname",
-)
-_EPSILON: Final = 2.220446049250313e-16
-
-
-def _false(ctx: Context) -> bool:
-    return False
-
-
-def _true(ctx: Context) -> bool:
-    return True
-
-
-class VariantFailure(Exception):
-    """Variants whose weights add up to 0: the reference engine fails the whole call."""
-
-
-class FlagOff(Exception):
-    """Raised while compiling a part the reference engine cannot compile: the flag is off."""
-
-
-@dataclass(frozen=True)
-class Environment:
-    """What evaluation may need from outside: randomness, a clock, the host name."""
-
-    rng: random.Random
-    clock: Callable[[], float] | None
-    hostname: str | None
-
-
-# ---------------------------------------------------------------- context access
-
-
-def _to_str(value: object) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
-
-
-def field_getter(name: str) -> Getter:
-    """Read a context field: the top-level field first, then ``properties[name]``."""
-    if name in STANDARD_FIELDS:
-
-        def get_standard(ctx: Context) -> str | None:
-            value = ctx.get(name)
-            if value is None:
-                props = ctx.get("properties")
-                if not props:
-                    return None
-                value = props.get(name)
-                if value is None:
-                    return None
-            return value if value.__class__ is str else _to_str(value)
-
-        return get_standard
-
-    def get_property(ctx: Context) -> str | None:
-        props = ctx.get("properties")
-        if not props:
-            return None
-        value = props.get(name)
-        if value is None or value.__class__ is str:
-            return value
-        return _to_str(value)
-
-    return get_property
-
-
-def current_time_ns_getter(env: Environment) -> Callable[[Context], int | None]:
-    raw = field_getter("currentTime")
-    clock = env.clock
-
-    def get(ctx: Context) -> int | None:
-        text = raw(ctx)
-        if text is None:
-            return None if clock is None else int(clock()) * 1_000_000_000
-        return parse_datetime_ns(text)
-
-    return get
-
-
-# ---------------------------------------------------------------- rule-language quirks
-
-
-def escaped_string_ok(value: str) -> bool:
-    """An escaped, quoted value survives the reference rule language unless it ends in `\\`."""
-    return not value.endswith("\\")
-
-
-def unescaped_string(value: str) -> str | None:
-    """What the reference engine reads back from ``"{value}"`` written without escaping."""
-    out: list[str] = []
-    i = 0
-    while i < len(value):
-        if value.startswith('\\"', i):
-            out.append('"')
-            i += 2
-        elif value[i] == '"':
-            return None
-        else:
-            out.append(value[i])
-            i += 1
-    if value.endswith("\\") and not value.endswith('\\"'):
-        return None
-    return "".join(out)
-
-
-def _trim_rule_whitespace(value: str) -> str:
-    return value.strip(" \t")
-
-
-# ---------------------------------------------------------------- problems
-
-
-@dataclass
-class Problems:
-    items: list[Problem] = field(default_factory=list)
-
-    def add(self, path: str, message: str) -> None:
-        self.items.append(Problem(path, message))
-
-
-def quote(value: object) -> str:
-    if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    return repr(value)
-
-
-# ---------------------------------------------------------------- constraints
-
-
-@dataclass(frozen=True)
-class Constraint:
-    context_name: str
-    operator: str
-    values: tuple[str, ...] | None
-    value: str | None
-    inverted: bool
-    case_insensitive: bool
-
-
-def compile_constraint(c: Constraint, path: str, problems: Problems, env: Environment) -> Predicate:
-    """A predicate for one constraint; FlagOff where the reference engine cannot compile it."""
-    name = c.context_name
-    if name not in STANDARD_FIELDS:
-        decoded = unescaped_string(name)
-        if decoded is None:
-            problems.add(
-                f"{path}.contextName",
-                f"unsupported characters in {quote(name)} (the flag is always off)",
-            )
-            raise FlagOff
-        name = decoded
-    op = c.operator
-    if op in STRING_OPERATORS:
-        pred = _string_constraint(c, name, path, problems)
-    elif op in ORDINAL_OPERATORS:
-        if op.startswith("SEMVER") and c.value is not None and c.value.startswith("v"):
-            problems.add(
-                f"{path}.value",
-                f'expected a semantic version without a "v" prefix, got {quote(c.value)}',
-            )
-            return _false
-        pred = _ordinal_constraint(c, name, path, problems, env)
-    elif op == "REGEX":
-        pred = _regex_constraint(c, name, path, problems)
-    elif op == "IN_CIDR":
-        pred = _cidr_constraint(c, name, path, problems)
-    else:
-        problems.add(
-            f"{path}.operator",
-            f"unknown operator {quote(op)}, expected one of {', '.join(OPERATORS)}"
-            " (the flag is always off)",
-        )
-        raise FlagOff
-    if c.inverted:
-        inner = pred
-
-        def inverted(ctx: Context) -> bool:
-            return not inner(ctx)
-
-        return inverted
-    return pred
-
-
-def _string_constraint(c: Constraint, name: str, path: str, problems: Problems) -> Predicate:
-    values = c.values or ()
-    for i, v in enumerate(values):
-        if not escaped_string_ok(v):
-            problems.add(
-                f"{path}.values[{i}]",
-                f"a value may not end with a backslash, got {quote(v)} (the flag is always off)",
-            )
-            raise FlagOff
-    get = field_getter(name)
-    if c.operator in ("IN", "NOT_IN"):
-        return _list_constraint(c.operator == "IN", frozenset(values), get)
-    if not values:
-        problems.add(
-            f"{path}.values", f"{c.operator} needs at least one value (the flag is always off)"
-        )
-        raise FlagOff
-    fold = c.case_insensitive
-    items = tuple(v.lower() for v in values) if fold else tuple(values)
-    if c.operator == "STR_STARTS_WITH":
-        prefixes = items
-
-        def starts(ctx: Context) -> bool:
-            v = get(ctx)
-            if v is None:
-                return False
-            return (v.lower() if fold else v).startswith(prefixes)
-
-        return starts
-    if c.operator == "STR_ENDS_WITH":
-        suffixes = items
-
-        def ends(ctx: Context) -> bool:
-            v = get(ctx)
-            if v is None:
-                return False
-            return (v.lower() if fold else v).endswith(suffixes)
-
-        return ends
-
-    def contains(ctx: Context) -> bool:
-        v = get(ctx)
-        if v is None:
-            return False
-        if fold:
-            v = v.lower()
-        return any(item in v for item in items)
-
-    return contains
-
-
-def _list_constraint(is_in: bool, values: frozenset[str], get: Getter) -> Predicate:
-    if not values:
-        return _false if is_in else _true
-    if is_in:
-
-        def member(ctx: Context) -> bool:
-            v = get(ctx)
-            return v is not None and v in values
-
-        return member
-
-    def not_member(ctx: Context) -> bool:
-        v = get(ctx)
-        return v is None or v not in values
-
-    return not_member
-
-
-def _ordinal_constraint(
-    c: Constraint, name: str, path: str, problems: Problems, env: Environment
-) -> Predicate:
-    if c.value is None:
-        problems.add(f"{path}.value", f"{c.operator} needs a value (the flag is always off)")
-        raise FlagOff
-    text = _trim_rule_whitespace(c.value)
-    symbol = ORDINAL_OPERATORS[c.operator]
-    kind = c.operator.split("_")[0]
-    # The reference engine picks the comparison from the shape of the value, date first.
-    if DATE_GRAMMAR.fullmatch(text):
-        target = parse_datetime_ns(text)
-        if target is None:
-            problems.add(f"{path}.value", f"invalid date {quote(c.value)} (the flag is always off)")
-            raise FlagOff
-        if kind != "DATE":
-            problems.add(
-                f"{path}.value", f"{c.operator} compares dates because the value is a date"
-            )
-        get_ns = (
-            current_time_ns_getter(env)
-            if name == "currentTime"
-            else _parsed(field_getter(name), parse_datetime_ns)
-        )
-        return _ordinal(symbol, target, get_ns, exact=True)
-    if SEMVER_GRAMMAR.fullmatch(text):
-        version = parse_semver(text)
-        if version is None:
-            problems.add(
-                f"{path}.value",
-                f"invalid semantic version {quote(c.value)} (the flag is always off)",
-            )
-            raise FlagOff
-        if kind != "SEMVER":
-            problems.add(
-                f"{path}.value", f"{c.operator} compares versions because the value is a version"
-            )
-        return _ordinal(
-            symbol, version, _parsed(_value_getter(name, env), parse_semver), exact=True
-        )
-    if NUM_GRAMMAR.fullmatch(text):
-        number = float(text)
-        if kind != "NUM":
-            problems.add(
-                f"{path}.value", f"{c.operator} compares numbers because the value is a number"
-            )
-        return _ordinal(symbol, number, _parsed(_value_getter(name, env), parse_f64), exact=False)
-    expected = {
-        "NUM": "a number",
-        "DATE": "an RFC 3339 date like 2022-01-29T13:00:00.000Z",
-        "SEMVER": "a semantic version",
-    }
-    problems.add(
-        f"{path}.value", f"expected {expected[kind]}, got {quote(c.value)} (the flag is always off)"
-    )
-    raise FlagOff
-
-
-def _value_getter(name: str, env: Environment) -> Getter:
-    if name != "currentTime":
-        return field_getter(name)
-    raw = field_getter(name)
-    clock = env.clock
-
-    def get(ctx: Context) -> str | None:
-        value = raw(ctx)
-        if value is None and clock is not None:
-            import time as _time  # only formatting, the clock comes from the environment
-
-            return _time.strftime("%Y-%m-%dT%H:%M:%SZ", _time.gmtime(clock()))
-        return value
-
-    return get
-
-
-def _parsed(get: Getter, parse: Callable[[str], Any]) -> Callable[[Context], Any]:
-    def get_parsed(ctx: Context) -> Any:
-        v = get(ctx)
-        return None if v is None else parse(v)
-
-    return get_parsed
-
-
-def _ordinal(symbol: str, target: Any, get: Callable[[Context], Any], exact: bool) -> Predicate:
-    if symbol == "==":
-        if exact:
-
-            def eq(ctx: Context) -> bool:
-                v = get(ctx)
-                return v is not None and v == target
-
-            return eq
-
-        def feq(ctx: Context) -> bool:
-            v = get(ctx)
-            return v is not None and abs(v - target) < _EPSILON
-
-        return feq
-    if symbol == ">":
-
-        def gt(ctx: Context) -> bool:
-            v = get(ctx)
-            return v is not None and v > target
-
-        return gt
-    if symbol == ">=":
-
-        def ge(ctx: Context) -> bool:
-            v = get(ctx)
-            return v is not None and v >= target
-
-        return ge
-    if symbol == "<":
-
-        def lt(ctx: Context) -> bool:
-            v = get(ctx)
-            return v is not None and v < target
-
-        return lt
-
-    def le(ctx: Context) -> bool:
-        v = get(ctx)
-        return v is not None and v <= target
-
-    return le
-
-
-def _regex_constraint(c: Constraint, name: str, path: str, problems: Problems) -> Predicate:
-    if c.value is not None:
-        patterns: tuple[tuple[str, str], ...] = ((f"{path}.value", c.value),)
-    elif c.values:
-        patterns = tuple((f"{path}.values[{i}]", v) for i, v in enumerate(c.values))
-    else:
-        patterns = ((f"{path}.value", ""),)
-    compiled = []
-    for where, pattern in patterns:
-        if not escaped_string_ok(pattern):
-            problems.add(
-                where,
-                f"a pattern may not end with a backslash, got {quote(pattern)}"
-                " (the flag is always off)",
-            )
-            raise FlagOff
-        try:
-            compiled.append(compile_rust_regex(pattern, c.case_insensitive).search)
-        except RegexTranslationError as exc:
-            problems.add(
-                where, f"invalid regular expression {quote(pattern)}: {exc} (it never matches)"
-            )
-    if not compiled:
-        return _false
-    get = field_getter(name)
-    searches = tuple(compiled)
-
-    def matches(ctx: Context) -> bool:
-        v = get(ctx)
-        if v is None:
-            return False
-        return any(search(v) is not None for search in searches)
-
-    return matches
-
-
-def _cidr_constraint(c: Constraint, name: str, path: str, problems: Problems) -> Predicate:
-    if not c.values:
-        problems.add(f"{path}.values", "IN_CIDR needs at least one value (the flag is always off)")
-        raise FlagOff
-    networks = []
-    for i, v in enumerate(c.values or ()):
-        if not escaped_string_ok(v):
-            problems.add(
-                f"{path}.values[{i}]",
-                f"a value may not end with a backslash, got {quote(v)} (the flag is always off)",
-            )
-            raise FlagOff
-        net = parse_network(v)
-        if net is None:
-            problems.add(
-                f"{path}.values[{i}]",
-                f"expected an IP address or CIDR range, got {quote(v)} (ignored)",
-            )
-        else:
-            networks.append(net)
-    return _ip_predicate(tuple(networks), field_getter(name))
-
-
-def _ip_predicate(networks: tuple[Any, ...], get: Getter) -> Predicate:
-    if not networks:
-        return _false
-
-    def in_networks(ctx: Context) -> bool:
-        v = get(ctx)
-        if v is None:
-            return False
-        ip = parse_ip(v)
-        if ip is None:
-            return False
-        return any(ip in net for net in networks)
-
-    return in_networks
-
+from nonstop.flags.engine._constraints import Constraint, ip_test, list_predicate, on_value
+from nonstop.flags.engine._values import parse_network, parse_usize
 
 # ---------------------------------------------------------------- strategies
 
@@ -564,6 +79,7 @@ class CompiledVariants:
     total: int
     seed_getter: Getter
     overrides: tuple[tuple[Getter, frozenset[str], int], ...]
+    prefix: str  # "{group_id}:", ready to hash
 
 
 @dataclass(frozen=True)
@@ -591,9 +107,16 @@ def stickiness_getters(stickiness: str | None, env: Environment) -> tuple[Getter
     return None if decoded is None else (field_getter(decoded),)
 
 
-def rollout_predicate(percentage: int, group_id: str, getters: tuple[Getter, ...]) -> Predicate:
+def rollout_predicate(
+    percentage: int, group_id: str, getters: tuple[Getter, ...], random_last: bool = False
+) -> Predicate:
+    """`random_last`: the last getter is the random fallback, so a value always exists."""
     if percentage == 0:
         return _false
+    if percentage >= 100:  # every bucket is in: only a stickiness value is needed
+        if random_last:
+            return _true
+        return lambda ctx: any(get(ctx) is not None for get in getters)
     prefix = group_id + ":"
     hash32 = mmh3.hash
     if len(getters) == 1:
@@ -652,7 +175,7 @@ def compile_strategy_rule(
                 "a user id may not end with a backslash (the flag is always off)",
             )
             raise FlagOff
-        return _list_constraint(True, frozenset(ids), field_getter("userId")), "TARGETING_MATCH"
+        return list_predicate(True, frozenset(ids), "userId", env), "TARGETING_MATCH"
     if kind in ("gradualRolloutUserId", "gradualRolloutSessionId"):
         pct = _percentage(strategy, "percentage", path, problems)
         group = params.get("groupId")
@@ -679,7 +202,9 @@ def compile_strategy_rule(
                 f"{path}.parameters.stickiness", "unsupported characters (the flag is always off)"
             )
             raise FlagOff
-        return _rollout(pct, "rollout", params.get("groupId", flag_name), getters, path, problems)
+        random_last = params.get("stickiness") in (None, "default", "random")
+        group = params.get("groupId", flag_name)
+        return _rollout(pct, "rollout", group, getters, path, problems, random_last)
     if kind == "remoteAddress":
         raw = params.get("IPs")
         if raw is None:
@@ -702,7 +227,9 @@ def compile_strategy_rule(
                 )
             else:
                 networks.append(net)
-        return _ip_predicate(tuple(networks), field_getter("remoteAddress")), "TARGETING_MATCH"
+        return on_value(
+            "remoteAddress", ip_test(tuple(networks)), env, memo=True
+        ), "TARGETING_MATCH"
     if kind == "applicationHostname":
         hosts = frozenset(h.strip().lower() for h in params.get("hostNames", "").split(","))
         return (
@@ -726,7 +253,13 @@ def _random_below(rng: random.Random, pct: int) -> Predicate:
 
 
 def _rollout(
-    pct: int, key: str, group_raw: str, getters: tuple[Getter, ...], path: str, problems: Problems
+    pct: int,
+    key: str,
+    group_raw: str,
+    getters: tuple[Getter, ...],
+    path: str,
+    problems: Problems,
+    random_last: bool = False,
 ) -> tuple[Predicate, str]:
     if pct > 100:
         problems.add(
@@ -740,7 +273,7 @@ def _rollout(
             f"unsupported characters in {quote(group_raw)} (the flag is always off)",
         )
         raise FlagOff
-    predicate = rollout_predicate(pct, group, getters)
+    predicate = rollout_predicate(pct, group, getters, random_last)
     return predicate, ("SPLIT" if 0 < pct < 100 else "STATIC")
 
 
@@ -839,7 +372,8 @@ def compile_variants(
         for ctx_name, values in v.overrides
         if use_overrides  # strategy variants ignore overrides in the reference engine
     )
-    return CompiledVariants(variants, group_id, results, total, seed_getter(stickiness), overrides)
+    seed = seed_getter(stickiness)
+    return CompiledVariants(variants, group_id, results, total, seed, overrides, group_id + ":")
 
 
 def pick_variant(cv: CompiledVariants, ctx: Context, rng: random.Random) -> int:
@@ -854,7 +388,7 @@ def pick_variant(cv: CompiledVariants, ctx: Context, rng: random.Random) -> int:
     if seed is None:
         target = rng.randrange(1, cv.total + 1)
     else:
-        target = mmh3.hash(f"{cv.group_id}:{seed}", VARIANT_SEED, False) % cv.total + 1
+        target = mmh3.hash(cv.prefix + seed, VARIANT_SEED, False) % cv.total + 1
     running = 0
     for index, variant in enumerate(cv.variants):
         running += variant.weight

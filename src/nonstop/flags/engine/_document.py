@@ -12,7 +12,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from nonstop.flags.engine._compile import Constraint, Problems, Strategy, VariantDef, quote
+from nonstop.flags.engine._base import Problems, quote
+from nonstop.flags.engine._compile import Strategy, VariantDef
+from nonstop.flags.engine._constraints import Constraint
 
 
 @dataclass(frozen=True)

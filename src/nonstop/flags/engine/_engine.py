@@ -5,28 +5,30 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
-from nonstop.flags.engine._compile import (
-    CompiledStrategy,
-    CompiledVariants,
+from nonstop.flags.engine._base import (
     Context,
     Environment,
     FlagOff,
     Predicate,
     Problems,
-    Strategy,
     VariantFailure,
     _false,
     _true,
+    quote,
+)
+from nonstop.flags.engine._compile import (
+    CompiledStrategy,
+    CompiledVariants,
+    Strategy,
     all_of,
     any_of,
-    compile_constraint,
     compile_strategy_rule,
     compile_variants,
     pick_variant,
-    quote,
 )
+from nonstop.flags.engine._constraints import compile_constraint
 from nonstop.flags.engine._document import (
     Dependency,
     DocumentState,
@@ -45,8 +47,7 @@ def _disabled(feature_enabled: bool) -> dict[str, Any]:
     return {"name": "disabled", "enabled": False, "feature_enabled": feature_enabled}
 
 
-@dataclass(frozen=True)
-class Resolution:
+class Resolution(NamedTuple):
     """One evaluation: the decision, why, and the variant (Unleash's variant shape)."""
 
     enabled: bool
@@ -74,15 +75,22 @@ class CompiledFlag:
 
 
 def compile_flag(
-    feature: FeatureDef, segments: Mapping[int, SegmentDef], env: Environment
+    feature: FeatureDef,
+    segments: Mapping[int, SegmentDef],
+    env: Environment,
+    rule_group: str | None = None,
 ) -> CompiledFlag:
+    """`rule_group`: the default rollout group id, when not the flag's own name (the
+    reference engine evaluates a parent flag with its child's name as the default)."""
     problems = Problems()
     compiled: list[CompiledStrategy] = []
     off = False  # keep compiling after a part that turns the flag off, to report every problem
     for i, s in enumerate(feature.strategies):
         path = f"{feature.path}: strategies[{i}]"
         try:
-            compiled.append(_compile_strategy(s, path, feature.name, segments, problems, env))
+            compiled.append(
+                _compile_strategy(s, path, feature.name, segments, problems, env, rule_group)
+            )
         except FlagOff:
             off = True
     strategies = tuple(compiled)
@@ -104,6 +112,7 @@ def _compile_strategy(
     segments: Mapping[int, SegmentDef],
     problems: Problems,
     env: Environment,
+    rule_group: str | None = None,
 ) -> CompiledStrategy:
     missing = [seg for seg in s.segments if seg not in segments]
     cv: CompiledVariants | None = None
@@ -122,7 +131,7 @@ def _compile_strategy(
         raise FlagOff
     off = False
     try:
-        base, reason = compile_strategy_rule(s, flag_name, path, problems, env)
+        base, reason = compile_strategy_rule(s, rule_group or flag_name, path, problems, env)
     except FlagOff:
         base, reason, off = _false, "DEFAULT", True
     sources = [(f"{path}.constraints[{i}]", c) for i, c in enumerate(s.constraints)]
@@ -159,6 +168,11 @@ class FlagEngine:
         self._env = env
         self._rng = env.rng
         self._document_problems = document_problems
+        self._deps: dict[str, Predicate] = {
+            name: self._dependencies_predicate(flag)
+            for name, flag in flags.items()
+            if flag.switch and flag.dependencies
+        }
         self._checks: dict[str, Predicate] = {
             name: self._check_for(flag) for name, flag in flags.items()
         }
@@ -240,7 +254,7 @@ class FlagEngine:
             return _false
         if not flag.dependencies:
             return flag.rule
-        deps_ok = self._dependencies_predicate(flag)
+        deps_ok = self._deps[flag.name]
         rule = flag.rule
         return lambda ctx: deps_ok(ctx) and rule(ctx)
 
@@ -251,12 +265,18 @@ class FlagEngine:
             parent = flags.get(dep.feature)
             if parent is None or parent.dependencies:
                 return _false
-            checks.append(self._dependency_check(parent, dep))
+            checks.append(self._dependency_check(parent, dep, flag.name))
         return all_of(checks, _true)
 
-    def _dependency_check(self, parent: CompiledFlag, dep: Dependency) -> Predicate:
+    def _dependency_check(self, parent: CompiledFlag, dep: Dependency, child: str) -> Predicate:
         expected, wanted = dep.enabled, dep.variants
         rule = parent.rule if parent.switch else _false
+        if parent.switch and any(
+            s.name == "flexibleRollout" and "groupId" not in s.parameters
+            for s in parent.definition.strategies
+        ):
+            # The parent's rollouts without a groupId hash with the child's name.
+            rule = compile_flag(parent.definition, self._state.segments, self._env, child).rule
         variant_of = self._variant_of
 
         has_variants = parent.variants is not None or any(
@@ -298,7 +318,16 @@ class FlagEngine:
 
     def get_variant(self, name: str, context: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Unleash's variant shape: ``{"name", "payload"?, "enabled", "feature_enabled"}``."""
-        return self.resolve(name, context).variant
+        flag = self._flags.get(name)
+        if flag is None:
+            return _disabled(False)
+        try:
+            enabled, _, cv = self._decide(flag, _EMPTY if context is None else context)
+            if not enabled:
+                return _disabled(False)
+            return self._variant_result(cv, _EMPTY if context is None else context)
+        except Exception:  # weights adding up to 0, or a malformed context: like the SDK
+            return _disabled(False)
 
     def resolve(self, name: str, context: Mapping[str, Any] | None = None) -> Resolution:
         """Decision, reason (TARGETING_MATCH, SPLIT, DISABLED, DEFAULT, STATIC) and variant,
@@ -308,38 +337,41 @@ class FlagEngine:
             return Resolution(False, "DEFAULT", _disabled(False), False)
         ctx = _EMPTY if context is None else context
         try:
-            return self._resolve(flag, ctx)
-        except VariantFailure:
-            return Resolution(self.is_enabled(name, ctx), "DEFAULT", _disabled(False), True)
+            enabled, reason, cv = self._decide(flag, ctx)
         except Exception:
             return Resolution(False, "DEFAULT", _disabled(False), True)
+        if not enabled:
+            return Resolution(False, reason, _disabled(False), True)
+        try:
+            return Resolution(True, reason, self._variant_result(cv, ctx), True)
+        except VariantFailure:  # the SDK fails the variant call but not the decision
+            return Resolution(True, reason, _disabled(False), True)
 
-    def _resolve(self, flag: CompiledFlag, ctx: Context) -> Resolution:
+    def _decide(
+        self, flag: CompiledFlag, ctx: Context
+    ) -> tuple[bool, str, CompiledVariants | None]:
+        """On or off, why, and the variants to pick from (one pass over the strategies)."""
         if not flag.switch:
-            return Resolution(False, "DISABLED", _disabled(False), True)
-        if flag.dependencies and not self._dependencies_predicate(flag)(ctx):
-            return Resolution(False, "DEFAULT", _disabled(False), True)
+            return False, "DISABLED", None
+        if flag.dependencies and not self._deps[flag.name](ctx):
+            return False, "DEFAULT", None
         strategies = flag.strategies
         if not strategies:
-            return Resolution(True, "STATIC", self._variant_result(flag.variants, ctx), True)
-        for index, strategy in enumerate(strategies):
+            return True, "STATIC", flag.variants
+        for strategy in strategies:
             if strategy.predicate(ctx):
-                chosen = self._variant_from(flag, ctx, index)
-                return Resolution(True, strategy.reason, self._variant_result(chosen, ctx), True)
-        return Resolution(False, "DEFAULT", _disabled(False), True)
-
-    @staticmethod
-    def _variant_from(flag: CompiledFlag, ctx: Context, first: int) -> CompiledVariants | None:
-        """The variants to pick from once strategy `first` matched: its own, else the flag's."""
-        own = flag.strategies[first].variants
-        return own if own is not None else flag.variants
+                own = strategy.variants
+                return True, strategy.reason, own if own is not None else flag.variants
+        return False, "DEFAULT", None
 
     def _variant_of(self, flag: CompiledFlag, ctx: Context) -> dict[str, Any] | None:
-        """The parent's variant, as the reference engine computes it for dependencies."""
+        """The parent's variant, as the reference engine computes it for dependencies:
+        from the first matching strategy's variants, else the flag's (on or off)."""
         cv = flag.variants
-        for index, s in enumerate(flag.strategies):
+        for s in flag.strategies:
             if s.predicate(ctx):
-                cv = self._variant_from(flag, ctx, index)
+                if s.variants is not None:
+                    cv = s.variants
                 break
         if cv is None:
             return None
@@ -349,9 +381,10 @@ class FlagEngine:
         if cv is None:
             return _disabled(True)
         result = cv.results[pick_variant(cv, ctx, self._rng)]
-        copy = dict(result)
-        if "payload" in copy:
-            copy["payload"] = dict(copy["payload"])
+        copy = result.copy()
+        payload = copy.get("payload")
+        if payload is not None:
+            copy["payload"] = payload.copy()
         return copy
 
 

@@ -1,0 +1,336 @@
+"""Constraints compiled to predicates that do the least work per call.
+
+A constraint reads one context value and tests it. Tests that cost more than a set lookup
+(number, date and version parsing, regexes, CIDR ranges, substring search) remember their
+answer per distinct value in a small table, so a value seen before costs two dict lookups:
+``environment``, ``appName``, an app version or a plan name repeat across requests. The
+table is bounded (MEMO_SIZE entries, then cleared) so unique values (user ids) cannot grow it.
+
+Which values compile, and how, follows the reference engine: see `compile_constraint`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final
+
+from nonstop.flags.engine._base import (
+    _EPSILON,
+    OPERATORS,
+    ORDINAL_OPERATORS,
+    STANDARD_FIELDS,
+    STRING_OPERATORS,
+    Context,
+    Environment,
+    FlagOff,
+    Predicate,
+    Problems,
+    _false,
+    _to_str,
+    _trim_rule_whitespace,
+    _true,
+    escaped_string_ok,
+    now_text,
+    quote,
+    unescaped_string,
+)
+from nonstop.flags.engine._regex import RegexTranslationError, compile_rust_regex
+from nonstop.flags.engine._values import (
+    DATE_GRAMMAR,
+    NUM_GRAMMAR,
+    SEMVER_GRAMMAR,
+    IpNet,
+    parse_datetime_ns,
+    parse_f64,
+    parse_ip,
+    parse_network,
+    parse_semver,
+)
+
+MEMO_SIZE: Final = 4096
+Test = Callable[["str | None"], bool]
+
+
+@dataclass(frozen=True)
+class Constraint:
+    context_name: str
+    operator: str
+    values: tuple[str, ...] | None
+    value: str | None
+    inverted: bool
+    case_insensitive: bool
+
+
+def on_value(name: str, test: Test, env: Environment, memo: bool) -> Predicate:
+    """A predicate that reads context field `name` (top level, then properties) and tests it.
+
+    On ``currentTime`` a missing value is "now" from the injected clock, as in the SDK."""
+    now = now_text(env) if name == "currentTime" else None
+    standard = name in STANDARD_FIELDS
+    cache: dict[str | None, bool] = {}
+
+    def read(ctx: Context) -> str | None:
+        v = ctx.get(name) if standard else None
+        if v is None:
+            props = ctx.get("properties")
+            if props:
+                v = props.get(name)
+            if v is None:
+                return now() if now is not None else None
+        return v if v.__class__ is str else _to_str(v)
+
+    if not memo:
+        if standard or now is not None:
+            return lambda ctx: test(read(ctx))
+
+        def plain(ctx: Context) -> bool:
+            props = ctx.get("properties")
+            v = props.get(name) if props else None
+            if v is not None and v.__class__ is not str:
+                v = _to_str(v)
+            return test(v)
+
+        return plain
+
+    def remembered(ctx: Context) -> bool:
+        v = read(ctx)
+        answer = cache.get(v)
+        if answer is None:
+            answer = test(v)
+            if len(cache) >= MEMO_SIZE:
+                cache.clear()
+            cache[v] = answer
+        return answer
+
+    return remembered
+
+
+def compile_constraint(c: Constraint, path: str, problems: Problems, env: Environment) -> Predicate:
+    """A predicate for one constraint; FlagOff where the reference engine cannot compile it."""
+    name = c.context_name
+    if name not in STANDARD_FIELDS:
+        decoded = unescaped_string(name)
+        if decoded is None:
+            problems.add(
+                f"{path}.contextName",
+                f"unsupported characters in {quote(name)} (the flag is always off)",
+            )
+            raise FlagOff
+        name = decoded
+    op = c.operator
+    if op in ("IN", "NOT_IN"):
+        values = _checked_values(c, path, problems)
+        if not values:
+            return _false if op == "IN" else _true
+        return on_value(
+            name, _invert(_membership(op == "IN", frozenset(values)), c.inverted), env, memo=False
+        )
+    if op in STRING_OPERATORS:
+        test, memo = _string_test(c, path, problems)
+    elif op in ORDINAL_OPERATORS:
+        if op.startswith("SEMVER") and c.value is not None and c.value.startswith("v"):
+            problems.add(
+                f"{path}.value",
+                f'expected a semantic version without a "v" prefix, got {quote(c.value)}',
+            )
+            return _false
+        test, memo = _ordinal_test(c, path, problems), True
+    elif op == "REGEX":
+        test, memo = _regex_test(c, path, problems), True
+    elif op == "IN_CIDR":
+        test, memo = _cidr_test(c, path, problems), True
+    else:
+        problems.add(
+            f"{path}.operator",
+            f"unknown operator {quote(op)}, expected one of {', '.join(OPERATORS)}"
+            " (the flag is always off)",
+        )
+        raise FlagOff
+    return on_value(name, _invert(test, c.inverted), env, memo)
+
+
+def _invert(test: Test, inverted: bool) -> Test:
+    if not inverted:
+        return test
+    return lambda v: not test(v)
+
+
+def _checked_values(c: Constraint, path: str, problems: Problems) -> tuple[str, ...]:
+    values = c.values or ()
+    for i, v in enumerate(values):
+        if not escaped_string_ok(v):
+            problems.add(
+                f"{path}.values[{i}]",
+                f"a value may not end with a backslash, got {quote(v)} (the flag is always off)",
+            )
+            raise FlagOff
+    return values
+
+
+def _membership(is_in: bool, values: frozenset[str]) -> Test:
+    if is_in:
+        return lambda v: v is not None and v in values
+    return lambda v: v is None or v not in values
+
+
+def list_predicate(is_in: bool, values: frozenset[str], name: str, env: Environment) -> Predicate:
+    """IN / NOT_IN on a context field (also used by the userWithId strategy)."""
+    if not values:
+        return _false if is_in else _true
+    return on_value(name, _membership(is_in, values), env, memo=False)
+
+
+def _string_test(c: Constraint, path: str, problems: Problems) -> tuple[Test, bool]:
+    values = _checked_values(c, path, problems)
+    if not values:
+        problems.add(
+            f"{path}.values", f"{c.operator} needs at least one value (the flag is always off)"
+        )
+        raise FlagOff
+    fold = c.case_insensitive
+    items = tuple(v.lower() for v in values) if fold else values
+    if c.operator == "STR_CONTAINS":
+
+        def contains(v: str | None) -> bool:
+            if v is None:
+                return False
+            if fold:
+                v = v.lower()
+            return any(item in v for item in items)
+
+        return contains, True
+    starts = c.operator == "STR_STARTS_WITH"
+
+    def affix(v: str | None) -> bool:
+        if v is None:
+            return False
+        if fold:
+            v = v.lower()
+        return v.startswith(items) if starts else v.endswith(items)
+
+    return affix, fold
+
+
+def _ordinal_test(c: Constraint, path: str, problems: Problems) -> Test:
+    if c.value is None:
+        problems.add(f"{path}.value", f"{c.operator} needs a value (the flag is always off)")
+        raise FlagOff
+    text = _trim_rule_whitespace(c.value)
+    symbol = ORDINAL_OPERATORS[c.operator]
+    kind = c.operator.split("_")[0]
+    # The reference engine picks the comparison from the shape of the value, date first.
+    if DATE_GRAMMAR.fullmatch(text):
+        target: Any = parse_datetime_ns(text)
+        if target is None:
+            problems.add(f"{path}.value", f"invalid date {quote(c.value)} (the flag is always off)")
+            raise FlagOff
+        _note_shape(c, kind, "DATE", "dates", path, problems)
+        return _compare(symbol, target, parse_datetime_ns, exact=True)
+    if SEMVER_GRAMMAR.fullmatch(text):
+        target = parse_semver(text)
+        if target is None:
+            problems.add(
+                f"{path}.value",
+                f"invalid semantic version {quote(c.value)} (the flag is always off)",
+            )
+            raise FlagOff
+        _note_shape(c, kind, "SEMVER", "versions", path, problems)
+        return _compare(symbol, target, parse_semver, exact=True)
+    if NUM_GRAMMAR.fullmatch(text):
+        _note_shape(c, kind, "NUM", "numbers", path, problems)
+        return _compare(symbol, float(text), parse_f64, exact=False)
+    expected = {
+        "NUM": "a number",
+        "DATE": "an RFC 3339 date like 2022-01-29T13:00:00.000Z",
+        "SEMVER": "a semantic version",
+    }[kind]
+    problems.add(
+        f"{path}.value", f"expected {expected}, got {quote(c.value)} (the flag is always off)"
+    )
+    raise FlagOff
+
+
+def _note_shape(
+    c: Constraint, kind: str, shape: str, what: str, path: str, problems: Problems
+) -> None:
+    if kind != shape:
+        problems.add(f"{path}.value", f"{c.operator} compares {what} because the value is one")
+
+
+def _compare(symbol: str, target: Any, parse: Callable[[str], Any], exact: bool) -> Test:
+    def test(v: str | None) -> bool:
+        if v is None:
+            return False
+        x = parse(v)
+        if x is None:
+            return False
+        if symbol == "==":
+            return bool(x == target) if exact else bool(abs(x - target) < _EPSILON)
+        if symbol == ">":
+            return bool(x > target)
+        if symbol == ">=":
+            return bool(x >= target)
+        if symbol == "<":
+            return bool(x < target)
+        return bool(x <= target)
+
+    return test
+
+
+def _regex_test(c: Constraint, path: str, problems: Problems) -> Test:
+    if c.value is not None:
+        patterns: tuple[tuple[str, str], ...] = ((f"{path}.value", c.value),)
+    elif c.values:
+        patterns = tuple((f"{path}.values[{i}]", v) for i, v in enumerate(c.values))
+    else:
+        patterns = ((f"{path}.value", ""),)
+    searches = []
+    for where, pattern in patterns:
+        if not escaped_string_ok(pattern):
+            problems.add(
+                where,
+                f"a pattern may not end with a backslash, got {quote(pattern)}"
+                " (the flag is always off)",
+            )
+            raise FlagOff
+        try:
+            searches.append(compile_rust_regex(pattern, c.case_insensitive).search)
+        except RegexTranslationError as exc:
+            problems.add(
+                where, f"invalid regular expression {quote(pattern)}: {exc} (it never matches)"
+            )
+    if not searches:
+        return lambda v: False
+    return lambda v: v is not None and any(search(v) is not None for search in searches)
+
+
+def _cidr_test(c: Constraint, path: str, problems: Problems) -> Test:
+    values = _checked_values(c, path, problems)
+    if not values:
+        problems.add(f"{path}.values", "IN_CIDR needs at least one value (the flag is always off)")
+        raise FlagOff
+    networks = []
+    for i, v in enumerate(values):
+        net = parse_network(v)
+        if net is None:
+            problems.add(
+                f"{path}.values[{i}]",
+                f"expected an IP address or CIDR range, got {quote(v)} (ignored)",
+            )
+        else:
+            networks.append(net)
+    return ip_test(tuple(networks))
+
+
+def ip_test(networks: tuple[IpNet, ...]) -> Test:
+    if not networks:
+        return lambda v: False
+
+    def in_networks(v: str | None) -> bool:
+        if v is None:
+            return False
+        ip = parse_ip(v)
+        return ip is not None and any(ip in net for net in networks)
+
+    return in_networks
