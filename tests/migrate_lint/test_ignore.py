@@ -64,3 +64,16 @@ def test_unbalanced_quote() -> None:
 def test_directive_inside_a_string_is_not_a_comment() -> None:
     sql = LT + "SELECT '-- nonstop-lint: ignore=rename-column reason=\"x\"';\n" + RENAME
     assert rules(sql) == [("rename-column", 3, 1)]
+
+
+def test_trailing_ignore_picks_the_last_statement_on_its_line() -> None:
+    sql = LT + 'TRUNCATE a; TRUNCATE b; -- nonstop-lint: ignore=truncate reason="scratch table"'
+    assert rules(sql) == [("truncate", 2, 10)]
+
+
+def test_ignore_inside_a_multiline_statement() -> None:
+    sql = (
+        LT
+        + 'ALTER TABLE users\n  -- nonstop-lint: ignore=rename-column reason="no readers"\n  RENAME COLUMN a TO b;'
+    )
+    assert rules(sql) == []

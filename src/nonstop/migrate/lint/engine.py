@@ -152,17 +152,19 @@ def _comments(source: Source) -> Iterator[tuple[int, str]]:
 
 
 def _target(source: Source, statements: list[Statement], char_offset: int) -> int | None:
-    """The statement a directive comment applies to: the one it trails on the same line, else
-    the next one after it."""
+    """The statement a directive comment applies to: the last one it trails on the same line,
+    else the one it sits inside, else the next one after it."""
     byte_offset = len(source.text[:char_offset].encode("utf-8"))
     line = source.char_position(char_offset)[0]
+    trailing = None
     for stmt in statements:
         end = stmt.start + stmt.length
-        if end <= byte_offset and source.byte_position(end)[0] == line:
-            return stmt.index
-        if stmt.start >= byte_offset:
-            return stmt.index
-    return None
+        if end <= byte_offset:
+            if source.byte_position(end)[0] == line:
+                trailing = stmt.index
+            continue
+        return stmt.index if trailing is None else trailing
+    return trailing
 
 
 def _directives(
