@@ -72,8 +72,6 @@ def test_trailing_ignore_picks_the_last_statement_on_its_line() -> None:
 
 
 def test_ignore_inside_a_multiline_statement() -> None:
-    sql = (
-        LT
-        + 'ALTER TABLE users\n  -- nonstop-lint: ignore=rename-column reason="no readers"\n  RENAME COLUMN a TO b;'
-    )
+    directive = '-- nonstop-lint: ignore=rename-column reason="no readers"'
+    sql = LT + f"ALTER TABLE users\n  {directive}\n  RENAME COLUMN a TO b;"
     assert rules(sql) == []
