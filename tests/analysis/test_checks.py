@@ -5,11 +5,13 @@ reason is what a person reads when a deploy is rolled back."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import pytest
 
 from nonstop.analysis.checks import (
+    HISTORY,
     AnalysisRun,
     QueryValue,
     check_name,
@@ -18,6 +20,7 @@ from nonstop.analysis.checks import (
     new_run,
     pool,
     step,
+    step_sequential,
 )
 from nonstop.analysis.measurement import Measurement
 from nonstop.analysis.verdict import Verdict
@@ -265,3 +268,22 @@ def test_conclude_reports_an_inconclusive_streak() -> None:
 def test_query_value_round_trips() -> None:
     value = QueryValue("v2", T0, T0 + 10, None, error="timeout", samples=3)
     assert QueryValue.from_dict(value.to_dict()) == value
+
+
+def test_history_is_bounded_but_counts_are_not() -> None:
+    run = new_run([ERR])
+    for i in range(HISTORY + 10):
+        run, _ = step(run, ERR, window(i, 100))
+    kept = run.checks[0]
+    assert (len(kept.verdicts), kept.passed) == (HISTORY, HISTORY + 10)
+    assert kept.verdicts[0].start == window(10, 100).start
+
+
+def test_a_whole_run_survives_a_json_journal() -> None:
+    run = new_run([ERR, P99, BAND])
+    run, _ = step(run, ERR, window(0, 20))  # pending, pooled later
+    run, _ = step(run, P99, window(0, 200, p99=612.4))
+    run, _ = step(run, BAND, QueryValue("v2", T0, T0 + 10, None, error="timeout"))
+    stable = Measurement("v1", T0, T0 + 10, 3800, {"2xx": 3800})
+    run, _ = step_sequential(run, window(0, 200, 3), stable)
+    assert AnalysisRun.from_dict(json.loads(json.dumps(run.to_dict()))) == run

@@ -50,6 +50,9 @@ from nonstop.analysis.verdict import Outcome, Verdict, num, window
 from nonstop.config.schema import CheckConfig
 
 DEFAULT_INCONCLUSIVE_LIMIT = 6
+HISTORY = 50
+"""Verdicts kept per check (the most recent); the counts cover every window. Bounded because the
+run is journaled on every evaluation, and a long step at a short interval has thousands."""
 Phase = Literal["running", "failed", "inconclusive"]
 
 
@@ -205,6 +208,7 @@ class CheckRun:
 
     check: CheckConfig
     verdicts: tuple[Verdict, ...] = ()
+    """The most recent :data:`HISTORY` windows' verdicts, oldest first."""
     passed: int = 0
     failed: int = 0
     inconclusive: int = 0
@@ -355,7 +359,7 @@ def _count(
         phase = "inconclusive"
     return replace(
         current,
-        verdicts=(*current.verdicts, verdict),
+        verdicts=(*current.verdicts, verdict)[-HISTORY:],
         passed=passed,
         failed=failed,
         inconclusive=inconclusive,
