@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import doctest
 import json
+import math
 import random
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -534,6 +535,23 @@ def test_inconclusive_for_too_long_pauses_for_a_person() -> None:
     assert run.phase == "running"
 
 
+def test_a_long_step_restarts_its_measurement_window_every_5_minutes() -> None:
+    """The request stream keeps 15 minutes; a step of an hour is judged in 5-minute windows,
+    each starting on a whole second, while its pause still counts from the step's start."""
+    spec = RolloutSpec("canary", "v2", "v1", config([{"weight": 10, "pause": "1h"}]))
+    state = state_at(spec, "step", 0, **AT_10, step_started_at=T0)
+    at = T0 + 300.4
+    observed = Observed(
+        at, up("v1", 4) + up("v2", 1), measurements=traffic((10, 0), (90, 0), end=at)
+    )
+    decision = canary.decide(spec, state, observed)
+    assert (decision.state.phase, decision.state.phase_started_at) == ("step", T0 + 301)
+    assert decision.state.data["step_started_at"] == T0
+    later = T0 + 3600
+    done = canary.decide(spec, decision.state, Observed(later, up("v1", 4) + up("v2", 1)))
+    assert done.state.phase == "promoting"
+
+
 def test_a_canary_config_is_required() -> None:
     plain = validate_config({"app": {"name": "shop", "command": "app {port}"}})
     spec = RolloutSpec("canary", "v2", "v1", plain)
@@ -564,18 +582,24 @@ def test_unknown_phase_is_a_programming_error() -> None:
 @dataclass
 class World:
     """Routes ``rate`` requests a second by the weights the planner set, among ready instances;
-    each release fails its requests at its own error rate (seeded), and measurements are
-    counted since the planner's ``phase_started_at``, as the engine does."""
+    each release fails its requests at its own error rate (seeded).
+
+    Measurements are counted as the router's request stream does: in whole-second buckets, a
+    window "since ``phase_started_at``" snapping outward to whole seconds. The planner decides
+    at half past each second, so each second of traffic lands half in one bucket and half in
+    the next, and a window started mid-second reaches back half a second."""
 
     rng: random.Random
     error_rates: dict[str, float]
     rate: int = 200
-    now: float = T0
+    now: float = T0 + 0.5
     ready_at: dict[str, list[float]] = field(default_factory=dict)
     weights: dict[str, int] | None = None
     """What the planner set (and the engine reports back)."""
     lies: bool = False
     """A broken router: it splits traffic evenly whatever the weights say."""
+    turns_bad: tuple[float, float] | None = None
+    """(time, error rate): v2 fails at that rate from then on."""
     seconds: list[tuple[float, str, int, int]] = field(default_factory=list)
 
     def apply(self, actions: tuple[Action, ...]) -> None:
@@ -594,15 +618,21 @@ class World:
         weights = {r: w for r, w in (self.weights or {}).items() if w and self.ready(r)}
         if self.lies:
             weights = dict.fromkeys(weights, 50)
-        left = self.rate
-        for release, weight in sorted(weights.items()):
-            total = sum(weights.values())
-            n = binomial(self.rng, left, weight / total) if total else 0
-            errors = binomial(self.rng, n, self.error_rates[release])
-            self.seconds.append((self.now, release, n, errors))
-            left -= n
-            weights = {r: w for r, w in weights.items() if r != release}
+        for bucket in (math.floor(self.now), math.floor(self.now) + 1):
+            left, todo = self.rate // 2, dict(weights)
+            for release, weight in sorted(todo.items()):
+                total = sum(todo.values())
+                n = binomial(self.rng, left, weight / total)
+                errors = binomial(self.rng, n, self.error_rate(release))
+                self.seconds.append((bucket, release, n, errors))
+                left -= n
+                del todo[release]
         self.now += 1
+
+    def error_rate(self, release: str) -> float:
+        if release == "v2" and self.turns_bad and self.now >= self.turns_bad[0]:
+            return self.turns_bad[1]
+        return self.error_rates[release]
 
     def observe(self, since: float, command: Command | None = None) -> Observed:
         instances: tuple[InstanceView, ...] = ()
@@ -617,14 +647,13 @@ class World:
                 for i, t in enumerate(times)
             )
         measurements = {}
+        first, end = math.floor(since), math.ceil(self.now)
         for release in self.error_rates:
-            rows = [(n, e) for t, r, n, e in self.seconds if r == release and t >= since]
+            rows = [(n, e) for t, r, n, e in self.seconds if r == release and first <= t < end]
             requests, errors = sum(n for n, _ in rows), sum(e for _, e in rows)
             status = {"2xx": requests - errors, "5xx": errors}
             latency = {99.0: 40.0} if requests else {}
-            measurements[release] = Measurement(
-                release, since, self.now, requests, status, 0, latency
-            )
+            measurements[release] = Measurement(release, first, end, requests, status, 0, latency)
         return Observed(self.now, instances, self.weights, measurements, command=command)
 
     def canary_errors(self) -> int:
@@ -665,6 +694,20 @@ def test_simulated_bad_canary_is_rolled_back_early_by_the_sequential_test(seed: 
     assert world.canary_errors() < 15
     assert world.weights == {"v1": 100}
     assert world.ready_at["v2"] == []
+
+
+def test_simulated_canary_that_turns_bad_in_its_second_step_is_caught_there() -> None:
+    """Fine in step 1, failing 5% of requests from t=70, in step 2 (a pause at the same 5%,
+    begun in the same second step 1 ended): every step is a new measurement window, and the
+    sequential test keeps judging across them."""
+    steps = [{"weight": 5, "pause": 60, "analysis": [ERROR_RATE]}, {"pause": 60}, {"weight": 50}]
+    spec = RolloutSpec("canary", "v2", "v1", config(steps, watch=30))
+    world = World(random.Random(5), {"v1": 0.0, "v2": 0.0}, turns_bad=(T0 + 70, 0.05))
+    finish, state = simulate(spec, world)
+    assert finish.outcome == "rolled_back"
+    assert finish.reason.startswith("sequential test failed: canary ")
+    assert state.step == 1
+    assert world.canary_errors() < 15
 
 
 def test_simulated_bad_canary_without_the_sequential_test_waits_for_the_threshold() -> None:

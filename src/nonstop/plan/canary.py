@@ -16,7 +16,9 @@ when it has them, in that order:
    (invariant 1). Then ``SetWeights({stable: 100 - w, canary: w})``; the step begins at the
    first decide() that sees the router serving those weights (``observed.weights``).
 2. ``step``: the measurement window restarts here (the engine counts since
-   ``phase_started_at``), so every number judged is at this step's weight. The data plane is
+   ``phase_started_at``; windows begin on a whole second, the request stream's resolution, and
+   restart every 5 minutes in a long step, as the stream keeps 15), so every number judged is
+   at this step's weight and windows never overlap. The data plane is
    checked first (``weight_verdict``: the canary's measured share must match the set weight
    within ``weight_tolerance``): until it passes no threshold check is evaluated, and if it
    fails the rollout aborts - a router that does not do what it is told makes every later
@@ -92,6 +94,9 @@ SCALING, STEP, PROMOTING, WATCHING = "scaling", "step", "promoting", "watching"
 TICK = 1.0
 WEIGHT_MIN_SAMPLES = 50
 """Requests before the data-plane check may judge (its Wilson interval needs some)."""
+WINDOW = 300.0
+"""A step's measurement window restarts this often (seconds): the request stream keeps 15
+minutes, and a window whose start slid would overlap the previous one."""
 
 
 def steps(spec: RolloutSpec) -> list[CanaryStep]:
@@ -169,7 +174,7 @@ def _next_step(
     if current.weight is not None:
         want = canary_instances(spec.replicas, current.weight)
         data = {"canary": max(want, int(state.data["canary"]))}
-        scaling = _with(state.enter(SCALING, observed.now), data)
+        scaling = _with(_window(state, SCALING, observed.now), data)
         return _scaling(spec, scaling, observed, events)
     return _begin(spec, state, observed, events)
 
@@ -226,7 +231,8 @@ def _begin(
         headline += f", pause {current.pause:g}s"
     if current.analysis:
         headline += f", analysis {', '.join(_name(c) for c in current.analysis)}"
-    begun = _with(state.enter(STEP, observed.now), data)
+    begun = _window(state, STEP, observed.now)
+    begun = _with(begun, {**data, "step_started_at": begun.phase_started_at})
     return Decision(begun, _hold(spec, begun.data), (*events, headline), wake_in=TICK)
 
 
@@ -257,6 +263,8 @@ def _step(spec: RolloutSpec, state: RolloutState, observed: Observed) -> Decisio
     state, hold_events = _hold_if_inconclusive(state)
     events += hold_events
     if state.paused or not _step_over(current, state, observed):
+        if observed.now - state.phase_started_at >= WINDOW:
+            state = _window(state, STEP, observed.now)
         return Decision(state, _hold(spec, state.data), events, wake_in=TICK)
     return _next_step(spec, state, observed, events)
 
@@ -264,7 +272,7 @@ def _step(spec: RolloutSpec, state: RolloutState, observed: Observed) -> Decisio
 def _step_over(current: CanaryStep, state: RolloutState, observed: Observed) -> bool:
     if current.pause == {}:
         return False
-    elapsed = observed.now - state.phase_started_at
+    elapsed = observed.now - float(state.data.get("step_started_at", state.phase_started_at))
     if isinstance(current.pause, float | int) and elapsed < current.pause:
         return False
     if current.analysis:
@@ -435,7 +443,7 @@ def _promote(
 ) -> Decision:
     plan = steps(spec)
     promoting = _with(
-        state.enter(PROMOTING, observed.now, step=len(plan), paused=False),
+        _window(state, PROMOTING, observed.now, step=len(plan), paused=False),
         {"canary": spec.replicas},
     )
     events = (*events, f"promoting {spec.candidate}: scaling to {spec.replicas}")
@@ -458,7 +466,7 @@ def _promoting(
     watch = _watch(spec)
     if spec.stable is None or spec.rollback or watch.duration <= 0:
         return _complete(spec, state, observed, (switch,), events)
-    watching = _with(state.enter(WATCHING, observed.now), {"weight": 100})
+    watching = _with(_window(state, WATCHING, observed.now), {"weight": 100})
     events = (*events, f"watching {spec.candidate} for {watch.duration:g}s")
     return Decision(watching, (switch,), events, wake_in=TICK)
 
@@ -531,7 +539,7 @@ def _split(spec: RolloutSpec, weight: int) -> dict[str, int]:
 
 def _measured(spec: RolloutSpec, observed: Observed) -> tuple[Measurement, Measurement]:
     """The canary's and the stable's Measurement of this phase (empty ones when none came)."""
-    start = observed.now
+    start = min((m.start for m in observed.measurements.values()), default=observed.now)
 
     def get(release: str | None) -> Measurement:
         if release is None:
@@ -539,6 +547,14 @@ def _measured(spec: RolloutSpec, observed: Observed) -> tuple[Measurement, Measu
         return observed.measurements.get(release) or Measurement(release, start, observed.now)
 
     return get(spec.candidate), get(spec.stable)
+
+
+def _window(state: RolloutState, phase: str, now: float, **changes: Any) -> RolloutState:
+    """Enter ``phase`` with a fresh measurement window (the engine measures since
+    ``phase_started_at``). It starts on the next whole second: the request stream counts whole
+    seconds, so a window starting mid-second would reach back into the previous window (and
+    the previous weight), and the sequential test would rightly refuse the overlap."""
+    return state.enter(phase, float(math.ceil(now)), **changes)
 
 
 def _run(state: RolloutState, key: str) -> AnalysisRun:
