@@ -7,7 +7,8 @@ users (with the dual-write trigger an expand migration installs, so every backfi
 fires it), measures in the same run:
 
 * the application's latency (an app-like loop of point reads and point updates by primary key
-  in its own connection): alone for ``--app-seconds``, then during the backfill;
+  in its own connection): alone (half of ``--app-seconds`` just before the backfill, half
+  just after), and during the backfill;
 * the backfill: rows/s, the longest batch transaction, and the longest any of its transactions
   was seen holding locks by sampling pg_locks every few milliseconds from a third connection;
 * the baseline: what a team does without a tool, one ``UPDATE users SET ...`` over the whole
@@ -25,7 +26,9 @@ import os
 import platform
 import random
 import shutil
+import signal
 import statistics
+import sys
 import tempfile
 import threading
 import time
@@ -137,6 +140,7 @@ class Result:
     app_max_before_ms: float
     app_max_during_ms: float
     app_errors: int
+    load_average: float
 
 
 def app_alone(url: str, rows: int, seconds: float) -> list[float]:
@@ -157,7 +161,7 @@ def measure(
     # The sampler runs from the start, so its own load weighs on "before" and "during" alike.
     sampler = LockSampler(url, "nonstop-migrate" if work == "backfill" else "naive-update")
     sampler.start()
-    before = app_alone(url, rows, seconds)
+    before = app_alone(url, rows, seconds / 2)
     app = AppLoop(url, rows)
     app.start()
     time.sleep(0.2)
@@ -176,10 +180,12 @@ def measure(
             updated = conn.execute(NAIVE).rowcount
             longest_batch = time.perf_counter() - began
     took = time.perf_counter() - began
-    time.sleep(0.2)
     app.stop.set()
-    sampler.stop.set()
     app.join()
+    # Other work on a shared machine comes and goes: the baseline is the app alone just before
+    # *and* just after, so a burst of background load does not land on one side only.
+    before += app_alone(url, rows, seconds / 2)
+    sampler.stop.set()
     sampler.join()
     p99_before, p99_during = percentile(before, 99), percentile(app.latencies, 99)
     return Result(
@@ -199,6 +205,7 @@ def measure(
         app_max_before_ms=round(max(before, default=0.0) * 1000, 3),
         app_max_during_ms=round(max(app.latencies, default=0.0) * 1000, 3),
         app_errors=app.errors,
+        load_average=round(os.getloadavg()[0], 2),
     )
 
 
@@ -223,9 +230,11 @@ def server_version(url: str) -> str:
 
 
 def main() -> None:
+    # A TERM (timeout, Ctrl-C in a parent) still stops the private server in the finally below.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--runs", default="1000:0,1000:2ms,5000:0,10000:0")
+    parser.add_argument("--runs", default="1000:0,1000:5ms,1000:10ms,5000:0,10000:0")
     parser.add_argument("--app-seconds", type=float, default=8.0)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
@@ -272,6 +281,7 @@ def main() -> None:
         "app max ms before/during",
         "p99 ratio",
         "app errors",
+        "load avg",
     )
     print(" | ".join(header))
     for r in results:
@@ -279,7 +289,8 @@ def main() -> None:
             f"{r.label} | {r.rows} | {r.seconds} | {r.rows_per_s} | {r.longest_batch_ms} | "
             f"{r.longest_lock_sampled_ms} | {r.app_p50_before_ms}/{r.app_p50_during_ms} | "
             f"{r.app_p99_before_ms}/{r.app_p99_during_ms} | "
-            f"{r.app_max_before_ms}/{r.app_max_during_ms} | {r.app_p99_ratio} | {r.app_errors}"
+            f"{r.app_max_before_ms}/{r.app_max_during_ms} | {r.app_p99_ratio} | {r.app_errors} | "
+            f"{r.load_average}"
         )
     ok = [r for r in results if r.label.startswith("backfill")]
     best = max(ok, key=lambda r: r.rows_per_s)
