@@ -16,8 +16,11 @@ Window edges snap outward to whole seconds: since=100.5 still takes the whole se
 
 Latency is recorded in microseconds, 1 µs to 10 min (longer is clamped to 10 min), with 2
 significant digits: a percentile is at most 1 % above the true value (HdrHistogram reports the
-highest value equivalent to the bucket). Two digits rather than three keeps a bucket at 12 KB
-instead of 57 KB: 900 seconds x 3 live releases stay near 33 MB.
+highest value equivalent to the bucket). Two digits rather than three keeps a second's histogram
+near 13 KB instead of 85 KB: a release with traffic in every one of the 900 seconds holds about
+12 MB (measured). Seconds without traffic hold nothing. A sparse per-second histogram was
+measured too: at 500 requests/s with spread-out latencies it took more memory (17 MB) and made
+a 15-minute snapshot ten times slower (210 ms against 18 ms).
 
 Cost per event: a dict lookup or two, a list index and an HdrHistogram record (pure Python,
 a few microseconds): 500 requests per second is well under 1 % of a core.
