@@ -125,7 +125,7 @@ def plan(
             out.print(f"  {name}")
     out.print(f"[dim]{len(result.applied)} applied[/]")
     if "problem" in findings:
-        out.print(f"[yellow]lint: {findings['problem']}[/]")
+        out.print(f"[yellow]lint skipped: {findings['problem']}[/]")
     elif findings["errors"] or findings["warnings"]:
         out.print(
             f"[yellow]lint: {findings['errors']} error(s), {findings['warnings']} warning(s)[/] "
