@@ -52,9 +52,11 @@ class App:
 
     def __init__(self) -> None:
         self.release = "v1"
+        self.hits = 0
         self.counters: dict[str, int] = {}
 
     async def root(self, request: web.Request) -> web.Response:
+        self.hits += 1
         return web.Response(text=f"{self.release} hello", headers={"X-Release": self.release})
 
     async def status(self, request: web.Request) -> web.Response:

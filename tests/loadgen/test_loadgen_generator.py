@@ -99,9 +99,9 @@ async def test_requests_that_cannot_leave_in_time_are_not_sent(server: ThreadedS
 async def test_a_server_stopped_mid_run_shows_in_the_timeline(server: ThreadedServer) -> None:
     generator = LoadGenerator(f"{server.url}/", rps=40)
     await generator.start()
-    await asyncio.sleep(1.3)
+    await asyncio.sleep(1.5)  # second 0 is answered well before the stop, even on a busy box
     await asyncio.to_thread(server.stop)
-    await asyncio.sleep(1.3)
+    await asyncio.sleep(1.0)
     report = await generator.stop()
     assert_adds_up(report)
     first, last = report.timeline[0], report.timeline[-1]
@@ -115,9 +115,9 @@ async def test_a_server_stopped_mid_run_shows_in_the_timeline(server: ThreadedSe
 async def test_groups_show_which_release_answered(server: ThreadedServer, app: App) -> None:
     generator = LoadGenerator(f"{server.url}/", rps=40, group_by_header="X-Release")
     await generator.start()
-    await asyncio.sleep(1.2)
+    await asyncio.sleep(1.5)
     app.release = "v2"
-    await asyncio.sleep(1.2)
+    await asyncio.sleep(1.0)
     report = await generator.stop()
     assert report.passed
     assert set(report.groups) == {"v1", "v2"}

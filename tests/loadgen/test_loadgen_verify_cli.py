@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from loadgen_servers import ThreadedServer
+from loadgen_servers import App, ThreadedServer
 
 from nonstop.cli.main import main
 from nonstop.cli.verify import CommandResult, VerifyResult
@@ -210,7 +210,7 @@ def test_no_url_and_no_config(
     assert "error: give --url: there is no nonstop.toml here to read router.listen from" in err
 
 
-def test_interrupt_prints_the_report_and_exits_130(server: ThreadedServer, tmp_path: Path):
+def test_interrupt_prints_the_report_and_exits_130(server: ThreadedServer, app: App) -> None:
     process = subprocess.Popen(
         [NONSTOP, "verify", "--json", "--url", f"{server.url}/", "--rps", "20", "--duration", "60"],
         stdout=subprocess.PIPE,
@@ -218,7 +218,9 @@ def test_interrupt_prints_the_report_and_exits_130(server: ThreadedServer, tmp_p
         text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
-    time.sleep(1.5)  # let it start and send some requests; not an assertion on time
+    deadline = time.monotonic() + 60
+    while app.hits < 5 and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)  # requests arriving: the signal handlers are installed
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=30)
     assert process.returncode == 130, err
