@@ -159,28 +159,64 @@ def test_pooled_window_is_judged_over_its_whole_span() -> None:
     assert run.checks[0].pending is None
 
 
+def grown(i: int, seconds: int, requests: int) -> Measurement:
+    """Canary v2 counted from the start of window i for ``seconds`` (a cumulative feed)."""
+    start = T0 + 10 * i
+    return Measurement("v2", start, start + seconds, requests, {"2xx": requests})
+
+
+POOL_CASES = [
+    # (carried, pending, new) -> (carried after, requests judged, span judged)
+    ("nothing pending", None, None, window(1, 30), None, 30, (10, 20)),
+    # the next window: the pending one moves into carried and both are judged together
+    ("next window", None, window(0, 20, 1, p99=300), window(1, 30, 0, p99=200), 20, 50, (0, 20)),
+    ("next after carried", window(0, 20), window(1, 10), window(2, 5), 30, 35, (0, 30)),
+    # the pending window grown (counts since a fixed start): it replaces the pending one
+    ("grown", None, grown(0, 10, 20), grown(0, 20, 45), None, 45, (0, 20)),
+    # carried windows (an earlier step's) stay added while the new window grows
+    ("grown after carried", grown(0, 60, 30), grown(6, 10, 5), grown(6, 20, 12), 30, 42, (0, 80)),
+    ("another release starts over", window(0, 5), window(1, 20),
+     Measurement("v3", T0 + 20, T0 + 30, 5, {"2xx": 5}), None, 5, (20, 30)),
+    # partly overlapping the pending window: adding it would count requests twice
+    ("overlap starts over", window(0, 5), window(1, 20),
+     Measurement("v2", T0 + 15, T0 + 30, 7, {"2xx": 7}), None, 7, (15, 30)),
+]  # fmt: skip
+
+
 @pytest.mark.parametrize(
-    ("pending", "new", "requests", "span"),
-    [
-        # adjacent windows add up; p99 of the union is taken as the larger part's (upper bound)
-        (window(0, 20, 1, p99=300), window(1, 30, 0, p99=200), 50, (T0, T0 + 20)),
-        # a window that starts at the pending one's start already contains it (cumulative feed)
-        (window(0, 20), Measurement("v2", T0, T0 + 20, 45, {"2xx": 45}), 45, (T0, T0 + 20)),
-        # a different release starts over
-        (window(0, 20), Measurement("v3", T0 + 10, T0 + 20, 5, {"2xx": 5}), 5, (T0 + 10, T0 + 20)),
-        # a partly overlapping window would count requests twice: it replaces the pending one
-        (window(0, 20), Measurement("v2", T0 + 5, T0 + 20, 7, {"2xx": 7}), 7, (T0 + 5, T0 + 20)),
-        (None, window(1, 30), 30, (T0 + 10, T0 + 20)),
-    ],
+    ("carried", "pending", "new", "carried_after", "requests", "span"),
+    [case[1:] for case in POOL_CASES],
+    ids=[case[0] for case in POOL_CASES],
 )
 def test_pool(
-    pending: Measurement | None, new: Measurement, requests: int, span: tuple[float, float]
+    carried: Measurement | None,
+    pending: Measurement | None,
+    new: Measurement,
+    carried_after: int | None,
+    requests: int,
+    span: tuple[float, float],
 ) -> None:
-    pooled = pool(pending, new)
-    assert (pooled.requests, (pooled.start, pooled.end)) == (requests, span)
-    if pending is not None and pooled.requests == pending.requests + new.requests:
-        assert pooled.errors == pending.errors + new.errors
-        assert pooled.latency(99) == 300
+    kept, judged = pool(carried, pending, new)
+    assert (None if kept is None else kept.requests) == carried_after
+    assert (judged.requests, judged.start - T0, judged.end - T0) == (requests, *span)
+
+
+def test_pooled_percentile_is_the_higher_part() -> None:
+    _, judged = pool(None, window(0, 20, 1, p99=300), window(1, 30, 0, p99=200))
+    assert (judged.latency(99), judged.errors) == (300, 1)
+
+
+def test_cumulative_feed_across_a_step_pools_consistently() -> None:
+    # step 1 ends with 30 requests since 10:00:00 (too few); step 2 is counted from 10:01:00.
+    # Every evaluation of step 2 adds step 1's 30 until a window is judged.
+    run = new_run([ERR])
+    judged = []
+    for m in (grown(0, 60, 30), grown(6, 10, 10), grown(6, 20, 15), grown(6, 30, 25)):
+        run, verdict = step(run, ERR, m)
+        judged.append((verdict.outcome, verdict.samples))
+    assert judged == [("inconclusive", 30), ("inconclusive", 40), ("inconclusive", 45),
+                      ("pass", 55)]  # fmt: skip
+    assert (run.checks[0].pending, run.checks[0].carried) == (None, None)
 
 
 def test_identical_checks_are_one_and_unknown_checks_are_added() -> None:

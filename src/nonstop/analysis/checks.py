@@ -28,13 +28,16 @@ AnalysisRun phase versus its Measurements):
 - **inconclusive_limit**: a check turns *inconclusive* once ``inconclusive_limit`` windows in a row
   were inconclusive (default 6: a minute at the default 10 s interval). A judged window resets the
   streak. The engine then pauses for a person instead of guessing.
-- **pooling**: a window with fewer than ``min_samples`` requests is not thrown away. It is kept as
-  ``pending`` and the next window is added to it, so at low traffic a check judges longer windows
+- **pooling**: a window with fewer than ``min_samples`` requests is not thrown away. It is kept
+  (``pending``) and later windows are added to it, so at low traffic a check judges longer windows
   rather than never judging. Counts add up exactly; a latency percentile of the pooled window is
   taken as the highest of the parts' (if no part has more than 1% of its requests above x, the
   union has none either, so that is an upper bound on the union's p99 and errs towards failing).
-  Pooling assumes one window per step call (``[start, end)`` after the previous one); a window
-  that starts at or before the pending one's start already contains it and replaces it.
+  Both ways of feeding work: a window with the same ``start`` as the pending one is that window
+  grown (counts since a fixed start) and replaces it; a window starting at or after the pending
+  one's end is the next one, and the pending one moves into ``carried``, which is added to every
+  window judged until one is judged. A window from another release, or overlapping the pending
+  one otherwise, starts afresh (adding it would count requests twice).
 """
 
 from __future__ import annotations
@@ -179,25 +182,38 @@ def _verdict(
     return Verdict(outcome, name, reason, value, threshold, samples, data.start, data.end)
 
 
-def pool(pending: Measurement | None, new: Measurement) -> Measurement:
-    """``new`` with the not-yet-judged ``pending`` window added in front of it (see module doc)."""
-    if pending is None or pending.release != new.release or new.start <= pending.start:
-        return new
-    if new.start < pending.end:  # overlapping windows would count requests twice
-        return new
-    status = dict(pending.status)
-    for cls, count in new.status.items():
+def pool(
+    carried: Measurement | None, pending: Measurement | None, new: Measurement
+) -> tuple[Measurement | None, Measurement]:
+    """``(carried, window to judge)`` when ``new`` arrives after the unjudged ``pending`` window
+    and the older unjudged windows ``carried`` before it (see the module doc)."""
+    if pending is None or pending.release != new.release:
+        return None, new
+    if new.start == pending.start:  # the pending window, grown
+        return carried, merge(carried, new)
+    if new.start >= pending.end:  # the next window
+        carried = merge(carried, pending)
+        return carried, merge(carried, new)
+    return None, new
+
+
+def merge(first: Measurement | None, then: Measurement) -> Measurement:
+    """Two windows of one release as one: counts add, percentiles take the higher."""
+    if first is None:
+        return then
+    status = dict(first.status)
+    for cls, count in then.status.items():
         status[cls] = status.get(cls, 0) + count
-    latency = dict(pending.latency_ms)
-    for p, ms in new.latency_ms.items():
+    latency = dict(first.latency_ms)
+    for p, ms in then.latency_ms.items():
         latency[p] = max(ms, latency.get(p, ms))
     return Measurement(
-        release=new.release,
-        start=pending.start,
-        end=new.end,
-        requests=pending.requests + new.requests,
+        release=then.release,
+        start=first.start,
+        end=then.end,
+        requests=first.requests + then.requests,
         status=status,
-        proxy_errors=pending.proxy_errors + new.proxy_errors,
+        proxy_errors=first.proxy_errors + then.proxy_errors,
         latency_ms=latency,
     )
 
@@ -214,7 +230,9 @@ class CheckRun:
     inconclusive: int = 0
     inconclusive_streak: int = 0
     pending: Measurement | None = None
-    """Windows too small to judge, pooled until they reach ``min_samples``."""
+    """The last window, when it was too small to judge (see pooling in the module doc)."""
+    carried: Measurement | None = None
+    """Older windows too small to judge, added to each window judged until one is judged."""
     phase: Phase = "running"
 
     @property
@@ -234,12 +252,13 @@ class CheckRun:
             "inconclusive": self.inconclusive,
             "inconclusive_streak": self.inconclusive_streak,
             "pending": None if self.pending is None else self.pending.to_dict(),
+            "carried": None if self.carried is None else self.carried.to_dict(),
             "phase": self.phase,
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, object]) -> CheckRun:
-        pending = data.get("pending")
+        pending, carried = data.get("pending"), data.get("carried")
         verdicts = cast(Sequence[Mapping[str, object]], data.get("verdicts", ()))
         return cls(
             check=CheckConfig.model_validate(data["check"]),
@@ -248,11 +267,14 @@ class CheckRun:
             failed=int(cast(int, data.get("failed", 0))),
             inconclusive=int(cast(int, data.get("inconclusive", 0))),
             inconclusive_streak=int(cast(int, data.get("inconclusive_streak", 0))),
-            pending=None
-            if pending is None
-            else Measurement.from_dict(cast(Mapping[str, object], pending)),
+            pending=_measurement(pending),
+            carried=_measurement(carried),
             phase=cast(Phase, str(data.get("phase", "running"))),
         )
+
+
+def _measurement(data: object) -> Measurement | None:
+    return None if data is None else Measurement.from_dict(cast(Mapping[str, object], data))
 
 
 @dataclass(frozen=True, slots=True)
@@ -327,13 +349,16 @@ def step(
     ``running``. A check that already failed or turned inconclusive keeps that phase; later
     windows are still recorded, for the record."""
     current = run.find(check) or CheckRun(check)
+    data: Observation = new
+    carried, pending = None, None
     if isinstance(new, Measurement):
-        data: Observation = pool(current.pending, new)
-    else:
-        data = new
+        carried, data = pool(current.carried, current.pending, new)
     verdict = judge(check, data, role=role)
-    pending = data if verdict.outcome == "inconclusive" and isinstance(data, Measurement) else None
-    updated = _count(current, verdict, pending, run.inconclusive_limit)
+    if verdict.outcome == "inconclusive" and isinstance(new, Measurement):
+        pending = new
+    else:
+        carried = None
+    updated = _count(current, verdict, pending, carried, run.inconclusive_limit)
     if run.find(check) is None:
         checks = (*run.checks, updated)
     else:
@@ -342,7 +367,11 @@ def step(
 
 
 def _count(
-    current: CheckRun, verdict: Verdict, pending: Measurement | None, inconclusive_limit: int
+    current: CheckRun,
+    verdict: Verdict,
+    pending: Measurement | None,
+    carried: Measurement | None,
+    inconclusive_limit: int,
 ) -> CheckRun:
     passed, failed, inconclusive = current.passed, current.failed, current.inconclusive
     streak = current.inconclusive_streak
@@ -365,6 +394,7 @@ def _count(
         inconclusive=inconclusive,
         inconclusive_streak=streak,
         pending=pending,
+        carried=carried,
         phase=phase,
     )
 
