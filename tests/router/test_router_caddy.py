@@ -288,6 +288,25 @@ async def test_a_new_agent_adopts_the_running_caddy_without_a_blip(
     assert {e.upstream for e in events} == {a.address}
 
 
+async def test_adopting_without_a_table_file_keeps_the_routes(
+    router: CaddyRouter, client: aiohttp.ClientSession, backends: MakeBackend, caddy_binary: Path
+) -> None:
+    a = await backends("A")
+    await router.apply(table(a.upstream(1)))
+    await router.close()
+    router.table_file.unlink()
+    adopted = CaddyRouter(router.state_dir, router.listen, caddy_binary=caddy_binary)
+    collector = Collector(adopted)
+    try:
+        await adopted.start()
+        assert await get(client, adopted) == (200, "A")
+        events = await collector.until(1)
+    finally:
+        await collector.close()
+        await adopted.close()
+    assert [e.upstream for e in events] == [a.address]
+
+
 async def test_admin_api_is_a_private_unix_socket(router: CaddyRouter) -> None:
     assert stat.S_IMODE(router.admin_socket.stat().st_mode) == 0o600
     config = await router.config()

@@ -37,6 +37,7 @@ import aiohttp
 from nonstop.drivers.router.access_log import AccessLogListener, StreamCounters
 from nonstop.drivers.router.base import RequestEvent, RouteTable, Upstream
 from nonstop.drivers.router.caddy_config import (
+    SERVER_NAME,
     ProxyTuning,
     build_config,
     validate_listen,
@@ -102,7 +103,7 @@ class CaddyRouter:
             running = record is not None and record.running()
             # A Caddy of ours that is up but still loading gets the whole start timeout.
             if await self._wait_admin(self.start_timeout if running else 0.0):
-                await self._load(self.last_table())  # adopt: same table, our event socket
+                await self._adopt()
                 return
             if record is not None and running:
                 kill(record, signal.SIGKILL)  # ours, alive, but its admin API is dead: replace it
@@ -113,7 +114,13 @@ class CaddyRouter:
         validate_table(table)
         async with self._lock:
             # Durable first (invariant 4): a Caddy restarted after this point routes ``table``.
-            write_atomic(self.table_file, json.dumps(table_to_dict(table), indent=2))
+            try:
+                self.state_dir.mkdir(parents=True, exist_ok=True)
+                write_atomic(self.table_file, json.dumps(table_to_dict(table), indent=2))
+            except OSError as exc:
+                raise RouterError(
+                    f"could not save the route table to {self.table_file}: {exc}"
+                ) from exc
             await self._load(table)
 
     async def in_flight(self) -> dict[str, int]:
@@ -123,7 +130,10 @@ class CaddyRouter:
         rows = await self._admin("GET", "/reverse_proxy/upstreams")
         if not isinstance(rows, list):
             raise RouterError(f"caddy admin API: unexpected upstream list {rows!r}")
-        return {str(row["address"]): int(row.get("num_requests", 0)) for row in rows}
+        try:
+            return {str(row["address"]): int(row.get("num_requests", 0)) for row in rows}
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise RouterError(f"caddy admin API: unexpected upstream list {rows!r}") from exc
 
     async def alive(self) -> bool:
         record = ProcessRecord.load(self.pid_file)
@@ -152,6 +162,8 @@ class CaddyRouter:
             await self._detach()
 
     async def events(self) -> AsyncIterator[RequestEvent]:
+        """One consumer at a time (two would split the events). The stream outlives Caddy
+        restarts: the socket stays, Caddy dials it again."""
         async for event in self._listener.events():
             yield event
 
@@ -199,6 +211,17 @@ class CaddyRouter:
         # POST /load swaps the whole config at once; Caddy skips it when nothing changed, and the
         # old server keeps serving the requests it already has (up to the drain timeout).
         await self._admin("POST", "/load", body=self._config_for(table))
+
+    async def _adopt(self) -> None:
+        """Point the running Caddy's access log at our socket, changing nothing else. With the
+        table file (written before every load) the same table is loaded again, so settings
+        such as the drain timeout follow the new agent's; without it, only the address is
+        patched: adopting must never empty a table that is serving."""
+        if self.table_file.exists():
+            await self._load(self.last_table())
+        else:
+            path = f"/config/logging/logs/{SERVER_NAME}/writer/address"
+            await self._admin("PATCH", path, body=f"unix/{self.events_socket}")
 
     async def _spawn(self) -> None:
         binary = find_caddy(self._binary)
