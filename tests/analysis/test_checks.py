@@ -9,6 +9,8 @@ import json
 from dataclasses import dataclass
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from nonstop.analysis.checks import (
     HISTORY,
@@ -323,3 +325,24 @@ def test_a_whole_run_survives_a_json_journal() -> None:
     stable = Measurement("v1", T0, T0 + 10, 3800, {"2xx": 3800})
     run, _ = step_sequential(run, window(0, 200, 3), stable)
     assert AnalysisRun.from_dict(json.loads(json.dumps(run.to_dict()))) == run
+
+
+@settings(deadline=None)
+@given(
+    st.integers(0, 5000),
+    st.floats(0, 1),
+    st.floats(0, 0.2),
+    st.integers(1, 200),
+)
+def test_error_rate_verdict_agrees_with_arithmetic(
+    requests: int, error_share: float, max_rate: float, min_samples: int
+) -> None:
+    errors = int(requests * error_share)
+    check = CheckConfig(metric="error_rate", max=max_rate, min_samples=min_samples)
+    verdict = judge(check, window(0, requests, errors))
+    if requests < min_samples:
+        expected = "inconclusive"
+    else:
+        expected = "fail" if errors / requests > max_rate else "pass"
+    assert verdict.outcome == expected
+    assert Verdict.from_dict(json.loads(json.dumps(verdict.to_dict()))) == verdict

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from nonstop.analysis.measurement import Measurement
 from nonstop.analysis.watch import watch_verdict
@@ -94,3 +96,17 @@ def promoted(requests: int, errors: int) -> Measurement:
 def test_watch_verdict(requests: int, errors: int, outcome: str, reason: str) -> None:
     verdict = watch_verdict(WATCH, promoted(requests, errors))
     assert (verdict.outcome, verdict.reason, verdict.check) == (outcome, reason, "watch")
+
+
+@settings(deadline=None)
+@given(st.integers(0, 100), st.integers(1, 5000), st.floats(0, 1), st.floats(0, 0.5))
+def test_weight_verdict_never_contradicts_the_point_estimate(
+    weight: int, total: int, share: float, tolerance: float
+) -> None:
+    canary = round(total * share)
+    verdict = weight_verdict(weight, canary, total, tolerance, min_samples=1)
+    off = abs(canary / total - weight / 100)
+    if verdict.outcome == "pass":
+        assert off <= tolerance + 1e-12
+    if verdict.outcome == "fail":
+        assert off > tolerance
