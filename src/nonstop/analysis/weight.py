@@ -34,7 +34,7 @@ def wilson_interval(
     """The Wilson score interval for a binomial proportion (good at 0 and n successes, too).
 
     >>> lo, hi = wilson_interval(48, 1000); round(lo, 4), round(hi, 4)
-    (0.0333, 0.0687)
+    (0.0334, 0.0686)
     """
     if n <= 0:
         return 0.0, 1.0
