@@ -107,6 +107,12 @@ WINDOW_CASES = [
                [(measured("v2", T0, T0 + 10, 100, 0), measured("v1", T0, T0 + 10, 1900, 0)),
                 (measured("v2", T0 + 5, T0 + 15, 100, 0), measured("v1", T0 + 5, T0 + 15, 1900, 0))],  # noqa: E501
                Counts(100, 0, 1900, 0), "inconclusive"),
+    # ... and becomes the baseline: the same window grown adds only what came after (+7, +93)
+    WindowCase("an overlapping window is a baseline for its next feeds",
+               [(measured("v2", T0, T0 + 10, 100, 0), measured("v1", T0, T0 + 10, 1900, 0)),
+                (measured("v2", T0 + 5, T0 + 15, 100, 0), measured("v1", T0 + 5, T0 + 15, 1900, 0)),
+                (measured("v2", T0 + 5, T0 + 16, 107, 1), measured("v1", T0 + 5, T0 + 16, 1993, 0))],  # noqa: E501
+               Counts(107, 1, 1993, 0), "pass"),
     WindowCase("canary and stable windows must match",
                [(measured("v2", T0, T0 + 10, 100, 0), measured("v1", T0 + 1, T0 + 10, 1900, 0))],
                Counts(), "inconclusive"),
@@ -131,7 +137,8 @@ def test_overlap_reason_names_both_windows() -> None:
     )
     assert verdict.reason == (
         "sequential: window 10:00:05-10:00:15 overlaps counts already used (up to "
-        "10:00:00-10:00:10) (canary v2 vs stable v1); counts ignored"
+        "10:00:00-10:00:10) (canary v2 vs stable v1); its counts so far are skipped, later ones "
+        "in this window are used"
     )
 
 

@@ -72,9 +72,13 @@ Cumulative counts and restarts
 :func:`observe` takes counts cumulative since the test started and closes an interval with the
 differences. :func:`observe_windows` takes two Measurements (canary, stable) of the same window:
 counts cumulative within a window (same ``start``) are differenced; a window that starts at or
-after the end of the last one is new (counts restart, as they do at each canary step); a window
-that overlaps counts already used would count them twice and is ``inconclusive``. Counts that go
-backwards, or errors above requests, are ``inconclusive`` with that reason; nothing is raised.
+after the end of the last one is new (counts restart, as they do at each canary step). A new
+window that overlaps counts already used (it starts before the last one ended) would count them
+twice: that feed is ``inconclusive`` and its counts become the window's baseline, so the next
+feeds of the same window add only what came after it. Dropping data that way is valid (what is
+dropped does not depend on which release failed), and the test never gets stuck on a clock
+skew between a step change and the last measurement. Counts that go backwards, or errors above
+requests, are ``inconclusive`` with that reason and change nothing; nothing is raised.
 """
 
 from __future__ import annotations
@@ -311,8 +315,12 @@ def observe_windows(
         if run.window_end is not None and canary.start < run.window_end:
             reason = (
                 f"sequential: window {window(canary.start, canary.end)} overlaps counts already "
-                f"used (up to {window(run.window_start, run.window_end)}) ({label}); counts ignored"
+                f"used (up to {window(run.window_start, run.window_end)}) ({label}); its counts "
+                "so far are skipped, later ones in this window are used"
             )
+            problem = counts.problem()
+            if problem is None:  # a baseline, so the window's next feeds are differenced from it
+                run = replace(run, window_start=canary.start, window_end=canary.end, seen=counts)
             return run, Verdict("inconclusive", "sequential", reason, run.e_value, run.threshold)
         run = replace(run, seen=Counts())  # a new window: its counts start from zero
     run = replace(run, window_start=canary.start)
