@@ -255,3 +255,42 @@ def test_variant_weights_adding_up_to_zero_fail_the_call_like_the_sdk() -> None:
         "enabled": False,
         "feature_enabled": False,
     }
+
+
+def test_a_parent_rollout_without_group_id_hashes_with_the_childs_name() -> None:
+    # mmh3("parent:1") % 100 + 1 == 33 and mmh3("child:1") % 100 + 1 == 67: the parent's 50%
+    # rollout holds when it is asked directly, and fails when the child asks for it.
+    doc = {
+        "version": 1,
+        "features": [
+            {
+                "name": "parent",
+                "enabled": True,
+                "strategies": [
+                    {
+                        "name": "flexibleRollout",
+                        "parameters": {"rollout": "50", "stickiness": "userId"},
+                    }
+                ],
+            },
+            {
+                "name": "child",
+                "enabled": True,
+                "strategies": [],
+                "dependencies": [{"feature": "parent"}],
+            },
+        ],
+    }
+    ctx = {"userId": "1"}
+    engine = FlagEngine.from_unleash(doc)
+    assert (engine.is_enabled("parent", ctx), engine.is_enabled("child", ctx)) == (True, False)
+    try:
+        from yggdrasil_engine.engine import UnleashEngine
+    except ImportError:  # pragma: no cover - the SDK is a test dependency
+        return
+    sdk = UnleashEngine()
+    sdk.take_state(json.dumps(doc))
+    assert (
+        sdk.check_enabled("parent", ctx).is_enabled,
+        sdk.check_enabled("child", ctx).is_enabled,
+    ) == (True, False)

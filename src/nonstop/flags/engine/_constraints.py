@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from ipaddress import IPv4Network
 from typing import Any, Final
 
 from nonstop.flags.engine._base import (
@@ -44,6 +45,7 @@ from nonstop.flags.engine._values import (
     parse_datetime_ns,
     parse_f64,
     parse_ip,
+    parse_ipv4_int,
     parse_network,
     parse_semver,
 )
@@ -106,8 +108,22 @@ def on_value(name: str, test: Test, env: Environment, memo: bool) -> Predicate:
     return remembered
 
 
-def compile_constraint(c: Constraint, path: str, problems: Problems, env: Environment) -> Predicate:
-    """A predicate for one constraint; FlagOff where the reference engine cannot compile it."""
+@dataclass(frozen=True)
+class Check:
+    """A compiled constraint: read context field `field`, then
+
+    - kind "const": the answer is `data` (a bool), whatever the context says;
+    - kind "in" / "not_in": membership of the value in `data` (a frozenset);
+    - kind "test": `data(value)`, remembered per value when `memo`."""
+
+    field: str
+    kind: str
+    data: Any
+    memo: bool = False
+
+
+def compile_constraint(c: Constraint, path: str, problems: Problems, env: Environment) -> Check:
+    """One constraint; FlagOff where the reference engine cannot compile it."""
     name = c.context_name
     if name not in STANDARD_FIELDS:
         decoded = unescaped_string(name)
@@ -122,10 +138,9 @@ def compile_constraint(c: Constraint, path: str, problems: Problems, env: Enviro
     if op in ("IN", "NOT_IN"):
         values = _checked_values(c, path, problems)
         if not values:
-            return _false if op == "IN" else _true
-        return on_value(
-            name, _invert(_membership(op == "IN", frozenset(values)), c.inverted), env, memo=False
-        )
+            return Check(name, "const", (op == "NOT_IN") != c.inverted)
+        is_in = (op == "IN") != c.inverted
+        return Check(name, "in" if is_in else "not_in", frozenset(values))
     if op in STRING_OPERATORS:
         test, memo = _string_test(c, path, problems)
     elif op in ORDINAL_OPERATORS:
@@ -134,7 +149,7 @@ def compile_constraint(c: Constraint, path: str, problems: Problems, env: Enviro
                 f"{path}.value",
                 f'expected a semantic version without a "v" prefix, got {quote(c.value)}',
             )
-            return _false
+            return Check(name, "const", False)
         test, memo = _ordinal_test(c, path, problems), True
     elif op == "REGEX":
         test, memo = _regex_test(c, path, problems), True
@@ -147,7 +162,78 @@ def compile_constraint(c: Constraint, path: str, problems: Problems, env: Enviro
             " (the flag is always off)",
         )
         raise FlagOff
-    return on_value(name, _invert(test, c.inverted), env, memo)
+    return Check(name, "test", _invert(test, c.inverted), memo)
+
+
+def remember(cache: dict[str | None, bool], test: Test, value: str | None) -> bool:
+    answer = test(value)
+    if len(cache) >= MEMO_SIZE:
+        cache.clear()
+    cache[value] = answer
+    return answer
+
+
+def conjunction(checks: list[Check], base: Predicate, env: Environment) -> Predicate:
+    """One function for "every check holds, then `base`": each context field is read once,
+    on first use, and the checks run in document order, stopping at the first that fails.
+
+    The function is generated from a template; names and values reach it only as bound
+    constants (N0, S1...), never as source text."""
+    if any(c.kind == "const" and not c.data for c in checks) or base is _false:
+        return _false
+    checks = [c for c in checks if c.kind != "const"]
+    if not checks:
+        return base
+    namespace: dict[str, Any] = {
+        "BASE": base,
+        "TO_STR": _to_str,
+        "REMEMBER": remember,
+        "NOW": now_text(env),
+        "STR": str,
+    }
+    lines = ["def conjunction(ctx):", "    props = ctx.get('properties')"]
+    slots: dict[str, str] = {}
+    for j, check in enumerate(checks):
+        v = slots.get(check.field)
+        if v is None:
+            v = slots[check.field] = f"v{len(slots)}"
+            namespace[f"N{v}"] = check.field
+            if check.field in STANDARD_FIELDS:
+                lines += [
+                    f"    {v} = ctx.get(N{v})",
+                    f"    if {v} is None and props:",
+                    f"        {v} = props.get(N{v})",
+                ]
+            else:
+                lines.append(f"    {v} = props.get(N{v}) if props else None")
+            lines += [
+                f"    if {v} is not None and {v}.__class__ is not STR:",
+                f"        {v} = TO_STR({v})",
+            ]
+            if check.field == "currentTime" and env.clock is not None:
+                lines += [f"    if {v} is None:", f"        {v} = NOW()"]
+        if check.kind == "in":
+            namespace[f"S{j}"] = check.data
+            lines.append(f"    if {v} is None or {v} not in S{j}: return False")
+        elif check.kind == "not_in":
+            namespace[f"S{j}"] = check.data
+            lines.append(f"    if {v} is not None and {v} in S{j}: return False")
+        elif check.memo:
+            namespace[f"T{j}"] = check.data
+            namespace[f"M{j}"] = {}
+            lines += [
+                f"    r = M{j}.get({v})",
+                "    if r is None:",
+                f"        r = REMEMBER(M{j}, T{j}, {v})",
+                "    if not r: return False",
+            ]
+        else:
+            namespace[f"T{j}"] = check.data
+            lines.append(f"    if not T{j}({v}): return False")
+    lines.append("    return True" if base is _true else "    return BASE(ctx)")
+    exec("\n".join(lines), namespace)  # the template above; constants are bound by name
+    generated: Predicate = namespace["conjunction"]
+    return generated
 
 
 def _invert(test: Test, inverted: bool) -> Test:
@@ -209,7 +295,7 @@ def _string_test(c: Constraint, path: str, problems: Problems) -> tuple[Test, bo
             v = v.lower()
         return v.startswith(items) if starts else v.endswith(items)
 
-    return affix, fold
+    return affix, False
 
 
 def _ordinal_test(c: Constraint, path: str, problems: Problems) -> Test:
@@ -302,6 +388,9 @@ def _regex_test(c: Constraint, path: str, problems: Problems) -> Test:
             )
     if not searches:
         return lambda v: False
+    if len(searches) == 1:
+        (search,) = searches
+        return lambda v: v is not None and search(v) is not None
     return lambda v: v is not None and any(search(v) is not None for search in searches)
 
 
@@ -324,13 +413,28 @@ def _cidr_test(c: Constraint, path: str, problems: Problems) -> Test:
 
 
 def ip_test(networks: tuple[IpNet, ...]) -> Test:
+    """Is the value an address inside one of `networks`? IPv4 is checked on integers."""
+    v4 = tuple(
+        (int(net.network_address), int(net.netmask))
+        for net in networks
+        if isinstance(net, IPv4Network)
+    )
+    v6 = tuple(net for net in networks if not isinstance(net, IPv4Network))
     if not networks:
         return lambda v: False
 
     def in_networks(v: str | None) -> bool:
         if v is None:
             return False
+        n = parse_ipv4_int(v)
+        if n is not None:
+            for net, mask in v4:  # noqa: SIM110 - a plain loop is faster than any() here
+                if n & mask == net:
+                    return True
+            return False
+        if not v6 or ":" not in v:
+            return False
         ip = parse_ip(v)
-        return ip is not None and any(ip in net for net in networks)
+        return ip is not None and any(ip in net for net in v6)
 
     return in_networks

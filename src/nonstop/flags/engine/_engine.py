@@ -28,7 +28,7 @@ from nonstop.flags.engine._compile import (
     compile_variants,
     pick_variant,
 )
-from nonstop.flags.engine._constraints import compile_constraint
+from nonstop.flags.engine._constraints import compile_constraint, conjunction
 from nonstop.flags.engine._document import (
     Dependency,
     DocumentState,
@@ -150,7 +150,7 @@ def _compile_strategy(
         raise FlagOff
     if constraints and reason == "STATIC":
         reason = "TARGETING_MATCH"
-    return CompiledStrategy(all_of(constraints, base), reason, cv, has_key)
+    return CompiledStrategy(conjunction(constraints, base, env), reason, cv, has_key)
 
 
 class FlagEngine:

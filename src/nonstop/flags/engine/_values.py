@@ -16,6 +16,7 @@ from __future__ import annotations
 import calendar
 import ipaddress
 import re
+import socket
 from typing import TypeAlias
 
 IpNet: TypeAlias = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -102,6 +103,20 @@ def parse_semver(text: str) -> SemverKey | None:
         else:
             idents.append((1, 0, ident))
     return (major, minor, patch, 0, tuple(idents))
+
+
+def parse_ipv4_int(text: str) -> int | None:
+    """A dotted-quad IPv4 address as an integer (the fast path of CIDR checks), else None.
+
+    Only the canonical form is an address: four decimal octets without leading zeros
+    ("01.2.3.4" is refused by Rust and by `ipaddress`), whatever the C library accepts."""
+    try:
+        packed = socket.inet_pton(socket.AF_INET, text)
+    except (OSError, ValueError):
+        return None
+    if socket.inet_ntop(socket.AF_INET, packed) != text:
+        return None
+    return int.from_bytes(packed, "big")
 
 
 def parse_ip(text: str) -> IpAddr | None:
