@@ -1,29 +1,8 @@
-"""Shared fixtures. Feature-specific fixtures live in each tests/<area>/conftest.py."""
+"""Shared fixtures. Feature-specific fixtures live in each tests/<area>/conftest.py; helpers
+that tests import live in tests/nonstop_testing.py."""
 
 from __future__ import annotations
 
-import os
-import shutil
-from pathlib import Path
+from nonstop_testing import REPO_ROOT, conformance_dir, require_binary
 
-import pytest
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
-
-
-def require_binary(name: str, *candidates: str) -> str:
-    """Path of a system binary the test needs. Missing: fail under CI=true, skip elsewhere.
-
-    `make test` installs these through scripts/install-system-deps.sh."""
-    for candidate in (name, *candidates):
-        found = shutil.which(candidate) or (candidate if os.access(candidate, os.X_OK) else None)
-        if found:
-            return found
-    reason = f"{name} is not installed (scripts/install-system-deps.sh installs it)"
-    if os.environ.get("CI") == "true":
-        pytest.fail(reason)
-    pytest.skip(reason)
-
-
-def conformance_dir() -> Path:
-    return Path(os.environ.get("NONSTOP_CONFORMANCE_DIR", REPO_ROOT.parent / "shared" / "conformance"))
+__all__ = ["REPO_ROOT", "conformance_dir", "require_binary"]

@@ -30,7 +30,7 @@ from nonstop.analysis.measurement import Measurement
 from nonstop.config.load import validate_config
 from nonstop.config.schema import NonstopConfig
 from nonstop.drivers.router.base import Router, RouteTable, Upstream
-from nonstop.engine import releases
+from nonstop.engine import migrations, releases
 from nonstop.engine.faults import crash_point
 from nonstop.engine.instances import InstanceManager
 from nonstop.errors import ConfigError, StateError, UsageError
@@ -124,6 +124,7 @@ class Engine:
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
         self._router_failures = 0
+        self._background: set[asyncio.Task[None]] = set()
 
     # -- helpers -----------------------------------------------------------------------------
 
@@ -248,6 +249,11 @@ class Engine:
                 raise StateError(f"{request.release} is already the active release")
             if active is None:
                 strategy, planner = "bluegreen", bluegreen  # first deploy: start, then switch
+            applied = await migrations.expand(
+                config, self.state_dir / "releases" / request.release, row.env
+            )
+            if applied:
+                self.emit("info", f"expand migrations applied: {', '.join(applied)}")
             return self._begin(strategy, planner, request.release, active, rollback=False)
 
     async def _new_release(self, request: DeployRequest, config: NonstopConfig) -> Any:
@@ -391,6 +397,14 @@ class Engine:
             self.store.add_event(message, level=level, rollout_id=active.row.id)
         crash_point("finish")
         self.active = None
+        if finish.outcome == "completed" and not spec.rollback and spec.config.migrations:
+            release_dir = self.state_dir / "releases" / spec.candidate
+            row = self.store.release(spec.candidate)
+            task = asyncio.create_task(
+                migrations.backfill(spec.config, release_dir, row.env if row else {}, self.emit)
+            )
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
 
     def _promote_records(self, spec: RolloutSpec, now: float) -> None:
         """The candidate is the active release; the old one stays warm for keep_previous."""
