@@ -50,14 +50,14 @@ STRATEGIES: Final = (
     "remoteAddress",
     "applicationHostname",
 )
-_EPSILON: Final = 2.220446049250313e-16
+EPSILON: Final = 2.220446049250313e-16
 
 
-def _false(ctx: Context) -> bool:
+def never(ctx: Context) -> bool:
     return False
 
 
-def _true(ctx: Context) -> bool:
+def always(ctx: Context) -> bool:
     return True
 
 
@@ -81,7 +81,7 @@ class Environment:
 # ---------------------------------------------------------------- context access
 
 
-def _to_str(value: object) -> str:
+def to_str(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
@@ -100,7 +100,7 @@ def field_getter(name: str) -> Getter:
                 value = props.get(name)
                 if value is None:
                     return None
-            return value if value.__class__ is str else _to_str(value)
+            return value if value.__class__ is str else to_str(value)
 
         return get_standard
 
@@ -111,7 +111,7 @@ def field_getter(name: str) -> Getter:
         value = props.get(name)
         if value is None or value.__class__ is str:
             return value
-        return _to_str(value)
+        return to_str(value)
 
     return get_property
 
@@ -154,7 +154,7 @@ def unescaped_string(value: str) -> str | None:
     return "".join(out)
 
 
-def _trim_rule_whitespace(value: str) -> str:
+def trim_rule_whitespace(value: str) -> str:
     return value.strip(" \t")
 
 

@@ -1,17 +1,18 @@
-"""Compile an Unleash features document into closures, once, with every problem named.
+"""Compile strategies and variants, once, into closures; every problem is named.
 
 The decisions follow Unleash's reference engine (yggdrasil) bit for bit:
 
 - a flag is on when its switch is on, its parent dependencies hold, and any strategy
   matches (no strategies: on);
-- a strategy matches when its own rule and every constraint (its own, then its
-  segments') hold; a missing segment makes the strategy never match;
+- a strategy matches when every constraint (its own, then its segments') and its own
+  rule hold;
 - rollouts hash ``"{groupId}:{stickiness value}"`` with MurmurHash3 (seed 0) into 1..100
   and match when the bucket is <= the percentage; variants hash the same key with seed
-  86028157 into 1..total weight;
-- values the reference engine cannot compile (a rollout of "150", a NUM_GT value of
-  "abc", a date without its time zone...) turn the whole flag off; an unknown operator,
-  an invalid regex or an unknown strategy only make that one part never match.
+  86028157 into 1..total weight and take the first variant whose running weight reaches it;
+- what the reference engine cannot compile (a rollout of "150", a NUM_GT value of "abc",
+  an unknown operator, a missing segment...) turns the whole flag off; an invalid regex, a
+  rollout that is not a whole number or an unknown (custom) strategy only make that part
+  never match.
 
 Each of those is also reported as a `Problem`; the engine decides whether to refuse the
 document (strict, the default) or to evaluate it like the SDK would (lenient).
@@ -37,12 +38,12 @@ from nonstop.flags.engine._base import (
     Predicate,
     Problems,
     VariantFailure,
-    _false,
-    _to_str,
-    _true,
+    always,
     escaped_string_ok,
     field_getter,
+    never,
     quote,
+    to_str,
     unescaped_string,
 )
 from nonstop.flags.engine._constraints import Constraint, ip_test, list_predicate, on_value
@@ -112,10 +113,10 @@ def rollout_predicate(
 ) -> Predicate:
     """`random_last`: the last getter is the random fallback, so a value always exists."""
     if percentage == 0:
-        return _false
+        return never
     if percentage >= 100:  # every bucket is in: only a stickiness value is needed
         if random_last:
-            return _true
+            return always
         return lambda ctx: any(get(ctx) is not None for get in getters)
     prefix = group_id + ":"
     hash32 = mmh3.hash
@@ -162,12 +163,12 @@ def compile_strategy_rule(
     params = strategy.parameters
     kind = strategy.name
     if kind == "default":
-        return _true, "STATIC"
+        return always, "STATIC"
     if kind == "userWithId":
         raw = params.get("userIds")
         if raw is None:
             problems.add(f"{path}.parameters", "missing userIds (the strategy never matches)")
-            return _false, "TARGETING_MATCH"
+            return never, "TARGETING_MATCH"
         ids = [part.strip() for part in raw.split(",")]
         if not all(escaped_string_ok(i) for i in ids):
             problems.add(
@@ -182,20 +183,20 @@ def compile_strategy_rule(
         if group is None:
             problems.add(f"{path}.parameters", "missing groupId (the strategy never matches)")
         if pct is None or group is None:
-            return _false, "SPLIT"
+            return never, "SPLIT"
         field_name = "userId" if kind == "gradualRolloutUserId" else "sessionId"
         return _rollout(pct, "percentage", group, (field_getter(field_name),), path, problems)
     if kind == "gradualRolloutRandom":
         pct = _percentage(strategy, "percentage", path, problems)
         if pct is None:
-            return _false, "SPLIT"
+            return never, "SPLIT"
         if pct >= 100:
-            return _true, "STATIC"
+            return always, "STATIC"
         return _random_below(env.rng, pct), "SPLIT"
     if kind == "flexibleRollout":
         pct = _percentage(strategy, "rollout", path, problems)
         if pct is None:
-            return _false, "SPLIT"
+            return never, "SPLIT"
         getters = stickiness_getters(params.get("stickiness"), env)
         if getters is None:
             problems.add(
@@ -209,7 +210,7 @@ def compile_strategy_rule(
         raw = params.get("IPs")
         if raw is None:
             problems.add(f"{path}.parameters", "missing IPs (the strategy never matches)")
-            return _false, "TARGETING_MATCH"
+            return never, "TARGETING_MATCH"
         networks = []
         for part in raw.split(","):
             text = unescaped_string(part.strip())
@@ -233,14 +234,14 @@ def compile_strategy_rule(
     if kind == "applicationHostname":
         hosts = frozenset(h.strip().lower() for h in params.get("hostNames", "").split(","))
         return (
-            _true if env.hostname is not None and env.hostname.lower() in hosts else _false
+            always if env.hostname is not None and env.hostname.lower() in hosts else never
         ), "TARGETING_MATCH"
     problems.add(
         f"{path}.name",
         f"unknown strategy {quote(kind)}, expected one of {', '.join(STRATEGIES)}"
         " (it never matches)",
     )
-    return _false, "DEFAULT"
+    return never, "DEFAULT"
 
 
 def _random_below(rng: random.Random, pct: int) -> Predicate:
@@ -279,13 +280,13 @@ def _rollout(
 
 def all_of(predicates: Sequence[Predicate], last: Predicate) -> Predicate:
     """``last`` and every predicate; constants folded away."""
-    preds = tuple(p for p in predicates if p is not _true)
-    if any(p is _false for p in preds) or last is _false:
-        return _false
-    if last is not _true:
+    preds = tuple(p for p in predicates if p is not always)
+    if any(p is never for p in preds) or last is never:
+        return never
+    if last is not always:
         preds = (*preds, last)
     if not preds:
-        return _true
+        return always
     if len(preds) == 1:
         return preds[0]
     if len(preds) == 2:
@@ -302,11 +303,11 @@ def all_of(predicates: Sequence[Predicate], last: Predicate) -> Predicate:
 
 
 def any_of(predicates: Sequence[Predicate]) -> Predicate:
-    preds = tuple(p for p in predicates if p is not _false)
-    if any(p is _true for p in preds):
-        return _true
+    preds = tuple(p for p in predicates if p is not never)
+    if any(p is always for p in preds):
+        return always
     if not preds:
-        return _false
+        return never
     if len(preds) == 1:
         return preds[0]
 
@@ -339,7 +340,7 @@ def _property_only(name: str) -> Getter:
         if not props:
             return None
         v = props.get(name)
-        return v if v is None or v.__class__ is str else _to_str(v)
+        return v if v is None or v.__class__ is str else to_str(v)
 
     return get
 

@@ -17,7 +17,7 @@ from ipaddress import IPv4Network
 from typing import Any, Final
 
 from nonstop.flags.engine._base import (
-    _EPSILON,
+    EPSILON,
     OPERATORS,
     ORDINAL_OPERATORS,
     STANDARD_FIELDS,
@@ -27,13 +27,13 @@ from nonstop.flags.engine._base import (
     FlagOff,
     Predicate,
     Problems,
-    _false,
-    _to_str,
-    _trim_rule_whitespace,
-    _true,
+    always,
     escaped_string_ok,
+    never,
     now_text,
     quote,
+    to_str,
+    trim_rule_whitespace,
     unescaped_string,
 )
 from nonstop.flags.engine._regex import RegexTranslationError, compile_rust_regex
@@ -80,7 +80,7 @@ def on_value(name: str, test: Test, env: Environment, memo: bool) -> Predicate:
                 v = props.get(name)
             if v is None:
                 return now() if now is not None else None
-        return v if v.__class__ is str else _to_str(v)
+        return v if v.__class__ is str else to_str(v)
 
     if not memo:
         if standard or now is not None:
@@ -90,7 +90,7 @@ def on_value(name: str, test: Test, env: Environment, memo: bool) -> Predicate:
             props = ctx.get("properties")
             v = props.get(name) if props else None
             if v is not None and v.__class__ is not str:
-                v = _to_str(v)
+                v = to_str(v)
             return test(v)
 
         return plain
@@ -179,14 +179,14 @@ def conjunction(checks: list[Check], base: Predicate, env: Environment) -> Predi
 
     The function is generated from a template; names and values reach it only as bound
     constants (N0, S1...), never as source text."""
-    if any(c.kind == "const" and not c.data for c in checks) or base is _false:
-        return _false
+    if any(c.kind == "const" and not c.data for c in checks) or base is never:
+        return never
     checks = [c for c in checks if c.kind != "const"]
     if not checks:
         return base
     namespace: dict[str, Any] = {
         "BASE": base,
-        "TO_STR": _to_str,
+        "TO_STR": to_str,
         "REMEMBER": remember,
         "NOW": now_text(env),
         "STR": str,
@@ -230,7 +230,7 @@ def conjunction(checks: list[Check], base: Predicate, env: Environment) -> Predi
         else:
             namespace[f"T{j}"] = check.data
             lines.append(f"    if not T{j}({v}): return False")
-    lines.append("    return True" if base is _true else "    return BASE(ctx)")
+    lines.append("    return True" if base is always else "    return BASE(ctx)")
     exec("\n".join(lines), namespace)  # the template above; constants are bound by name
     generated: Predicate = namespace["conjunction"]
     return generated
@@ -263,7 +263,7 @@ def _membership(is_in: bool, values: frozenset[str]) -> Test:
 def list_predicate(is_in: bool, values: frozenset[str], name: str, env: Environment) -> Predicate:
     """IN / NOT_IN on a context field (also used by the userWithId strategy)."""
     if not values:
-        return _false if is_in else _true
+        return never if is_in else always
     return on_value(name, _membership(is_in, values), env, memo=False)
 
 
@@ -302,7 +302,7 @@ def _ordinal_test(c: Constraint, path: str, problems: Problems) -> Test:
     if c.value is None:
         problems.add(f"{path}.value", f"{c.operator} needs a value (the flag is always off)")
         raise FlagOff
-    text = _trim_rule_whitespace(c.value)
+    text = trim_rule_whitespace(c.value)
     symbol = ORDINAL_OPERATORS[c.operator]
     kind = c.operator.split("_")[0]
     # The reference engine picks the comparison from the shape of the value, date first.
@@ -352,7 +352,7 @@ def _compare(symbol: str, target: Any, parse: Callable[[str], Any], exact: bool)
         if x is None:
             return False
         if symbol == "==":
-            return bool(x == target) if exact else bool(abs(x - target) < _EPSILON)
+            return bool(x == target) if exact else bool(abs(x - target) < EPSILON)
         if symbol == ">":
             return bool(x > target)
         if symbol == ">=":

@@ -14,8 +14,8 @@ from nonstop.flags.engine._base import (
     Predicate,
     Problems,
     VariantFailure,
-    _false,
-    _true,
+    always,
+    never,
     quote,
 )
 from nonstop.flags.engine._compile import (
@@ -94,10 +94,10 @@ def compile_flag(
         except FlagOff:
             off = True
     strategies = tuple(compiled)
-    rule = any_of([s.predicate for s in strategies]) if strategies else _true
+    rule = any_of([s.predicate for s in strategies]) if strategies else always
     switch = feature.enabled
     if off:
-        strategies, rule, switch = (), _false, False
+        strategies, rule, switch = (), never, False
     stickiness = feature.variants[0].stickiness if feature.variants else None
     variants = compile_variants(
         feature.variants, feature.name, stickiness, f"{feature.path}: variants", problems
@@ -133,7 +133,7 @@ def _compile_strategy(
     try:
         base, reason = compile_strategy_rule(s, rule_group or flag_name, path, problems, env)
     except FlagOff:
-        base, reason, off = _false, "DEFAULT", True
+        base, reason, off = never, "DEFAULT", True
     sources = [(f"{path}.constraints[{i}]", c) for i, c in enumerate(s.constraints)]
     for seg_id in s.segments:
         segment = segments[seg_id]
@@ -251,7 +251,7 @@ class FlagEngine:
 
     def _check_for(self, flag: CompiledFlag) -> Predicate:
         if not flag.switch:
-            return _false
+            return never
         if not flag.dependencies:
             return flag.rule
         deps_ok = self._deps[flag.name]
@@ -264,13 +264,13 @@ class FlagEngine:
         for dep in flag.dependencies:
             parent = flags.get(dep.feature)
             if parent is None or parent.dependencies:
-                return _false
+                return never
             checks.append(self._dependency_check(parent, dep, flag.name))
-        return all_of(checks, _true)
+        return all_of(checks, always)
 
     def _dependency_check(self, parent: CompiledFlag, dep: Dependency, child: str) -> Predicate:
         expected, wanted = dep.enabled, dep.variants
-        rule = parent.rule if parent.switch else _false
+        rule = parent.rule if parent.switch else never
         if parent.switch and any(
             s.name == "flexibleRollout" and "groupId" not in s.parameters
             for s in parent.definition.strategies
