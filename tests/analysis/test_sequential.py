@@ -62,7 +62,6 @@ def test_observe_fails_once_e_reaches_one_over_alpha_and_stays_failed() -> None:
 @pytest.mark.parametrize(
     ("cumulative", "reason"),
     [
-        (Counts(5, 0, 100, 0), "sequential: counts went backwards (canary); counts ignored"),
         (Counts(20, 12, 200, 0), "sequential: canary errors 12 > canary requests 10 (canary); "
          "counts ignored"),
         (Counts(10, 0, 210, 30), "sequential: stable errors 30 > stable requests 20 (canary); "
@@ -73,6 +72,18 @@ def test_bad_counts_are_inconclusive_and_change_nothing(cumulative: Counts, reas
     run, _ = observe(new_sequential(), Counts(10, 0, 190, 0))
     after, verdict = observe(run, cumulative)
     assert (verdict.outcome, verdict.reason, after) == ("inconclusive", reason, run)
+
+
+def test_counts_going_backwards_are_a_reset() -> None:
+    # the router restarted: its counters start over; nothing is counted twice or negative
+    run, _ = observe(new_sequential(), Counts(10, 1, 190, 0))
+    run, verdict = observe(run, Counts(5, 0, 100, 0))
+    assert (verdict.outcome, verdict.reason) == (
+        "inconclusive",
+        "sequential: counts went backwards (canary); taken as a reset, counted from here",
+    )
+    run, verdict = observe(run, Counts(15, 1, 290, 0))  # +10 canary, +1 error, +190 stable
+    assert (run.total, verdict.outcome) == (Counts(20, 2, 380, 0), "fail")
 
 
 def measured(release: str, start: float, end: float, requests: int, errors: int) -> Measurement:

@@ -77,8 +77,9 @@ window that overlaps counts already used (it starts before the last one ended) w
 twice: that feed is ``inconclusive`` and its counts become the window's baseline, so the next
 feeds of the same window add only what came after it. Dropping data that way is valid (what is
 dropped does not depend on which release failed), and the test never gets stuck on a clock
-skew between a step change and the last measurement. Counts that go backwards, or errors above
-requests, are ``inconclusive`` with that reason and change nothing; nothing is raised.
+skew between a step change and the last measurement. Counts that go backwards (a restarted
+counter) are ``inconclusive`` and become the baseline the same way; errors above requests are
+``inconclusive`` and change nothing. Nothing is raised.
 """
 
 from __future__ import annotations
@@ -256,11 +257,16 @@ def observe(
 ) -> tuple[SequentialRun, Verdict]:
     """Feed counts cumulative since the test started; return the new state and its verdict.
 
-    Once the test has failed it stays failed (the verdict repeats, new counts are still added)."""
+    Once the test has failed it stays failed (the verdict repeats, new counts are still added).
+    Counts that went backwards (a restarted counter) are skipped and become the baseline."""
     interval = cumulative - run.seen
     problem = interval.problem()
     if problem is not None:
         reason = f"sequential: {problem} ({label}); counts ignored"
+        backwards = min(interval.to_list()) < 0
+        if backwards and cumulative.problem() is None:  # a counter reset: go on from here
+            run = replace(run, seen=cumulative)
+            reason = f"sequential: {problem} ({label}); taken as a reset, counted from here"
         return run, Verdict("inconclusive", "sequential", reason, run.e_value, run.threshold)
     first = run.first_start if run.first_start is not None else start
     advanced = replace(update(run, interval), seen=cumulative, first_start=first)
