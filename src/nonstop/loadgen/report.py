@@ -86,7 +86,8 @@ class TimelineSecond:
         return sum(n for name, n in self.counts.items() if name != Outcome.OK)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"second": self.second, **self.counts, "groups": dict(self.groups)}
+        counts = {str(name): n for name, n in self.counts.items()}
+        return {"second": self.second, **counts, "groups": dict(self.groups)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,7 +158,7 @@ class LoadReport:
             "failed": self.failed,
             "passed": self.passed,
             "achieved_rps": self.achieved_rps,
-            "counts": dict(self.counts),
+            "counts": {str(k): n for k, n in self.counts.items()},
             "status_codes": {str(code): n for code, n in sorted(self.status_codes.items())},
             "errors": dict(self.errors),
             "latency_ms": {
@@ -167,7 +168,7 @@ class LoadReport:
             "send_lag_ms": self.send_lag.to_dict(),
             "groups": dict(self.groups),
             "timeline": [second.to_dict() for second in self.timeline],
-            "warmup": dict(self.warmup),
+            "warmup": {str(k): n for k, n in self.warmup.items()},
             "settings": dict(self.settings),
             "verdict": self.verdict(),
         }
