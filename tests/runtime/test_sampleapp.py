@@ -167,7 +167,7 @@ async def test_no_graceful_drops_in_flight(runtime: LocalRuntime, tmp_path: Path
         await _wait_in_flight(handle, 1)
         os.kill(handle.pid, signal.SIGTERM)
         # the connection is cut (aiohttp may retry a GET once, then finds the port closed)
-        with pytest.raises((aiohttp.ServerDisconnectedError, aiohttp.ClientConnectorError)):
+        with pytest.raises(aiohttp.ClientError):  # disconnected, reset or refused
             await slow
     await wait_until(lambda: not runtime.alive(handle))
     assert runtime.exit_reason(handle) == "killed by SIGTERM"

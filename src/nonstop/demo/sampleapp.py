@@ -217,24 +217,26 @@ class Handler(BaseHTTPRequestHandler):
         else:
             self._send(404, f"no such path: {url.path}\n")
 
-    def _timed(self, answer: Callable[[], int]) -> None:
+    def _timed(self, answer: Callable[[], tuple[int, str]]) -> None:
+        """Count the request before the response goes out, so a client that has read the
+        response always finds it in /metrics."""
         began = time.monotonic()
-        status = answer()
+        status, body = answer()
         self.app.metrics.observe(status, time.monotonic() - began)
+        self._send(status, body)
 
-    def _index(self) -> int:
+    def _index(self) -> tuple[int, str]:
         settings = self.app.settings
         n = self.app.next_request()
         if settings.latency_ms > 0:
             time.sleep(settings.latency_ms / 1000)
         status = 500 if should_fail(n, settings.error_rate) else 200
-        self._send(status, f"version={settings.version} instance={settings.instance}\n")
-        return status
+        return status, f"version={settings.version} instance={settings.instance}\n"
 
-    def _slow(self, ms: float) -> int:
+    @staticmethod
+    def _slow(ms: float) -> tuple[int, str]:
         time.sleep(max(0.0, ms) / 1000)
-        self._send(200, f"slept {ms:g}ms\n")
-        return 200
+        return 200, f"slept {ms:g}ms\n"
 
     def _stream(self, seconds: float, interval: float) -> None:
         self.send_response(200)

@@ -103,11 +103,16 @@ async def wait_ready(
         if remaining <= 0:
             waited = format_duration(time.monotonic() - began)
             return f"not ready after {waited}: last probe: {last}"
-        result = await probe(url, min(health.timeout, remaining), session=session)
+        budget = min(health.timeout, remaining)
+        result = await probe(url, budget, session=session)
         if result.ok:
             passes += 1
             if passes >= health.success_threshold:
                 return None
         else:
-            passes, last = 0, result.reason
+            passes = 0
+            # A probe the deadline cut short says nothing new: keep the earlier reason.
+            cut_short = budget < health.timeout and result.reason.startswith("timeout")
+            if not cut_short or last == "no probe yet":
+                last = result.reason
         await asyncio.sleep(max(0.0, min(health.interval, deadline - time.monotonic())))
