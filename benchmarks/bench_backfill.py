@@ -229,42 +229,22 @@ def server_version(url: str) -> str:
     return str(row[0]) if row else "?"
 
 
-def main() -> None:
-    # A TERM (timeout, Ctrl-C in a parent) still stops the private server in the finally below.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--runs", default="1000:0,1000:5ms,1000:10ms,5000:0,10000:0")
-    parser.add_argument("--app-seconds", type=float, default=8.0)
-    parser.add_argument("--json", action="store_true")
-    args = parser.parse_args()
-    initdb, pg_ctl = find_pg_bin("initdb"), find_pg_bin("pg_ctl")
-    if not initdb or not pg_ctl:
-        raise SystemExit("initdb/pg_ctl not found: install PostgreSQL's server package")
-    root = Path(tempfile.mkdtemp(prefix="nonstop-bench-pg-"))
-    server = TempPostgres(root, initdb, pg_ctl)
-    results = []
-    try:
-        server.start()
-        info = machine(server.url)
-        for run in args.runs.split(","):
-            batch, _, pause = run.partition(":")
-            label = f"backfill batch={batch} pause={pause or '0'}"
-            seconds = parse_duration(pause or "0")
-            results.append(
-                measure(
-                    label, server.url, args.rows, args.app_seconds, "backfill", int(batch), seconds
-                )
-            )
-        results.append(
-            measure("baseline: one UPDATE", server.url, args.rows, args.app_seconds, "naive", 0, 0)
-        )
-    finally:
-        server.stop()
-        shutil.rmtree(root, ignore_errors=True)
-    if args.json:
-        print(json.dumps({"machine": info, "results": [asdict(r) for r in results]}, indent=2))
-        return
+WORST_OF = {"longest_batch_ms", "longest_lock_sampled_ms", "app_max_during_ms", "app_errors"}
+
+
+def summary_row(label: str, runs: list[Result]) -> Result:
+    """Median over repeats, except the worst-case columns (longest lock, app max): their max."""
+    values: dict[str, float] = {}
+    for name, kind in Result.__annotations__.items():
+        if kind not in ("int", "float"):
+            continue
+        column = [float(getattr(r, name)) for r in runs]
+        value = max(column) if name in WORST_OF else statistics.median(column)
+        values[name] = int(value) if kind == "int" else round(value, 3)
+    return Result(label=f"{label} (median of {len(runs)}, worst lock/max)", **values)  # type: ignore[arg-type]
+
+
+def print_table(info: dict[str, str], results: list[Result]) -> None:
     print(
         f"machine: nproc={info['nproc']} cpu={info['cpu']} python={info['python']} "
         f"postgresql={info['postgres']}"
@@ -283,21 +263,82 @@ def main() -> None:
         "app errors",
         "load avg",
     )
-    print(" | ".join(header))
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
     for r in results:
         print(
-            f"{r.label} | {r.rows} | {r.seconds} | {r.rows_per_s} | {r.longest_batch_ms} | "
+            f"| {r.label} | {r.rows} | {r.seconds} | {r.rows_per_s} | {r.longest_batch_ms} | "
             f"{r.longest_lock_sampled_ms} | {r.app_p50_before_ms}/{r.app_p50_during_ms} | "
             f"{r.app_p99_before_ms}/{r.app_p99_during_ms} | "
             f"{r.app_max_before_ms}/{r.app_max_during_ms} | {r.app_p99_ratio} | {r.app_errors} | "
-            f"{r.load_average}"
+            f"{r.load_average} |"
         )
-    ok = [r for r in results if r.label.startswith("backfill")]
-    best = max(ok, key=lambda r: r.rows_per_s)
-    print(
-        f"statistics: best backfill {best.rows_per_s} rows/s "
-        f"({statistics.mean(r.rows_per_s for r in ok):.0f} mean over batch sizes)"
-    )
+
+
+def main() -> None:
+    # A TERM (timeout, Ctrl-C in a parent) still stops the private server in the finally below.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--runs", default="1000:0,1000:5ms,5000:0,10000:0")
+    parser.add_argument("--repeat", type=int, default=1, help="Repeat every run; print medians.")
+    parser.add_argument("--app-seconds", type=float, default=8.0)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    initdb, pg_ctl = find_pg_bin("initdb"), find_pg_bin("pg_ctl")
+    if not initdb or not pg_ctl:
+        raise SystemExit("initdb/pg_ctl not found: install PostgreSQL's server package")
+    plans = []
+    for run in args.runs.split(","):
+        batch, _, pause = run.partition(":")
+        plans.append(
+            (
+                f"backfill batch={batch} pause={pause or '0'}",
+                "backfill",
+                int(batch),
+                parse_duration(pause or "0"),
+            )
+        )
+    plans.append(("baseline: one UPDATE", "naive", 0, 0.0))
+    root = Path(tempfile.mkdtemp(prefix="nonstop-bench-pg-"))
+    server = TempPostgres(root, initdb, pg_ctl)
+    results: dict[str, list[Result]] = {label: [] for label, *_ in plans}
+    try:
+        server.start()
+        info = machine(server.url)
+        for _ in range(args.repeat):  # round robin, so background load spreads over every run
+            for label, work, batch, pause in plans:
+                results[label].append(
+                    measure(label, server.url, args.rows, args.app_seconds, work, batch, pause)
+                )
+    finally:
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)
+    every = [r for runs in results.values() for r in runs]
+    medians = [summary_row(label, runs) for label, runs in results.items()]
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "machine": info,
+                    "runs": [asdict(r) for r in every],
+                    "medians": [asdict(r) for r in medians],
+                },
+                indent=2,
+            )
+        )
+        return
+    print_table(info, every)
+    print()
+    print_table(info, medians)
+    base = medians[-1]
+    for m in medians[:-1]:
+        print(
+            f"{m.label}: {m.rows_per_s / base.rows_per_s:.2f}x the rows/s of one UPDATE, "
+            f"longest lock {base.longest_batch_ms / max(m.longest_batch_ms, 0.001):.0f}x shorter, "
+            f"app max latency {base.app_max_during_ms / max(m.app_max_during_ms, 0.001):.0f}x "
+            f"lower, app p99 {m.app_p99_ratio}x its baseline (one UPDATE: {base.app_p99_ratio}x)"
+        )
 
 
 if __name__ == "__main__":
