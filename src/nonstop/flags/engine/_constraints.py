@@ -11,9 +11,11 @@ Which values compile, and how, follows the reference engine: see `compile_constr
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from ipaddress import IPv4Network
+from types import CodeType
 from typing import Any, Final
 
 from nonstop.flags.engine._base import (
@@ -231,9 +233,16 @@ def conjunction(checks: list[Check], base: Predicate, env: Environment) -> Predi
             namespace[f"T{j}"] = check.data
             lines.append(f"    if not T{j}({v}): return False")
     lines.append("    return True" if base is always else "    return BASE(ctx)")
-    exec("\n".join(lines), namespace)  # the template above; constants are bound by name
+    exec(_code("\n".join(lines)), namespace)  # the template above; constants bound by name
     generated: Predicate = namespace["conjunction"]
     return generated
+
+
+@functools.lru_cache(maxsize=1024)
+def _code(source: str) -> CodeType:
+    """Compiled once per shape: thousands of flags with the same constraint kinds share it."""
+    code: CodeType = compile(source, "<flag constraints>", "exec")
+    return code
 
 
 def _invert(test: Test, inverted: bool) -> Test:

@@ -18,6 +18,7 @@ Rust rejects look-around, back-references and possessive repetition; so do we
 
 from __future__ import annotations
 
+import functools
 import re
 import warnings
 from dataclasses import dataclass
@@ -116,6 +117,7 @@ class _Flags:
         return _Flags(self.i, self.m, self.s, self.U, self.u, self.x, self.R)
 
 
+@functools.lru_cache(maxsize=4096)
 def compile_rust_regex(pattern: str, case_insensitive: bool = False) -> re.Pattern[str]:
     """Compile `pattern` with Rust semantics; raise RegexTranslationError when Rust would not."""
     python = _Translator(pattern, _Flags(i=case_insensitive)).translate()
