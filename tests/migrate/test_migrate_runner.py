@@ -14,7 +14,15 @@ from migrate_helpers import target, write
 from nonstop.drivers.runtime import procfs
 from nonstop.errors import UsageError
 from nonstop.migrate import runner
-from nonstop.migrate.errors import ChecksumMismatch, ContractBlocked, MigrationFailed
+from nonstop.migrate.db import RUN_LOCK_KEY
+from nonstop.migrate.errors import (
+    ChecksumMismatch,
+    ContractBlocked,
+    LockRetriesExhausted,
+    MigrationFailed,
+    MigrationLocked,
+)
+from nonstop.migrate.policy import RetryPolicy
 from nonstop.migrate.runner import Retrying
 from nonstop.store import open_store
 
@@ -304,3 +312,31 @@ def test_concurrent_index_waits_for_old_transactions_and_ends_valid(
         ).fetchone()
     assert valid == (True,)
     assert result[0].applied[0].attempts == 1
+
+
+def test_a_lock_that_never_comes_fails_with_file_and_line(
+    tmp_path: Path, database_url: str
+) -> None:
+    folder = write(tmp_path / "m", {"0001_users.sql": USERS})
+    runner.run_expand(target(folder, database_url))
+    write(folder, {"0002_add.sql": "-- nick\n\nALTER TABLE users ADD COLUMN nick text;"})
+    report = psycopg.connect(database_url)
+    report.execute("SELECT count(*) FROM users").fetchone()
+    try:
+        few = RetryPolicy(max_attempts=3, base_delay=0.01, max_delay=0.02)
+        with pytest.raises(LockRetriesExhausted) as failed:
+            runner.run_expand(target(folder, database_url, retry=few))
+    finally:
+        report.close()
+    assert str(failed.value).startswith("0002_add.sql:3: gave up after 3 attempts: canceling")
+    assert failed.value.exit_code == 1
+    assert "nick" not in columns(database_url)
+
+
+def test_two_runners_exclude_each_other(tmp_path: Path, database_url: str) -> None:
+    folder = write(tmp_path / "m", {"0001_users.sql": USERS})
+    with psycopg.connect(database_url, autocommit=True) as other:
+        other.execute("SELECT pg_advisory_lock(%s)", (RUN_LOCK_KEY,))
+        with pytest.raises(MigrationLocked, match="another `nonstop migrate` is running"):
+            runner.run_expand(target(folder, database_url))
+    assert runner.run_expand(target(folder, database_url)).applied[0].name == "0001_users.sql"
