@@ -185,6 +185,20 @@ CASES = [
         reason="canary share 50% (250 of 500 requests",
     ),
     Case(
+        "data plane still undecided after 61s (281 of 561 at 50%): say so once, keep waiting",
+        "step",
+        1,
+        Observed(
+            T0 + 61,
+            up("v1", 4) + up("v2", 2),
+            measurements=traffic((281, 0), (280, 0), end=T0 + 61),
+        ),
+        HOLD_50,
+        "step",
+        data={**AT_50, "weight_ok": False, "weight_since": T0, "sequential": None},
+        event="data plane unverified after 61s: canary share 50.1% (281 of 561 requests",
+    ),
+    Case(
         "pause 60s not over at 30s",
         "step",
         0,

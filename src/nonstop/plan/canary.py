@@ -94,6 +94,8 @@ SCALING, STEP, PROMOTING, WATCHING = "scaling", "step", "promoting", "watching"
 TICK = 1.0
 WEIGHT_MIN_SAMPLES = 50
 """Requests before the data-plane check may judge (its Wilson interval needs some)."""
+UNVERIFIED_WARNING = 60.0
+"""Seconds without a data-plane verdict before an event says the analysis is waiting for it."""
 WINDOW = 300.0
 """A step's measurement window restarts this often (seconds): the request stream keeps 15
 minutes, and a window whose start slid would overlap the previous one."""
@@ -215,6 +217,7 @@ def _begin(
         "analysis": new_run(current.analysis or ()).to_dict(),
         "due": {},
         "weight_since": observed.now,
+        "weight_warned": False,
     }
     headline = f"step {state.step + 1}/{len(plan)}"
     if current.weight is not None:
@@ -252,7 +255,7 @@ def _step(spec: RolloutSpec, state: RolloutState, observed: Observed) -> Decisio
         return _give_up(spec, state, observed, verdict.reason, events, outcome="aborted")
     if verdict is not None and verdict.outcome == "pass":
         events = (*events, f"data plane {verdict.reason}")
-    state, hold_events = _hold_if_unverified(spec, current, state, observed, verdict)
+    state, hold_events = _warn_if_unverified(spec, current, state, observed, verdict)
     events += hold_events
     if state.data["weight_ok"]:
         state, analysis_events = _analyse(spec, state, observed)
@@ -382,25 +385,29 @@ def _failure(state: RolloutState) -> str:
     return ""
 
 
-def _hold_if_unverified(
+def _warn_if_unverified(
     spec: RolloutSpec,
     current: CanaryStep,
     state: RolloutState,
     observed: Observed,
     verdict: Verdict | None,
 ) -> tuple[RolloutState, tuple[str, ...]]:
-    """Checks wait for the data-plane check; if it cannot tell for as long as a check could
-    stay inconclusive, a person decides (as for an inconclusive check)."""
+    """Checks wait for the data-plane check. If it cannot tell for a while (a share near the
+    edge of the tolerance needs many requests), say so once; the step waits, as its checks
+    must, and ``nonstop promote`` moves on. No pause: the wait ends by itself once it can tell."""
     checks = [*(current.analysis or ()), *_config(spec).analysis]
-    if state.paused or verdict is None or verdict.outcome != "inconclusive" or not checks:
+    if state.data.get("weight_warned") or verdict is None or verdict.outcome != "inconclusive":
         return state, ()
-    limit = _run(state, "analysis").inconclusive_limit * min(c.interval for c in checks)
+    if not checks:
+        return state, ()
+    shortest = min(c.interval for c in checks)
+    limit = max(UNVERIFIED_WARNING, _run(state, "analysis").inconclusive_limit * shortest)
     waited = observed.now - float(state.data.get("weight_since", state.phase_started_at))
     if waited < limit:
         return state, ()
-    return replace(state, paused=True), (
-        f"data plane unverified after {waited:.0f}s: {verdict.reason}; analysis waits for it; "
-        "paused: `nonstop promote` skips the step, `nonstop resume` keeps measuring",
+    return _with(state, {"weight_warned": True}), (
+        f"data plane unverified after {waited:.0f}s: {verdict.reason}; analysis waits for it "
+        "(`nonstop promote` skips the step)",
     )
 
 
