@@ -39,6 +39,10 @@ WEIGHT_CASES = [
     (0, 0, 1000, 0.05, "pass",
      "canary share 0% (0 of 1000 requests, 99% interval 0%-0.659%) is within 5 points of the set "
      "weight 0%"),
+    # tolerance 0 can never pass, but a share exactly on target must not fail either
+    (0, 0, 500, 0.0, "inconclusive",
+     "canary share 0% (0 of 500 requests, 99% interval 0%-1.31%): cannot tell yet whether it is "
+     "within 0 points of the set weight 0%"),
     (100, 1000, 1000, 0.05, "pass",
      "canary share 100% (1000 of 1000 requests, 99% interval 99.3%-100%) is within 5 points of "
      "the set weight 100%"),

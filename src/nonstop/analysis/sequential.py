@@ -257,7 +257,8 @@ def observe(
 ) -> tuple[SequentialRun, Verdict]:
     """Feed counts cumulative since the test started; return the new state and its verdict.
 
-    Once the test has failed it stays failed (the verdict repeats, new counts are still added).
+    Once the test has failed it stays failed: the rejection's verdict is returned again (new
+    counts are still added to the totals).
     Counts that went backwards (a restarted counter) are skipped and become the baseline."""
     interval = cumulative - run.seen
     problem = interval.problem()
@@ -272,9 +273,10 @@ def observe(
     advanced = replace(update(run, interval), seen=cumulative, first_start=first)
     if end is not None:
         advanced = replace(advanced, window_end=end)
+    if run.rejected and run.last is not None:  # final: the rejection stands as it was made
+        return advanced, run.last
     verdict = _verdict(advanced, label, first, end)
-    rejected = advanced.rejected or verdict.outcome == "fail"
-    return replace(advanced, rejected=rejected, last=verdict), verdict
+    return replace(advanced, rejected=verdict.outcome == "fail", last=verdict), verdict
 
 
 def _verdict(run: SequentialRun, label: str, start: float | None, end: float | None) -> Verdict:
@@ -288,7 +290,7 @@ def _verdict(run: SequentialRun, label: str, start: float | None, end: float | N
         f"canary {canary} errors ({_pct(t.canary_errors, t.canary_requests)}) vs stable {stable} "
         f"({_pct(t.stable_errors, t.stable_requests)}), canary share {num(100 * share)}%"
     )
-    if run.rejected or e >= run.threshold:
+    if e >= run.threshold:
         reason = (
             f"{counts}: e-value {num(e)} >= 1/alpha {num(run.threshold)}: the canary fails more "
             f"often than its share of traffic explains ({where})"
