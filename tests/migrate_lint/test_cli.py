@@ -189,3 +189,14 @@ def test_docs_page_lists_every_rule() -> None:
     page = (Path(__file__).resolve().parents[2] / "docs" / "migrations-lint.md").read_text()
     missing = [rule for rule in RULES if f"`{rule}`" not in page]
     assert missing == []
+
+
+def test_human_output_on_a_terminal_is_coloured(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FORCE_COLOR", "1")
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    result = run(write(tmp_path, "0001.sql", HAZARD))
+    assert "\x1b[" in result.stdout
+    assert "[rename-column]" in result.stdout
+    assert "ALTER TABLE users RENAME COLUMN email TO mail;" in result.stdout
