@@ -58,7 +58,9 @@ async def probe(
         return ProbeResult(False, None, f"timeout after {format_duration(timeout)}", timeout)
     except aiohttp.ClientConnectorError as exc:
         refused = exc.os_error.errno == errno.ECONNREFUSED
-        reason = "connection refused" if refused else f"cannot connect: {exc.os_error.strerror}"
+        reason = (
+            "connection refused" if refused else f"cannot connect: {exc.os_error.strerror or exc}"
+        )
         return ProbeResult(False, None, reason, time.monotonic() - began)
     except (aiohttp.ClientError, OSError) as exc:
         return ProbeResult(False, None, _describe(exc), time.monotonic() - began)
