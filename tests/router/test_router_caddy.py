@@ -250,9 +250,16 @@ async def test_killed_caddy_comes_back_with_the_last_table(
         return not await router.alive()
 
     assert await wait_for(dead)
-    await router.start()
-    assert router.pid not in (None, old_pid)
-    assert await get(client, router) == (200, "A")
+    collector = Collector(router)  # the same stream carries on with the new Caddy
+    try:
+        await router.start()
+        assert router.pid not in (None, old_pid)
+        assert await get(client, router) == (200, "A")
+        events = await collector.until(1)
+    finally:
+        await collector.close()
+    assert [(e.upstream, e.status) for e in events] == [(a.address, 200)]
+    assert router.stream.connections == 2
 
 
 async def test_a_new_agent_adopts_the_running_caddy_without_a_blip(
