@@ -167,14 +167,6 @@ def compile_constraint(c: Constraint, path: str, problems: Problems, env: Enviro
     return Check(name, "test", _invert(test, c.inverted), memo)
 
 
-def remember(cache: dict[str | None, bool], test: Test, value: str | None) -> bool:
-    answer = test(value)
-    if len(cache) >= MEMO_SIZE:
-        cache.clear()
-    cache[value] = answer
-    return answer
-
-
 def conjunction(checks: list[Check], base: Predicate, env: Environment) -> Predicate:
     """One function for "every check holds, then `base`": each context field is read once,
     on first use, and the checks run in document order, stopping at the first that fails.
@@ -189,7 +181,7 @@ def conjunction(checks: list[Check], base: Predicate, env: Environment) -> Predi
     namespace: dict[str, Any] = {
         "BASE": base,
         "TO_STR": to_str,
-        "REMEMBER": remember,
+        "SIZE": MEMO_SIZE,
         "NOW": now_text(env),
         "STR": str,
     }
@@ -226,7 +218,9 @@ def conjunction(checks: list[Check], base: Predicate, env: Environment) -> Predi
             lines += [
                 f"    r = M{j}.get({v})",
                 "    if r is None:",
-                f"        r = REMEMBER(M{j}, T{j}, {v})",
+                f"        r = T{j}({v})",
+                f"        if len(M{j}) >= SIZE: M{j}.clear()",
+                f"        M{j}[{v}] = r",
                 "    if not r: return False",
             ]
         else:
