@@ -15,7 +15,6 @@ import signal
 import stat
 import subprocess
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,12 +54,12 @@ def caddy_version(binary: Path) -> str:
 
 def socket_dir(state_dir: Path) -> Path:
     """Where the router's unix sockets go: ``state_dir`` itself when its paths fit in the 107
-    bytes Linux allows, else a private short directory derived from it (the same one every time,
-    so a restarted agent finds the sockets again): ``$XDG_RUNTIME_DIR/nonstop-<uid>/<hash>`` or
-    ``/tmp/nonstop-<uid>/<hash>``, mode 0700 and checked to be ours."""
+    bytes Linux allows, else ``/tmp/nonstop-<uid>/<hash of state_dir>``, mode 0700 and checked
+    to be ours. It depends on nothing but the uid and ``state_dir`` (no environment variable),
+    so an agent restarted from another shell or by systemd finds the same admin socket."""
     if len(os.fsencode(state_dir)) + len("/events-00000000.sock") <= UNIX_PATH_MAX:
         return state_dir
-    root = Path(os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir())
+    root = Path("/tmp")
     base = root / f"nonstop-{os.getuid()}"
     base.mkdir(mode=0o700, exist_ok=True)
     info = base.lstat()
