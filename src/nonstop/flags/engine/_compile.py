@@ -322,11 +322,18 @@ def any_of(predicates: Sequence[Predicate]) -> Predicate:
 
 def seed_getter(stickiness: str | None) -> Getter:
     if stickiness is None or stickiness == "default":
-        user, session = field_getter("userId"), field_getter("sessionId")
+        session = field_getter("sessionId")
 
         def default_seed(ctx: Context) -> str | None:
-            v = user(ctx)
-            return v if v is not None else session(ctx)
+            v = ctx.get("userId")
+            if v.__class__ is str:  # the common case, read inline
+                return v
+            if v is None:
+                props = ctx.get("properties")
+                v = props.get("userId") if props else None
+                if v is None:
+                    return session(ctx)
+            return v if v.__class__ is str else to_str(v)
 
         return default_seed
     if stickiness in ("userId", "sessionId", "environment", "appName", "remoteAddress"):
