@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from nonstop.analysis.measurement import Measurement
 from nonstop.config.load import validate_config
@@ -459,6 +461,8 @@ class World:
     instances: list[Instance]
     tick: int = 0
     serial: int = 0
+    delays: tuple[int, ...] = (1, 2, 3)
+    """Ticks a new instance takes to become ready, in turn."""
 
     @property
     def now(self) -> float:
@@ -473,7 +477,7 @@ class World:
         serving = [i for i in self.instances if i.release == release and i.gone_at is None]
         for _ in range(replicas - len(serving)):
             self.serial += 1
-            delay = 1 + self.serial % 3
+            delay = self.delays[self.serial % len(self.delays)]
             self.instances.append(Instance(f"{release}-{self.serial}", release, self.tick + delay))
         surplus = len(serving) - replicas
         by_readiness = sorted(serving, key=lambda i: i.ready_since is None)
@@ -562,6 +566,34 @@ def test_simulation_keeps_capacity_and_terminates(
     assert peak <= plan.max_total
     assert world.count("v2") == replicas
     assert world.count("v1") == 0
+
+
+COUNTS = st.one_of(st.integers(0, 4), st.sampled_from(["0%", "10%", "25%", "50%", "100%"]))
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(
+    replicas=st.integers(1, 12),
+    surge=COUNTS,
+    unavailable=COUNTS,
+    min_ready=st.integers(0, 3),
+    delays=st.lists(st.integers(1, 6), min_size=1, max_size=4).map(tuple),
+)
+def test_any_budget_keeps_capacity_and_terminates(
+    replicas: int, surge: int | str, unavailable: int | str, min_ready: int, delays: tuple[int, ...]
+) -> None:
+    """The same invariants for generated budgets and readiness delays."""
+    spec = RolloutSpec(
+        "rolling", "v2", "v1", config(replicas, surge, unavailable, min_ready=min_ready, watch=0)
+    )
+    plan = rolling.budget(spec)
+    world = stable_world("v1", replicas)
+    world.delays = delays
+    finish, capacities, peak = run(spec, world)
+    assert finish.outcome == "completed"
+    assert min(capacities) >= plan.min_available
+    assert peak <= plan.max_total
+    assert (world.count("v1"), world.count("v2")) == (0, replicas)
 
 
 def test_five_replicas_surge_one_is_exactly_one_at_a_time() -> None:
