@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,13 +84,13 @@ class AccessLogListener:
             return
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
-        old_umask = os.umask(0o177)  # the socket is created 0600: no other user can inject events
-        try:
-            self._server = await asyncio.start_unix_server(
-                self._serve, path=str(self.path), limit=MAX_LINE
-            )
-        finally:
-            os.umask(old_umask)
+        self._server = await asyncio.start_unix_server(
+            self._serve, path=str(self.path), limit=MAX_LINE
+        )
+        # 0600: no other user can inject events. Connecting needs write permission, which the
+        # usual umask (022) already denies to others in the moment before this chmod; the
+        # directory (the agent's state dir, or a 0700 socket dir) guards it as well.
+        self.path.chmod(0o600)
 
     async def close(self) -> None:
         if self._server is None:
