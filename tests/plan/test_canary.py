@@ -113,6 +113,7 @@ class Case:
     data: dict[str, Any] = field(default_factory=dict)
     config: NonstopConfig = field(default_factory=config)
     paused: bool = False
+    next_paused: bool | None = None
     event: str = ""
     """A fragment one of the decision's events must contain."""
     reason: str = ""
@@ -339,6 +340,17 @@ CASES = [
         event="promote requested by operator",
     ),
     Case(
+        "promote while paused: on to the next step, unpaused (2 canaries ready: set 50%)",
+        "step",
+        0,
+        Observed(T0 + 5, up("v1", 4) + up("v2", 2), command="promote"),
+        [ScaleRelease("v1", 4), ScaleRelease("v2", 2), SetWeights({"v1": 50, "v2": 50})],
+        "scaling",
+        data=AT_10,
+        paused=True,
+        next_paused=False,
+    ),
+    Case(
         "promote_full skips every remaining step",
         "step",
         0,
@@ -520,6 +532,8 @@ def test_canary_table(case: Case) -> None:
         actions[-1] = replace(finish, reason="")
     assert actions == case.actions
     assert decision.state.phase == case.next_phase
+    if case.next_paused is not None:
+        assert decision.state.paused == case.next_paused
     if case.event:
         assert any(case.event in e for e in decision.events), decision.events
     assert persisted(decision.state) == decision.state

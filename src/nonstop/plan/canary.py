@@ -102,6 +102,7 @@ minutes, and a window whose start slid would overlap the previous one."""
 
 
 def steps(spec: RolloutSpec) -> list[CanaryStep]:
+    """The rollout's steps (``state.step`` indexes them; ``len(steps)`` once promoting)."""
     canary = _config(spec)
     return list(canary.steps) if canary.steps else preset_steps(str(canary.preset))
 
@@ -243,6 +244,8 @@ def _step(spec: RolloutSpec, state: RolloutState, observed: Observed) -> Decisio
     state, events = _command(state, observed)
     current = steps(spec)[state.step]
     if observed.command == "promote":
+        # A person moved on: a pause (theirs, or one for an inconclusive check) ends too.
+        state = replace(state, paused=False)
         return _next_step(spec, state, observed, (*events, "promote requested by operator"))
     if observed.command == "promote_full":
         return _promote(spec, state, observed, (*events, "promote to 100% requested by operator"))
