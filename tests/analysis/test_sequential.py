@@ -90,39 +90,45 @@ def measured(release: str, start: float, end: float, requests: int, errors: int)
     return Measurement(release, start, end, requests, {"2xx": requests - errors, "5xx": errors})
 
 
+Feed = tuple[Measurement, Measurement]
+
+
 @dataclass
 class WindowCase:
     name: str
-    feeds: list[tuple[Measurement, Measurement]]
+    feeds: list[Feed]
     total: Counts
     last_outcome: str
 
 
+def pair(start: float, end: float, canary: tuple[int, int], stable: tuple[int, int]) -> Feed:
+    """Canary v2 and stable v1 over [T0 + start, T0 + end): (requests, errors) each."""
+    return (
+        measured("v2", T0 + start, T0 + end, *canary),
+        measured("v1", T0 + start, T0 + end, *stable),
+    )
+
+
 WINDOW_CASES = [
-    # counts cumulative within one window (same start) are differenced: 30 + 5 = 35 ... not 65
+    # counts cumulative within one window (same start) are differenced: 10 then +15 canary
     WindowCase("cumulative within a window",
-               [(measured("v2", T0, T0 + 1, 10, 0), measured("v1", T0, T0 + 1, 190, 1)),
-                (measured("v2", T0, T0 + 2, 25, 0), measured("v1", T0, T0 + 2, 375, 2))],
+               [pair(0, 1, (10, 0), (190, 1)), pair(0, 2, (25, 0), (375, 2))],
                Counts(25, 0, 375, 2), "pass"),
     # a new window (a new canary step) restarts the counts: both windows are added
     WindowCase("a window after the last one restarts counts",
-               [(measured("v2", T0, T0 + 60, 600, 1), measured("v1", T0, T0 + 60, 11400, 10)),
-                (measured("v2", T0 + 60, T0 + 61, 50, 0), measured("v1", T0 + 60, T0 + 61, 150, 0))],  # noqa: E501
+               [pair(0, 60, (600, 1), (11400, 10)), pair(60, 61, (50, 0), (150, 0))],
                Counts(650, 1, 11550, 10), "pass"),
     # per-interval windows (each after the last) are simply added
     WindowCase("back-to-back intervals",
-               [(measured("v2", T0 + i, T0 + i + 1, 10, 0), measured("v1", T0 + i, T0 + i + 1, 190, 0))  # noqa: E501
-                for i in range(3)],
+               [pair(i, i + 1, (10, 0), (190, 0)) for i in range(3)],
                Counts(30, 0, 570, 0), "pass"),
     WindowCase("an overlapping window would count twice",
-               [(measured("v2", T0, T0 + 10, 100, 0), measured("v1", T0, T0 + 10, 1900, 0)),
-                (measured("v2", T0 + 5, T0 + 15, 100, 0), measured("v1", T0 + 5, T0 + 15, 1900, 0))],  # noqa: E501
+               [pair(0, 10, (100, 0), (1900, 0)), pair(5, 15, (100, 0), (1900, 0))],
                Counts(100, 0, 1900, 0), "inconclusive"),
     # ... and becomes the baseline: the same window grown adds only what came after (+7, +93)
     WindowCase("an overlapping window is a baseline for its next feeds",
-               [(measured("v2", T0, T0 + 10, 100, 0), measured("v1", T0, T0 + 10, 1900, 0)),
-                (measured("v2", T0 + 5, T0 + 15, 100, 0), measured("v1", T0 + 5, T0 + 15, 1900, 0)),
-                (measured("v2", T0 + 5, T0 + 16, 107, 1), measured("v1", T0 + 5, T0 + 16, 1993, 0))],  # noqa: E501
+               [pair(0, 10, (100, 0), (1900, 0)), pair(5, 15, (100, 0), (1900, 0)),
+                pair(5, 16, (107, 1), (1993, 0))],
                Counts(107, 1, 1993, 0), "pass"),
     WindowCase("canary and stable windows must match",
                [(measured("v2", T0, T0 + 10, 100, 0), measured("v1", T0 + 1, T0 + 10, 1900, 0))],
