@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from nonstop.analysis.checks import new_run
+from nonstop.analysis.checks import AnalysisRun, new_run
 from nonstop.analysis.measurement import Measurement
 from nonstop.analysis.simulate import binomial
 from nonstop.config.load import validate_config
@@ -559,7 +559,7 @@ def test_inconclusive_for_too_long_pauses_for_a_person() -> None:
         spec, state, Observed(T0 + 61, up("v1", 4) + up("v2", 2), command="resume")
     )
     assert not resumed.state.paused
-    run = canary.AnalysisRun.from_dict(resumed.state.data["analysis"])
+    run = AnalysisRun.from_dict(resumed.state.data["analysis"])
     assert run.phase == "running"
 
 
@@ -578,6 +578,23 @@ def test_a_long_step_restarts_its_measurement_window_every_5_minutes() -> None:
     later = T0 + 3600
     done = canary.decide(spec, decision.state, Observed(later, up("v1", 4) + up("v2", 1)))
     assert done.state.phase == "promoting"
+
+
+def test_replaying_a_decision_judges_nothing_twice() -> None:
+    """After a crash the engine decides again from the persisted state (invariant 4): the same
+    actions, and the window judged at t+10 is not counted a second time."""
+    spec = RolloutSpec("canary", "v2", "v1", config(sequential=False))
+    state = state_at(spec, "step", 1, **AT_50)
+    observed = Observed(
+        T0 + 10, up("v1", 4) + up("v2", 2), measurements=traffic((30, 0), (30, 0), end=T0 + 10)
+    )
+    first = canary.decide(spec, state, observed)
+    second = canary.decide(spec, persisted(first.state), observed)
+    assert first.actions == second.actions == tuple(HOLD_50)
+    assert second.state == first.state
+    assert second.events == ()
+    run = AnalysisRun.from_dict(second.state.data["analysis"])
+    assert run.checks[0].inconclusive == 1
 
 
 def test_a_canary_config_is_required() -> None:
