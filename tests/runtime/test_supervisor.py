@@ -8,10 +8,10 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
-from runtime_helpers import sample_spec, wait_until
+from runtime_helpers import sample_spec, script_spec, wait_until
 
 from nonstop.config.schema import HealthConfig
-from nonstop.drivers.runtime.base import InstanceSpec
+from nonstop.drivers.runtime.base import InstanceHandle, InstanceSpec
 from nonstop.drivers.runtime.local import LocalRuntime
 from nonstop.drivers.runtime.supervise import (
     Readiness,
@@ -221,3 +221,53 @@ async def test_remove_stops_watching_but_not_the_instance(
     await runtime.stop(handle, "SIGKILL", 0)
     await asyncio.sleep(0.3)  # a watcher still running would now report "exited"
     assert recorder.kinds() == ["ready"]
+
+
+class GatedRuntime(LocalRuntime):
+    """The real runtime, with a gate inside start() so a test can act mid-restart."""
+
+    def __init__(self, log_dir: Path) -> None:
+        super().__init__(log_dir=log_dir)
+        self.starting = asyncio.Event()
+        self.gate = asyncio.Event()
+
+    async def start(self, spec: InstanceSpec) -> InstanceHandle:
+        """Spawns, then holds the handle back until the gate opens (as start() does while
+        it watches a new instance bind its port)."""
+        handle = await super().start(spec)
+        self.starting.set()
+        await self.gate.wait()
+        return handle
+
+
+async def test_remove_during_a_restart_stops_the_new_process(tmp_path: Path) -> None:
+    marker = tmp_path / "crashed-once"
+    source = f"""
+import pathlib, runpy, sys
+marker = pathlib.Path({str(marker)!r})
+if not marker.exists():
+    marker.touch()
+    sys.exit(1)
+sys.argv = ["sampleapp", "--port", sys.argv[1]]
+runpy.run_module("nonstop.demo.sampleapp", run_name="__main__")
+"""
+    spec = script_spec(tmp_path, source)
+    runtime = GatedRuntime(tmp_path / "logs")
+    runtime.gate.set()
+    handle = await runtime.start(spec)
+    runtime.gate.clear()
+    runtime.starting.clear()
+    rec = Recorder()
+    try:
+        async with supervise(runtime, rec) as supervisor:
+            supervisor.add(spec, handle)
+            await asyncio.wait_for(runtime.starting.wait(), 10)  # the restart is under way
+            removing = asyncio.create_task(supervisor.remove(spec.instance_id))
+            await asyncio.sleep(0.05)
+            runtime.gate.set()
+            await removing
+        assert rec.kinds() == ["exited"]
+        assert runtime.started() == []  # the process started for the restart was stopped
+    finally:
+        for leftover in runtime.started():
+            await runtime.stop(leftover, "SIGKILL", 0)

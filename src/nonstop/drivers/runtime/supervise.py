@@ -235,11 +235,15 @@ class Supervisor:
         )
         # Stop first: an unhealthy process may still hold the port, and a dead leader may
         # have left children in its process group.
-        await self.runtime.stop(watch.handle, watch.spec.stop_signal, watch.spec.stop_timeout)
+        try:
+            await self.runtime.stop(watch.handle, watch.spec.stop_signal, watch.spec.stop_timeout)
+        except RuntimeDriverError as exc:
+            # e.g. stuck in the kernel: the restart goes ahead (on a new port if needed)
+            self._emit("restart_failed", watch, f"instance {instance_id}: {exc}")
         while True:
             await asyncio.sleep(delay)
             try:
-                handle = await self._start_again(watch)
+                handle = await self._start_shielded(watch)
                 break
             except RuntimeDriverError as exc:
                 watch.attempt += 1
@@ -258,6 +262,18 @@ class Supervisor:
             watch,
             f"instance {instance_id} restarted (pid {handle.pid}, port {handle.port})",
         )
+
+    async def _start_shielded(self, watch: _Watch) -> InstanceHandle:
+        """Start again; if the watch is cancelled meanwhile (``remove``), the process that was
+        being started is stopped rather than left running unsupervised."""
+        starting = asyncio.ensure_future(self._start_again(watch))
+        try:
+            return await asyncio.shield(starting)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                orphan = await starting
+                await self.runtime.stop(orphan, watch.spec.stop_signal, watch.spec.stop_timeout)
+            raise
 
     async def _start_again(self, watch: _Watch) -> InstanceHandle:
         """Same port when it is still free (the router's entry stays valid), else a new one."""
