@@ -43,11 +43,12 @@ class Measurement:
         return self.errors / self.requests if self.requests else None
 
     def latency(self, percentile: float) -> float | None:
-        """Latency at ``percentile`` in ms: the smallest recorded percentile >= the one asked for."""
+        """Latency at ``percentile`` in ms: the smallest recorded percentile >= the one asked."""
         if not self.latency_ms:
             return None
         candidates = sorted(p for p in self.latency_ms if p >= percentile)
-        return self.latency_ms[candidates[0]] if candidates else self.latency_ms[max(self.latency_ms)]
+        key = candidates[0] if candidates else max(self.latency_ms)
+        return self.latency_ms[key]
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -64,7 +65,8 @@ class Measurement:
     def from_dict(cls, data: Mapping[str, object]) -> Measurement:
         status = data.get("status", {})
         latency = data.get("latency_ms", {})
-        assert isinstance(status, Mapping) and isinstance(latency, Mapping)
+        assert isinstance(status, Mapping)
+        assert isinstance(latency, Mapping)
         return cls(
             release=str(data["release"]),
             start=float(data["start"]),  # type: ignore[arg-type]
