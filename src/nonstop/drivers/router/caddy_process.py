@@ -135,6 +135,7 @@ def spawn(binary: Path, config: Path, log: Path, home: Path) -> int:
     Ctrl-C in the agent's terminal does not reach it. Caddy's data (the instance id, lock files)
     goes under ``home``, never the user's ~/.local/share/caddy. Returns Caddy's pid."""
     log.parent.mkdir(parents=True, exist_ok=True)
+    rotate(log)
     env = {
         **os.environ,
         "XDG_DATA_HOME": str(home / "data"),
@@ -154,6 +155,17 @@ def spawn(binary: Path, config: Path, log: Path, home: Path) -> int:
         return int(done.stdout.strip())
     except (OSError, subprocess.SubprocessError, ValueError) as exc:
         raise RouterError(f"could not start {binary}: {exc}") from exc
+
+
+LOG_ROTATE_BYTES = 10 * 1024 * 1024
+
+
+def rotate(log: Path, limit: int = LOG_ROTATE_BYTES) -> None:
+    """Keep Caddy's log bounded across restarts: over ``limit`` it becomes ``<log>.1`` (one
+    generation kept). A Caddy that runs for months appends a few lines per reload only."""
+    with contextlib.suppress(FileNotFoundError):
+        if log.stat().st_size > limit:
+            os.replace(log, log.with_name(log.name + ".1"))
 
 
 def kill(record: ProcessRecord, sig: signal.Signals) -> None:
