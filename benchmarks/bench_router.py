@@ -4,8 +4,9 @@
    lines, against the baseline ``json.loads`` of the same line (the part no design can avoid).
    Also the memory of a full 15-minute ring at 500 requests/s, and one ``snapshot`` over it.
 2. Proxy: the same closed-loop client (aiohttp, keep-alive, ``--concurrency`` workers) against a
-   tiny aiohttp upstream directly (baseline) and through CaddyRouter with the request stream
-   consumed into RequestStats; requests/s, p50/p99, and whether every request produced an event.
+   tiny aiohttp upstream in its own process, directly (baseline) and through CaddyRouter with
+   the request stream consumed into RequestStats (in the client's process, as in the agent);
+   requests/s, p50/p99, and whether every request produced an event.
 3. ``apply()`` (a full config reload through the admin socket): median and max over 20.
 
     .venv/bin/python benchmarks/bench_router.py [--requests 4000] [--concurrency 8]
@@ -22,6 +23,7 @@ import random
 import shutil
 import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -29,7 +31,6 @@ import tracemalloc
 from pathlib import Path
 
 import aiohttp
-from aiohttp import web
 
 from nonstop.drivers.metrics import RequestStats
 from nonstop.drivers.router.access_log import parse_access_entry
@@ -86,17 +87,39 @@ def bench_stream(events: int) -> None:
     print(f"  snapshot over the whole 900 s ring ({m.requests} requests): {snap * 1000:.1f} ms")
 
 
-async def upstream() -> tuple[web.AppRunner, str]:
-    async def answer(_request: web.Request) -> web.Response:
-        return web.Response(text="ok")
+UPSTREAM = """
+import sys
 
-    app = web.Application()
-    app.router.add_get("/{tail:.*}", answer)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    host, port = runner.addresses[0][:2]
-    return runner, f"{host}:{port}"
+async def answer(_request):
+    return web.Response(text="ok")
+
+app = web.Application()
+app.router.add_get("/{tail:.*}", answer)
+web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None)
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def upstream() -> tuple[subprocess.Popen[bytes], str]:
+    """A tiny aiohttp upstream in its own process, so it does not share the client's loop."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-c", UPSTREAM, str(port)])
+    for _ in range(500):
+        try:
+            _reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            await asyncio.sleep(0.02)
+            continue
+        writer.close()
+        await writer.wait_closed()
+        return proc, f"127.0.0.1:{port}"
+    proc.kill()
+    raise SystemExit("the upstream did not start")
 
 
 async def closed_loop(address: str, requests: int, concurrency: int) -> tuple[float, list[float]]:
@@ -123,12 +146,9 @@ def pct(values: list[float], p: float) -> float:
 
 
 async def bench_proxy(requests: int, concurrency: int) -> None:
-    runner, address = await upstream()
+    proc, address = await upstream()
     state = Path(tempfile.mkdtemp(prefix="nsb-", dir="/tmp"))
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    router = CaddyRouter(state, f"127.0.0.1:{port}", drain_timeout=5)
+    router = CaddyRouter(state, f"127.0.0.1:{free_port()}", drain_timeout=5)
     await router.start()
     try:
         routes = RouteTable((Upstream("a", "v1", address, 1),))
@@ -156,7 +176,8 @@ async def bench_proxy(requests: int, concurrency: int) -> None:
             reloads.append(time.perf_counter() - t0)
     finally:
         await router.stop()
-        await runner.cleanup()
+        proc.terminate()
+        proc.wait()
         shutil.rmtree(state, ignore_errors=True)
 
     n = requests // concurrency * concurrency

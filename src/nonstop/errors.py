@@ -3,7 +3,7 @@
     NonstopError                 base: every error a user may see
     +-- UsageError               bad input from a user: exit code 2
     |   +-- ConfigError          nonstop.toml (or an API body) is invalid; names the key path
-    +-- StateError               the request conflicts with what is running (e.g. a rollout in progress)
+    +-- StateError               the request conflicts with what runs (a rollout in progress...)
     +-- DriverError              a runtime, router or metrics backend failed
     |   +-- RouterError
     |   +-- RuntimeDriverError
@@ -36,12 +36,14 @@ class ConfigError(UsageError):
         self.issues = issues
         self.source = source
         where = f"{source}: " if source else ""
-        lines = [f"{where}{path}: {message}" if path else f"{where}{message}" for path, message in issues]
+        lines = [
+            f"{where}{path}: {message}" if path else f"{where}{message}" for path, message in issues
+        ]
         super().__init__("\n".join(lines))
 
 
 class StateError(NonstopError):
-    """The request conflicts with the current state (a second deploy, promote with no rollout...)."""
+    """The request conflicts with the current state (a second deploy, promote with no rollout)."""
 
     exit_code = 1
 

@@ -120,3 +120,10 @@ def test_no_mechanical_set_not_null_before_pg12() -> None:
     sql = LT + "ALTER TABLE users ALTER COLUMN email SET NOT NULL;\n"
     (finding,) = lint_text(sql, "m.sql", phase="expand", options=LintOptions(pg_version=11))
     assert finding.replacement is None
+
+
+def test_fix_on_a_last_statement_without_semicolon() -> None:
+    sql = "SET lock_timeout = '1s';\nALTER TABLE users ALTER email SET NOT NULL\n\n"
+    fixed = apply_fixes(sql, lint_text(sql, "m.sql", phase="expand"))
+    assert fixed.endswith("ALTER TABLE users DROP CONSTRAINT users_email_not_null\n\n")
+    assert lint_text(fixed, "m.sql", phase="expand") == []

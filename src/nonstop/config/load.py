@@ -107,7 +107,12 @@ def _message(error: ErrorDetails) -> str:
         return f"expected a table, got {_got(value)}"
     if kind == "list_type":
         return f"expected an array, got {_got(value)}"
-    bounds = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=", "less_than": "<"}
+    bounds = {
+        "greater_than_equal": ">=",
+        "greater_than": ">",
+        "less_than_equal": "<=",
+        "less_than": "<",
+    }
     if kind in bounds:
         limit = next(iter(ctx.values()))
         return f"expected a value {bounds[kind]} {limit}, got {_got(value)}"

@@ -36,7 +36,9 @@ class AppConfig(Model):
     @classmethod
     def _needs_port(cls, value: str) -> str:
         if "{port}" not in value:
-            raise ValueError('must contain the "{port}" placeholder, e.g. "python3 app.py --port {port}"')
+            raise ValueError(
+                'must contain the "{port}" placeholder, e.g. "python3 app.py --port {port}"'
+            )
         return value
 
 
@@ -151,9 +153,8 @@ class CanaryConfig(Model):
             if step.weight is None:
                 continue
             if step.weight < last:
-                raise ValueError(
-                    f"steps[{index}].weight: weights must not decrease, got {step.weight} after {last}"
-                )
+                got = f"got {step.weight} after {last}"
+                raise ValueError(f"steps[{index}].weight: weights must not decrease, {got}")
             last = step.weight
         if not self.steps and self.preset is None:
             raise ValueError('needs "steps" or a "preset" (progressive, quick)')

@@ -19,7 +19,7 @@ def parse_duration(value: Any) -> float:
     5400.0
     """
     if isinstance(value, bool):
-        raise ValueError(f"expected a duration such as 30, \"30s\" or \"10m\", got {value!r}")
+        raise ValueError(f'expected a duration such as 30, "30s" or "10m", got {value!r}')
     if isinstance(value, int | float):
         seconds = float(value)
     elif isinstance(value, str):

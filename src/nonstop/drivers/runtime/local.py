@@ -258,8 +258,16 @@ class LocalRuntime:
             start_marker=procfs.start_marker(popen.pid),
             started_at=time.time(),
         )
+        self._forget_ended(spec.instance_id)
         self._children[popen.pid] = _Child(popen, handle)
         return handle
+
+    def _forget_ended(self, instance_id: str) -> None:
+        """Drop reaped earlier runs of ``instance_id``: a supervised instance restarts for
+        weeks, and only its latest run's exit reason is still asked for."""
+        for pid, child in list(self._children.items()):
+            if child.handle.instance_id == instance_id and child.popen.poll() is not None:
+                del self._children[pid]
 
     async def _lost_port_race(self, handle: InstanceHandle, log: Path | None, offset: int) -> bool:
         """True when the instance exited at once because its port was taken meanwhile."""

@@ -21,7 +21,7 @@ document (strict, the default) or to evaluate it like the SDK would (lenient).
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -156,92 +156,144 @@ def _percentage(strategy: Strategy, key: str, path: str, problems: Problems) -> 
     return value
 
 
+Rule = tuple[Predicate, str]  # the strategy's own predicate and its OpenFeature reason
+
+
+@dataclass(frozen=True)
+class _Site:
+    """One strategy being compiled, and where to report its problems."""
+
+    strategy: Strategy
+    flag_name: str
+    path: str
+    problems: Problems
+    env: Environment
+
+    def param(self, key: str) -> str | None:
+        return self.strategy.parameters.get(key)
+
+    def missing(self, key: str) -> None:
+        self.problems.add(f"{self.path}.parameters", f"missing {key} (the strategy never matches)")
+
+
 def compile_strategy_rule(
     strategy: Strategy, flag_name: str, path: str, problems: Problems, env: Environment
-) -> tuple[Predicate, str]:
+) -> Rule:
     """The strategy's own rule (without constraints) and its OpenFeature reason."""
-    params = strategy.parameters
-    kind = strategy.name
-    if kind == "default":
-        return always, "STATIC"
-    if kind == "userWithId":
-        raw = params.get("userIds")
-        if raw is None:
-            problems.add(f"{path}.parameters", "missing userIds (the strategy never matches)")
-            return never, "TARGETING_MATCH"
-        ids = [part.strip() for part in raw.split(",")]
-        if not all(escaped_string_ok(i) for i in ids):
-            problems.add(
-                f"{path}.parameters.userIds",
-                "a user id may not end with a backslash (the flag is always off)",
-            )
-            raise FlagOff
-        return list_predicate(True, frozenset(ids), "userId", env), "TARGETING_MATCH"
-    if kind in ("gradualRolloutUserId", "gradualRolloutSessionId"):
-        pct = _percentage(strategy, "percentage", path, problems)
-        group = params.get("groupId")
-        if group is None:
-            problems.add(f"{path}.parameters", "missing groupId (the strategy never matches)")
-        if pct is None or group is None:
-            return never, "SPLIT"
-        field_name = "userId" if kind == "gradualRolloutUserId" else "sessionId"
-        return _rollout(pct, "percentage", group, (field_getter(field_name),), path, problems)
-    if kind == "gradualRolloutRandom":
-        pct = _percentage(strategy, "percentage", path, problems)
-        if pct is None:
-            return never, "SPLIT"
-        if pct >= 100:
-            return always, "STATIC"
-        return _random_below(env.rng, pct), "SPLIT"
-    if kind == "flexibleRollout":
-        pct = _percentage(strategy, "rollout", path, problems)
-        if pct is None:
-            return never, "SPLIT"
-        getters = stickiness_getters(params.get("stickiness"), env)
-        if getters is None:
-            problems.add(
-                f"{path}.parameters.stickiness", "unsupported characters (the flag is always off)"
-            )
-            raise FlagOff
-        random_last = params.get("stickiness") in (None, "default", "random")
-        group = params.get("groupId", flag_name)
-        return _rollout(pct, "rollout", group, getters, path, problems, random_last)
-    if kind == "remoteAddress":
-        raw = params.get("IPs")
-        if raw is None:
-            problems.add(f"{path}.parameters", "missing IPs (the strategy never matches)")
-            return never, "TARGETING_MATCH"
-        networks = []
-        for part in raw.split(","):
-            text = unescaped_string(part.strip())
-            if text is None:
-                problems.add(
-                    f"{path}.parameters.IPs",
-                    f"unsupported characters in {quote(part.strip())} (the flag is always off)",
-                )
-                raise FlagOff
-            net = parse_network(text)
-            if net is None:
-                problems.add(
-                    f"{path}.parameters.IPs",
-                    f"expected an IP address or CIDR range, got {quote(part.strip())} (ignored)",
-                )
-            else:
-                networks.append(net)
-        return on_value(
-            "remoteAddress", ip_test(tuple(networks)), env, memo=True
-        ), "TARGETING_MATCH"
-    if kind == "applicationHostname":
-        hosts = frozenset(h.strip().lower() for h in params.get("hostNames", "").split(","))
-        return (
-            always if env.hostname is not None and env.hostname.lower() in hosts else never
-        ), "TARGETING_MATCH"
+    site = _Site(strategy, flag_name, path, problems, env)
+    rule = _RULES.get(strategy.name)
+    if rule is not None:
+        return rule(site)
     problems.add(
         f"{path}.name",
-        f"unknown strategy {quote(kind)}, expected one of {', '.join(STRATEGIES)}"
+        f"unknown strategy {quote(strategy.name)}, expected one of {', '.join(STRATEGIES)}"
         " (it never matches)",
     )
     return never, "DEFAULT"
+
+
+def _default(site: _Site) -> Rule:
+    return always, "STATIC"
+
+
+def _user_with_id(site: _Site) -> Rule:
+    raw = site.param("userIds")
+    if raw is None:
+        site.missing("userIds")
+        return never, "TARGETING_MATCH"
+    ids = [part.strip() for part in raw.split(",")]
+    if not all(escaped_string_ok(i) for i in ids):
+        site.problems.add(
+            f"{site.path}.parameters.userIds",
+            "a user id may not end with a backslash (the flag is always off)",
+        )
+        raise FlagOff
+    return list_predicate(True, frozenset(ids), "userId", site.env), "TARGETING_MATCH"
+
+
+def _gradual_rollout(field_name: str) -> Callable[[_Site], Rule]:
+    def rule(site: _Site) -> Rule:
+        pct = _percentage(site.strategy, "percentage", site.path, site.problems)
+        group = site.param("groupId")
+        if group is None:
+            site.missing("groupId")
+        if pct is None or group is None:
+            return never, "SPLIT"
+        getters = (field_getter(field_name),)
+        return _rollout(pct, "percentage", group, getters, site.path, site.problems)
+
+    return rule
+
+
+def _gradual_rollout_random(site: _Site) -> Rule:
+    pct = _percentage(site.strategy, "percentage", site.path, site.problems)
+    if pct is None:
+        return never, "SPLIT"
+    if pct >= 100:
+        return always, "STATIC"
+    return _random_below(site.env.rng, pct), "SPLIT"
+
+
+def _flexible_rollout(site: _Site) -> Rule:
+    pct = _percentage(site.strategy, "rollout", site.path, site.problems)
+    if pct is None:
+        return never, "SPLIT"
+    stickiness = site.param("stickiness")
+    getters = stickiness_getters(stickiness, site.env)
+    if getters is None:
+        site.problems.add(
+            f"{site.path}.parameters.stickiness",
+            "unsupported characters (the flag is always off)",
+        )
+        raise FlagOff
+    random_last = stickiness in (None, "default", "random")
+    group = site.strategy.parameters.get("groupId", site.flag_name)  # "" is a group id too
+    return _rollout(pct, "rollout", group, getters, site.path, site.problems, random_last)
+
+
+def _remote_address(site: _Site) -> Rule:
+    raw = site.param("IPs")
+    if raw is None:
+        site.missing("IPs")
+        return never, "TARGETING_MATCH"
+    networks = []
+    for part in (p.strip() for p in raw.split(",")):
+        text = unescaped_string(part)
+        if text is None:
+            site.problems.add(
+                f"{site.path}.parameters.IPs",
+                f"unsupported characters in {quote(part)} (the flag is always off)",
+            )
+            raise FlagOff
+        net = parse_network(text)
+        if net is None:
+            site.problems.add(
+                f"{site.path}.parameters.IPs",
+                f"expected an IP address or CIDR range, got {quote(part)} (ignored)",
+            )
+        else:
+            networks.append(net)
+    test = ip_test(tuple(networks))
+    return on_value("remoteAddress", test, site.env, memo=True), "TARGETING_MATCH"
+
+
+def _application_hostname(site: _Site) -> Rule:
+    hosts = frozenset(h.strip().lower() for h in (site.param("hostNames") or "").split(","))
+    hostname = site.env.hostname
+    on = hostname is not None and hostname.lower() in hosts
+    return (always if on else never), "TARGETING_MATCH"
+
+
+_RULES: dict[str, Callable[[_Site], Rule]] = {
+    "default": _default,
+    "userWithId": _user_with_id,
+    "gradualRolloutUserId": _gradual_rollout("userId"),
+    "gradualRolloutSessionId": _gradual_rollout("sessionId"),
+    "gradualRolloutRandom": _gradual_rollout_random,
+    "flexibleRollout": _flexible_rollout,
+    "remoteAddress": _remote_address,
+    "applicationHostname": _application_hostname,
+}
 
 
 def _random_below(rng: random.Random, pct: int) -> Predicate:

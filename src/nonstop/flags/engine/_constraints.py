@@ -368,33 +368,24 @@ def _compare(symbol: str, target: Any, parse: Callable[[str], Any], exact: bool)
 
 
 def _regex_test(c: Constraint, path: str, problems: Problems) -> Test:
-    if c.value is not None:
-        patterns: tuple[tuple[str, str], ...] = ((f"{path}.value", c.value),)
-    elif c.values:
-        patterns = tuple((f"{path}.values[{i}]", v) for i, v in enumerate(c.values))
-    else:
-        patterns = ((f"{path}.value", ""),)
-    searches = []
-    for where, pattern in patterns:
-        if not escaped_string_ok(pattern):
-            problems.add(
-                where,
-                f"a pattern may not end with a backslash, got {quote(pattern)}"
-                " (the flag is always off)",
-            )
-            raise FlagOff
-        try:
-            searches.append(compile_rust_regex(pattern, c.case_insensitive).search)
-        except RegexTranslationError as exc:
-            problems.add(
-                where, f"invalid regular expression {quote(pattern)}: {exc} (it never matches)"
-            )
-    if not searches:
+    """REGEX reads `value` only; without one the pattern is empty and matches any value."""
+    pattern = c.value if c.value is not None else ""
+    where = f"{path}.value"
+    if not escaped_string_ok(pattern):
+        problems.add(
+            where,
+            f"a pattern may not end with a backslash, got {quote(pattern)}"
+            " (the flag is always off)",
+        )
+        raise FlagOff
+    if c.value is None and c.values:
+        problems.add(f"{path}.values", "REGEX reads value, not values (it matches any value)")
+    try:
+        search = compile_rust_regex(pattern, c.case_insensitive).search
+    except RegexTranslationError as exc:
+        problems.add(where, f"invalid regular expression {quote(pattern)}: {exc} (it never matches)")
         return lambda v: False
-    if len(searches) == 1:
-        (search,) = searches
-        return lambda v: v is not None and search(v) is not None
-    return lambda v: v is not None and any(search(v) is not None for search in searches)
+    return lambda v: v is not None and search(v) is not None
 
 
 def _cidr_test(c: Constraint, path: str, problems: Problems) -> Test:

@@ -84,11 +84,11 @@ class FileResult:
 
 def _statements(source: Source, raw: list[Node]) -> list[Statement]:
     out = []
-    size = len(source.data)
     for index, item in enumerate(raw):
         ((kind, node),) = item["stmt"].items()
         start = item.get("stmt_location", 0)
-        length = item.get("stmt_len", 0) or size - start
+        # stmt_len 0: the last statement, without a semicolon, runs to the end of the file
+        length = item.get("stmt_len", 0) or len(source.data[start:].rstrip())
         out.append(Statement(index, kind, node, start, length, source))
     return out
 
