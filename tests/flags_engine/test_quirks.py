@@ -181,10 +181,16 @@ ROWS: list[tuple[str, list[dict[str, Any]], dict[str, Any], bool]] = [
         False,
     ),
     (
-        "regex falls back to any of values",
-        [{"name": "default", "constraints": [c("userId", "REGEX", values=["^x", "^b"])]}],
+        "regex without value: the empty pattern, values ignored",
+        [{"name": "default", "constraints": [c("userId", "REGEX", values=["^x"])]}],
         {"userId": "b"},
         True,
+    ),
+    (
+        "... which still needs a value in the context",
+        [{"name": "default", "constraints": [c("userId", "REGEX", values=["^x"])]}],
+        {},
+        False,
     ),
     (
         "quotes in values are fine",

@@ -383,7 +383,9 @@ def _regex_test(c: Constraint, path: str, problems: Problems) -> Test:
     try:
         search = compile_rust_regex(pattern, c.case_insensitive).search
     except RegexTranslationError as exc:
-        problems.add(where, f"invalid regular expression {quote(pattern)}: {exc} (it never matches)")
+        problems.add(
+            where, f"invalid regular expression {quote(pattern)}: {exc} (it never matches)"
+        )
         return lambda v: False
     return lambda v: v is not None and search(v) is not None
 
