@@ -272,3 +272,21 @@ except OSError as exc:
         'instance s-1: exited with "address already in use" on 3 free ports in a row '
         "(does the command use {port}?); last output: [Errno 98] Address already in use"
     )
+
+
+async def test_only_the_latest_ended_run_keeps_its_exit_status(
+    runtime: LocalRuntime, tmp_path: Path
+) -> None:
+    """A restarted instance does not pile up exit statuses: older runs become just "exited"."""
+    handles = []
+    for code in (1, 2, 3):
+        handle = await runtime.start(
+            InstanceSpec("r-1", "r", f"exit {code} # {{port}}", str(tmp_path))
+        )
+        await wait_until(lambda h=handle: not runtime.alive(h))
+        handles.append(handle)
+    assert [runtime.exit_reason(h) for h in handles] == [
+        "exited",
+        "exited with code 2",
+        "exited with code 3",
+    ]

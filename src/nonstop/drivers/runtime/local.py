@@ -263,11 +263,15 @@ class LocalRuntime:
         return handle
 
     def _forget_ended(self, instance_id: str) -> None:
-        """Drop reaped earlier runs of ``instance_id``: a supervised instance restarts for
-        weeks, and only its latest run's exit reason is still asked for."""
-        for pid, child in list(self._children.items()):
-            if child.handle.instance_id == instance_id and child.popen.poll() is not None:
-                del self._children[pid]
+        """Keep the exit status of only the latest ended run of ``instance_id``: a
+        supervised instance may restart for weeks."""
+        ended = sorted(
+            (child.handle.started_at, pid)
+            for pid, child in self._children.items()
+            if child.handle.instance_id == instance_id and child.popen.poll() is not None
+        )
+        for _, pid in ended[:-1]:
+            del self._children[pid]
 
     async def _lost_port_race(self, handle: InstanceHandle, log: Path | None, offset: int) -> bool:
         """True when the instance exited at once because its port was taken meanwhile."""
