@@ -182,8 +182,7 @@ class Supervisor:
     async def _until_failure(self, watch: _Watch) -> tuple[EventKind, str]:
         """Probe until the instance dies or must be restarted; returns (event kind, why)."""
         health, passes, fails = self.health, 0, 0
-        started = time.monotonic()
-        next_probe = started
+        next_probe = time.monotonic()
         while True:
             if not self.runtime.alive(watch.handle):
                 return "exited", self.runtime.exit_reason(watch.handle) or "exited"
@@ -205,7 +204,7 @@ class Supervisor:
                             "unhealthy",
                             f"failed {fails} health probes in a row ({result.reason})",
                         )
-                    if not watch.ever_ready and now - started >= health.start_period:
+                    if not watch.ever_ready and now - watch.up_since >= health.start_period:
                         waited = format_duration(health.start_period)
                         return "unhealthy", f"not ready after {waited}: last probe: {result.reason}"
                 interval = health.liveness_interval if watch.readiness.ready else health.interval
