@@ -89,6 +89,7 @@ def bench_stream(events: int) -> None:
 
 UPSTREAM = """
 import sys
+from aiohttp import web
 
 async def answer(_request):
     return web.Response(text="ok")
@@ -105,18 +106,16 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-async def upstream() -> tuple[subprocess.Popen[bytes], str]:
+def upstream() -> tuple[subprocess.Popen[bytes], str]:
     """A tiny aiohttp upstream in its own process, so it does not share the client's loop."""
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-c", UPSTREAM, str(port)])
     for _ in range(500):
         try:
-            _reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
         except OSError:
-            await asyncio.sleep(0.02)
+            time.sleep(0.02)
             continue
-        writer.close()
-        await writer.wait_closed()
         return proc, f"127.0.0.1:{port}"
     proc.kill()
     raise SystemExit("the upstream did not start")
@@ -145,8 +144,7 @@ def pct(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * p / 100))] * 1000
 
 
-async def bench_proxy(requests: int, concurrency: int) -> None:
-    proc, address = await upstream()
+async def bench_proxy(address: str, requests: int, concurrency: int) -> None:
     state = Path(tempfile.mkdtemp(prefix="nsb-", dir="/tmp"))
     router = CaddyRouter(state, f"127.0.0.1:{free_port()}", drain_timeout=5)
     await router.start()
@@ -176,8 +174,6 @@ async def bench_proxy(requests: int, concurrency: int) -> None:
             reloads.append(time.perf_counter() - t0)
     finally:
         await router.stop()
-        proc.terminate()
-        proc.wait()
         shutil.rmtree(state, ignore_errors=True)
 
     n = requests // concurrency * concurrency
@@ -216,7 +212,12 @@ def main() -> None:
     args = parser.parse_args()
     print(machine())
     bench_stream(args.events)
-    asyncio.run(bench_proxy(args.requests, args.concurrency))
+    proc, address = upstream()
+    try:
+        asyncio.run(bench_proxy(address, args.requests, args.concurrency))
+    finally:
+        proc.terminate()
+        proc.wait()
 
 
 if __name__ == "__main__":
