@@ -192,7 +192,14 @@ def _agree(doc: dict[str, Any], names: list[str], ctxs: list[dict[str, Any]]) ->
             assert (resolution.enabled, resolution.variant) == expected
 
 
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# derandomize: the same examples on every run, so CI is repeatable (a longer random run is
+# a matter of raising max_examples and dropping derandomize locally).
+@settings(
+    max_examples=250,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 @given(doc=documents(), ctxs=st.lists(contexts(), min_size=1, max_size=4))
 def test_random_documents_agree_with_the_sdk(
     doc: dict[str, Any], ctxs: list[dict[str, Any]]
@@ -200,7 +207,7 @@ def test_random_documents_agree_with_the_sdk(
     _agree(doc, [f"f{i}" for i in range(5)], ctxs)
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=80, deadline=None, derandomize=True)
 @given(index=st.integers(min_value=0), ctxs=st.lists(contexts(), min_size=1, max_size=4))
 def test_spec_documents_agree_with_the_sdk(index: int, ctxs: list[dict[str, Any]]) -> None:
     require_spec()

@@ -131,7 +131,8 @@ def _compile_strategy(
         raise FlagOff
     off = False
     try:
-        base, reason = compile_strategy_rule(s, rule_group or flag_name, path, problems, env)
+        group_default = flag_name if rule_group is None else rule_group
+        base, reason = compile_strategy_rule(s, group_default, path, problems, env)
     except FlagOff:
         base, reason, off = never, "DEFAULT", True
     sources = [(f"{path}.constraints[{i}]", c) for i, c in enumerate(s.constraints)]
