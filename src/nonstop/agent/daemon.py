@@ -26,6 +26,7 @@ from nonstop.drivers.router.base import Router
 from nonstop.engine.engine import DeployRequest, Engine
 from nonstop.engine.instances import InstanceManager
 from nonstop.errors import StateError, UsageError
+from nonstop.flags.service import FlagService
 from nonstop.store import open_store
 
 
@@ -106,9 +107,13 @@ class Agent:
         engine = Engine(store, instances, router, stats, self.paths.state)
         self.engine = engine
         self.stats = stats
+        self.flags = FlagService(
+            self.paths.state, self.config.flags, self._flag_error_rate, engine.emit
+        )
         await engine.recover()
         self.paths.pidfile.write_text(str(os.getpid()))
         runner = await self._start_api(token)
+        await self.flags.start()
         tasks = [
             asyncio.create_task(engine.run(self.stop_event)),
             asyncio.create_task(self._consume_requests(router, stats)),
@@ -129,6 +134,7 @@ class Agent:
                 store.add_event("agent stopped with every instance and the router")
             else:
                 store.add_event("agent stopped; instances and router keep serving")
+            await self.flags.close()
             await runner.cleanup()
             with contextlib.suppress(FileNotFoundError):
                 self.paths.pidfile.unlink()
@@ -142,6 +148,14 @@ class Agent:
             except Exception as exc:  # the stream must come back after a router restart
                 self.engine.emit("warning", f"request stream interrupted: {exc}")
             await asyncio.sleep(1.0)
+
+    def _flag_error_rate(self, since: float) -> tuple[int, int]:
+        """(errors, requests) of the active release since ``since``, for guarded flag rollouts."""
+        release = self.engine.store.get("active_release")
+        if not release:
+            return 0, 0
+        measurement = self.stats.snapshot(str(release), since, time.time())
+        return measurement.errors, measurement.requests
 
     async def _start_api(self, token: str) -> web.AppRunner:
         app = web.Application(middlewares=[auth_middleware(token, frozenset({"/metrics"}))])
@@ -157,6 +171,7 @@ class Agent:
                 web.get("/v1/logs", self.h_logs),
                 web.post("/v1/shutdown", self.h_shutdown),
                 web.get("/metrics", self.h_metrics),
+                *self.flags.admin_routes(),
             ]
         )
         runner = web.AppRunner(app, access_log=None)
