@@ -55,6 +55,7 @@ listen = "127.0.0.1:{port}"
 
 [strategy.bluegreen]
 keep_previous = "10m"
+auto_promote = false      # the switch-time measurement starts at `nonstop promote`
 
 [watch]
 duration = "2s"
@@ -173,7 +174,7 @@ class Project:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/"
 
-    def start_agent(self, env: dict[str, str] | None = None) -> None:
+    async def start_agent(self, env: dict[str, str] | None = None) -> None:
         self.paths.ensure()
         with self.paths.agent_log.open("ab") as log:
             self.agent = subprocess.Popen(
@@ -184,9 +185,9 @@ class Project:
                 env={**os.environ, **(env or {})},
             )
         for _ in range(300):
-            if self.client.ping():
+            if await self.client.aping():
                 return
-            time.sleep(0.05)
+            await asyncio.sleep(0.05)
         raise RuntimeError("agent did not start")
 
     async def deploy(self, release: str) -> int:
@@ -202,6 +203,15 @@ class Project:
         row = await self.client.request("POST", "/v1/deploy", body)
         return int(row["id"])
 
+    async def wait_phase(self, phase: str, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            status = await self.client.request("GET", "/v1/status")
+            if (status.get("rollout") or {}).get("phase") == phase:
+                return
+            await asyncio.sleep(0.05)
+        raise RuntimeError(f"the rollout never reached {phase}")
+
     async def wait(self, rollout_id: int, timeout: float = 120) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -214,11 +224,11 @@ class Project:
             await asyncio.sleep(0.1)
         raise RuntimeError(f"rollout {rollout_id} did not finish")
 
-    def close(self) -> None:
+    async def close(self) -> None:
         try:
-            self.client.call("POST", "/v1/shutdown", {"stop_instances": True})
+            await self.client.request("POST", "/v1/shutdown", {"stop_instances": True})
             if self.agent:
-                self.agent.wait(30)
+                await asyncio.to_thread(self.agent.wait, 30)
         except Exception:
             pass
         shutil.rmtree(self.root, ignore_errors=True)
@@ -240,14 +250,17 @@ async def under_load(
 async def scenario_bluegreen(tool: str, rps: int, seconds: float) -> Result:
     project = Project()
     try:
-        project.start_agent()
+        await project.start_agent()
         await project.wait(await project.deploy("v1"))
 
         async def act() -> float | None:
             async with Sampler(project.url) as sampler:
+                rollout = await project.deploy("v2")
+                await project.wait_phase("awaiting_promote")
                 await asyncio.sleep(1)
                 called = time.time()
-                row = await project.wait(await project.deploy("v2"))
+                await project.client.request("POST", "/v1/command", {"command": "promote"})
+                row = await project.wait(rollout)
                 assert row["status"] == "completed", row
                 await asyncio.sleep(1)
             return sampler.switch_ms(called, "v1")
@@ -255,13 +268,13 @@ async def scenario_bluegreen(tool: str, rps: int, seconds: float) -> Result:
         total, failed, detail, switch = await under_load(tool, project.url, rps, seconds, act)
         return Result("bluegreen deploy", tool, total, failed, detail, switch)
     finally:
-        project.close()
+        await project.close()
 
 
 async def scenario_rollback(tool: str, rps: int, seconds: float) -> Result:
     project = Project()
     try:
-        project.start_agent()
+        await project.start_agent()
         await project.wait(await project.deploy("v1"))
         await project.wait(await project.deploy("v2"))
 
@@ -277,31 +290,31 @@ async def scenario_rollback(tool: str, rps: int, seconds: float) -> Result:
         total, failed, detail, switch = await under_load(tool, project.url, rps, seconds, act)
         return Result("rollback (warm)", tool, total, failed, detail, switch)
     finally:
-        project.close()
+        await project.close()
 
 
 async def scenario_agent_kill(tool: str, rps: int, seconds: float) -> Result:
     project = Project()
     try:
-        project.start_agent()
+        await project.start_agent()
         await project.wait(await project.deploy("v1"))
         assert project.agent is not None
         project.agent.send_signal(signal.SIGKILL)
         project.agent.wait()
 
         async def act() -> None:
-            project.start_agent({"NONSTOP_CRASH_AT": "intent:weights"})
+            await project.start_agent({"NONSTOP_CRASH_AT": "intent:weights"})
             rollout = await project.deploy("v2")
             assert project.agent is not None
             await asyncio.get_running_loop().run_in_executor(None, project.agent.wait)
-            project.start_agent()
+            await project.start_agent()
             row = await project.wait(rollout)
             assert row["status"] == "completed", row
 
         total, failed, detail, _ = await under_load(tool, project.url, rps, seconds, act)
         return Result("agent kill -9 mid-rollout + restart", tool, total, failed, detail)
     finally:
-        project.close()
+        await project.close()
 
 
 async def scenario_baseline(tool: str, rps: int, seconds: float) -> Result:

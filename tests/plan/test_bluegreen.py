@@ -179,6 +179,15 @@ CASES = [
         stable=None,
     ),
     Case(
+        "first deploy with manual promote: nothing serves yet, so switch at once",
+        "starting",
+        Observed(now=T0, instances=ready("v2", 2)),
+        [SetWeights({"v2": 100}), Finish("completed", "v2 serves all traffic")],
+        "completed",
+        strategy={"auto_promote": False},
+        stable=None,
+    ),
+    Case(
         "rollback to a warm previous release: one weight change",
         "starting",
         Observed(now=T0, instances=ready("v1", 2) + ready("v2", 2)),

@@ -63,3 +63,10 @@ class AgentClient:
         except NonstopError:
             return False
         return True
+
+    async def aping(self) -> bool:
+        try:
+            await self.request("GET", "/v1/status")
+        except NonstopError:
+            return False
+        return True

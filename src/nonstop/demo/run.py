@@ -20,7 +20,7 @@ from typing import Any
 
 from nonstop.agent.client import AgentClient
 from nonstop.agent.paths import Paths
-from nonstop.errors import NonstopError, StateError
+from nonstop.errors import StateError
 from nonstop.loadgen.generator import LoadGenerator
 
 CONFIG = """\
@@ -129,7 +129,7 @@ async def run_demo(root: Path, rps: float) -> list[StepResult]:
     spawn_agent(paths)
     agent = AgentClient(paths)
     deadline = time.monotonic() + 30
-    while not agent.paths.socket.exists() or not await _ping(agent):
+    while not await agent.aping():
         if time.monotonic() > deadline:
             raise StateError(f"the demo agent did not start; see {paths.agent_log}")
         await asyncio.sleep(0.1)
@@ -165,14 +165,6 @@ def _config(paths: Paths) -> dict[str, Any]:
     from nonstop.config import load_config
 
     return load_config(paths.config).model_dump(mode="json", exclude_none=True)
-
-
-async def _ping(agent: AgentClient) -> bool:
-    try:
-        await agent.request("GET", "/v1/status")
-    except NonstopError:
-        return False
-    return True
 
 
 async def _wait_gone(paths: Paths, timeout: float = 30) -> None:

@@ -91,7 +91,8 @@ def _smoke(spec: RolloutSpec, state: RolloutState, observed: Observed) -> Decisi
 def _after_smoke(
     spec: RolloutSpec, state: RolloutState, observed: Observed, events: tuple[str, ...]
 ) -> Decision:
-    if spec.rollback or spec.config.strategy.bluegreen.auto_promote:
+    # Nothing serves yet on a first deploy: there is no one to protect by waiting.
+    if spec.rollback or spec.stable is None or spec.config.strategy.bluegreen.auto_promote:
         return _switch(spec, state, observed, events)
     return Decision(
         state.enter(AWAITING, observed.now),
