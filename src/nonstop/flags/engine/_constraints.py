@@ -167,15 +167,23 @@ def compile_constraint(c: Constraint, path: str, problems: Problems, env: Enviro
     return Check(name, "test", _invert(test, c.inverted), memo)
 
 
+def _cost(check: Check) -> int:
+    if check.kind in ("in", "not_in"):
+        return 0
+    return 1 if not check.memo else 2
+
+
 def conjunction(checks: list[Check], base: Predicate, env: Environment) -> Predicate:
     """One function for "every check holds, then `base`": each context field is read once,
-    on first use, and the checks run in document order, stopping at the first that fails.
+    on first use, and the checks run cheapest first, stopping at the first that fails.
 
     The function is generated from a template; names and values reach it only as bound
     constants (N0, S1...), never as source text."""
     if any(c.kind == "const" and not c.data for c in checks) or base is never:
         return never
-    checks = [c for c in checks if c.kind != "const"]
+    # Cheapest first (set lookups, then plain tests, then remembered ones): all checks are
+    # pure and must all hold, so the order changes only how soon a failing one is found.
+    checks = sorted((c for c in checks if c.kind != "const"), key=_cost)
     if not checks:
         return base
     namespace: dict[str, Any] = {
