@@ -187,3 +187,35 @@ def test_killed_backfill_resumes_where_it_stopped(tmp_path: Path, database_url: 
         ).fetchone()
     assert wrong == (0,)
     assert recorded == (rows,)
+
+
+def test_a_batch_over_its_timeout_is_cancelled_and_retried_smaller(
+    tmp_path: Path, database_url: str
+) -> None:
+    """statement_timeout bounds how long a batch holds its row locks: a slow batch is cancelled
+    (locks released) and retried at half size until it fits."""
+    seed(database_url, 200)
+    # Batches spanning more than 30 keys sleep 1 s, longer than their 300 ms timeout.
+    slow = (
+        "-- nonstop: phase=backfill table=users key=id batch=100 timeout=300ms\n"
+        "UPDATE users SET email_lower = lower(email)\n"
+        " WHERE id BETWEEN :lo AND :hi\n"
+        "   AND (SELECT pg_sleep(CASE WHEN :hi::bigint - :lo::bigint > 30 THEN 1 ELSE 0 END))\n"
+        "       IS NOT NULL;\n"
+    )
+    folder = write(tmp_path / "m", {"0001_column.sql": DUAL_WRITE, "0002_fill.sql": slow})
+    settings = target(folder, database_url)
+    runner.run_expand(settings)
+    events: list[runner.Event] = []
+    result = runner.run_backfill(settings, on_event=events.append).backfills[0]
+    shrinks = [e.reason for e in events if isinstance(e, runner.Retrying)]
+    assert shrinks == [
+        "a batch of 100 keys hit statement_timeout (300ms); retrying with 50",
+        "a batch of 50 keys hit statement_timeout (300ms); retrying with 25",
+    ]
+    assert (result.rows, result.batches, result.retries) == (200, 8, 2)
+    assert result.longest_batch_s < 0.3
+    with psycopg.connect(database_url) as conn:
+        assert conn.execute("SELECT count(*) FROM users WHERE email_lower IS NULL").fetchone() == (
+            0,
+        )

@@ -5,11 +5,13 @@ from __future__ import annotations
 import pytest
 
 from nonstop.migrate.policy import (
+    GROW_AFTER,
     HistoryRow,
     RetryPolicy,
     backoff_delay,
     checksum_drift,
     contract_blockers,
+    next_batch_size,
     pending,
     rollback_targets,
     unfinished_work,
@@ -112,3 +114,22 @@ def test_rollback_targets_latest_applied_expand_first() -> None:
     ]
     assert [r.name for r in rollback_targets(history, 1)] == ["0003_c.sql"]
     assert [r.name for r in rollback_targets(history, 5)] == ["0003_c.sql", "0001_a.sql"]
+
+
+# current, configured, timed out, good batches in a row, next size
+BATCH_SIZES = [
+    (1000, 1000, True, 0, 500),  # timeout: halve
+    (500, 1000, True, 0, 250),
+    (1, 1000, True, 0, 1),  # cannot shrink further: the runner fails
+    (250, 1000, False, GROW_AFTER - 1, 250),  # not yet
+    (250, 1000, False, GROW_AFTER, 500),  # 20 good batches: double
+    (800, 1000, False, GROW_AFTER, 1000),  # never above what was configured
+    (1000, 1000, False, 10 * GROW_AFTER, 1000),
+]
+
+
+@pytest.mark.parametrize(("current", "configured", "timed_out", "streak", "expected"), BATCH_SIZES)
+def test_batch_size_halves_on_timeout_and_grows_back(
+    current: int, configured: int, timed_out: bool, streak: int, expected: int
+) -> None:
+    assert next_batch_size(current, configured, timed_out=timed_out, streak=streak) == expected

@@ -43,6 +43,26 @@ def backoff_delay(attempt: int, draw: float, policy: RetryPolicy) -> float:
     return step / 2 + step / 2 * draw
 
 
+GROW_AFTER = 20
+"""Consecutive batches within the timeout before a shrunk batch size doubles again."""
+
+
+def next_batch_size(current: int, configured: int, *, timed_out: bool, streak: int) -> int:
+    """Batch size after a batch: halve on statement_timeout, grow back slowly.
+
+    The per-batch statement_timeout is what bounds how long a backfill holds row locks: a
+    batch that hits it is cancelled (its locks released at once) and retried at half size.
+    After ``GROW_AFTER`` good batches in a row the size doubles, never above ``configured``.
+    configured 1000: 1000 times out -> 500 -> 250; 250 after 20 good batches -> 500;
+    a single row that times out cannot shrink further (the runner then fails).
+    """
+    if timed_out:
+        return max(1, current // 2)
+    if current < configured and streak >= GROW_AFTER:
+        return min(configured, current * 2)
+    return current
+
+
 @dataclass(frozen=True, slots=True)
 class HistoryRow:
     name: str

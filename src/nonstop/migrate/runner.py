@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -32,6 +33,7 @@ from psycopg import errors as pgerrors
 from psycopg import sql
 
 from nonstop.config.schema import MigrationsConfig
+from nonstop.config.units import format_duration
 from nonstop.errors import StateError, UsageError
 from nonstop.migrate import db
 from nonstop.migrate.errors import (
@@ -47,6 +49,7 @@ from nonstop.migrate.policy import (
     backoff_delay,
     checksum_drift,
     contract_blockers,
+    next_batch_size,
     pending,
     rollback_targets,
     unfinished_work,
@@ -304,8 +307,6 @@ def _retrying(
             if s.conn.closed:
                 raise  # _session reports the lost connection
             message = _pg_message(exc)
-            if isinstance(exc, pgerrors.QueryCanceled):
-                message += "; a smaller batch= or a larger timeout= in the header may help"
             raise MigrationFailed(name, _error_line(current(), exc), message) from exc
 
 
@@ -476,58 +477,90 @@ def run_backfill(
     return RunSummary(backfills=results)
 
 
+class _TooSlow(Exception):
+    """A batch hit its statement_timeout (translated so that _retrying lets it through)."""
+
+
 def _backfill(s: _Session, m: Migration) -> BackfillResult:
     spec = m.backfill
     assert spec is not None, "parse_migration gives every backfill a spec"
-    batch = s.target.batch_size or spec.batch
+    configured = s.target.batch_size or spec.batch
     pause = spec.pause if s.target.pause is None else s.target.pause
     table = sql.Identifier(*spec.table.split("."))
     key = sql.Identifier(spec.key)
+    # One batch = the next `size` keys after the last committed one, along the key's index.
     inner = sql.SQL("SELECT {k} FROM {t}{where} ORDER BY {k} LIMIT {n}")
-    # One batch = the next ``batch`` keys after the last committed one, along the key's index.
-    ranges = [
+    first, following = (
         sql.SQL("SELECT min({k})::text, max({k})::text FROM ({inner}) AS batch")
-        .format(k=key, inner=inner.format(k=key, t=table, where=where, n=sql.Literal(batch)))
+        .format(k=key, inner=inner.format(k=key, t=table, where=where, n=sql.SQL(limit)))
         .as_string(s.conn)
-        for where in (sql.SQL(""), sql.SQL(" WHERE {k} > $1").format(k=key))
-    ]
+        for where, limit in (
+            (sql.SQL(""), "$1"),
+            (sql.SQL(" WHERE {k} > $1").format(k=key), "$2"),
+        )
+    )
     progress = db.read_progress(s.conn, m.name, m.checksum)
     last = progress.last_key if progress else None
     resumed = progress.rows_done if progress else 0
     s.on_event(BackfillStarted(m.name, spec.table, _estimate(s, table), resumed))
     started, clock = time.time(), time.monotonic()
     cursor = psycopg.RawCursor(s.conn)
-    rows = batches = retries = 0
-    longest = 0.0
     update = m.statements[0]
     settings = (
         f"SET LOCAL statement_timeout = {_ms(spec.timeout)}; "
         f"SET LOCAL lock_timeout = {_ms(s.target.lock_timeout)}"
     )
 
-    def one_batch(_attempt: int) -> tuple[str, int, float] | None:
+    def one_batch(size: int, _attempt: int) -> tuple[str, int, float] | None:
         begun = time.monotonic()
-        with s.conn.transaction():
-            s.conn.execute(settings)
-            if last is None:
-                bounds = cursor.execute(ranges[0]).fetchone()
-            else:
-                bounds = cursor.execute(ranges[1], [last]).fetchone()
-            if bounds is None or bounds[0] is None:
-                return None
-            cursor.execute(update.sql, [bounds[0], bounds[1]])
-            count = max(cursor.rowcount, 0)
-            db.save_progress(s.conn, m.name, m.checksum, bounds[1], count)
+        try:
+            with s.conn.transaction():
+                s.conn.execute(settings)
+                params: list[object] = [size] if last is None else [last, size]
+                bounds = cursor.execute(first if last is None else following, params).fetchone()
+                if bounds is None or bounds[0] is None:
+                    return None
+                cursor.execute(update.sql, [bounds[0], bounds[1]])
+                count = max(cursor.rowcount, 0)
+                db.save_progress(s.conn, m.name, m.checksum, bounds[1], count)
+        except pgerrors.QueryCanceled as exc:
+            raise _TooSlow(_pg_message(exc)) from exc
         return str(bounds[1]), count, time.monotonic() - begun
 
+    size, streak, rows, batches, retries, longest = configured, 0, 0, 0, 0, 0.0
     while True:
-        outcome, attempts = _retrying(s, m.name, lambda: update, one_batch)
+        try:
+            outcome, attempts = _retrying(s, m.name, lambda: update, partial(one_batch, size))
+        except _TooSlow as slow:
+            if size == 1:
+                raise MigrationFailed(
+                    m.name,
+                    update.line,
+                    f"{slow}: even one row takes longer than "
+                    f"timeout={format_duration(spec.timeout)}; raise timeout= in the header",
+                ) from slow
+            smaller = next_batch_size(size, configured, timed_out=True, streak=0)
+            retries += 1
+            s.on_event(
+                Retrying(
+                    m.name,
+                    update.line,
+                    retries,
+                    0.0,
+                    f"a batch of {size} keys hit statement_timeout "
+                    f"({format_duration(spec.timeout)}); retrying with {smaller}",
+                )
+            )
+            size, streak = smaller, 0
+            continue
         retries += attempts - 1
         if outcome is None:
             break
         last, count, took = outcome
-        rows, batches, longest = rows + count, batches + 1, max(longest, took)
+        rows, batches, longest, streak = rows + count, batches + 1, max(longest, took), streak + 1
         s.on_event(BatchDone(m.name, resumed + rows, batches, last, took))
+        grown = next_batch_size(size, configured, timed_out=False, streak=streak)
+        size, streak = grown, (0 if grown != size else streak)
         if pause:
             s.sleep(pause)
     with s.conn.transaction():
