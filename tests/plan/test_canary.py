@@ -597,6 +597,23 @@ def test_replaying_a_decision_judges_nothing_twice() -> None:
     assert run.checks[0].inconclusive == 1
 
 
+def test_the_state_keeps_the_last_20_verdicts_of_a_check_and_all_its_counts() -> None:
+    background = {"metric": "error_rate", "max": 0.01, "min_samples": 50, "interval": 10}
+    spec = RolloutSpec(
+        "canary", "v2", "v1", config([{"weight": 50, "pause": "1h"}], analysis=[background])
+    )
+    state = state_at(spec, "step", 0, **AT_50, sequential=None)
+    for k in range(1, 26):
+        at = T0 + 10 * k
+        observed = Observed(
+            at, up("v1", 4) + up("v2", 2), measurements=traffic((100 * k, 0), (100 * k, 0), end=at)
+        )
+        state = canary.decide(spec, state, observed).state
+    check = AnalysisRun.from_dict(state.data["background"]).checks[0]
+    assert (check.passed, len(check.verdicts)) == (25, 20)
+    assert check.verdicts[-1].samples == 2500
+
+
 def test_a_canary_config_is_required() -> None:
     plain = validate_config({"app": {"name": "shop", "command": "app {port}"}})
     spec = RolloutSpec("canary", "v2", "v1", plain)

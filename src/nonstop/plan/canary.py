@@ -96,6 +96,8 @@ WEIGHT_MIN_SAMPLES = 50
 """Requests before the data-plane check may judge (its Wilson interval needs some)."""
 UNVERIFIED_WARNING = 60.0
 """Seconds without a data-plane verdict before an event says the analysis is waiting for it."""
+KEEP_VERDICTS = 20
+"""Verdicts per check kept in the rollout state (older ones live on as events)."""
 WINDOW = 300.0
 """A step's measurement window restarts this often (seconds): the request stream keeps 15
 minutes, and a window whose start slid would overlap the previous one."""
@@ -360,8 +362,16 @@ def _analyse(
             due[slot] = observed.now + check_run.check.interval
             events.append(f"analysis {verdict.check} {_past(verdict.outcome)}: {verdict.reason}")
         runs[key] = run
-    data = {key: run.to_dict() for key, run in runs.items()}
+    data = {key: _trimmed(run).to_dict() for key, run in runs.items()}
     return _with(state, {**data, "due": due}), tuple(events)
+
+
+def _trimmed(run: AnalysisRun) -> AnalysisRun:
+    """The run with each check's last :data:`KEEP_VERDICTS` verdicts: the state is saved at
+    every decision, and a background check every 10 s of a 4-hour rollout would otherwise carry
+    1,440. The counts (passed, failed, inconclusive) stay whole; every verdict is an event."""
+    checks = tuple(replace(c, verdicts=c.verdicts[-KEEP_VERDICTS:]) for c in run.checks)
+    return replace(run, checks=checks)
 
 
 def _sequential(spec: RolloutSpec, state: RolloutState, observed: Observed) -> RolloutState:
