@@ -1,10 +1,11 @@
 """Benchmark the keyset backfill of `nonstop migrate start` on a private PostgreSQL.
 
-    .venv/bin/python benchmarks/bench_backfill.py [--rows 1000000] [--runs 1000:0,1000:2ms,...]
+    .venv/bin/python benchmarks/bench_backfill.py [--rows 1000000] [--repeat 3]
+        [--runs batch[:pause[:timeout]],...]
 
-For each batch size and pause (``--runs batch:pause,...``), on a fresh table of ``--rows``
-users (with the dual-write trigger an expand migration installs, so every backfilled row also
-fires it), measures in the same run:
+For each backfill configuration (``--runs``: batch size, pause, per-batch timeout), on a
+fresh table of ``--rows`` users (with the dual-write trigger an expand migration installs, so
+every backfilled row also fires it), measures in the same run:
 
 * the application's latency (an app-like loop of point reads and point updates by primary key
   in its own connection): alone (half of ``--app-seconds`` just before the backfill, half
@@ -51,7 +52,7 @@ BEGIN NEW.email_lower := lower(NEW.email); RETURN NEW; END $$;
 CREATE TRIGGER users_email_lower BEFORE INSERT OR UPDATE OF email ON users
   FOR EACH ROW EXECUTE FUNCTION users_email_lower();
 """
-FILL = """-- nonstop: phase=backfill table=users key=id batch={batch}
+FILL = """-- nonstop: phase=backfill table=users key=id {options}
 UPDATE users SET email_lower = lower(email)
  WHERE id BETWEEN :lo AND :hi AND email_lower IS DISTINCT FROM lower(email);
 """
@@ -153,7 +154,7 @@ def app_alone(url: str, rows: int, seconds: float) -> list[float]:
 
 
 def measure(
-    label: str, url: str, rows: int, seconds: float, work: str, batch: int, pause: float
+    label: str, url: str, rows: int, seconds: float, work: str, options: str, pause: float
 ) -> Result:
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(SCHEMA.format(rows=int(rows)))
@@ -169,7 +170,7 @@ def measure(
     longest_batch = 0.0
     if work == "backfill":
         with tempfile.TemporaryDirectory() as folder:
-            (Path(folder) / "0002_fill.sql").write_text(FILL.format(batch=batch))
+            (Path(folder) / "0002_fill.sql").write_text(FILL.format(options=options))
             summary = runner.run_backfill(
                 runner.Target(directory=Path(folder), url=url, pause=pause)
             )
@@ -280,7 +281,11 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--runs", default="1000:0,1000:5ms,5000:0,10000:0")
+    parser.add_argument(
+        "--runs",
+        default="1000,1000:5ms,1000:0:100ms,5000,10000",
+        help="batch[:pause[:timeout]],... one backfill configuration each",
+    )
     parser.add_argument("--repeat", type=int, default=1, help="Repeat every run; print medians.")
     parser.add_argument("--app-seconds", type=float, default=8.0)
     parser.add_argument("--json", action="store_true")
@@ -290,16 +295,11 @@ def main() -> None:
         raise SystemExit("initdb/pg_ctl not found: install PostgreSQL's server package")
     plans = []
     for run in args.runs.split(","):
-        batch, _, pause = run.partition(":")
-        plans.append(
-            (
-                f"backfill batch={batch} pause={pause or '0'}",
-                "backfill",
-                int(batch),
-                parse_duration(pause or "0"),
-            )
-        )
-    plans.append(("baseline: one UPDATE", "naive", 0, 0.0))
+        batch, pause, timeout = [*run.split(":"), "", ""][:3]
+        options = f"batch={batch}" + (f" timeout={timeout}" if timeout else "")
+        label = f"backfill {options} pause={pause or '0'}"
+        plans.append((label, "backfill", options, parse_duration(pause or "0")))
+    plans.append(("baseline: one UPDATE", "naive", "", 0.0))
     root = Path(tempfile.mkdtemp(prefix="nonstop-bench-pg-"))
     server = TempPostgres(root, initdb, pg_ctl)
     results: dict[str, list[Result]] = {label: [] for label, *_ in plans}
@@ -307,9 +307,9 @@ def main() -> None:
         server.start()
         info = machine(server.url)
         for _ in range(args.repeat):  # round robin, so background load spreads over every run
-            for label, work, batch, pause in plans:
+            for label, work, options, pause in plans:
                 results[label].append(
-                    measure(label, server.url, args.rows, args.app_seconds, work, batch, pause)
+                    measure(label, server.url, args.rows, args.app_seconds, work, options, pause)
                 )
     finally:
         server.stop()
