@@ -138,6 +138,14 @@ def test_a_context_that_breaks_evaluation_gives_the_default(context: Any) -> Non
     assert engine.resolve("f", context).enabled is False
 
 
+@pytest.mark.parametrize("name", [None, 3, ["not", "hashable"]])
+def test_a_name_that_is_not_a_string_gives_the_default(name: Any) -> None:
+    engine = one_flag([{"name": "default"}])
+    assert engine.is_enabled(name, default=True) is True
+    assert engine.get_variant(name)["name"] == "disabled"
+    assert engine.resolve(name).found is False
+
+
 def test_returned_variants_are_copies() -> None:
     engine = one_flag(
         None, variants=[{"name": "v", "weight": 1, "payload": {"type": "string", "value": "a"}}]

@@ -309,20 +309,20 @@ class FlagEngine:
     ) -> bool:
         """Is flag `name` on for `context`? An unknown flag, or a context that breaks the
         evaluation, gives `default`: this never raises."""
-        check = self._checks.get(name)
-        if check is None:
-            return default
         try:
+            check = self._checks.get(name)
+            if check is None:
+                return default
             return check(_EMPTY if context is None else context)
-        except Exception:  # a malformed context never takes the caller down
+        except Exception:  # a malformed context (or name) never takes the caller down
             return default
 
     def get_variant(self, name: str, context: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Unleash's variant shape: ``{"name", "payload"?, "enabled", "feature_enabled"}``."""
-        flag = self._flags.get(name)
-        if flag is None:
-            return _disabled(False)
         try:
+            flag = self._flags.get(name)
+            if flag is None:
+                return _disabled(False)
             enabled, _, cv = self._decide(flag, _EMPTY if context is None else context)
             if not enabled:
                 return _disabled(False)
@@ -333,7 +333,10 @@ class FlagEngine:
     def resolve(self, name: str, context: Mapping[str, Any] | None = None) -> Resolution:
         """Decision, reason (TARGETING_MATCH, SPLIT, DISABLED, DEFAULT, STATIC) and variant,
         from one evaluation."""
-        flag = self._flags.get(name)
+        try:
+            flag = self._flags.get(name)
+        except TypeError:  # an unhashable name
+            flag = None
         if flag is None:
             return Resolution(False, "DEFAULT", _disabled(False), False)
         ctx = _EMPTY if context is None else context
