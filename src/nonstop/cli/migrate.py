@@ -167,9 +167,9 @@ class Reporter:
         if self.quiet:
             return
         if isinstance(event, Retrying):
+            then = f"; attempt {event.attempt + 1} in {format_duration(event.delay)}"
             err.print(
-                f"[yellow]{event.name}:{event.line}: {event.reason}; attempt "
-                f"{event.attempt + 1} in {format_duration(event.delay)}[/]"
+                f"[yellow]{event.name}:{event.line}: {event.reason}{then if event.delay else ''}[/]"
             )
         elif isinstance(event, Applied):
             err.print(
@@ -286,9 +286,12 @@ def complete(
 @migrate.command()
 @_options
 @click.option(
-    "--steps", type=click.IntRange(min=1), default=1, show_default=True,
+    "--steps",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
     help="How many applied expand migrations to undo, newest first.",
-)  # fmt: skip
+)
 def rollback(
     config_path: Path | None,
     directory: Path | None,

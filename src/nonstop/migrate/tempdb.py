@@ -3,7 +3,8 @@
 It lives in a temporary directory, listens on a free TCP port on 127.0.0.1 and keeps its unix
 socket in that directory too, so it never touches a server someone else runs. ``initdb`` refuses
 to run as root: when we are root, the server runs as the unprivileged ``postgres`` user (created by
-Debian's postgresql packages) and the directory is handed over to it.
+Debian's postgresql packages; when it is missing, a system user ``nonstop-pg`` is created with
+useradd) and the directory is handed over to it.
 """
 
 from __future__ import annotations
@@ -41,6 +42,27 @@ def free_port() -> int:
         return port
 
 
+def server_account() -> pwd.struct_passwd:
+    """The unprivileged account the server runs as when we are root."""
+    for name in ("postgres", "nonstop-pg"):
+        try:
+            return pwd.getpwnam(name)
+        except KeyError:
+            continue
+    created = subprocess.run(
+        ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", "nonstop-pg"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if created.returncode != 0:
+        raise DriverError(
+            "initdb refuses to run as root and there is no `postgres` user; create an "
+            f"unprivileged user (useradd failed: {created.stderr.strip()})"
+        )
+    return pwd.getpwnam("nonstop-pg")
+
+
 @dataclass
 class TempPostgres:
     """``start()`` runs initdb and pg_ctl start; ``stop()`` stops it (fast shutdown)."""
@@ -60,7 +82,7 @@ class TempPostgres:
         return f"postgresql://{self.user}@127.0.0.1:{self.port}/postgres"
 
     def _run(self, args: list[str]) -> None:
-        run_as = "postgres" if os.geteuid() == 0 else None
+        run_as = server_account().pw_name if os.geteuid() == 0 else None
         result = subprocess.run(
             args, user=run_as, capture_output=True, text=True, timeout=120, check=False
         )
@@ -70,7 +92,7 @@ class TempPostgres:
     def start(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         if os.geteuid() == 0:
-            account = pwd.getpwnam("postgres")
+            account = server_account()
             os.chown(self.root, account.pw_uid, account.pw_gid)
         self.port = self.port or free_port()
         self._run(
