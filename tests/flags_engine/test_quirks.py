@@ -58,6 +58,7 @@ ROWS: list[tuple[str, list[dict[str, Any]], dict[str, Any], bool]] = [
         False,
     ),
     # ... while some only make one part never match.
+    ("v-prefixed version before anything else", only(c('a"b', "SEMVER_EQ", "v1.0.0")), {}, True),
     (
         "semver with a v prefix",
         [{"name": "default", "constraints": [c("v", "SEMVER_EQ", "v1.2.2")]}],

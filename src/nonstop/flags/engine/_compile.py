@@ -20,6 +20,8 @@ document (strict, the default) or to evaluate it like the SDK would (lenient).
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -81,6 +83,7 @@ class CompiledVariants:
     seed_getter: Getter
     overrides: tuple[tuple[Getter, frozenset[str], int], ...]
     prefix: str  # "{group_id}:", ready to hash
+    cumulative: tuple[int, ...]  # running weights: the first >= the target is chosen
 
 
 @dataclass(frozen=True)
@@ -433,7 +436,9 @@ def compile_variants(
         if use_overrides  # strategy variants ignore overrides in the reference engine
     )
     seed = seed_getter(stickiness)
-    return CompiledVariants(variants, group_id, results, total, seed, overrides, group_id + ":")
+    cumulative = tuple(itertools.accumulate(v.weight for v in variants))
+    prefix = group_id + ":"
+    return CompiledVariants(variants, group_id, results, total, seed, overrides, prefix, cumulative)
 
 
 def pick_variant(cv: CompiledVariants, ctx: Context, rng: random.Random) -> int:
@@ -449,9 +454,4 @@ def pick_variant(cv: CompiledVariants, ctx: Context, rng: random.Random) -> int:
         target = rng.randrange(1, cv.total + 1)
     else:
         target = mmh3.hash(cv.prefix + seed, VARIANT_SEED, False) % cv.total + 1
-    running = 0
-    for index, variant in enumerate(cv.variants):
-        running += variant.weight
-        if running >= target:
-            return index
-    return len(cv.variants) - 1  # pragma: no cover - weights always reach the target
+    return bisect.bisect_left(cv.cumulative, target)

@@ -126,6 +126,14 @@ class Check:
 
 def compile_constraint(c: Constraint, path: str, problems: Problems, env: Environment) -> Check:
     """One constraint; FlagOff where the reference engine cannot compile it."""
+    op = c.operator
+    if op.startswith("SEMVER") and op in ORDINAL_OPERATORS and (c.value or "").startswith("v"):
+        # The reference engine writes "false" for this constraint before reading anything else.
+        problems.add(
+            f"{path}.value",
+            f'expected a semantic version without a "v" prefix, got {quote(c.value)}',
+        )
+        return Check(c.context_name, "const", False)
     name = c.context_name
     if name not in STANDARD_FIELDS:
         decoded = unescaped_string(name)
@@ -136,7 +144,6 @@ def compile_constraint(c: Constraint, path: str, problems: Problems, env: Enviro
             )
             raise FlagOff
         name = decoded
-    op = c.operator
     if op in ("IN", "NOT_IN"):
         values = _checked_values(c, path, problems)
         if not values:
@@ -146,12 +153,6 @@ def compile_constraint(c: Constraint, path: str, problems: Problems, env: Enviro
     if op in STRING_OPERATORS:
         test, memo = _string_test(c, path, problems)
     elif op in ORDINAL_OPERATORS:
-        if op.startswith("SEMVER") and c.value is not None and c.value.startswith("v"):
-            problems.add(
-                f"{path}.value",
-                f'expected a semantic version without a "v" prefix, got {quote(c.value)}',
-            )
-            return Check(name, "const", False)
         test, memo = _ordinal_test(c, path, problems), True
     elif op == "REGEX":
         test, memo = _regex_test(c, path, problems), True

@@ -321,12 +321,27 @@ class FlagEngine:
         """Unleash's variant shape: ``{"name", "payload"?, "enabled", "feature_enabled"}``."""
         try:
             flag = self._flags.get(name)
-            if flag is None:
+            if flag is None or not flag.switch:
                 return _disabled(False)
-            enabled, _, cv = self._decide(flag, _EMPTY if context is None else context)
-            if not enabled:
+            ctx = _EMPTY if context is None else context
+            if flag.dependencies and not self._deps[flag.name](ctx):
                 return _disabled(False)
-            return self._variant_result(cv, _EMPTY if context is None else context)
+            cv = flag.variants
+            for strategy in flag.strategies:  # the same pass as `_decide`, without the reason
+                if strategy.predicate(ctx):
+                    if strategy.variants is not None:
+                        cv = strategy.variants
+                    break
+            else:
+                if flag.strategies:
+                    return _disabled(False)
+            if cv is None:
+                return _disabled(True)
+            result = cv.results[pick_variant(cv, ctx, self._rng)].copy()
+            payload = result.get("payload")
+            if payload is not None:
+                result["payload"] = payload.copy()
+            return result
         except Exception:  # weights adding up to 0, or a malformed context: like the SDK
             return _disabled(False)
 
