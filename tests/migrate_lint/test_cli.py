@@ -200,3 +200,34 @@ def test_human_output_on_a_terminal_is_coloured(
     assert "\x1b[" in result.stdout
     assert "[rename-column]" in result.stdout
     assert "ALTER TABLE users RENAME COLUMN email TO mail;" in result.stdout
+
+
+def test_no_paths_and_no_migrations_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = run()
+    assert result.exit_code == 2
+    assert result.stderr == "error: no paths given and there is no migrations/ directory here\n"
+
+
+def test_no_paths_lints_migrations_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write(tmp_path, "migrations/0001.sql", HAZARD)
+    monkeypatch.chdir(tmp_path)
+    result = run("--json")
+    assert result.exit_code == 1
+    assert [f["file"] for f in json.loads(result.stdout)] == ["migrations/0001.sql"]
+
+
+def test_through_the_nonstop_entry_point(tmp_path: Path) -> None:
+    """`nonstop migrate lint` as users type it: the migrate group registers this command."""
+    from nonstop.cli.main import cli
+
+    path = write(tmp_path, "0001.sql", HAZARD)
+    result = CliRunner().invoke(
+        cli, ["migrate", "lint", "--json", str(path)], standalone_mode=False
+    )
+    assert result.return_value == 1
+    assert [f["rule"] for f in json.loads(result.stdout)] == ["rename-column"]

@@ -182,3 +182,42 @@ def test_unknown_function_default_is_a_warning() -> None:
     )
     assert (finding.rule, finding.severity) == ("volatile-default", "warning")
     assert "next_code()" in finding.message
+
+
+MORE_CASES: list[tuple[str, str, Expected]] = [
+    ("drop-index-concurrently-in-transaction", LT + "BEGIN;\nDROP INDEX CONCURRENTLY i;\nCOMMIT;",
+     [("concurrently-in-transaction", 3, 1)]),
+    ("reindex-concurrently-in-transaction", LT + "START TRANSACTION;\nREINDEX (CONCURRENTLY) TABLE t;\nEND;",
+     [("concurrently-in-transaction", 3, 1)]),
+    ("detach-concurrently-in-transaction", LT + "BEGIN;\nALTER TABLE m DETACH PARTITION m_2020 CONCURRENTLY;\nCOMMIT;",
+     [("concurrently-in-transaction", 3, 1)]),
+    ("schema-qualified-new-table", "CREATE TABLE app.t (id int);\nALTER TABLE app.t ADD COLUMN a int NOT NULL;", []),
+    ("public-is-the-default-schema", "CREATE TABLE public.t (id int);\nCREATE INDEX i ON t (id);", []),
+    ("other-schema-is-another-table", LT + "CREATE TABLE app.t (id int);\nCREATE INDEX i ON t (id);",
+     [("create-index-without-concurrently", 3, 1)]),
+    ("drop-index-created-here-still-locks-its-table", "CREATE INDEX CONCURRENTLY i ON t (a);\nDROP INDEX i;",
+     [("missing-lock-timeout", 2, 1), ("drop-index-without-concurrently", 2, 1)]),
+    ("drop-index-on-new-table", "CREATE TABLE t (a int);\nCREATE INDEX i ON t (a);\nDROP INDEX i;", []),
+    ("validate-only-needs-no-timeout", "ALTER TABLE t VALIDATE CONSTRAINT c;", []),
+    ("table-level-foreign-key-in-create",
+     "CREATE TABLE t (id int, u int, FOREIGN KEY (u) REFERENCES users (id));", [("missing-lock-timeout", 1, 1)]),
+    ("lock-table", "LOCK TABLE users IN ACCESS EXCLUSIVE MODE;", [("missing-lock-timeout", 1, 1)]),
+    ("create-trigger", "CREATE TRIGGER t BEFORE UPDATE ON users FOR EACH ROW EXECUTE FUNCTION f();",
+     [("missing-lock-timeout", 1, 1)]),
+    ("several-hazards-one-statement",
+     LT + "ALTER TABLE users ADD COLUMN n int NOT NULL, ALTER COLUMN email SET NOT NULL, DROP COLUMN old;",
+     [("add-column-not-null", 2, 30), ("set-not-null", 2, 1), ("drop-column", 2, 1)]),
+    ("drop-several-tables-one-new", LT + "CREATE TABLE tmp (a int);\nDROP TABLE tmp, old;",
+     [("drop-table", 3, 1)]),
+    ("last-statement-without-semicolon", LT + "TRUNCATE sessions", [("truncate", 2, 10)]),
+    ("empty-file", "", []),
+    ("comments-only", "-- nothing yet\n/* later */\n", []),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("sql", "expected"), [c[1:] for c in MORE_CASES], ids=[c[0] for c in MORE_CASES]
+)
+def test_more_rule_cases(sql: str, expected: Expected) -> None:
+    findings = lint_text(sql, "m.sql", phase="expand")
+    assert sorted((f.rule, f.line, f.column) for f in findings) == sorted(expected)

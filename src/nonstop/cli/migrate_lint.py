@@ -50,6 +50,8 @@ def _fix(results: list[FileResult]) -> int:
 
 
 def _run(paths: tuple[Path, ...], fmt: str, options: LintOptions, fix: bool) -> int:
+    if not paths and not DEFAULT_DIR.is_dir():
+        raise UsageError(f"no paths given and there is no {DEFAULT_DIR}/ directory here")
     targets = list(paths) or [DEFAULT_DIR]
     for path in targets:
         if not path.exists():

@@ -547,7 +547,7 @@ def drop_index(ctx: Context, node: Node) -> None:
     if node.get("removeType") != "OBJECT_INDEX" or node.get("concurrent"):
         return
     objects = [names_of(names) for names in node.get("objects", [])]
-    if all(object_key(parts) in ctx.state.created_indexes for parts in objects):
+    if all(ctx.state.is_new_object(object_key(parts)) for parts in objects):
         return
     single = len(objects) == 1 and node.get("behavior") != "DROP_CASCADE"
     ctx.report(
@@ -700,8 +700,8 @@ def _takes_blocking_lock(ctx: Context, kind: str, node: Node) -> bool:
     if kind == "DropStmt":
         if node.get("concurrent") or node.get("removeType") not in ("OBJECT_TABLE", "OBJECT_INDEX"):
             return False
-        known = state.created_tables | state.created_indexes
-        return any(object_key(names_of(names)) not in known for names in node.get("objects", []))
+        objects = node.get("objects", [])
+        return any(not state.is_new_object(object_key(names_of(names))) for names in objects)
     if kind == "TruncateStmt":
         return any(not state.is_new(rel_key(r["RangeVar"])) for r in node.get("relations", []))
     if kind == "CreateStmt":  # a REFERENCES clause locks the referenced, existing table

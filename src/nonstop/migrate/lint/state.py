@@ -33,7 +33,7 @@ class State:
     pg_version: int
     catalog: Catalog
     created_tables: set[str] = field(default_factory=set)
-    created_indexes: set[str] = field(default_factory=set)
+    new_table_indexes: set[str] = field(default_factory=set)  # indexes on tables created here
     lock_timeout: bool = False
     lock_timeout_local: bool = False  # SET LOCAL: gone at COMMIT / ROLLBACK
     in_transaction: bool = False
@@ -43,6 +43,10 @@ class State:
     def is_new(self, table: str) -> bool:
         """True when the table was created earlier in this file: empty, nobody else uses it."""
         return table in self.created_tables
+
+    def is_new_object(self, key: str) -> bool:
+        """A table created in this file, or an index on one (dropping it locks nobody out)."""
+        return key in self.created_tables or key in self.new_table_indexes
 
     def observe(self, kind: str, node: Node) -> None:
         handler = _OBSERVERS.get(kind)
@@ -67,7 +71,8 @@ def _create_as(state: State, node: Node) -> None:
 def _index(state: State, node: Node) -> None:
     if node.get("idxname"):
         schema = node["relation"].get("schemaname", "public")
-        state.created_indexes.add(f"{schema}.{node['idxname']}")
+        if state.is_new(rel_key(node["relation"])):
+            state.new_table_indexes.add(f"{schema}.{node['idxname']}")
 
 
 def _alter(state: State, node: Node) -> None:
