@@ -131,7 +131,8 @@ def compile_constraint(c: Constraint, path: str, problems: Problems, env: Enviro
         # The reference engine writes "false" for this constraint before reading anything else.
         problems.add(
             f"{path}.value",
-            f'expected a semantic version without a "v" prefix, got {quote(c.value)}',
+            f'expected a semantic version without a "v" prefix, got {quote(c.value)}'
+            " (it never matches)",
         )
         return Check(c.context_name, "const", False)
     name = c.context_name
