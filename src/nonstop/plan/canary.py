@@ -15,15 +15,17 @@ when it has them, in that order:
    the stable release keeps ``replicas``; no weight changes until they are all ready
    (invariant 1). Then ``SetWeights({stable: 100 - w, canary: w})``; the step begins at the
    first decide() that sees the router serving those weights (``observed.weights``).
-2. ``step``: the measurement window restarts here (the engine counts since
-   ``phase_started_at``; windows begin on a whole second, the request stream's resolution, and
-   restart every 5 minutes in a long step, as the stream keeps 15), so every number judged is
-   at this step's weight and windows never overlap. The data plane is
-   checked first (``weight_verdict``: the canary's measured share must match the set weight
-   within ``weight_tolerance``): until it passes no threshold check is evaluated, and if it
-   fails the rollout aborts - a router that does not do what it is told makes every later
-   number meaningless. Each check (the step's own and the background ``analysis``) is
-   evaluated every ``interval`` seconds on the canary's Measurement since the step began.
+2. ``step``: a measurement window starts here (the engine counts since ``phase_started_at``).
+   Windows are back to back, each as long as the shortest check ``interval`` (at most 5
+   minutes: the request stream keeps 15), and begin on a whole second, the stream's
+   resolution, so every number judged is at this step's weight and no request is judged twice.
+   The data plane is checked first (``weight_verdict``: the canary's measured share, over the
+   windows since the weight was set, must match it within ``weight_tolerance``): until it
+   passes no threshold check is evaluated, and if it fails the rollout aborts - a router that
+   does not do what it is told makes every later number meaningless. Each check (the step's
+   own and the background ``analysis``) judges, every ``interval``, the windows closed since
+   it last judged; ``failure_limit`` therefore counts failing intervals, not the same early
+   error seen again in a growing window.
    The step ends when its pause is over and its own checks passed; a failed check ends the
    rollout at once; a check without enough data for ``inconclusive_limit`` windows in a row
    pauses the rollout for a person (``nonstop promote`` or ``resume`` continues).
@@ -69,7 +71,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
-from nonstop.analysis.checks import AnalysisRun, conclude, new_run, step
+from nonstop.analysis.checks import AnalysisRun, conclude, merge, new_run, step
 from nonstop.analysis.measurement import Measurement
 from nonstop.analysis.presets import preset_steps, preset_watch
 from nonstop.analysis.sequential import SequentialRun, new_sequential, observe_windows
@@ -96,11 +98,9 @@ WEIGHT_MIN_SAMPLES = 50
 """Requests before the data-plane check may judge (its Wilson interval needs some)."""
 UNVERIFIED_WARNING = 60.0
 """Seconds without a data-plane verdict before an event says the analysis is waiting for it."""
-KEEP_VERDICTS = 20
-"""Verdicts per check kept in the rollout state (older ones live on as events)."""
 WINDOW = 300.0
-"""A step's measurement window restarts this often (seconds): the request stream keeps 15
-minutes, and a window whose start slid would overlap the previous one."""
+"""Longest measurement window (seconds): the request stream keeps 15 minutes, and a window
+whose start slid would overlap the previous one."""
 
 
 def steps(spec: RolloutSpec) -> list[CanaryStep]:
@@ -216,9 +216,11 @@ def _begin(
     """Step ``state.step`` starts now: set its weight; its window and its analysis start here."""
     plan = steps(spec)
     current = plan[state.step]
+    pending = {k: v for k, v in state.data.get("pending", {}).items() if k.startswith("back")}
     data: dict[str, Any] = {
         "analysis": new_run(current.analysis or ()).to_dict(),
         "due": {},
+        "pending": pending,
         "weight_since": observed.now,
         "weight_warned": False,
     }
@@ -228,7 +230,7 @@ def _begin(
         changed = weight != int(state.data["weight"])
         data.update(weight=weight, traffic=bool(state.data["traffic"]) or weight > 0)
         if changed:
-            data["weight_ok"] = False
+            data.update(weight_ok=False, weight_counts=[0, 0])
         instances = int(state.data["canary"])
         headline += f": weight {weight}% ({instances} instance{'s' if instances != 1 else ''})"
     if current.pause == {}:
@@ -262,8 +264,8 @@ def _step(spec: RolloutSpec, state: RolloutState, observed: Observed) -> Decisio
         events = (*events, f"data plane {verdict.reason}")
     state, hold_events = _warn_if_unverified(spec, current, state, observed, verdict)
     events += hold_events
-    if state.data["weight_ok"]:
-        state, analysis_events = _analyse(spec, state, observed)
+    if observed.now - state.phase_started_at >= _window_length(spec, current, state):
+        state, analysis_events = _close_window(spec, state, observed)
         events += analysis_events
     fail = _failure(state)
     if fail:
@@ -271,8 +273,6 @@ def _step(spec: RolloutSpec, state: RolloutState, observed: Observed) -> Decisio
     state, hold_events = _hold_if_inconclusive(state)
     events += hold_events
     if state.paused or not _step_over(current, state, observed):
-        if observed.now - state.phase_started_at >= WINDOW:
-            state = _window(state, STEP, observed.now)
         return Decision(state, _hold(spec, state.data), events, wake_in=TICK)
     return _next_step(spec, state, observed, events)
 
@@ -330,11 +330,11 @@ def _verify_weight(
         # requests and, in time, pause for a person with that reason.
         return _with(state, {"weight_ok": True}), None
     canary, stable = _measured(spec, observed)
-    total = canary.requests + stable.requests
+    closed_canary, closed_total = state.data.get("weight_counts", (0, 0))
     verdict = weight_verdict(
         int(state.data["weight"]),
-        canary.requests,
-        total,
+        closed_canary + canary.requests,
+        closed_total + canary.requests + stable.requests,
         _config(spec).weight_tolerance,
         WEIGHT_MIN_SAMPLES,
     )
@@ -343,12 +343,41 @@ def _verify_weight(
     return state, verdict
 
 
-def _analyse(
+def _window_length(spec: RolloutSpec, current: CanaryStep, state: RolloutState) -> float:
+    """How long a measurement window of this step lasts: the shortest check interval (so each
+    check judges windows of about its own interval), at most :data:`WINDOW`."""
+    checks = list(current.analysis or ())
+    if int(state.data["weight"]) > 0:
+        checks += _config(spec).analysis
+    return min([WINDOW, *(max(1.0, c.interval) for c in checks)])
+
+
+def _close_window(
     spec: RolloutSpec, state: RolloutState, observed: Observed
 ) -> tuple[RolloutState, tuple[str, ...]]:
-    """Evaluate every check that is due on the canary's Measurement since the step began."""
-    canary, _ = _measured(spec, observed)
+    """The window ends: its counts join the data-plane check's or the checks' pending data,
+    due checks judge, and a new window begins (the engine measures since it)."""
+    canary, stable = _measured(spec, observed)
+    events: tuple[str, ...] = ()
+    if state.data["weight_ok"]:
+        state, events = _analyse(spec, state, observed, canary)
+    else:
+        closed_canary, closed_total = state.data.get("weight_counts", (0, 0))
+        total = closed_total + canary.requests + stable.requests
+        state = _with(state, {"weight_counts": [closed_canary + canary.requests, total]})
+    return _window(state, STEP, observed.now), events
+
+
+def _analyse(
+    spec: RolloutSpec, state: RolloutState, observed: Observed, canary: Measurement
+) -> tuple[RolloutState, tuple[str, ...]]:
+    """Add the closed window to each check's data; checks that are due judge what they have.
+
+    Each window is judged once: ``failure_limit`` counts failing windows, never the same
+    requests twice (a cumulative window would fail again on the same early error)."""
     due: dict[str, float] = dict(state.data["due"])
+    pending: dict[str, Any] = dict(state.data.get("pending", {}))
+    started = float(state.data.get("step_started_at", state.phase_started_at))
     events: list[str] = []
     runs = {"background": _run(state, "background"), "analysis": _run(state, "analysis")}
     for key, run in runs.items():
@@ -356,22 +385,17 @@ def _analyse(
             continue  # no traffic to judge
         for index, check_run in enumerate(run.checks):
             slot = f"{key}[{index}]"
-            if observed.now < due.get(slot, state.phase_started_at + check_run.check.interval):
+            before = pending.pop(slot, None)
+            window = merge(Measurement.from_dict(before) if before else None, canary)
+            if observed.now < due.get(slot, started + check_run.check.interval):
+                pending[slot] = window.to_dict()
                 continue
-            run, verdict = step(run, check_run.check, canary)
+            run, verdict = step(run, check_run.check, window)
             due[slot] = observed.now + check_run.check.interval
             events.append(f"analysis {verdict.check} {_past(verdict.outcome)}: {verdict.reason}")
         runs[key] = run
-    data = {key: _trimmed(run).to_dict() for key, run in runs.items()}
-    return _with(state, {**data, "due": due}), tuple(events)
-
-
-def _trimmed(run: AnalysisRun) -> AnalysisRun:
-    """The run with each check's last :data:`KEEP_VERDICTS` verdicts: the state is saved at
-    every decision, and a background check every 10 s of a 4-hour rollout would otherwise carry
-    1,440. The counts (passed, failed, inconclusive) stay whole; every verdict is an event."""
-    checks = tuple(replace(c, verdicts=c.verdicts[-KEEP_VERDICTS:]) for c in run.checks)
-    return replace(run, checks=checks)
+    data = {key: run.to_dict() for key, run in runs.items()}
+    return _with(state, {**data, "due": due, "pending": pending}), tuple(events)
 
 
 def _sequential(spec: RolloutSpec, state: RolloutState, observed: Observed) -> RolloutState:
