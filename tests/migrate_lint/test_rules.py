@@ -210,6 +210,12 @@ MORE_CASES: list[tuple[str, str, Expected]] = [
     ("drop-several-tables-one-new", LT + "CREATE TABLE tmp (a int);\nDROP TABLE tmp, old;",
      [("drop-table", 3, 1)]),
     ("last-statement-without-semicolon", LT + "TRUNCATE sessions", [("truncate", 2, 10)]),
+    ("set-config-lock-timeout", "SELECT set_config('lock_timeout', '2s', false);\nALTER TABLE users ADD a int;", []),
+    ("set-config-local-ends-at-commit",
+     "BEGIN;\nSELECT set_config('lock_timeout', '2s', true);\nALTER TABLE users ADD a int;\nCOMMIT;\n"
+     "ALTER TABLE users ADD b int;", [("missing-lock-timeout", 5, 1)]),
+    ("set-config-zero", "SELECT set_config('lock_timeout', '0', false);\nALTER TABLE users ADD a int;",
+     [("missing-lock-timeout", 2, 1)]),
     ("empty-file", "", []),
     ("comments-only", "-- nothing yet\n/* later */\n", []),
 ]  # fmt: skip

@@ -138,6 +138,27 @@ def _set(state: State, node: Node) -> None:
     state.lock_timeout_local = active and bool(node.get("is_local"))
 
 
+def _select(state: State, node: Node) -> None:
+    """``SELECT set_config('lock_timeout', '2s', is_local)``: the function form of SET."""
+    for target in node.get("targetList", ()):
+        call = target.get("ResTarget", {}).get("val", {}).get("FuncCall")
+        if not call or names_of(call.get("funcname", []))[-1:] != ["set_config"]:
+            continue
+        args = call.get("args", [])
+        if len(args) == 3 and const_value(args[0]) == "lock_timeout":
+            value = const_value(args[1])
+            active = str(value).strip() not in ("0", "0s", "0ms", "None")
+            state.lock_timeout = active
+            state.lock_timeout_local = active and _is_true(args[2])
+
+
+def _is_true(node: Node) -> bool:
+    value = const_value(node)
+    if value is None:  # ``true`` / ``false`` parse as a cast of a string constant to boolean
+        value = const_value(node.get("TypeCast", {}).get("arg", {}))
+    return value is True or str(value).lower() in ("t", "true", "on", "1")
+
+
 def _transaction(state: State, node: Node) -> None:
     kind = node.get("kind", "")
     if kind in ("TRANS_STMT_BEGIN", "TRANS_STMT_START"):
@@ -156,5 +177,6 @@ _OBSERVERS = {
     "RenameStmt": _rename,
     "DropStmt": _drop,
     "VariableSetStmt": _set,
+    "SelectStmt": _select,
     "TransactionStmt": _transaction,
 }
