@@ -118,8 +118,8 @@ CASES: list[tuple[str, Any, list[str]]] = [
         "semantic version with a v",
         constrained({"contextName": "v", "operator": "SEMVER_GT", "value": "v1.0.0"}),
         [
-            C0
-            + '.value: expected a semantic version without a "v" prefix, got "v1.0.0" (it never matches)'
+            C0 + '.value: expected a semantic version without a "v" prefix, got "v1.0.0"'
+            " (it never matches)"
         ],
     ),
     (
