@@ -539,6 +539,28 @@ def test_canary_table(case: Case) -> None:
     assert persisted(decision.state) == decision.state
 
 
+def test_one_error_fails_one_interval_not_every_interval_after_it() -> None:
+    """max 0.001, failure_limit 2, 120 canary requests a minute: one error in minute 1 fails
+    that minute (1/120); minute 2 is judged on its own 0/120 and passes: no rollback."""
+    check = {"metric": "error_rate", "max": 0.001, "min_samples": 100, "failure_limit": 2}
+    steps = [{"weight": 1, "pause": "10m", "analysis": [{**check, "interval": 60}]}]
+    spec = RolloutSpec("canary", "v2", "v1", config(steps, sequential=False))
+    state = state_at(spec, "step", 0, **{**AT_10, "weight": 1})
+    outcomes = []
+    for minute, errors in ((1, 1), (2, 0)):
+        now, start = T0 + 60 * minute, state.phase_started_at
+        counts = traffic((120, errors), (11880, 0), start=start, end=now)
+        decision = canary.decide(
+            spec, state, Observed(now, up("v1", 4) + up("v2", 1), measurements=counts)
+        )
+        state = decision.state
+        outcomes.append(
+            AnalysisRun.from_dict(state.data["analysis"]).checks[0].verdicts[-1].outcome
+        )
+    assert outcomes == ["fail", "pass"]
+    assert state.phase == "step"
+
+
 def test_inconclusive_for_too_long_pauses_for_a_person() -> None:
     """Six 10 s windows in a row with 3 requests each (pooled: 18 < 50): pause, say why;
     resume measures afresh. Each window starts where the previous one ended."""
