@@ -203,6 +203,11 @@ class Project:
         row = await self.client.request("POST", "/v1/deploy", body)
         return int(row["id"])
 
+    async def promote_when_ready(self, rollout: int) -> dict[str, Any]:
+        await self.wait_phase("awaiting_promote")
+        await self.client.request("POST", "/v1/command", {"command": "promote"})
+        return await self.wait(rollout)
+
     async def wait_phase(self, phase: str, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -276,7 +281,7 @@ async def scenario_rollback(tool: str, rps: int, seconds: float) -> Result:
     try:
         await project.start_agent()
         await project.wait(await project.deploy("v1"))
-        await project.wait(await project.deploy("v2"))
+        await project.promote_when_ready(await project.deploy("v2"))
 
         async def act() -> float | None:
             async with Sampler(project.url) as sampler:
@@ -305,8 +310,10 @@ async def scenario_agent_kill(tool: str, rps: int, seconds: float) -> Result:
         async def act() -> None:
             await project.start_agent({"NONSTOP_CRASH_AT": "intent:weights"})
             rollout = await project.deploy("v2")
+            await project.wait_phase("awaiting_promote")
+            await project.client.request("POST", "/v1/command", {"command": "promote"})
             assert project.agent is not None
-            await asyncio.get_running_loop().run_in_executor(None, project.agent.wait)
+            await asyncio.to_thread(project.agent.wait)
             await project.start_agent()
             row = await project.wait(rollout)
             assert row["status"] == "completed", row
