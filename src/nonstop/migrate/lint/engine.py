@@ -29,6 +29,7 @@ from nonstop.migrate.phases import Phase, detect_phase, list_migrations
 
 DIRECTIVE = "nonstop-lint:"
 _ALL = DISPATCH.get("*", [])
+_TABLES = ("OBJECT_TABLE", "OBJECT_MATVIEW", None)
 
 
 class LintInputError(UsageError):
@@ -98,7 +99,8 @@ def _run_rules(ctx: Context, stmt: Statement) -> None:
         check(ctx, stmt.node)
     for check in _ALL:
         check(ctx, stmt.node)
-    if stmt.kind == "AlterTableStmt":
+    # ALTER TYPE / VIEW / INDEX share AlterTableStmt; the sub-command rules are about tables
+    if stmt.kind == "AlterTableStmt" and stmt.node.get("objtype") in _TABLES:
         for item in stmt.node.get("cmds", ()):
             cmd = item["AlterTableCmd"]
             for check in DISPATCH.get(cmd.get("subtype", ""), ()):
