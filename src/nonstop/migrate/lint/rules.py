@@ -204,8 +204,8 @@ _VOLATILE = {
 _NOT_VOLATILE = {
     "now", "transaction_timestamp", "statement_timestamp", "current_date", "current_timestamp",
     "localtimestamp", "localtime", "lower", "upper", "concat", "coalesce", "to_jsonb",
-    "jsonb_build_object",
-    "json_build_object", "jsonb_build_array", "array", "make_interval", "make_date", "to_timestamp",
+    "jsonb_build_object", "json_build_object", "jsonb_build_array", "array", "make_interval",
+    "make_date", "to_timestamp",
     "length", "md5", "abs", "round", "date_trunc", "current_setting", "inet_client_addr",
 }  # fmt: skip
 
