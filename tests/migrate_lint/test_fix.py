@@ -75,6 +75,12 @@ FIX_CASES = [
         LT + "REINDEX (CONCURRENTLY, VERBOSE) INDEX users_pkey;\n",
     ),
     (
+        "unnamed-check-named-after-its-first-column",
+        LT + "ALTER TABLE orders ADD CHECK (total >= discount);\n",
+        LT + "ALTER TABLE orders ADD CONSTRAINT orders_total_check CHECK (total >= discount) NOT VALID;\n"
+        "ALTER TABLE orders VALIDATE CONSTRAINT orders_total_check;\n",
+    ),
+    (
         "reindex",
         LT + "REINDEX TABLE users;\n",
         LT + "REINDEX (CONCURRENTLY) TABLE users;\n",

@@ -425,6 +425,8 @@ def _validated(
 
 
 def _column_refs(expr: Node) -> list[str]:
+    """Columns an expression refers to, in the order they are written (PostgreSQL names an
+    unnamed CHECK after the first: ``CHECK (a > b)`` on t is ``t_a_check``)."""
     found: list[str] = []
     stack: list[object] = [expr]
     while stack:
@@ -433,9 +435,9 @@ def _column_refs(expr: Node) -> list[str]:
             ref = item.get("ColumnRef")
             if ref is not None:
                 found.extend(names_of(ref.get("fields", []))[-1:])
-            stack.extend(item.values())
+            stack.extend(reversed(item.values()))
         elif isinstance(item, list):
-            stack.extend(item)
+            stack.extend(reversed(item))
     return found
 
 
