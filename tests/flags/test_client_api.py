@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from flags.conftest import ServiceThread
+from flags.conftest import FakeErrors, ServiceThread
 
 
 def get(url: str, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
@@ -220,3 +222,21 @@ def test_official_unleash_client_sees_create_and_later_changes(
         assert wait_for(lambda: "checkout" in store.usage())
     finally:
         sdk.destroy()
+
+
+def test_port_in_use_logs_an_error_and_the_rest_keeps_working(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = ServiceThread(tmp_path, f"127.0.0.1:{port}", FakeErrors()).start()
+        try:
+            assert proc.service is not None
+            assert proc.service.port is None
+            ((_, message),) = [e for e in proc.events if e[0] == "error"]
+            assert message.startswith(
+                f"flags: cannot serve the client API on 127.0.0.1:{port} (address already in use"
+            )
+            assert proc.call("POST", "/v1/flags", {"name": "still-works"})["name"] == "still-works"
+        finally:
+            proc.stop()

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
@@ -144,7 +145,8 @@ class FlagService:
             await site.start()
         except (OSError, ValueError) as exc:
             await runner.cleanup()
-            reason = getattr(exc, "strerror", None) or str(exc)
+            errno = getattr(exc, "errno", None)
+            reason = os.strerror(errno).lower() if errno else str(exc)
             self.emit(
                 "error",
                 f"flags: cannot serve the client API on {listen} ({reason}); the agent runs "
