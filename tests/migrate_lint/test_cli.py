@@ -231,3 +231,17 @@ def test_through_the_nonstop_entry_point(tmp_path: Path) -> None:
     )
     assert result.return_value == 1
     assert [f["rule"] for f in json.loads(result.stdout)] == ["rename-column"]
+
+
+def test_assume_lock_timeout(tmp_path: Path) -> None:
+    """nonstop's runner sets lock_timeout itself: the flag drops that requirement, nothing else."""
+    path = write(
+        tmp_path, "0001.sql", "ALTER TABLE users ADD a int;\nCREATE INDEX i ON users (a);\n"
+    )
+    assert [f["rule"] for f in json.loads(run("--json", path).stdout)] == [
+        "missing-lock-timeout",
+        "create-index-without-concurrently",
+        "missing-lock-timeout",
+    ]
+    result = run("--json", "--assume-lock-timeout", path)
+    assert [f["rule"] for f in json.loads(result.stdout)] == ["create-index-without-concurrently"]

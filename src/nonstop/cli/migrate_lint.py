@@ -94,6 +94,11 @@ def _run(paths: tuple[Path, ...], fmt: str, options: LintOptions, fix: bool) -> 
     help="Treat every file as this phase instead of reading its header or directory.",
 )
 @click.option(
+    "--assume-lock-timeout",
+    is_flag=True,
+    help="The runner sets lock_timeout (as nonstop migrate does): do not require it in files.",
+)
+@click.option(
     "--fix", is_flag=True, help="Rewrite files with the safe sequence where it is mechanical."
 )
 @click.option("--list-rules", is_flag=True, help="List the rules (with --json: as JSON) and exit.")
@@ -105,6 +110,7 @@ def lint(
     as_json: bool,
     pg_version: str,
     phase: Phase | None,
+    assume_lock_timeout: bool,
     fix: bool,
     list_rules: bool,
 ) -> None:
@@ -120,7 +126,11 @@ def lint(
                 click.echo(f"{entry['rule']:<36} {entry['severity']:<8} {entry['description']}")
         return
     try:
-        options = LintOptions(pg_version=_pg_version(pg_version), phase=phase)
+        options = LintOptions(
+            pg_version=_pg_version(pg_version),
+            phase=phase,
+            assume_lock_timeout=assume_lock_timeout,
+        )
         code = _run(paths, fmt, options, fix)
     except UsageError as exc:
         click.echo(f"error: {exc}", err=True)

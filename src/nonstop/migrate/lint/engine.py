@@ -107,18 +107,24 @@ def _run_rules(ctx: Context, stmt: Statement) -> None:
                 check(ctx, cmd)
 
 
-def lint_source(source: Source, phase: Phase, pg_version: int, catalog: Catalog) -> FileResult:
+def lint_source(
+    source: Source,
+    phase: Phase,
+    pg_version: int,
+    catalog: Catalog,
+    *,
+    assume_lock_timeout: bool = False,
+) -> FileResult:
     """Every finding in one file, after ignore comments; ``catalog`` carries over between files."""
     with _gc_paused():
         # The tree lives only inside _walk: it is freed by reference counting before the
         # collector runs again, so the collector never has to traverse it (0.5 s saved on a
         # 20,000-statement file).
-        return _walk(source, phase, pg_version, catalog)
+        return _walk(source, State(phase, pg_version, catalog, lock_timeout=assume_lock_timeout))
 
 
-def _walk(source: Source, phase: Phase, pg_version: int, catalog: Catalog) -> FileResult:
+def _walk(source: Source, state: State) -> FileResult:
     statements = _statements(source, parse(source))
-    state = State(phase=phase, pg_version=pg_version, catalog=catalog)
     findings: list[Finding] = []
     if statements:
         ctx = Context(source, state, statements[0], findings)
@@ -127,7 +133,7 @@ def _walk(source: Source, phase: Phase, pg_version: int, catalog: Catalog) -> Fi
             _run_rules(ctx, stmt)
             state.observe(stmt.kind, stmt.node)
     ignores, problems = _directives(source, statements)
-    result = FileResult(source, phase, len(statements))
+    result = FileResult(source, state.phase, len(statements))
     result.findings = problems + [f for f in findings if not _ignored(f, ignores)]
     result.findings.sort(key=lambda f: (f.line, f.column, f.rule))
     return result
@@ -252,7 +258,9 @@ def lint_text(
     opts = options or LintOptions()
     source = Source(path, text)
     chosen = phase or opts.phase or detect_phase(Path(path), text)
-    return lint_source(source, chosen, opts.pg_version, {}).findings
+    return lint_source(
+        source, chosen, opts.pg_version, {}, assume_lock_timeout=opts.assume_lock_timeout
+    ).findings
 
 
 def lint_files(paths: Iterable[Path], options: LintOptions | None = None) -> list[FileResult]:
@@ -263,7 +271,15 @@ def lint_files(paths: Iterable[Path], options: LintOptions | None = None) -> lis
     for path in expand_paths(paths):
         source = read(path)
         phase = opts.phase or detect_phase(path, source.text)
-        results.append(lint_source(source, phase, opts.pg_version, catalog))
+        results.append(
+            lint_source(
+                source,
+                phase,
+                opts.pg_version,
+                catalog,
+                assume_lock_timeout=opts.assume_lock_timeout,
+            )
+        )
     return results
 
 

@@ -50,3 +50,6 @@ class Finding:
 class LintOptions:
     pg_version: int = DEFAULT_PG_VERSION
     phase: Phase | None = None  # None: detect per file (header, directory, default)
+    # True when the files are applied by a runner that sets lock_timeout itself (nonstop's
+    # migration runner runs every transactional statement under SET LOCAL lock_timeout)
+    assume_lock_timeout: bool = False
