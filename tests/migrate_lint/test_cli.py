@@ -159,6 +159,7 @@ def test_fix_rewrites_the_file_and_then_passes(tmp_path: Path) -> None:
     )
     result = run("--fix", "--json", path)
     assert (result.exit_code, json.loads(result.stdout)) == (0, [])
+    assert result.stderr == "fixed 1 file; findings after the fix:\n"
     assert path.read_text().startswith(
         "SET lock_timeout = '2s';\nCREATE INDEX CONCURRENTLY i ON users (a);\n"
     )

@@ -44,7 +44,10 @@ def _fix(results: list[FileResult]) -> int:
             continue
         fixed = apply_fixes(result.source.text, result.findings)
         if fixed != result.source.text:
-            Path(result.source.path).write_text(fixed, encoding="utf-8")
+            try:
+                Path(result.source.path).write_text(fixed, encoding="utf-8")
+            except OSError as exc:
+                raise UsageError(f"{result.source.path}: cannot write the fix: {exc}") from exc
             changed += 1
     return changed
 
@@ -57,7 +60,9 @@ def _run(paths: tuple[Path, ...], fmt: str, options: LintOptions, fix: bool) -> 
         if not path.exists():
             raise UsageError(f"{path}: no such file or directory")
     results = lint_files(targets, options)
-    if fix and _fix(results):
+    changed = _fix(results) if fix else 0
+    if changed:
+        click.echo(f"fixed {changed} file{'s' * (changed != 1)}; findings after the fix:", err=True)
         results = lint_files(targets, options)
     findings = [f for r in results for f in r.findings]
     if fmt == "json":
