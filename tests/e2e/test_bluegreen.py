@@ -266,3 +266,36 @@ def test_router_process_dying_is_restarted_and_traffic_resumes(
     new_pid = agent.status()["router"]["pid"]
     assert new_pid != router_pid
     assert any("router" in e["message"] for e in agent.call("GET", "/v1/events"))
+
+
+def test_crashed_instance_is_restarted_and_rejoins_without_failed_requests(
+    project: Project, agent: AgentProcess
+) -> None:
+    import os
+    import signal
+    import time
+
+    agent.start()
+    first_deploy(agent)
+    victim = agent.status()["instances"][0]
+    with load(project, rps=100) as bg:
+        settle()
+        os.kill(victim["pid"], signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            now = {i["id"]: i for i in agent.status()["instances"]}[victim["id"]]
+            if now["state"] == "ready" and now["pid"] != victim["pid"]:
+                break
+            time.sleep(0.2)
+        settle()
+    assert now["restarts"] == 1, now
+    assert now["state"] == "ready", now
+    # New connections to the dead upstream are retried on its peer; only a request that was
+    # inside the process at the instant it was killed can fail (at 100 req/s and ~1 ms each,
+    # rarely even one).
+    report = bg.report
+    assert report is not None
+    assert report.failed <= 2, report.to_dict()
+    messages = [e["message"] for e in agent.call("GET", "/v1/events")]
+    restarting = [m for m in messages if m.startswith(f"instance {victim['id']} ")]
+    assert any("SIGKILL; restarting in 1s" in m for m in restarting), messages

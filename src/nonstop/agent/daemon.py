@@ -133,6 +133,7 @@ class Agent:
                 await router.stop()
                 store.add_event("agent stopped with every instance and the router")
             else:
+                await engine.instances.close()
                 store.add_event("agent stopped; instances and router keep serving")
             await self.flags.close()
             await runner.cleanup()

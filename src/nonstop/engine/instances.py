@@ -25,14 +25,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nonstop.config.schema import HealthConfig, NonstopConfig
+from nonstop.config.schema import NonstopConfig
 from nonstop.drivers.runtime.base import InstanceHandle, InstanceSpec, Runtime
-from nonstop.drivers.runtime.health import probe, wait_ready
+from nonstop.drivers.runtime.health import wait_ready
+from nonstop.drivers.runtime.supervise import Supervisor, SupervisorEvent
 from nonstop.errors import RuntimeDriverError
 from nonstop.plan.model import InstanceView
 from nonstop.store import ReleaseRow, Store
 
-RESTART_BACKOFF = (1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 60.0)
 DRAIN_SETTLE = 0.5
 """Seconds an instance stays out of the table before an idle in-flight count is trusted: the
 router may still be handing it a request it accepted just before the table changed."""
@@ -49,6 +49,7 @@ class Live:
     drain_deadline: float | None = None
     failed: str | None = None
     restarts: int = 0
+    spec: InstanceSpec | None = field(default=None, repr=False)
     task: asyncio.Task[None] | None = field(default=None, repr=False)
 
     def view(self) -> InstanceView:
@@ -96,6 +97,7 @@ class InstanceManager:
         self.emit = emit
         self.live: dict[str, Live] = {}
         self._stopping: set[str] = set()
+        self._supervisors: dict[str, Supervisor] = {}
 
     # -- views -------------------------------------------------------------------------------
 
@@ -132,8 +134,13 @@ class InstanceManager:
             if row.state == "draining":
                 live.drain_started = time.time() - DRAIN_SETTLE
             self.live[row.id] = live
-            if row.state in ("ready", "unready", "starting"):
-                live.task = asyncio.create_task(self._watch(live, adopted=row.state == "ready"))
+            release = self.store.release(row.release)
+            if release is not None:
+                live.spec = self._spec(live, release, self.config_of(row.release))
+            if row.state in ("ready", "unready") and live.spec is not None:
+                self._supervise(live, ready=row.state == "ready")
+            elif row.state == "starting" and live.spec is not None:
+                live.task = asyncio.create_task(self._first_ready(live))
             self.emit("info", f"adopted {row.id} (pid {handle.pid}, {row.state})")
 
     def _kill_orphan(self, instance_id: str) -> None:
@@ -180,19 +187,17 @@ class InstanceManager:
         live.handle = await self._spawn(live, release, config)
         if live.handle is not None:
             self.store.upsert_instance(instance_id, release.name, live.handle.to_dict(), "starting")
-            live.task = asyncio.create_task(self._watch(live))
+            live.task = asyncio.create_task(self._first_ready(live))
         return live
 
-    async def _spawn(
-        self, live: Live, release: ReleaseRow, config: NonstopConfig, port: int | None = None
-    ) -> InstanceHandle | None:
+    def _spec(self, live: Live, release: ReleaseRow, config: NonstopConfig) -> InstanceSpec:
         env = {
             **release.env,
             "NONSTOP_INSTANCE": live.id,
             "NONSTOP_RELEASE": release.name,
             "NONSTOP_STATE_DIR": str(self.state_dir),
         }
-        spec = InstanceSpec(
+        return InstanceSpec(
             instance_id=live.id,
             release=release.name,
             command=release.command,
@@ -201,10 +206,14 @@ class InstanceManager:
             stop_signal=config.app.stop_signal,
             stop_timeout=config.app.stop_timeout,
             log_path=str(self.logs / f"{live.id}.log"),
-            port=port,
         )
+
+    async def _spawn(
+        self, live: Live, release: ReleaseRow, config: NonstopConfig
+    ) -> InstanceHandle | None:
+        live.spec = self._spec(live, release, config)
         try:
-            return await self.runtime.start(spec)
+            return await self.runtime.start(live.spec)
         except RuntimeDriverError as exc:
             self._fail(live, str(exc))
             return None
@@ -221,6 +230,9 @@ class InstanceManager:
         config = self.config_of(live.release)
         if live.task:
             live.task.cancel()
+        supervisor = self._supervisors.get(live.release)
+        if supervisor is not None and live.state != "failed":
+            live.task = asyncio.create_task(supervisor.remove(live.id))
         live.state, live.drain_started = "draining", now
         live.drain_deadline = now + config.app.drain_timeout
         self.store.set_instance_state(live.id, "draining", drain_deadline=live.drain_deadline)
@@ -261,26 +273,26 @@ class InstanceManager:
             self.on_change()
 
     async def stop_all(self) -> None:
+        await self.close()
         for live in list(self.live.values()):
             if live.task:
                 live.task.cancel()
         await asyncio.gather(*(self._stop(i) for i in list(self.live.values())))
 
+    async def close(self) -> None:
+        """Stop watching (instances keep running: the next agent adopts them)."""
+        for supervisor in self._supervisors.values():
+            await supervisor.close()
+        self._supervisors.clear()
+
     # -- health ------------------------------------------------------------------------------
 
-    async def _watch(self, live: Live, *, adopted: bool = False) -> None:
-        """Readiness, then liveness; restart with backoff after the instance was once ready."""
-        health = self.config_of(live.release).health
-        if not adopted and not await self._until_ready(live, health):
-            return
-        while True:
-            reason = await self._until_dead(live, health)
-            if not await self._restart(live, reason, health):
-                return
-
-    async def _until_ready(self, live: Live, health: HealthConfig) -> bool:
+    async def _first_ready(self, live: Live) -> None:
+        """Wait for the first readiness; a new instance that never gets there *fails* (its
+        rollout aborts) instead of being restarted forever. Once ready, the supervisor takes
+        over: liveness, restarts with backoff, readiness lost and regained."""
         assert live.handle is not None
-        handle = live.handle
+        handle, health = live.handle, self.config_of(live.release).health
         failure = await wait_ready(handle, health, None, lambda: self.runtime.alive(handle))
         if failure is not None:
             exit_reason = self.runtime.exit_reason(handle)
@@ -291,45 +303,39 @@ class InstanceManager:
             if lines:
                 failure += " | last output: " + " / ".join(line.strip() for line in lines)
             self._fail(live, failure)
-            return False
+            return
+        self._set_ready(live)
+        self.emit("info", f"{live.id} ready at {handle.address}")
+        self._supervise(live, ready=True)
+
+    def _supervise(self, live: Live, *, ready: bool) -> None:
+        assert live.spec is not None
+        assert live.handle is not None
+        supervisor = self._supervisors.get(live.release)
+        if supervisor is None:
+            health = self.config_of(live.release).health
+            supervisor = Supervisor(self.runtime, health, self._on_supervisor_event)
+            self._supervisors[live.release] = supervisor
+        supervisor.add(live.spec, live.handle, ready=ready)
+
+    def _on_supervisor_event(self, event: SupervisorEvent) -> None:
+        live = self.live.get(event.instance_id)
+        if live is None or live.state in ("draining", "stopped"):
+            return
+        if event.kind == "ready":
+            self._set_ready(live)
+        elif event.kind in ("not_ready", "exited", "unhealthy"):
+            live.state = "unready"
+            self.store.set_instance_state(live.id, "unready")
+            self.on_change()
+        elif event.kind == "restarted" and event.handle is not None:
+            live.handle, live.restarts = event.handle, live.restarts + 1
+            self.store.upsert_instance(live.id, live.release, event.handle.to_dict(), "unready")
+            self.on_change()
+        level = "info" if event.kind in ("ready", "restarted") else "warning"
+        self.emit(level, event.message)
+
+    def _set_ready(self, live: Live) -> None:
         live.state, live.ready_since, live.failed = "ready", time.time(), None
         self.store.set_instance_state(live.id, "ready", ready_since=live.ready_since)
-        self.emit("info", f"{live.id} ready at {handle.address}")
         self.on_change()
-        return True
-
-    async def _until_dead(self, live: Live, health: HealthConfig) -> str:
-        assert live.handle is not None
-        handle, failures = live.handle, 0
-        url = f"http://{handle.address}{health.path}"
-        while True:
-            await asyncio.sleep(health.liveness_interval)
-            if not self.runtime.alive(handle):
-                return self.runtime.exit_reason(handle) or "exited"
-            result = await probe(url, health.timeout)
-            failures = 0 if result.ok else failures + 1
-            if failures >= health.liveness_failure_threshold:
-                return f"liveness failed {failures} times: {result.reason}"
-
-    async def _restart(self, live: Live, reason: str, health: HealthConfig) -> bool:
-        if live.ready_since is not None and time.time() - live.ready_since > 60:
-            live.restarts = 0  # it stayed up a minute: the next crash starts the backoff over
-        delay = RESTART_BACKOFF[min(live.restarts, len(RESTART_BACKOFF) - 1)]
-        live.state, live.restarts = "unready", live.restarts + 1
-        self.store.set_instance_state(live.id, "unready")
-        self.emit("warning", f"{live.id} {reason}; restarting in {delay:g}s")
-        self.on_change()
-        old = live.handle
-        if old is not None:
-            config = self.config_of(live.release)
-            await self.runtime.stop(old, config.app.stop_signal, config.app.stop_timeout)
-        await asyncio.sleep(delay)
-        release = self.store.release(live.release)
-        if release is None:
-            return False
-        handle = await self._spawn(live, release, self.config_of(live.release))
-        if handle is None:
-            return False
-        live.handle = handle
-        self.store.upsert_instance(live.id, live.release, handle.to_dict(), "unready")
-        return await self._until_ready(live, health)
