@@ -16,7 +16,9 @@ included: they still hold memory and a port), and at least ``replicas - unavaila
 event says so), the gentlest budget that still makes progress.
 
 Each decide() moves two declarative targets kept in ``state.data``: ``new`` only grows, ``old``
-only shrinks, so replaying a decision never undoes a step (invariant 4).
+only shrinks, so replaying a decision never undoes a step (invariant 4). Traffic is shared
+equally by every ready instance of the two releases (:func:`equal_shares`); an instance that is
+not ready gets none (invariant 1).
 
 - Scale up: ``new += min(replicas + surge - occupied, replicas - new)`` where ``occupied`` counts
   both targets (or what is really serving, when the engine lags) plus every draining instance.
