@@ -1,0 +1,187 @@
+"""`nonstop flags` end to end: the CLI against a real agent (real Caddy, real app), the SDK
+on the agent's client API, and a guarded rollout judged on the router's real error rate."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import pytest
+
+from e2e.harness import AgentProcess, Project, free_port
+from flags.test_client_api import wait_for
+from nonstop.cli.main import main
+from nonstop.flags import Client
+
+pytestmark = pytest.mark.slow
+
+
+@dataclass
+class FlagsProject(Project):
+    flags_port: int = 0
+
+    @property
+    def flags_url(self) -> str:
+        return f"http://127.0.0.1:{self.flags_port}"
+
+
+@pytest.fixture
+def flags_project(tmp_path: Path) -> FlagsProject:
+    """The e2e sample-app project, with the flag client API on a free port."""
+    root = tmp_path / "shop"
+    root.mkdir()
+    app = resources.files("nonstop.demo").joinpath("sampleapp.py").read_text()
+    (root / "app.py").write_text(app)
+    project = FlagsProject(root, free_port(), free_port())
+    project.write_config(extra=f'\n[flags]\nlisten = "127.0.0.1:{project.flags_port}"\n')
+    return project
+
+
+@pytest.fixture
+def running(flags_project: FlagsProject) -> Iterator[AgentProcess]:
+    agent = AgentProcess(flags_project)
+    agent.start()
+    yield agent
+    agent.cleanup()
+
+
+@dataclass
+class Result:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def cli(
+    flags_project: FlagsProject, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> Callable[..., Result]:
+    """`nonstop ARGS` in this process (the same main() as the console script, against the
+    real agent): a subprocess per call would cost half a second of imports each."""
+    monkeypatch.setenv("NONSTOP_PROJECT", str(flags_project.root))
+
+    def run(*args: str, check: bool = False) -> Result:
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as exited:
+            main(list(args))
+        out, err = capsys.readouterr()
+        code = exited.value.code if isinstance(exited.value.code, int) else 1
+        if check:
+            assert code == 0, f"nonstop {' '.join(args)} -> {code}\n{err}"
+        return Result(code, out, err)
+
+    return run
+
+
+def test_flags_cli_end_to_end(
+    flags_project: FlagsProject, running: AgentProcess, cli: Callable[..., Result]
+) -> None:
+    assert "no flags yet" in cli("flags", "list", check=True).stdout
+    token = cli("flags", "token", "create", "--name", "web", check=True).stdout.strip()
+    assert token.startswith("nonstop:")
+    tokens = json.loads(cli("flags", "token", "list", "--json", check=True).stdout)
+    assert [t["name"] for t in tokens] == ["web"]
+
+    created = cli("flags", "create", "checkout", "--percent", "100", check=True)
+    assert "created checkout: enabled, rollout 100%" in created.stdout
+    rows = json.loads(cli("flags", "list", "--json", check=True).stdout)
+    assert [(r["name"], r["enabled"], r["rollout"]) for r in rows] == [("checkout", True, "100")]
+    assert "checkout" in cli("flags", "list", check=True).stdout
+
+    with Client(flags_project.flags_url, token, app_name="shop", refresh_interval=3600) as sdk:
+        assert sdk.streaming.wait(10)
+        assert wait_for(lambda: sdk.is_enabled("checkout", {"userId": "1"}))
+        cli("flags", "disable", "checkout", check=True)  # the kill switch
+        assert wait_for(lambda: not sdk.is_enabled("checkout", {"userId": "1"}), timeout=10)
+        cli("flags", "enable", "checkout", check=True)
+        assert wait_for(lambda: sdk.is_enabled("checkout", {"userId": "1"}), timeout=10)
+
+    cli("flags", "rollout", "checkout", "--percent", "30", check=True)
+    shown = json.loads(cli("flags", "show", "checkout", "--json", check=True).stdout)
+    assert (shown["rollout"], shown["enabled"]) == ("30", True)
+    text = cli("flags", "show", "checkout", check=True).stdout
+    assert "rollout set to 30%" in text
+    assert "disabled (kill switch)" in text
+
+    exported = flags_project.root / "flags.json"
+    cli("flags", "export", str(exported), check=True)
+    document = json.loads(exported.read_text())
+    assert [f["name"] for f in document["features"]] == ["checkout"]
+
+    bad = flags_project.root / "bad.json"
+    broken = json.loads(exported.read_text())
+    broken["features"][0]["strategies"][0]["constraints"] = [
+        {"contextName": "userId", "operator": "LIKE", "values": ["1"]}
+    ]
+    bad.write_text(json.dumps(broken))
+    refused = flags_project.cli("flags", "import", str(bad))  # a real process: exit code 2
+    assert refused.returncode == 2
+    assert 'features[0] "checkout": strategies[0].constraints[0].operator: unknown operator' in (
+        refused.stderr
+    )
+    assert "Traceback" not in refused.stderr
+    assert json.loads(cli("flags", "export", check=True).stdout) == document  # still serving
+
+    document["features"].append({**document["features"][0], "name": "search"})
+    exported.write_text(json.dumps(document))
+    assert "imported 2 flags" in cli("flags", "import", str(exported), check=True).stdout
+
+    cli("flags", "delete", "search", check=True)
+    missing = cli("flags", "show", "search")
+    assert (missing.returncode, missing.stderr.strip()) == (
+        2,
+        'error: no flag "search" (`nonstop flags list` shows the flags)',
+    )
+    both = cli("flags", "rollout", "checkout", "--percent", "5", "--stop")
+    assert both.returncode == 2
+    assert "exactly one of --percent N, --steps LIST, --stop" in both.stderr
+    dup = cli("flags", "create", "checkout")
+    assert (dup.returncode, dup.stderr.strip()) == (1, 'error: flag "checkout" already exists')
+    bad_name = cli("flags", "create", "no/slash")
+    assert bad_name.returncode == 2
+    assert "flag name: expected letters, digits" in bad_name.stderr
+
+
+def hit(url: str, count: int) -> int:
+    errors = 0
+    for _ in range(count):
+        try:
+            with urllib.request.urlopen(url, timeout=10) as response:
+                response.read()
+        except urllib.error.HTTPError:
+            errors += 1
+    return errors
+
+
+def test_guarded_rollout_disables_on_the_routers_error_rate(
+    flags_project: Project, running: AgentProcess
+) -> None:
+    row = running.deploy("v1", ERROR_RATE="0.5")
+    assert running.wait_rollout(row["id"])["status"] == "completed"
+    cli = flags_project.cli
+    cli("flags", "create", "checkout", check=True)
+    started = cli(
+        "flags", "rollout", "checkout", "--steps", "10,50,100", "--every", "1h",
+        "--max-error-rate", "0.05", "--min-requests", "20",
+    )  # fmt: skip
+    assert started.returncode == 0, started.stderr
+    assert hit(flags_project.url, 60) >= 20
+
+    def failed() -> bool:
+        shown = json.loads(cli("flags", "show", "checkout", "--json", check=True).stdout)
+        return bool(shown["guarded_rollout"] == "failed")
+
+    assert wait_for(failed, timeout=30)
+    shown = json.loads(cli("flags", "show", "checkout", "--json", check=True).stdout)
+    assert shown["enabled"] is False
+    assert shown["guarded"]["reason"].startswith("error rate ")
+    assert "is above 5.0% at step 1 of 3 (10%)" in shown["guarded"]["reason"]
+    text = cli("flags", "show", "checkout", check=True).stdout
+    assert "disabled automatically: error rate" in text
+    events = cli("events", check=True).stdout
+    assert "flag checkout: disabled automatically" in events
