@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
+from nonstop.analysis.checks import QueryValue
 from nonstop.analysis.measurement import Measurement
 from nonstop.config.schema import NonstopConfig
 
@@ -50,6 +51,9 @@ class Observed:
     """Weights the router serves now (None: equal per instance, or nothing routed yet)."""
     measurements: Mapping[str, Measurement] = field(default_factory=dict)
     """Per release, counted since ``state.phase_started_at``."""
+    queries: Mapping[str, QueryValue] = field(default_factory=dict)
+    """Per ``query`` check template, the candidate's value since ``state.phase_started_at``
+    (from the metrics provider; an error value when it has none)."""
     smoke: str | None = None
     """None: not run or still running; "passed"; or "failed: <reason>"."""
     command: Command | None = None
