@@ -240,3 +240,33 @@ def test_port_in_use_logs_an_error_and_the_rest_keeps_working(tmp_path: Path) ->
             assert proc.call("POST", "/v1/flags", {"name": "still-works"})["name"] == "still-works"
         finally:
             proc.stop()
+
+
+def test_official_unleash_client_in_streaming_mode(
+    server: ServiceThread, token: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    from UnleashClient import UnleashClient
+
+    caplog.set_level(logging.CRITICAL, logger="UnleashClient")
+    server.call("POST", "/v1/flags", {"name": "checkout", "percent": 100})
+    sdk = UnleashClient(
+        url=server.url,
+        app_name="shop",
+        instance_id="test-2",
+        refresh_interval=3600,  # only the stream can bring changes in
+        disable_metrics=True,
+        custom_headers={"Authorization": token},
+        cache_directory=str(server.paths.state / "unleash-cache-2"),
+        experimental_mode={"type": "streaming"},
+    )
+    sdk.initialize_client()
+    try:
+        assert wait_for(lambda: sdk.is_enabled("checkout", {"userId": "1"}))
+        server.call("POST", "/v1/flags/checkout/disable")
+        assert wait_for(lambda: not sdk.is_enabled("checkout", {"userId": "1"}))
+        server.call("POST", "/v1/flags", {"name": "later", "percent": 100})
+        assert wait_for(lambda: sdk.is_enabled("later", {"userId": "1"}))
+        server.call("DELETE", "/v1/flags/later")
+        assert wait_for(lambda: not sdk.is_enabled("later", {"userId": "1"}))
+    finally:
+        sdk.destroy()
