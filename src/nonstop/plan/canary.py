@@ -71,7 +71,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
-from nonstop.analysis.checks import AnalysisRun, conclude, merge, new_run, step
+from nonstop.analysis.checks import AnalysisRun, QueryValue, conclude, merge, new_run, step
 from nonstop.analysis.measurement import Measurement
 from nonstop.analysis.presets import preset_steps, preset_watch
 from nonstop.analysis.sequential import SequentialRun, new_sequential, observe_windows
@@ -107,6 +107,17 @@ def steps(spec: RolloutSpec) -> list[CanaryStep]:
     """The rollout's steps (``state.step`` indexes them; ``len(steps)`` once promoting)."""
     canary = _config(spec)
     return list(canary.steps) if canary.steps else preset_steps(str(canary.preset))
+
+
+def queries(spec: RolloutSpec, state: RolloutState) -> list[str]:
+    """Templates of the ``query`` checks that may judge now (the background analysis and the
+    current step's): the engine asks the metrics provider for their values and hands them in
+    through ``observed.queries``."""
+    checks = list(_config(spec).analysis)
+    plan = steps(spec)
+    if 0 <= state.step < len(plan):
+        checks += plan[state.step].analysis or ()
+    return list(dict.fromkeys(c.query for c in checks if c.metric == "query" and c.query))
 
 
 def canary_instances(replicas: int, weight: int) -> int:
@@ -385,6 +396,17 @@ def _analyse(
             continue  # no traffic to judge
         for index, check_run in enumerate(run.checks):
             slot = f"{key}[{index}]"
+            if check_run.check.metric == "query":
+                # The provider computes the value over the window itself: nothing to pool.
+                if observed.now < due.get(slot, started + check_run.check.interval):
+                    continue
+                value = _query_value(spec, state, observed, check_run.check)
+                run, verdict = step(run, check_run.check, value)
+                due[slot] = observed.now + check_run.check.interval
+                events.append(
+                    f"analysis {verdict.check} {_past(verdict.outcome)}: {verdict.reason}"
+                )
+                continue
             before = pending.pop(slot, None)
             window = merge(Measurement.from_dict(before) if before else None, canary)
             if observed.now < due.get(slot, started + check_run.check.interval):
@@ -396,6 +418,17 @@ def _analyse(
         runs[key] = run
     data = {key: run.to_dict() for key, run in runs.items()}
     return _with(state, {**data, "due": due, "pending": pending}), tuple(events)
+
+
+def _query_value(
+    spec: RolloutSpec, state: RolloutState, observed: Observed, check: CheckConfig
+) -> QueryValue:
+    """The window's value of a query check, or an inconclusive one saying none came."""
+    value = observed.queries.get(str(check.query))
+    if value is not None:
+        return value
+    why = "the metrics provider gave no value for this query"
+    return QueryValue(spec.candidate, state.phase_started_at, observed.now, None, why)
 
 
 def _sequential(spec: RolloutSpec, state: RolloutState, observed: Observed) -> RolloutState:
