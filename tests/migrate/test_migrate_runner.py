@@ -11,6 +11,7 @@ import psycopg
 import pytest
 from migrate_helpers import target, write
 
+from nonstop.config.schema import MigrationsConfig
 from nonstop.drivers.runtime import procfs
 from nonstop.errors import UsageError
 from nonstop.migrate import runner
@@ -192,7 +193,7 @@ def test_contract_is_refused_while_an_old_release_instance_is_alive(
     folder = write(tmp_path / "m", {"0001_users.sql": USERS, "0003_drop.sql": DROP_EMAIL})
     settings = target(folder, database_url)
     runner.run_expand(settings)
-    state = tmp_path / "state"
+    state = tmp_path / ".nonstop"
     state.mkdir()
     old = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
     try:
@@ -215,6 +216,9 @@ def test_contract_is_refused_while_an_old_release_instance_is_alive(
         with pytest.raises(ContractBlocked) as refused:
             runner.run_contract(settings, state_dir=state)
         assert refused.value.exit_code == 1
+        # The deploy engine's way: nonstop.toml's [migrations], the project dir holds .nonstop/
+        config = MigrationsConfig(dir="m", database_url=database_url)
+        assert runner.check_contract(config, base_dir=tmp_path).blockers == check.blockers
         assert columns(database_url) == ["id", "email"]  # nothing ran
     finally:
         old.kill()

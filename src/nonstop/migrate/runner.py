@@ -417,10 +417,14 @@ def check_contract(
     **overrides: Any,
 ) -> ContractCheck:
     """Pending contract migrations and what stops them now. ``active``/``live`` default to the
-    agent's store under ``state_dir`` (``.nonstop`` next to the config)."""
+    agent's store under ``state_dir`` (default: ``.nonstop`` in ``base_dir``, the project)."""
     target = resolve(config, **overrides)
     with _session(target, None, write=False) as s:
-        return _contract_check(s, state_dir or target.directory.parent / ".nonstop", active, live)
+        return _contract_check(s, _state_dir(state_dir, overrides), active, live)
+
+
+def _state_dir(state_dir: Path | None, overrides: dict[str, Any]) -> Path:
+    return state_dir or (overrides.get("base_dir") or Path.cwd()) / ".nonstop"
 
 
 def _contract_check(
@@ -453,7 +457,7 @@ def run_contract(
     """Apply pending contract migrations; ContractBlocked (nothing run) while any blocker holds."""
     target = resolve(config, **overrides)
     with _session(target, on_event, write=True, rng=rng) as s:
-        check = _contract_check(s, state_dir or target.directory.parent / ".nonstop", active, live)
+        check = _contract_check(s, _state_dir(state_dir, overrides), active, live)
         if check.blockers:
             raise ContractBlocked(check.blockers)
         applied = [_apply(s, m) for m in pending(s.migrations, s.history, "contract")]
