@@ -112,7 +112,8 @@ async def run_verify(url: str, rps: int, seconds: float) -> tuple[int, int, str]
     await gen.start()
     await gen.finished()
     report = await gen.stop()
-    return report.scheduled, report.failed, report.verdict()
+    detail = report.verdict() + (f" {dict(report.errors)}" if report.errors else "")
+    return report.scheduled, report.failed, detail
 
 
 TOOLS = {"hey": run_hey, "verify": run_verify}

@@ -24,15 +24,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
+from nonstop.analysis.checks import QueryValue
 from nonstop.analysis.measurement import Measurement
 from nonstop.config.load import validate_config
 from nonstop.config.schema import NonstopConfig
-from nonstop.drivers.router.base import Router, RouteTable, Upstream
+from nonstop.drivers.router.base import Router, RouteTable
 from nonstop.engine import migrations, releases
 from nonstop.engine.faults import crash_point
 from nonstop.engine.instances import InstanceManager
+from nonstop.engine.routing import route_table
 from nonstop.errors import ConfigError, StateError, UsageError
 from nonstop.plan import bluegreen
 from nonstop.plan.model import (
@@ -51,9 +53,6 @@ from nonstop.plan.model import (
 from nonstop.store import RolloutInProgress, RolloutRow, Store
 
 TICK = 0.2
-WEIGHT_SCALE = 1000
-"""Per-upstream weight = release percent x 1000 / ready instances of that release, so that
-shares stay exact to 0.1% with up to 100 instances per release."""
 
 COMMANDS: tuple[Command, ...] = ("promote", "promote_full", "pause", "resume", "abort", "rollback")
 
@@ -66,6 +65,17 @@ class MeasurementSource(Protocol):
 
     def observe_table(self, table: RouteTable) -> None:
         """Learn which upstream address belongs to which release."""
+
+
+@runtime_checkable
+class QuerySource(Protocol):
+    """A MeasurementSource that can also answer ``query`` checks (Prometheus)."""
+
+    def query_value(self, template: str, release: str, since: float, until: float) -> QueryValue:
+        """The template's value for ``release`` over ``[since, until)``; never raises."""
+
+
+NO_QUERY_PROVIDER = "query checks need [metrics] provider = prometheus"
 
 
 @dataclass
@@ -324,6 +334,7 @@ class Engine:
             instances=self.instances.views(),
             weights=self.weights,
             measurements=self._measure(active, now),
+            queries=self._queries(active, now),
             smoke=self._smoke_result(active),
             command=command,
         )
@@ -349,6 +360,24 @@ class Engine:
         since = active.state.phase_started_at
         names = {active.spec.candidate, *([active.spec.stable] if active.spec.stable else [])}
         return {name: self.measurements.snapshot(name, since, now) for name in names}
+
+    def _queries(self, active: Active, now: float) -> dict[str, QueryValue]:
+        """The candidate's value of each query check the planner may judge now, over the same
+        window as ``_measure``; with a source that cannot run queries, an inconclusive value."""
+        wanted = getattr(active.planner, "queries", None)
+        if wanted is None:
+            return {}
+        since, release = active.state.phase_started_at, active.spec.candidate
+        source = self.measurements
+        if isinstance(source, QuerySource):
+            return {
+                t: source.query_value(t, release, since, now)
+                for t in wanted(active.spec, active.state)
+            }
+        return {
+            t: QueryValue(release, since, now, None, NO_QUERY_PROVIDER)
+            for t in wanted(active.spec, active.state)
+        }
 
     def _smoke_result(self, active: Active) -> str | None:
         value = self.store.get(f"smoke:{active.row.id}")
@@ -459,21 +488,7 @@ class Engine:
     # -- routing -----------------------------------------------------------------------------
 
     def route_table(self) -> RouteTable:
-        weights = self.weights
-        ready = self.instances.ready_handles()
-        upstreams: list[Upstream] = []
-        for handle in ready:
-            if weights is None:
-                weight = WEIGHT_SCALE
-            else:
-                share = weights.get(handle.release, 0)
-                peers = sum(1 for h in ready if h.release == handle.release)
-                weight = share * WEIGHT_SCALE // peers
-            if weight > 0:
-                upstreams.append(
-                    Upstream(handle.instance_id, handle.release, handle.address, weight)
-                )
-        return RouteTable(tuple(sorted(upstreams, key=lambda u: u.instance_id)))
+        return route_table(self.weights, self.instances.ready_handles())
 
     async def _sync_routes(self, *, force: bool = False) -> None:
         table = self.route_table()
