@@ -81,6 +81,11 @@ FIX_CASES = [
         "ALTER TABLE orders VALIDATE CONSTRAINT orders_total_check;\n",
     ),
     (
+        "refresh-matview",
+        LT + "REFRESH MATERIALIZED VIEW app.daily_totals WITH DATA;\n",
+        LT + "REFRESH MATERIALIZED VIEW CONCURRENTLY app.daily_totals WITH DATA;\n",
+    ),
+    (
         "reindex",
         LT + "REINDEX TABLE users;\n",
         LT + "REINDEX (CONCURRENTLY) TABLE users;\n",

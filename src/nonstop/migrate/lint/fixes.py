@@ -23,7 +23,7 @@ def constraint_name(*parts: str) -> str:
     return f"{base[: _MAX_NAME - len(suffix) - 1]}_{suffix}"
 
 
-def _insert_after(sql: str, token_name: str, text: str) -> str:
+def insert_after(sql: str, token_name: str, text: str) -> str:
     """``sql`` with ``text`` inserted right after the first token named ``token_name``."""
     for token in pg.scan(sql):
         if token.name == token_name:
@@ -44,16 +44,16 @@ def outside_transaction(sql: str, in_transaction: bool) -> str:
 
 def concurrent_index(sql: str, in_transaction: bool) -> str:
     """``CREATE [UNIQUE] INDEX ...`` and ``DROP INDEX ...`` -> ``... INDEX CONCURRENTLY ...``."""
-    return outside_transaction(_insert_after(sql, "INDEX", " CONCURRENTLY"), in_transaction)
+    return outside_transaction(insert_after(sql, "INDEX", " CONCURRENTLY"), in_transaction)
 
 
 def concurrent_reindex(sql: str, in_transaction: bool) -> str:
     """``REINDEX TABLE t`` -> ``REINDEX (CONCURRENTLY) TABLE t``; options are kept."""
     tokens = pg.scan(sql)
     if len(tokens) > 1 and tokens[1].name == "ASCII_40":  # REINDEX ( options ) ...
-        fixed = _insert_after(sql, "ASCII_40", "CONCURRENTLY, ")
+        fixed = insert_after(sql, "ASCII_40", "CONCURRENTLY, ")
     else:
-        fixed = _insert_after(sql, "REINDEX", " (CONCURRENTLY)")
+        fixed = insert_after(sql, "REINDEX", " (CONCURRENTLY)")
     return outside_transaction(fixed, in_transaction)
 
 

@@ -352,6 +352,9 @@ def unique_without_index(ctx: Context, cmd: Node) -> None:
     table, table_sql = _table(ctx)
     for constraint in _constraints(ctx, cmd):
         contype = constraint.get("contype")
+        if contype == "CONSTR_EXCLUSION":
+            _exclusion(ctx, constraint, table_sql)
+            continue
         if contype not in ("CONSTR_UNIQUE", "CONSTR_PRIMARY") or constraint.get("indexname"):
             continue
         primary = contype == "CONSTR_PRIMARY"
@@ -383,6 +386,19 @@ def unique_without_index(ctx: Context, cmd: Node) -> None:
             if plain
             else None,
         )
+
+
+def _exclusion(ctx: Context, constraint: Node, table_sql: str) -> None:
+    name = quote_ident(constraint.get("conname") or "the exclusion constraint")
+    ctx.report(
+        "unique-without-index",
+        f"adding EXCLUDE constraint {name} to {table_sql} builds its index under an ACCESS "
+        "EXCLUSIVE lock: reads and writes block for the whole build (an exclusion constraint "
+        "cannot be attached from an index built concurrently)",
+        "add it while the table is new or small, in a maintenance window, or enforce the rule "
+        "in the application and a trigger until then",
+        location=constraint.get("location"),
+    )
 
 
 def _validated(
@@ -651,6 +667,54 @@ def cluster(ctx: Context, node: Node) -> None:
     )
 
 
+_REWRITES = {
+    "AT_SetTableSpace": "SET TABLESPACE copies every row and index to the new tablespace",
+    "AT_SetLogged": "SET LOGGED writes the whole table to the WAL",
+    "AT_SetUnLogged": "SET UNLOGGED rewrites the whole table",
+    "AT_SetAccessMethod": "SET ACCESS METHOD rewrites the whole table",
+}
+
+
+@rule(
+    "table-rewrite",
+    "error",
+    "ALTER TABLE forms that rewrite or copy the whole table under ACCESS EXCLUSIVE",
+    *_REWRITES,
+)
+def table_rewrite(ctx: Context, cmd: Node) -> None:
+    if ctx.state.is_new(_key(ctx)):
+        return
+    ctx.report(
+        "table-rewrite",
+        f"{_REWRITES[cmd['subtype']]} of {_table(ctx)[1]} while holding an ACCESS EXCLUSIVE "
+        "lock: reads and writes block until it ends",
+        "do it in a maintenance window, or build a new table and move to it with expand/contract "
+        "(pg_repack can move a table to another tablespace online)",
+    )
+
+
+@rule(
+    "refresh-matview-without-concurrently",
+    "error",
+    "REFRESH MATERIALIZED VIEW that blocks reads of the view",
+    "RefreshMatViewStmt",
+)
+def refresh_matview(ctx: Context, node: Node) -> None:
+    if node.get("concurrent") or ctx.state.is_new(rel_key(node["relation"])):
+        return
+    view = rel_sql(node["relation"])
+    ctx.report(
+        "refresh-matview-without-concurrently",
+        f"REFRESH MATERIALIZED VIEW {view} without CONCURRENTLY holds an ACCESS EXCLUSIVE lock "
+        f"for the whole refresh: every query reading {view} blocks until it ends",
+        "REFRESH MATERIALIZED VIEW CONCURRENTLY (needs a unique index on the view), outside a "
+        "transaction block",
+        replacement=fixes.outside_transaction(
+            fixes.insert_after(ctx.stmt.sql, "VIEW", " CONCURRENTLY"), ctx.state.in_transaction
+        ),
+    )
+
+
 @rule("truncate", "error", "TRUNCATE empties a table under ACCESS EXCLUSIVE", "TruncateStmt")
 def truncate(ctx: Context, node: Node) -> None:
     for relation in node.get("relations", []):
@@ -681,6 +745,7 @@ _LOCK_VERB = {
     "ReindexStmt": "REINDEX",
     "LockStmt": "LOCK TABLE",
     "CreateStmt": "CREATE TABLE ... REFERENCES",
+    "RefreshMatViewStmt": "REFRESH MATERIALIZED VIEW",
 }
 _WEAK_SUBCOMMANDS = {
     "AT_ValidateConstraint",
@@ -712,6 +777,8 @@ def _takes_blocking_lock(ctx: Context, kind: str, node: Node) -> bool:
         return any(o.get("DefElem", {}).get("defname") == "full" for o in node.get("options", []))
     if kind == "ReindexStmt":
         return not _concurrently(kind, node)
+    if kind == "RefreshMatViewStmt":
+        return not node.get("concurrent") and not state.is_new(rel_key(node["relation"]))
     return kind in ("CreateTrigStmt", "LockStmt")
 
 
