@@ -167,9 +167,10 @@ def test_streaming_sends_hydration_then_deltas(server: ServiceThread, token: str
         assert hydration["type"] == "hydration"
         assert [f["name"] for f in hydration["features"]] == ["a"]
 
+        server.call("POST", "/v1/flags/a/enable")  # already on: nothing to send
         server.call("POST", "/v1/flags/a/disable")
         event, event_id, data = read_sse(response)
-        assert (event, event_id) == ("unleash-updated", first_id + 1)
+        assert (event, event_id) == ("unleash-updated", first_id + 2)
         (update,) = data["events"]
         assert update["type"] == "feature-updated"
         assert (update["feature"]["name"], update["feature"]["enabled"]) == ("a", False)
@@ -179,7 +180,7 @@ def test_streaming_sends_hydration_then_deltas(server: ServiceThread, token: str
         assert data["events"] == [
             {
                 "type": "feature-removed",
-                "eventId": first_id + 2,
+                "eventId": first_id + 3,
                 "featureName": "a",
                 "project": "default",
             }

@@ -164,7 +164,7 @@ def test_provider_on_the_sdk_follows_a_kill_switch(server: ServiceThread, token:
         assert wait_for(lambda: flags.get_boolean_value("checkout", False))
         server.call("POST", "/v1/flags/checkout/disable")
         assert wait_for(lambda: flags.get_boolean_details("checkout", True).reason == "DISABLED")
-        bucket = sdk._take_bucket()
+        bucket, _ = sdk._pending()
         assert bucket is not None
         assert bucket["toggles"]["checkout"]["yes"] >= 1
     finally:

@@ -4,6 +4,7 @@ server down, metrics batches."""
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -169,15 +170,20 @@ def test_metrics_bucket_shape(server: ServiceThread) -> None:
         sdk.is_enabled("banner")
         sdk.get_variant("banner")
         sdk.is_enabled("off")
-        bucket = sdk._take_bucket()
+        bucket, _ = sdk._pending()
+        assert bucket is not None
+        assert bucket["toggles"] == {
+            "banner": {"yes": 2, "no": 0, "variants": {"blue": 1}},
+            "off": {"yes": 0, "no": 1, "variants": {}},
+        }
+        assert bucket["start"] <= bucket["stop"]
+        sdk._send_metrics()  # refused (wrong token): the next bucket still holds them
+        sdk.is_enabled("off")
+        again, _ = sdk._pending()
+        assert again is not None
+        assert again["toggles"]["off"] == {"yes": 0, "no": 2, "variants": {}}
     finally:
         sdk.close()
-    assert bucket is not None
-    assert bucket["toggles"] == {
-        "banner": {"yes": 2, "no": 0, "variants": {"blue": 1}},
-        "off": {"yes": 0, "no": 1, "variants": {}},
-    }
-    assert bucket["start"] <= bucket["stop"]
 
 
 def test_an_older_revision_never_replaces_a_newer_one(tmp_path: Path) -> None:
@@ -190,3 +196,25 @@ def test_an_older_revision_never_replaces_a_newer_one(tmp_path: Path) -> None:
         assert not sdk.is_enabled("f")
         assert sdk._install(on, 6, delta=False)
         assert sdk.is_enabled("f")
+
+
+def test_concurrent_evaluations_lose_no_count() -> None:
+    down = f"http://127.0.0.1:{free_port()}"
+    sdk = Client(down, "t", bootstrap=VARIANT_DOC, stream=False, refresh_interval=3600)
+    try:
+
+        def evaluate() -> None:
+            for _ in range(5000):
+                sdk.is_enabled("banner")
+                sdk.get_variant("banner")
+
+        threads = [threading.Thread(target=evaluate) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        bucket, _ = sdk._pending()
+        assert bucket is not None
+        assert bucket["toggles"]["banner"] == {"yes": 40000, "no": 0, "variants": {"blue": 20000}}
+    finally:
+        sdk.close()

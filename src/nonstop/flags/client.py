@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import itertools
 import json
 import logging
 import random
@@ -50,6 +51,11 @@ log = logging.getLogger("nonstop.flags")
 
 EMPTY_DOCUMENT: dict[str, Any] = {"version": 1, "features": []}
 _REVISION = re.compile(r'^(?:W/)?"?(\d+)"?$')
+
+
+def _value(counter: itertools.count[int]) -> int:
+    """How many times ``next`` was called on a fresh ``itertools.count()``: ``count(7)``."""
+    return int(repr(counter)[6:-1])
 
 
 def api_base(url: str) -> str:
@@ -127,10 +133,16 @@ class Client:
         self._revision = -1
         self._etag = ""
         self._swap = threading.Lock()  # orders engine swaps by revision
-        self._metrics_lock = threading.Lock()
-        self._toggles: dict[str, list[Any]] = {}  # name -> [yes, no, {variant: count}]
+        # Metrics without a lock on the hot path: one cumulative `itertools.count` per
+        # (flag, yes|no) and (flag, variant); `next()` on it is atomic under the GIL, so
+        # concurrent evaluations lose no count. A bucket is the difference from what the
+        # server last accepted, so a failed send is simply part of the next one.
+        self._yes: dict[str, itertools.count[int]] = {}
+        self._no: dict[str, itertools.count[int]] = {}
+        self._variant_counts: dict[tuple[str, str], itertools.count[int]] = {}
+        self._sent: dict[Any, int] = {}
         self._bucket_start = time.time()
-        self._disable_metrics = disable_metrics
+        self._metrics = not disable_metrics
         self._stop = threading.Event()
         self.ready = threading.Event()
         """Set once state came from the server (a fetch or the stream's hydration)."""
@@ -158,11 +170,17 @@ class Client:
     ) -> bool:
         """Is ``name`` on for ``context``? Unknown flags and any failure give ``default``."""
         try:
-            result = self._engine.is_enabled(name, self.context(context), default)
-            self._count(name, result, None)
-            return result
+            ctx = {**self._default_context, **context} if context else self._default_context
+            result = self._engine.is_enabled(name, ctx, default)
         except Exception:
             return default
+        if self._metrics:
+            counters = self._yes if result else self._no
+            counter = counters.get(name)
+            if counter is None:
+                counter = counters.setdefault(name, itertools.count())
+            next(counter)
+        return result
 
     def get_variant(self, name: str, context: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Unleash's variant: ``{"name", "payload"?, "enabled", "feature_enabled"}``."""
@@ -183,15 +201,11 @@ class Client:
         self._count(name, enabled, variant)
 
     def _count(self, name: str, enabled: bool, variant: str | None) -> None:
-        if self._disable_metrics:
+        if not self._metrics:
             return
-        with self._metrics_lock:
-            entry = self._toggles.get(name)
-            if entry is None:
-                entry = self._toggles[name] = [0, 0, {}]
-            entry[0 if enabled else 1] += 1
-            if variant is not None:
-                entry[2][variant] = entry[2].get(variant, 0) + 1
+        next((self._yes if enabled else self._no).setdefault(name, itertools.count()))
+        if variant is not None:
+            next(self._variant_counts.setdefault((name, variant), itertools.count()))
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -309,23 +323,36 @@ class Client:
         except (OSError, http.client.HTTPException) as exc:
             log.debug("flags: register failed: %s", exc)
 
-    def _take_bucket(self) -> dict[str, Any] | None:
-        with self._metrics_lock:
-            toggles, self._toggles = self._toggles, {}
-            start, self._bucket_start = self._bucket_start, time.time()
+    def _pending(self) -> tuple[dict[str, Any] | None, dict[Any, int]]:
+        """The bucket since the last accepted one, and the totals it was taken from."""
+        totals: dict[Any, int] = {}
+        for kind, counters in (("yes", self._yes), ("no", self._no)):
+            for name, counter in counters.copy().items():
+                totals[kind, name] = _value(counter)
+        for key, counter in self._variant_counts.copy().items():
+            totals["variant", key] = _value(counter)
+        toggles: dict[str, dict[str, Any]] = {}
+        for (kind, key), total in totals.items():
+            delta = total - self._sent.get((kind, key), 0)
+            if delta <= 0:
+                continue
+            name = key[0] if kind == "variant" else key
+            entry = toggles.setdefault(name, {"yes": 0, "no": 0, "variants": {}})
+            if kind == "variant":
+                entry["variants"][key[1]] = delta
+            else:
+                entry[kind] = delta
         if not toggles:
-            return None
-        return {
-            "start": datetime.fromtimestamp(start, UTC).isoformat(),
+            return None, totals
+        bucket = {
+            "start": datetime.fromtimestamp(self._bucket_start, UTC).isoformat(),
             "stop": datetime.now(UTC).isoformat(),
-            "toggles": {
-                name: {"yes": yes, "no": no, "variants": variants}
-                for name, (yes, no, variants) in toggles.items()
-            },
+            "toggles": toggles,
         }
+        return bucket, totals
 
     def _send_metrics(self) -> None:
-        bucket = self._take_bucket()
+        bucket, totals = self._pending()
         if bucket is None:
             return
         body = {
@@ -339,18 +366,9 @@ class Client:
         except (OSError, http.client.HTTPException) as exc:
             status = 0
             log.debug("flags: metrics failed: %s", exc)
-        if status not in (200, 202):
-            self._merge_back(bucket["toggles"])
-
-    def _merge_back(self, toggles: Mapping[str, Mapping[str, Any]]) -> None:
-        """A bucket the server did not take goes into the next one."""
-        with self._metrics_lock:
-            for name, counts in toggles.items():
-                entry = self._toggles.setdefault(name, [0, 0, {}])
-                entry[0] += counts["yes"]
-                entry[1] += counts["no"]
-                for variant, n in counts["variants"].items():
-                    entry[2][variant] = entry[2].get(variant, 0) + n
+        if status in (200, 202):
+            self._sent = totals
+            self._bucket_start = time.time()
 
     # ---------------------------------------------------------------- streaming
 

@@ -179,6 +179,8 @@ class FlagService:
             message = {"events": [self._hydration()]}
         else:
             message = {"events": delta_events(old_features, self._features, self._revision)}
+            if not message["events"]:  # a no-op edit (enable an enabled flag): nothing to send
+                return
         for queue in self._subscribers:
             queue.put_nowait(message)
 
