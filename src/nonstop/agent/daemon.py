@@ -14,20 +14,27 @@ import os
 import signal
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from nonstop import __version__
 from nonstop.agent.api import auth_middleware, json_response, read_json, tail_file
 from nonstop.agent.paths import Paths
+from nonstop.analysis.checks import AnalysisRun, conclude
+from nonstop.analysis.explain import ExplainRow, explain, explain_history
+from nonstop.analysis.sequential import SequentialRun
 from nonstop.config.schema import NonstopConfig
 from nonstop.drivers.metrics import RequestStats, register_request_metrics
 from nonstop.drivers.router.base import Router
-from nonstop.engine.engine import DeployRequest, Engine
+from nonstop.engine.engine import DeployRequest, Engine, MeasurementSource
 from nonstop.engine.instances import InstanceManager
 from nonstop.errors import StateError, UsageError
 from nonstop.flags.service import FlagService
-from nonstop.store import open_store
+from nonstop.store import RolloutRow, open_store
+
+if TYPE_CHECKING:
+    from nonstop.drivers.metrics.prometheus_provider import PrometheusSource
 
 
 class AgentLock:
@@ -104,7 +111,8 @@ class Agent:
                 engine.emit,
             )
 
-        engine = Engine(store, instances, router, stats, self.paths.state)
+        measurements, poller = self._measurement_source(stats)
+        engine = Engine(store, instances, router, measurements, self.paths.state)
         self.engine = engine
         self.stats = stats
         self.flags = FlagService(
@@ -118,6 +126,9 @@ class Agent:
             asyncio.create_task(engine.run(self.stop_event)),
             asyncio.create_task(self._consume_requests(router, stats)),
         ]
+        if poller is not None:
+            poller.on_error = lambda message: engine.emit("warning", f"metrics: {message}")
+            tasks.append(asyncio.create_task(poller.run(self.stop_event)))
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop_event.set)
@@ -140,6 +151,25 @@ class Agent:
             with contextlib.suppress(FileNotFoundError):
                 self.paths.pidfile.unlink()
             store.close()
+
+    def _measurement_source(
+        self, stats: RequestStats
+    ) -> tuple[MeasurementSource, PrometheusSource | None]:
+        """``[metrics] provider``: the router's request stream, or Prometheus through a poller
+        (returned second, for the caller to run)."""
+        metrics = self.config.metrics
+        if metrics.provider != "prometheus":
+            return stats, None
+        from nonstop.drivers.metrics.prometheus_provider import (
+            PrometheusProvider,
+            PrometheusSource,
+        )
+
+        provider = PrometheusProvider(
+            str(metrics.prometheus_url), metrics.error_rate_query, metrics.latency_query
+        )
+        source = PrometheusSource(provider)
+        return source, source
 
     async def _consume_requests(self, router: Router, stats: RequestStats) -> None:
         while not self.stop_event.is_set():
@@ -167,6 +197,7 @@ class Agent:
                 web.get("/v1/rollouts", self.h_rollouts),
                 web.get("/v1/rollouts/{id}", self.h_rollout),
                 web.get("/v1/events", self.h_events),
+                web.get("/v1/analysis", self.h_analysis),
                 web.post("/v1/command", self.h_command),
                 web.post("/v1/rollback", self.h_rollback),
                 web.get("/v1/logs", self.h_logs),
@@ -252,6 +283,21 @@ class Agent:
         )
         return json_response(events)
 
+    async def h_analysis(self, request: web.Request) -> web.Response:
+        """What each check of a rollout saw and decided: ``?rollout=ID``, else the running
+        rollout, else the last one."""
+        store = self.engine.store
+        rollout = request.query.get("rollout")
+        if rollout:
+            row = store.rollout(_int(rollout, "rollout"))
+            if row is None:
+                return json_response({"error": f"no rollout {rollout}"}, 404)
+        else:
+            row = store.running_rollout() or next(iter(store.rollouts(1)), None)
+            if row is None:
+                return json_response({"error": "no rollout yet: nothing to explain"}, 404)
+        return json_response(analysis_report(row))
+
     async def h_command(self, request: web.Request) -> web.Response:
         body = await read_json(request)
         command = body.get("command")
@@ -289,6 +335,55 @@ class Agent:
         registry = CollectorRegistry()
         register_request_metrics(registry, self.stats)
         return web.Response(body=generate_latest(registry), content_type="text/plain")
+
+
+def analysis_report(row: RolloutRow) -> dict[str, Any]:
+    """The explain data of one rollout, from its stored state (``state.data`` keeps the
+    background analysis, the current step's analysis and the sequential test)."""
+    state = row.state
+    data = state.get("data", {})
+    step = int(state.get("step", 0))
+    analyses = []
+    for key, name in (("background", "background"), ("analysis", f"step {step + 1}")):
+        if not data.get(key):
+            continue
+        run = AnalysisRun.from_dict(data[key])
+        if run.checks:
+            analyses.append(
+                {
+                    "name": name,
+                    "phase": run.phase,
+                    "verdict": conclude(run).to_dict(),
+                    "rows": [_row(r) for r in explain(run)],
+                    "history": [_row(r) for r in explain_history(run)],
+                }
+            )
+    sequential = None
+    if data.get("sequential"):
+        test = SequentialRun.from_dict(data["sequential"])
+        total = test.total
+        sequential = {
+            "e_value": test.e_value,
+            "threshold": test.threshold,
+            "alpha": test.alpha,
+            "rejected": test.rejected,
+            "canary": {"requests": total.canary_requests, "errors": total.canary_errors},
+            "stable": {"requests": total.stable_requests, "errors": total.stable_errors},
+            "row": _row(explain(AnalysisRun(sequential=test))[0]),
+        }
+    summary = {k: v for k, v in row.to_dict().items() if k != "state"}
+    return {
+        "rollout": summary,
+        "phase": state.get("phase"),
+        "step": step,
+        "analyses": analyses,
+        "sequential": sequential,
+        "reason": row.reason,
+    }
+
+
+def _row(row: ExplainRow) -> dict[str, object]:
+    return {**row.to_dict(), "unit": row.unit}
 
 
 def _int(value: str, what: str) -> int:
