@@ -38,6 +38,7 @@ COMMANDS: dict[str, str] = {
     "migrate": "nonstop.cli.migrate:migrate",
     "flags": "nonstop.cli.flags:flags",
     "verify": "nonstop.cli.verify:verify",
+    "analysis": "nonstop.cli.analysis:analysis",
 }
 
 
