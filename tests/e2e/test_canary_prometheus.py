@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -133,3 +134,46 @@ def _explain(project: Project, done: dict[str, object]) -> None:
     missing = project.cli("analysis", "explain", "--rollout", "999")
     assert missing.returncode == 2
     assert "no rollout 999" in missing.stderr
+
+
+ROUTER_QUERY = """
+[strategy.canary]
+steps = [{ weight = 50, pause = "60s" }]
+sequential = false
+
+[[strategy.canary.analysis]]
+metric = "query"
+query = 'sum(rate(http_requests_total{release="{release}"}[{window}]))'
+max = 1000
+interval = "1s"
+"""
+
+
+def test_query_check_with_the_router_provider_pauses_with_the_reason(
+    project: Project, agent: AgentProcess
+) -> None:
+    """No Prometheus configured: the query check is inconclusive (never a pass) and, after
+    inconclusive_limit windows, the rollout waits for a person, saying why."""
+    project.write_config(extra=ROUTER_QUERY)
+    path = project.root / "nonstop.toml"
+    path.write_text(path.read_text().replace('kind = "bluegreen"', 'kind = "canary"'))
+    agent.start()
+    first_deploy(agent)
+    with load(project, rps=100):
+        row = agent.deploy("v2")
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not agent.status()["rollout"]["paused"]:
+            time.sleep(0.2)
+        data = agent.call("GET", "/v1/analysis")
+        agent.call("POST", "/v1/command", {"command": "abort"})
+        done = agent.wait_rollout(row["id"])
+    assert data["rollout"]["id"] == row["id"]
+    [background] = data["analyses"]
+    assert background["phase"] == "inconclusive"
+    [check] = background["rows"]
+    assert check["verdict"] == "inconclusive"
+    assert check["reason"].startswith(
+        "query: query checks need [metrics] provider = prometheus (canary v2, "
+    )
+    assert done["status"] == "rolled_back"
+    assert done["reason"] == "abort requested by operator"
