@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from flags.conftest import FakeErrors, ServiceThread
 from nonstop.errors import StateError, UsageError
 from nonstop.flags.engine import FlagDocumentError
 from nonstop.flags.service import set_percent
@@ -210,3 +211,16 @@ def test_set_percent_sets_the_rollout() -> None:
     feature = flag()
     set_percent(feature, 7)
     assert feature["strategies"][0]["parameters"]["rollout"] == "7"
+
+
+def test_import_through_the_api_refuses_a_non_object(tmp_path: Path) -> None:
+    """The agent route checks the body's shape before the store sees it."""
+    server = ServiceThread(tmp_path, None, FakeErrors()).start()
+    try:
+        with pytest.raises(UsageError, match='import: expected a JSON object with "features"'):
+            server.call("PUT", "/v1/flags-document", {"document": [1, 2]})
+        with pytest.raises(UsageError, match="features: expected a list, got null"):
+            server.call("PUT", "/v1/flags-document", {"document": {}})
+        assert server.call("GET", "/v1/flags-document") == {"version": 1, "features": []}
+    finally:
+        server.stop()

@@ -232,7 +232,7 @@ class FlagService:
                 if message is None:
                     break
                 await _send(response, "unleash-updated", message, message["events"][0]["eventId"])
-        except (ConnectionResetError, asyncio.CancelledError):
+        except ConnectionResetError:  # the client went away
             pass
         finally:
             self._subscribers.discard(queue)
@@ -378,6 +378,8 @@ class FlagService:
     async def a_import(self, request: web.Request) -> web.Response:
         body = await read_json(request)
         document = body.get("document", body)
+        if not isinstance(document, dict):
+            raise UsageError('import: expected a JSON object with "features"')
         running = self.store.running_rollouts()
         names = {f.get("name") for f in document.get("features") or [] if isinstance(f, dict)}
         revision = self.store.replace_document(document)
