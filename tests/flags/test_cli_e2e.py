@@ -4,6 +4,7 @@ on the agent's client API, and a guarded rollout judged on the router's real err
 from __future__ import annotations
 
 import json
+import logging
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -12,6 +13,7 @@ from importlib import resources
 from pathlib import Path
 
 import pytest
+from UnleashClient import UnleashClient
 
 from e2e.harness import AgentProcess, Project, free_port
 from flags.test_client_api import wait_for
@@ -79,8 +81,12 @@ def cli(
 
 
 def test_flags_cli_end_to_end(
-    flags_project: FlagsProject, running: AgentProcess, cli: Callable[..., Result]
+    flags_project: FlagsProject,
+    running: AgentProcess,
+    cli: Callable[..., Result],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.CRITICAL, logger="UnleashClient")
     assert "no flags yet" in cli("flags", "list", check=True).stdout
     token = cli("flags", "token", "create", "--name", "web", check=True).stdout.strip()
     assert token.startswith("nonstop:")
@@ -93,13 +99,31 @@ def test_flags_cli_end_to_end(
     assert [(r["name"], r["enabled"], r["rollout"]) for r in rows] == [("checkout", True, "100")]
     assert "checkout" in cli("flags", "list", check=True).stdout
 
-    with Client(flags_project.flags_url, token, app_name="shop", refresh_interval=3600) as sdk:
+    unleash = UnleashClient(
+        url=f"{flags_project.flags_url}/api",
+        app_name="shop",
+        instance_id="e2e",
+        refresh_interval=1,
+        metrics_interval=1,
+        custom_headers={"Authorization": token},
+        cache_directory=str(flags_project.root / "unleash-cache"),
+    )
+    unleash.initialize_client()
+    sdk = Client(flags_project.flags_url, token, app_name="shop", refresh_interval=3600)
+    try:
+        ctx = {"userId": "1"}
         assert sdk.streaming.wait(10)
-        assert wait_for(lambda: sdk.is_enabled("checkout", {"userId": "1"}))
+        assert wait_for(lambda: sdk.is_enabled("checkout", ctx))
+        assert wait_for(lambda: unleash.is_enabled("checkout", ctx))
         cli("flags", "disable", "checkout", check=True)  # the kill switch
-        assert wait_for(lambda: not sdk.is_enabled("checkout", {"userId": "1"}), timeout=10)
+        assert wait_for(lambda: not sdk.is_enabled("checkout", ctx), timeout=10)
+        assert wait_for(lambda: not unleash.is_enabled("checkout", ctx), timeout=10)
         cli("flags", "enable", "checkout", check=True)
-        assert wait_for(lambda: sdk.is_enabled("checkout", {"userId": "1"}), timeout=10)
+        assert wait_for(lambda: sdk.is_enabled("checkout", ctx), timeout=10)
+        assert wait_for(lambda: unleash.is_enabled("checkout", ctx), timeout=10)
+    finally:
+        sdk.close()
+        unleash.destroy()
 
     cli("flags", "rollout", "checkout", "--percent", "30", check=True)
     shown = json.loads(cli("flags", "show", "checkout", "--json", check=True).stdout)
