@@ -9,7 +9,9 @@ every backfilled row also fires it), measures in the same run:
 
 * the application's latency (an app-like loop of point reads and point updates by primary key
   in its own connection): alone (half of ``--app-seconds`` just before the backfill, half
-  just after), and during the backfill;
+  just after), and during the backfill; and, paired, while the backfill is held between two
+  batches for ``--interleave`` s every ``--interleave`` s of work (rows/s counts only the
+  time it works), so that load from other processes weighs on both sides alike;
 * the backfill: rows/s, the longest batch transaction, and the longest any of its transactions
   was seen holding locks by sampling pg_locks every few milliseconds from a third connection;
 * the baseline: what a team does without a tool, one ``UPDATE users SET ...`` over the whole
@@ -66,8 +68,14 @@ class AppLoop(threading.Thread):
         super().__init__(daemon=True)
         self.url, self.rows = url, rows
         self.stop = threading.Event()
-        self.latencies: list[float] = []
+        self.phase = "during"
+        """Label of the samples taken now; the interleaver flips it to "paused" and back."""
+        self.by_phase: dict[str, list[float]] = {"during": [], "paused": []}
         self.errors = 0
+
+    @property
+    def latencies(self) -> list[float]:
+        return self.by_phase["during"]
 
     def run(self) -> None:
         rng = random.Random(11)
@@ -78,14 +86,14 @@ class AppLoop(threading.Thread):
                     ("SELECT email FROM users WHERE id = %s", (key,)),
                     ("UPDATE users SET email = email WHERE id = %s", (key,)),
                 ):
-                    began = time.perf_counter()
+                    phase, began = self.phase, time.perf_counter()
                     try:
                         cursor = conn.execute(query, args)
                         if cursor.description:
                             cursor.fetchall()
                     except psycopg.Error:
                         self.errors += 1
-                    self.latencies.append(time.perf_counter() - began)
+                    self.by_phase[phase].append(time.perf_counter() - began)
 
 
 class LockSampler(threading.Thread):
@@ -138,6 +146,9 @@ class Result:
     app_p50_during_ms: float
     app_p99_during_ms: float
     app_p99_ratio: float
+    app_p99_paused_ms: float
+    """p99 of the app while the backfill is held between batches (paired measurement)."""
+    app_p99_paired_ratio: float
     app_max_before_ms: float
     app_max_during_ms: float
     app_errors: int
@@ -153,8 +164,36 @@ def app_alone(url: str, rows: int, seconds: float) -> list[float]:
     return loop.latencies
 
 
+class Interleaver:
+    """Paired measurement: every ``window`` s of backfill, hold it for ``window`` s (sleeping
+    in its progress callback, between two committed batches) while the app's samples are
+    labelled "paused". Background load on a shared machine then weighs on both sides alike."""
+
+    def __init__(self, app: AppLoop, window: float) -> None:
+        self.app, self.window = app, window
+        self.since = time.perf_counter()
+        self.paused = 0.0
+
+    def __call__(self, event: runner.Event) -> None:
+        if not self.window or not isinstance(event, runner.BatchDone):
+            return
+        if time.perf_counter() - self.since >= self.window:
+            self.app.phase = "paused"
+            time.sleep(self.window)
+            self.app.phase = "during"
+            self.paused += self.window
+            self.since = time.perf_counter()
+
+
 def measure(
-    label: str, url: str, rows: int, seconds: float, work: str, options: str, pause: float
+    label: str,
+    url: str,
+    rows: int,
+    seconds: float,
+    work: str,
+    options: str,
+    pause: float,
+    interleave: float,
 ) -> Result:
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(SCHEMA.format(rows=int(rows)))
@@ -168,11 +207,12 @@ def measure(
     time.sleep(0.2)
     began = time.perf_counter()
     longest_batch = 0.0
+    interleaver = Interleaver(app, interleave if work == "backfill" else 0.0)
     if work == "backfill":
         with tempfile.TemporaryDirectory() as folder:
             (Path(folder) / "0002_fill.sql").write_text(FILL.format(options=options))
             summary = runner.run_backfill(
-                runner.Target(directory=Path(folder), url=url, pause=pause)
+                runner.Target(directory=Path(folder), url=url, pause=pause), on_event=interleaver
             )
         done = summary.backfills[0]
         updated, longest_batch = done.rows, done.longest_batch_s
@@ -180,7 +220,7 @@ def measure(
         with psycopg.connect(url, autocommit=True, application_name="naive-update") as conn:
             updated = conn.execute(NAIVE).rowcount
             longest_batch = time.perf_counter() - began
-    took = time.perf_counter() - began
+    took = time.perf_counter() - began - interleaver.paused
     app.stop.set()
     app.join()
     # Other work on a shared machine comes and goes: the baseline is the app alone just before
@@ -189,6 +229,7 @@ def measure(
     sampler.stop.set()
     sampler.join()
     p99_before, p99_during = percentile(before, 99), percentile(app.latencies, 99)
+    p99_paused = percentile(app.by_phase["paused"], 99)
     return Result(
         label=label,
         rows=updated,
@@ -203,6 +244,8 @@ def measure(
         app_p50_during_ms=round(percentile(app.latencies, 50) * 1000, 3),
         app_p99_during_ms=round(p99_during * 1000, 3),
         app_p99_ratio=round(p99_during / p99_before, 2) if p99_before else 0.0,
+        app_p99_paused_ms=round(p99_paused * 1000, 3),
+        app_p99_paired_ratio=round(p99_during / p99_paused, 2) if p99_paused else 0.0,
         app_max_before_ms=round(max(before, default=0.0) * 1000, 3),
         app_max_during_ms=round(max(app.latencies, default=0.0) * 1000, 3),
         app_errors=app.errors,
@@ -261,6 +304,8 @@ def print_table(info: dict[str, str], results: list[Result]) -> None:
         "app p99 ms before/during",
         "app max ms before/during",
         "p99 ratio",
+        "app p99 ms paused",
+        "paired p99 ratio",
         "app errors",
         "load avg",
     )
@@ -271,7 +316,8 @@ def print_table(info: dict[str, str], results: list[Result]) -> None:
             f"| {r.label} | {r.rows} | {r.seconds} | {r.rows_per_s} | {r.longest_batch_ms} | "
             f"{r.longest_lock_sampled_ms} | {r.app_p50_before_ms}/{r.app_p50_during_ms} | "
             f"{r.app_p99_before_ms}/{r.app_p99_during_ms} | "
-            f"{r.app_max_before_ms}/{r.app_max_during_ms} | {r.app_p99_ratio} | {r.app_errors} | "
+            f"{r.app_max_before_ms}/{r.app_max_during_ms} | {r.app_p99_ratio} | "
+            f"{r.app_p99_paused_ms} | {r.app_p99_paired_ratio} | {r.app_errors} | "
             f"{r.load_average} |"
         )
 
@@ -288,6 +334,12 @@ def main() -> None:
     )
     parser.add_argument("--repeat", type=int, default=1, help="Repeat every run; print medians.")
     parser.add_argument("--app-seconds", type=float, default=8.0)
+    parser.add_argument(
+        "--interleave",
+        type=float,
+        default=0.25,
+        help="Hold the backfill this long every this long, for the paired p99 (0: off).",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     initdb, pg_ctl = find_pg_bin("initdb"), find_pg_bin("pg_ctl")
@@ -309,7 +361,16 @@ def main() -> None:
         for _ in range(args.repeat):  # round robin, so background load spreads over every run
             for label, work, options, pause in plans:
                 results[label].append(
-                    measure(label, server.url, args.rows, args.app_seconds, work, options, pause)
+                    measure(
+                        label,
+                        server.url,
+                        args.rows,
+                        args.app_seconds,
+                        work,
+                        options,
+                        pause,
+                        args.interleave,
+                    )
                 )
     finally:
         server.stop()
@@ -337,7 +398,8 @@ def main() -> None:
             f"{m.label}: {m.rows_per_s / base.rows_per_s:.2f}x the rows/s of one UPDATE, "
             f"longest lock {base.longest_batch_ms / max(m.longest_batch_ms, 0.001):.0f}x shorter, "
             f"app max latency {base.app_max_during_ms / max(m.app_max_during_ms, 0.001):.0f}x "
-            f"lower, app p99 {m.app_p99_ratio}x its baseline (one UPDATE: {base.app_p99_ratio}x)"
+            f"lower, app p99 {m.app_p99_ratio}x its baseline (one UPDATE: {base.app_p99_ratio}x), "
+            f"paired p99 ratio {m.app_p99_paired_ratio}x"
         )
 
 
