@@ -128,14 +128,14 @@ def parse_migration(
     down: tuple[Statement, ...] = ()
     if down_at is not None:
         # Blank out the up part so that line numbers of the down statements stay true.
-        down_text = "".join("\n" if ch == "\n" else " " for ch in text[:down_at]) + text[down_at:]
-        down = split_statements(name, down_text, pg_version=pg_version)
         if phase != "expand":
             raise MigrationSourceError(
                 name,
                 f"down SQL is only supported for expand migrations, this one is {phase}",
                 _line(text, down_at),
             )
+        down_text = "".join("\n" if ch == "\n" else " " for ch in text[:down_at]) + text[down_at:]
+        down = split_statements(name, down_text, pg_version=pg_version)
     if backfill is not None:
         _check_backfill_statement(name, statements)
     return Migration(
