@@ -238,9 +238,8 @@ class Engine:
 
     async def deploy(self, request: DeployRequest) -> RolloutRow:
         async with self._lock:
-            if self.store.running_rollout() is not None:
-                running = self.store.running_rollout()
-                assert running is not None
+            running = self.store.running_rollout()
+            if running is not None:
                 raise StateError(
                     f"rollout {running.id} ({running.candidate}) is in progress; wait for it, or "
                     "`nonstop abort` it first"
@@ -255,7 +254,7 @@ class Engine:
             if row is None:
                 row = await self._new_release(request, config)
             active = self.store.get("active_release")
-            if active == request.release and self.store.running_rollout() is None:
+            if active == request.release:
                 raise StateError(f"{request.release} is already the active release")
             if active is None:
                 strategy, planner = "bluegreen", bluegreen  # first deploy: start, then switch
