@@ -15,7 +15,7 @@ from flags.conftest import ServiceThread
 from flags.test_client_api import wait_for
 from nonstop.errors import UsageError
 from nonstop.flags import Client
-from nonstop.flags.client import api_base, revision_of
+from nonstop.flags.client import RawFlags, api_base, revision_of
 
 VARIANT_DOC: dict[str, Any] = {
     "version": 1,
@@ -218,3 +218,73 @@ def test_concurrent_evaluations_lose_no_count() -> None:
         assert bucket["toggles"]["banner"] == {"yes": 40000, "no": 0, "variants": {"blue": 20000}}
     finally:
         sdk.close()
+
+
+def env_flag(name: str = "prod-only") -> dict[str, Any]:
+    constraint = {"contextName": "environment", "operator": "IN", "values": ["production"]}
+    return {
+        "name": name,
+        "enabled": True,
+        "strategies": [{"name": "default", "parameters": {}, "constraints": [constraint]}],
+    }
+
+
+PLAIN = {"name": "plain", "enabled": True, "strategies": []}
+
+
+@pytest.mark.parametrize(
+    ("document", "events", "reads"),
+    [
+        ({"version": 1, "features": [PLAIN]}, None, False),
+        ({"version": 1, "features": [PLAIN, env_flag()]}, None, True),
+        (
+            {"version": 1, "features": [PLAIN, env_flag()]},
+            [{"type": "feature-removed", "featureName": "prod-only"}],
+            False,
+        ),
+        (
+            {"version": 1, "features": [PLAIN]},
+            [{"type": "feature-updated", "feature": env_flag()}],
+            True,
+        ),
+        (
+            {"events": [{"type": "hydration", "features": [PLAIN], "segments": []}]},
+            [
+                {
+                    "type": "segment-updated",
+                    "segment": {"id": 1, "constraints": env_flag()["strategies"][0]["constraints"]},
+                }
+            ],
+            True,
+        ),
+        (
+            {"version": 1, "features": [PLAIN], "segments": [{"id": 1, "constraints": []}]},
+            [{"type": "hydration", "features": [], "segments": []}],
+            False,
+        ),
+        ({"version": 1, "features": [{**PLAIN, "name": "appName"}]}, None, True),  # false alarm
+    ],
+)
+def test_raw_flags_know_when_defaults_are_read(
+    document: dict[str, Any], events: list[dict[str, Any]] | None, reads: bool
+) -> None:
+    raw = RawFlags()
+    raw.load(document)
+    if events is not None:
+        raw.apply(events)
+    assert raw.reads_defaults() is reads
+
+
+def test_the_clients_environment_reaches_constraints_after_a_delta() -> None:
+    down = f"http://127.0.0.1:{free_port()}"
+    doc = {"version": 1, "features": [PLAIN]}
+    with Client(down, "t", environment="production", bootstrap=doc, stream=False) as sdk:
+        assert sdk.is_enabled("plain", {"userId": "1"})
+        delta = {"events": [{"type": "feature-updated", "eventId": 1, "feature": env_flag()}]}
+        assert sdk._install(delta, 1, delta=True)
+        assert sdk.is_enabled("prod-only", {"userId": "1"})
+        assert sdk.is_enabled("prod-only")
+        assert not sdk.is_enabled("prod-only", {"environment": "staging"})
+    with Client(down, "t", environment="staging", bootstrap=doc, stream=False) as sdk:
+        assert sdk._install({"version": 1, "features": [env_flag()]}, None, delta=False)
+        assert not sdk.is_enabled("prod-only", {"userId": "1"})

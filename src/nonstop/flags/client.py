@@ -87,6 +87,57 @@ def load_bootstrap(bootstrap: str | Path | Mapping[str, Any]) -> Mapping[str, An
     return data
 
 
+class RawFlags:
+    """The raw definitions beside the engine, to know whether any flag reads ``appName`` or
+    ``environment``: only then must an evaluation merge in the client's defaults (a dict
+    copy per call that would otherwise double the cost of a simple flag)."""
+
+    def __init__(self) -> None:
+        self.features: dict[Any, Any] = {}
+        self.segments: dict[Any, Any] = {}
+
+    def load(self, document: Mapping[str, Any]) -> None:
+        self.features, self.segments = {}, {}
+        if isinstance(document, Mapping) and "events" in document:
+            self.apply(document.get("events"))
+            return
+        self._hydrate(document.get("features"), document.get("segments"))
+
+    def _hydrate(self, features: Any, segments: Any) -> None:
+        for feature in features if isinstance(features, list) else []:
+            if isinstance(feature, Mapping):
+                self.features[feature.get("name")] = feature
+        for segment in segments if isinstance(segments, list) else []:
+            if isinstance(segment, Mapping):
+                self.segments[segment.get("id")] = segment
+
+    def apply(self, events: Any) -> None:
+        for event in events if isinstance(events, list) else []:
+            if not isinstance(event, Mapping):
+                continue
+            kind = event.get("type")
+            if kind == "hydration":
+                self.features, self.segments = {}, {}
+                self._hydrate(event.get("features"), event.get("segments"))
+            elif kind == "feature-updated" and isinstance(event.get("feature"), Mapping):
+                self.features[event["feature"].get("name")] = event["feature"]
+            elif kind == "feature-removed":
+                self.features.pop(event.get("featureName"), None)
+            elif kind == "segment-updated" and isinstance(event.get("segment"), Mapping):
+                self.segments[event["segment"].get("id")] = event["segment"]
+            elif kind == "segment-removed":
+                self.segments.pop(event.get("segmentId"), None)
+
+    def reads_defaults(self) -> bool:
+        """True when ``appName`` or ``environment`` appears anywhere (a flag's name too:
+        a false alarm only costs the merge)."""
+        try:
+            text = json.dumps([list(self.features.values()), list(self.segments.values())])
+        except (TypeError, ValueError):
+            return True
+        return '"appName"' in text or '"environment"' in text
+
+
 class Client:
     """Feature flags for one app. Use as a context manager, or call `close`."""
 
@@ -126,9 +177,13 @@ class Client:
             "hostname": socket.gethostname(),
         }
         self._default_context = {"appName": app_name, "environment": environment}
-        self._engine = FlagEngine.from_unleash(
-            load_bootstrap(bootstrap) if bootstrap is not None else EMPTY_DOCUMENT,
-            **self._engine_options,
+        self._raw = RawFlags()
+        initial = load_bootstrap(bootstrap) if bootstrap is not None else EMPTY_DOCUMENT
+        self._raw.load(initial)
+        # (engine, merge the defaults?) swapped as one: evaluations read it once
+        self._state = (
+            FlagEngine.from_unleash(initial, **self._engine_options),
+            self._raw.reads_defaults(),
         )
         self._revision = -1
         self._etag = ""
@@ -169,9 +224,13 @@ class Client:
         self, name: str, context: Mapping[str, Any] | None = None, default: bool = False
     ) -> bool:
         """Is ``name`` on for ``context``? Unknown flags and any failure give ``default``."""
+        engine, merge = self._state
         try:
-            ctx = {**self._default_context, **context} if context else self._default_context
-            result = self._engine.is_enabled(name, ctx, default)
+            if merge:  # only when a flag reads appName or environment
+                ctx = {**self._default_context, **context} if context else self._default_context
+                result = engine.is_enabled(name, ctx, default)
+            else:
+                result = engine.is_enabled(name, context, default)
         except Exception:
             return default
         if self._metrics:
@@ -185,7 +244,7 @@ class Client:
     def get_variant(self, name: str, context: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Unleash's variant: ``{"name", "payload"?, "enabled", "feature_enabled"}``."""
         try:
-            variant = self._engine.get_variant(name, self.context(context))
+            variant = self._state[0].get_variant(name, self.context(context))
             self._count(name, bool(variant["feature_enabled"]), variant["name"])
             return variant
         except Exception:
@@ -194,7 +253,7 @@ class Client:
     @property
     def engine(self) -> FlagEngine:
         """The engine in use now (for `resolve`, as the OpenFeature provider does)."""
-        return self._engine
+        return self._state[0]
 
     def count(self, name: str, enabled: bool, variant: str | None = None) -> None:
         """Count one evaluation made through `engine` directly (metrics)."""
@@ -243,10 +302,12 @@ class Client:
             if delta and revision is not None and revision == self._revision:
                 return False
             if delta:
-                engine = self._engine.apply_delta(engine_doc, strict=False)
+                engine = self._state[0].apply_delta(engine_doc, strict=False)
+                self._raw.apply(engine_doc.get("events"))
             else:
                 engine = FlagEngine.from_unleash(engine_doc, **self._engine_options)
-            self._engine = engine
+                self._raw.load(engine_doc)
+            self._state = (engine, self._raw.reads_defaults())
             if revision is not None:
                 self._revision = revision
         self.ready.set()
