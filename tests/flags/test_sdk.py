@@ -232,47 +232,57 @@ def env_flag(name: str = "prod-only") -> dict[str, Any]:
 PLAIN = {"name": "plain", "enabled": True, "strategies": []}
 
 
+SEGMENTED = {
+    "name": "segmented",
+    "enabled": True,
+    "strategies": [{"name": "default", "segments": [1]}],
+}
+CHILD = {**PLAIN, "name": "child", "dependencies": [{"feature": "prod-only"}]}
+ENV_SEGMENT = {"id": 1, "constraints": env_flag()["strategies"][0]["constraints"]}
+
+
 @pytest.mark.parametrize(
-    ("document", "events", "reads"),
+    ("document", "events", "reading"),
     [
-        ({"version": 1, "features": [PLAIN]}, None, False),
-        ({"version": 1, "features": [PLAIN, env_flag()]}, None, True),
+        ({"version": 1, "features": [PLAIN]}, None, set()),
+        ({"version": 1, "features": [PLAIN, env_flag()]}, None, {"prod-only"}),
+        ({"version": 1, "features": [PLAIN, env_flag(), CHILD]}, None, {"prod-only", "child"}),
         (
             {"version": 1, "features": [PLAIN, env_flag()]},
             [{"type": "feature-removed", "featureName": "prod-only"}],
-            False,
+            set(),
         ),
         (
             {"version": 1, "features": [PLAIN]},
             [{"type": "feature-updated", "feature": env_flag()}],
-            True,
+            {"prod-only"},
         ),
         (
-            {"events": [{"type": "hydration", "features": [PLAIN], "segments": []}]},
-            [
-                {
-                    "type": "segment-updated",
-                    "segment": {"id": 1, "constraints": env_flag()["strategies"][0]["constraints"]},
-                }
-            ],
-            True,
+            {"events": [{"type": "hydration", "features": [PLAIN, SEGMENTED], "segments": []}]},
+            [{"type": "segment-updated", "segment": ENV_SEGMENT}],
+            {"segmented"},
         ),
         (
-            {"version": 1, "features": [PLAIN], "segments": [{"id": 1, "constraints": []}]},
+            {"version": 1, "features": [SEGMENTED], "segments": [ENV_SEGMENT]},
+            [{"type": "segment-removed", "segmentId": 1}],
+            set(),
+        ),
+        (
+            {"version": 1, "features": [PLAIN], "segments": [ENV_SEGMENT]},
             [{"type": "hydration", "features": [], "segments": []}],
-            False,
+            set(),
         ),
-        ({"version": 1, "features": [{**PLAIN, "name": "appName"}]}, None, True),  # false alarm
+        ({"version": 1, "features": [{**PLAIN, "name": "appName"}]}, None, {"appName"}),
     ],
 )
-def test_raw_flags_know_when_defaults_are_read(
-    document: dict[str, Any], events: list[dict[str, Any]] | None, reads: bool
+def test_raw_flags_know_which_flags_read_the_defaults(
+    document: dict[str, Any], events: list[dict[str, Any]] | None, reading: set[str]
 ) -> None:
     raw = RawFlags()
     raw.load(document)
     if events is not None:
         raw.apply(events)
-    assert raw.reads_defaults() is reads
+    assert raw.reading_defaults() == reading
 
 
 def test_the_clients_environment_reaches_constraints_after_a_delta() -> None:
@@ -285,6 +295,9 @@ def test_the_clients_environment_reaches_constraints_after_a_delta() -> None:
         assert sdk.is_enabled("prod-only", {"userId": "1"})
         assert sdk.is_enabled("prod-only")
         assert not sdk.is_enabled("prod-only", {"environment": "staging"})
+        child = {"events": [{"type": "feature-updated", "eventId": 2, "feature": CHILD}]}
+        assert sdk._install(child, 2, delta=True)
+        assert sdk.is_enabled("child", {"userId": "1"})  # its parent reads the environment
     with Client(down, "t", environment="staging", bootstrap=doc, stream=False) as sdk:
         assert sdk._install({"version": 1, "features": [env_flag()]}, None, delta=False)
         assert not sdk.is_enabled("prod-only", {"userId": "1"})

@@ -88,8 +88,8 @@ def load_bootstrap(bootstrap: str | Path | Mapping[str, Any]) -> Mapping[str, An
 
 
 class RawFlags:
-    """The raw definitions beside the engine, to know whether any flag reads ``appName`` or
-    ``environment``: only then must an evaluation merge in the client's defaults (a dict
+    """The raw definitions beside the engine, to know which flags read ``appName`` or
+    ``environment``: only those need the client's defaults merged into the context (a dict
     copy per call that would otherwise double the cost of a simple flag)."""
 
     def __init__(self) -> None:
@@ -128,14 +128,46 @@ class RawFlags:
             elif kind == "segment-removed":
                 self.segments.pop(event.get("segmentId"), None)
 
-    def reads_defaults(self) -> bool:
-        """True when ``appName`` or ``environment`` appears anywhere (a flag's name too:
-        a false alarm only costs the merge)."""
-        try:
-            text = json.dumps([list(self.features.values()), list(self.segments.values())])
-        except (TypeError, ValueError):
-            return True
-        return '"appName"' in text or '"environment"' in text
+    def reading_defaults(self) -> frozenset[Any]:
+        """Names of the flags that read ``appName`` or ``environment``: in a constraint,
+        a stickiness, a segment they use, or a flag they depend on. A mention anywhere in
+        the flag counts (its name too): a false alarm only costs the merge."""
+        if any(_mentions_defaults(seg) for seg in self.segments.values()):
+            direct = {name for name, f in self.features.items() if _uses_segments(f)}
+        else:
+            direct = set()
+        direct |= {name for name, f in self.features.items() if _mentions_defaults(f)}
+        reading, grew = set(direct), True
+        while grew:  # a flag depending on one that reads them reads them too
+            grew = False
+            for name, feature in self.features.items():
+                if name not in reading and _parents(feature) & reading:
+                    reading.add(name)
+                    grew = True
+        return frozenset(reading)
+
+
+def _mentions_defaults(definition: Any) -> bool:
+    try:
+        text = json.dumps(definition)
+    except (TypeError, ValueError):
+        return True
+    return '"appName"' in text or '"environment"' in text
+
+
+def _uses_segments(feature: Any) -> bool:
+    strategies = feature.get("strategies") if isinstance(feature, Mapping) else None
+    return any(
+        isinstance(s, Mapping) and bool(s.get("segments"))
+        for s in (strategies if isinstance(strategies, list) else [])
+    )
+
+
+def _parents(feature: Any) -> set[Any]:
+    deps = feature.get("dependencies") if isinstance(feature, Mapping) else None
+    return {
+        d.get("feature") for d in (deps if isinstance(deps, list) else []) if isinstance(d, Mapping)
+    }
 
 
 class Client:
@@ -180,10 +212,10 @@ class Client:
         self._raw = RawFlags()
         initial = load_bootstrap(bootstrap) if bootstrap is not None else EMPTY_DOCUMENT
         self._raw.load(initial)
-        # (engine, merge the defaults?) swapped as one: evaluations read it once
+        # (engine, flags that need the defaults merged in) swapped as one: read once per call
         self._state = (
             FlagEngine.from_unleash(initial, **self._engine_options),
-            self._raw.reads_defaults(),
+            self._raw.reading_defaults(),
         )
         self._revision = -1
         self._etag = ""
@@ -226,7 +258,7 @@ class Client:
         """Is ``name`` on for ``context``? Unknown flags and any failure give ``default``."""
         engine, merge = self._state
         try:
-            if merge:  # only when a flag reads appName or environment
+            if name in merge:  # only for flags that read appName or environment
                 ctx = {**self._default_context, **context} if context else self._default_context
                 result = engine.is_enabled(name, ctx, default)
             else:
@@ -307,7 +339,7 @@ class Client:
             else:
                 engine = FlagEngine.from_unleash(engine_doc, **self._engine_options)
                 self._raw.load(engine_doc)
-            self._state = (engine, self._raw.reads_defaults())
+            self._state = (engine, self._raw.reading_defaults())
             if revision is not None:
                 self._revision = revision
         self.ready.set()
