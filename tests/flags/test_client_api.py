@@ -78,6 +78,26 @@ def test_features_etag_and_304(server: ServiceThread, token: str) -> None:
 
 
 @pytest.mark.parametrize(
+    ("query", "names"),
+    [
+        ("", ["checkout", "checkout-v2", "search"]),
+        ("?namePrefix=checkout", ["checkout", "checkout-v2"]),
+        ("?project=default", ["checkout", "checkout-v2", "search"]),
+        ("?project=other", []),
+        ("?project=default&namePrefix=se", ["search"]),
+    ],
+)
+def test_features_filters_like_unleash(
+    server: ServiceThread, token: str, query: str, names: list[str]
+) -> None:
+    for name in ("checkout", "checkout-v2", "search"):
+        server.call("POST", "/v1/flags", {"name": name})
+    status, _, body = get(f"{server.url}/client/features{query}", {"Authorization": token})
+    assert status == 200
+    assert [f["name"] for f in json.loads(body)["features"]] == names
+
+
+@pytest.mark.parametrize(
     ("headers", "status"),
     [
         ({}, 401),

@@ -10,6 +10,7 @@ from typing import Any
 from urllib.parse import quote
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
 from nonstop.cli.common import client, console, json_option, print_json
@@ -45,7 +46,7 @@ def list_flags(as_json: bool) -> None:
     table = Table("flag", "enabled", "rollout", "variants", "guarded rollout")
     for row in rows:
         table.add_row(
-            row["name"],
+            escape(row["name"]),
             "[green]on[/]" if row["enabled"] else "[red]off[/]",
             _rollout_text(row),
             str(row["variants"]),
@@ -64,7 +65,7 @@ def show(name: str, as_json: bool) -> None:
         print_json(data)
         return
     state = "[green]enabled[/]" if data["enabled"] else "[red]disabled[/]"
-    console.print(f"[bold]{data['name']}[/]: {state}, rollout {_rollout_text(data)}")
+    console.print(f"[bold]{escape(data['name'])}[/]: {state}, rollout {_rollout_text(data)}")
     guarded = data.get("guarded")
     if guarded:
         plan = guarded["plan"]
@@ -75,7 +76,7 @@ def show(name: str, as_json: bool) -> None:
             f"max error rate {plan['max_error_rate']}, min requests {plan['min_requests']})"
         )
         if guarded.get("reason"):
-            console.print(f"  reason: {guarded['reason']}")
+            console.print(f"  reason: {guarded['reason']}", markup=False)
     usage = data.get("usage")
     if usage:
         console.print(f"usage reported by SDKs: {usage['yes']} yes, {usage['no']} no")
@@ -94,7 +95,7 @@ def create(name: str, percent: int, stickiness: str, description: str) -> None:
     """Create NAME with a gradual rollout (flexibleRollout) at --percent."""
     body = {"name": name, "percent": percent, "stickiness": stickiness, "description": description}
     client().call("POST", "/v1/flags", body)
-    console.print(f"created {name}: enabled, rollout {percent}%")
+    console.print(f"created {escape(name)}: enabled, rollout {percent}%")
 
 
 @flags.command()
@@ -102,7 +103,7 @@ def create(name: str, percent: int, stickiness: str, description: str) -> None:
 def enable(name: str) -> None:
     """Switch NAME on (its strategies decide who sees it)."""
     client().call("POST", _path(name, "/enable"))
-    console.print(f"{name} enabled")
+    console.print(f"{escape(name)} enabled")
 
 
 @flags.command()
@@ -110,7 +111,7 @@ def enable(name: str) -> None:
 def disable(name: str) -> None:
     """Kill switch: NAME is off for everyone at the SDKs' next refresh (at once when streaming)."""
     client().call("POST", _path(name, "/disable"))
-    console.print(f"{name} disabled")
+    console.print(f"{escape(name)} disabled")
 
 
 def _steps(value: str | None) -> list[int] | None:
@@ -156,10 +157,10 @@ def rollout(
     agent = client()
     if stop:
         agent.call("POST", _path(name, "/rollout"), {"stop": True})
-        console.print(f"guarded rollout of {name} stopped; the percentage stays where it is")
+        console.print(f"guarded rollout of {escape(name)} stopped; the percentage stays where it is")
     elif percent is not None:
         agent.call("POST", _path(name, "/rollout"), {"percent": percent})
-        console.print(f"{name}: rollout {percent}%")
+        console.print(f"{escape(name)}: rollout {percent}%")
     else:
         body = {
             "steps": _steps(steps),
@@ -179,7 +180,7 @@ def rollout(
 def delete(name: str) -> None:
     """Delete NAME (SDKs then give their default for it)."""
     client().call("DELETE", _path(name))
-    console.print(f"{name} deleted")
+    console.print(f"{escape(name)} deleted")
 
 
 @flags.command("import")
@@ -243,5 +244,5 @@ def token_list(as_json: bool) -> None:
     table = Table("id", "name", "created")
     for row in rows:
         created = datetime.fromtimestamp(row["created_at"], UTC).strftime("%Y-%m-%d %H:%M:%S")
-        table.add_row(str(row["id"]), row["name"], created)
+        table.add_row(str(row["id"]), escape(row["name"]), created)
     console.print(table)

@@ -208,10 +208,26 @@ class FlagService:
             return json_response({"error": str(exc)}, 400)
 
     async def h_features(self, request: web.Request) -> web.Response:
+        """The document; ``?project=`` and ``?namePrefix=`` filter it as Unleash does (the
+        ETag stays the revision: the same query at the same revision gives the same body)."""
         headers = {"ETag": self._etag, "Cache-Control": "no-cache"}
         if self._etag in _etags(request.headers.get("If-None-Match", "")):
             return web.Response(status=304, headers=headers)
-        return web.Response(body=self._body, content_type="application/json", headers=headers)
+        project = request.query.get("project")
+        prefix = request.query.get("namePrefix")
+        body = self._body
+        if project or prefix:
+            features = [
+                f
+                for f in self._features
+                if (not project or f.get("project", "default") == project)
+                and (not prefix or str(f.get("name", "")).startswith(prefix))
+            ]
+            doc: dict[str, Any] = {"version": 1, "features": features}
+            if self._segments:
+                doc["segments"] = self._segments
+            body = json.dumps(doc).encode()
+        return web.Response(body=body, content_type="application/json", headers=headers)
 
     async def h_streaming(self, request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse(
