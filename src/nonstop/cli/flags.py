@@ -157,7 +157,7 @@ def rollout(
     agent = client()
     if stop:
         agent.call("POST", _path(name, "/rollout"), {"stop": True})
-        console.print(f"guarded rollout of {escape(name)} stopped; the percentage stays where it is")
+        console.print(f"guarded rollout of {escape(name)} stopped; the percentage stays as it is")
     elif percent is not None:
         agent.call("POST", _path(name, "/rollout"), {"percent": percent})
         console.print(f"{escape(name)}: rollout {percent}%")
@@ -170,8 +170,8 @@ def rollout(
         }
         agent.call("POST", _path(name, "/rollout"), body)
         console.print(
-            f"{name}: guarded rollout started ({steps}, every {every}); "
-            f"`nonstop flags show {name}` follows it"
+            f"{escape(name)}: guarded rollout started ({steps}, every {every}); "
+            f"`nonstop flags show {escape(name)}` follows it"
         )
 
 
