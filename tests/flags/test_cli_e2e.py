@@ -209,3 +209,21 @@ def test_guarded_rollout_disables_on_the_routers_error_rate(
     assert "disabled automatically: error rate" in text
     events = cli("events", check=True).stdout
     assert "flag checkout: disabled automatically" in events
+
+
+def test_guarded_rollout_resumes_after_kill_9(
+    flags_project: FlagsProject, running: AgentProcess, cli: Callable[..., Result]
+) -> None:
+    cli("flags", "create", "checkout", check=True)
+    cli("flags", "rollout", "checkout", "--steps", "10,60", "--every", "1s", check=True)
+    running.kill9()  # mid-step: nothing but the store remembers the plan
+    running.start()
+
+    def completed() -> bool:
+        shown = json.loads(cli("flags", "show", "checkout", "--json", check=True).stdout)
+        return bool(shown["guarded_rollout"] == "completed")
+
+    assert wait_for(completed, timeout=30)
+    shown = json.loads(cli("flags", "show", "checkout", "--json", check=True).stdout)
+    assert (shown["enabled"], shown["rollout"]) == (True, "60")
+    assert "flags: resuming the guarded rollout of checkout" in cli("events", check=True).stdout
