@@ -154,9 +154,8 @@ class FlagService:
             )
             return
         self._runner = runner
-        server = getattr(site, "_server", None)
-        sockets = getattr(server, "sockets", None) or []
-        self.port = int(sockets[0].getsockname()[1]) if sockets else int(port_text)
+        addresses = runner.addresses  # the real port when listen asked for port 0
+        self.port = int(addresses[0][1]) if addresses else int(port_text)
         self.emit("info", f"flags: client API on {host}:{self.port}")
 
     # ---------------------------------------------------------------- document cache
