@@ -7,7 +7,9 @@
    tiny aiohttp upstream in its own process, directly (baseline) and through CaddyRouter with
    the request stream consumed into RequestStats (in the client's process, as in the agent);
    requests/s, p50/p99, and whether every request produced an event.
-3. ``apply()`` (a full config reload through the admin socket): median and max over 20.
+3. ``apply()`` (a full config reload through the admin socket): median and max over 20; then a
+   reload storm (100 reloads, 30 ms apart, moving traffic between two upstreams) under the same
+   keep-alive client loops, counting failed requests (zero is the requirement).
 
     .venv/bin/python benchmarks/bench_router.py [--requests 4000] [--concurrency 8]
 """
@@ -28,6 +30,7 @@ import sys
 import tempfile
 import time
 import tracemalloc
+from collections import Counter
 from pathlib import Path
 
 import aiohttp
@@ -139,12 +142,49 @@ async def closed_loop(address: str, requests: int, concurrency: int) -> tuple[fl
         return time.perf_counter() - start, latencies
 
 
+STORM_RELOADS = 100
+
+
+async def reload_storm(
+    router: CaddyRouter, first: str, second: str, concurrency: int
+) -> tuple[int, list[str], float]:
+    """Keep-alive load while the table changes every 30 ms: each reload starts a new Caddy
+    server and shuts the old one down gracefully. Returns (ok, failures, seconds)."""
+    ok, failed = 0, []
+    done = asyncio.Event()
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as s:
+
+        async def worker() -> None:
+            nonlocal ok
+            while not done.is_set():
+                try:
+                    async with s.get(f"http://{router.listen}/") as response:
+                        body = await response.read()
+                    if response.status == 200:
+                        ok += 1
+                    else:
+                        failed.append(f"{response.status} {body[:60]!r}")
+                except aiohttp.ClientError as exc:
+                    failed.append(repr(exc))
+
+        workers = [asyncio.create_task(worker()) for _ in range(concurrency)]
+        start = time.perf_counter()
+        for i in range(STORM_RELOADS):
+            table = (Upstream("a", "v1", first, i % 3), Upstream("b", "v2", second, 1 + i % 2))
+            await router.apply(RouteTable(table))
+            await asyncio.sleep(0.03)
+        took = time.perf_counter() - start
+        done.set()
+        await asyncio.gather(*workers)
+    return ok, failed, took
+
+
 def pct(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(len(ordered) * p / 100))] * 1000
 
 
-async def bench_proxy(address: str, requests: int, concurrency: int) -> None:
+async def bench_proxy(address: str, other: str, requests: int, concurrency: int) -> None:
     state = Path(tempfile.mkdtemp(prefix="nsb-", dir="/tmp"))
     router = CaddyRouter(state, f"127.0.0.1:{free_port()}", drain_timeout=5)
     await router.start()
@@ -172,6 +212,7 @@ async def bench_proxy(address: str, requests: int, concurrency: int) -> None:
             t0 = time.perf_counter()
             await router.apply(RouteTable((Upstream("a", "v1", address, weight),)))
             reloads.append(time.perf_counter() - t0)
+        storm = await reload_storm(router, address, other, concurrency)
     finally:
         await router.stop()
         shutil.rmtree(state, ignore_errors=True)
@@ -190,6 +231,13 @@ async def bench_proxy(address: str, requests: int, concurrency: int) -> None:
         f"apply() reload: median {statistics.median(reloads) * 1000:.1f} ms, "
         f"max {max(reloads) * 1000:.1f} ms over {len(reloads)}"
     )
+    ok, failed, took = storm
+    print(
+        f"reload storm: {STORM_RELOADS} reloads in {took:.1f} s moving traffic between two "
+        f"upstreams under {concurrency} keep-alive loops: {ok} requests ok, {len(failed)} failed"
+    )
+    for reason, count in Counter(failed).most_common(5):
+        print(f"  {count} x {reason}")
 
 
 def machine() -> str:
@@ -213,11 +261,13 @@ def main() -> None:
     print(machine())
     bench_stream(args.events)
     proc, address = upstream()
+    other_proc, other = upstream()
     try:
-        asyncio.run(bench_proxy(address, args.requests, args.concurrency))
+        asyncio.run(bench_proxy(address, other, args.requests, args.concurrency))
     finally:
-        proc.terminate()
-        proc.wait()
+        for process in (proc, other_proc):
+            process.terminate()
+            process.wait()
 
 
 if __name__ == "__main__":

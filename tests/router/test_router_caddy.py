@@ -80,6 +80,25 @@ async def test_one_upstream_serves_everything(
     assert [await get(client, router) for _ in range(5)] == [(200, "A")] * 5
 
 
+async def test_applying_the_same_table_again_does_not_reload(
+    router: CaddyRouter, backends: MakeBackend
+) -> None:
+    a = await backends("A")
+    await router.apply(table(a.upstream(1)))
+
+    def servers_started() -> int:  # Caddy logs this once per (re)load of the HTTP app
+        return router.log_file.read_text().count('"msg":"server running"')
+
+    before = servers_started()
+    for _ in range(3):
+        await router.apply(table(a.upstream(1)))
+    assert servers_started() == before
+    await router.apply(table(a.upstream(2)))  # [2] reduces to [1]: the same config again
+    assert servers_started() == before
+    await router.apply(table(a.upstream(0)))
+    assert servers_started() == before + 1
+
+
 async def test_weights_90_10_split_1000_requests_nearly_exactly(
     router: CaddyRouter, client: aiohttp.ClientSession, backends: MakeBackend
 ) -> None:
