@@ -28,6 +28,7 @@ from typing import Any
 
 from nonstop.errors import StateError, UsageError
 from nonstop.flags.engine import FlagDocumentError, Problem, validate
+from nonstop.store.sqlite import connect, immediate
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS flag_features (
@@ -131,26 +132,16 @@ class FlagStore:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db = connect(path, SCHEMA)
         self._lock = threading.RLock()
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute("PRAGMA busy_timeout=5000")
-        self._db.executescript(SCHEMA)
 
     def close(self) -> None:
         self._db.close()
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+        with self._lock, immediate(self._db) as db:
+            yield db
 
     # ---------------------------------------------------------------- document
 
