@@ -161,3 +161,29 @@ def test_format_duration(seconds: float, text: str) -> None:
 )
 def test_resolve_count(value: str, total: int, round_up: bool, count: int) -> None:
     assert resolve_count(value, total, round_up=round_up) == count
+
+
+def test_init_writes_an_example_that_validates_and_refuses_to_overwrite(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    def init(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "nonstop.cli", "init", *args],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            env={**os.environ, "NONSTOP_PROJECT": str(tmp_path)},
+            check=False,
+        )
+
+    first = init()
+    assert first.returncode == 0, first.stderr
+    config = load_config(tmp_path / "nonstop.toml")
+    assert config.app.command == "python3 app.py --port {port}"
+    assert config.strategy.kind == "bluegreen"
+    again = init()
+    assert again.returncode == 2
+    assert "exists; use --force" in again.stderr
+    assert init("--force").returncode == 0
