@@ -75,11 +75,22 @@ max = 0.01
 min_samples = 50
 interval = "60s"
 """
+QUICK = """
+[strategy.canary]
+preset = "quick"
+
+# The preset's own watch, written out: a config sent through the API carries every [watch]
+# default, so the preset's watch would otherwise be replaced by the 5-minute default.
+[watch]
+duration = "30s"
+max_error_rate = 0.01
+min_requests = 20
+"""
 SCENARIOS: dict[str, tuple[str, str, dict[str, str]]] = {
     # name: (strategy kind, extra config, env of the new release)
     "sequential": ("canary", BAD_CANARY.format(sequential="true"), {"ERROR_RATE": "0.05"}),
     "fixed": ("canary", BAD_CANARY.format(sequential="false"), {"ERROR_RATE": "0.05"}),
-    "quick": ("canary", '\n[strategy.canary]\npreset = "quick"\n', {}),
+    "quick": ("canary", QUICK, {}),
     "rolling": ("rolling", "\n[strategy.rolling]\nmax_surge = 1\nmax_unavailable = 0\n", {}),
 }
 
