@@ -8,10 +8,10 @@
    the request stream consumed into RequestStats (in the client's process, as in the agent);
    requests/s, p50/p99, and whether every request produced an event.
 3. ``apply()`` (a full config reload through the admin socket): median and max over 20; then a
-   reload storm (100 reloads, 30 ms apart, moving traffic between two upstreams) under the same
-   keep-alive client loops, counting failed requests (zero is the requirement).
+   reload storm (``--storm`` reloads, default 100, 30 ms apart, moving traffic between two
+   upstreams) under the same keep-alive client loops, counting failed requests by reason.
 
-    .venv/bin/python benchmarks/bench_router.py [--requests 4000] [--concurrency 8]
+    .venv/bin/python benchmarks/bench_router.py [--requests 4000] [--concurrency 8] [--storm 100]
 """
 
 from __future__ import annotations
@@ -142,11 +142,8 @@ async def closed_loop(address: str, requests: int, concurrency: int) -> tuple[fl
         return time.perf_counter() - start, latencies
 
 
-STORM_RELOADS = 100
-
-
 async def reload_storm(
-    router: CaddyRouter, first: str, second: str, concurrency: int
+    router: CaddyRouter, first: str, second: str, concurrency: int, reloads: int
 ) -> tuple[int, list[str], float]:
     """Keep-alive load while the table changes every 30 ms: each reload starts a new Caddy
     server and shuts the old one down gracefully. Returns (ok, failures, seconds)."""
@@ -169,7 +166,7 @@ async def reload_storm(
 
         workers = [asyncio.create_task(worker()) for _ in range(concurrency)]
         start = time.perf_counter()
-        for i in range(STORM_RELOADS):
+        for i in range(reloads):
             table = (Upstream("a", "v1", first, i % 3), Upstream("b", "v2", second, 1 + i % 2))
             await router.apply(RouteTable(table))
             await asyncio.sleep(0.03)
@@ -184,7 +181,9 @@ def pct(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * p / 100))] * 1000
 
 
-async def bench_proxy(address: str, other: str, requests: int, concurrency: int) -> None:
+async def bench_proxy(
+    address: str, other: str, requests: int, concurrency: int, storm_reloads: int
+) -> None:
     state = Path(tempfile.mkdtemp(prefix="nsb-", dir="/tmp"))
     router = CaddyRouter(state, f"127.0.0.1:{free_port()}", drain_timeout=5)
     await router.start()
@@ -212,7 +211,7 @@ async def bench_proxy(address: str, other: str, requests: int, concurrency: int)
             t0 = time.perf_counter()
             await router.apply(RouteTable((Upstream("a", "v1", address, weight),)))
             reloads.append(time.perf_counter() - t0)
-        storm = await reload_storm(router, address, other, concurrency)
+        storm = await reload_storm(router, address, other, concurrency, storm_reloads)
     finally:
         await router.stop()
         shutil.rmtree(state, ignore_errors=True)
@@ -233,7 +232,7 @@ async def bench_proxy(address: str, other: str, requests: int, concurrency: int)
     )
     ok, failed, took = storm
     print(
-        f"reload storm: {STORM_RELOADS} reloads in {took:.1f} s moving traffic between two "
+        f"reload storm: {storm_reloads} reloads in {took:.1f} s moving traffic between two "
         f"upstreams under {concurrency} keep-alive loops: {ok} requests ok, {len(failed)} failed"
     )
     for reason, count in Counter(failed).most_common(5):
@@ -257,13 +256,14 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--requests", type=int, default=4000)
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--storm", type=int, default=100, help="reloads in the reload storm")
     args = parser.parse_args()
     print(machine())
     bench_stream(args.events)
     proc, address = upstream()
     other_proc, other = upstream()
     try:
-        asyncio.run(bench_proxy(address, other, args.requests, args.concurrency))
+        asyncio.run(bench_proxy(address, other, args.requests, args.concurrency, args.storm))
     finally:
         for process in (proc, other_proc):
             process.terminate()
