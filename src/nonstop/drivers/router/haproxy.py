@@ -1,0 +1,303 @@
+"""The HAProxy router: every routing change through the runtime API, never a reload.
+
+Caddy applies a table by reloading its whole config, which closes idle keep-alive connections:
+a client that sends on one at that instant sees a reset. HAProxy's runtime API adds, reweights,
+drains and deletes servers in place, so client connections are never touched.
+
+Files in ``state_dir``::
+
+    haproxy-admin.sock    runtime API (unix stream socket, 0600, level admin)*
+    haproxy-events.sock   request log (unix datagram socket, 0600) that this agent binds*
+    haproxy.pid           {"pid", "start_time"} of the HAProxy we started, for adoption
+    route-table.json      the last table applied: a restarted HAProxy comes back routing it
+    haproxy.cfg           the config HAProxy was last started with (the table of that moment)
+    no-upstream.txt       the body of the 503 answered when no upstream is in rotation
+    logs/haproxy.log      HAProxy's own output
+
+    * in a short private directory instead when ``state_dir`` is too deep for a unix socket path
+      (see ``caddy_process.socket_dir``).
+
+``apply(table)`` reads the backend (``show servers state``), then adds and enables new servers,
+reweights kept ones, and only then puts leaving ones into maintenance: their open requests and
+streams finish there, ``in_flight()`` counts them, and they are deleted once idle (or their
+sessions are shut down after ``drain_timeout``). HAProxy runs in its own session and outlives
+the agent; a new agent's ``start()`` adopts it (same pid and start time, admin socket answers)
+and applies the saved table through the runtime API again: no restart, no reload.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from nonstop.drivers.router.base import RequestEvent, RouteTable
+from nonstop.drivers.router.caddy import table_from_dict, table_to_dict
+from nonstop.drivers.router.caddy_config import validate_listen
+from nonstop.drivers.router.caddy_process import (
+    ProcessRecord,
+    check_socket_path,
+    kill,
+    socket_dir,
+    start_time,
+    write_atomic,
+)
+from nonstop.drivers.router.haproxy_config import (
+    BACKEND,
+    NO_UPSTREAM_BODY,
+    Files,
+    HAProxyTuning,
+    build_config,
+    desired_servers,
+    parse_servers_state,
+    parse_sessions,
+    plan_changes,
+)
+from nonstop.drivers.router.haproxy_log import LogCounters, LogListener
+from nonstop.drivers.router.haproxy_process import (
+    OK_REPLIES,
+    check_config,
+    find_haproxy,
+    haproxy_version,
+    last_alert,
+    run_command,
+    spawn,
+)
+from nonstop.errors import RouterError
+
+
+class HAProxyRouter:
+    """Router port over a HAProxy process; see the module docstring for the files it keeps."""
+
+    def __init__(
+        self,
+        state_dir: Path,
+        listen: str,
+        *,
+        drain_timeout: float = 30.0,
+        retries: int = 3,
+        connect_timeout: float = 1.0,
+        haproxy_binary: Path | None = None,
+        event_queue_size: int = 10_000,
+        start_timeout: float = 15.0,
+    ) -> None:
+        self.state_dir = Path(state_dir).resolve()
+        self.listen = validate_listen(listen)
+        self.tuning = HAProxyTuning(
+            drain_timeout=drain_timeout, connect_timeout=connect_timeout, retries=retries
+        )
+        self.start_timeout = start_timeout
+        self._binary = haproxy_binary
+        sockets = socket_dir(self.state_dir)
+        self.admin_socket = check_socket_path(sockets / "haproxy-admin.sock")
+        self.events_socket = check_socket_path(sockets / "haproxy-events.sock")
+        self.pid_file = self.state_dir / "haproxy.pid"
+        self.table_file = self.state_dir / "route-table.json"
+        self.config_file = self.state_dir / "haproxy.cfg"
+        self.body_file = self.state_dir / "no-upstream.txt"
+        self.log_file = self.state_dir / "logs" / "haproxy.log"
+        self.version: str | None = None
+        self._listener = LogListener(self.events_socket, queue_size=event_queue_size)
+        self._leaving: dict[str, float] = {}
+        """Servers out of the table but maybe still serving -> monotonic drain deadline."""
+        self._lock = asyncio.Lock()
+
+    # -- the Router port ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        async with self._lock:
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+            await self._listener.start()
+            record = ProcessRecord.load(self.pid_file)
+            running = record is not None and record.running()
+            # A HAProxy of ours that is up but still starting gets the whole start timeout.
+            if running and await self._wait_admin(self.start_timeout):
+                await self._adopt()
+                return
+            if record is not None and running:
+                kill(record, signal.SIGKILL)  # ours, alive, but its admin socket is dead
+                await self._exited(record, 5.0)
+            await self._spawn()
+
+    async def apply(self, table: RouteTable) -> None:
+        desired_servers(table)  # refuse a bad table before anything is written
+        async with self._lock:
+            # Durable first (invariant 4): a HAProxy restarted after this point routes ``table``.
+            try:
+                self.state_dir.mkdir(parents=True, exist_ok=True)
+                write_atomic(self.table_file, json.dumps(table_to_dict(table), indent=2))
+            except OSError as exc:
+                raise RouterError(
+                    f"could not save the route table to {self.table_file}: {exc}"
+                ) from exc
+            await self._sync(table)
+
+    async def in_flight(self) -> dict[str, int]:
+        """Current sessions (+ queued requests) per upstream address from ``show stat``. A server
+        taken out of the table stays listed with its count until it is idle; then it is deleted
+        and disappears (read it as 0)."""
+        async with self._lock:
+            sessions = await self._reap()
+        return {name: n for name, n in sessions.items() if n > 0 or name not in self._leaving}
+
+    async def alive(self) -> bool:
+        record = ProcessRecord.load(self.pid_file)
+        if record is not None and not record.running():
+            return False
+        return await self._wait_admin(0.0)
+
+    async def stop(self) -> None:
+        """SIGUSR1 (soft stop: HAProxy stops listening, finishes open requests, and exits; at
+        the latest after ``hard-stop-after`` = drain timeout), then SIGTERM, then SIGKILL, each
+        only if the process is still there."""
+        async with self._lock:
+            record = ProcessRecord.load(self.pid_file)
+            if record is not None:
+                for sig, wait in (
+                    (signal.SIGUSR1, self.tuning.drain_timeout + 5),
+                    (signal.SIGTERM, 5.0),
+                    (signal.SIGKILL, 5.0),
+                ):
+                    kill(record, sig)
+                    if await self._exited(record, wait):
+                        break
+            self.pid_file.unlink(missing_ok=True)
+            self._leaving.clear()
+            await self._listener.close()
+
+    async def close(self) -> None:
+        """Let go of HAProxy without stopping it (the agent exits; traffic keeps flowing)."""
+        async with self._lock:
+            await self._listener.close()
+
+    async def events(self) -> AsyncIterator[RequestEvent]:
+        """One consumer at a time (two would split the events). The stream outlives HAProxy
+        restarts: the socket stays bound, the new HAProxy sends to the same path."""
+        async for event in self._listener.events():
+            yield event
+
+    # -- extras ----------------------------------------------------------------------------------
+
+    @property
+    def stream(self) -> LogCounters:
+        """Request-log counters: received, dropped (slow consumer), ignored (not a request)."""
+        return self._listener.counters
+
+    @property
+    def pid(self) -> int | None:
+        record = ProcessRecord.load(self.pid_file)
+        return record.pid if record is not None and record.running() else None
+
+    def last_table(self) -> RouteTable:
+        """The table last applied (empty before the first apply)."""
+        try:
+            data = json.loads(self.table_file.read_text())
+        except FileNotFoundError:
+            return RouteTable(upstreams=())
+        except (OSError, ValueError) as exc:
+            raise RouterError(f"{self.table_file} is unreadable: {exc}") from exc
+        return table_from_dict(data, source=str(self.table_file))
+
+    async def command(self, line: str) -> str:
+        """One runtime-API command (``show servers state``, ``show stat`` ...); its reply."""
+        if not self.admin_socket.exists():
+            raise RouterError(f"haproxy admin socket {self.admin_socket} does not exist")
+        return await run_command(self.admin_socket, line)
+
+    # -- internals -------------------------------------------------------------------------------
+
+    async def _sync(self, table: RouteTable) -> None:
+        """Make the backend's servers and weights equal ``table`` through the runtime API."""
+        desired = desired_servers(table)
+        current = parse_servers_state(await self.command(f"show servers state {BACKEND}"))
+        plan = plan_changes(desired, current)
+        for line in plan.commands:
+            reply = await self.command(line)
+            if reply not in OK_REPLIES:
+                raise RouterError(f"haproxy refused {line!r}: {reply}")
+        deadline = time.monotonic() + self.tuning.drain_timeout
+        for server in current:  # leaving now, or left under a previous agent
+            if server.name not in desired:
+                self._leaving.setdefault(server.name, deadline)
+        for name in desired:
+            self._leaving.pop(name, None)
+        await self._reap()
+
+    async def _reap(self) -> dict[str, int]:
+        """Delete leaving servers that are idle, or past their drain deadline (their sessions
+        are shut down first). Returns the sessions per server read before deleting."""
+        sessions = parse_sessions(await self.command("show stat"))
+        for name, deadline in list(self._leaving.items()):
+            if name not in sessions:
+                del self._leaving[name]
+                continue
+            if sessions[name] > 0:
+                if time.monotonic() < deadline:
+                    continue
+                await self.command(f"shutdown sessions server {BACKEND}/{name}")
+            reply = await self.command(f"del server {BACKEND}/{name}")
+            # Refused while it still holds an idle server connection: tried again next time.
+            if reply in OK_REPLIES or reply == "No such server.":
+                del self._leaving[name]
+                sessions.pop(name, None)
+        return sessions
+
+    async def _adopt(self) -> None:
+        """Re-apply the saved table through the runtime API (changing nothing when HAProxy
+        already routes it). Without the table file nothing is touched: adopting must never empty
+        a backend that is serving."""
+        self._leaving.clear()
+        if self.table_file.exists():
+            await self._sync(self.last_table())
+
+    async def _spawn(self) -> None:
+        binary = find_haproxy(self._binary)
+        self.version = await asyncio.to_thread(haproxy_version, binary)
+        self.admin_socket.unlink(missing_ok=True)  # left behind by a HAProxy that was killed
+        write_atomic(self.body_file, NO_UPSTREAM_BODY)
+        files = Files(self.admin_socket, self.events_socket, self.body_file)
+        servers = desired_servers(self.last_table())
+        text = build_config(servers, listen=self.listen, files=files, tuning=self.tuning)
+        write_atomic(self.config_file, text)
+        await asyncio.to_thread(check_config, binary, self.config_file)
+        pid = await asyncio.to_thread(spawn, binary, self.config_file, self.log_file)
+        record = ProcessRecord(pid, start_time(pid) or "gone")
+        record.save(self.pid_file)
+        self._leaving.clear()
+        deadline = time.monotonic() + self.start_timeout
+        while time.monotonic() < deadline:
+            if not record.running():
+                self.pid_file.unlink(missing_ok=True)
+                raise RouterError(
+                    f"haproxy exited while starting on {self.listen}: "
+                    f"{last_alert(self.log_file)} (log: {self.log_file})"
+                )
+            if await self._wait_admin(0.0):
+                return
+            await asyncio.sleep(0.05)
+        raise RouterError(
+            f"haproxy did not answer on {self.admin_socket} within {self.start_timeout:g} s; "
+            f"see {self.log_file}"
+        )
+
+    async def _wait_admin(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while True:
+            with contextlib.suppress(RouterError):
+                await self.command("show info")
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(0.05)
+
+    async def _exited(self, record: ProcessRecord, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while record.running():
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(0.05)
+        return True

@@ -1,0 +1,295 @@
+"""HAProxy's config file, its runtime-API commands and its log lines: pure, tested from tables.
+
+The config is written once, when HAProxy starts; every routing change afterwards goes through
+the runtime API (``add server``, ``set server``, ``del server``), never a reload::
+
+    frontend nonstop     bind <listen>; use_backend nonstop_app if { nbsrv(nonstop_app) gt 0 }
+    backend nonstop_app  roundrobin; one server per upstream, named by its address
+    backend nonstop_none answers "503 no upstream ..." itself
+
+``nbsrv`` counts servers that can take a request (weight > 0, not in maintenance), so a table
+with no such upstream answers the clear 503 instead of HAProxy's generic one.
+
+A server is named by its address (``127.0.0.1:18081``: HAProxy accepts letters, digits and
+``.:_-`` in names), so the log line and ``show stat`` name the upstream directly.
+
+Weights: HAProxy takes 0..256. The table's weights are divided by their greatest common
+divisor ([90, 10] -> [9, 1]); if the largest is still above 256 they are scaled to it, and a
+positive weight never rounds down to 0 ([1000, 1] -> [256, 1]).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from functools import reduce
+from pathlib import Path
+
+from nonstop.drivers.router.base import RequestEvent, RouteTable
+from nonstop.drivers.router.caddy_config import NO_UPSTREAM_BODY, validate_table
+from nonstop.errors import RouterError
+
+__all__ = ["NO_UPSTREAM_BODY", "validate_table"]
+
+BACKEND = "nonstop_app"
+EMPTY_BACKEND = "nonstop_none"
+FRONTEND = "nonstop"
+MAX_WEIGHT = 256
+LOG_TAG = "nonstop-req"
+LOG_FORMAT = f"{LOG_TAG} %Ts %ms %ST %Tt %ts %s"
+"""Accept time (epoch seconds, then milliseconds), status, total time (ms), termination state,
+server name (``<NOSRV>`` when no server was chosen)."""
+NO_SERVER = "<NOSRV>"
+BODY_TYPE = "text/plain; charset=utf-8"
+_NAME_OK = re.compile(r"[A-Za-z0-9._:-]+")
+
+
+@dataclass(frozen=True, slots=True)
+class HAProxyTuning:
+    """Seconds throughout.
+
+    ``drain_timeout``: a server taken out of the table keeps its open requests and streams up to
+    this long, then its sessions are shut down and it is deleted. It is also ``hard-stop-after``
+    for ``stop()``.
+
+    ``connect_timeout`` / ``retries``: a refused or timed-out connect is retried ``retries``
+    times, each on another server (``option redispatch 1``), so an instance that just died is not
+    a user-visible error while another one is up.
+
+    ``client_timeout``: how long an idle client keep-alive connection stays open (the client,
+    which usually gives up sooner, closes it first: no race with a request in flight).
+    """
+
+    drain_timeout: float = 30.0
+    connect_timeout: float = 1.0
+    retries: int = 3
+    client_timeout: float = 300.0
+    server_timeout: float = 3600.0
+
+
+def server_name(address: str) -> str:
+    """The server's name in HAProxy: its address itself (RouterError if HAProxy would refuse)."""
+    if not _NAME_OK.fullmatch(address):
+        raise RouterError(
+            f"upstream address {address!r}: HAProxy server names allow only letters, digits "
+            "and '.:_-' (use an IPv4 address or a host name)"
+        )
+    return address
+
+
+def haproxy_weights(weights: list[int]) -> list[int]:
+    """Table weights -> HAProxy weights (0..256): [90, 10] -> [9, 1]; [0, 3] -> [0, 1];
+    [1000, 1] -> [256, 1]; [600, 300, 100] -> [6, 3, 1]."""
+    divisor = reduce(math.gcd, weights, 0) or 1
+    reduced = [w // divisor for w in weights]
+    top = max(reduced, default=0)
+    if top <= MAX_WEIGHT:
+        return reduced
+    return [max(1, round(w * MAX_WEIGHT / top)) if w > 0 else 0 for w in reduced]
+
+
+def desired_servers(table: RouteTable) -> dict[str, tuple[str, int]]:
+    """Server name -> (address, HAProxy weight) for every upstream of ``table``."""
+    validate_table(table)
+    scaled = haproxy_weights([u.weight for u in table.upstreams])
+    return {
+        server_name(u.address): (u.address, weight)
+        for u, weight in zip(table.upstreams, scaled, strict=True)
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class ServerState:
+    """One server of the backend as ``show servers state`` reports it."""
+
+    name: str
+    weight: int
+    maint: bool
+    """Administratively in maintenance (taken out of the table, or just added)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """Runtime-API commands that turn the backend into the table, in a safe order."""
+
+    commands: tuple[str, ...]
+    leaving: tuple[str, ...]
+    """Servers put into maintenance now (not in the table any more): to delete once idle."""
+
+
+def plan_changes(desired: dict[str, tuple[str, int]], current: Iterable[ServerState]) -> Plan:
+    """Commands from the backend's ``current`` servers to ``desired``. New servers are added and
+    enabled first and leaving ones go to maintenance last, so the backend never passes through
+    an empty state when the old and the new table both have a server: a switch A -> B under load
+    has A or B (or both) in rotation at every instant.
+
+    Worked example: current A (weight 1, ready), desired B weight 1 ->
+    ``add server nonstop_app/B B weight 1``, ``enable server nonstop_app/B``,
+    ``set server nonstop_app/A state maint``."""
+    now = {s.name: s for s in current}
+    first: list[str] = []
+    last: list[str] = []
+    leaving: list[str] = []
+    for name, (address, weight) in desired.items():
+        server = f"{BACKEND}/{name}"
+        state = now.get(name)
+        if state is None:
+            first.append(f"add server {server} {address} weight {weight}")
+            first.append(f"enable server {server}")
+            continue
+        if state.weight != weight:
+            first.append(f"set server {server} weight {weight}")
+        if state.maint:
+            first.append(f"set server {server} state ready")
+    for name, state in now.items():
+        if name not in desired and not state.maint:
+            last.append(f"set server {BACKEND}/{name} state maint")
+            leaving.append(name)
+    return Plan(commands=tuple(first + last), leaving=tuple(leaving))
+
+
+def parse_servers_state(text: str) -> list[ServerState]:
+    """``show servers state nonstop_app`` -> the servers. The first line is a version ("1"), the
+    second the column names; srv_admin_state is a bit field where 0x01 is forced maintenance."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    header = next((line for line in lines if line.startswith("# ")), None)
+    if header is None:
+        raise RouterError(f"haproxy: unexpected 'show servers state' output {text[:200]!r}")
+    columns = header[2:].split()
+    try:
+        name_i, admin_i = columns.index("srv_name"), columns.index("srv_admin_state")
+        weight_i = columns.index("srv_uweight")
+    except ValueError as exc:
+        raise RouterError(f"haproxy: 'show servers state' lacks a column: {exc}") from exc
+    servers: list[ServerState] = []
+    for line in lines[lines.index(header) + 1 :]:
+        fields = line.split()
+        try:
+            servers.append(
+                ServerState(
+                    name=fields[name_i],
+                    weight=int(fields[weight_i]),
+                    maint=bool(int(fields[admin_i]) & 0x01),
+                )
+            )
+        except (IndexError, ValueError) as exc:
+            raise RouterError(f"haproxy: unreadable server state line {line!r}") from exc
+    return servers
+
+
+def parse_sessions(csv_text: str) -> dict[str, int]:
+    """``show stat`` (CSV) -> current sessions + queued requests per server of our backend."""
+    lines = csv_text.splitlines()
+    if not lines or not lines[0].startswith("# "):
+        raise RouterError(f"haproxy: unexpected 'show stat' output {csv_text[:200]!r}")
+    columns = lines[0][2:].split(",")
+    try:
+        px_i, sv_i = columns.index("pxname"), columns.index("svname")
+        scur_i, qcur_i = columns.index("scur"), columns.index("qcur")
+    except ValueError as exc:
+        raise RouterError(f"haproxy: 'show stat' lacks a column: {exc}") from exc
+    sessions: dict[str, int] = {}
+    for line in lines[1:]:
+        fields = line.split(",")
+        if len(fields) <= max(px_i, sv_i, scur_i, qcur_i) or fields[px_i] != BACKEND:
+            continue
+        if fields[sv_i] in ("BACKEND", "FRONTEND"):
+            continue
+        sessions[fields[sv_i]] = _int(fields[scur_i]) + _int(fields[qcur_i])
+    return sessions
+
+
+def _int(text: str) -> int:
+    return int(text) if text.strip().lstrip("-").isdigit() else 0
+
+
+def parse_log_line(line: bytes | str) -> RequestEvent | None:
+    """One raw log datagram -> RequestEvent; None for anything else (HAProxy's own notices, a
+    request the client abandoned before any status, a malformed line).
+
+    ``nonstop-req 1795675294 086 200 12 -- 127.0.0.1:18081`` ->
+    ``RequestEvent(ts=1795675294.098, upstream="127.0.0.1:18081", status=200, duration_ms=12)``.
+
+    The termination state tells who produced the response: a state whose second letter is R, Q,
+    C, H or T (the session ended before the server's response headers) with a first letter that
+    is not ``-`` means HAProxy answered itself (``SC`` refused connect -> 503, ``SH`` -> 502,
+    ``sH`` -> 504, ``PR`` -> our no-upstream 503): ``upstream`` None, and ``proxy_error`` for a
+    5xx. An application's own 503 is ``--`` with its server name: not a proxy error."""
+    text = line.decode("utf-8", "replace") if isinstance(line, bytes) else line
+    fields = text.strip().split()
+    if len(fields) != 7 or fields[0] != LOG_TAG:
+        return None
+    _tag, seconds, millis, status_s, total_s, term, server = fields
+    try:
+        status = int(status_s)
+        total_ms = float(total_s.lstrip("+"))
+        ts = int(seconds) + int(millis) / 1000 + max(total_ms, 0.0) / 1000
+    except ValueError:
+        return None
+    if status < 100 or len(term) != 2:
+        return None
+    by_proxy = term[0] != "-" and term[1] in "RQCHT"
+    answered = server != NO_SERVER and not by_proxy
+    return RequestEvent(
+        ts=ts,
+        upstream=server if answered else None,
+        status=status,
+        duration_ms=max(total_ms, 0.0),
+        proxy_error=not answered and status >= 500,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Files:
+    admin_socket: Path
+    events_socket: Path
+    no_upstream_body: Path
+
+
+def build_config(
+    servers: dict[str, tuple[str, int]], *, listen: str, files: Files, tuning: HAProxyTuning
+) -> str:
+    """The whole haproxy.cfg, starting with ``servers`` (name -> (address, weight)) in the
+    backend so a restarted HAProxy routes the last table from its first request."""
+    server_lines = "".join(
+        f"    server {name} {address} weight {weight}\n"
+        for name, (address, weight) in servers.items()
+    )
+    ms = _ms
+    return f"""\
+# Written by nonstop at start; routing changes go through the runtime API (no reloads).
+global
+    stats socket {files.admin_socket} mode 600 level admin
+    stats timeout 30s
+    log {files.events_socket} len 1024 format raw local0 info
+    hard-stop-after {ms(tuning.drain_timeout)}
+
+defaults
+    mode http
+    log global
+    timeout connect {ms(tuning.connect_timeout)}
+    timeout client {ms(tuning.client_timeout)}
+    timeout http-keep-alive {ms(tuning.client_timeout)}
+    timeout server {ms(tuning.server_timeout)}
+    timeout tunnel {ms(tuning.server_timeout)}
+    retries {tuning.retries}
+    option redispatch 1
+
+frontend {FRONTEND}
+    bind {listen}
+    log-format "{LOG_FORMAT}"
+    use_backend {BACKEND} if {{ nbsrv({BACKEND}) gt 0 }}
+    default_backend {EMPTY_BACKEND}
+
+backend {BACKEND}
+    balance roundrobin
+{server_lines}
+backend {EMPTY_BACKEND}
+    http-request return status 503 content-type "{BODY_TYPE}" file {files.no_upstream_body}
+"""
+
+
+def _ms(seconds: float) -> str:
+    return f"{max(1, round(seconds * 1000))}ms"

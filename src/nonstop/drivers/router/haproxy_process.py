@@ -1,0 +1,110 @@
+"""Finding and spawning HAProxy, and talking to its runtime API (the admin socket).
+
+Recognising our process later (pid + start time), atomic writes and the short socket directory
+are shared with the Caddy driver (caddy_process).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from nonstop.drivers.router.caddy_process import rotate
+from nonstop.errors import RouterError
+
+SEARCHED = ("haproxy", "/usr/sbin/haproxy", "/usr/local/sbin/haproxy")
+
+OK_REPLIES = ("", "New server registered.", "Server deleted.")
+"""What the runtime API answers to a command that worked; anything else is its error text."""
+
+
+def find_haproxy(explicit: Path | None = None) -> Path:
+    """The haproxy binary: ``explicit``, else on PATH, else in /usr/sbin or /usr/local/sbin."""
+    candidates = [str(explicit)] if explicit else list(SEARCHED)
+    for candidate in candidates:
+        found = shutil.which(candidate) or (candidate if os.access(candidate, os.X_OK) else None)
+        if found and Path(found).is_file():
+            return Path(found)
+    raise RouterError(
+        f"haproxy binary not found (looked for {', '.join(candidates)}): install the system "
+        'package (apt-get install haproxy) or use [router] kind = "caddy"'
+    )
+
+
+def haproxy_version(binary: Path) -> str:
+    """``haproxy -v``'s version word (``2.6.12-1+deb12u4``)."""
+    try:
+        done = subprocess.run(
+            [str(binary), "-v"], capture_output=True, text=True, timeout=30, check=True
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise RouterError(f"{binary} does not run (`haproxy -v` failed): {exc}") from exc
+    words = done.stdout.split()
+    return words[2] if len(words) > 2 else done.stdout.strip()
+
+
+def check_config(binary: Path, config: Path) -> None:
+    """``haproxy -c``: a config HAProxy refuses is a RouterError quoting its alerts."""
+    done = subprocess.run(
+        [str(binary), "-c", "-q", "-f", str(config)], capture_output=True, text=True, timeout=30
+    )
+    if done.returncode != 0:
+        alerts = [line for line in done.stderr.splitlines() if "ALERT" in line]
+        raise RouterError(f"haproxy refused {config}: {'; '.join(alerts) or done.stderr.strip()}")
+
+
+LAUNCH = 'exec "$0" -db -f "$1" </dev/null >>"$2" 2>&1 & echo $!'
+"""``sh`` starts HAProxy (foreground mode, ``-db``) in the background and exits at once,
+printing its pid: HAProxy is reparented away from the agent, which never has to reap it."""
+
+
+def spawn(binary: Path, config: Path, log: Path) -> int:
+    """HAProxy in its own session, so it outlives the agent (kill -9 included) and a Ctrl-C in
+    the agent's terminal does not reach it. Returns HAProxy's pid."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    rotate(log)
+    try:
+        done = subprocess.run(
+            ["/bin/sh", "-c", LAUNCH, str(binary), str(config), str(log)],
+            capture_output=True,
+            text=True,
+            cwd=str(config.parent),
+            start_new_session=True,
+            timeout=30,
+            check=True,
+        )
+        return int(done.stdout.strip())
+    except (OSError, subprocess.SubprocessError, ValueError) as exc:
+        raise RouterError(f"could not start {binary}: {exc}") from exc
+
+
+def last_alert(log: Path) -> str:
+    """The last ``[ALERT]`` line HAProxy wrote, else its last line."""
+    try:
+        lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return "(no log)"
+    alerts = [line for line in lines if "[ALERT]" in line]
+    return (alerts or lines or ["(empty log)"])[-1]
+
+
+async def run_command(socket_path: Path, command: str, *, timeout: float = 5.0) -> str:
+    """One runtime-API command on its own connection; returns HAProxy's reply, stripped."""
+    try:
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_unix_connection(str(socket_path)), timeout
+        )
+    except (OSError, TimeoutError) as exc:
+        raise RouterError(f"haproxy admin socket {socket_path}: {exc!r}") from exc
+    try:
+        writer.write(command.encode() + b"\n")
+        await writer.drain()
+        reply = await asyncio.wait_for(reader.read(), timeout)
+    except (OSError, TimeoutError) as exc:
+        raise RouterError(f"haproxy runtime API {command!r} failed: {exc!r}") from exc
+    finally:
+        writer.close()
+    return reply.decode("utf-8", "replace").strip()
