@@ -138,7 +138,9 @@ def plan(
 def lint_summary(target: Target) -> dict[str, Any]:
     """Counts of the linter's findings over the migrations directory (pending and applied)."""
     try:
-        results = lint_files([target.directory], LintOptions(pg_version=target.pg_version))
+        # The runner applies every statement under its own lock_timeout (SET LOCAL).
+        options = LintOptions(pg_version=target.pg_version, assume_lock_timeout=True)
+        results = lint_files([target.directory], options)
     except LintInputError as exc:
         return {"problem": str(exc).splitlines()[0]}
     findings = [f for result in results for f in result.findings]
