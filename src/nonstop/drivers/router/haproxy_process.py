@@ -82,13 +82,17 @@ def spawn(binary: Path, config: Path, log: Path) -> int:
 
 
 def last_alert(log: Path) -> str:
-    """The last ``[ALERT]`` line HAProxy wrote, else its last line."""
+    """The cause HAProxy gave for its last failure: its last ``[ALERT]`` line that is not the
+    closing "... Exiting." (which follows the specific one, such as "cannot bind socket"),
+    without the ``[ALERT] (pid) :`` prefix; else its last line."""
     try:
         lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
     except OSError:
         return "(no log)"
-    alerts = [line for line in lines if "[ALERT]" in line]
-    return (alerts or lines or ["(empty log)"])[-1]
+    alerts = [line for line in lines if line.startswith("[ALERT]")]
+    specific = [line for line in alerts if not line.rstrip().endswith("Exiting.")]
+    last = (specific or alerts or lines or ["(empty log)"])[-1]
+    return last.split(") : ", 1)[1] if last.startswith("[ALERT]") and ") : " in last else last
 
 
 async def run_command(socket_path: Path, command: str, *, timeout: float = 5.0) -> str:
