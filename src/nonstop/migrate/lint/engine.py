@@ -3,12 +3,18 @@
 Parsing: libpg_query's JSON output (``pglast.parser.parse_sql_json``) decoded with the stdlib
 ``json`` module while the cyclic garbage collector is paused. On a 20,000-statement file that
 is 4-6x faster than building pglast's Python AST objects (docs/decisions/0100-lint-parse-json.md).
+
+The whole file goes through the parser once (so SQL that does not parse is always reported), but
+only the statements the rules read are decoded: the JSON text is cut at statement boundaries and
+each statement's tree is decoded in place when its kind needs it (docs/decisions/0300-lint-lazy-
+decode.md). ``full_tree=True`` decodes everything, as a reference for tests and benchmarks.
 """
 
 from __future__ import annotations
 
 import gc
 import json
+import re
 import shlex
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -24,7 +30,7 @@ from nonstop.migrate.lint.model import Finding, LintOptions
 from nonstop.migrate.lint.registry import DISPATCH, RULES, Context, Statement
 from nonstop.migrate.lint.source import Source
 from nonstop.migrate.lint.sqltext import Node
-from nonstop.migrate.lint.state import Catalog, State
+from nonstop.migrate.lint.state import OBSERVERS, Catalog, State
 from nonstop.migrate.phases import Phase, detect_phase, list_migrations
 
 DIRECTIVE = "nonstop-lint:"
@@ -50,12 +56,11 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def parse(source: Source) -> list[Node]:
-    """The raw statements of a file (``stmt``, ``stmt_location``, ``stmt_len``).
-
-    SQL that does not parse raises LintInputError with the parser's message and position."""
+def _parse_json(source: Source) -> str:
+    """The file's tree as libpg_query's JSON text; SQL that does not parse raises
+    LintInputError with the parser's message and position."""
     try:
-        raw = pg.parse_sql_json(source.text)
+        return pg.parse_sql_json(source.text)
     except pg.ParseError as exc:
         message, offset = exc.args[0], exc.args[1] if len(exc.args) > 1 else None
         at = len(source.text) if offset is None else offset
@@ -64,9 +69,74 @@ def parse(source: Source) -> list[Node]:
         raise LintInputError(
             f"{source.path}:{line}:{column}: SQL does not parse: {message}\n  {line} | {where}"
         ) from exc
+
+
+def parse(source: Source) -> list[Node]:
+    """The raw statements of a file (``stmt``, ``stmt_location``, ``stmt_len``), all decoded.
+
+    SQL that does not parse raises LintInputError with the parser's message and position."""
+    raw = _parse_json(source)
     with _gc_paused():
         stmts: list[Node] = json.loads(raw).get("stmts", [])
         return stmts
+
+
+# --- decoding only what the rules read -------------------------------------------------------
+#
+# libpg_query writes ``{"version":N,"stmts":[ENTRY,ENTRY,...]}`` where each ENTRY is
+# ``{"stmt":{"Kind":{...}},"stmt_location":L,"stmt_len":N}`` (a field equal to 0 is left out).
+# Only RawStmt has a field named ``stmt`` or ``stmt_location``, and a JSON string cannot hold an
+# unescaped ``"``, so ``{"stmt":{"`` marks exactly the entries and the tail pattern only matches
+# an entry's own end.
+
+_ENTRY = re.compile(r'\{"stmt":\{"(\w+)":')
+_TAIL = re.compile(r'\}\}(?:,"stmt_location":(\d+))?(?:,"stmt_len":(\d+))?\}\Z')
+_TAIL_WINDOW = 64  # "}}" + both fields with 10-digit values + "}" is 51 characters
+_RELATION = '{"relation":'
+_decode = json.JSONDecoder().raw_decode
+
+#: Statement kinds some rule or the state reads; any other kind is kept as its name and
+#: position only (the ``"*"`` rules read nothing but the kind of those).
+NEEDED = frozenset(DISPATCH) | frozenset(OBSERVERS)
+#: UPDATE and DELETE outside a backfill: ``dml-outside-backfill`` reads the table only (the
+#: WHERE clause matters to ``unbatched-backfill``, which runs in backfill migrations).
+RELATION_ONLY = frozenset({"UpdateStmt", "DeleteStmt"})
+
+
+def _node(kind: str, raw: str, at: int, end: int, phase: Phase) -> Node:
+    """The part of the statement tree at ``raw[at:end]`` that the rules read for ``phase``."""
+    if kind not in NEEDED:
+        return {}
+    if kind == "SelectStmt" and raw.find("set_config", at, end) == -1:
+        return {}  # the state reads a SELECT only for set_config('lock_timeout', ...)
+    if kind in RELATION_ONLY and phase != "backfill" and raw.startswith(_RELATION, at):
+        return {"relation": _decode(raw, at + len(_RELATION))[0]}
+    node: Node = _decode(raw, at)[0]
+    return node
+
+
+def lazy_statements(source: Source, phase: Phase | None) -> list[Statement]:
+    """The statements of a file, each with the part of its tree the rules read in ``phase``
+    (None: no tree at all, only kinds and positions)."""
+    raw = _parse_json(source)
+    matches = list(_ENTRY.finditer(raw))
+    ends = [m.start() - 1 for m in matches[1:]]  # the comma before the next entry
+    if matches:
+        if not raw.endswith("]}"):
+            raise ValueError("unexpected JSON from the parser: no closing ]}")
+        ends.append(len(raw) - 2)
+    out = []
+    for index, (match, end) in enumerate(zip(matches, ends, strict=True)):
+        tail = _TAIL.search(raw, max(match.start(), end - _TAIL_WINDOW), end)
+        if tail is None:
+            raise ValueError(f"unexpected JSON from the parser at {match.start()}")
+        start = int(tail[1] or 0)
+        # stmt_len 0: the last statement, without a semicolon, runs to the end of the file
+        length = int(tail[2] or 0) or len(source.data[start:].rstrip())
+        kind = match[1]
+        node = {} if phase is None else _node(kind, raw, match.end(), tail.start(), phase)
+        out.append(Statement(index, kind, node, start, length, source))
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,17 +184,25 @@ def lint_source(
     catalog: Catalog,
     *,
     assume_lock_timeout: bool = False,
+    full_tree: bool = False,
 ) -> FileResult:
-    """Every finding in one file, after ignore comments; ``catalog`` carries over between files."""
+    """Every finding in one file, after ignore comments; ``catalog`` carries over between files.
+
+    ``full_tree`` decodes every statement's whole tree instead of only what the rules read
+    (the same findings, slower: the reference the fast path is tested against)."""
     with _gc_paused():
         # The tree lives only inside _walk: it is freed by reference counting before the
         # collector runs again, so the collector never has to traverse it (0.5 s saved on a
         # 20,000-statement file).
-        return _walk(source, State(phase, pg_version, catalog, lock_timeout=assume_lock_timeout))
+        state = State(phase, pg_version, catalog, lock_timeout=assume_lock_timeout)
+        return _walk(source, state, full_tree)
 
 
-def _walk(source: Source, state: State) -> FileResult:
-    statements = _statements(source, parse(source))
+def _walk(source: Source, state: State, full_tree: bool) -> FileResult:
+    if full_tree:
+        statements = _statements(source, parse(source))
+    else:
+        statements = lazy_statements(source, state.phase)
     findings: list[Finding] = []
     if statements:
         ctx = Context(source, state, statements[0], findings)
@@ -253,13 +331,19 @@ def lint_text(
     *,
     phase: Phase | None = None,
     options: LintOptions | None = None,
+    full_tree: bool = False,
 ) -> list[Finding]:
     """Findings for one migration given as text (phase detected from ``path`` unless given)."""
     opts = options or LintOptions()
     source = Source(path, text)
     chosen = phase or opts.phase or detect_phase(Path(path), text)
     return lint_source(
-        source, chosen, opts.pg_version, {}, assume_lock_timeout=opts.assume_lock_timeout
+        source,
+        chosen,
+        opts.pg_version,
+        {},
+        assume_lock_timeout=opts.assume_lock_timeout,
+        full_tree=full_tree,
     ).findings
 
 
@@ -288,7 +372,7 @@ def apply_fixes(text: str, findings: list[Finding]) -> str:
     one ``SET lock_timeout`` inserted before the first statement that needs it (it stays set
     for the statements after it)."""
     source = Source("", text)
-    statements = {s.index: s for s in _statements(source, parse(source))}
+    statements = {s.index: s for s in lazy_statements(source, None)}
     prefix: dict[int, str] = {}
     replace: dict[int, str] = {}
     for finding in sorted(findings, key=lambda f: f.statement):

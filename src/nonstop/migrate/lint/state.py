@@ -49,7 +49,7 @@ class State:
         return key in self.created_tables or key in self.new_table_indexes
 
     def observe(self, kind: str, node: Node) -> None:
-        handler = _OBSERVERS.get(kind)
+        handler = OBSERVERS.get(kind)
         if handler is not None:
             handler(self, node)
 
@@ -169,7 +169,8 @@ def _transaction(state: State, node: Node) -> None:
             state.lock_timeout = state.lock_timeout_local = False
 
 
-_OBSERVERS = {
+#: What each statement kind changes in the state (the engine decodes these kinds' trees).
+OBSERVERS = {
     "CreateStmt": _create,
     "CreateTableAsStmt": _create_as,
     "IndexStmt": _index,
