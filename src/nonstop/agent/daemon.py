@@ -63,9 +63,16 @@ class AgentLock:
 
 
 def make_router(paths: Paths, config: NonstopConfig) -> Router:
+    if config.router.kind == "haproxy":
+        from nonstop.drivers.router.haproxy import HAProxyRouter
+
+        return HAProxyRouter(
+            paths.state / "router", config.router.listen, drain_timeout=config.app.drain_timeout
+        )
     if config.router.kind != "caddy":
         raise UsageError(
-            f'router.kind: "{config.router.kind}" is not available yet in this version; use "caddy"'
+            f'router.kind: "{config.router.kind}" is not available yet in this version; '
+            'use "caddy" or "haproxy"'
         )
     from nonstop.drivers.router.caddy import CaddyRouter
 
