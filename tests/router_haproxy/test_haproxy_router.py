@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
 import stat
 from collections import Counter
@@ -374,3 +375,23 @@ async def test_stop_ends_haproxy(state_dir: Path, haproxy_binary: Path) -> None:
     assert (
         not Path(f"/proc/{pid}").exists() or Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
     )
+
+
+async def test_a_deep_state_dir_puts_its_sockets_in_a_short_private_dir(
+    state_dir: Path, haproxy_binary: Path, client: aiohttp.ClientSession, backends: MakeBackend
+) -> None:
+    deep = state_dir / ("d" * 40) / ("e" * 40) / "router"  # over HAProxy's 97-byte limit
+    router = HAProxyRouter(deep, f"127.0.0.1:{free_port()}", haproxy_binary=haproxy_binary)
+    sockets = router.admin_socket.parent
+    try:
+        assert sockets != deep
+        assert stat.S_IMODE(sockets.stat().st_mode) == 0o700
+        assert HAProxyRouter(deep, router.listen).admin_socket == router.admin_socket  # stable
+        await router.start()
+        a = await backends("A")
+        await router.apply(table(a.upstream(1)))
+        assert await get(client, router) == (200, "A")
+        assert (deep / "route-table.json").exists()
+    finally:
+        await router.stop()
+        shutil.rmtree(sockets, ignore_errors=True)

@@ -15,7 +15,7 @@ Files in ``state_dir``::
     logs/haproxy.log      HAProxy's own output
 
     * in a short private directory instead when ``state_dir`` is too deep for a unix socket path
-      (see ``caddy_process.socket_dir``).
+      (see ``haproxy_process.socket_dir``).
 
 ``apply(table)`` reads the backend (``show servers state``), then adds and enables new servers,
 reweights kept ones, and only then puts leaving ones into maintenance: their open requests and
@@ -38,14 +38,7 @@ from pathlib import Path
 from nonstop.drivers.router.base import RequestEvent, RouteTable
 from nonstop.drivers.router.caddy import table_from_dict, table_to_dict
 from nonstop.drivers.router.caddy_config import validate_listen
-from nonstop.drivers.router.caddy_process import (
-    ProcessRecord,
-    check_socket_path,
-    kill,
-    socket_dir,
-    start_time,
-    write_atomic,
-)
+from nonstop.drivers.router.caddy_process import ProcessRecord, kill, start_time, write_atomic
 from nonstop.drivers.router.haproxy_config import (
     BACKEND,
     NO_UPSTREAM_BODY,
@@ -61,10 +54,12 @@ from nonstop.drivers.router.haproxy_log import LogCounters, LogListener
 from nonstop.drivers.router.haproxy_process import (
     OK_REPLIES,
     check_config,
+    check_socket_path,
     find_haproxy,
     haproxy_version,
     last_alert,
     run_command,
+    socket_dir,
     spawn,
 )
 from nonstop.errors import RouterError

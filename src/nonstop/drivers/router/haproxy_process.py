@@ -7,8 +7,10 @@ are shared with the Caddy driver (caddy_process).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import shutil
+import stat
 import subprocess
 from pathlib import Path
 
@@ -19,6 +21,40 @@ SEARCHED = ("haproxy", "/usr/sbin/haproxy", "/usr/local/sbin/haproxy")
 
 OK_REPLIES = ("", "New server registered.", "Server deleted.")
 """What the runtime API answers to a command that worked; anything else is its error text."""
+
+
+HAPROXY_PATH_MAX = 97
+"""Longest unix socket path HAProxy 2.6 accepts in its config (it binds a temporary name with a
+suffix first, then renames it: 107 bytes less room for the suffix)."""
+
+LONGEST_SOCKET = "/haproxy-events.sock"
+
+
+def socket_dir(state_dir: Path) -> Path:
+    """Where HAProxy's sockets go: ``state_dir`` when its socket paths fit in the 97 bytes
+    HAProxy allows, else ``/tmp/nonstop-<uid>/<hash of state_dir>`` (mode 0700, checked to be
+    ours; the same directory the Caddy driver would use). It depends only on the uid and
+    ``state_dir``, so an agent restarted from anywhere finds the same admin socket."""
+    if len(os.fsencode(state_dir)) + len(LONGEST_SOCKET) <= HAPROXY_PATH_MAX:
+        return state_dir
+    base = Path("/tmp") / f"nonstop-{os.getuid()}"
+    base.mkdir(mode=0o700, exist_ok=True)
+    info = base.lstat()
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
+        raise RouterError(f"{base} must be a directory owned by you with mode 0700")
+    short = base / hashlib.sha256(os.fsencode(state_dir)).hexdigest()[:16]
+    short.mkdir(mode=0o700, exist_ok=True)
+    return short
+
+
+def check_socket_path(path: Path) -> Path:
+    size = len(os.fsencode(path))
+    if size > HAPROXY_PATH_MAX:
+        raise RouterError(
+            f"unix socket path {path} is {size} bytes, longer than the {HAPROXY_PATH_MAX} "
+            "HAProxy allows: use a shorter state directory"
+        )
+    return path
 
 
 def find_haproxy(explicit: Path | None = None) -> Path:
