@@ -9,7 +9,7 @@ nonstop.loadgen.LoadGenerator through the router for the whole rollout. Scenario
                Argo Rollouts are commonly configured: error_rate <= 1% over 1-minute windows,
                roll back on the first failing window (interval 60s, sequential = false)
   quick        a good release through preset = "quick" (5/25/50% for 10 s each, 30 s watch)
-  rolling      a good release through a rolling update (max_surge 1)
+  rolling      a good release through a rolling update (max_surge 1, then a 10 s watch)
 
 Measured per run: failed user requests (every non-2xx response, timeout or transport error the
 load generator saw over the rollout) and, for the bad release, the time from the first weight
@@ -86,12 +86,20 @@ duration = "30s"
 max_error_rate = 0.01
 min_requests = 20
 """
+ROLLING = """
+[strategy.rolling]
+max_surge = 1
+max_unavailable = 0
+
+[watch]
+duration = "10s"
+"""
 SCENARIOS: dict[str, tuple[str, str, dict[str, str]]] = {
     # name: (strategy kind, extra config, env of the new release)
     "sequential": ("canary", BAD_CANARY.format(sequential="true"), {"ERROR_RATE": "0.05"}),
     "fixed": ("canary", BAD_CANARY.format(sequential="false"), {"ERROR_RATE": "0.05"}),
     "quick": ("canary", QUICK, {}),
-    "rolling": ("rolling", "\n[strategy.rolling]\nmax_surge = 1\nmax_unavailable = 0\n", {}),
+    "rolling": ("rolling", ROLLING, {}),
 }
 
 
