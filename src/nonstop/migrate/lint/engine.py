@@ -16,7 +16,7 @@ import gc
 import json
 import re
 import shlex
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,14 +27,14 @@ from pglast import parser as pg
 from nonstop.errors import UsageError
 from nonstop.migrate.lint import rules as _rules  # noqa: F401  (registers the rules table)
 from nonstop.migrate.lint.model import Finding, LintOptions
-from nonstop.migrate.lint.registry import DISPATCH, RULES, Context, Statement
+from nonstop.migrate.lint.registry import DISPATCH, RULES, Context, Statement, dispatch
 from nonstop.migrate.lint.source import Source
 from nonstop.migrate.lint.sqltext import Node
 from nonstop.migrate.lint.state import OBSERVERS, Catalog, State
 from nonstop.migrate.phases import Phase, detect_phase, list_migrations
 
 DIRECTIVE = "nonstop-lint:"
-_ALL = DISPATCH.get("*", [])
+_EMPTY: Node = {}
 _TABLES = ("OBJECT_TABLE", "OBJECT_MATVIEW", None)
 
 
@@ -92,7 +92,6 @@ def parse(source: Source) -> list[Node]:
 _ENTRY = re.compile(r'\{"stmt":\{"(\w+)":')
 _TAIL = re.compile(r'\}\}(?:,"stmt_location":(\d+))?(?:,"stmt_len":(\d+))?\}\Z')
 _TAIL_WINDOW = 64  # "}}" + both fields with 10-digit values + "}" is 51 characters
-_RELATION = '{"relation":'
 _decode = json.JSONDecoder().raw_decode
 
 #: Statement kinds some rule or the state reads; any other kind is kept as its name and
@@ -109,15 +108,48 @@ def _node(kind: str, raw: str, at: int, end: int, phase: Phase) -> Node:
         return {}
     if kind == "SelectStmt" and raw.find("set_config", at, end) == -1:
         return {}  # the state reads a SELECT only for set_config('lock_timeout', ...)
-    if kind in RELATION_ONLY and phase != "backfill" and raw.startswith(_RELATION, at):
-        return {"relation": _decode(raw, at + len(_RELATION))[0]}
+    if kind == "IndexStmt":
+        return _index_node(raw, at, end)
+    if kind in RELATION_ONLY and phase != "backfill" and raw.startswith('{"relation":', at):
+        return {"relation": _decode(raw, at + 12)[0]}
     node: Node = _decode(raw, at)[0]
     return node
 
 
-def lazy_statements(source: Source, phase: Phase | None) -> list[Statement]:
-    """The statements of a file, each with the part of its tree the rules read in ``phase``
-    (None: no tree at all, only kinds and positions)."""
+def _index_node(raw: str, at: int, end: int) -> Node:
+    """CREATE INDEX: the rules and the state read ``idxname``, ``relation`` and ``concurrent``
+    only. The first two lead the node; the whole subtree has no other object with a
+    ``concurrent`` key (index expressions hold no statements), so a text search finds it."""
+    node: Node = {}
+    at += 1
+    if raw.startswith('"idxname":', at):
+        node["idxname"], at = _decode(raw, at + 10)
+        at += 1  # the comma
+    if not raw.startswith('"relation":', at):
+        return _decode(raw, raw.rfind("{", 0, at))[0]  # type: ignore[no-any-return]
+    node["relation"], at = _decode(raw, at + 11)
+    if raw.find('"concurrent":true', at, end) != -1:
+        node["concurrent"] = True
+    return node
+
+
+class _Split:
+    """A file's JSON tree cut at statement boundaries: decodes one statement's node on demand,
+    so that each tree is built just before its rules run and freed right after."""
+
+    __slots__ = ("phase", "raw", "spans")
+
+    def __init__(self, raw: str, spans: list[tuple[int, int]], phase: Phase) -> None:
+        self.raw, self.spans, self.phase = raw, spans, phase
+
+    def __call__(self, stmt: Statement) -> Node:
+        at, end = self.spans[stmt.index]
+        return _node(stmt.kind, self.raw, at, end, self.phase)
+
+
+def _split(source: Source) -> tuple[str, list[Statement], list[tuple[int, int]]]:
+    """The JSON text, the statements (kinds and positions, no tree yet) and the span of each
+    statement's node in the text."""
     raw = _parse_json(source)
     matches = list(_ENTRY.finditer(raw))
     ends = [m.start() - 1 for m in matches[1:]]  # the comma before the next entry
@@ -125,18 +157,28 @@ def lazy_statements(source: Source, phase: Phase | None) -> list[Statement]:
         if not raw.endswith("]}"):
             raise ValueError("unexpected JSON from the parser: no closing ]}")
         ends.append(len(raw) - 2)
-    out = []
+    statements, spans, data = [], [], source.data
     for index, (match, end) in enumerate(zip(matches, ends, strict=True)):
         tail = _TAIL.search(raw, max(match.start(), end - _TAIL_WINDOW), end)
         if tail is None:
             raise ValueError(f"unexpected JSON from the parser at {match.start()}")
         start = int(tail[1] or 0)
         # stmt_len 0: the last statement, without a semicolon, runs to the end of the file
-        length = int(tail[2] or 0) or len(source.data[start:].rstrip())
-        kind = match[1]
-        node = {} if phase is None else _node(kind, raw, match.end(), tail.start(), phase)
-        out.append(Statement(index, kind, node, start, length, source))
-    return out
+        length = int(tail[2] or 0) or len(data[start:].rstrip())
+        statements.append(Statement(index, match[1], _EMPTY, start, length, source))
+        spans.append((match.end(), tail.start()))
+    return raw, statements, spans
+
+
+def lazy_statements(source: Source, phase: Phase | None) -> list[Statement]:
+    """The statements of a file, each with the part of its tree the rules read in ``phase``
+    (None: no tree at all, only kinds and positions)."""
+    raw, statements, spans = _split(source)
+    if phase is not None:
+        load = _Split(raw, spans, phase)
+        for stmt in statements:
+            stmt.node = load(stmt)
+    return statements
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,17 +206,36 @@ def _statements(source: Source, raw: list[Node]) -> list[Statement]:
     return out
 
 
-def _run_rules(ctx: Context, stmt: Statement) -> None:
-    for check in DISPATCH.get(stmt.kind, ()):
-        check(ctx, stmt.node)
-    for check in _ALL:
-        check(ctx, stmt.node)
-    # ALTER TYPE / VIEW / INDEX share AlterTableStmt; the sub-command rules are about tables
-    if stmt.kind == "AlterTableStmt" and stmt.node.get("objtype") in _TABLES:
-        for item in stmt.node.get("cmds", ()):
-            cmd = item["AlterTableCmd"]
-            for check in DISPATCH.get(cmd.get("subtype", ""), ()):
-                check(ctx, cmd)
+def _run_rules(
+    ctx: Context, statements: list[Statement], load: Callable[[Statement], Node] | None = None
+) -> None:
+    """Each statement to the rules that target its kind (and its ALTER TABLE sub-commands) in
+    this phase, then to the state; a statement nothing reads is skipped. With ``load``, each
+    statement's tree is decoded just before and dropped just after."""
+    table = dispatch(ctx.state.phase)
+    every = table.get("*", ())
+    observers = OBSERVERS
+    observe = ctx.state.observe
+    for stmt in statements:
+        kind = stmt.kind
+        checks = table.get(kind, every)
+        if not checks and kind not in observers:
+            continue
+        if load is not None:
+            stmt.node = load(stmt)
+        node = stmt.node
+        ctx.stmt = stmt
+        for check in checks:
+            check(ctx, node)
+        # ALTER TYPE / VIEW / INDEX share AlterTableStmt; the sub-command rules are about tables
+        if kind == "AlterTableStmt" and node.get("objtype") in _TABLES:
+            for item in node.get("cmds", ()):
+                cmd = item["AlterTableCmd"]
+                for check in table.get(cmd.get("subtype", ""), ()):
+                    check(ctx, cmd)
+        observe(kind, node)
+        if load is not None:
+            stmt.node = _EMPTY
 
 
 def lint_source(
@@ -199,17 +260,15 @@ def lint_source(
 
 
 def _walk(source: Source, state: State, full_tree: bool) -> FileResult:
+    load = None
     if full_tree:
         statements = _statements(source, parse(source))
     else:
-        statements = lazy_statements(source, state.phase)
+        raw, statements, spans = _split(source)
+        load = _Split(raw, spans, state.phase)
     findings: list[Finding] = []
     if statements:
-        ctx = Context(source, state, statements[0], findings)
-        for stmt in statements:
-            ctx.stmt = stmt
-            _run_rules(ctx, stmt)
-            state.observe(stmt.kind, stmt.node)
+        _run_rules(Context(source, state, statements[0], findings), statements, load)
     ignores, problems = _directives(source, statements)
     result = FileResult(source, state.phase, len(statements))
     result.findings = problems + [f for f in findings if not _ignored(f, ignores)]
@@ -372,7 +431,7 @@ def apply_fixes(text: str, findings: list[Finding]) -> str:
     one ``SET lock_timeout`` inserted before the first statement that needs it (it stays set
     for the statements after it)."""
     source = Source("", text)
-    statements = {s.index: s for s in lazy_statements(source, None)}
+    statements = {s.index: s for s in _split(source)[1]}
     prefix: dict[int, str] = {}
     replace: dict[int, str] = {}
     for finding in sorted(findings, key=lambda f: f.statement):

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cache
 
 from nonstop.migrate.lint.model import Finding, Severity
 from nonstop.migrate.lint.source import Source
 from nonstop.migrate.lint.sqltext import Node
 from nonstop.migrate.lint.state import State
+from nonstop.migrate.phases import PHASES, Phase
 
 
 @dataclass(slots=True)
@@ -87,24 +89,48 @@ class Rule:
     description: str
     targets: tuple[str, ...]
     check: Check | None
+    phases: tuple[Phase, ...] = PHASES
 
 
 RULES: dict[str, Rule] = {}
+#: target -> every check registered for it, whatever the phase
 DISPATCH: dict[str, list[Check]] = {}
 
 
 def rule(
-    rule_id: str, severity: Severity, description: str, *targets: str
+    rule_id: str,
+    severity: Severity,
+    description: str,
+    *targets: str,
+    phases: tuple[Phase, ...] = PHASES,
 ) -> Callable[[Check], Check]:
-    """Register ``check`` as rule ``rule_id``, run on every node of the ``targets`` types."""
+    """Register ``check`` as rule ``rule_id``, run on every node of the ``targets`` types in
+    migrations of the given ``phases`` (the engine does not call it in other phases)."""
 
     def register(check: Check) -> Check:
-        _add(Rule(rule_id, severity, description, targets, check))
+        _add(Rule(rule_id, severity, description, targets, check, phases))
         for target in targets:
             DISPATCH.setdefault(target, []).append(check)
         return check
 
     return register
+
+
+@cache
+def dispatch(phase: Phase) -> dict[str, tuple[Check, ...]]:
+    """target -> the checks to run on it in a ``phase`` migration, in registration order; the
+    ``"*"`` checks are appended to every statement kind's entry and kept under ``"*"`` for the
+    kinds that have no entry."""
+    table: dict[str, list[Check]] = {}
+    for entry in RULES.values():
+        if entry.check is not None and phase in entry.phases:
+            for target in entry.targets:
+                table.setdefault(target, []).append(entry.check)
+    every = table.get("*", [])
+    return {
+        target: tuple(checks if target == "*" or target.startswith("AT_") else checks + every)
+        for target, checks in table.items()
+    }
 
 
 def meta_rule(rule_id: str, severity: Severity, description: str) -> None:

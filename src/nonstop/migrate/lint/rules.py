@@ -823,7 +823,13 @@ _DATA_ONLY = {
 }  # fmt: skip
 
 
-@rule("backfill-ddl", "error", "A schema change inside a backfill migration", "*")
+@rule(
+    "backfill-ddl",
+    "error",
+    "A schema change inside a backfill migration",
+    "*",
+    phases=("backfill",),
+)
 def backfill_ddl(ctx: Context, node: Node) -> None:
     kind = ctx.stmt.kind
     if ctx.state.phase != "backfill" or kind in _DATA_ONLY:
@@ -844,6 +850,7 @@ def backfill_ddl(ctx: Context, node: Node) -> None:
     "UPDATE or DELETE of a whole table in one transaction",
     "UpdateStmt",
     "DeleteStmt",
+    phases=("backfill",),
 )
 def unbatched_backfill(ctx: Context, node: Node) -> None:
     if (
@@ -869,6 +876,7 @@ def unbatched_backfill(ctx: Context, node: Node) -> None:
     "UPDATE or DELETE in an expand or contract migration",
     "UpdateStmt",
     "DeleteStmt",
+    phases=("expand", "contract"),
 )
 def dml_outside_backfill(ctx: Context, node: Node) -> None:
     if ctx.state.phase == "backfill" or ctx.state.is_new(rel_key(node["relation"])):
