@@ -152,6 +152,7 @@ class Agent:
                 store.add_event("agent stopped with every instance and the router")
             else:
                 await engine.instances.close()
+                await router.close()
                 store.add_event("agent stopped; instances and router keep serving")
             await self.flags.close()
             await runner.cleanup()

@@ -64,5 +64,8 @@ class Router(Protocol):
     async def stop(self) -> None:
         """Stop the router (``nonstop down``)."""
 
+    async def close(self) -> None:
+        """Let go of the router without stopping it (the agent exits; traffic keeps flowing)."""
+
     def events(self) -> AsyncIterator[RequestEvent]:
         """Per-request events, as they happen, for as long as the router runs."""
