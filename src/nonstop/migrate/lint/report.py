@@ -10,6 +10,9 @@ import click
 from nonstop.migrate.lint.engine import FileResult
 from nonstop.migrate.lint.model import Finding
 
+#: one encoder for every finding (``json.dumps`` with options builds a new one per call)
+_ENCODER = json.JSONEncoder(ensure_ascii=False)
+
 
 def to_json(findings: Sequence[Finding]) -> str:
     """A JSON list of findings, one per line (schema in docs/migrations-lint.md).
@@ -18,7 +21,8 @@ def to_json(findings: Sequence[Finding]) -> str:
     (``indent`` switches to the pure-Python one, 0.13 s for 6,000 findings)."""
     if not findings:
         return "[]"
-    rows = ",\n  ".join(json.dumps(f.as_json(), ensure_ascii=False) for f in findings)
+    encode = _ENCODER.encode
+    rows = ",\n  ".join([encode(f.as_json()) for f in findings])
     return f"[\n  {rows}\n]"
 
 

@@ -20,6 +20,7 @@ timestamp -> timestamptz, any USING clause) rewrites or scans the table.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 from nonstop.migrate.lint.sqltext import Node, const_value, names_of
 
@@ -53,12 +54,19 @@ class ColumnType:
 def column_type(type_name: Node) -> ColumnType:
     """``{"names": [pg_catalog, varchar], "typmods": [10]}`` -> ColumnType("varchar", (10,))."""
     name = names_of(type_name.get("names", []))[-1]
-    mods = tuple(
-        value
-        for value in (const_value(mod) for mod in type_name.get("typmods", []))
-        if isinstance(value, int)
+    typmods = type_name.get("typmods")
+    mods = (
+        tuple(value for value in map(const_value, typmods) if isinstance(value, int))
+        if typmods
+        else ()
     )
-    return ColumnType(_ALIASES.get(name, name), mods, bool(type_name.get("arrayBounds")))
+    return _column_type(name, mods, bool(type_name.get("arrayBounds")))
+
+
+@lru_cache(maxsize=1024)
+def _column_type(name: str, mods: tuple[int, ...], array: bool) -> ColumnType:
+    """One (immutable) ColumnType per distinct type: a migration names few."""
+    return ColumnType(_ALIASES.get(name, name), mods, array)
 
 
 def rewrite_free(old: ColumnType, new: ColumnType) -> bool:
