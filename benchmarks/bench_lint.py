@@ -5,10 +5,17 @@
 Generates a realistic mixed migration corpus (DDL and DML, comments, safe and unsafe forms),
 then measures in the same run:
 
-* in-process: where the time goes (parse to JSON, decode, rules) and the other ways pglast
-  offers to get at the tree (``parse_sql`` Python objects, ``parse_sql_protobuf``);
-* end to end: a fresh process of each linter on the same file, JSON output to /dev/null,
-  best of ``--repeat`` wall-clock runs, statements per second and the ratio.
+* in-process: where the time goes (parse to JSON, cutting it at statements, decoding, rules),
+  the fast path (only what the rules read is decoded) against the full-tree path, and the
+  other ways pglast offers to get at the tree (``parse_sql`` Python objects,
+  ``parse_sql_protobuf``);
+* end to end: a fresh process of each linter on the same file, output to /dev/null, runs
+  interleaved, best and median wall time, CPU time, statements per second and the ratios;
+  the full-tree path runs end to end too, as the baseline of the same run.
+
+Our commands run with bytecode caching on (in a temporary ``PYTHONPYCACHEPREFIX``, after one
+warm-up run), as an installed package has its ``.pyc`` files; otherwise every run would compile
+the linter's modules again (``PYTHONDONTWRITEBYTECODE`` is set in some environments).
 """
 
 from __future__ import annotations
@@ -35,7 +42,7 @@ from pathlib import Path
 from pglast import parser as pg
 
 from nonstop.migrate.lint import lint_text
-from nonstop.migrate.lint.engine import parse
+from nonstop.migrate.lint.engine import _split, lazy_statements, parse
 from nonstop.migrate.lint.source import Source
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -143,14 +150,27 @@ def in_process(text: str, count: int, repeat: int) -> dict[str, float]:
         "parse_sql_protobuf (bytes only, not decoded)": best(
             lambda: pg.parse_sql_protobuf(text), repeat
         ),
-        "parse + decode (engine.parse)": best(lambda: paused(lambda: len(parse(source))), repeat),
-        "lint_text (parse + decode + rules + report)": best(
+        "full tree: parse + decode all (engine.parse)": best(
+            lambda: paused(lambda: len(parse(source))), repeat
+        ),
+        "fast: parse + cut at statements (engine._split)": best(
+            lambda: len(_split(source)[1]), repeat
+        ),
+        "fast: parse + cut + decode what rules read": best(
+            lambda: paused(lambda: len(lazy_statements(source, "expand"))), repeat
+        ),
+        "lint_text, full tree": best(
+            lambda: lint_text(text, "corpus.sql", phase="expand", full_tree=True), repeat
+        ),
+        "lint_text, fast path (the default)": best(
             lambda: lint_text(text, "corpus.sql", phase="expand"), repeat
         ),
     }
 
 
-def wall(cmds: dict[str, list[str]], repeat: int) -> dict[str, list[tuple[float, float]]]:
+def wall(
+    cmds: dict[str, list[str]], repeat: int, env: dict[str, str]
+) -> dict[str, list[tuple[float, float]]]:
     """(wall seconds, CPU seconds user+sys) per run of each command, runs interleaved so that
     every command meets the same load on a shared machine; CPU time is the steadier number."""
     out: dict[str, list[tuple[float, float]]] = {name: [] for name in cmds}
@@ -159,7 +179,12 @@ def wall(cmds: dict[str, list[str]], repeat: int) -> dict[str, list[tuple[float,
             before = resource.getrusage(resource.RUSAGE_CHILDREN)
             start = time.perf_counter()
             subprocess.run(
-                cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False, cwd=ROOT
+                cmd,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                check=False,
+                cwd=ROOT,
+                env=env,
             )
             elapsed = time.perf_counter() - start
             after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -217,23 +242,35 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "corpus.sql"
         path.write_text(text, encoding="utf-8")
-        ours_cmd = [sys.executable, "-c", "from nonstop.cli.migrate_lint import lint; lint()",
-                    "--format", "json", "--phase", "expand", str(path)]  # fmt: skip
+        env = {**os.environ, "PYTHONPYCACHEPREFIX": str(Path(tmp) / "pyc")}
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        lint_cli = "from nonstop.cli.migrate_lint import lint; lint()"
+        # the full-tree path end to end: the same CLI with lint_source(full_tree=True)
+        full_cli = (
+            "import functools, nonstop.migrate.lint.engine as e; "
+            "e.lint_source = functools.partial(e.lint_source, full_tree=True); " + lint_cli
+        )
+        args_json = ["--format", "json", "--phase", "expand", str(path)]
+        ours = [sys.executable, "-c", lint_cli]
+        wall({"warm-up": [*ours, *args_json]}, 1, env)  # writes the .pyc files
         runs = wall(
             {
-                "nonstop --format json": ours_cmd,
+                "nonstop --format json": [*ours, *args_json],
                 "squawk --reporter json": [squawk, "--reporter", "json", str(path)],
+                "nonstop json, full tree": [sys.executable, "-c", full_cli, *args_json],
                 "python + imports alone": [sys.executable, "-c", "import nonstop.cli.migrate_lint"],
             },
             args.repeat,
+            env,
         )
         # default outputs: squawk's tty reporter takes tens of seconds here, so one run each
         runs |= wall(
             {
-                "nonstop (human, default)": [*ours_cmd[:3], "--phase", "expand", str(path)],
+                "nonstop (human, default)": [*ours, "--phase", "expand", str(path)],
                 "squawk (tty, default)": [squawk, str(path)],
             },
             1,
+            env,
         )
     print(
         f"\nend to end, fresh process, output to /dev/null (runs interleaved, {args.repeat} each)"
@@ -246,15 +283,19 @@ def main() -> None:
             f"  {count / min(walls):>10,.0f}"
         )
 
-    def ratio(ours: str, theirs: str, index: int) -> float:
-        return min(t[index] for t in runs[theirs]) / min(t[index] for t in runs[ours])
+    def ratio(ours: str, theirs: str, index: int, pick: Callable[[list[float]], float]) -> float:
+        return pick([t[index] for t in runs[theirs]]) / pick([t[index] for t in runs[ours]])
 
-    json_pair = ("nonstop --format json", "squawk --reporter json")
-    default_pair = ("nonstop (human, default)", "squawk (tty, default)")
-    for label, pair in (("json", json_pair), ("default", default_pair)):
+    pairs = {
+        "json": ("nonstop --format json", "squawk --reporter json"),
+        "default": ("nonstop (human, default)", "squawk (tty, default)"),
+        "fast/full tree, json": ("nonstop --format json", "nonstop json, full tree"),
+    }
+    for label, pair in pairs.items():
         print(
-            f"  throughput nonstop/squawk, {label}: wall {ratio(*pair, 0):.2f}x, "
-            f"CPU {ratio(*pair, 1):.2f}x"
+            f"  throughput ratio {label}: wall {ratio(*pair, 0, min):.2f}x best, "
+            f"{ratio(*pair, 0, statistics.median):.2f}x median; CPU {ratio(*pair, 1, min):.2f}x "
+            f"best, {ratio(*pair, 1, statistics.median):.2f}x median"
         )
 
 

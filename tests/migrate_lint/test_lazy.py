@@ -5,6 +5,8 @@ cases, in every phase."""
 from __future__ import annotations
 
 import importlib.util
+import os
+import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -117,3 +119,25 @@ def test_statement_kinds_no_rule_reads_are_not_decoded() -> None:
     assert "whereClause" in lazy_statements(source, "backfill")[2].node
     assert "InsertStmt" not in NEEDED
     assert "InsertStmt" not in DISPATCH
+
+
+def test_plain_output_to_a_pipe_does_not_load_rich(tmp_path: Path) -> None:
+    path = tmp_path / "0001.sql"
+    path.write_text("ALTER TABLE users RENAME COLUMN email TO mail;\n", encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if k not in ("FORCE_COLOR", "TTY_COMPATIBLE")}
+    code = (
+        "import atexit, sys; "
+        "atexit.register(lambda: sys.stderr.write(f'rich loaded: {\"rich\" in sys.modules}')); "
+        "from nonstop.cli.migrate_lint import lint; lint()"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, "--phase", "expand", str(path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert done.stderr == "rich loaded: False"
+    assert "[rename-column]" in done.stdout
+    assert "\x1b[" not in done.stdout
