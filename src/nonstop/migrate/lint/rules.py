@@ -180,9 +180,11 @@ def add_column_not_null(ctx: Context, cmd: Node) -> None:
     "AT_AddColumn",
 )
 def add_column_default(ctx: Context, cmd: Node) -> None:
+    if ctx.state.pg_version >= 11:
+        return
     column = cmd["def"]["ColumnDef"]
     default, _ = _column_parts(column)
-    if ctx.state.pg_version >= 11 or default is None or ctx.state.is_new(_key(ctx)):
+    if default is None or ctx.state.is_new(_key(ctx)):
         return
     name = quote_ident(column["colname"])
     ctx.report(
@@ -339,6 +341,18 @@ def _constraints(ctx: Context, cmd: Node) -> list[Node]:
     return [_add_constraint(ctx, cmd)]
 
 
+def _contypes(cmd: Node) -> list[str | None]:
+    """The contype of each constraint in the command, read without copying them (a cheap test
+    before the rules below build their view of the constraints)."""
+    if cmd.get("subtype") == "AT_AddColumn":
+        column = cmd["def"]["ColumnDef"]
+        return [c["Constraint"].get("contype") for c in column.get("constraints", [])]
+    return [cmd.get("def", {}).get("Constraint", {}).get("contype")]
+
+
+_INDEXED = {"CONSTR_UNIQUE", "CONSTR_PRIMARY", "CONSTR_EXCLUSION"}
+
+
 @rule(
     "unique-without-index",
     "error",
@@ -347,7 +361,7 @@ def _constraints(ctx: Context, cmd: Node) -> list[Node]:
     "AT_AddColumn",
 )
 def unique_without_index(ctx: Context, cmd: Node) -> None:
-    if _no_constraints(cmd) or ctx.state.is_new(_key(ctx)):
+    if _no_constraints(cmd) or _INDEXED.isdisjoint(_contypes(cmd)) or ctx.state.is_new(_key(ctx)):
         return
     table, table_sql = _table(ctx)
     for constraint in _constraints(ctx, cmd):
@@ -404,7 +418,7 @@ def _exclusion(ctx: Context, constraint: Node, table_sql: str) -> None:
 def _validated(
     ctx: Context, cmd: Node, contype: str, rule_id: str, lock: str, name_suffix: str
 ) -> None:
-    if _no_constraints(cmd) or ctx.state.is_new(_key(ctx)):
+    if _no_constraints(cmd) or contype not in _contypes(cmd) or ctx.state.is_new(_key(ctx)):
         return
     table, table_sql = _table(ctx)
     for constraint in _constraints(ctx, cmd):
