@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +14,7 @@ from types import ModuleType
 
 import pytest
 
-from nonstop.migrate.lint import LintOptions, lint_text
+from nonstop.migrate.lint import LintOptions, apply_fixes, engine, lint_text
 from nonstop.migrate.lint.engine import NEEDED, lazy_statements, parse
 from nonstop.migrate.lint.registry import DISPATCH
 from nonstop.migrate.lint.source import Source
@@ -141,3 +142,12 @@ def test_plain_output_to_a_pipe_does_not_load_rich(tmp_path: Path) -> None:
     assert done.stderr == "rich loaded: False"
     assert "[rename-column]" in done.stdout
     assert "\x1b[" not in done.stdout
+
+
+def test_unexpected_json_layout_falls_back_to_the_full_tree(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    full = lint_text(EDGES, "m.sql", phase="expand", full_tree=True)
+    monkeypatch.setattr(engine, "_TAIL", re.compile(r"(x)?(y)?\Zz"))  # never matches
+    assert lint_text(EDGES, "m.sql", phase="expand") == full
+    assert apply_fixes(EDGES, full) != EDGES

@@ -133,6 +133,11 @@ def _index_node(raw: str, at: int, end: int) -> Node:
     return node
 
 
+class _UnexpectedJSON(Exception):
+    """The parser's JSON is not laid out as _split expects (a pglast upgrade could do that):
+    the caller falls back to decoding the whole tree."""
+
+
 class _Split:
     """A file's JSON tree cut at statement boundaries: decodes one statement's node on demand,
     so that each tree is built just before its rules run and freed right after."""
@@ -155,13 +160,13 @@ def _split(source: Source) -> tuple[str, list[Statement], list[tuple[int, int]]]
     ends = [m.start() - 1 for m in matches[1:]]  # the comma before the next entry
     if matches:
         if not raw.endswith("]}"):
-            raise ValueError("unexpected JSON from the parser: no closing ]}")
+            raise _UnexpectedJSON("no closing ]}")
         ends.append(len(raw) - 2)
     statements, spans, data = [], [], source.data
     for index, (match, end) in enumerate(zip(matches, ends, strict=True)):
         tail = _TAIL.search(raw, max(match.start(), end - _TAIL_WINDOW), end)
         if tail is None:
-            raise ValueError(f"unexpected JSON from the parser at {match.start()}")
+            raise _UnexpectedJSON(f"no statement end before {end}")
         start = int(tail[1] or 0)
         # stmt_len 0: the last statement, without a semicolon, runs to the end of the file
         length = int(tail[2] or 0) or len(data[start:].rstrip())
@@ -261,11 +266,14 @@ def lint_source(
 
 def _walk(source: Source, state: State, full_tree: bool) -> FileResult:
     load = None
+    if not full_tree:
+        try:
+            raw, statements, spans = _split(source)
+            load = _Split(raw, spans, state.phase)
+        except _UnexpectedJSON:
+            full_tree = True
     if full_tree:
         statements = _statements(source, parse(source))
-    else:
-        raw, statements, spans = _split(source)
-        load = _Split(raw, spans, state.phase)
     findings: list[Finding] = []
     if statements:
         _run_rules(Context(source, state, statements[0], findings), statements, load)
@@ -431,7 +439,11 @@ def apply_fixes(text: str, findings: list[Finding]) -> str:
     one ``SET lock_timeout`` inserted before the first statement that needs it (it stays set
     for the statements after it)."""
     source = Source("", text)
-    statements = {s.index: s for s in _split(source)[1]}
+    try:
+        found = _split(source)[1]
+    except _UnexpectedJSON:
+        found = _statements(source, parse(source))
+    statements = {s.index: s for s in found}
     prefix: dict[int, str] = {}
     replace: dict[int, str] = {}
     for finding in sorted(findings, key=lambda f: f.statement):
