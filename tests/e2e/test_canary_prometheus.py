@@ -140,6 +140,7 @@ ROUTER_QUERY = """
 [strategy.canary]
 steps = [{ weight = 50, pause = "60s" }]
 sequential = false
+weight_tolerance = 0.2
 
 [[strategy.canary.analysis]]
 metric = "query"
