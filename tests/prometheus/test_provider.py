@@ -120,10 +120,12 @@ async def test_measure_matches_what_the_apps_served(
     assert bad.error_rate == pytest.approx(failed / sent, abs=0.03), bad
     assert 20 * 0.85 <= good.requests <= 20 * 1.3, good
     assert good.errors == 0
-    # The sample app answers "/" in well under 5 ms: every request is in the first bucket, and
-    # histogram_quantile interpolates inside it.
+    # The sample app answers "/" in about a millisecond: histogram_quantile interpolates inside
+    # the first buckets (5 ms, 10 ms, ...). Bounded loosely: a loaded machine may be slower.
     assert set(bad.latency_ms) == {50.0, 90.0, 95.0, 99.0}
-    assert 0 < bad.latency(99) <= 5.0  # type: ignore[operator]
+    ordered = [bad.latency_ms[p] for p in (50.0, 90.0, 95.0, 99.0)]
+    assert ordered == sorted(ordered)
+    assert 0 < ordered[0] <= ordered[-1] <= 250.0
 
 
 async def test_query_check_value_and_verdict(prometheus: PrometheusServer, served: Served) -> None:
