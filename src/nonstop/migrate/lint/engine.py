@@ -4,10 +4,11 @@ Parsing: libpg_query's JSON output (``pglast.parser.parse_sql_json``) decoded wi
 ``json`` module while the cyclic garbage collector is paused. On a 20,000-statement file that
 is 4-6x faster than building pglast's Python AST objects (docs/decisions/0100-lint-parse-json.md).
 
-The whole file goes through the parser once (so SQL that does not parse is always reported), but
-only the statements the rules read are decoded: the JSON text is cut at statement boundaries and
-each statement's tree is decoded in place when its kind needs it (docs/decisions/0300-lint-lazy-
-decode.md). ``full_tree=True`` decodes everything, as a reference for tests and benchmarks.
+The whole file goes through the parser once (so SQL that does not parse is always reported),
+but only what the rules read is decoded: the JSON text is cut at statement boundaries, and
+each statement's tree (or the part of it its rules read) is decoded just before its rules run
+and freed after (docs/decisions/0300-lint-lazy-decode.md). ``full_tree=True`` decodes
+everything first, as the reference for tests and benchmarks.
 """
 
 from __future__ import annotations

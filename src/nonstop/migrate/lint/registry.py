@@ -120,7 +120,7 @@ def rule(
 def dispatch(phase: Phase) -> dict[str, tuple[Check, ...]]:
     """target -> the checks to run on it in a ``phase`` migration, in registration order; the
     ``"*"`` checks are appended to every statement kind's entry and kept under ``"*"`` for the
-    kinds that have no entry."""
+    kinds that have no entry. Built once per phase, on first use: rules register at import."""
     table: dict[str, list[Check]] = {}
     for entry in RULES.values():
         if entry.check is not None and phase in entry.phases:
