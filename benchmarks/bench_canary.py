@@ -42,7 +42,7 @@ from typing import Any
 
 from nonstop.agent.client import AgentClient
 from nonstop.agent.paths import Paths
-from nonstop.config import load_config
+from nonstop.config import load_config, to_wire
 from nonstop.loadgen.generator import LoadGenerator
 
 RPS = 200
@@ -153,7 +153,7 @@ class Project:
         raise RuntimeError(f"agent did not start: {self.paths.agent_log.read_text()[-2000:]}")
 
     async def deploy(self, release: str, env: dict[str, str]) -> int:
-        config = load_config(self.paths.config).model_dump(mode="json", exclude_none=True)
+        config = to_wire(load_config(self.paths.config))
         body = {
             "release": release,
             "path": str(self.root),

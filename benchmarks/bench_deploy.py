@@ -192,9 +192,9 @@ class Project:
         raise RuntimeError("agent did not start")
 
     async def deploy(self, release: str) -> int:
-        from nonstop.config import load_config
+        from nonstop.config import load_config, to_wire
 
-        config = load_config(self.paths.config).model_dump(mode="json", exclude_none=True)
+        config = to_wire(load_config(self.paths.config))
         body = {
             "release": release,
             "path": str(self.root),

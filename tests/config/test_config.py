@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from nonstop.config import load_config, parse_config
+from nonstop.config import load_config, parse_config, to_wire
 from nonstop.config.units import format_duration, parse_duration, resolve_count
 from nonstop.errors import ConfigError
 
@@ -115,8 +115,13 @@ def test_round_trip_through_json_keeps_the_meaning() -> None:
     config = parse_config(
         APP + '[strategy.canary]\nsteps = [{ weight = 5, pause = "10m" }, { pause = {} }]\n'
     )
-    again = validate_config(config.model_dump(mode="json", exclude_none=True))
+    again = validate_config(to_wire(config))
     assert again == config
+    # What the file did not set stays unset on the other side: a canary preset brings its
+    # own watch only when the file has no [watch] table.
+    assert "watch" not in again.model_fields_set
+    with_watch = parse_config(APP + "[watch]\nduration = 30\n")
+    assert "watch" in validate_config(to_wire(with_watch)).model_fields_set
 
 
 @pytest.mark.parametrize(

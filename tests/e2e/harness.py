@@ -81,9 +81,9 @@ class Project:
         (self.root / "nonstop.toml").write_text(text + extra)
 
     def config(self) -> dict[str, Any]:
-        from nonstop.config import load_config
+        from nonstop.config import load_config, to_wire
 
-        return load_config(self.paths.config).model_dump(mode="json", exclude_none=True)
+        return to_wire(load_config(self.paths.config))
 
     def cli(
         self, *args: str, check: bool = False, timeout: float = 120

@@ -17,7 +17,7 @@ from rich.table import Table
 from nonstop.agent.paths import Paths
 from nonstop.cli.common import client, console, err_console, json_option, print_json, project_paths
 from nonstop.cli.progress import follow_rollout
-from nonstop.config import load_config
+from nonstop.config import load_config, to_wire
 from nonstop.errors import AgentUnavailable, StateError, UsageError
 
 
@@ -142,7 +142,7 @@ def deploy(
         "release": release,
         "path": str(source),
         "env": parse_env(env),
-        "config": config.model_dump(mode="json", exclude_none=True),
+        "config": to_wire(config),
         "strategy": strategy,
     }
     agent = client()

@@ -45,6 +45,13 @@ def validate_config(data: dict[str, Any], source: str = CONFIG_FILE) -> NonstopC
         raise ConfigError(describe_errors(exc), source=source) from None
 
 
+def to_wire(config: NonstopConfig) -> dict[str, Any]:
+    """The config as the CLI sends it to the agent (and the store keeps it with a release):
+    only what the file set, so defaults stay defaults on the other side and "was this table
+    written?" (e.g. a canary preset's own watch when there is no [watch]) keeps its answer."""
+    return config.model_dump(mode="json", exclude_unset=True)
+
+
 def describe_errors(exc: ValidationError) -> list[tuple[str, str]]:
     """One ``(path, message)`` per bad key, first message wins when a union tried several types."""
     seen: dict[str, str] = {}

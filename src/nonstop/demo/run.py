@@ -162,9 +162,9 @@ async def run_demo(root: Path, rps: float) -> list[StepResult]:
 
 
 def _config(paths: Paths) -> dict[str, Any]:
-    from nonstop.config import load_config
+    from nonstop.config import load_config, to_wire
 
-    return load_config(paths.config).model_dump(mode="json", exclude_none=True)
+    return to_wire(load_config(paths.config))
 
 
 async def _wait_gone(paths: Paths, timeout: float = 30) -> None:
