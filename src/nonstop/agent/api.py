@@ -9,6 +9,7 @@ token in .nonstop/token, 0600), compared in constant time; the socket itself is 
     POST /v1/rollback
     GET  /v1/logs?instance=ID|release=NAME&lines=N
     POST /v1/shutdown                {stop_instances: bool}
+    GET  /v1/analysis[?rollout=ID]   analysis runs, verdicts and the final reason
     GET  /metrics                    Prometheus exposition (no token: local socket only)
 
 Errors are ``{"error": "..."}`` with 400 (bad input), 404, 409 (conflicts with what runs).
