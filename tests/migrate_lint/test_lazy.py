@@ -57,6 +57,11 @@ CREATE VIEW app.v AS SELECT * FROM app.t WHERE note <> 'é ü 😀';
 CREATE INDEX ON app.t (lower(note)) WHERE note <> 'ñ' ;
   -- nonstop-lint: ignore=create-index-without-concurrently reason="small table"
 CREATE INDEX t_b ON app.t (b);
+CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS "i{x" ON app.t (a) WHERE b <> '"concurrent":true';
+CREATE INDEX "j{" ON app.t (a) WHERE b IN (SELECT 1);
+BEGIN;
+CREATE INDEX CONCURRENTLY ON app.t ((a + 1));
+COMMIT;
 DROP INDEX app.t_b /* trailing */ ;
 SET lock_timeout = '2s';
 ALTER TABLE app.t ALTER COLUMN e SET NOT NULL
@@ -151,3 +156,23 @@ def test_unexpected_json_layout_falls_back_to_the_full_tree(
     monkeypatch.setattr(engine, "_TAIL", re.compile(r"(x)?(y)?\Zz"))  # never matches
     assert lint_text(EDGES, "m.sql", phase="expand") == full
     assert apply_fixes(EDGES, full) != EDGES
+
+
+@pytest.mark.parametrize(
+    ("node", "expected"),
+    [
+        # the usual layout: name, table, then the rest; only the three fields read are kept
+        ('{"idxname":"i","relation":{"relname":"t"},"accessMethod":"btree","concurrent":true}',
+         {"idxname": "i", "relation": {"relname": "t"}, "concurrent": True}),
+        # no name, not concurrent
+        ('{"relation":{"relname":"t"},"accessMethod":"btree"}', {"relation": {"relname": "t"}}),
+        # "concurrent":true inside a string is escaped in JSON, so it is not the field
+        ('{"relation":{"relname":"t"},"whereClause":{"A_Const":{"sval":{"sval":"\\"concurrent\\":true"}}}}',
+         {"relation": {"relname": "t"}}),
+        # any other layout: the whole node (a "{" in the name does not confuse it)
+        ('{"idxname":"a{b","accessMethod":"btree","relation":{"relname":"t"}}',
+         {"idxname": "a{b", "accessMethod": "btree", "relation": {"relname": "t"}}),
+    ],
+)  # fmt: skip
+def test_index_statements_are_read_in_part(node: str, expected: dict[str, object]) -> None:
+    assert engine._index_node(node, 0, len(node)) == expected

@@ -117,17 +117,19 @@ def _node(kind: str, raw: str, at: int, end: int, phase: Phase) -> Node:
     return node
 
 
-def _index_node(raw: str, at: int, end: int) -> Node:
+def _index_node(raw: str, start: int, end: int) -> Node:
     """CREATE INDEX: the rules and the state read ``idxname``, ``relation`` and ``concurrent``
-    only. The first two lead the node; the whole subtree has no other object with a
-    ``concurrent`` key (index expressions hold no statements), so a text search finds it."""
+    only. The first two lead the node; no node that can appear inside an index statement has a
+    ``concurrent`` field (only statements and partition commands do), so a text search finds
+    the statement's own. Any other layout: the whole node."""
     node: Node = {}
-    at += 1
+    at = start + 1
     if raw.startswith('"idxname":', at):
         node["idxname"], at = _decode(raw, at + 10)
         at += 1  # the comma
     if not raw.startswith('"relation":', at):
-        return _decode(raw, raw.rfind("{", 0, at))[0]  # type: ignore[no-any-return]
+        whole: Node = _decode(raw, start)[0]
+        return whole
     node["relation"], at = _decode(raw, at + 11)
     if raw.find('"concurrent":true', at, end) != -1:
         node["concurrent"] = True
