@@ -225,14 +225,26 @@ def volatile_default(ctx: Context, cmd: Node) -> None:
         return  # no default, identity or generated clause: nothing to compute per row
     if ctx.state.is_new(_key(ctx)):
         return
+    default, constraints = _column_parts(column)
+    serial = kind in _SERIAL
+    computed = not serial and (
+        "CONSTR_IDENTITY" in constraints
+        or constraints.get("CONSTR_GENERATED", {}).get("generated_when") == "a"
+    )
+    called: list[str] = []
+    if not serial and not computed:
+        if default is None or ctx.state.pg_version < 11:
+            return
+        called = func_names(default)
+        if not called:
+            return  # a constant default: filled in from the catalog, no rewrite
     table_sql = _table(ctx)[1]
     name, where = quote_ident(column["colname"]), column.get("location")
-    default, constraints = _column_parts(column)
     rewrite = (
         f"rewrites the whole of {table_sql} under an ACCESS EXCLUSIVE lock: reads and writes "
         "block until it ends"
     )
-    if kind in _SERIAL:
+    if serial:
         ctx.report(
             "volatile-default",
             f"adding {kind} column {name} fills every existing row from a sequence, which "
@@ -241,10 +253,7 @@ def volatile_default(ctx: Context, cmd: Node) -> None:
             f"create a sequence, SET DEFAULT nextval(...), and backfill {name} in batches",
             location=where,
         )
-    elif (
-        "CONSTR_IDENTITY" in constraints
-        or constraints.get("CONSTR_GENERATED", {}).get("generated_when") == "a"
-    ):
+    elif computed:
         ctx.report(
             "volatile-default",
             f"adding identity or stored generated column {name} computes a value for every "
@@ -253,8 +262,8 @@ def volatile_default(ctx: Context, cmd: Node) -> None:
             "trigger for new rows",
             location=where,
         )
-    elif default is not None and ctx.state.pg_version >= 11:
-        _volatile_call(ctx, func_names(default), name, where, rewrite)
+    else:
+        _volatile_call(ctx, called, name, where, rewrite)
 
 
 def _volatile_call(
