@@ -158,9 +158,14 @@ def test_plan_changes(
             id="server closed before its headers",
         ),
         pytest.param(
-            "nonstop-req 1795675294 000 503 0 PR <NOSRV>",
+            "nonstop-req 1795675294 000 503 0 SC <NOSRV>",
             RequestEvent(1795675294.0, None, 503, 0.0, proxy_error=True),
             id="no upstream in rotation",
+        ),
+        pytest.param(
+            "nonstop-req 1795675294 000 403 0 PR <NOSRV>",
+            RequestEvent(1795675294.0, None, 403, 0.0),
+            id="refused by the proxy itself, not a 5xx",
         ),
         pytest.param(
             f"nonstop-req 1795675294 000 200 40 SD {A}",
@@ -247,13 +252,14 @@ def test_last_alert_names_the_cause_not_the_exit(tmp_path: Path) -> None:
 
 def test_the_config_is_valid_for_haproxy(tmp_path: Path) -> None:
     binary = require_binary("haproxy", "/usr/sbin/haproxy")
-    files = Files(tmp_path / "admin.sock", tmp_path / "events.sock", tmp_path / "body.txt")
+    files = Files(tmp_path / "admin.sock", tmp_path / "body.txt")
     files.no_upstream_body.write_text("503\n")
     text = build_config(
         {A: (A, 9), B: (B, 0)}, listen="127.0.0.1:8080", files=files, tuning=HAProxyTuning()
     )
     assert f"    server {A} {A} weight 9\n" in text
     assert "    hard-stop-after 30000ms\n" in text
+    assert "    log ring@nonstop_events local0 info\n" in text
     config = tmp_path / "haproxy.cfg"
     config.write_text(text)
     done = subprocess.run(

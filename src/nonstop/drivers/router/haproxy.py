@@ -7,7 +7,6 @@ drains and deletes servers in place, so client connections are never touched.
 Files in ``state_dir``::
 
     haproxy-admin.sock    runtime API (unix stream socket, 0600, level admin)*
-    haproxy-events.sock   request log (unix datagram socket, 0600) that this agent binds*
     haproxy.pid           {"pid", "start_time"} of the HAProxy we started, for adoption
     route-table.json      the last table applied: a restarted HAProxy comes back routing it
     haproxy.cfg           the config HAProxy was last started with (the table of that moment)
@@ -50,7 +49,7 @@ from nonstop.drivers.router.haproxy_config import (
     parse_sessions,
     plan_changes,
 )
-from nonstop.drivers.router.haproxy_log import LogCounters, LogListener
+from nonstop.drivers.router.haproxy_log import LogCounters, RingReader
 from nonstop.drivers.router.haproxy_process import (
     OK_REPLIES,
     check_config,
@@ -89,14 +88,13 @@ class HAProxyRouter:
         self._binary = haproxy_binary
         sockets = socket_dir(self.state_dir)
         self.admin_socket = check_socket_path(sockets / "haproxy-admin.sock")
-        self.events_socket = check_socket_path(sockets / "haproxy-events.sock")
         self.pid_file = self.state_dir / "haproxy.pid"
         self.table_file = self.state_dir / "route-table.json"
         self.config_file = self.state_dir / "haproxy.cfg"
         self.body_file = self.state_dir / "no-upstream.txt"
         self.log_file = self.state_dir / "logs" / "haproxy.log"
         self.version: str | None = None
-        self._listener = LogListener(self.events_socket, queue_size=event_queue_size)
+        self._listener = RingReader(self.admin_socket, queue_size=event_queue_size)
         self._leaving: dict[str, float] = {}
         """Servers out of the table but maybe still serving -> monotonic drain deadline."""
         self._lock = asyncio.Lock()
@@ -106,17 +104,17 @@ class HAProxyRouter:
     async def start(self) -> None:
         async with self._lock:
             self.state_dir.mkdir(parents=True, exist_ok=True)
-            await self._listener.start()
             record = ProcessRecord.load(self.pid_file)
             running = record is not None and record.running()
             # A HAProxy of ours that is up but still starting gets the whole start timeout.
             if running and await self._wait_admin(self.start_timeout):
                 await self._adopt()
-                return
-            if record is not None and running:
-                kill(record, signal.SIGKILL)  # ours, alive, but its admin socket is dead
-                await self._exited(record, 5.0)
-            await self._spawn()
+            else:
+                if record is not None and running:
+                    kill(record, signal.SIGKILL)  # ours, alive, but its admin socket is dead
+                    await self._exited(record, 5.0)
+                await self._spawn()
+            self._listener.start()
 
     async def apply(self, table: RouteTable) -> None:
         desired_servers(table)  # refuse a bad table before anything is written
@@ -150,6 +148,7 @@ class HAProxyRouter:
         the latest after ``hard-stop-after`` = drain timeout), then SIGTERM, then SIGKILL, each
         only if the process is still there."""
         async with self._lock:
+            await self._listener.close()  # an open ``show events -w`` would hold the soft stop
             record = ProcessRecord.load(self.pid_file)
             if record is not None:
                 for sig, wait in (
@@ -162,7 +161,6 @@ class HAProxyRouter:
                         break
             self.pid_file.unlink(missing_ok=True)
             self._leaving.clear()
-            await self._listener.close()
 
     async def close(self) -> None:
         """Let go of HAProxy without stopping it (the agent exits; traffic keeps flowing)."""
@@ -171,7 +169,7 @@ class HAProxyRouter:
 
     async def events(self) -> AsyncIterator[RequestEvent]:
         """One consumer at a time (two would split the events). The stream outlives HAProxy
-        restarts: the socket stays bound, the new HAProxy sends to the same path."""
+        restarts: the reader reconnects to the new HAProxy and reads its ring from the start."""
         async for event in self._listener.events():
             yield event
 
@@ -179,7 +177,7 @@ class HAProxyRouter:
 
     @property
     def stream(self) -> LogCounters:
-        """Request-log counters: received, dropped (slow consumer), ignored (not a request)."""
+        """Request-log counters: received, dropped (slow consumer), ignored, connections."""
         return self._listener.counters
 
     @property
@@ -253,8 +251,9 @@ class HAProxyRouter:
         binary = find_haproxy(self._binary)
         self.version = await asyncio.to_thread(haproxy_version, binary)
         self.admin_socket.unlink(missing_ok=True)  # left behind by a HAProxy that was killed
+        self._listener.mark_fresh()  # whatever answers on the socket from now on is new
         write_atomic(self.body_file, NO_UPSTREAM_BODY)
-        files = Files(self.admin_socket, self.events_socket, self.body_file)
+        files = Files(self.admin_socket, self.body_file)
         servers = desired_servers(self.last_table())
         text = build_config(servers, listen=self.listen, files=files, tuning=self.tuning)
         write_atomic(self.config_file, text)

@@ -3,12 +3,11 @@
 The config is written once, when HAProxy starts; every routing change afterwards goes through
 the runtime API (``add server``, ``set server``, ``del server``), never a reload::
 
-    frontend nonstop     bind <listen>; use_backend nonstop_app if { nbsrv(nonstop_app) gt 0 }
-    backend nonstop_app  roundrobin; one server per upstream, named by its address
-    backend nonstop_none answers "503 no upstream ..." itself
-
-``nbsrv`` counts servers that can take a request (weight > 0, not in maintenance), so a table
-with no such upstream answers the clear 503 instead of HAProxy's generic one.
+    ring nonstop_events  the request log, in HAProxy's memory; the agent reads it over the
+                         admin socket (``show events nonstop_events -w``)
+    frontend nonstop     bind <listen>; default_backend nonstop_app
+    backend nonstop_app  roundrobin; one server per upstream, named by its address;
+                         HAProxy's own 503 (no server in rotation) says "503 no upstream ..."
 
 A server is named by its address (``127.0.0.1:18081``: HAProxy accepts letters, digits and
 ``.:_-`` in names), so the log line and ``show stat`` name the upstream directly.
@@ -34,7 +33,9 @@ from nonstop.errors import RouterError
 __all__ = ["NO_UPSTREAM_BODY", "validate_table"]
 
 BACKEND = "nonstop_app"
-EMPTY_BACKEND = "nonstop_none"
+RING = "nonstop_events"
+RING_BYTES = 4 * 1024 * 1024
+"""About 50,000 request lines of ~80 bytes: what HAProxy holds while the agent reads slowly."""
 FRONTEND = "nonstop"
 MAX_WEIGHT = 256
 LOG_TAG = "nonstop-req"
@@ -214,9 +215,10 @@ def parse_log_line(line: bytes | str) -> RequestEvent | None:
 
     The termination state tells who produced the response: a state whose second letter is R, Q,
     C, H or T (the session ended before the server's response headers) with a first letter that
-    is not ``-`` means HAProxy answered itself (``SC`` refused connect -> 503, ``SH`` -> 502,
-    ``sH`` -> 504, ``PR`` -> our no-upstream 503): ``upstream`` None, and ``proxy_error`` for a
-    5xx. An application's own 503 is ``--`` with its server name: not a proxy error."""
+    is not ``-`` means HAProxy answered itself (``SC`` refused connect, or with ``<NOSRV>`` no
+    server in rotation -> 503; ``SH`` -> 502; ``sH`` -> 504): ``upstream`` None, and
+    ``proxy_error`` for a 5xx. An application's own 503 is ``--`` with its server name: not a
+    proxy error."""
     text = line.decode("utf-8", "replace") if isinstance(line, bytes) else line
     fields = text.strip().split()
     if len(fields) != 7 or fields[0] != LOG_TAG:
@@ -244,7 +246,6 @@ def parse_log_line(line: bytes | str) -> RequestEvent | None:
 @dataclass(frozen=True, slots=True)
 class Files:
     admin_socket: Path
-    events_socket: Path
     no_upstream_body: Path
 
 
@@ -258,13 +259,21 @@ def build_config(
         for name, (address, weight) in servers.items()
     )
     ms = _ms
+    # stats timeout also ends an idle ``show events -w`` stream: 24 days (HAProxy's maximum
+    # is 2^31 ms) keeps the request log stream open however quiet the service is.
     return f"""\
 # Written by nonstop at start; routing changes go through the runtime API (no reloads).
 global
     stats socket {files.admin_socket} mode 600 level admin
-    stats timeout 30s
-    log {files.events_socket} len 1024 format raw local0 info
+    stats timeout 24d
+    log ring@{RING} local0 info
     hard-stop-after {ms(tuning.drain_timeout)}
+
+ring {RING}
+    description "nonstop request log"
+    format raw
+    maxlen 1024
+    size {RING_BYTES}
 
 defaults
     mode http
@@ -280,15 +289,12 @@ defaults
 frontend {FRONTEND}
     bind {listen}
     log-format "{LOG_FORMAT}"
-    use_backend {BACKEND} if {{ nbsrv({BACKEND}) gt 0 }}
-    default_backend {EMPTY_BACKEND}
+    default_backend {BACKEND}
 
 backend {BACKEND}
     balance roundrobin
-{server_lines}
-backend {EMPTY_BACKEND}
-    http-request return status 503 content-type "{BODY_TYPE}" file {files.no_upstream_body}
-"""
+    http-error status 503 content-type "{BODY_TYPE}" file {files.no_upstream_body}
+{server_lines}"""
 
 
 def _ms(seconds: float) -> str:

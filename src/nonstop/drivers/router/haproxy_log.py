@@ -1,27 +1,35 @@
-"""HAProxy's request log as a stream of RequestEvents, over a unix datagram socket.
+"""HAProxy's request log as a stream of RequestEvents, read from a ring over the admin socket.
 
-HAProxy sends one datagram per finished request (``log <socket> format raw``) to a socket this
-listener binds. Datagrams never block HAProxy: when nobody is bound (the agent is restarting) or
-the socket buffer is full, HAProxy drops the line and carries on serving. The socket path is
-fixed per state dir, so a new agent binding it again gets the lines of the HAProxy it adopted.
-Parsed events go to a bounded queue; when the consumer falls behind, new events are dropped and
-counted.
+HAProxy writes one line per finished request into an in-memory ring (``log ring@...``); the
+agent holds one admin-socket connection with ``show events <ring> -w`` open, which sends every
+new line as it is written. HAProxy never waits for the reader: a reader that falls more than
+the ring (4 MB, ~50,000 lines) behind loses the oldest lines, and the requests never slow down.
+
+Why not a unix datagram socket: Linux queues at most ``net.unix.max_dgram_qlen`` datagrams
+(10 by default) on one, and HAProxy drops a line when the queue is full; at a few thousand
+requests/s that lost about one event in six in our measurement (docs/router-haproxy.md).
+
+Which lines are read: after ``mark_fresh()`` (a HAProxy the driver just started) the next
+connection reads the ring from its beginning, so a request served before the reader connected
+is not missed; otherwise (adopting a HAProxy, or reconnecting) only lines written from then on
+(``-n``), so no line is read twice. Parsed events go to a bounded queue; when the consumer falls
+behind, new events are dropped and counted.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from nonstop.drivers.router.base import RequestEvent
-from nonstop.drivers.router.haproxy_config import parse_log_line
+from nonstop.drivers.router.haproxy_config import RING, parse_log_line
 
-RECEIVE_BUFFER = 4 * 1024 * 1024
-"""Bytes the kernel may hold for us: about 50,000 log lines of ~80 bytes while the loop is busy."""
+MAX_LINE = 64 * 1024
+RECONNECT_DELAYS = (0.02, 0.05, 0.1, 0.2, 0.5)
+"""Seconds between attempts to reach the admin socket (the last one repeats)."""
 
 
 @dataclass(slots=True)
@@ -31,56 +39,36 @@ class LogCounters:
     dropped: int = 0
     """Events parsed but dropped because the queue was full (consumer too slow)."""
     ignored: int = 0
-    """Datagrams that were not a finished request (HAProxy notices, client aborts)."""
+    """Lines that were not a finished request (a client that gave up before any status)."""
+    connections: int = 0
+    """Connections to HAProxy's ring (1 + reconnects after a HAProxy restart)."""
 
 
-class _Protocol(asyncio.DatagramProtocol):
-    def __init__(self, listener: LogListener) -> None:
-        self.listener = listener
+class RingReader:
+    """Follows the ring through ``admin_socket`` from :meth:`start` until :meth:`close`."""
 
-    def datagram_received(self, data: bytes, addr: object) -> None:
-        event = parse_log_line(data)
-        if event is None:
-            self.listener.counters.ignored += 1
-        else:
-            self.listener.offer(event)
-
-
-class LogListener:
-    """Binds ``path`` (mode 0600) for HAProxy's log; :meth:`events` yields what arrives."""
-
-    def __init__(self, path: Path, *, queue_size: int = 10_000) -> None:
-        self.path = path
+    def __init__(self, admin_socket: Path, *, queue_size: int = 10_000) -> None:
+        self.admin_socket = admin_socket
         self.counters = LogCounters()
         self._queue: asyncio.Queue[RequestEvent] = asyncio.Queue(maxsize=queue_size)
-        self._transport: asyncio.DatagramTransport | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._from_start = False
 
-    async def start(self) -> None:
-        if self._transport is not None:
-            return
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
-            sock.bind(str(self.path))
-            # 0600: no other user can inject events (the state dir guards the moment before).
-            self.path.chmod(0o600)
-            sock.setblocking(False)
-        except OSError:
-            sock.close()
-            raise
-        loop = asyncio.get_running_loop()
-        transport, _ = await loop.create_datagram_endpoint(lambda: _Protocol(self), sock=sock)
-        self._transport = transport
+    def mark_fresh(self) -> None:
+        """The HAProxy behind the socket is (about to be) a new one: read its whole ring."""
+        self._from_start = True
+
+    def start(self) -> None:
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._follow())
 
     async def close(self) -> None:
-        if self._transport is None:
+        if self._task is None:
             return
-        transport, self._transport = self._transport, None
-        transport.close()
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
+        task, self._task = self._task, None
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
     def offer(self, event: RequestEvent) -> None:
         try:
@@ -93,3 +81,38 @@ class LogListener:
     async def events(self) -> AsyncIterator[RequestEvent]:
         while True:
             yield await self._queue.get()
+
+    async def _follow(self) -> None:
+        attempt = 0
+        while True:
+            try:
+                reader, writer = await asyncio.open_unix_connection(
+                    str(self.admin_socket), limit=MAX_LINE
+                )
+            except OSError:
+                await asyncio.sleep(RECONNECT_DELAYS[min(attempt, len(RECONNECT_DELAYS) - 1)])
+                attempt += 1
+                continue
+            attempt = 0
+            try:
+                await self._read(reader, writer)
+            except (OSError, ValueError):  # HAProxy went away, or a line over MAX_LINE
+                pass
+            finally:
+                writer.close()
+            await asyncio.sleep(RECONNECT_DELAYS[0])
+
+    async def _read(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        command = f"show events {RING} -w" + ("" if self._from_start else " -n")
+        self._from_start = False
+        writer.write(command.encode() + b"\n")
+        await writer.drain()
+        self.counters.connections += 1
+        while line := await reader.readline():
+            if not line.strip():
+                continue
+            event = parse_log_line(line)
+            if event is None:
+                self.counters.ignored += 1
+            else:
+                self.offer(event)

@@ -27,11 +27,11 @@ HAPROXY_PATH_MAX = 97
 """Longest unix socket path HAProxy 2.6 accepts in its config (it binds a temporary name with a
 suffix first, then renames it: 107 bytes less room for the suffix)."""
 
-LONGEST_SOCKET = "/haproxy-events.sock"
+LONGEST_SOCKET = "/haproxy-admin.sock"
 
 
 def socket_dir(state_dir: Path) -> Path:
-    """Where HAProxy's sockets go: ``state_dir`` when its socket paths fit in the 97 bytes
+    """Where HAProxy's admin socket goes: ``state_dir`` when its path fits in the 97 bytes
     HAProxy allows, else ``/tmp/nonstop-<uid>/<hash of state_dir>`` (mode 0700, checked to be
     ours; the same directory the Caddy driver would use). It depends only on the uid and
     ``state_dir``, so an agent restarted from anywhere finds the same admin socket."""
