@@ -92,7 +92,7 @@ def parse(source: Source) -> list[Node]:
 
 _ENTRY = re.compile(r'\{"stmt":\{"(\w+)":')
 _TAIL = re.compile(r'\}\}(?:,"stmt_location":(\d+))?(?:,"stmt_len":(\d+))?\}\Z')
-_TAIL_WINDOW = 64  # "}}" + both fields with 10-digit values + "}" is 51 characters
+_TAIL_WINDOW = 64  # "}}" + both fields with 10-digit values + "}" is 52 characters
 _decode = json.JSONDecoder().raw_decode
 
 #: Statement kinds some rule or the state reads; any other kind is kept as its name and
