@@ -14,12 +14,13 @@ from bisect import bisect_right
 class Source:
     """A file's text with its line starts, for mapping byte or character offsets to line/col."""
 
-    __slots__ = ("_byte_starts", "_char_starts", "data", "path", "text")
+    __slots__ = ("_ascii", "_byte_starts", "_char_starts", "data", "path", "text")
 
     def __init__(self, path: str, text: str) -> None:
         self.path = path
         self.text = text
         self.data = text.encode("utf-8")
+        self._ascii = len(self.data) == len(text)  # then a byte offset is a character offset
         self._byte_starts: list[int] | None = None
         self._char_starts: list[int] | None = None
 
@@ -46,6 +47,8 @@ class Source:
         starts = self._bytes_index()
         offset = max(0, min(offset, len(self.data)))
         index = bisect_right(starts, offset) - 1
+        if self._ascii:
+            return index + 1, offset - starts[index] + 1
         column = len(self.data[starts[index] : offset].decode("utf-8", errors="replace")) + 1
         return index + 1, column
 
