@@ -38,7 +38,9 @@ def window(i: int, requests: int, errors: int = 0, p99: float | None = None) -> 
     return Measurement("v2", T0 + 10 * i, T0 + 10 * (i + 1), requests, status, 0, latency)
 
 
-ERR = CheckConfig(metric="error_rate", max=0.001)  # min_samples 50, failure_limit 1
+ERR = CheckConfig(
+    metric="error_rate", max=0.001, confidence=0
+)  # raw: min_samples 50, failure_limit 1
 P99 = CheckConfig(metric="latency", max=500)
 BAND = CheckConfig(metric="query", query="sum(rate(x[1m]))", min=10, max=20, min_samples=5)
 
@@ -122,7 +124,7 @@ RUN_CASES = [
             [window(0, 100), window(1, 100, 5)], ["pass", "fail"], ["running", "failed"]),
     # failure_limit 2 counts failures in total, not in a row (as Argo's failureLimit)
     RunCase("failure_limit 2: fails on the second failing window, not in a row",
-            CheckConfig(metric="error_rate", max=0.001, failure_limit=2),
+            CheckConfig(metric="error_rate", max=0.001, failure_limit=2, confidence=0),
             [window(0, 100, 5), window(1, 100), window(2, 100, 5)],
             ["fail", "pass", "fail"], ["running", "running", "failed"]),
     RunCase("three thin windows in a row hit inconclusive_limit 3", ERR,
@@ -277,7 +279,7 @@ def test_conclude_is_inconclusive_when_a_check_never_had_enough_data() -> None:
     ],
 )  # fmt: skip
 def test_conclude_without_a_passing_window(windows: list[Measurement], reason: str) -> None:
-    check = CheckConfig(metric="error_rate", max=0.001, failure_limit=2)
+    check = CheckConfig(metric="error_rate", max=0.001, failure_limit=2, confidence=0)
     run = new_run([check])
     for w in windows:
         run, _ = step(run, check, w)
@@ -285,7 +287,7 @@ def test_conclude_without_a_passing_window(windows: list[Measurement], reason: s
 
 
 def test_conclude_passes_despite_failures_below_the_limit() -> None:
-    check = CheckConfig(metric="error_rate", max=0.001, failure_limit=2)
+    check = CheckConfig(metric="error_rate", max=0.001, failure_limit=2, confidence=0)
     run = new_run([check])
     for w in (window(0, 100, 5), window(1, 100)):
         run, _ = step(run, check, w)
@@ -338,7 +340,7 @@ def test_error_rate_verdict_agrees_with_arithmetic(
     requests: int, error_share: float, max_rate: float, min_samples: int
 ) -> None:
     errors = int(requests * error_share)
-    check = CheckConfig(metric="error_rate", max=max_rate, min_samples=min_samples)
+    check = CheckConfig(metric="error_rate", max=max_rate, min_samples=min_samples, confidence=0)
     verdict = judge(check, window(0, requests, errors))
     if requests < min_samples:
         expected = "inconclusive"

@@ -66,7 +66,7 @@ def test_unknown_preset_is_a_usage_error() -> None:
         preset_watch("fast")
 
 
-ERR = CheckConfig(metric="error_rate", max=0.001, failure_limit=2)
+ERR = CheckConfig(metric="error_rate", max=0.001, failure_limit=2, confidence=0)
 P99 = CheckConfig(metric="latency", max=500)
 QUERY = CheckConfig(metric="query", query="up", min=1)
 

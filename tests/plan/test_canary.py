@@ -543,6 +543,7 @@ def test_one_error_fails_one_interval_not_every_interval_after_it() -> None:
     """max 0.001, failure_limit 2, 120 canary requests a minute: one error in minute 1 fails
     that minute (1/120); minute 2 is judged on its own 0/120 and passes: no rollback."""
     check = {"metric": "error_rate", "max": 0.001, "min_samples": 100, "failure_limit": 2}
+    check["confidence"] = 0  # the raw comparison: one error in 120 requests fails a minute
     steps = [{"weight": 1, "pause": "10m", "analysis": [{**check, "interval": 60}]}]
     spec = RolloutSpec("canary", "v2", "v1", config(steps, sequential=False))
     state = state_at(spec, "step", 0, **{**AT_10, "weight": 1})

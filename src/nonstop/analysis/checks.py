@@ -45,6 +45,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from statistics import NormalDist
 from typing import Literal, cast
 
 from nonstop.analysis.measurement import Measurement
@@ -117,6 +118,8 @@ def judge(check: CheckConfig, data: Observation, *, role: str = "canary") -> Ver
         return _judge_query(check, data, name, where)
     if data.requests < check.min_samples:
         return _short(check, name, data.requests, f"{data.requests} requests", where, data)
+    if check.metric == "error_rate" and check.confidence > 0:
+        return _judge_rate(check, data, name, where)
     value = data.error_rate if check.metric == "error_rate" else data.latency(check.percentile)
     if value is None:
         reason = f"{name}: no latency recorded over {data.requests} requests {where}"
@@ -124,6 +127,72 @@ def judge(check: CheckConfig, data: Observation, *, role: str = "canary") -> Ver
     return _bounds(
         check, name, value, data.requests, f"over {data.requests} requests {where}", data
     )
+
+
+def rate_bounds(errors: int, requests: int, confidence: float) -> tuple[float, float]:
+    """One-sided ``confidence`` bounds ``(lower, upper)`` on the rate behind ``errors`` of
+    ``requests``: Wilson's score interval with continuity correction (Newcombe 1998, method 4),
+    each end at ``z = Phi^-1(confidence)``, so the true rate is below ``lower`` (or above
+    ``upper``) with probability at most ``1 - confidence``. Closed form, within a few percent of
+    the exact Clopper-Pearson bounds and, unlike plain Wilson, not too high for one or two
+    errors (plain Wilson's lower bound for 1 of 1000 is 3.4 times Clopper-Pearson's).
+
+    >>> [round(b, 6) for b in rate_bounds(1, 1000, 0.95)]  # 1 error: 0.000069..0.00515
+    [6.9e-05, 0.005153]
+    >>> [round(b, 6) for b in rate_bounds(0, 3000, 0.95)]  # none in 3000: at most 0.00107
+    [0.0, 0.001067]
+    """
+    if requests <= 0:
+        return 0.0, 1.0
+    z = NormalDist().inv_cdf(confidence)
+    n, p = float(requests), errors / requests
+    zz, denominator = z * z, 2.0 * (requests + z * z)
+    lower, upper = 0.0, 1.0
+    if errors > 0:
+        root = math.sqrt(max(0.0, zz - 2.0 - 1.0 / n + 4.0 * p * (n * (1.0 - p) + 1.0)))
+        lower = max(0.0, (2.0 * n * p + zz - 1.0 - z * root) / denominator)
+    if errors < requests:
+        root = math.sqrt(max(0.0, zz + 2.0 - 1.0 / n + 4.0 * p * (n * (1.0 - p) - 1.0)))
+        upper = min(1.0, (2.0 * n * p + zz + 1.0 + z * root) / denominator)
+    return lower, upper
+
+
+def _judge_rate(check: CheckConfig, data: Measurement, name: str, where: str) -> Verdict:
+    """An error rate against its bounds with ``check.confidence`` (see the module doc)."""
+    n, k = data.requests, data.errors
+    value = k / n
+    lower, upper = rate_bounds(k, n, check.confidence)
+    pct = f"{num(100 * check.confidence)}%"
+    shown, over = f"{name} {num(value)}", f"over {n} requests"
+    if check.max is not None and lower > check.max:
+        reason = (
+            f"{shown} > max {num(check.max)} {over} ({k} errors; lower {pct} bound {num(lower)})"
+        )
+        return _verdict("fail", check, name, f"{reason} {where}", value, n, data, check.max)
+    if check.min is not None and upper < check.min:
+        reason = (
+            f"{shown} < min {num(check.min)} {over} ({k} errors; upper {pct} bound {num(upper)})"
+        )
+        return _verdict("fail", check, name, f"{reason} {where}", value, n, data, check.min)
+    above = check.max is None or upper <= check.max
+    below = check.min is None or lower >= check.min
+    if above and below:
+        bounds, shown_bounds = [], []
+        if check.min is not None:
+            bounds.append(f">= min {num(check.min)}")
+            shown_bounds.append(f"lower {pct} bound {num(lower)}")
+        if check.max is not None:
+            bounds.append(f"<= max {num(check.max)}")
+            shown_bounds.append(f"upper {pct} bound {num(upper)}")
+        reason = f"{shown} {' and '.join(bounds)} {over} ({k} errors; {', '.join(shown_bounds)})"
+        return _verdict("pass", check, name, f"{reason} {where}", value, n, data)
+    limit = check.max if check.max is not None and not above else check.min
+    assert limit is not None
+    reason = (
+        f"{shown}: not enough data to tell it from the limit {num(limit)} {over} "
+        f"({k} errors; {pct} bounds {num(lower)}-{num(upper)}) {where}"
+    )
+    return _verdict("inconclusive", check, name, reason, value, n, data, limit)
 
 
 def _judge_query(check: CheckConfig, data: QueryValue, name: str, where: str) -> Verdict:
@@ -233,6 +302,9 @@ class CheckRun:
     """The last window, when it was too small to judge (see pooling in the module doc)."""
     carried: Measurement | None = None
     """Older windows too small to judge, added to each window judged until one is judged."""
+    judged: Measurement | None = None
+    """Every window judged so far, pooled: with ``carried`` and ``pending`` the check's whole
+    data, which :func:`conclude` judges once more at the end of a step."""
     phase: Phase = "running"
 
     @property
@@ -242,6 +314,15 @@ class CheckRun:
     @property
     def last(self) -> Verdict | None:
         return self.verdicts[-1] if self.verdicts else None
+
+    @property
+    def whole(self) -> Measurement | None:
+        """All the check's Measurement data: judged windows, then the unjudged ones."""
+        parts = [m for m in (self.judged, self.carried, self.pending) if m is not None]
+        whole = None
+        for part in parts:
+            whole = part if whole is None else _add_judged(whole, part)
+        return whole
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -253,6 +334,7 @@ class CheckRun:
             "inconclusive_streak": self.inconclusive_streak,
             "pending": None if self.pending is None else self.pending.to_dict(),
             "carried": None if self.carried is None else self.carried.to_dict(),
+            "judged": None if self.judged is None else self.judged.to_dict(),
             "phase": self.phase,
         }
 
@@ -269,6 +351,7 @@ class CheckRun:
             inconclusive_streak=int(cast(int, data.get("inconclusive_streak", 0))),
             pending=_measurement(pending),
             carried=_measurement(carried),
+            judged=_measurement(data.get("judged")),
             phase=cast(Phase, str(data.get("phase", "running"))),
         )
 
@@ -354,16 +437,38 @@ def step(
     if isinstance(new, Measurement):
         carried, data = pool(current.carried, current.pending, new)
     verdict = judge(check, data, role=role)
+    judged = current.judged
     if verdict.outcome == "inconclusive" and isinstance(new, Measurement):
         pending = new
     else:
         carried = None
-    updated = _count(current, verdict, pending, carried, run.inconclusive_limit)
+        if isinstance(data, Measurement):
+            judged = _add_judged(judged, data)
+    updated = replace(
+        _count(current, verdict, pending, carried, run.inconclusive_limit), judged=judged
+    )
     if run.find(check) is None:
         checks = (*run.checks, updated)
     else:
         checks = tuple(updated if c.check == check else c for c in run.checks)
     return replace(run, checks=checks), verdict
+
+
+def _add_judged(judged: Measurement | None, data: Measurement) -> Measurement:
+    """``judged`` and the window ``data`` just judged, without counting a request twice: a
+    window overlapping what was judged (a cumulative feed) replaces it when it covers it."""
+    if judged is None or data.release != judged.release:
+        return data
+    if data.start >= judged.end:
+        return merge(judged, data)
+    return data if data.start <= judged.start else judged
+
+
+def undecided(verdict: Verdict) -> bool:
+    """An inconclusive verdict that had data (a value) but could not tell it from the limit:
+    it pools like a thin window but does not count towards ``inconclusive_limit``, which is
+    about data that does not come."""
+    return verdict.outcome == "inconclusive" and verdict.value is not None
 
 
 def _count(
@@ -375,7 +480,9 @@ def _count(
 ) -> CheckRun:
     passed, failed, inconclusive = current.passed, current.failed, current.inconclusive
     streak = current.inconclusive_streak
-    if verdict.outcome == "inconclusive":
+    if undecided(verdict):
+        inconclusive, streak = inconclusive + 1, 0
+    elif verdict.outcome == "inconclusive":
         inconclusive, streak = inconclusive + 1, streak + 1
     elif verdict.outcome == "fail":
         failed, streak = failed + 1, 0
@@ -405,6 +512,11 @@ def conclude(run: AnalysisRun) -> Verdict:
     ``fail`` if any check failed (or the sequential test rejected); ``inconclusive`` if a check
     turned inconclusive or never judged a single window (it had data too thin all along);
     ``pass`` when every check judged at least one window and none failed.
+
+    An ``error_rate`` check with a ``confidence`` is judged once more over its whole data (every
+    window of the step, judged or pooled): it passes only if that passes. Still undecided, or
+    above ``max`` with confidence while under ``failure_limit``, it is ``inconclusive`` and the
+    canary waits, then pauses for a person; it never passes or fails on a guess.
     """
     for c in run.checks:
         if c.phase == "failed":
@@ -424,11 +536,31 @@ def conclude(run: AnalysisRun) -> Verdict:
                 f"{c.name} was inconclusive {c.inconclusive_streak} "
                 f"windows in a row (inconclusive_limit {run.inconclusive_limit})",
             )
-        if c.passed == 0:
+        if _bounded(c.check):
+            whole = _conclude_whole(c)
+            if whole is not None:
+                return whole
+        elif c.passed == 0:
             return _summary("inconclusive", c, _never_passed(c))
     judged = sum(c.passed for c in run.checks)
     names = ", ".join(c.name for c in run.checks) or "no checks"
     return Verdict("pass", "analysis", f"{names}: passed {judged} judged windows", samples=judged)
+
+
+def _bounded(check: CheckConfig) -> bool:
+    return check.metric == "error_rate" and check.confidence > 0
+
+
+def _conclude_whole(c: CheckRun) -> Verdict | None:
+    """None when the check's whole data passes, else why the step cannot pass yet."""
+    whole = c.whole
+    if whole is None:
+        return _summary("inconclusive", c, f"{c.name} was never measured")
+    verdict = judge(c.check, whole)
+    if verdict.outcome == "pass":
+        return None
+    reason = f"{c.name} over the whole step is undecided: {verdict.reason}"
+    return replace(verdict, outcome="inconclusive", reason=reason)
 
 
 def _never_passed(c: CheckRun) -> str:

@@ -20,7 +20,7 @@ from nonstop.config.schema import CheckConfig, WatchConfig
 def watch_verdict(watch: WatchConfig, measurement: Measurement) -> Verdict:
     """Verdict on ``measurement`` (the promoted release, counted since it reached 100%)."""
     check = CheckConfig(
-        metric="error_rate", max=watch.max_error_rate, min_samples=watch.min_requests
+        metric="error_rate", max=watch.max_error_rate, min_samples=watch.min_requests, confidence=0
     )
     verdict = judge(check, measurement, role="promoted")
     reason = verdict.reason.replace("min_samples", "min_requests")

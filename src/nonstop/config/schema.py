@@ -107,6 +107,10 @@ class CheckConfig(Model):
     min_samples: int = Field(default=50, ge=1)
     failure_limit: int = Field(default=1, ge=1)
     interval: Duration = 10.0
+    confidence: float = Field(default=0.95, ge=0.0, lt=1.0)
+    """``error_rate`` only: a window fails when the rate is above ``max`` with this confidence
+    and passes when it is below with it; in between it is inconclusive and pools. 0: the raw
+    rate is compared (one error in a small window fails it)."""
 
     @model_validator(mode="after")
     def _bounds(self) -> CheckConfig:

@@ -76,6 +76,7 @@ from nonstop.analysis.measurement import Measurement
 from nonstop.analysis.presets import preset_steps, preset_watch
 from nonstop.analysis.sequential import SequentialRun, new_sequential, observe_windows
 from nonstop.analysis.verdict import Verdict
+from nonstop.analysis.verdict import window as span
 from nonstop.analysis.watch import watch_verdict
 from nonstop.analysis.weight import weight_verdict
 from nonstop.config.schema import CanaryConfig, CanaryStep, CheckConfig, WatchConfig
@@ -98,6 +99,9 @@ WEIGHT_MIN_SAMPLES = 50
 """Requests before the data-plane check may judge (its Wilson interval needs some)."""
 UNVERIFIED_WARNING = 60.0
 """Seconds without a data-plane verdict before an event says the analysis is waiting for it."""
+SEQUENTIAL_IDLE = 60.0
+"""Seconds the sequential test may go without usable counts (a canary and a stable request in
+the same window) before an event says so; it is never a rollback."""
 WINDOW = 300.0
 """Longest measurement window (seconds): the request stream keeps 15 minutes, and a window
 whose start slid would overlap the previous one."""
@@ -198,7 +202,8 @@ def _next_step(
 def _scaling(
     spec: RolloutSpec, state: RolloutState, observed: Observed, events: tuple[str, ...] = ()
 ) -> Decision:
-    state = _sequential(spec, state, observed)
+    state, idle = _sequential(spec, state, observed)
+    events = (*events, *idle)
     fail = _failure(state)
     if fail:
         return _give_up(spec, state, observed, fail, events)
@@ -232,6 +237,7 @@ def _begin(
         "analysis": new_run(current.analysis or ()).to_dict(),
         "due": {},
         "pending": pending,
+        "overtime_since": None,
         "weight_since": observed.now,
         "weight_warned": False,
     }
@@ -264,7 +270,8 @@ def _step(spec: RolloutSpec, state: RolloutState, observed: Observed) -> Decisio
         return _next_step(spec, state, observed, (*events, "promote requested by operator"))
     if observed.command == "promote_full":
         return _promote(spec, state, observed, (*events, "promote to 100% requested by operator"))
-    state = _sequential(spec, state, observed)
+    state, idle = _sequential(spec, state, observed)
+    events += idle
     fail = _failure(state)
     if fail:
         return _give_up(spec, state, observed, fail, events)
@@ -282,6 +289,8 @@ def _step(spec: RolloutSpec, state: RolloutState, observed: Observed) -> Decisio
     if fail:
         return _give_up(spec, state, observed, fail, events)
     state, hold_events = _hold_if_inconclusive(state)
+    events += hold_events
+    state, hold_events = _hold_if_undecided(spec, current, state, observed)
     events += hold_events
     if state.paused or not _step_over(current, state, observed):
         return Decision(state, _hold(spec, state.data), events, wake_in=TICK)
@@ -308,7 +317,8 @@ def _command(state: RolloutState, observed: Observed) -> tuple[RolloutState, tup
     if command == "resume":
         if not state.paused:
             return state, ("resume ignored: not paused (a {} pause waits for `nonstop promote`)",)
-        resumed = _with(state, {"weight_since": observed.now}, paused=False)
+        again = {"weight_since": observed.now, "overtime_since": None}
+        resumed = _with(state, again, paused=False)
         return _restart_inconclusive(resumed), ("resumed by operator",)
     return state, ()
 
@@ -431,14 +441,45 @@ def _query_value(
     return QueryValue(spec.candidate, state.phase_started_at, observed.now, None, why)
 
 
-def _sequential(spec: RolloutSpec, state: RolloutState, observed: Observed) -> RolloutState:
-    """Feed the always-valid canary-vs-stable error test (:func:`_failure` reads its verdict)."""
+def _sequential(
+    spec: RolloutSpec, state: RolloutState, observed: Observed
+) -> tuple[RolloutState, tuple[str, ...]]:
+    """Feed the always-valid canary-vs-stable error test (:func:`_failure` reads its verdict).
+
+    The test only learns from a window holding both canary and stable requests, with consistent
+    counts. When it cannot (no stable traffic, a window it must skip), its last verdict says why
+    (``nonstop explain`` shows it), and after :data:`SEQUENTIAL_IDLE` seconds without usable
+    counts an event says so, once until it runs again: the canary is then guarded by its
+    threshold checks alone, which is worth knowing but no reason to roll back."""
     if state.data.get("sequential") is None or not state.data["traffic"]:
-        return state
+        return state, ()
     canary, stable = _measured(spec, observed)
     run = SequentialRun.from_dict(state.data["sequential"])
-    run, _ = observe_windows(run, canary, stable)
-    return _with(state, {"sequential": run.to_dict()})
+    run, verdict = observe_windows(run, canary, stable)
+    since = float(state.data.get("sequential_since") or observed.now)
+    why = ""
+    if verdict.outcome == "inconclusive":
+        why = verdict.reason
+    elif canary.requests and not stable.requests:
+        why = (
+            f"sequential: no stable requests beside {canary.requests} canary requests "
+            f"({span(canary.start, canary.end)}); nothing to compare the canary with"
+        )
+    changes: dict[str, Any] = {"sequential_since": since}
+    events: tuple[str, ...] = ()
+    if not why or not canary.requests:
+        changes.update(sequential_since=observed.now, sequential_warned=False)
+    else:
+        if not run.rejected:
+            run = replace(run, last=replace(verdict, outcome="inconclusive", reason=why))
+        idle = observed.now - since
+        if idle >= SEQUENTIAL_IDLE and not state.data.get("sequential_warned"):
+            changes["sequential_warned"] = True
+            events = (
+                f"sequential test could not run for {idle:.0f}s: {why}; "
+                "the threshold checks still judge",
+            )
+    return _with(state, {**changes, "sequential": run.to_dict()}), events
 
 
 def _failure(state: RolloutState) -> str:
@@ -496,6 +537,37 @@ def _hold_if_inconclusive(state: RolloutState) -> tuple[RolloutState, tuple[str,
     return state, ()
 
 
+def _hold_if_undecided(
+    spec: RolloutSpec, current: CanaryStep, state: RolloutState, observed: Observed
+) -> tuple[RolloutState, tuple[str, ...]]:
+    """The step's pause is over but its analysis cannot say ``pass`` (an error rate that the
+    step's whole data cannot tell from its limit): keep measuring, as long again as the pause
+    (at least ``inconclusive_limit`` windows), then pause for a person with the reason rather
+    than pass or fail on a guess. ``nonstop promote`` moves on, ``resume`` measures on."""
+    if state.paused or not current.analysis or not state.data["weight_ok"]:
+        return state, ()
+    if not isinstance(current.pause, float | int):
+        return state, ()
+    started = float(state.data.get("step_started_at", state.phase_started_at))
+    if observed.now - started < current.pause:
+        return state, ()
+    run = _run(state, "analysis")
+    verdict = conclude(run)
+    if verdict.outcome != "inconclusive":
+        return state, ()
+    since = state.data.get("overtime_since")
+    if since is None:
+        return _with(state, {"overtime_since": observed.now}), ()
+    grace = max(float(current.pause), run.inconclusive_limit * _window_length(spec, current, state))
+    waited = observed.now - float(since)
+    if waited < grace:
+        return state, ()
+    return replace(state, paused=True), (
+        f"analysis still inconclusive {waited:.0f}s after the step's pause: {verdict.reason}; "
+        "paused: `nonstop promote` moves on, `nonstop resume` keeps measuring",
+    )
+
+
 def _restart_inconclusive(state: RolloutState) -> RolloutState:
     """After a person resumed: checks that gave up for lack of data start counting afresh."""
     data: dict[str, Any] = {}
@@ -530,7 +602,8 @@ def _promote(
 def _promoting(
     spec: RolloutSpec, state: RolloutState, observed: Observed, events: tuple[str, ...] = ()
 ) -> Decision:
-    state = _sequential(spec, state, observed)
+    state, idle = _sequential(spec, state, observed)
+    events = (*events, *idle)
     fail = _failure(state)
     if fail:
         return _give_up(spec, state, observed, fail, events)
