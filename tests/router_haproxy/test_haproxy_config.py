@@ -88,6 +88,24 @@ def maint(name: str, weight: int = 1) -> ServerState:
             [A],
             id="switch A to B",
         ),
+        pytest.param(
+            {A: (A, 0), B: (B, 1)},
+            [ready(A)],
+            [
+                f"add server nonstop_app/{B} {B} weight 1",
+                f"enable server nonstop_app/{B}",
+                f"set server nonstop_app/{A} weight 0",  # after B is in rotation, not before
+            ],
+            [],
+            id="blue-green: B in, then A to weight 0",
+        ),
+        pytest.param(
+            {A: (A, 1), B: (B, 9)},
+            [ready(A, 9), ready(B, 1)],
+            [f"set server nonstop_app/{B} weight 9", f"set server nonstop_app/{A} weight 1"],
+            [],
+            id="weights go up before others go down",
+        ),
         pytest.param({A: (A, 1)}, [ready(A)], [], [], id="unchanged: nothing to do"),
         pytest.param(
             {A: (A, 9), B: (B, 1)},

@@ -92,20 +92,23 @@ async def test_switching_all_traffic_under_keep_alive_load_fails_no_request(
     await router.apply(table(a.upstream(1)))
 
     async def switch() -> None:
-        for _ in range(3):  # A -> B -> A -> B ... each switch in three steps, as a deploy does
+        for _ in range(3):  # A -> B -> A -> B ...: in one step and in three
             for routes in (
+                table(a.upstream(0), b.upstream(1)),  # B added and A to 0 in the same apply
+                table(b.upstream(1)),
+                table(a.upstream(1), b.upstream(0)),
+                table(a.upstream(1)),
                 table(a.upstream(1), b.upstream(1)),
                 table(a.upstream(0), b.upstream(1)),
                 table(b.upstream(1)),
-                table(a.upstream(1), b.upstream(1)),
-                table(a.upstream(1), b.upstream(0)),
+                table(b.upstream(1), a.upstream(1)),
                 table(a.upstream(1)),
             ):
                 await asyncio.sleep(0.05)
                 await router.apply(routes)
         await router.apply(table(b.upstream(1)))
 
-    (served, failures), _ = await asyncio.gather(load(client, router, 1600), switch())
+    (served, failures), _ = await asyncio.gather(load(client, router, 2000), switch())
     assert failures == []
     assert served["A"] > 0
     assert served["B"] > 0

@@ -121,34 +121,39 @@ class Plan:
 
 
 def plan_changes(desired: dict[str, tuple[str, int]], current: Iterable[ServerState]) -> Plan:
-    """Commands from the backend's ``current`` servers to ``desired``. New servers are added and
-    enabled first and leaving ones go to maintenance last, so the backend never passes through
-    an empty state when the old and the new table both have a server: a switch A -> B under load
-    has A or B (or both) in rotation at every instant.
+    """Commands from the backend's ``current`` servers to ``desired``, ordered so that capacity
+    only grows before it shrinks: first new servers are added and enabled, draining ones come
+    back and weights go up; then weights go down; servers leaving go to maintenance last. So the
+    backend never passes through a state with no server in rotation when the old and the new
+    table both have one (a switch A -> B under load always has A or B, or both).
 
-    Worked example: current A (weight 1, ready), desired B weight 1 ->
-    ``add server nonstop_app/B B weight 1``, ``enable server nonstop_app/B``,
-    ``set server nonstop_app/A state maint``."""
+    Worked example: current A (weight 1, ready), desired A weight 0 and B weight 1 ->
+    ``add server nonstop_app/B B weight 1``, ``enable server nonstop_app/B``, then
+    ``set server nonstop_app/A weight 0`` (in the other order, for a moment, no server would
+    take a request and HAProxy would answer 503)."""
     now = {s.name: s for s in current}
-    first: list[str] = []
-    last: list[str] = []
+    grow: list[str] = []
+    shrink: list[str] = []
+    leave: list[str] = []
     leaving: list[str] = []
     for name, (address, weight) in desired.items():
         server = f"{BACKEND}/{name}"
         state = now.get(name)
         if state is None:
-            first.append(f"add server {server} {address} weight {weight}")
-            first.append(f"enable server {server}")
+            grow.append(f"add server {server} {address} weight {weight}")
+            grow.append(f"enable server {server}")
             continue
         if state.weight != weight:
-            first.append(f"set server {server} weight {weight}")
+            (grow if weight > state.weight else shrink).append(
+                f"set server {server} weight {weight}"
+            )
         if state.maint:
-            first.append(f"set server {server} state ready")
+            grow.append(f"set server {server} state ready")
     for name, state in now.items():
         if name not in desired and not state.maint:
-            last.append(f"set server {BACKEND}/{name} state maint")
+            leave.append(f"set server {BACKEND}/{name} state maint")
             leaving.append(name)
-    return Plan(commands=tuple(first + last), leaving=tuple(leaving))
+    return Plan(commands=tuple(grow + shrink + leave), leaving=tuple(leaving))
 
 
 def parse_servers_state(text: str) -> list[ServerState]:
