@@ -195,22 +195,41 @@ def _down_marker(text: str, tokens: list[Any]) -> int | None:
     return None
 
 
+def bind_batch_bounds(text: str) -> str:
+    """``text`` with ``:lo``/``:hi`` written as ``$1``/``$2`` (same length, so offsets and lines
+    hold): what tools that parse plain PostgreSQL (the linter) need to read a backfill file.
+    Text the scanner cannot read comes back unchanged (the parser then reports it)."""
+    try:
+        tokens = list(scan(text))
+    except Exception:  # pglast raises its own error types for unreadable SQL
+        return text
+    return _substitute(text, tokens)[0]
+
+
+_BOUNDS = {"lo": "$1 ", "hi": "$2 "}
+
+
+def _substitute(text: str, tokens: list[Any]) -> tuple[str, set[str]]:
+    chars = list(text)
+    seen = set()
+    for colon, ident in itertools.pairwise([t for t in tokens if t.start < len(text)]):
+        if colon.name != "ASCII_58" or ident.name != "IDENT" or ident.start != colon.end + 1:
+            continue
+        word = text[ident.start : ident.end + 1].lower()
+        if word in _BOUNDS:
+            chars[colon.start : ident.end + 1] = _BOUNDS[word]
+            seen.add(word)
+    return "".join(chars), seen
+
+
 def _bind_placeholders(name: str, text: str, tokens: list[Any]) -> str:
     """Turn ``:lo``/``:hi`` into ``$1``/``$2`` (same length, so offsets and lines hold).
 
     ``$1``/``$2`` written directly mean the same (PostgreSQL's own parameter syntax, which tools
     that parse plain PostgreSQL accept). Found with PostgreSQL's scanner: a ``':lo'`` string or
     a ``::type`` cast stays as is."""
-    chars = list(text)
-    seen = set()
-    names = {"lo": "$1 ", "hi": "$2 "}
-    for colon, ident in itertools.pairwise([t for t in tokens if t.start < len(text)]):
-        if colon.name != "ASCII_58" or ident.name != "IDENT" or ident.start != colon.end + 1:
-            continue
-        word = text[ident.start : ident.end + 1].lower()
-        if word in names:
-            chars[colon.start : ident.end + 1] = names[word]
-            seen.add(word)
+    bound, seen = _substitute(text, tokens)
+    names = _BOUNDS
     for token in tokens:
         if token.name == "PARAM" and token.start < len(text):
             param = text[token.start : token.end + 1]
@@ -228,7 +247,7 @@ def _bind_placeholders(name: str, text: str, tokens: list[Any]) -> str:
             f"a backfill UPDATE must use the batch bounds {' and '.join(missing)}, "
             "e.g. WHERE id BETWEEN :lo AND :hi",
         )
-    return "".join(chars)
+    return bound
 
 
 def _backfill_spec(name: str, options: dict[str, str]) -> BackfillSpec:

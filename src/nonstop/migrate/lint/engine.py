@@ -33,6 +33,7 @@ from nonstop.migrate.lint.source import Source
 from nonstop.migrate.lint.sqltext import Node
 from nonstop.migrate.lint.state import OBSERVERS, Catalog, State
 from nonstop.migrate.phases import Phase, detect_phase, list_migrations
+from nonstop.migrate.source import bind_batch_bounds
 
 DIRECTIVE = "nonstop-lint:"
 _EMPTY: Node = {}
@@ -259,6 +260,9 @@ def lint_source(
 
     ``full_tree`` decodes every statement's whole tree instead of only what the rules read
     (the same findings, slower: the reference the fast path is tested against)."""
+    if phase == "backfill":
+        # The runner binds the batch bounds :lo/:hi as $1/$2; read the file the same way.
+        source = Source(source.path, bind_batch_bounds(source.text))
     with _gc_paused():
         # The tree lives only inside _walk: it is freed by reference counting before the
         # collector runs again, so the collector never has to traverse it (0.5 s saved on a
