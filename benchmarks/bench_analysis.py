@@ -8,7 +8,11 @@ the *same* simulated traffic of each seed:
 - sequential: ``nonstop.analysis.sequential.observe`` fed cumulative counts every ``--cadence``
   seconds (default 1), failing when the e-value reaches 1/alpha = 100;
 - fixed window (the baseline, how Flagger and Argo Rollouts are commonly set up): 1-minute
-  windows, an error-rate check ``max 1%`` (min_samples 50), roll back on the first failing window.
+  windows, an error-rate check ``max 1%`` (min_samples 50) comparing the raw rate
+  (``confidence = 0``), roll back on the first failing window;
+- the same fixed window judged as nonstop's checks now are by default: it fails only when the
+  rate is above 1% with 95% confidence (exact one-sided bound), and a window that cannot tell
+  pools with the next ones.
 
 Reported per rule over all seeds: time from the first canary request to the rollback decision,
 and failed user requests (canary errors) until then; then the ratios baseline / sequential.
@@ -29,7 +33,7 @@ import statistics
 import time
 from dataclasses import dataclass
 
-from nonstop.analysis.checks import judge
+from nonstop.analysis.checks import judge, new_run, step
 from nonstop.analysis.measurement import Measurement
 from nonstop.analysis.sequential import Counts, new_sequential, observe
 from nonstop.analysis.simulate import Traffic
@@ -37,7 +41,11 @@ from nonstop.config.schema import CheckConfig
 
 WINDOW = 60  # seconds, the fixed-window rule's interval
 HORIZON = 600  # seconds simulated per seed at most
-FIXED_CHECK = CheckConfig(metric="error_rate", max=0.01, min_samples=50, interval=WINDOW)
+FIXED_CHECK = CheckConfig(
+    metric="error_rate", max=0.01, min_samples=50, interval=WINDOW, confidence=0
+)
+BOUND_CHECK = CheckConfig(metric="error_rate", max=0.01, min_samples=50, interval=WINDOW)
+RULES = ("sequential (e-value >= 100)", "fixed 1-min window, max 1%", "same, 95% bound, pooled")
 
 
 @dataclass
@@ -46,30 +54,33 @@ class Outcome:
     failed: int  # canary errors served until the decision (or the horizon)
 
 
-def simulate(traffic: Traffic, seed: int, cadence: int) -> tuple[Outcome, Outcome]:
-    """One seed: per-second traffic, judged by both rules. Returns (sequential, fixed)."""
+def simulate(traffic: Traffic, seed: int, cadence: int) -> tuple[Outcome, Outcome, Outcome]:
+    """One seed: per-second traffic, judged by every rule. Returns (sequential, fixed, bound)."""
     rng = random.Random(seed)
     run, total = new_sequential(), Counts()
     window_base, window_start = Counts(), 0
+    bound_run = new_run([BOUND_CHECK])
     sequential: Outcome | None = None
     fixed: Outcome | None = None
+    bound: Outcome | None = None
     for second in range(1, HORIZON + 1):
         total = total + traffic.interval(rng, 1.0)
         if sequential is None and second % cadence == 0:
             run, verdict = observe(run, total)
             if verdict.outcome == "fail":
                 sequential = Outcome(second, total.canary_errors)
-        if fixed is None and second % WINDOW == 0:
-            verdict = judge(FIXED_CHECK, _measurement(total - window_base, window_start, second))
+        if second % WINDOW == 0:
+            window = _measurement(total - window_base, window_start, second)
             window_base, window_start = total, second
-            if verdict.outcome == "fail":
+            if fixed is None and judge(FIXED_CHECK, window).outcome == "fail":
                 fixed = Outcome(second, total.canary_errors)
-        if sequential is not None and fixed is not None:
+            bound_run, _ = step(bound_run, BOUND_CHECK, window)
+            if bound is None and bound_run.phase == "failed":
+                bound = Outcome(second, total.canary_errors)
+        if sequential is not None and fixed is not None and bound is not None:
             break
-    return (
-        sequential or Outcome(None, total.canary_errors),
-        fixed or Outcome(None, total.canary_errors),
-    )
+    never = Outcome(None, total.canary_errors)
+    return sequential or never, fixed or never, bound or never
 
 
 def _measurement(c: Counts, start: int, end: int) -> Measurement:
@@ -103,17 +114,18 @@ def bad_canary(name: str, traffic: Traffic, seeds: int, cadence: int) -> None:
     pairs = [simulate(traffic, seed, cadence) for seed in range(seeds)]
     seq = describe([p[0] for p in pairs])
     fix = describe([p[1] for p in pairs])
+    rules = [seq, fix, describe([p[2] for p in pairs])]
     print(f"\n## {name}: {seeds} seeds, sequential looks every {cadence} s\n")
     print("| rule | rolled back | time mean / median / p95 (s) | failed requests mean/median/p95 |")
     print("|---|---|---|---|")
-    for label, d in (("sequential (e-value >= 100)", seq), ("fixed 1-min window, max 1%", fix)):
+    for label, d in zip(RULES, rules, strict=True):
         print(
             f"| {label} | {d['caught']:.1%} | {d['t_mean']:.1f} / {d['t_median']:.0f} / "
             f"{d['t_p95']:.0f} | {d['f_mean']:.1f} / {d['f_median']:.0f} / {d['f_p95']:.0f} |"
         )
     per_seed = [
         f.failed / s.failed
-        for s, f in pairs
+        for s, f, _ in pairs
         if s.seconds is not None and f.seconds is not None and s.failed
     ]
     print(
@@ -126,11 +138,12 @@ def bad_canary(name: str, traffic: Traffic, seeds: int, cadence: int) -> None:
 def identical(seeds: int, cadence: int) -> None:
     traffic = Traffic(canary_error_rate=0.005, stable_error_rate=0.005, share=0.05)
     pairs = [simulate(traffic, seed, cadence) for seed in range(seeds)]
-    seq = sum(p[0].seconds is not None for p in pairs)
-    fix = sum(p[1].seconds is not None for p in pairs)
     print(f"\n## identical releases (0.5% errors on both), {HORIZON // 60} min, {seeds} seeds\n")
-    print(f"false rollbacks: sequential {seq} ({seq / seeds:.2%}), ", end="")
-    print(f"fixed window {fix} ({fix / seeds:.2%})")
+    counts = [sum(p[i].seconds is not None for p in pairs) for i in range(len(RULES))]
+    print(
+        "false rollbacks: "
+        + ", ".join(f"{r} {n} ({n / seeds:.2%})" for r, n in zip(RULES, counts, strict=True))
+    )
 
 
 def cost(seconds: int = 100_000) -> None:
@@ -145,6 +158,15 @@ def cost(seconds: int = 100_000) -> None:
         run, _ = observe(run, cumulative)
     per_call = (time.perf_counter() - started) / seconds
     print(f"\n## cost\n\nobserve(): {per_call * 1e6:.1f} µs per call ({seconds} calls)")
+    windows = [
+        _measurement(feed[i + 59] - feed[i - 1], i, i + 60) for i in range(1, seconds - 60, 60)
+    ]
+    for label, check in (("raw", FIXED_CHECK), ("95% bound", BOUND_CHECK)):
+        started = time.perf_counter()
+        for window in windows:
+            judge(check, window)
+        per_call = (time.perf_counter() - started) / len(windows)
+        print(f"judge() {label}: {per_call * 1e6:.1f} µs per 1-min window ({len(windows)} calls)")
 
 
 def main() -> None:

@@ -43,9 +43,8 @@ AnalysisRun phase versus its Measurements):
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from statistics import NormalDist
 from typing import Literal, cast
 
 from nonstop.analysis.measurement import Measurement
@@ -130,53 +129,101 @@ def judge(check: CheckConfig, data: Observation, *, role: str = "canary") -> Ver
 
 
 def rate_bounds(errors: int, requests: int, confidence: float) -> tuple[float, float]:
-    """One-sided ``confidence`` bounds ``(lower, upper)`` on the rate behind ``errors`` of
-    ``requests``: Wilson's score interval with continuity correction (Newcombe 1998, method 4),
-    each end at ``z = Phi^-1(confidence)``, so the true rate is below ``lower`` (or above
-    ``upper``) with probability at most ``1 - confidence``. Closed form, within a few percent of
-    the exact Clopper-Pearson bounds and, unlike plain Wilson, not too high for one or two
-    errors (plain Wilson's lower bound for 1 of 1000 is 3.4 times Clopper-Pearson's).
+    """One-sided exact (Clopper-Pearson) ``confidence`` bounds ``(lower, upper)`` on the rate
+    behind ``errors`` of ``requests``: a true rate below ``lower`` gives ``errors`` or more with
+    probability at most ``1 - confidence``, one above ``upper`` gives ``errors`` or fewer with at
+    most that. With no error at all ``upper = 1 - (1 - confidence) ** (1 / requests)``, about
+    ``3.0 / requests`` at 95% and ``4.6 / requests`` at 99%.
 
-    >>> [round(b, 6) for b in rate_bounds(1, 1000, 0.95)]  # 1 error: 0.000069..0.00515
-    [6.9e-05, 0.005153]
-    >>> [round(b, 6) for b in rate_bounds(0, 3000, 0.95)]  # none in 3000: at most 0.00107
-    [0.0, 0.001067]
+    >>> [round(b, 6) for b in rate_bounds(1, 1000, 0.95)]  # 1 error: 0.005%..0.47%
+    [5.1e-05, 0.004735]
+    >>> [round(b, 6) for b in rate_bounds(0, 3000, 0.95)]  # none in 3000: at most 0.0999%
+    [0.0, 0.000998]
     """
     if requests <= 0:
         return 0.0, 1.0
-    z = NormalDist().inv_cdf(confidence)
-    n, p = float(requests), errors / requests
-    zz, denominator = z * z, 2.0 * (requests + z * z)
-    lower, upper = 0.0, 1.0
-    if errors > 0:
-        root = math.sqrt(max(0.0, zz - 2.0 - 1.0 / n + 4.0 * p * (n * (1.0 - p) + 1.0)))
-        lower = max(0.0, (2.0 * n * p + zz - 1.0 - z * root) / denominator)
-    if errors < requests:
-        root = math.sqrt(max(0.0, zz + 2.0 - 1.0 / n + 4.0 * p * (n * (1.0 - p) - 1.0)))
-        upper = min(1.0, (2.0 * n * p + zz + 1.0 + z * root) / denominator)
+    alpha = 1.0 - confidence
+    lower = 0.0 if errors <= 0 else _solve(lambda p: _at_least(errors, requests, p) < alpha)
+    if errors >= requests:
+        upper = 1.0
+    elif errors == 0:
+        upper = -math.expm1(math.log(alpha) / requests)
+    else:
+        upper = _solve(lambda p: _at_most(errors, requests, p) > alpha)
     return lower, upper
+
+
+def _solve(below: Callable[[float], bool]) -> float:
+    """The p in (0, 1) where ``below(p)`` turns from true to false, by bisection (geometric
+    while the bracket spans orders of magnitude: rates of 1e-6 matter as much as 0.5)."""
+    lo, hi = 1e-12, 1.0
+    for _ in range(48):  # about 4 significant digits for rates from 1e-12 up
+        mid = math.sqrt(lo * hi) if hi > 4 * lo else (lo + hi) / 2
+        if below(mid):
+            lo = mid
+        else:
+            hi = mid
+    return (lo + hi) / 2
+
+
+def _at_least(k: int, n: int, p: float) -> float:
+    """P(X >= k) for X ~ Binomial(n, p), summed from the tail's near end outwards."""
+    if k <= 0 or p >= 1.0:
+        return 1.0 if k <= n else 0.0
+    if k > n or p <= 0.0:
+        return 0.0
+    if k >= n * p:
+        return min(1.0, _sum_pmf(k, n, p, up=True))
+    return max(0.0, 1.0 - _sum_pmf(k - 1, n, p, up=False))
+
+
+def _at_most(k: int, n: int, p: float) -> float:
+    """P(X <= k) for X ~ Binomial(n, p)."""
+    return 1.0 - _at_least(k + 1, n, p)
+
+
+def _sum_pmf(k: int, n: int, p: float, *, up: bool) -> float:
+    """The Binomial(n, p) pmf summed from ``k`` away from the mean (terms only shrink there),
+    until they no longer change the sum."""
+    log_term = (
+        math.lgamma(n + 1)
+        - math.lgamma(k + 1)
+        - math.lgamma(n - k + 1)
+        + k * math.log(p)
+        + (n - k) * math.log1p(-p)
+    )
+    term, total, j, odds = math.exp(log_term), 0.0, k, p / (1.0 - p)
+    while 0 <= j <= n and term > 0.0:
+        total += term
+        if term < total * 1e-17:
+            break
+        term *= (n - j) / (j + 1) * odds if up else j / (n - j + 1) / odds
+        j += 1 if up else -1
+    return total
 
 
 def _judge_rate(check: CheckConfig, data: Measurement, name: str, where: str) -> Verdict:
     """An error rate against its bounds with ``check.confidence`` (see the module doc)."""
     n, k = data.requests, data.errors
     value = k / n
+    alpha = 1.0 - check.confidence
     lower, upper = rate_bounds(k, n, check.confidence)
     pct = f"{num(100 * check.confidence)}%"
     shown, over = f"{name} {num(value)}", f"over {n} requests"
-    if check.max is not None and lower > check.max:
+    # Decided from the tails at the limit itself (exact); the bounds are what people read.
+    if check.max is not None and _at_least(k, n, check.max) < alpha:
         reason = (
             f"{shown} > max {num(check.max)} {over} ({k} errors; lower {pct} bound {num(lower)})"
         )
         return _verdict("fail", check, name, f"{reason} {where}", value, n, data, check.max)
-    if check.min is not None and upper < check.min:
+    if check.min is not None and _at_most(k, n, check.min) < alpha:
         reason = (
             f"{shown} < min {num(check.min)} {over} ({k} errors; upper {pct} bound {num(upper)})"
         )
         return _verdict("fail", check, name, f"{reason} {where}", value, n, data, check.min)
-    above = check.max is None or upper <= check.max
-    below = check.min is None or lower >= check.min
-    if above and below:
+    below = check.max is None or _at_most(k, n, check.max) <= alpha
+    above = check.min is None or _at_least(k, n, check.min) <= alpha
+    if below and above:
         bounds, shown_bounds = [], []
         if check.min is not None:
             bounds.append(f">= min {num(check.min)}")
@@ -186,7 +233,7 @@ def _judge_rate(check: CheckConfig, data: Measurement, name: str, where: str) ->
             shown_bounds.append(f"upper {pct} bound {num(upper)}")
         reason = f"{shown} {' and '.join(bounds)} {over} ({k} errors; {', '.join(shown_bounds)})"
         return _verdict("pass", check, name, f"{reason} {where}", value, n, data)
-    limit = check.max if check.max is not None and not above else check.min
+    limit = check.max if check.max is not None and not below else check.min
     assert limit is not None
     reason = (
         f"{shown}: not enough data to tell it from the limit {num(limit)} {over} "
@@ -528,6 +575,7 @@ def conclude(run: AnalysisRun) -> Verdict:
             )
     if run.sequential is not None and run.sequential.rejected and run.sequential.last is not None:
         return run.sequential.last
+    notes: list[str] = []
     for c in run.checks:
         if c.phase == "inconclusive":
             return _summary(
@@ -538,27 +586,35 @@ def conclude(run: AnalysisRun) -> Verdict:
             )
         if _bounded(c.check):
             whole = _conclude_whole(c)
-            if whole is not None:
+            if whole.outcome != "pass":
                 return whole
+            if whole.reason:
+                notes.append(whole.reason)
         elif c.passed == 0:
             return _summary("inconclusive", c, _never_passed(c))
     judged = sum(c.passed for c in run.checks)
     names = ", ".join(c.name for c in run.checks) or "no checks"
-    return Verdict("pass", "analysis", f"{names}: passed {judged} judged windows", samples=judged)
+    reason = "; ".join([f"{names}: passed {judged} judged windows", *notes])
+    return Verdict("pass", "analysis", reason, samples=judged)
 
 
 def _bounded(check: CheckConfig) -> bool:
     return check.metric == "error_rate" and check.confidence > 0
 
 
-def _conclude_whole(c: CheckRun) -> Verdict | None:
-    """None when the check's whole data passes, else why the step cannot pass yet."""
+def _conclude_whole(c: CheckRun) -> Verdict:
+    """The check's whole data judged once more: ``pass`` (with an empty reason when it passed
+    outright, or saying it was not shown above ``max`` under ``undecided = "pass"``) or
+    ``inconclusive`` with why the step cannot pass yet."""
     whole = c.whole
     if whole is None:
         return _summary("inconclusive", c, f"{c.name} was never measured")
     verdict = judge(c.check, whole)
     if verdict.outcome == "pass":
-        return None
+        return replace(verdict, reason="")
+    if undecided(verdict) and c.check.undecided == "pass" and verdict.threshold == c.check.max:
+        reason = f'{c.name} not shown above max, passed as undecided = "pass": {verdict.reason}'
+        return replace(verdict, outcome="pass", reason=reason)
     reason = f"{c.name} over the whole step is undecided: {verdict.reason}"
     return replace(verdict, outcome="inconclusive", reason=reason)
 

@@ -111,6 +111,10 @@ class CheckConfig(Model):
     """``error_rate`` only: a window fails when the rate is above ``max`` with this confidence
     and passes when it is below with it; in between it is inconclusive and pools. 0: the raw
     rate is compared (one error in a small window fails it)."""
+    undecided: Literal["pause", "pass"] = "pause"
+    """``error_rate`` with a ``confidence``: what the end of a step does when the step's whole
+    data still cannot tell the rate from ``max``: ``pause`` for a person (after measuring as
+    long again as the pause), or ``pass`` ("not shown above max", said in the verdict)."""
 
     @model_validator(mode="after")
     def _bounds(self) -> CheckConfig:

@@ -294,6 +294,8 @@ def _step(spec: RolloutSpec, state: RolloutState, observed: Observed) -> Decisio
     events += hold_events
     if state.paused or not _step_over(current, state, observed):
         return Decision(state, _hold(spec, state.data), events, wake_in=TICK)
+    if current.analysis:
+        events = (*events, f"step analysis passed: {conclude(_run(state, 'analysis')).reason}")
     return _next_step(spec, state, observed, events)
 
 

@@ -1,0 +1,149 @@
+"""Canary planner: a step whose error rate cannot be told from its limit, and a sequential
+test that cannot run. Windows of 10 s from T0; the canary is at 10% (100 of 1000 requests)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from nonstop.analysis.checks import new_run
+from nonstop.analysis.measurement import Measurement
+from nonstop.analysis.sequential import SequentialRun
+from nonstop.config.load import validate_config
+from nonstop.config.schema import NonstopConfig
+from nonstop.plan import canary
+from nonstop.plan.model import Decision, InstanceView, Observed, RolloutSpec, RolloutState
+
+T0 = 1_000.0
+AT_10 = {"weight": 10, "canary": 1, "traffic": True, "weight_ok": True}
+
+
+def config(check: dict[str, Any], *, sequential: bool = False) -> NonstopConfig:
+    steps = [{"weight": 10, "pause": 60, "analysis": [check]}, {"weight": 50}]
+    data: dict[str, Any] = {
+        "app": {"name": "shop", "command": "app --port {port}", "replicas": 4},
+        "strategy": {"kind": "canary", "canary": {"steps": steps, "sequential": sequential}},
+    }
+    return validate_config(data)
+
+
+def instances() -> tuple[InstanceView, ...]:
+    return (
+        *(InstanceView(f"v1-{i}", "v1", ready=True, ready_since=T0) for i in range(4)),
+        InstanceView("v2-0", "v2", ready=True, ready_since=T0),
+    )
+
+
+def counts(release: str, start: float, end: float, requests: int, errors: int) -> Measurement:
+    status = {"2xx": requests - errors, "5xx": errors}
+    return Measurement(release, start, end, requests, status, 0, {99.0: 40.0} if requests else {})
+
+
+def at_step(spec: RolloutSpec) -> RolloutState:
+    state = canary.initial_state(spec, T0)
+    plan = canary.steps(spec)
+    data = {**state.data, **AT_10, "analysis": new_run(plan[0].analysis or ()).to_dict()}
+    return RolloutState("step", T0, 0, False, {**data, "step_started_at": T0})
+
+
+def windows(
+    spec: RolloutSpec, state: RolloutState, seconds: int, canary_counts: tuple[int, int]
+) -> list[Decision]:
+    """Decide at the end of each 10 s window for ``seconds``: the canary serves
+    ``canary_counts`` (requests, errors) per window, the stable release 900 requests, 1 error."""
+    decisions = []
+    for k in range(1, seconds // 10 + 1):
+        now, start = T0 + 10 * k, state.phase_started_at
+        measured = {
+            "v2": counts("v2", start, now, *canary_counts),
+            "v1": counts("v1", start, now, 900, 1),
+        }
+        decision = canary.decide(spec, state, Observed(now, instances(), None, measured))
+        decisions.append(decision)
+        state = decision.state
+        if state.phase != "step":
+            break
+    return decisions
+
+
+# max 0.01 at 95%: 1 error in every 100 requests is exactly the limit, never told from it
+AT_LIMIT = {"metric": "error_rate", "max": 0.01, "min_samples": 50, "interval": 10}
+
+
+def test_a_step_that_cannot_tell_measures_on_then_pauses_for_a_person() -> None:
+    """The pause ends at 60 s with 600 requests, 6 errors (95% bounds 0.44%-1.97% straddle
+    1%): the step measures on as long again (60 s, 6 windows), then pauses, saying why."""
+    spec = RolloutSpec("canary", "v2", "v1", config(AT_LIMIT))
+    decisions = windows(spec, at_step(spec), 130, (100, 1))
+    paused = [i for i, d in enumerate(decisions) if d.state.paused]
+    assert paused[0] == 11  # t = 120: 60 s after the pause ended
+    assert decisions[10].state.phase == "step"
+    assert not decisions[10].state.paused
+    event = next(e for e in decisions[11].events if "still inconclusive" in e)
+    assert event.startswith(
+        "analysis still inconclusive 60s after the step's pause: error_rate over the whole "
+        "step is undecided: error_rate 0.01: not enough data to tell it from the limit 0.01 "
+        "over 1200 requests (12 errors; 95% bounds"
+    )
+    assert event.endswith("paused: `nonstop promote` moves on, `nonstop resume` keeps measuring")
+    # a person resumes: measuring goes on
+    state = decisions[11].state
+    resumed = canary.decide(spec, state, Observed(T0 + 121, instances(), command="resume"))
+    assert not resumed.state.paused
+    assert resumed.state.data["overtime_since"] == T0 + 121  # the wait starts afresh
+
+
+def test_undecided_pass_ends_the_step_and_says_so() -> None:
+    spec = RolloutSpec("canary", "v2", "v1", config({**AT_LIMIT, "undecided": "pass"}))
+    decisions = windows(spec, at_step(spec), 130, (100, 1))
+    assert len(decisions) == 6  # t = 60: the pause is over
+    assert decisions[-1].state.phase == "scaling"
+    passed = next(e for e in decisions[-1].events if e.startswith("step analysis passed"))
+    assert 'error_rate not shown above max, passed as undecided = "pass"' in passed
+
+
+def test_a_clean_step_passes_at_its_pause() -> None:
+    """400 requests a window without an error: 2400 by 60 s, 95% upper bound 0.12% <= 1%."""
+    spec = RolloutSpec("canary", "v2", "v1", config(AT_LIMIT))
+    decisions = windows(spec, at_step(spec), 130, (400, 0))
+    assert len(decisions) == 6
+    assert decisions[-1].state.phase == "scaling"
+    assert any(
+        e.startswith("step analysis passed: error_rate: passed") for e in decisions[-1].events
+    )
+
+
+def test_a_clearly_bad_window_still_fails_at_once() -> None:
+    """8 errors in 100 requests: 95% lower bound 4% > 1%: rolled back at the first window."""
+    spec = RolloutSpec("canary", "v2", "v1", config(AT_LIMIT))
+    decisions = windows(spec, at_step(spec), 30, (100, 8))
+    assert decisions[0].finished is not None
+    assert decisions[0].finished.outcome == "rolled_back"
+    assert "error_rate 0.08 > max 0.01 over 100 requests (8 errors; lower 95% bound" in (
+        decisions[0].finished.reason
+    )
+
+
+def test_a_sequential_test_without_stable_traffic_is_an_event_not_a_rollback() -> None:
+    """The stable release serves nothing (its instances behind another router, say): after 60 s
+    without anything to compare, one event, and the explain data says why; no rollback."""
+    check = {**AT_LIMIT, "undecided": "pass"}
+    spec = RolloutSpec("canary", "v2", "v1", config(check, sequential=True))
+    state = at_step(spec)
+    events: list[str] = []
+    for k in range(1, 9):
+        now = T0 + 10 * k
+        measured = {"v2": counts("v2", T0, now, 10 * k, 0), "v1": counts("v1", T0, now, 0, 0)}
+        decision = canary.decide(spec, state, Observed(now, instances(), None, measured))
+        assert decision.finished is None
+        events += decision.events
+        state = decision.state
+    idle = [e for e in events if e.startswith("sequential test could not run")]
+    assert idle == [
+        "sequential test could not run for 60s: sequential: no stable requests beside 70 canary "
+        "requests (00:16:40-00:17:50); nothing to compare the canary with; the threshold "
+        "checks still judge"
+    ]
+    last = SequentialRun.from_dict(state.data["sequential"]).last
+    assert last is not None
+    assert last.outcome == "inconclusive"
+    assert last.reason.startswith("sequential: no stable requests beside 80 canary requests")
