@@ -68,6 +68,16 @@ ERRORS = [
         'strategy.canary.analysis[0]: needs "max" or "min"',
     ),
     (
+        APP + '[strategy.canary]\npreset = "quick"\n[[strategy.canary.analysis]]\n'
+        'metric = "error_rate"\nmax = 0.01\nconfidence = 1\n',
+        "strategy.canary.analysis[0].confidence: expected a value < 1.0, got 1",
+    ),
+    (
+        APP + '[strategy.canary]\npreset = "quick"\n[[strategy.canary.analysis]]\n'
+        'metric = "error_rate"\nmax = 0.01\nundecided = "fail"\n',
+        'strategy.canary.analysis[0].undecided: expected one of pause, pass, got "fail"',
+    ),
+    (
         APP + '[metrics]\nprovider = "prometheus"\n',
         'metrics: provider "prometheus" needs "prometheus_url"',
     ),

@@ -10,13 +10,25 @@ One look: :func:`judge` turns a check and one window's data into a Verdict.
   :class:`QueryValue`; ``value=None`` with the provider's error message is inconclusive with that
   message, never a pass.
 
-A value fails when it is ``> max`` or ``< min``; equal to a bound passes. Fewer than
-``min_samples`` requests is ``inconclusive`` ("not enough data"). Worked example::
+Error rates are counts, and a few requests say little about a rate: one error in 600 requests is
+0.17%, but a release failing 0.02% of its requests does that one minute in nine. So an
+``error_rate`` check judges with a one-sided **confidence** (``confidence = 0.95`` by default,
+:func:`rate_bounds`, exact Clopper-Pearson): the window *fails* only when the rate is above
+``max`` with that confidence (its lower bound > max), *passes* only when it is below (its upper
+bound <= max), and is otherwise ``inconclusive`` ("not enough data to tell it from the limit"),
+with the point estimate as its value. Worked examples, max 0.001 at 95%::
 
-    error_rate max 0.001, min_samples 50
-    412 requests, 21 errors  -> 21/412 = 0.051 > 0.001     -> fail
-    412 requests, 0 errors   -> 0 <= 0.001                  -> pass
-    12 requests, 12 errors   -> 12 < min_samples 50         -> inconclusive
+    600 requests, 3 errors   -> bounds 0.136%..1.29%, lower > 0.1%            -> fail
+    600 requests, 1 error    -> bounds 0.0085%..0.79%, straddles 0.1%         -> inconclusive
+    3000 requests, 0 errors  -> upper 1 - 0.05 ** (1 / 3000) = 0.0998% <= 0.1% -> pass
+    12 requests, 12 errors   -> 12 < min_samples 50                           -> inconclusive
+
+The outcome is decided from the binomial tails at ``max`` itself (``P(X >= k) < 1 - confidence``
+fails, ``P(X <= k) <= 1 - confidence`` passes), so it is exact; the bounds are for people.
+``confidence = 0`` compares the raw rate (``> max`` fails, equal passes), as latency and query
+checks always do: a latency percentile comes as a number without the counts behind it, so it
+needs ``min_samples`` requests and is compared as measured; a query's value is whatever the
+PromQL computes. Raw example: 412 requests, 21 errors -> 0.051 > 0.001 -> fail.
 
 Many looks: :func:`step` folds one window into an :class:`AnalysisRun` and returns that window's
 Verdict. The run, not the window, decides the rollout (STYLE.md #2, as Argo Rollouts'
@@ -26,9 +38,13 @@ AnalysisRun phase versus its Measurements):
   not necessarily in a row). ``failure_limit = 1`` (the default) fails on the first failing window;
   this is Argo's ``failureLimit: failure_limit - 1`` ("fail when failed > failureLimit").
 - **inconclusive_limit**: a check turns *inconclusive* once ``inconclusive_limit`` windows in a row
-  were inconclusive (default 6: a minute at the default 10 s interval). A judged window resets the
-  streak. The engine then pauses for a person instead of guessing.
-- **pooling**: a window with fewer than ``min_samples`` requests is not thrown away. It is kept
+  were inconclusive for want of data (default 6: a minute at the default 10 s interval). A judged
+  window resets the streak, and so does an *undecided* one (an error rate that had its requests
+  but could not be told from its limit): data is coming, the pooled window grows, and the
+  decision comes as soon as the data supports it. The engine then pauses for a person instead of
+  guessing.
+- **pooling**: a window with fewer than ``min_samples`` requests, or undecided, is not thrown
+  away. It is kept
   (``pending``) and later windows are added to it, so at low traffic a check judges longer windows
   rather than never judging. Counts add up exactly; a latency percentile of the pooled window is
   taken as the highest of the parts' (if no part has more than 1% of its requests above x, the
@@ -38,6 +54,10 @@ AnalysisRun phase versus its Measurements):
   one's end is the next one, and the pending one moves into ``carried``, which is added to every
   window judged until one is judged. A window from another release, or overlapping the pending
   one otherwise, starts afresh (adding it would count requests twice).
+- **the end of a step**: :func:`conclude` judges an ``error_rate`` check with a confidence once
+  more over the step's whole data (``judged`` windows, then the pooled ones). Below the limit it
+  passes; still undecided, it passes only with ``undecided = "pass"`` (and says "not shown above
+  max"), else it is ``inconclusive`` and the canary measures on, then pauses for a person.
 """
 
 from __future__ import annotations
