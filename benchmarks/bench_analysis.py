@@ -19,7 +19,13 @@ and failed user requests (canary errors) until then; then the ratios baseline / 
 A third scenario runs identical releases (0.5% errors on both) for 10 minutes and counts false
 rollbacks of each rule.
 
-    .venv/bin/python benchmarks/bench_analysis.py [--seeds 2000] [--cadence 1]
+With ``--schedules N`` it also walks the presets' whole schedules N times (2,000 for
+``quick``) at 200 requests/s, as ``tests/analysis/test_robust_simulation.py`` does: one window
+per check interval into the step's analysis and the sequential test, ``conclude`` when the pause
+is over, an undecided step measuring on as long again and then counted as paused (and promoted).
+It reports rollbacks (by the threshold or the sequential test), their times, and pauses.
+
+    .venv/bin/python benchmarks/bench_analysis.py [--seeds 2000] [--cadence 1] [--schedules 0]
 """
 
 from __future__ import annotations
@@ -33,9 +39,10 @@ import statistics
 import time
 from dataclasses import dataclass
 
-from nonstop.analysis.checks import judge, new_run, step
+from nonstop.analysis.checks import conclude, judge, new_run, step
 from nonstop.analysis.measurement import Measurement
-from nonstop.analysis.sequential import Counts, new_sequential, observe
+from nonstop.analysis.presets import preset_steps
+from nonstop.analysis.sequential import Counts, new_sequential, observe, update
 from nonstop.analysis.simulate import Traffic
 from nonstop.config.schema import CheckConfig
 
@@ -169,10 +176,79 @@ def cost(seconds: int = 100_000) -> None:
         print(f"judge() {label}: {per_call * 1e6:.1f} µs per 1-min window ({len(windows)} calls)")
 
 
+def schedule(preset: str, canary: float, stable: float, seed: int) -> tuple[str, float, int]:
+    """One walk of a preset's steps: (``completed``, ``sequential`` or ``error_rate``; seconds;
+    steps that paused for a person)."""
+    rng, sequential = random.Random(seed), new_sequential()
+    now, pauses = 0.0, 0
+    for planned in preset_steps(preset)[:-1]:
+        assert planned.weight is not None
+        assert isinstance(planned.pause, float)
+        checks = [c for c in planned.analysis or () if c.metric == "error_rate"]
+        interval = min(c.interval for c in checks)
+        traffic = Traffic(canary, stable, share=planned.weight / 100, random_routing=False)
+        run, elapsed = new_run(checks), 0.0
+        while True:
+            counts = traffic.interval(rng, interval)
+            window = _measurement(counts, int(now), int(now + interval))
+            now, elapsed = now + interval, elapsed + interval
+            sequential = update(sequential, counts)
+            if sequential.e_value >= sequential.threshold:
+                return "sequential", now, pauses
+            for check in checks:
+                run, _ = step(run, check, window)
+            if run.phase == "failed":
+                return "error_rate", now, pauses
+            if elapsed < planned.pause:
+                continue
+            if conclude(run).outcome == "pass":
+                break
+            if elapsed >= 2 * planned.pause and elapsed >= planned.pause + 6 * interval:
+                pauses += 1
+                break
+    return "completed", now, pauses
+
+
+def schedules(runs: int) -> None:
+    print(f"\n## preset schedules at 200 requests/s ({runs} runs, quick {runs * 20 // 3})\n")
+    print(
+        "| preset | canary / stable errors | rolled back by threshold | by sequential test "
+        "| rollback time median / max (s) | paused for a person |"
+    )
+    print("|---|---|---|---|---|---|")
+    cases = [
+        ("progressive", 0.0002, 0.0002),
+        ("progressive", 0.0005, 0.0005),
+        ("progressive", 0.001, 0.001),
+        ("quick", 0.0002, 0.0002),
+        ("quick", 0.001, 0.001),
+        ("progressive", 0.05, 0.001),
+        ("quick", 0.05, 0.001),
+        ("progressive", 0.005, 0.001),
+        ("progressive", 0.003, 0.003),
+        ("quick", 0.05, 0.05),
+    ]
+    for preset, canary, stable in cases:
+        count = runs if preset == "progressive" else runs * 20 // 3
+        if canary != stable:
+            count = min(count, 100)
+        results = [schedule(preset, canary, stable, seed) for seed in range(count)]
+        rolled = sorted(t for how, t, _ in results if how != "completed")
+        by_threshold = sum(how == "error_rate" for how, _, _ in results)
+        by_sequential = sum(how == "sequential" for how, _, _ in results)
+        paused = sum(p > 0 for _, _, p in results)
+        times = f"{statistics.median(rolled):.0f} / {rolled[-1]:.0f}" if rolled else "-"
+        print(
+            f"| {preset} | {canary:.2%} / {stable:.2%} | {by_threshold}/{count} | "
+            f"{by_sequential}/{count} | {times} | {paused}/{count} |"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=2000)
     parser.add_argument("--cadence", type=int, default=1, help="seconds between sequential looks")
+    parser.add_argument("--schedules", type=int, default=0, help="preset schedule walks (0: none)")
     args = parser.parse_args()
     with open("/proc/cpuinfo") as cpuinfo:
         models = [
@@ -193,6 +269,8 @@ def main() -> None:
     )
     identical(args.seeds, args.cadence)
     cost()
+    if args.schedules:
+        schedules(args.schedules)
     print(f"\nwall time {time.perf_counter() - started:.1f} s")
 
 

@@ -17,8 +17,13 @@ T0 = 1_000.0
 AT_10 = {"weight": 10, "canary": 1, "traffic": True, "weight_ok": True}
 
 
-def config(check: dict[str, Any], *, sequential: bool = False) -> NonstopConfig:
-    steps = [{"weight": 10, "pause": 60, "analysis": [check]}, {"weight": 50}]
+def config(
+    check: dict[str, Any], *, sequential: bool = False, pause: float | None = 60
+) -> NonstopConfig:
+    first: dict[str, Any] = {"weight": 10, "analysis": [check]}
+    if pause is not None:
+        first["pause"] = pause
+    steps = [first, {"weight": 50}]
     data: dict[str, Any] = {
         "app": {"name": "shop", "command": "app --port {port}", "replicas": 4},
         "strategy": {"kind": "canary", "canary": {"steps": steps, "sequential": sequential}},
@@ -90,6 +95,14 @@ def test_a_step_that_cannot_tell_measures_on_then_pauses_for_a_person() -> None:
     resumed = canary.decide(spec, state, Observed(T0 + 121, instances(), command="resume"))
     assert not resumed.state.paused
     assert resumed.state.data["overtime_since"] == T0 + 121  # the wait starts afresh
+
+
+def test_a_step_without_a_pause_that_cannot_tell_pauses_after_six_windows() -> None:
+    spec = RolloutSpec("canary", "v2", "v1", config(AT_LIMIT, pause=None))
+    decisions = windows(spec, at_step(spec), 80, (100, 1))
+    paused = [i for i, d in enumerate(decisions) if d.state.paused]
+    assert paused[0] == 6  # first seen undecided at t = 10, paused 60 s later at t = 70
+    assert any("still inconclusive 60s after the step's pause" in e for e in decisions[6].events)
 
 
 def test_undecided_pass_ends_the_step_and_says_so() -> None:

@@ -28,12 +28,20 @@ when it has them, in that order:
    error seen again in a growing window.
    The step ends when its pause is over and its own checks passed; a failed check ends the
    rollout at once; a check without enough data for ``inconclusive_limit`` windows in a row
-   pauses the rollout for a person (``nonstop promote`` or ``resume`` continues).
+   pauses the rollout for a person (``nonstop promote`` or ``resume`` continues). An error
+   rate judged with a confidence is judged once more over the step's whole data when the
+   pause is over (``conclude``); if that cannot tell it from ``max`` the step measures on, as
+   long again as the pause (at least ``inconclusive_limit`` windows), then pauses for a person
+   with the reason (``undecided = "pass"`` on the check lets the step end instead, and the
+   event says the rate was not shown above ``max``).
 3. Throughout ``scaling``, ``step`` and ``promoting``, the sequential test compares the
    canary's error rate with the stable's over the same window at every decide()
    (``nonstop.analysis.sequential``). It needs no set weight (it conditions on the measured
    request counts), so it runs before the data plane is verified: a bad canary is stopped
-   after a handful of errors, not after a window.
+   after a handful of errors, not after a window. It learns nothing from a window without
+   stable requests (or one it must skip); after :data:`SEQUENTIAL_IDLE` seconds of that an
+   event says so, and its last verdict carries the reason for ``nonstop explain``. Not a
+   rollback: the threshold checks still judge.
 
 After the last step: the canary scales to ``replicas`` (``promoting``), gets all traffic, is
 watched (``watch``), then the stable release scales to 0 and the rollout completes.
@@ -545,13 +553,15 @@ def _hold_if_undecided(
     """The step's pause is over but its analysis cannot say ``pass`` (an error rate that the
     step's whole data cannot tell from its limit): keep measuring, as long again as the pause
     (at least ``inconclusive_limit`` windows), then pause for a person with the reason rather
-    than pass or fail on a guess. ``nonstop promote`` moves on, ``resume`` measures on."""
+    than pass or fail on a guess. ``nonstop promote`` moves on, ``resume`` measures on. A step
+    without a pause counts as a pause of 0; one waiting for ``nonstop promote`` waits anyway."""
     if state.paused or not current.analysis or not state.data["weight_ok"]:
         return state, ()
-    if not isinstance(current.pause, float | int):
-        return state, ()
+    if current.pause == {}:
+        return state, ()  # waits for `nonstop promote` anyway
+    pause = float(current.pause) if isinstance(current.pause, float | int) else 0.0
     started = float(state.data.get("step_started_at", state.phase_started_at))
-    if observed.now - started < current.pause:
+    if observed.now - started < pause:
         return state, ()
     run = _run(state, "analysis")
     verdict = conclude(run)
@@ -560,7 +570,7 @@ def _hold_if_undecided(
     since = state.data.get("overtime_since")
     if since is None:
         return _with(state, {"overtime_since": observed.now}), ()
-    grace = max(float(current.pause), run.inconclusive_limit * _window_length(spec, current, state))
+    grace = max(pause, run.inconclusive_limit * _window_length(spec, current, state))
     waited = observed.now - float(since)
     if waited < grace:
         return state, ()
