@@ -160,3 +160,25 @@ def test_a_sequential_test_without_stable_traffic_is_an_event_not_a_rollback() -
     assert last is not None
     assert last.outcome == "inconclusive"
     assert last.reason.startswith("sequential: no stable requests beside 80 canary requests")
+
+
+def test_an_empty_new_window_does_not_restart_the_idle_clock() -> None:
+    """A new window whose first look has no canary request yet says nothing either way: the
+    minute without stable requests still counts from the first look (t = 10), not from it."""
+    check = {**AT_LIMIT, "undecided": "pass"}
+    spec = RolloutSpec("canary", "v2", "v1", config(check, sequential=True, pause=600))
+    state = at_step(spec)
+    looks: list[tuple[float, float, int]] = [(T0 + t, T0, 10 * t) for t in (10, 20, 30)]
+    looks += [(T0 + 31, T0 + 30, 0)]
+    looks += [(T0 + t, T0 + 30, 10 * (t - 30)) for t in (40, 50, 60, 70)]
+    events: dict[float, tuple[str, ...]] = {}
+    for now, start, canary_requests in looks:
+        measured = {
+            "v2": counts("v2", start, now, canary_requests, 0),
+            "v1": counts("v1", start, now, 0, 0),
+        }
+        decision = canary.decide(spec, state, Observed(now, instances(), None, measured))
+        events[now - T0] = tuple(e for e in decision.events if e.startswith("sequential test"))
+        state = decision.state
+    assert [t for t, found in events.items() if found] == [70.0]
+    assert events[70.0][0].startswith("sequential test could not run for 60s: ")

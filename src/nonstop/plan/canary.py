@@ -477,9 +477,9 @@ def _sequential(
         )
     changes: dict[str, Any] = {"sequential_since": since}
     events: tuple[str, ...] = ()
-    if not why or not canary.requests:
+    if not why and canary.requests and stable.requests:  # it learned from this window
         changes.update(sequential_since=observed.now, sequential_warned=False)
-    else:
+    elif why:  # (no canary request yet, as a window begins, is neither)
         if not run.rejected:
             run = replace(run, last=replace(verdict, outcome="inconclusive", reason=why))
         idle = observed.now - since
