@@ -144,7 +144,19 @@ async def test_switching_all_traffic_under_load_fails_no_request(
         await asyncio.sleep(0.2)
         await router.apply(table(b.upstream(1)))
 
-    (served, failures), _ = await asyncio.gather(load(client, router, 1200), switch())
+    # Load runs in rounds until the switch is over, so a slow machine cannot finish the load
+    # before B ever takes traffic.
+    switching = asyncio.create_task(switch())
+    served: Counter[str] = Counter()
+    failures: list[str] = []
+    while not switching.done() or not served:
+        got, lost = await load(client, router, 200)
+        served.update(got)
+        failures.extend(lost)
+    await switching
+    got, lost = await load(client, router, 200)
+    served.update(got)
+    failures.extend(lost)
     assert failures == []
     assert served["A"] > 0
     assert served["B"] > 0
