@@ -181,13 +181,7 @@ class CaddyRouter:
 
     def last_table(self) -> RouteTable:
         """The table last applied (empty before the first apply)."""
-        try:
-            data = json.loads(self.table_file.read_text())
-        except FileNotFoundError:
-            return RouteTable(upstreams=())
-        except (OSError, ValueError) as exc:
-            raise RouterError(f"{self.table_file} is unreadable: {exc}") from exc
-        return table_from_dict(data, source=str(self.table_file))
+        return load_table(self.table_file)
 
     async def config(self) -> dict[str, Any]:
         """The config Caddy is running now (``GET /config/``)."""
@@ -324,6 +318,17 @@ def table_to_dict(table: RouteTable) -> dict[str, Any]:
             for u in table.upstreams
         ]
     }
+
+
+def load_table(path: Path) -> RouteTable:
+    """A route table saved with :func:`table_to_dict` (empty when there is none yet)."""
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return RouteTable(upstreams=())
+    except (OSError, ValueError) as exc:
+        raise RouterError(f"{path} is unreadable: {exc}") from exc
+    return table_from_dict(data, source=str(path))
 
 
 def table_from_dict(data: object, *, source: str = "route table") -> RouteTable:

@@ -52,12 +52,15 @@ def caddy_version(binary: Path) -> str:
     return words[0]
 
 
-def socket_dir(state_dir: Path) -> Path:
-    """Where the router's unix sockets go: ``state_dir`` itself when its paths fit in the 107
-    bytes Linux allows, else ``/tmp/nonstop-<uid>/<hash of state_dir>``, mode 0700 and checked
-    to be ours. It depends on nothing but the uid and ``state_dir`` (no environment variable),
-    so an agent restarted from another shell or by systemd finds the same admin socket."""
-    if len(os.fsencode(state_dir)) + len("/events-00000000.sock") <= UNIX_PATH_MAX:
+def socket_dir(
+    state_dir: Path, longest: str = "/events-00000000.sock", limit: int = UNIX_PATH_MAX
+) -> Path:
+    """Where a router's unix sockets go: ``state_dir`` itself when ``state_dir + longest`` fits
+    in ``limit`` bytes (107 for Linux; HAProxy allows less), else
+    ``/tmp/nonstop-<uid>/<hash of state_dir>``, mode 0700 and checked to be ours. It depends on
+    nothing but the uid and ``state_dir`` (no environment variable), so an agent restarted from
+    another shell or by systemd finds the same admin socket."""
+    if len(os.fsencode(state_dir)) + len(longest) <= limit:
         return state_dir
     root = Path("/tmp")
     base = root / f"nonstop-{os.getuid()}"

@@ -35,7 +35,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from nonstop.drivers.router.base import RequestEvent, RouteTable
-from nonstop.drivers.router.caddy import table_from_dict, table_to_dict
+from nonstop.drivers.router.caddy import load_table, table_to_dict
 from nonstop.drivers.router.caddy_config import validate_listen
 from nonstop.drivers.router.caddy_process import ProcessRecord, kill, start_time, write_atomic
 from nonstop.drivers.router.haproxy_config import (
@@ -187,13 +187,7 @@ class HAProxyRouter:
 
     def last_table(self) -> RouteTable:
         """The table last applied (empty before the first apply)."""
-        try:
-            data = json.loads(self.table_file.read_text())
-        except FileNotFoundError:
-            return RouteTable(upstreams=())
-        except (OSError, ValueError) as exc:
-            raise RouterError(f"{self.table_file} is unreadable: {exc}") from exc
-        return table_from_dict(data, source=str(self.table_file))
+        return load_table(self.table_file)
 
     async def command(self, line: str) -> str:
         """One runtime-API command (``show servers state``, ``show stat`` ...); its reply."""

@@ -7,13 +7,12 @@ are shared with the Caddy driver (caddy_process).
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import os
 import shutil
-import stat
 import subprocess
 from pathlib import Path
 
+from nonstop.drivers.router import caddy_process
 from nonstop.drivers.router.caddy_process import rotate
 from nonstop.errors import RouterError
 
@@ -32,19 +31,8 @@ LONGEST_SOCKET = "/haproxy-admin.sock"
 
 def socket_dir(state_dir: Path) -> Path:
     """Where HAProxy's admin socket goes: ``state_dir`` when its path fits in the 97 bytes
-    HAProxy allows, else ``/tmp/nonstop-<uid>/<hash of state_dir>`` (mode 0700, checked to be
-    ours; the same directory the Caddy driver would use). It depends only on the uid and
-    ``state_dir``, so an agent restarted from anywhere finds the same admin socket."""
-    if len(os.fsencode(state_dir)) + len(LONGEST_SOCKET) <= HAPROXY_PATH_MAX:
-        return state_dir
-    base = Path("/tmp") / f"nonstop-{os.getuid()}"
-    base.mkdir(mode=0o700, exist_ok=True)
-    info = base.lstat()
-    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
-        raise RouterError(f"{base} must be a directory owned by you with mode 0700")
-    short = base / hashlib.sha256(os.fsencode(state_dir)).hexdigest()[:16]
-    short.mkdir(mode=0o700, exist_ok=True)
-    return short
+    HAProxy allows, else the same short private directory the Caddy driver would use."""
+    return caddy_process.socket_dir(state_dir, LONGEST_SOCKET, HAPROXY_PATH_MAX)
 
 
 def check_socket_path(path: Path) -> Path:
