@@ -52,7 +52,7 @@ from nonstop.drivers.router.caddy_process import (
     last_error,
     socket_dir,
     spawn,
-    start_time,
+    wait_started,
     write_atomic,
 )
 from nonstop.errors import RouterError
@@ -224,22 +224,16 @@ class CaddyRouter:
         write_atomic(self.config_file, json.dumps(self._config_for(self.last_table()), indent=2))
         home = self.state_dir / "caddy-home"
         pid = await asyncio.to_thread(spawn, binary, self.config_file, self.log_file, home)
-        record = ProcessRecord(pid, start_time(pid) or "gone")
-        record.save(self.pid_file)
-        deadline = time.monotonic() + self.start_timeout
-        while time.monotonic() < deadline:
-            if not record.running():
-                self.pid_file.unlink(missing_ok=True)
-                raise RouterError(
-                    f"caddy exited while starting on {self.listen}: "
-                    f"{last_error(self.log_file)} (log: {self.log_file})"
-                )
-            if await self._wait_admin(0.0):
-                return
-            await asyncio.sleep(0.05)
-        raise RouterError(
-            f"caddy did not answer on {self.admin_socket} within {self.start_timeout:g} s; "
-            f"see {self.log_file}"
+        await wait_started(
+            "caddy",
+            pid,
+            self.pid_file,
+            lambda: self._wait_admin(0.0),
+            listen=self.listen,
+            admin_socket=self.admin_socket,
+            log=self.log_file,
+            log_error=last_error,
+            timeout=self.start_timeout,
         )
 
     async def _wait_admin(self, timeout: float) -> bool:

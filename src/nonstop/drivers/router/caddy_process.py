@@ -6,6 +6,7 @@ in /proc, so a recycled pid is never mistaken for ours.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import json
@@ -15,6 +16,8 @@ import signal
 import stat
 import subprocess
 import sys
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -190,3 +193,32 @@ def last_error(log: Path) -> str:
             if isinstance(entry, dict) and entry.get("level") in ("error", "fatal"):
                 return str(entry.get("msg") or entry.get("error") or line)
     return lines[-1] if lines else "(empty log)"
+
+
+async def wait_started(
+    name: str,
+    pid: int,
+    pid_file: Path,
+    answers: Callable[[], Awaitable[bool]],
+    *,
+    listen: str,
+    admin_socket: Path,
+    log: Path,
+    log_error: Callable[[Path], str],
+    timeout: float,
+) -> None:
+    """Record the router process just spawned (pid + start time) and wait until its admin
+    interface ``answers``; RouterError with the log's last error if it exits or stays silent."""
+    record = ProcessRecord(pid, start_time(pid) or "gone")
+    record.save(pid_file)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not record.running():
+            pid_file.unlink(missing_ok=True)
+            raise RouterError(
+                f"{name} exited while starting on {listen}: {log_error(log)} (log: {log})"
+            )
+        if await answers():
+            return
+        await asyncio.sleep(0.05)
+    raise RouterError(f"{name} did not answer on {admin_socket} within {timeout:g} s; see {log}")

@@ -37,7 +37,12 @@ from pathlib import Path
 from nonstop.drivers.router.base import RequestEvent, RouteTable
 from nonstop.drivers.router.caddy import load_table, table_to_dict
 from nonstop.drivers.router.caddy_config import validate_listen
-from nonstop.drivers.router.caddy_process import ProcessRecord, kill, start_time, write_atomic
+from nonstop.drivers.router.caddy_process import (
+    ProcessRecord,
+    kill,
+    wait_started,
+    write_atomic,
+)
 from nonstop.drivers.router.haproxy_config import (
     BACKEND,
     NO_UPSTREAM_BODY,
@@ -253,23 +258,17 @@ class HAProxyRouter:
         write_atomic(self.config_file, text)
         await asyncio.to_thread(check_config, binary, self.config_file)
         pid = await asyncio.to_thread(spawn, binary, self.config_file, self.log_file)
-        record = ProcessRecord(pid, start_time(pid) or "gone")
-        record.save(self.pid_file)
         self._leaving.clear()
-        deadline = time.monotonic() + self.start_timeout
-        while time.monotonic() < deadline:
-            if not record.running():
-                self.pid_file.unlink(missing_ok=True)
-                raise RouterError(
-                    f"haproxy exited while starting on {self.listen}: "
-                    f"{last_alert(self.log_file)} (log: {self.log_file})"
-                )
-            if await self._wait_admin(0.0):
-                return
-            await asyncio.sleep(0.05)
-        raise RouterError(
-            f"haproxy did not answer on {self.admin_socket} within {self.start_timeout:g} s; "
-            f"see {self.log_file}"
+        await wait_started(
+            "haproxy",
+            pid,
+            self.pid_file,
+            lambda: self._wait_admin(0.0),
+            listen=self.listen,
+            admin_socket=self.admin_socket,
+            log=self.log_file,
+            log_error=last_alert,
+            timeout=self.start_timeout,
         )
 
     async def _wait_admin(self, timeout: float) -> bool:
