@@ -6,19 +6,17 @@ bytes and pytest's tmp_path can be longer than that.
 
 from __future__ import annotations
 
-import shutil
 import sys
-import tempfile
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
-import aiohttp
 import pytest
 
 from conftest import require_binary
 from nonstop.drivers.router.caddy import CaddyRouter
+from router.fixtures import backends, client, state_dir  # noqa: F401  (fixtures)
 
-from .helpers import Backend, free_port, start_backend
+from .helpers import free_port
 
 
 @pytest.fixture
@@ -27,28 +25,7 @@ def caddy_binary() -> Path:
 
 
 @pytest.fixture
-def state_dir() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="nsr-", dir="/tmp"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
-@pytest.fixture
-async def backends() -> AsyncIterator[Callable[[str], Awaitable[Backend]]]:
-    started: list[Backend] = []
-
-    async def make(name: str) -> Backend:
-        backend = await start_backend(name)
-        started.append(backend)
-        return backend
-
-    yield make
-    for backend in started:
-        await backend.close()
-
-
-@pytest.fixture
-async def router(state_dir: Path, caddy_binary: Path) -> AsyncIterator[CaddyRouter]:
+async def router(state_dir: Path, caddy_binary: Path) -> AsyncIterator[CaddyRouter]:  # noqa: F811
     router = CaddyRouter(
         state_dir, f"127.0.0.1:{free_port()}", drain_timeout=5.0, caddy_binary=caddy_binary
     )
@@ -57,9 +34,3 @@ async def router(state_dir: Path, caddy_binary: Path) -> AsyncIterator[CaddyRout
         yield router
     finally:
         await router.stop()
-
-
-@pytest.fixture
-async def client() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as session:
-        yield session

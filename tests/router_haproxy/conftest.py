@@ -6,17 +6,15 @@ bytes and pytest's tmp_path can be longer than that.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
-import aiohttp
 import pytest
 
 from nonstop.drivers.router.haproxy import HAProxyRouter
 from nonstop_testing import require_binary
-from router.helpers import Backend, free_port, start_backend
+from router.fixtures import backends, client, state_dir  # noqa: F401  (fixtures)
+from router.helpers import free_port
 
 
 @pytest.fixture
@@ -25,28 +23,10 @@ def haproxy_binary() -> Path:
 
 
 @pytest.fixture
-def state_dir() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="nsh-", dir="/tmp"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
-@pytest.fixture
-async def backends() -> AsyncIterator[Callable[[str], Awaitable[Backend]]]:
-    started: list[Backend] = []
-
-    async def make(name: str) -> Backend:
-        backend = await start_backend(name)
-        started.append(backend)
-        return backend
-
-    yield make
-    for backend in started:
-        await backend.close()
-
-
-@pytest.fixture
-async def router(state_dir: Path, haproxy_binary: Path) -> AsyncIterator[HAProxyRouter]:
+async def router(
+    state_dir: Path,  # noqa: F811 (the fixture imported above)
+    haproxy_binary: Path,
+) -> AsyncIterator[HAProxyRouter]:
     router = HAProxyRouter(
         state_dir, f"127.0.0.1:{free_port()}", drain_timeout=5.0, haproxy_binary=haproxy_binary
     )
@@ -55,9 +35,3 @@ async def router(state_dir: Path, haproxy_binary: Path) -> AsyncIterator[HAProxy
         yield router
     finally:
         await router.stop()
-
-
-@pytest.fixture
-async def client() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as session:
-        yield session
