@@ -19,62 +19,19 @@ from nonstop.drivers.metrics import UNROUTED, RequestStats
 from nonstop.drivers.router.caddy import CaddyRouter
 from nonstop.errors import RouterError
 
-from .helpers import Backend, Collector, free_port, get, start_backend, table, url
-
-MakeBackend = Callable[[str], Awaitable[Backend]]
-
-
-# A reload can, rarely, close an idle keep-alive connection just as a request is sent on it, or
-# reset a connection queued on the old listening socket (docs/router.md, "Reloads": about 1 in
-# 700 reloads under 8 busy loops here). HTTP clients such as browsers and Go's retry an
-# idempotent request once when the connection failed before any response; so does this client,
-# and it counts those retries. A retry that fails again, or any 5xx, is a failure.
-CONNECTION_LOST = (
-    aiohttp.ServerDisconnectedError,
-    aiohttp.ClientConnectorError,
-    aiohttp.ClientOSError,
+from .helpers import (
+    Backend,
+    Collector,
+    free_port,
+    get,
+    load,
+    start_backend,
+    table,
+    url,
+    wait_for,
 )
 
-
-async def load(
-    client: aiohttp.ClientSession, router: CaddyRouter, requests: int, workers: int = 4
-) -> tuple[Counter[str], list[str]]:
-    """``workers`` loops sending ``requests`` GETs in all; returns bodies seen and failures."""
-    served: Counter[str] = Counter()
-    failures: list[str] = []
-
-    async def one() -> tuple[int, str]:
-        try:
-            return await get(client, router)
-        except CONNECTION_LOST:
-            served["(retried)"] += 1
-            return await get(client, router)
-
-    async def worker(count: int) -> None:
-        for _ in range(count):
-            try:
-                status, body = await one()
-            except aiohttp.ClientError as exc:
-                failures.append(repr(exc))
-                continue
-            if status == 200:
-                served[body] += 1
-            else:
-                failures.append(f"{status} {body.strip()}")
-            await asyncio.sleep(0)
-
-    await asyncio.gather(*(worker(requests // workers) for _ in range(workers)))
-    return served, failures
-
-
-async def wait_for(predicate: Callable[[], Awaitable[bool]], deadline: float = 10.0) -> bool:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + deadline
-    while not await predicate():
-        if loop.time() > end:
-            return False
-        await asyncio.sleep(0.02)
-    return True
+MakeBackend = Callable[[str], Awaitable[Backend]]
 
 
 async def test_no_upstreams_answers_503_with_a_clear_body(
@@ -123,7 +80,7 @@ async def test_weights_90_10_split_1000_requests_nearly_exactly(
 ) -> None:
     a, b = await backends("A"), await backends("B")
     await router.apply(table(a.upstream(90), b.upstream(10)))
-    served, failures = await load(client, router, 1000, workers=1)
+    served, failures = await load(client, router, 1000, workers=1, retry_lost=True)
     assert failures == []
     # Weighted round robin over [9, 1]: every run of 10 requests is 9 A and 1 B.
     assert abs(served["A"] - 900) <= 10
@@ -150,11 +107,11 @@ async def test_switching_all_traffic_under_load_fails_no_request(
     served: Counter[str] = Counter()
     failures: list[str] = []
     while not switching.done() or not served:
-        got, lost = await load(client, router, 200)
+        got, lost = await load(client, router, 200, retry_lost=True)
         served.update(got)
         failures.extend(lost)
     await switching
-    got, lost = await load(client, router, 200)
+    got, lost = await load(client, router, 200, retry_lost=True)
     served.update(got)
     failures.extend(lost)
     assert failures == []
@@ -229,7 +186,7 @@ async def test_a_dead_upstream_is_retried_on_the_other(
     a, b = await backends("A"), await backends("B")
     await router.apply(table(a.upstream(1), b.upstream(1)))
     await a.close()  # the instance died; the engine has not removed it yet
-    served, failures = await load(client, router, 40)
+    served, failures = await load(client, router, 40, retry_lost=True)
     assert failures == []
     assert served == Counter({"B": 40})  # no reload here, so no retry either
 
@@ -265,7 +222,7 @@ async def test_request_stream_has_one_event_per_request(
         assert (await get(client, router))[0] == 503
         a, b = await backends("A"), await backends("B")
         await router.apply(table(a.upstream(2, "v1"), b.upstream(1, "v2")))
-        served, _ = await load(client, router, 30, workers=1)
+        served, _ = await load(client, router, 30, workers=1, retry_lost=True)
         events = await collector.until(31)
     finally:
         await collector.close()
@@ -290,7 +247,7 @@ async def test_request_stats_fold_the_stream_per_release(
         since = time.time()
         await get(client, router)  # 503: nothing routed yet
         await router.apply(routes)
-        await load(client, router, 40, workers=1)
+        await load(client, router, 40, workers=1, retry_lost=True)
 
         async def all_counted() -> bool:
             return sum(sum(t.status.values()) for t in stats.totals().values()) == 41
@@ -352,7 +309,9 @@ async def test_a_new_agent_adopts_the_running_caddy_without_a_blip(
         await adopted.start()
         return adopted
 
-    (served, failures), adopted = await asyncio.gather(load(client, router, 800), restart_agent())
+    (served, failures), adopted = await asyncio.gather(
+        load(client, router, 800, retry_lost=True), restart_agent()
+    )
     assert failures == []
     assert served["A"] == 800
     assert adopted.pid == pid

@@ -19,9 +19,17 @@ from nonstop.drivers.router.caddy import table_to_dict
 from nonstop.drivers.router.caddy_config import NO_UPSTREAM_BODY
 from nonstop.drivers.router.haproxy import HAProxyRouter
 from nonstop.errors import RouterError
-from router.helpers import Backend, free_port, start_backend, table
-
-from .helpers import Collector, get, load, url, wait_for
+from router.helpers import (
+    Backend,
+    Collector,
+    free_port,
+    get,
+    load,
+    start_backend,
+    table,
+    url,
+    wait_for,
+)
 
 MakeBackend = Callable[[str], Awaitable[Backend]]
 
