@@ -11,6 +11,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from nonstop.config.units import CountOrPercent, Duration
+from nonstop.config.validate import env_problems
 
 SIGNALS = ("SIGTERM", "SIGINT", "SIGQUIT", "SIGHUP", "SIGUSR1", "SIGUSR2", "SIGKILL")
 
@@ -39,6 +40,15 @@ class AppConfig(Model):
             raise ValueError(
                 'must contain the "{port}" placeholder, e.g. "python3 app.py --port {port}"'
             )
+        return value
+
+    @field_validator("env", mode="before")
+    @classmethod
+    def _env(cls, value: object) -> object:
+        problems = env_problems(value)
+        if problems:
+            key, message = problems[0]
+            raise ValueError(f"{key}: {message}" if key else message)
         return value
 
 

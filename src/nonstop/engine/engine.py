@@ -238,6 +238,7 @@ class Engine:
 
     async def deploy(self, request: DeployRequest) -> RolloutRow:
         async with self._lock:
+            releases.check_request(request.release, request.env)
             running = self.store.running_rollout()
             if running is not None:
                 raise StateError(
