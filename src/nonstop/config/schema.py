@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from nonstop.config.units import CountOrPercent, Duration
+from nonstop.config.units import ByteSize, CountOrPercent, Duration
 from nonstop.config.validate import env_problems
 
 SIGNALS = ("SIGTERM", "SIGINT", "SIGQUIT", "SIGHUP", "SIGUSR1", "SIGUSR2", "SIGKILL")
@@ -32,6 +32,10 @@ class AppConfig(Model):
     """Grace period between the stop signal and SIGKILL."""
     drain_timeout: Duration = 30.0
     """Longest wait for in-flight requests and long-lived connections after traffic moved off."""
+    copy_include: list[str] = Field(default_factory=list)
+    """Names left out of a release copy by default (``.venv``, ``node_modules``...) to copy."""
+    copy_exclude: list[str] = Field(default_factory=list)
+    """More names or glob patterns to leave out of the release copy (docs/config.md)."""
 
     @field_validator("command")
     @classmethod
@@ -224,6 +228,18 @@ class AgentConfig(Model):
     """``unix:PATH`` (default ``.nonstop/agent.sock``) or ``127.0.0.1:PORT`` (token required)."""
 
 
+class RetentionConfig(Model):
+    """What ``.nonstop/`` keeps; applied after each rollout and by ``nonstop prune``."""
+
+    releases: int = Field(default=5, ge=1, le=1000)
+    """Newest release copies kept (active, previous and any in use are kept on top)."""
+    log_max_size: ByteSize = 10 * 1024 * 1024
+    log_keep: int = Field(default=3, ge=0, le=100)
+    """Rotated files kept per log (``NAME.log.1`` ...)."""
+    log_max_age: Duration = 14 * 86400.0
+    """Logs of instances that no longer run are deleted when older than this."""
+
+
 class NonstopConfig(Model):
     app: AppConfig
     health: HealthConfig = Field(default_factory=HealthConfig)
@@ -234,3 +250,4 @@ class NonstopConfig(Model):
     migrations: MigrationsConfig | None = None
     flags: FlagsConfig = Field(default_factory=FlagsConfig)
     agent: AgentConfig = Field(default_factory=AgentConfig)
+    retention: RetentionConfig = Field(default_factory=RetentionConfig)
