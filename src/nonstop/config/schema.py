@@ -11,7 +11,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from nonstop.config.units import ByteSize, CountOrPercent, Duration
-from nonstop.config.validate import env_problems
+from nonstop.config.validate import env_problems, excluded_path_problem
 
 SIGNALS = ("SIGTERM", "SIGINT", "SIGQUIT", "SIGHUP", "SIGUSR1", "SIGUSR2", "SIGKILL")
 
@@ -45,6 +45,15 @@ class AppConfig(Model):
                 'must contain the "{port}" placeholder, e.g. "python3 app.py --port {port}"'
             )
         return value
+
+    @model_validator(mode="after")
+    def _copied(self) -> AppConfig:
+        problem = excluded_path_problem(
+            self.command, self.cwd, self.copy_include, self.copy_exclude
+        )
+        if problem is not None and not self.build:  # a build may create it in the release
+            raise ValueError(problem)
+        return self
 
     @field_validator("env", mode="before")
     @classmethod

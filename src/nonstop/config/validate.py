@@ -12,12 +12,14 @@ control character is visible (``"v9\\n"``) instead of breaking the line.
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import re
+import shlex
 import stat
-from collections.abc import Mapping
-from pathlib import Path
+from collections.abc import Mapping, Sequence
+from pathlib import Path, PurePosixPath
 
 from nonstop.errors import UsageError
 
@@ -114,3 +116,42 @@ def read_regular_file(path: Path, limit: int, what: str = "file") -> bytes:
     if len(data) > limit:  # it grew while we read
         raise UsageError(f"{path}: more than the {limit} bytes allowed for a {what}")
     return data
+
+
+# What a release copy leaves out by default (docs/config.md, "What a release copies").
+DEFAULT_COPY_EXCLUDE = (".git", "__pycache__", "*.pyc", ".venv", "node_modules")
+ALWAYS_EXCLUDED = ".nonstop"
+
+
+def copy_excludes(include: Sequence[str], exclude: Sequence[str]) -> list[str]:
+    """The name patterns a release copy leaves out: the defaults less ``copy_include``, plus
+    ``copy_exclude``; ``.nonstop`` always (a release must not contain the releases)."""
+    kept = [p for p in DEFAULT_COPY_EXCLUDE if p not in include]
+    return [ALWAYS_EXCLUDED, *kept, *(p for p in exclude if p not in kept)]
+
+
+def excluded_path_problem(
+    command: str, cwd: str | None, include: Sequence[str], exclude: Sequence[str]
+) -> str | None:
+    """Why ``command`` or ``cwd`` cannot work in a release copy (a relative path through a
+    directory the copy leaves out, e.g. ``.venv/bin/gunicorn``), or None."""
+    patterns = copy_excludes(include, exclude)
+    try:
+        tokens = shlex.split(command)
+    except ValueError:
+        tokens = command.split()
+    candidates = [("command", t.rpartition("=")[2]) for t in tokens if "/" in t]
+    if cwd:
+        candidates.append(("cwd", cwd))
+    for key, path in candidates:
+        if path.startswith("/"):
+            continue
+        for part in PurePosixPath(path).parts:
+            hit = next((p for p in patterns if fnmatch.fnmatch(part, p)), None)
+            if hit is not None:
+                return (
+                    f'{key}: "{path}" is under "{part}", which a release copy leaves out '
+                    f'(pattern "{hit}"); add "{part}" to [app] copy_include, or create it '
+                    "in the release with [app] build"
+                )
+    return None

@@ -9,13 +9,9 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from nonstop.config.schema import NonstopConfig
-from nonstop.config.validate import validate_env, validate_release_name
+from nonstop.config.validate import copy_excludes, validate_env, validate_release_name
 from nonstop.errors import StateError, UsageError
 from nonstop.store import ReleaseRow, Store
-
-IGNORED = shutil.ignore_patterns(
-    ".nonstop", ".git", "__pycache__", "*.pyc", ".venv", "node_modules"
-)
 
 
 def check_name(name: str) -> None:
@@ -55,7 +51,9 @@ def copy_release(releases_dir: Path, name: str, source: Path, config: NonstopCon
     target = releases_dir / name
     if target.exists():
         shutil.rmtree(target)
-    shutil.copytree(source, target, ignore=IGNORED, symlinks=True)
+    app = config.app
+    ignored = shutil.ignore_patterns(*copy_excludes(app.copy_include, app.copy_exclude))
+    shutil.copytree(source, target, ignore=ignored, symlinks=True)
     cwd = target / config.app.cwd if config.app.cwd else target
     if not cwd.is_dir():
         raise UsageError(f"app.cwd: {config.app.cwd} is not a directory inside {source}")
