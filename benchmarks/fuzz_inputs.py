@@ -54,6 +54,7 @@ class Tally:
         self.tracebacks: list[str] = []
         self.hangs: list[str] = []
         self.slowest = 0.0
+        self.slowest_input = ""
 
     def run(self, check: Callable[..., None], *args: Any) -> None:
         self.tried += 1
@@ -67,7 +68,9 @@ class Tally:
             self.tracebacks.append(traceback.format_exc(limit=3) + repr(args)[:200])
         finally:
             signal.alarm(0)
-            self.slowest = max(self.slowest, time.perf_counter() - began)
+            took = time.perf_counter() - began
+            if took > self.slowest:
+                self.slowest, self.slowest_input = took, repr(args)[:300]
 
 
 def fuzz(
@@ -112,9 +115,7 @@ def main() -> int:
     ]
     print(f"machine: {platform.node()} {platform.machine()}, Python {platform.python_version()}")
     print(f"date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; seed {args.seed}\n")
-    print(
-        f"| input | inputs tried | tracebacks | hangs (> {args.hang}s) | slowest input | took |"
-    )
+    print(f"| input | inputs tried | tracebacks | hangs (> {args.hang}s) | slowest input | took |")
     print("|---|---:|---:|---:|---:|---:|")
     failed = False
     try:
@@ -130,6 +131,7 @@ def main() -> int:
             )
             for text in (tally.tracebacks + tally.hangs)[:3]:
                 print(text, file=sys.stderr)
+            print(f"{name}: slowest input {tally.slowest_input}", file=sys.stderr)
             failed |= bool(tally.tracebacks or tally.hangs)
     finally:
         close()

@@ -153,7 +153,18 @@ def test_prune_keeps_what_is_needed_and_removes_the_rest(state: Path) -> None:
 
 def test_protected_releases_are_read_from_the_store(state: Path) -> None:
     store = open_store(state)
-    assert set(protected_releases(store, ["v5"])) == {"v2", "v3", "v5", "v7", "v8"}
+    # a retire entry outlives the release's desired replicas: it protects nothing by itself
+    store.put("retire", {"v1": 1.0, "v6": 2.0})
+    store.put("desired", {"v6": 2, "v8": 2})
+    protected = protected_releases(store, ["v5"])
+    assert protected == {
+        "v8": "the active release",
+        "v7": "the previous release (rollback target)",
+        "v2": "in the running rollout 1",
+        "v6": "kept warm (keep_previous)",
+        "v3": "has a live instance (v3-1)",
+        "v5": "has a live instance",
+    }
     store.close()
 
 

@@ -165,10 +165,9 @@ def protected_releases(store: Store, live_releases: Iterable[str] = ()) -> dict[
     if running is not None:
         add(running.candidate, f"in the running rollout {running.id}")
         add(running.stable, f"in the running rollout {running.id}")
+    retire = dict(store.get("retire", {}))  # may still name releases no longer desired
     for name in dict(store.get("desired", {})):
-        add(name, "has desired replicas")
-    for name in dict(store.get("retire", {})):
-        add(name, "kept warm (keep_previous)")
+        add(name, "kept warm (keep_previous)" if name in retire else "has desired replicas")
     for row in store.instances():
         add(row.release, f"has a live instance ({row.id})")
     for name in live_releases:
