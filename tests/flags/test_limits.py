@@ -5,10 +5,13 @@ from __future__ import annotations
 import http.client
 import os
 import socket
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
 
+from e2e.harness import free_port
 from flags.conftest import FakeErrors, ServiceThread
 from nonstop.cli.main import main
 from nonstop.errors import UsageError
@@ -139,3 +142,27 @@ def _put_raw(server: ServiceThread, path: str, body: bytes) -> tuple[int, bytes]
         return response.status, response.read()
     finally:
         conn.close()
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [DEEP.encode(), b'{"bucket": {"toggles": {"a": {"yes": ' + b"1" * 5001 + b"}}}}", b"\xff"],
+)
+def test_client_api_bodies_are_bounded_too(tmp_path: Path, raw: bytes) -> None:
+    """SDK posts (metrics, register) go through the same reader: a 400, never a 500."""
+    server = ServiceThread(tmp_path, f"127.0.0.1:{free_port()}", FakeErrors()).start()
+    try:
+        token = server.call("POST", "/v1/flags-tokens", {"name": "t"})["token"]
+        for path in ("/client/metrics", "/client/register"):
+            request = urllib.request.Request(
+                server.url + path,
+                data=raw,
+                method="POST",
+                headers={"Authorization": token, "Content-Type": "application/json"},
+            )
+            with pytest.raises(urllib.error.HTTPError) as caught:
+                urllib.request.urlopen(request, timeout=10)
+            assert caught.value.code == 400
+            assert caught.value.read().startswith(b'{"error": "request body: ')
+    finally:
+        server.stop()

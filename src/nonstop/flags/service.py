@@ -35,7 +35,7 @@ from typing import Any
 
 from aiohttp import web
 
-from nonstop.agent.api import json_response, read_json
+from nonstop.agent.api import json_response
 from nonstop.config.schema import FlagsConfig
 from nonstop.config.units import parse_duration
 from nonstop.errors import StateError, UsageError
@@ -263,7 +263,7 @@ class FlagService:
         return response
 
     async def h_metrics(self, request: web.Request) -> web.Response:
-        body = await read_json(request)
+        body = await read_body(request)
         bucket = body.get("bucket") or {}
         toggles = bucket.get("toggles") if isinstance(bucket, dict) else None
         if not isinstance(toggles, dict):
@@ -285,7 +285,7 @@ class FlagService:
         return json_response({"accepted": len(counts)}, 202)
 
     async def h_register(self, request: web.Request) -> web.Response:
-        body = await read_json(request)
+        body = await read_body(request)
         app_name = body.get("appName")
         if not isinstance(app_name, str) or not app_name:
             raise UsageError('register: "appName" is required')
@@ -336,7 +336,7 @@ class FlagService:
         return json_response(data)
 
     async def a_create(self, request: web.Request) -> web.Response:
-        body = await read_json(request)
+        body = await read_body(request)
         name = body.get("name")
         problem = name_problem(name)
         if problem is not None:
@@ -380,7 +380,7 @@ class FlagService:
 
     async def a_rollout(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
-        body = await read_json(request)
+        body = await read_body(request)
         self.store.get(name)  # unknown flag: a clear 400 before anything else
         _rollout_body(body)
         if body.get("stop") is True:
@@ -406,9 +406,7 @@ class FlagService:
         return json_response(self.store.document())
 
     async def a_import(self, request: web.Request) -> web.Response:
-        body = load_json(await request.read(), "import") if request.can_read_body else {}
-        if not isinstance(body, dict):
-            raise UsageError('import: expected a JSON object with "features"')
+        body = await read_body(request, "import")
         document = body.get("document", body)
         if not isinstance(document, dict):
             raise UsageError('import: expected a JSON object with "features"')
@@ -426,7 +424,7 @@ class FlagService:
         return json_response([t.to_dict() for t in self.store.tokens()])
 
     async def a_token_create(self, request: web.Request) -> web.Response:
-        body = await read_json(request)
+        body = await read_body(request)
         name = body.get("name") or "default"
         if not isinstance(name, str):
             raise UsageError(f"--name: expected text, got {name!r}")
@@ -536,6 +534,17 @@ class FlagService:
         if rollout_percentages(feature) != [str(percent)]:
             self.store.update(name, lambda f: set_percent(f, percent))
             self._changed()
+
+
+async def read_body(request: web.Request, where: str = "request body") -> dict[str, Any]:
+    """The JSON object of a request, read within `nonstop.flags.limits` (size, depth, integer
+    digits): every bad body is a 400 naming ``where``, never a 500."""
+    if not request.can_read_body:
+        return {}
+    body = load_json(await request.read(), where)
+    if not isinstance(body, dict):
+        raise UsageError(f"{where}: expected a JSON object")
+    return body
 
 
 ROLLOUT_FORMS = (
