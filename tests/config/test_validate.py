@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 
-from nonstop.config import parse_config, validate_env, validate_release_name
+from nonstop.config import load_config, parse_config, validate_env, validate_release_name
 from nonstop.engine.releases import check_request
 from nonstop.errors import ConfigError, UsageError
 
@@ -87,3 +90,32 @@ def test_config_app_env_is_validated(env_line: str, message: str) -> None:
     with pytest.raises(ConfigError) as caught:
         parse_config(text)
     assert message in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("a = " + "[" * 5000 + "]" * 5000, "nonstop.toml: not valid TOML: nested too deep"),
+        ("a = " + "{b = " * 2000 + "1" + "}" * 2000, "not valid TOML: nested too deep"),
+        ("a = " + "9" * 5000, "not valid TOML: Exceeds the limit (4300 digits)"),
+    ],
+)
+def test_toml_that_python_cannot_read_is_a_config_error(text: str, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text)
+    assert message in str(caught.value)
+
+
+def test_config_file_must_be_a_small_regular_file(tmp_path: Path) -> None:
+    fifo = tmp_path / "nonstop.toml"
+    os.mkfifo(fifo)
+    with pytest.raises(ConfigError, match="not a regular file"):
+        load_config(fifo)
+    big = tmp_path / "big.toml"
+    big.write_bytes(b"#" * (1024 * 1024 + 1))
+    with pytest.raises(ConfigError, match="is more than the 1048576 allowed"):
+        load_config(big)
+    binary = tmp_path / "bin.toml"
+    binary.write_bytes(b"\xff\xfe")
+    with pytest.raises(ConfigError, match="not UTF-8 text"):
+        load_config(binary)

@@ -88,9 +88,19 @@ VALID_APP = {"name": "shop", "command": "python3 app.py --port {port}"}
 
 @st.composite
 def config_documents(draw: st.DrawFn) -> str:
-    """Mostly config-shaped TOML (known tables and keys, wild values), sometimes raw text."""
-    if draw(st.integers(0, 9)) == 0:
+    """Mostly config-shaped TOML (known tables and keys, wild values), sometimes raw text,
+    deep nesting or huge numbers."""
+    kind = draw(st.integers(0, 11))
+    if kind == 0:
         return draw(st.text(max_size=200))
+    if kind == 1:
+        depth = draw(st.integers(1, 3000))
+        opener, closer = draw(st.sampled_from([("[", "]"), ("{b = ", "}")]))
+        return "a = " + opener * depth + "1" + closer * depth + "\n"
+    if kind == 2:
+        digits = draw(st.integers(4000, 6000))
+        return f'[app]\nname = "x"\ncommand = "x {{port}}"\nreplicas = {"9" * digits}\n'
+
     data: dict[str, Any] = draw(st.dictionaries(st.sampled_from(KEYS), CONFIG_VALUES, max_size=6))
     if draw(st.booleans()):
         app = dict(VALID_APP)
@@ -235,6 +245,18 @@ SQL_PARTS = [
 
 @st.composite
 def sql_files(draw: st.DrawFn) -> str:
+    if draw(st.integers(0, 9)) == 0:  # deep nesting, long chains, huge numbers
+        n = draw(st.integers(1, 5000))
+        return draw(
+            st.sampled_from(
+                [
+                    "SELECT " + "(" * n + "1" + ")" * n + ";",
+                    "SELECT " + " + ".join(["1"] * n) + ";",
+                    "SELECT " + "9" * n + ";",
+                    "SELECT ARRAY" + "[" * n + "1" + "]" * n + ";",
+                ]
+            )
+        )
     parts = draw(st.lists(st.one_of(st.sampled_from(SQL_PARTS), st.text(max_size=10)), max_size=12))
     return "".join(parts)
 
