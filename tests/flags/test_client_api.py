@@ -144,12 +144,38 @@ def test_metrics_and_register_are_accepted(server: ServiceThread, token: str) ->
     assert [c["app_name"] for c in server.service.store.clients()] == ["shop"]
 
 
+def test_metrics_totals_stay_whole_numbers(server: ServiceThread, token: str) -> None:
+    """Two posts of the largest count add up exactly; counts for flags the server does not
+    serve are not kept."""
+    server.call("POST", "/v1/flags", {"name": "checkout", "percent": 50})
+    auth = {"Authorization": token}
+    big = 2**31 - 1
+    body = {"bucket": {"toggles": {"checkout": {"yes": big}, "nosuchflag": {"yes": 1}}}}
+    for _ in range(2):
+        status, text = post(f"{server.url}/client/metrics", body, auth)
+        assert (status, json.loads(text)) == (202, {"accepted": 1})
+    usage = server.call("GET", "/v1/flags/checkout")["usage"]
+    assert usage["yes"] == 2 * big
+    assert isinstance(usage["yes"], int)
+    assert server.service is not None
+    assert set(server.service.store.usage()) == {"checkout"}
+
+
 @pytest.mark.parametrize(
     ("body", "message"),
     [
         ({"bucket": {"toggles": []}}, '"bucket.toggles" must be an object'),
-        ({"bucket": {"toggles": {"a": {"yes": -1}}}}, 'bucket.toggles["a"]: yes/no must be counts'),
-        ({"bucket": {"toggles": {"a": {"no": "2"}}}}, 'bucket.toggles["a"]: yes/no must be counts'),
+        ({"bucket": {"toggles": {"a": {"yes": -1}}}}, 'bucket.toggles["a"].yes: expected a count'),
+        ({"bucket": {"toggles": {"a": {"no": "2"}}}}, 'bucket.toggles["a"].no: expected a count'),
+        ({"bucket": {"toggles": {"a": {"yes": 10**29}}}}, '["a"].yes: expected a count 0..'),
+        ({"bucket": {"toggles": {"a": {"yes": 2**63 - 1}}}}, '["a"].yes: expected a count 0..'),
+        ({"bucket": {"toggles": {"a": {"yes": True}}}}, '["a"].yes: expected a count 0..'),
+        ({"bucket": {"toggles": {"a": {"yes": 1.5}}}}, '["a"].yes: expected a count 0..'),
+        ({"bucket": {"toggles": {"a": 3}}}, '["a"]: expected an object with yes/no counts'),
+        (
+            {"bucket": {"toggles": {f"f{i}": {} for i in range(10_001)}}},
+            "at most 10000 flags per post",
+        ),
     ],
 )
 def test_bad_metrics_are_400(

@@ -172,6 +172,18 @@ def test_kill_switch_stops_a_guarded_rollout(server: ServiceThread) -> None:
         ({"steps": [1, 5], "min_requests": 1.5}, "--min-requests: expected a whole number"),
         ({"steps": [50, 10]}, "--steps[1]: steps must increase"),
         ({"percent": 101}, "--percent: expected a whole percentage 0..100, got 101"),
+        ({"stop": "yes"}, "rollout: \"stop\" must be true, got 'yes'"),
+        ({"stop": 1}, 'rollout: "stop" must be true, got 1'),
+        ({"stop": True, "percent": 5}, "rollout: expected"),
+        ({"percent": 5, "extra": 1}, "rollout: expected"),
+        ({}, "rollout: expected"),
+        ({"every": "1m"}, "rollout: expected"),
+        ({"steps": [1, 5], "every": "99999999999999d"}, "--every: expected 100ms to 30d"),
+        ({"steps": [1, 5], "every": "31d"}, "--every: expected 100ms to 30d"),
+        ({"steps": [1, 5], "every": 0.05}, "--every: expected 100ms to 30d"),
+        ({"steps": [1, 5], "every": True}, "--every: expected a duration"),
+        ({"steps": [1, 5], "min_requests": 10**10}, "--min-requests: expected a whole number"),
+        ({"steps": [1, 5], "max_error_rate": 2}, "--max-error-rate: expected 0..1"),
     ],
 )
 def test_bad_rollout_requests(server: ServiceThread, body: dict[str, object], message: str) -> None:

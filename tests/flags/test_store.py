@@ -129,6 +129,12 @@ BAD_DOCUMENTS = [
         {"features": [flag(strategies=[{"name": "default", "segments": [9]}])]},
         'features[0] "checkout": strategies[0].segments: unknown segment 9',
     ),
+    # the names `create` refuses, import refuses too
+    ({"features": [flag("../../etc/passwd")]}, "features[0].name: expected letters, digits"),
+    ({"features": [flag("a" * 10_000)]}, "features[0].name: expected letters, digits"),
+    ({"features": [flag("v9\n")]}, 'got "v9\\n"'),
+    ({"features": [flag("")]}, "features[0].name: expected letters, digits"),
+    ({"features": [flag(".hidden")]}, "features[0].name: expected letters, digits"),
 ]
 
 

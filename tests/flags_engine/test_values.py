@@ -142,7 +142,11 @@ REGEX = [
     ("^\\pL+$", "Straße", True),
     ("^\\p{Nd}$", "7", True),
     ("^a**$", "aaa", True),  # repetition of a repetition
-    ("\\b{start}cat", "a cat", True),
+    ("^\\w+$", "Straße_1", True),  # \w is Unicode
+    ("^\\p{Greek}+$", "αβγ", True),  # scripts
+    ("^\\p{sc=Greek}$", "a", False),
+    ("^(a+)+$", "a" * 25 + "!", False),  # linear time: no backtracking blow-up
+    ("a\\b", "a!", True),
     ("(?U)a+", "aaa", True),
     ("(?x) a  b  # comment", "ab", True),
     ("(?P<year>\\d{4})", "2024", True),
@@ -173,8 +177,35 @@ def test_case_insensitive_constraint_flag() -> None:
         "(?P<n>a)(?P<n>b)",
         "\\e",
         "[a-z&&b]",
+        # Rust accepts these, RE2 cannot express them: refused, with the reason
+        "\\b{start}cat",
+        "\\<cat\\>",
+        "(?Rm)^a$",
+        "a{1001}",
+        "\\p{Cn}",
+        "\\w{1000}",
     ],
 )
 def test_patterns_rust_rejects_or_we_do_not_translate(pattern: str) -> None:
     with pytest.raises(RegexTranslationError):
         compile_rust_regex(pattern)
+
+
+@pytest.mark.parametrize(
+    ("pattern", "message"),
+    [
+        ("\\b{start}cat", "RE2 (the linear-time engine flags use) cannot express \\b{start}"),
+        ("(?Rm)^a", "cannot express multi-line ^ with the CRLF flag R"),
+        ("a{1001}", "cannot express it: invalid repetition size: {1001}"),
+        ("\\w{1000}", "cannot express it: pattern too large"),
+    ],
+)
+def test_what_re2_cannot_express_says_so(pattern: str, message: str) -> None:
+    with pytest.raises(RegexTranslationError) as caught:
+        compile_rust_regex(pattern)
+    assert message in str(caught.value)
+
+
+def test_a_lone_surrogate_in_the_text_is_searched_not_raised() -> None:
+    assert compile_rust_regex("^a").search("a\ud800") is not None
+    assert compile_rust_regex("^b").search("\ud800") is None

@@ -14,7 +14,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from nonstop.cli.common import client, console, json_option, print_json
+from nonstop.config.validate import read_regular_file
 from nonstop.errors import UsageError
+from nonstop.flags.limits import MAX_DOCUMENT_BYTES, load_json
 
 
 def _path(name: str, action: str = "") -> str:
@@ -189,22 +191,16 @@ def import_flags(file: Path) -> None:
     """Replace every flag with FILE (Unleash client features JSON; - for stdin).
 
     The whole document is checked first; a bad one changes nothing."""
-    text = sys.stdin.read() if str(file) == "-" else _read(file)
-    try:
-        document = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise UsageError(f"{file}: not valid JSON: {exc}") from None
+    data = sys.stdin.buffer.read(MAX_DOCUMENT_BYTES + 1) if str(file) == "-" else _read(file)
+    document = load_json(data, str(file))
     if not isinstance(document, dict):
         raise UsageError(f'{file}: expected a JSON object with "features"')
     result = client().call("PUT", "/v1/flags-document", {"document": document})
     console.print(f"imported {result['imported']} flags (revision {result['revision']})")
 
 
-def _read(file: Path) -> str:
-    try:
-        return file.read_text()
-    except OSError as exc:
-        raise UsageError(f"{file}: {exc.strerror}") from None
+def _read(file: Path) -> bytes:
+    return read_regular_file(file, MAX_DOCUMENT_BYTES, "flags document")
 
 
 @flags.command("export")

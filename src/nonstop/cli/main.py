@@ -39,6 +39,7 @@ COMMANDS: dict[str, str] = {
     "flags": "nonstop.cli.flags:flags",
     "verify": "nonstop.cli.verify:verify",
     "analysis": "nonstop.cli.analysis:analysis",
+    "prune": "nonstop.cli.prune:prune_command",
 }
 
 

@@ -11,22 +11,24 @@ from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
 from nonstop.config.schema import NonstopConfig
-from nonstop.errors import ConfigError
+from nonstop.config.validate import read_regular_file
+from nonstop.errors import ConfigError, UsageError
 
 CONFIG_FILE = "nonstop.toml"
+MAX_CONFIG_BYTES = 1024 * 1024
 
 
 def load_config(path: str | Path = CONFIG_FILE) -> NonstopConfig:
     """Read and validate ``path``; raise :class:`ConfigError` naming every bad key."""
     file = Path(path)
-    try:
-        text = file.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(
-            [("", f"{file} not found; run `nonstop init` to write an example")]
-        ) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError([("", f"cannot read {file}: {exc}")]) from exc
+    if not file.exists():
+        raise ConfigError([("", f"{file} not found; run `nonstop init` to write an example")])
+    try:  # a regular file of at most 1 MiB: a FIFO or a device is refused, not read for ever
+        text = read_regular_file(file, MAX_CONFIG_BYTES, "config file").decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError([("", f"not UTF-8 text (byte {exc.start})")], source=str(file)) from None
+    except UsageError as exc:
+        raise ConfigError([("", str(exc))]) from None
     return parse_config(text, source=str(file))
 
 
@@ -35,6 +37,10 @@ def parse_config(text: str, source: str = CONFIG_FILE) -> NonstopConfig:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([("", f"not valid TOML: {exc}")], source=source) from exc
+    except RecursionError:
+        raise ConfigError([("", "not valid TOML: nested too deep")], source=source) from None
+    except ValueError as exc:  # an integer of more than 4,300 digits
+        raise ConfigError([("", f"not valid TOML: {exc}")], source=source) from None
     return validate_config(data, source=source)
 
 

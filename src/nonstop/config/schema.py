@@ -10,7 +10,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from nonstop.config.units import CountOrPercent, Duration
+from nonstop.config.units import ByteSize, CountOrPercent, Duration
+from nonstop.config.validate import env_problems, excluded_path_problem
 
 SIGNALS = ("SIGTERM", "SIGINT", "SIGQUIT", "SIGHUP", "SIGUSR1", "SIGUSR2", "SIGKILL")
 
@@ -31,6 +32,10 @@ class AppConfig(Model):
     """Grace period between the stop signal and SIGKILL."""
     drain_timeout: Duration = 30.0
     """Longest wait for in-flight requests and long-lived connections after traffic moved off."""
+    copy_include: list[str] = Field(default_factory=list)
+    """Names left out of a release copy by default (``.venv``, ``node_modules``...) to copy."""
+    copy_exclude: list[str] = Field(default_factory=list)
+    """More names or glob patterns to leave out of the release copy (docs/config.md)."""
 
     @field_validator("command")
     @classmethod
@@ -39,6 +44,24 @@ class AppConfig(Model):
             raise ValueError(
                 'must contain the "{port}" placeholder, e.g. "python3 app.py --port {port}"'
             )
+        return value
+
+    @model_validator(mode="after")
+    def _copied(self) -> AppConfig:
+        problem = excluded_path_problem(
+            self.command, self.cwd, self.copy_include, self.copy_exclude
+        )
+        if problem is not None and not self.build:  # a build may create it in the release
+            raise ValueError(problem)
+        return self
+
+    @field_validator("env", mode="before")
+    @classmethod
+    def _env(cls, value: object) -> object:
+        problems = env_problems(value)
+        if problems:
+            key, message = problems[0]
+            raise ValueError(f"{key}: {message}" if key else message)
         return value
 
 
@@ -214,6 +237,18 @@ class AgentConfig(Model):
     """``unix:PATH`` (default ``.nonstop/agent.sock``) or ``127.0.0.1:PORT`` (token required)."""
 
 
+class RetentionConfig(Model):
+    """What ``.nonstop/`` keeps; applied after each rollout and by ``nonstop prune``."""
+
+    releases: int = Field(default=5, ge=1, le=1000)
+    """Newest release copies kept (active, previous and any in use are kept on top)."""
+    log_max_size: ByteSize = 10 * 1024 * 1024
+    log_keep: int = Field(default=3, ge=0, le=100)
+    """Rotated files kept per log (``NAME.log.1`` ...)."""
+    log_max_age: Duration = 14 * 86400.0
+    """Logs of instances that no longer run are deleted when older than this."""
+
+
 class NonstopConfig(Model):
     app: AppConfig
     health: HealthConfig = Field(default_factory=HealthConfig)
@@ -224,3 +259,4 @@ class NonstopConfig(Model):
     migrations: MigrationsConfig | None = None
     flags: FlagsConfig = Field(default_factory=FlagsConfig)
     agent: AgentConfig = Field(default_factory=AgentConfig)
+    retention: RetentionConfig = Field(default_factory=RetentionConfig)

@@ -92,3 +92,31 @@ def parse_int_or_percent(value: Any) -> str:
 
 CountOrPercent = Annotated[str, BeforeValidator(parse_int_or_percent)]
 """``"2"`` or ``"25%"`` after validation; see :func:`resolve_count`."""
+
+
+_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*(B|KB|KiB|MB|MiB|GB|GiB)?", re.IGNORECASE)
+_SIZE_UNITS = {
+    "b": 1,
+    "kb": 1000,
+    "kib": 1024,
+    "mb": 1000**2,
+    "mib": 1024**2,
+    "gb": 1000**3,
+    "gib": 1024**3,
+}
+
+
+def parse_size(value: Any) -> int:
+    """Bytes from ``1048576``, ``"512KiB"``, ``"10MiB"``, ``"1GB"`` (1 B to 1 TiB)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        size = value
+    elif isinstance(value, str) and (m := _SIZE.fullmatch(value.strip())):
+        size = int(float(m.group(1)) * _SIZE_UNITS[(m.group(2) or "b").lower()])
+    else:
+        raise ValueError(f'expected a size such as 1048576, "512KiB" or "10MiB", got {value!r}')
+    if not 1 <= size <= 1024**4:
+        raise ValueError(f"expected a size from 1 byte to 1 TiB, got {value!r}")
+    return size
+
+
+ByteSize = Annotated[int, BeforeValidator(parse_size)]

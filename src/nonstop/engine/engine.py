@@ -31,7 +31,7 @@ from nonstop.analysis.measurement import Measurement
 from nonstop.config.load import validate_config
 from nonstop.config.schema import NonstopConfig
 from nonstop.drivers.router.base import Router, RouteTable
-from nonstop.engine import migrations, releases
+from nonstop.engine import migrations, releases, retention
 from nonstop.engine.faults import crash_point
 from nonstop.engine.instances import InstanceManager
 from nonstop.engine.routing import route_table
@@ -238,6 +238,7 @@ class Engine:
 
     async def deploy(self, request: DeployRequest) -> RolloutRow:
         async with self._lock:
+            releases.check_request(request.release, request.env)
             running = self.store.running_rollout()
             if running is not None:
                 raise StateError(
@@ -425,6 +426,7 @@ class Engine:
             self.store.add_event(message, level=level, rollout_id=active.row.id)
         crash_point("finish")
         self.active = None
+        retention.after_rollout(self, spec.config)
         if finish.outcome == "completed" and not spec.rollback and spec.config.migrations:
             release_dir = self.state_dir / "releases" / spec.candidate
             row = self.store.release(spec.candidate)

@@ -4,27 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
 
 from nonstop.config.schema import NonstopConfig
+from nonstop.config.validate import copy_excludes, validate_env, validate_release_name
 from nonstop.errors import StateError, UsageError
 from nonstop.store import ReleaseRow, Store
 
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
-IGNORED = shutil.ignore_patterns(
-    ".nonstop", ".git", "__pycache__", "*.pyc", ".venv", "node_modules"
-)
-
 
 def check_name(name: str) -> None:
-    if not NAME.match(name):
-        raise UsageError(
-            f'release name "{name}" is not valid: use letters, digits, ".", "_" or "-" '
-            "(at most 63, starting with a letter or digit)"
-        )
+    validate_release_name(name)
+
+
+def check_request(name: str, env: Mapping[str, str]) -> None:
+    """A deploy request's name and environment, checked before anything changes (the API
+    answers 400, and no rollout is left stuck in ``starting`` on a bad variable)."""
+    validate_release_name(name)
+    validate_env(env, "deploy: env")
 
 
 def existing_release(
@@ -53,7 +51,9 @@ def copy_release(releases_dir: Path, name: str, source: Path, config: NonstopCon
     target = releases_dir / name
     if target.exists():
         shutil.rmtree(target)
-    shutil.copytree(source, target, ignore=IGNORED, symlinks=True)
+    app = config.app
+    ignored = shutil.ignore_patterns(*copy_excludes(app.copy_include, app.copy_exclude))
+    shutil.copytree(source, target, ignore=ignored, symlinks=True)
     cwd = target / config.app.cwd if config.app.cwd else target
     if not cwd.is_dir():
         raise UsageError(f"app.cwd: {config.app.cwd} is not a directory inside {source}")

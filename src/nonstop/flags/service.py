@@ -35,10 +35,19 @@ from typing import Any
 
 from aiohttp import web
 
-from nonstop.agent.api import json_response, read_json
+from nonstop.agent.api import json_response
 from nonstop.config.schema import FlagsConfig
 from nonstop.config.units import parse_duration
 from nonstop.errors import StateError, UsageError
+from nonstop.flags.limits import (
+    MAX_EVERY_S,
+    MAX_MIN_REQUESTS,
+    MAX_TOGGLES,
+    MIN_EVERY_S,
+    count,
+    load_json,
+    name_problem,
+)
 from nonstop.flags.rollout import (
     DEFAULT_MAX_ERROR_RATE,
     DEFAULT_MIN_REQUESTS,
@@ -46,7 +55,7 @@ from nonstop.flags.rollout import (
     decide,
     new_plan,
 )
-from nonstop.flags.store import NAME_RE, FlagStore, new_feature, rollout_percentages
+from nonstop.flags.store import FlagStore, new_feature, rollout_percentages
 
 ErrorRate = Callable[[float], tuple[int, int]]
 Emit = Callable[[str, str], None]
@@ -254,27 +263,29 @@ class FlagService:
         return response
 
     async def h_metrics(self, request: web.Request) -> web.Response:
-        body = await read_json(request)
+        body = await read_body(request)
         bucket = body.get("bucket") or {}
         toggles = bucket.get("toggles") if isinstance(bucket, dict) else None
         if not isinstance(toggles, dict):
             raise UsageError('metrics: "bucket.toggles" must be an object')
+        if len(toggles) > MAX_TOGGLES:
+            raise UsageError(f'metrics: "bucket.toggles": at most {MAX_TOGGLES} flags per post')
+        known = {f["name"] for f in self._features}
         counts: dict[str, tuple[int, int]] = {}
         for name, entry in toggles.items():
-            yes, no = (
-                (entry.get("yes", 0), entry.get("no", 0)) if isinstance(entry, dict) else (0, 0)
-            )
-            if not all(
-                isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in (yes, no)
-            ):
-                raise UsageError(f'metrics: bucket.toggles["{name}"]: yes/no must be counts')
-            counts[str(name)] = (yes, no)
+            where = f'metrics: bucket.toggles["{name[:100]}"]'
+            if not isinstance(entry, dict):
+                raise UsageError(f"{where}: expected an object with yes/no counts")
+            yes = count(entry.get("yes", 0), f"{where}.yes")
+            no = count(entry.get("no", 0), f"{where}.no")
+            if name in known:  # counts for flags we do not serve are not kept (bounded table)
+                counts[name] = (yes, no)
         if counts:
             self.store.add_usage(counts)
         return json_response({"accepted": len(counts)}, 202)
 
     async def h_register(self, request: web.Request) -> web.Response:
-        body = await read_json(request)
+        body = await read_body(request)
         app_name = body.get("appName")
         if not isinstance(app_name, str) or not app_name:
             raise UsageError('register: "appName" is required')
@@ -325,17 +336,20 @@ class FlagService:
         return json_response(data)
 
     async def a_create(self, request: web.Request) -> web.Response:
-        body = await read_json(request)
+        body = await read_body(request)
         name = body.get("name")
-        if not isinstance(name, str) or not NAME_RE.match(name):
-            raise UsageError(
-                f"flag name: expected letters, digits and . _ ~ - (up to 100), got {name!r}"
-            )
+        problem = name_problem(name)
+        if problem is not None:
+            raise UsageError(f"flag name: {problem}")
+        assert isinstance(name, str)
         percent = _percent(body.get("percent", 0), "--percent")
         stickiness = body.get("stickiness") or "default"
         if not isinstance(stickiness, str):
             raise UsageError(f"--stickiness: expected a context field name, got {stickiness!r}")
-        feature = new_feature(name, percent, stickiness, str(body.get("description") or ""))
+        description = body.get("description") or ""
+        if not isinstance(description, str) or len(description) > 1000:
+            raise UsageError("--description: expected text of at most 1000 characters")
+        feature = new_feature(name, percent, stickiness, description)
         self.store.put(feature, create=True)
         self._record(name, f"created at {percent}% (stickiness {stickiness})")
         self._changed()
@@ -366,9 +380,10 @@ class FlagService:
 
     async def a_rollout(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
-        body = await read_json(request)
+        body = await read_body(request)
         self.store.get(name)  # unknown flag: a clear 400 before anything else
-        if body.get("stop"):
+        _rollout_body(body)
+        if body.get("stop") is True:
             if not self._stop_rollout(name, "stopped by hand"):
                 raise StateError(f'flag "{name}" has no guarded rollout running')
             self._record(name, "guarded rollout stopped by hand")
@@ -391,7 +406,7 @@ class FlagService:
         return json_response(self.store.document())
 
     async def a_import(self, request: web.Request) -> web.Response:
-        body = await read_json(request)
+        body = await read_body(request, "import")
         document = body.get("document", body)
         if not isinstance(document, dict):
             raise UsageError('import: expected a JSON object with "features"')
@@ -409,7 +424,7 @@ class FlagService:
         return json_response([t.to_dict() for t in self.store.tokens()])
 
     async def a_token_create(self, request: web.Request) -> web.Response:
-        body = await read_json(request)
+        body = await read_body(request)
         name = body.get("name") or "default"
         if not isinstance(name, str):
             raise UsageError(f"--name: expected text, got {name!r}")
@@ -433,12 +448,21 @@ class FlagService:
             every = parse_duration(body.get("every", "10m"))
         except ValueError as exc:
             raise UsageError(f"--every: {exc}") from None
+        if not MIN_EVERY_S <= every <= MAX_EVERY_S:
+            raise UsageError(f"--every: expected 100ms to 30d, got {body.get('every')!r}")
         rate = body.get("max_error_rate", DEFAULT_MAX_ERROR_RATE)
         if rate is not None and (isinstance(rate, bool) or not isinstance(rate, int | float)):
             raise UsageError(f"--max-error-rate: expected a number 0..1, got {rate!r}")
         min_requests = body.get("min_requests", DEFAULT_MIN_REQUESTS)
-        if isinstance(min_requests, bool) or not isinstance(min_requests, int):
-            raise UsageError(f"--min-requests: expected a whole number, got {min_requests!r}")
+        if (
+            isinstance(min_requests, bool)
+            or not isinstance(min_requests, int)
+            or not 0 <= min_requests <= MAX_MIN_REQUESTS
+        ):
+            raise UsageError(
+                f"--min-requests: expected a whole number 0..{MAX_MIN_REQUESTS}, "
+                f"got {min_requests!r}"
+            )
         plan = new_plan(steps, every, rate, min_requests, time.time())
         feature = self.store.get(name)
         set_percent(feature, plan.percent)  # checks the flag can take a percentage
@@ -510,6 +534,38 @@ class FlagService:
         if rollout_percentages(feature) != [str(percent)]:
             self.store.update(name, lambda f: set_percent(f, percent))
             self._changed()
+
+
+async def read_body(request: web.Request, where: str = "request body") -> dict[str, Any]:
+    """The JSON object of a request, read within `nonstop.flags.limits` (size, depth, integer
+    digits): every bad body is a 400 naming ``where``, never a 500."""
+    if not request.can_read_body:
+        return {}
+    body = load_json(await request.read(), where)
+    if not isinstance(body, dict):
+        raise UsageError(f"{where}: expected a JSON object")
+    return body
+
+
+ROLLOUT_FORMS = (
+    frozenset({"stop"}),
+    frozenset({"percent"}),
+    frozenset({"steps", "every", "max_error_rate", "min_requests"}),
+)
+
+
+def _rollout_body(body: Mapping[str, Any]) -> None:
+    """Exactly one form: ``{stop: true}``, ``{percent}`` or ``{steps, ...}``; nothing else."""
+    keys = set(body)
+    if "stop" in body and body["stop"] is not True:
+        raise UsageError(f'rollout: "stop" must be true, got {body["stop"]!r}')
+    form = next((f for f in ROLLOUT_FORMS if keys and keys <= f), None)
+    if form is None or (form == ROLLOUT_FORMS[2] and "steps" not in keys):
+        raise UsageError(
+            'rollout: expected {"stop": true}, {"percent": N} or '
+            f'{{"steps": [...], "every", "max_error_rate", "min_requests"}}, got keys '
+            f"{sorted(keys)}"
+        )
 
 
 async def _send(response: web.StreamResponse, event: str, data: Any, event_id: int) -> None:

@@ -15,7 +15,6 @@ import copy
 import hashlib
 import hmac
 import json
-import re
 import secrets
 import sqlite3
 import threading
@@ -28,6 +27,7 @@ from typing import Any
 
 from nonstop.errors import StateError, UsageError
 from nonstop.flags.engine import FlagDocumentError, Problem, validate
+from nonstop.flags.limits import MAX_TOTAL, check_depth, name_problem
 from nonstop.store.sqlite import connect, immediate
 
 SCHEMA = """
@@ -76,8 +76,16 @@ CREATE TABLE IF NOT EXISTS flag_rollouts (
 );
 """
 
-# Unleash's own rule for names it accepts in URLs, kept here for `create`.
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.~-]{0,99}$")
+
+def name_problems(features: list[Any]) -> list[Problem]:
+    """Names `create` would refuse, for import too: one rule for both paths."""
+    problems = []
+    for i, feature in enumerate(features):
+        if isinstance(feature, Mapping) and isinstance(feature.get("name"), str):
+            problem = name_problem(feature["name"])
+            if problem is not None:
+                problems.append(Problem(f"features[{i}].name", problem))
+    return problems
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,10 +201,13 @@ class FlagStore:
         Returns the new revision; on a bad document raises and changes nothing."""
         if not isinstance(document, Mapping):
             raise FlagDocumentError([Problem("", 'expected a JSON object with "features"')])
+        check_depth(document, "import")
         features = document.get("features")
         problems = validate(document)
         if not isinstance(features, list):
             problems = problems or [Problem("features", "expected a list of flags")]
+        else:
+            problems = name_problems(features) + problems
         if problems:
             raise FlagDocumentError(problems)
         assert isinstance(features, list)
@@ -218,6 +229,10 @@ class FlagStore:
     def put(self, feature: dict[str, Any], *, create: bool = False) -> int:
         """Create or update one flag; the document it makes must validate. Returns the revision."""
         name = feature["name"]
+        check_depth(feature, f"flag {name}")
+        problem = name_problem(name)
+        if problem is not None:
+            raise FlagDocumentError([Problem("name", problem)])
         features = self.features()
         names = [f["name"] for f in features]
         if create and name in names:
@@ -313,13 +328,20 @@ class FlagStore:
         return [{"ts": ts, "level": level, "message": msg} for ts, level, msg in reversed(rows)]
 
     def add_usage(self, toggles: Mapping[str, tuple[int, int]]) -> None:
+        """Add SDK counts (each 0..MAX_COUNT, checked by the caller). Totals saturate at
+        MAX_TOTAL (2^62): with a post at most 2^31 the sum stays below 2^63, so SQLite never
+        turns a total into a float, whatever clients send."""
         now = time.time()
         with self._tx() as db:
             db.executemany(
-                "INSERT INTO flag_usage (name, yes, no, last_seen) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT(name) DO UPDATE SET yes = yes + excluded.yes, "
-                "no = no + excluded.no, last_seen = excluded.last_seen",
-                [(name, yes, no, now) for name, (yes, no) in toggles.items()],
+                "INSERT INTO flag_usage (name, yes, no, last_seen) VALUES (?, MIN(?, ?), "
+                "MIN(?, ?), ?) ON CONFLICT(name) DO UPDATE SET "
+                "yes = MIN(yes + excluded.yes, ?), no = MIN(no + excluded.no, ?), "
+                "last_seen = excluded.last_seen",
+                [
+                    (name, yes, MAX_TOTAL, no, MAX_TOTAL, now, MAX_TOTAL, MAX_TOTAL)
+                    for name, (yes, no) in toggles.items()
+                ],
             )
 
     def usage(self) -> dict[str, dict[str, float]]:

@@ -31,11 +31,16 @@ from pglast import parse_sql
 from pglast.parser import ParseError, scan, split
 
 from nonstop.config.units import parse_duration
+from nonstop.config.validate import read_regular_file
+from nonstop.errors import UsageError
 from nonstop.migrate.errors import MigrationSourceError
 from nonstop.migrate.phases import PHASES, detect_phase, list_migrations
 
 HEADER_PREFIX = "-- nonstop:"
 DOWN_MARKER = "-- nonstop: down"
+MAX_FILE_BYTES = 4 * 1024 * 1024
+"""Largest migration file read (lint and run): parsing takes about 50 bytes of memory per
+byte of SQL (4 MiB: 220 MB peak), so a bigger file is refused with a message."""
 DEFAULT_BATCH = 1000
 DEFAULT_BATCH_TIMEOUT = 10.0
 _COMMENTS = {"SQL_COMMENT", "C_COMMENT"}
@@ -93,12 +98,38 @@ def discover(directory: Path, *, pg_version: int = 15) -> list[Migration]:
     ]
 
 
+def sql_text_problem(text: str) -> tuple[int, str] | None:
+    """``(line, message)`` when ``text`` cannot be a migration: a NUL byte ends the text for
+    PostgreSQL's parser, so what follows it would silently merge into one statement."""
+    at = text.find("\x00")
+    if at >= 0:
+        return text.count("\n", 0, at) + 1, "contains a NUL byte (\\x00): a migration is text"
+    return None
+
+
+def read_sql_file(path: Path, name: str | None = None) -> str:
+    """The text of a migration file: a regular file, at most MAX_FILE_BYTES, UTF-8, no NUL.
+    Raise :class:`MigrationSourceError` naming the file (and line) otherwise."""
+    where = name or str(path)
+    try:
+        data = read_regular_file(path, MAX_FILE_BYTES, "migration file")
+    except UsageError as exc:
+        raise MigrationSourceError(where, str(exc).removeprefix(f"{path}: ")) from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise MigrationSourceError(
+            where, f"not UTF-8 text ({exc.reason} at byte {exc.start})"
+        ) from None
+    problem = sql_text_problem(text)
+    if problem is not None:
+        raise MigrationSourceError(where, problem[1], line=problem[0])
+    return text
+
+
 def load_migration(path: Path, root: Path, *, pg_version: int = 15) -> Migration:
     name = path.relative_to(root).as_posix()
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise MigrationSourceError(name, f"cannot read: {exc}") from exc
+    text = read_sql_file(path, name)
     return parse_migration(
         name, text, phase=_phase(path, root, text), path=path, pg_version=pg_version
     )
@@ -114,6 +145,9 @@ def parse_migration(
     """Parse one file's text; ``phase`` comes from the shared phase convention."""
     if phase not in PHASES:
         raise MigrationSourceError(name, f"unknown phase {phase!r}, expected one of {PHASES}")
+    problem = sql_text_problem(text)
+    if problem is not None:
+        raise MigrationSourceError(name, problem[1], line=problem[0])
     tokens = _scan(name, text)
     options = header_options(text, tokens)
     down_at = _down_marker(text, tokens)

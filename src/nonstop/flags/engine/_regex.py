@@ -1,29 +1,40 @@
 """Translate the Rust `regex` crate's syntax (what Unleash's engine uses for REGEX
-constraints) into an equivalent Python `re` pattern, or say why it cannot be done.
+constraints) into an equivalent RE2 pattern (google-re2), or say why it cannot be done.
 
-The two dialects differ where it matters for a flag decision:
+RE2, like Rust's engine, runs in time linear in the input whatever the pattern: a REGEX
+constraint such as ``^(a+)+$`` cannot stall flag evaluation in an application's request
+thread (Python's backtracking `re` takes seconds on 30 characters of that). The dialects
+differ where it matters for a flag decision:
 
-    Rust                         Python `re` (what we emit)
-    $  (no m flag)               \\Z           (Rust `$` never matches before a final newline)
-    ^  (m flag)                  (?:\\A|(?<=\\n))
+    Rust                         RE2 (what we emit)
+    $  (no m flag)               \\z           (Rust `$` never matches before a final newline)
+    ^, $ (m flag)                (?m:^), (?m:$)
     .  (no s flag)               [^\\n]
     (?i) in the middle           (?i: ... ) up to the end of the enclosing group
     [[:alpha:]]                  [A-Za-z]    (POSIX classes are ASCII in Rust)
-    \\s                           the Unicode White_Space set (Python's \\s adds \\x1c-\\x1f)
-    \\z, \\x{41}, \\u{41}           \\Z, A, A
+    \\d, \\w (Unicode)            \\p{Nd}, [\\p{L}\\p{M}\\p{Nd}\\p{Nl}\\p{Pc}\\x{200C}\\x{200D}]
+    \\s                           the Unicode White_Space set
+    \\z, \\x{41}, \\u{41}           \\z, A, A
 
 Rust rejects look-around, back-references and possessive repetition; so do we
-(`RegexTranslationError`), and such a constraint never matches, like in the SDK.
+(`RegexTranslationError`), and such a constraint never matches, like in the SDK. What Rust
+accepts but RE2 cannot express is refused the same way, with a message that says so
+(reported at import): ``\\b{start}``/``\\b{end}``/``\\<``/``\\>`` (they need look-around),
+multi-line anchors with the CRLF flag ``R``, counted repetition above 1000, and patterns whose
+compiled program is larger than RE2's memory budget. One known difference is accepted and
+documented: ``\\b`` is an ASCII word boundary in RE2 (Unicode in Rust), so it differs only
+next to a non-ASCII letter or digit.
 """
 
 from __future__ import annotations
 
 import functools
 import re
-import warnings
 from dataclasses import dataclass
 
-__all__ = ["RegexTranslationError", "compile_rust_regex"]
+import re2  # type: ignore[import-untyped]
+
+__all__ = ["RegexTranslationError", "RustRegex", "compile_rust_regex"]
 
 
 class RegexTranslationError(ValueError):
@@ -47,15 +58,19 @@ _POSIX = {
     "xdigit": "0-9A-Fa-f",
 }
 _UNICODE_SPACE = (
-    "\\t\\n\\x0b\\x0c\\r \\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000"
+    "\\t\\n\\x0b\\x0c\\r \\x{85}\\x{a0}\\x{1680}\\x{2000}-\\x{200a}\\x{2028}\\x{2029}"
+    "\\x{202f}\\x{205f}\\x{3000}"
 )
 _ASCII_WORD = "0-9A-Za-z_"
+_UNICODE_WORD = "\\p{L}\\p{M}\\p{Nd}\\p{Nl}\\p{Pc}\\x{200C}\\x{200D}"
 _PERL = {
     # letter -> (unicode body, ascii body); upper case letters negate
-    "d": ("\\d", "0-9"),
-    "w": ("\\w", _ASCII_WORD),
+    "d": ("\\p{Nd}", "0-9"),
+    "w": (_UNICODE_WORD, _ASCII_WORD),
     "s": (_UNICODE_SPACE, "\\t\\n\\x0b\\x0c\\r "),
 }
+_RE2_CANNOT = "RE2 (the linear-time engine flags use) cannot express"
+_SCRIPT = re.compile(r"[A-Za-z_]+")
 _SIMPLE_ESCAPES = {"a": "\\x07", "f": "\\x0c", "t": "\\t", "n": "\\n", "r": "\\r", "v": "\\x0b"}
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_\[\].]*")
 _COUNTED = re.compile(r"\{\s*(\d+)\s*(?:(,)\s*(\d*)\s*)?\}", re.ASCII)
@@ -100,7 +115,6 @@ _CATEGORY_NAMES = {
     "private_use": "Co",
     "unassigned": "Cn",
 }
-_CATEGORY_CACHE: dict[str, list[tuple[int, int]]] = {}
 
 
 @dataclass
@@ -117,16 +131,44 @@ class _Flags:
         return _Flags(self.i, self.m, self.s, self.U, self.u, self.x, self.R)
 
 
+class RustRegex:
+    """A compiled REGEX constraint: `search` runs in time linear in the text."""
+
+    def __init__(self, pattern: str, translated: str, compiled: object) -> None:
+        self.pattern = pattern
+        self.translated = translated
+        self._search = compiled.search  # type: ignore[attr-defined]
+
+    def search(self, text: str) -> object | None:
+        """A match object, or None. Text that is not valid Unicode (a lone surrogate from a
+        JSON escape) is searched as its bytes: never an exception in a request thread."""
+        found: object | None = self._search(text.encode("utf-8", "surrogatepass"))
+        return found
+
+
+def _options() -> object:
+    options = re2.Options()
+    options.log_errors = False  # a bad pattern is a Problem, not a line on stderr
+    options.max_mem = 8 << 20  # RE2's default budget, explicit: bigger programs are refused
+    return options
+
+
+_OPTIONS = _options()
+
+
 @functools.lru_cache(maxsize=4096)
-def compile_rust_regex(pattern: str, case_insensitive: bool = False) -> re.Pattern[str]:
-    """Compile `pattern` with Rust semantics; raise RegexTranslationError when Rust would not."""
-    python = _Translator(pattern, _Flags(i=case_insensitive)).translate()
+def compile_rust_regex(pattern: str, case_insensitive: bool = False) -> RustRegex:
+    """Compile `pattern` with Rust semantics; raise RegexTranslationError when Rust would not,
+    or when RE2 cannot express it."""
+    translated = _Translator(pattern, _Flags(i=case_insensitive)).translate()
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error")
-            return re.compile(python)
-    except (re.error, FutureWarning, DeprecationWarning) as exc:  # pragma: no cover - safety net
-        raise RegexTranslationError(f"cannot translate pattern: {exc}") from exc
+        compiled = re2.compile(translated, _OPTIONS)
+    except re2.error as exc:
+        detail = exc.args[0].decode(errors="replace") if exc.args else str(exc)
+        if isinstance(exc.args[0] if exc.args else None, str):
+            detail = exc.args[0]
+        raise RegexTranslationError(f"{_RE2_CANNOT} it: {detail}") from None
+    return RustRegex(pattern, translated, compiled)
 
 
 class _Translator:
@@ -288,21 +330,19 @@ class _Translator:
         self.pos += 1
         if c == ".":
             if self.flags.s:
-                return "[\\s\\S]"
+                return "(?s:.)"
             return "[^\\r\\n]" if self.flags.R else "[^\\n]"
-        if c == "^":
+        if c in "^$":
             if not self.flags.m:
-                return "\\A"
-            return "(?:\\A|(?<=\\n)|(?<=\\r)(?!\\n))" if self.flags.R else "(?:\\A|(?<=\\n))"
-        if c == "$":
-            if not self.flags.m:
-                return "\\Z"
-            return "(?:(?=\\r|\\Z)|(?<!\\r)(?=\\n))" if self.flags.R else "(?=\\n|\\Z)"
+                return "\\A" if c == "^" else "\\z"
+            if self.flags.R:
+                raise self.fail(f"{_RE2_CANNOT} multi-line {c} with the CRLF flag R")
+            return f"(?m:{c})"
         if c == "[":
             return self.char_class()
         if c == "\\":
             return self.escape(in_class=False)
-        return re.escape(c)
+        return _literal(c, in_class=False)
 
     def escape(self, in_class: bool) -> str:
         if self.pos >= len(self.p):
@@ -310,17 +350,10 @@ class _Translator:
         c = self.p[self.pos]
         self.pos += 1
         if c in "pP":
-            ranges = self.unicode_class()
-            if c == "P":
-                ranges = _complement(ranges)
-            body = _ranges_body(ranges)
-            return body if in_class else "[" + body + "]"
+            return f"\\{c}{{{self.unicode_class()}}}"
         if c.lower() in _PERL:
             unicode_body, ascii_body = _PERL[c.lower()]
             body = unicode_body if self.flags.u else ascii_body
-            if body == "\\d" or body == "\\w":
-                text = body if c.islower() else body.upper()
-                return text
             return (
                 ("[" if c.islower() else "[^") + body + "]" if not in_class else _negatable(body, c)
             )
@@ -335,35 +368,23 @@ class _Translator:
         if c == "A":
             return "\\A"
         if c == "z":
-            return "\\Z"
+            return "\\z"
         if c == "b" and self.peek() == "{":
             end = self.p.find("}", self.pos)
             kind = self.p[self.pos + 1 : end] if end >= 0 else ""
-            forms = {
-                "start": "\\b(?=\\w)",
-                "end": "\\b(?<=\\w)",
-                "start-half": "(?<!\\w)",
-                "end-half": "(?!\\w)",
-            }
-            if kind not in forms:
+            if kind not in ("start", "end", "start-half", "end-half"):
                 raise self.fail("unsupported word boundary form")
-            self.pos = end + 1
-            return forms[kind]
+            raise self.fail(f"{_RE2_CANNOT} \\b{{{kind}}} (it needs look-around)")
         if c in "bB":
-            if self.flags.u:
-                return "\\" + c
-            w = _ASCII_WORD
-            word_boundary = f"(?:(?<=[{w}])(?![{w}])|(?<![{w}])(?=[{w}]))"
-            return word_boundary if c == "b" else f"(?!{word_boundary})"
-        if c == "<":
-            return "\\b(?=\\w)"
-        if c == ">":
-            return "\\b(?<=\\w)"
+            return "\\" + c  # RE2's boundary is ASCII (Rust's is Unicode without (?-u))
+        if c in "<>":
+            raise self.fail(f"{_RE2_CANNOT} \\{c} (it needs look-around)")
         if c.isalnum() or (c.isspace() and c != " "):
             raise self.fail(f"unsupported escape \\{c}")
         return "\\" + c
 
-    def unicode_class(self) -> list[tuple[int, int]]:
+    def unicode_class(self) -> str:
+        """The RE2 name of a ``\\p`` class: a general category or a script."""
         if self.peek() == "{":
             end = self.p.find("}", self.pos)
             name = self.p[self.pos + 1 : end] if end >= 0 else ""
@@ -375,9 +396,14 @@ class _Translator:
         category = _CATEGORY_NAMES.get(
             key.lower(), key if key in _CATEGORY_NAMES.values() else None
         )
-        if category is None or category == "LC":
+        if category in ("LC", "Cn"):
+            raise self.fail(f"{_RE2_CANNOT} the Unicode class {name!r}")
+        if category is not None:
+            return category
+        script = key.split("=", 1)[1] if key.lower().startswith(("sc=", "script=")) else key
+        if not _SCRIPT.fullmatch(script):
             raise self.fail(f"unsupported Unicode class {name!r}")
-        return _category_ranges(category)
+        return script  # a script such as Greek; RE2 refuses names it does not know
 
     def hex_escape(self, kind: str) -> str:
         if self.peek() == "{":
@@ -503,27 +529,6 @@ def _posix_char(token: str) -> int:
     return ord(token)
 
 
-def _category_ranges(category: str) -> list[tuple[int, int]]:
-    cached = _CATEGORY_CACHE.get(category)
-    if cached is not None:
-        return cached
-    import unicodedata
-
-    ranges: list[tuple[int, int]] = []
-    start = -1
-    for code in range(0x110000):
-        hit = unicodedata.category(chr(code)).startswith(category)
-        if hit and start < 0:
-            start = code
-        elif not hit and start >= 0:
-            ranges.append((start, code - 1))
-            start = -1
-    if start >= 0:
-        ranges.append((start, 0x10FFFF))
-    _CATEGORY_CACHE[category] = ranges
-    return ranges
-
-
 def _complement(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
     out: list[tuple[int, int]] = []
     nxt = 0
@@ -539,7 +544,9 @@ def _complement(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
 def _ranges_body(ranges: list[tuple[int, int]]) -> str:
     if not ranges:
         raise RegexTranslationError("empty Unicode class")
-    return "".join(f"\\U{lo:08x}" if lo == hi else f"\\U{lo:08x}-\\U{hi:08x}" for lo, hi in ranges)
+    return "".join(
+        f"\\x{{{lo:x}}}" if lo == hi else f"\\x{{{lo:x}}}-\\x{{{hi:x}}}" for lo, hi in ranges
+    )
 
 
 def _literal(ch: str, in_class: bool) -> str:
@@ -547,4 +554,4 @@ def _literal(ch: str, in_class: bool) -> str:
         return ch
     if ord(ch) < 0x80:
         return "\\" + ch if not ch.isspace() and ch.isprintable() else f"\\x{ord(ch):02x}"
-    return ch if not in_class or ch.isprintable() else f"\\U{ord(ch):08x}"
+    return ch if ch.isprintable() else f"\\x{{{ord(ch):x}}}"

@@ -26,6 +26,7 @@ from typing import Any
 from pglast import parser as pg
 
 from nonstop.errors import UsageError
+from nonstop.migrate.errors import MigrationSourceError
 from nonstop.migrate.lint import rules as _rules  # noqa: F401  (registers the rules table)
 from nonstop.migrate.lint.model import Finding, LintOptions
 from nonstop.migrate.lint.registry import DISPATCH, RULES, Context, Statement, dispatch
@@ -33,7 +34,7 @@ from nonstop.migrate.lint.source import Source
 from nonstop.migrate.lint.sqltext import Node
 from nonstop.migrate.lint.state import OBSERVERS, Catalog, State
 from nonstop.migrate.phases import Phase, detect_phase, list_migrations
-from nonstop.migrate.source import bind_batch_bounds
+from nonstop.migrate.source import bind_batch_bounds, read_sql_file, sql_text_problem
 
 DIRECTIVE = "nonstop-lint:"
 _EMPTY: Node = {}
@@ -391,12 +392,11 @@ def expand_paths(paths: Iterable[Path]) -> list[Path]:
 
 
 def read(path: Path) -> Source:
+    """A regular file of at most 4 MiB of UTF-8 text without NUL (source.read_sql_file)."""
     try:
-        return Source(str(path), path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError as exc:
-        raise LintInputError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
-    except OSError as exc:
-        raise LintInputError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+        return Source(str(path), read_sql_file(path))
+    except MigrationSourceError as exc:
+        raise LintInputError(str(exc)) from None
 
 
 def lint_text(
@@ -409,6 +409,9 @@ def lint_text(
 ) -> list[Finding]:
     """Findings for one migration given as text (phase detected from ``path`` unless given)."""
     opts = options or LintOptions()
+    problem = sql_text_problem(text)
+    if problem is not None:
+        raise LintInputError(f"{path}:{problem[0]}: {problem[1]}")
     source = Source(path, text)
     chosen = phase or opts.phase or detect_phase(Path(path), text)
     return lint_source(
