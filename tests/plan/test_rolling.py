@@ -229,7 +229,7 @@ CASES = [
         "rolling_back",
         data=progress(5, 1, mark=[5, 1, 0]),
         next_data={
-            "reason": "no progress for 601s (progress_deadline 600s): v2 has 0/5 available, "
+            "reason": "rolling: no progress for 601s (progress_deadline 600s): v2 has 0/5 available, "
             "5 not ready"
         },
     ),
@@ -646,7 +646,7 @@ def test_simulation_stalled_by_a_slow_release_rolls_back_with_capacity_kept() ->
     world._scale = slow  # type: ignore[method-assign]
     finish, capacities, _ = run(spec, world)
     assert finish.outcome == "rolled_back"
-    assert finish.reason.startswith("no progress for 31s (progress_deadline 30s)")
+    assert finish.reason.startswith("rolling: no progress for 31s (progress_deadline 30s)")
     assert min(capacities) >= 3
     assert (world.count("v1"), world.count("v2")) == (4, 0)
 
