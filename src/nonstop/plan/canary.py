@@ -46,6 +46,14 @@ when it has them, in that order:
 After the last step: the canary scales to ``replicas`` (``promoting``), gets all traffic, is
 watched (``watch``), then the stable release scales to 0 and the rollout completes.
 
+Every phase that waits for instances (``scaling``, ``promoting``) gives up after
+``strategy.progress_deadline`` without them, naming the phase and what was missing; a
+crash-looping canary instance is *failed* and rolls back at once, from any phase. The watch
+ends as blue-green's does (``nonstop.analysis.watch.watch_end``): no request for the canary
+while the service had traffic fails it, a window spanning an agent restart is watched again.
+A step's zero-request canary while traffic flows fails its data-plane check (the share it
+measures is 0%); note that a step with neither weight check data nor analysis only waits.
+
 Any failure: ``SetWeights({stable: 100})`` first, so traffic is back on the warm stable release
 before anything stops; then the canary scales to 0 (drains, then stops; invariant 2).
 
@@ -85,7 +93,7 @@ from nonstop.analysis.presets import preset_steps, preset_watch
 from nonstop.analysis.sequential import SequentialRun, new_sequential, observe_windows
 from nonstop.analysis.verdict import Verdict
 from nonstop.analysis.verdict import window as span
-from nonstop.analysis.watch import watch_verdict
+from nonstop.analysis.watch import RESTART, watch_end, watch_verdict
 from nonstop.analysis.weight import weight_verdict
 from nonstop.config.schema import CanaryConfig, CanaryStep, CheckConfig, WatchConfig
 from nonstop.errors import ConfigError
@@ -99,6 +107,7 @@ from nonstop.plan.model import (
     RolloutState,
     ScaleRelease,
     SetWeights,
+    stalled,
 )
 
 SCALING, STEP, PROMOTING, WATCHING = "scaling", "step", "promoting", "watching"
@@ -221,6 +230,9 @@ def _scaling(
     events = (*events, *command_events, *_ignored(observed, SCALING))
     want = int(state.data["canary"])
     ready = observed.ready(spec.candidate)
+    late = stalled(spec, SCALING, state.phase_started_at, observed, spec.candidate, want)
+    if late:
+        return _give_up(spec, state, observed, late, events)
     if ready < want:
         return Decision(state, _hold(spec, state.data), events, wake_in=TICK)
     # The step (and its measurement window) begins only once the router serves the new weight,
@@ -621,6 +633,9 @@ def _promoting(
         return _give_up(spec, state, observed, fail, events)
     events = (*events, *_ignored(observed, PROMOTING))
     ready = observed.ready(spec.candidate)
+    late = stalled(spec, PROMOTING, state.phase_started_at, observed, spec.candidate, spec.replicas)
+    if late:
+        return _give_up(spec, state, observed, late, events)
     if ready < spec.replicas:
         return Decision(state, _hold(spec, state.data), events, wake_in=TICK)
     switch = SetWeights({spec.candidate: 100})
@@ -642,6 +657,12 @@ def _watching(spec: RolloutSpec, state: RolloutState, observed: Observed) -> Dec
         return _give_up(spec, state, observed, verdict.reason, events)
     if observed.now - state.phase_started_at < watch.duration:
         return Decision(state, events=events, wake_in=TICK)
+    verdict = watch_end(watch, measured, observed.traffic)
+    if verdict.outcome == "fail":
+        return _give_up(spec, state, observed, verdict.reason, events)
+    if verdict.check == RESTART:
+        again = f"{verdict.reason}; watching {spec.candidate} again for {watch.duration:g}s"
+        return Decision(_window(state, WATCHING, observed.now), events=(*events, again))
     events = (*events, f"watch held: {measured.errors}/{measured.requests} errors")
     return _complete(spec, state, observed, (), events)
 
