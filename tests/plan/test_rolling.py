@@ -261,8 +261,8 @@ CASES = [
         "rolling_back",
         data=progress(5, 1, mark=[5, 1, 0]),
         next_data={
-            "reason": "rolling: no progress for 601s (progress_deadline 600s): v2 has 0/5 available, "
-            "5 not ready"
+            "reason": "rolling: no progress for 601s (progress_deadline 600s): v2 has 0/5 "
+            "available, 5 not ready"
         },
     ),
     Case(

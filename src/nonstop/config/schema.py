@@ -84,8 +84,9 @@ class WatchConfig(Model):
     duration: Duration = 300.0
     max_error_rate: float = Field(default=0.02, ge=0.0, le=1.0)
     min_requests: int = Field(default=20, ge=1)
-    rollback_duration: Duration = 10.0
-    """A rollback's short check after its switch: its instances must stay up and serve."""
+    check_duration: Duration = 10.0
+    """After a switch that has no watch (a first deploy, a rollback): for this long (at most
+    ``duration``) its instances must stay up - none restarted - and serve within budget."""
 
 
 class BlueGreenConfig(Model):

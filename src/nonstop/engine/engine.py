@@ -141,7 +141,7 @@ def longest_window(config: NonstopConfig) -> float:
     ...     "watch": {"duration": "30m"}}))
     1860.0
     """
-    spans = [float(config.watch.duration), float(config.watch.rollback_duration)]
+    spans = [float(config.watch.duration), float(config.watch.check_duration)]
     canary = config.strategy.canary
     if canary is not None:
         for step in canary.steps or ():

@@ -20,10 +20,12 @@ then ``ScaleRelease(v2, 0)`` (drain, then stop) and ``Finish(rolled_back)``: tra
 before anything is stopped.
 
 A rollback rollout (``spec.rollback``) runs the same machine with the previous release as the
-candidate and no smoke test: when the previous side is warm it switches at once, then checks
-for ``watch.rollback_duration`` (10 s) that its instances stay up and serve. A rollback onto a
-release that crashes or fails its requests switches back and ends ``rolled_back``: it never
-reports success.
+candidate and no smoke test: when the previous side is warm it switches at once. A rollback,
+like a first deploy, has no watch but a short check after its switch: for
+``watch.check_duration`` (10 s, at most ``watch.duration``) no instance of the release may
+restart or fail, and its requests must stay within the error budget. A rollback onto a
+release that crashes switches back and ends ``rolled_back``; a first deploy that crashes
+stops and ends ``aborted`` (weights back to None: nothing serves). Neither reports success.
 
 Every phase that waits has an end. ``starting`` gives up after ``strategy.progress_deadline``
 (10 min) with what was missing ("starting: no progress for 601s (progress_deadline 600s): v2
@@ -136,10 +138,10 @@ def _switch(
     switch = SetWeights({spec.candidate: 100})
     events = (*events, f"switched all traffic to {spec.candidate}")
     duration = _watch_duration(spec)
-    if spec.stable is None or duration <= 0:
+    if duration <= 0:
         done = Finish("completed", f"{spec.candidate} serves all traffic")
         return Decision(state.enter("completed", observed.now), (switch, done), events)
-    what = "checking the rollback to" if spec.rollback else "watching"
+    what = "checking" if _short_check(spec) else "watching"
     return Decision(
         state.enter(WATCHING, observed.now),
         (switch,),
@@ -148,17 +150,29 @@ def _switch(
     )
 
 
+def _short_check(spec: RolloutSpec) -> bool:
+    """A first deploy or a rollback: no watch, a short check that the release stays up."""
+    return spec.rollback or spec.stable is None
+
+
 def _watch_duration(spec: RolloutSpec) -> float:
     watch = spec.config.watch
-    return float(watch.rollback_duration if spec.rollback else watch.duration)
+    if _short_check(spec):
+        return float(min(watch.check_duration, watch.duration))
+    return float(watch.duration)
 
 
 def _watching(spec: RolloutSpec, state: RolloutState, observed: Observed) -> Decision:
-    assert spec.stable is not None
     watch = spec.config.watch
     failed = observed.failed(spec.candidate)
     if failed:
         return _give_up(spec, state, f"watch: {failed[0].id} {failed[0].failed}")
+    restarted = [
+        i for i in observed.serving(spec.candidate) if i.started_at > state.phase_started_at
+    ]
+    if _short_check(spec) and restarted:
+        # Instances that were ready at the switch must stay up through the check.
+        return _give_up(spec, state, f"check: {restarted[0].id} restarted since the switch")
     measured = observed.measurements.get(spec.candidate) or Measurement(
         spec.candidate, state.phase_started_at, observed.now
     )
@@ -174,7 +188,7 @@ def _watching(spec: RolloutSpec, state: RolloutState, observed: Observed) -> Dec
     if verdict.check == RESTART:
         again = f"{verdict.reason}; watching {spec.candidate} again for {duration:g}s"
         return Decision(state.enter(WATCHING, observed.now), events=(again,), wake_in=1.0)
-    label = "rollback check" if spec.rollback else "watch"
+    label = "check" if _short_check(spec) else "watch"
     summary = watch_summary(measured).replace("the watch", f"the {label}")
     done = Finish("completed", f"{spec.candidate} serves all traffic ({summary})")
     return Decision(state.enter("completed", observed.now), (done,), (done.reason,))
@@ -184,12 +198,13 @@ def _give_up(spec: RolloutSpec, state: RolloutState, reason: str) -> Decision:
     """Undo in the safe order: traffic back first, then stop what this rollout started."""
     actions: list[Action] = []
     switched = state.phase == WATCHING
-    if spec.stable is not None and switched:
-        actions.append(SetWeights({spec.stable: 100}))
+    if switched:
+        # Back to the release that served; after a first deploy, to nobody (weights None).
+        actions.append(SetWeights({spec.stable: 100} if spec.stable is not None else None))
     if not spec.rollback:
         actions.append(ScaleRelease(spec.candidate, 0))
-    outcome: Outcome = "rolled_back" if switched else "aborted"
+    outcome: Outcome = "rolled_back" if switched and spec.stable is not None else "aborted"
     actions.append(Finish(outcome, reason))
     next_state = state.enter(outcome, state.phase_started_at)
-    verb = f"switched traffic back to {spec.stable}; " if switched else ""
+    verb = f"switched traffic back to {spec.stable}; " if switched and spec.stable else ""
     return Decision(next_state, tuple(actions), (f"{reason}; {verb}{outcome.replace('_', ' ')}",))
