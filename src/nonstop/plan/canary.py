@@ -52,7 +52,8 @@ crash-looping canary instance is *failed* and rolls back at once, from any phase
 ends as blue-green's does (``nonstop.analysis.watch.watch_end``): no request for the canary
 while the service had traffic fails it, a window spanning an agent restart is watched again.
 A step's zero-request canary while traffic flows fails its data-plane check (the share it
-measures is 0%); note that a step with neither weight check data nor analysis only waits.
+measures is 0%); with too little traffic for that check, a step still never ends with no
+request for the canary while the service answered some (:func:`_unserved`).
 
 Any failure: ``SetWeights({stable: 100})`` first, so traffic is back on the warm stable release
 before anything stops; then the canary scales to 0 (drains, then stops; invariant 2).
@@ -314,9 +315,34 @@ def _step(spec: RolloutSpec, state: RolloutState, observed: Observed) -> Decisio
     events += hold_events
     if state.paused or not _step_over(current, state, observed):
         return Decision(state, _hold(spec, state.data), events, wake_in=TICK)
+    unserved = _unserved(spec, state, observed)
+    if unserved:
+        return _give_up(spec, state, observed, unserved, events)
     if current.analysis:
         events = (*events, f"step analysis passed: {conclude(_run(state, 'analysis')).reason}")
     return _next_step(spec, state, observed, events)
+
+
+def _unserved(spec: RolloutSpec, state: RolloutState, observed: Observed) -> str:
+    """At the end of a step whose weight was never verified (too little traffic to tell): why
+    it must not pass - no request reached the canary while the service answered some - or "".
+
+    Worked example: weight 10%, the step's pause over, 30 requests (< the 50 the data-plane
+    check needs), all 30 to the stable release: "step 1: no request reached canary v2 at weight
+    10% while the service answered 30". With 3 of them to v2, or none at all, the step ends."""
+    weight, instances = int(state.data["weight"]), int(state.data["canary"])
+    if state.data["weight_ok"] or weight == 0 or instances == 0:
+        return ""
+    canary, stable = _measured(spec, observed)
+    closed_canary, closed_total = state.data.get("weight_counts", (0, 0))
+    reached = int(closed_canary) + canary.requests
+    service = int(closed_total) + canary.requests + stable.requests
+    if reached or not service:
+        return ""
+    return (
+        f"step {state.step + 1}: no request reached canary {spec.candidate} at weight {weight}% "
+        f"while the service answered {service}"
+    )
 
 
 def _step_over(current: CanaryStep, state: RolloutState, observed: Observed) -> bool:
