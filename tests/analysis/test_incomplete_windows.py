@@ -62,6 +62,7 @@ def test_the_sequential_test_ignores_incomplete_windows() -> None:
         (m(0, 300, 1), 300, "pass", "watch", ""),
         (m(0, 300, 12), 300, "fail", "watch", "error_rate 0.04 > max 0.02"),
         (m(0, 0), 140, "fail", "watch", "no request reached v2 while the service answered 140"),
+        (m(0, 0), 8, "inconclusive", "watch", "not enough data"),  # stragglers of the old side
         (m(0, 0), 0, "inconclusive", "watch", "not enough data"),
         (m(0, 0), None, "inconclusive", "watch", "not enough data"),
         (m(0, 8), 8, "inconclusive", "watch", "8 requests < min_requests 20"),

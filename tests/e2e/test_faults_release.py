@@ -14,6 +14,7 @@ import pytest
 
 from e2e.harness import AgentProcess, Project
 from e2e.test_bluegreen import first_deploy, load, settle
+from nonstop_testing import require_binary
 
 pytestmark = pytest.mark.slow
 
@@ -29,20 +30,27 @@ def wait_until(what: str, check: Any, timeout: float = 60) -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def events(agent: AgentProcess, rollout_id: int) -> list[str]:
-    rows = agent.call("GET", f"/v1/events?rollout={rollout_id}&limit=500")
-    return [str(r.get("message", r)) for r in (rows.get("events", rows) if rows else [])]
+def configure(project: Project, router: str, **options: str) -> None:
+    project.write_config(**options)
+    if router != "caddy":
+        config = project.paths.config
+        config.write_text(
+            config.read_text().replace("[router]\n", f'[router]\nkind = "{router}"\n')
+        )
 
 
+@pytest.mark.parametrize("router", ["caddy", "haproxy"])
 def test_crashing_release_rolls_back_and_kept_release_redeploys(
-    project: Project, agent: AgentProcess
+    project: Project, agent: AgentProcess, router: str
 ) -> None:
-    project.write_config(watch="1s", extra=APP_ENV)
+    if router == "haproxy":
+        require_binary("haproxy", "/usr/sbin/haproxy")
+    configure(project, router, watch="1s", extra=APP_ENV)
     agent.start()
     first_deploy(agent)
 
     # v2 answers its health check, then exits 1 a second later, every time it is restarted.
-    project.write_config(watch="30s", extra=APP_ENV)
+    configure(project, router, watch="30s", extra=APP_ENV)
     with load(project, rps=50) as bg:
         settle()
         row = agent.deploy("v2", CRASH_AFTER_READY="1")
@@ -59,15 +67,15 @@ def test_crashing_release_rolls_back_and_kept_release_redeploys(
     assert report.failed > 0, "the crashes were visible to clients, and so to the watch"
 
     # A good release next, then the kept v1 again: same config, same name -> it redeploys.
-    project.write_config(watch="1s", extra=APP_ENV)
+    configure(project, router, watch="1s", extra=APP_ENV)
     done = agent.wait_rollout(agent.deploy("v3")["id"], timeout=120)
-    assert done["status"] == "completed", done
+    assert done["status"] == "completed", done["reason"]
     status = agent.status()
     assert status["weights"] == {"v3": 100}
     assert set(status["retire"]) <= set(status["desired"]), status
 
     done = agent.wait_rollout(agent.deploy("v1")["id"], timeout=120)
-    assert done["status"] == "completed", done
+    assert done["status"] == "completed", done["reason"]
     status = agent.status()
     assert status["active_release"] == "v1"
     assert status["weights"] == {"v1": 100}

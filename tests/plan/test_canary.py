@@ -174,16 +174,28 @@ CASES = [
         event="data plane canary share 10.4% (52 of 498 requests",
     ),
     Case(
-        "step over (pause 60s), weight unverified, 30 requests all to v1: never a pass",
+        "step over, weight unverified, 30 requests all to v1 at 50% (p = 1e-9): never a pass",
+        "step",
+        1,
+        Observed(
+            T0 + 61, up("v1", 4) + up("v2", 2), measurements=traffic((0, 0), (30, 0), end=T0 + 61)
+        ),
+        [*BACK, Finish("rolled_back", "")],
+        "rolled_back",
+        data={**AT_50, "weight_ok": False, "sequential": None},
+        config=config([{"weight": 10, "pause": 60}, {"weight": 50, "pause": 60}]),
+        reason="step 2: no request reached canary v2 at weight 50% while the service answered 30",
+    ),
+    Case(
+        "step over, weight unverified, 30 requests all to v1 at 10% (p = 4%): may be chance",
         "step",
         0,
         Observed(
             T0 + 61, up("v1", 4) + up("v2", 1), measurements=traffic((0, 0), (30, 0), end=T0 + 61)
         ),
-        [*BACK, Finish("rolled_back", "")],
-        "rolled_back",
+        [ScaleRelease("v1", 4), ScaleRelease("v2", 2), SetWeights({"v1": 90, "v2": 10})],
+        "scaling",
         data={**AT_10, "weight_ok": False, "sequential": None},
-        reason="step 1: no request reached canary v2 at weight 10% while the service answered 30",
     ),
     Case(
         "step over (pause 60s), weight unverified, 3 of 30 requests to v2: the step ends",

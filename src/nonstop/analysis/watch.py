@@ -18,6 +18,7 @@ measurement at the end                     service       verdict
 300 requests, 1 error                      any           pass
 300 requests, 12 errors                    any           fail (error rate)
 0 requests                                 140 requests  fail: no request reached the release
+0 requests                                 8 requests    inconclusive: stragglers (completes)
 0 requests                                 0 / unknown   inconclusive: nothing to judge (completes)
 8 requests (< min_requests 20)             any           inconclusive: too few (completes)
 incomplete window (an agent restart)       any           inconclusive, ``restart``: watch again
@@ -25,7 +26,9 @@ incomplete window (an agent restart)       any           inconclusive, ``restart
 
 ``service`` is every request the router answered over the same window, whichever release it
 was charged to; None when the metrics source cannot say. A release that got nothing while the
-service had traffic is not serving, whatever its (empty) error rate says.
+service answered at least ``min_requests`` is not serving, whatever its (empty) error rate
+says. Fewer may be stragglers: requests the router held for the previous release (retrying a
+dead upstream) that ended after the switch, counted where they belong.
 """
 
 from __future__ import annotations
@@ -64,7 +67,7 @@ def watch_end(watch: WatchConfig, measurement: Measurement, service: int | None)
     verdict = watch_verdict(watch, measurement)
     if verdict.outcome == "fail" or verdict.check == RESTART:
         return verdict
-    if measurement.requests == 0 and service:
+    if measurement.requests == 0 and service is not None and service >= watch.min_requests:
         reason = (
             f"watch: no request reached {measurement.release} while the service answered "
             f"{service}; it is not serving"

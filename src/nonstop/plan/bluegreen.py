@@ -37,9 +37,9 @@ back at once, whatever the error rate says.
 The watch judges every response sent while the candidate was meant to serve, the router's own
 502/503 included (``nonstop.analysis.watch``). When its time is up it completes only if the
 candidate was within budget - or had too few requests to judge while the whole service had
-none either. No request for the candidate while the service answered some is a failure; a
-window that began before the request records the agent holds (it restarted mid-watch) is
-watched again.
+fewer than ``min_requests`` too. No request for the candidate while the service answered
+``min_requests`` is a failure; a window that began before the request records the agent holds
+(it restarted mid-watch) is watched again.
 """
 
 from __future__ import annotations

@@ -50,10 +50,11 @@ Every phase that waits for instances (``scaling``, ``promoting``) gives up after
 ``strategy.progress_deadline`` without them, naming the phase and what was missing; a
 crash-looping canary instance is *failed* and rolls back at once, from any phase. The watch
 ends as blue-green's does (``nonstop.analysis.watch.watch_end``): no request for the canary
-while the service had traffic fails it, a window spanning an agent restart is watched again.
+while the service answered ``min_requests`` fails it, a window spanning an agent restart is
+watched again.
 A step's zero-request canary while traffic flows fails its data-plane check (the share it
 measures is 0%); with too little traffic for that check, a step still never ends with no
-request for the canary while the service answered some (:func:`_unserved`).
+request for the canary while the service answered too many for chance (:func:`_unserved`).
 
 Any failure: ``SetWeights({stable: 100})`` first, so traffic is back on the warm stable release
 before anything stops; then the canary scales to 0 (drains, then stops; invariant 2).
@@ -117,6 +118,9 @@ WEIGHT_MIN_SAMPLES = 50
 """Requests before the data-plane check may judge (its Wilson interval needs some)."""
 UNVERIFIED_WARNING = 60.0
 """Seconds without a data-plane verdict before an event says the analysis is waiting for it."""
+UNSERVED_P = 0.001
+"""A step whose canary got none of the service's requests fails when that is this unlikely
+at its weight (``(1 - weight) ** requests``); likelier, it may be chance at low traffic."""
 SEQUENTIAL_IDLE = 60.0
 """Seconds the sequential test may go without usable counts (a canary and a stable request in
 the same window) before an event says so; it is never a rollback."""
@@ -325,11 +329,13 @@ def _step(spec: RolloutSpec, state: RolloutState, observed: Observed) -> Decisio
 
 def _unserved(spec: RolloutSpec, state: RolloutState, observed: Observed) -> str:
     """At the end of a step whose weight was never verified (too little traffic to tell): why
-    it must not pass - no request reached the canary while the service answered some - or "".
+    it must not pass (no request reached the canary while the service answered too many for
+    chance), or "".
 
-    Worked example: weight 10%, the step's pause over, 30 requests (< the 50 the data-plane
-    check needs), all 30 to the stable release: "step 1: no request reached canary v2 at weight
-    10% while the service answered 30". With 3 of them to v2, or none at all, the step ends."""
+    Worked example: weight 50%, the step's pause over, 30 requests (< the 50 the data-plane
+    check needs), all 30 to the stable release (0.5^30, about 1e-9, by chance): "step 2: no
+    request reached canary v2 at weight 50% while the service answered 30". With one of them to
+    v2, or at weight 10% (0.9^30 = 4%: could be chance), the step ends."""
     weight, instances = int(state.data["weight"]), int(state.data["canary"])
     if state.data["weight_ok"] or weight == 0 or instances == 0:
         return ""
@@ -337,7 +343,8 @@ def _unserved(spec: RolloutSpec, state: RolloutState, observed: Observed) -> str
     closed_canary, closed_total = state.data.get("weight_counts", (0, 0))
     reached = int(closed_canary) + canary.requests
     service = int(closed_total) + canary.requests + stable.requests
-    if reached or not service:
+    # Not one of ``service`` requests at ``weight``: implausible below UNSERVED_P by chance.
+    if reached or weight >= 100 or (1 - weight / 100) ** service >= UNSERVED_P:
         return ""
     return (
         f"step {state.step + 1}: no request reached canary {spec.candidate} at weight {weight}% "

@@ -57,7 +57,7 @@ class Observed:
     traffic: int | None = None
     """Every request the router answered since ``state.phase_started_at``, whichever release it
     was charged to (None: the metrics source cannot say). A watched release with no request
-    while the service had some is not serving."""
+    while the service had ``min_requests`` is not serving."""
     smoke: str | None = None
     """None: not run or still running; "passed"; or "failed: <reason>"."""
     command: Command | None = None
