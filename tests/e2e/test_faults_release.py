@@ -7,10 +7,13 @@ leaves behind (weights, the releases waiting to retire) is exactly what it promi
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
+import aiohttp
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from e2e.harness import AgentProcess, Project
 from e2e.test_bluegreen import first_deploy, load, settle
@@ -28,6 +31,25 @@ def wait_until(what: str, check: Any, timeout: float = 60) -> None:
             return
         time.sleep(0.2)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def served(agent: AgentProcess) -> dict[tuple[str, str], float]:
+    """``nonstop_requests_total`` by (release, code class), from the agent's /metrics."""
+
+    async def fetch() -> str:
+        connector = aiohttp.UnixConnector(path=str(agent.project.paths.socket))
+        async with (
+            aiohttp.ClientSession(connector=connector) as session,
+            session.get("http://agent/metrics") as response,
+        ):
+            return await response.text()
+
+    counts: dict[tuple[str, str], float] = {}
+    for family in text_string_to_metric_families(asyncio.run(fetch())):
+        for sample in family.samples:
+            if sample.name == "nonstop_requests_total":
+                counts[(sample.labels["release"], sample.labels["code_class"])] = sample.value
+    return counts
 
 
 def configure(project: Project, router: str, **options: str) -> None:
@@ -64,7 +86,10 @@ def test_crashing_release_rolls_back_and_kept_release_redeploys(
     status = agent.status()
     assert status["active_release"] == "v1"
     assert status["weights"] == {"v1": 100}
-    assert report.failed > 0, "the crashes were visible to clients, and so to the watch"
+    counts = served(agent)
+    assert report.failed > 0, (report.to_dict(), counts)  # clients saw it, and so did the watch
+    assert counts.get(("v2", "5xx"), 0) > 0, counts
+    assert counts.get(("(unrouted)", "5xx"), 0) == 0, counts  # every router-made 5xx is charged
 
     # A good release next, then the kept v1 again: same config, same name -> it redeploys.
     configure(project, router, watch="1s", extra=APP_ENV)
