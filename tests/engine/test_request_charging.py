@@ -118,8 +118,18 @@ def test_retain_grows_the_ring_keeps_what_it_holds_and_caps_it() -> None:
     assert s.snapshot("v1", T0, T0 + 1_501).requests == 3
     s.retain(10)  # never shrinks
     assert s.window == 1_860
+    assert s.snapshot("v1", T0 + 10, T0 + 1_501).complete
     s.retain(10 * MAX_WINDOW)
     assert s.window == MAX_WINDOW
+
+
+def test_seconds_a_smaller_ring_let_go_of_stay_missing_after_it_grows() -> None:
+    now = [T0]
+    s = RequestStats(window=60, clock=lambda: now[0])
+    now[0] = T0 + 500  # the 60 s ring holds 440..500 s now; 0..440 s are gone
+    s.retain(900)
+    assert not s.snapshot("v1", T0 + 100, T0 + 500).complete
+    assert s.snapshot("v1", T0 + 440, T0 + 500).complete
 
 
 def test_an_incomplete_measurement_survives_its_trip_through_json() -> None:

@@ -133,7 +133,7 @@ RETAIN_SLACK = 60.0
 
 def longest_window(config: NonstopConfig) -> float:
     """Seconds of request history a rollout of ``config`` may judge at once: the watch, the
-    rollback check, canary step pauses and check intervals (canary windows are at most
+    short check, canary step pauses and check intervals (canary windows are at most
     5 minutes), plus :data:`RETAIN_SLACK`. The request stream caps it (an hour).
 
     >>> from nonstop.config.load import validate_config

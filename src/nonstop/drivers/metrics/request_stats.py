@@ -125,8 +125,12 @@ class RequestStats:
         if window < 1:
             raise ValueError(f"window must be at least 1 second, got {window}")
         self.window = window
+        self._clock = clock
         self.started_at = clock()
         """Epoch seconds this object started recording: a window before it is incomplete."""
+        self.complete_since = self.started_at
+        """A window starting earlier is incomplete: recording started, or a smaller ring had
+        already let go of older seconds when :meth:`retain` grew it."""
         self.buckets = tuple(sorted(buckets))
         self.stale = 0
         """Events older than the ring (kept in the totals, missing from snapshots)."""
@@ -175,6 +179,7 @@ class RequestStats:
         wanted = min(MAX_WINDOW, math.ceil(seconds))
         if wanted <= self.window:
             return
+        self.complete_since = max(self.complete_since, self._clock() - self.window)
         for series in self._series.values():
             ring: list[_Second | None] = [None] * wanted
             for slot in series.ring:
@@ -230,7 +235,7 @@ class RequestStats:
         ``[since, until)``; only the last ``window`` seconds before ``until`` are kept, and a
         window reaching before them or before :attr:`started_at` is ``complete=False``."""
         first, end = math.floor(since), math.ceil(until)
-        complete = since >= self.started_at and first >= end - self.window
+        complete = since >= self.complete_since and first >= end - self.window
         first = max(first, end - self.window)
         series = self._series.get(release)
         slots = series.window_slots(first, end) if series is not None else []
