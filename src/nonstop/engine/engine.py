@@ -600,6 +600,18 @@ class Engine:
 
     # -- status ------------------------------------------------------------------------------
 
+    def _instances_status(self) -> list[dict[str, Any]]:
+        """Each instance as stored, with why it cannot serve (a crash loop included)."""
+        views = {view.id: view for view in self.instances.views()}
+        rows = []
+        for live in self.instances.live.values():
+            row = live.to_dict()
+            view = views.get(live.id)
+            if view is not None and view.failed:
+                row["failed"] = view.failed
+            rows.append(row)
+        return rows
+
     def status(self) -> dict[str, Any]:
         rollout = None
         if self.active is not None:
@@ -621,7 +633,7 @@ class Engine:
             "weights": self.weights,
             "desired": self.desired,
             "retire": self.store.get("retire", {}),
-            "instances": [live.to_dict() for live in self.instances.live.values()],
+            "instances": self._instances_status(),
             "routes": [
                 {
                     "instance": u.instance_id,
