@@ -78,7 +78,7 @@ def assert_zero_failures(bg: BackgroundLoad, at_least: int = 100) -> LoadReport:
     report = bg.report
     assert report is not None
     assert report.scheduled >= at_least
-    assert report.failed == 0, report.to_dict()
+    assert report.failed == 0, (report.counts, report.status_codes, report.errors, report.timeline)
     return report
 
 
