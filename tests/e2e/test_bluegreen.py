@@ -78,7 +78,7 @@ def assert_zero_failures(bg: BackgroundLoad, at_least: int = 100) -> LoadReport:
     report = bg.report
     assert report is not None
     assert report.scheduled >= at_least
-    assert report.failed == 0, report.to_dict()
+    assert report.failed == 0, (report.counts, report.status_codes, report.errors, report.timeline)
     return report
 
 
@@ -206,7 +206,7 @@ def test_errors_during_the_watch_switch_back_by_themselves(
         done = agent.wait_rollout(agent.deploy("v2", ERROR_RATE="0.5")["id"])
         settle()
     assert done["status"] == "rolled_back", done
-    assert "error rate" in done["reason"]
+    assert "watch: error_rate" in done["reason"]
     assert agent.status()["weights"] == {"v1": 100}
     report = bg.report
     assert report is not None

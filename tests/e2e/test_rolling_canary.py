@@ -47,6 +47,9 @@ def test_rolling_update_replaces_instances_without_a_failed_request(
     status = agent.status()
     releases = sorted(i["release"] for i in status["instances"] if i["state"] == "ready")
     assert releases == ["v2", "v2", "v2"]
+    # Exactly the state it promises: all traffic to v2, nothing left to retire (v1 is gone).
+    assert status["weights"] == {"v2": 100}
+    assert "v1" not in status["retire"], status["retire"]
     # Never more than replicas + surge instances at once (from the journal of scale actions).
     rollout = agent.call("GET", f"/v1/rollouts/{done['id']}")
     desired: dict[str, int] = {"v1": 3}

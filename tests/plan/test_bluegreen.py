@@ -44,9 +44,18 @@ def ready(release: str, n: int, *, failed: str | None = None) -> tuple[InstanceV
     )
 
 
-def measured(release: str, requests: int, errors: int) -> dict[str, Measurement]:
+def measured(
+    release: str, requests: int, errors: int, *, complete: bool = True
+) -> dict[str, Measurement]:
     status = {"2xx": requests - errors, "5xx": errors}
-    return {release: Measurement(release, T0, T0 + 10, requests, status)}
+    return {release: Measurement(release, T0, T0 + 10, requests, status, complete=complete)}
+
+
+def crash_looping(release: str, n: int) -> tuple[InstanceView, ...]:
+    why = "crash-looping: restarted 3 times within 120s (last: exited with code 1)"
+    return tuple(
+        InstanceView(f"{release}-{i}", release, ready=False, failed=why) for i in range(1, n + 1)
+    )
 
 
 @dataclass
@@ -148,7 +157,11 @@ CASES = [
         [
             SetWeights({"v1": 100}),
             ScaleRelease("v2", 0),
-            Finish("rolled_back", "error rate 2.40% > 2.00% over 500 requests to v2"),
+            Finish(
+                "rolled_back",
+                "watch: error_rate 0.024 > max 0.02 over 500 requests (promoted v2, "
+                "00:16:40-00:16:50)",
+            ),
         ],
         "rolled_back",
     ),
@@ -171,30 +184,141 @@ CASES = [
         "rolled_back",
     ),
     Case(
-        "first deploy: nothing to watch against, done once switched",
+        "first deploy: nothing to watch against; switch, then a short check",
         "starting",
         Observed(now=T0, instances=ready("v2", 2)),
-        [SetWeights({"v2": 100}), Finish("completed", "v2 serves all traffic")],
-        "completed",
+        [SetWeights({"v2": 100})],
+        "watching",
         stable=None,
     ),
     Case(
         "first deploy with manual promote: nothing serves yet, so switch at once",
         "starting",
         Observed(now=T0, instances=ready("v2", 2)),
-        [SetWeights({"v2": 100}), Finish("completed", "v2 serves all traffic")],
-        "completed",
+        [SetWeights({"v2": 100})],
+        "watching",
         strategy={"auto_promote": False},
         stable=None,
     ),
     Case(
-        "rollback to a warm previous release: one weight change",
+        "first deploy check over (10s), instances stayed up: completed",
+        "watching",
+        Observed(now=T0 + 11, instances=ready("v2", 2)),
+        [Finish("completed", "v2 serves all traffic (no requests during the check)")],
+        "completed",
+        stable=None,
+    ),
+    Case(
+        "first deploy: an instance restarted during the check (ready, then dead): stop, abort",
+        "watching",
+        Observed(
+            now=T0 + 3,
+            instances=(*ready("v2", 1), InstanceView("v2-2", "v2", False, started_at=T0 + 1.5)),
+        ),
+        [
+            SetWeights(None),
+            ScaleRelease("v2", 0),
+            Finish("aborted", "check: v2-2 restarted since the switch"),
+        ],
+        "aborted",
+        stable=None,
+    ),
+    Case(
+        "rollback to a warm previous release: one weight change, then a short check",
         "starting",
         Observed(now=T0, instances=ready("v1", 2) + ready("v2", 2)),
-        [SetWeights({"v2": 100}), Finish("completed", "v2 serves all traffic")],
-        "completed",
+        [SetWeights({"v2": 100})],
+        "watching",
         strategy={"smoke": "false"},
         rollback=True,
+    ),
+    Case(
+        "rollback check over (10s), v2 served: completed",
+        "watching",
+        Observed(now=T0 + 11, instances=ready("v2", 2), measurements=measured("v2", 300, 0)),
+        [Finish("completed", "v2 serves all traffic (0/300 errors during the check)")],
+        "completed",
+        rollback=True,
+    ),
+    Case(
+        "rollback onto a crashing release: traffic back to v1, v2 kept, never a success",
+        "watching",
+        Observed(now=T0 + 4, instances=ready("v1", 2) + crash_looping("v2", 2)),
+        [
+            SetWeights({"v1": 100}),
+            Finish(
+                "rolled_back",
+                "watch: v2-1 crash-looping: restarted 3 times within 120s (last: exited with "
+                "code 1)",
+            ),
+        ],
+        "rolled_back",
+        rollback=True,
+    ),
+    Case(
+        "watch: a candidate instance crash-loops: roll back at once, whatever the error rate",
+        "watching",
+        Observed(
+            now=T0 + 5,
+            instances=ready("v1", 2) + crash_looping("v2", 1),
+            measurements=measured("v2", 10, 0),
+        ),
+        [
+            SetWeights({"v1": 100}),
+            ScaleRelease("v2", 0),
+            Finish(
+                "rolled_back",
+                "watch: v2-1 crash-looping: restarted 3 times within 120s (last: exited with "
+                "code 1)",
+            ),
+        ],
+        "rolled_back",
+    ),
+    Case(
+        "watch over, v2 got no request while the service answered 140: not serving, roll back",
+        "watching",
+        Observed(now=T0 + 61, instances=ready("v2", 2), traffic=140),
+        [
+            SetWeights({"v1": 100}),
+            ScaleRelease("v2", 0),
+            Finish(
+                "rolled_back",
+                "watch: no request reached v2 while the service answered 140; it is not serving",
+            ),
+        ],
+        "rolled_back",
+    ),
+    Case(
+        "watch over, no request anywhere (an idle service): nothing to judge, completed",
+        "watching",
+        Observed(now=T0 + 61, instances=ready("v2", 2), traffic=0),
+        [Finish("completed", "v2 serves all traffic (no requests during the watch)")],
+        "completed",
+    ),
+    Case(
+        "watch over on a window that spans an agent restart: never a pass, watch again",
+        "watching",
+        Observed(now=T0 + 61, measurements=measured("v2", 900, 0, complete=False), traffic=900),
+        [],
+        "watching",
+    ),
+    Case(
+        "starting: 1/2 ready after the progress deadline (nothing failed yet): abort, say why",
+        "starting",
+        Observed(
+            now=T0,
+            instances=ready("v1", 2) + ready("v2", 1) + (InstanceView("v2-2", "v2", False),),
+        ),
+        [
+            ScaleRelease("v2", 0),
+            Finish(
+                "aborted",
+                "starting: no progress for 601s (progress_deadline 600s): v2 has 1/2 ready; "
+                "v2-2 not ready",
+            ),
+        ],
+        "aborted",
+        phase_age=601,
     ),
 ]
 

@@ -174,6 +174,62 @@ CASES = [
         event="data plane canary share 10.4% (52 of 498 requests",
     ),
     Case(
+        "step over, weight unverified, 30 requests all to v1 at 50% (p = 1e-9): never a pass",
+        "step",
+        1,
+        Observed(
+            T0 + 61, up("v1", 4) + up("v2", 2), measurements=traffic((0, 0), (30, 0), end=T0 + 61)
+        ),
+        [*BACK, Finish("rolled_back", "")],
+        "rolled_back",
+        data={**AT_50, "weight_ok": False, "sequential": None},
+        config=config([{"weight": 10, "pause": 60}, {"weight": 50, "pause": 60}]),
+        reason="step 2: no request reached canary v2 at weight 50% while the service answered 30",
+    ),
+    Case(
+        "step over, weight unverified, 30 requests all to v1 at 10% (p = 4%): may be chance",
+        "step",
+        0,
+        Observed(
+            T0 + 61, up("v1", 4) + up("v2", 1), measurements=traffic((0, 0), (30, 0), end=T0 + 61)
+        ),
+        [ScaleRelease("v1", 4), ScaleRelease("v2", 2), SetWeights({"v1": 90, "v2": 10})],
+        "scaling",
+        data={**AT_10, "weight_ok": False, "sequential": None},
+    ),
+    Case(
+        "step over (pause 60s), weight unverified, 3 of 30 requests to v2: the step ends",
+        "step",
+        0,
+        Observed(
+            T0 + 61, up("v1", 4) + up("v2", 1), measurements=traffic((3, 0), (27, 0), end=T0 + 61)
+        ),
+        [ScaleRelease("v1", 4), ScaleRelease("v2", 2), SetWeights({"v1": 90, "v2": 10})],
+        "scaling",
+        data={**AT_10, "weight_ok": False, "sequential": None},
+    ),
+    Case(
+        "scaling: the canary never gets ready within the progress deadline: roll back, say why",
+        "scaling",
+        0,
+        Observed(T0 + 601, up("v1", 4) + up("v2", 1, ready=False), weights={"v1": 100}),
+        [*BACK, Finish("aborted", "")],
+        "aborted",
+        data={"canary": 1},
+        reason="scaling: no progress for 601s (progress_deadline 600s): v2 has 0/1 ready; "
+        "v2-1 not ready",
+    ),
+    Case(
+        "watch over: no request for v2 while the service answered 200: not serving, roll back",
+        "watching",
+        2,
+        Observed(T0 + 61, up("v1", 4) + up("v2", 4), traffic=200),
+        [*BACK, Finish("rolled_back", "")],
+        "rolled_back",
+        data={**AT_50, "weight": 100, "canary": 4},
+        reason="watch: no request reached v2 while the service answered 200",
+    ),
+    Case(
         "data plane: 250 of 500 at a set 10%: the router is off, abort",
         "step",
         0,

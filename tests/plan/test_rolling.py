@@ -215,6 +215,38 @@ CASES = [
         event="watching v2 for 60s",
     ),
     Case(
+        "all new available while 1 old has not left yet (no watch): done, weights {v2: 100}",
+        Observed(T0, up("v1", 1) + up("v2", 3)),
+        [
+            ONLY_V2,
+            ScaleRelease("v2", 3),
+            ScaleRelease("v1", 0),
+            Finish("completed", "v2 serves all traffic"),
+        ],
+        "completed",
+        data=progress(0, 3),
+        config=config(3, watch=0),
+    ),
+    Case(
+        "watch: a new instance crash-loops: roll back at once",
+        Observed(T0 + 5, up("v2", 4) + up("v2", 1, failed="crash-looping: 3 restarts", first=5)),
+        [ONLY_V2, ScaleRelease("v1", 5)],
+        "rolling_back",
+        phase="watching",
+        next_data={"reason": "watch: v2-5 crash-looping: 3 restarts"},
+    ),
+    Case(
+        "watch over with no request for v2 while the service answered 300: roll back",
+        Observed(T0 + 61, up("v2", 5), traffic=300),
+        [ONLY_V2, ScaleRelease("v1", 5)],
+        "rolling_back",
+        phase="watching",
+        next_data={
+            "reason": "watch: no request reached v2 while the service answered 300; "
+            "it is not serving"
+        },
+    ),
+    Case(
         "a new instance failed: roll back, v1 back to 5 before anything stops",
         Observed(T0, up("v1", 4) + up("v2", 1, failed="exited with code 3")),
         [ONLY_V1, ScaleRelease("v1", 5)],
@@ -229,8 +261,8 @@ CASES = [
         "rolling_back",
         data=progress(5, 1, mark=[5, 1, 0]),
         next_data={
-            "reason": "no progress for 601s (progress_deadline 600s): v2 has 0/5 available, "
-            "5 not ready"
+            "reason": "rolling: no progress for 601s (progress_deadline 600s): v2 has 0/5 "
+            "available, 5 not ready"
         },
     ),
     Case(
@@ -646,7 +678,7 @@ def test_simulation_stalled_by_a_slow_release_rolls_back_with_capacity_kept() ->
     world._scale = slow  # type: ignore[method-assign]
     finish, capacities, _ = run(spec, world)
     assert finish.outcome == "rolled_back"
-    assert finish.reason.startswith("no progress for 31s (progress_deadline 30s)")
+    assert finish.reason.startswith("rolling: no progress for 31s (progress_deadline 30s)")
     assert min(capacities) >= 3
     assert (world.count("v1"), world.count("v2")) == (4, 0)
 

@@ -135,6 +135,12 @@ def judge(check: CheckConfig, data: Observation, *, role: str = "canary") -> Ver
     name = check_name(check)
     if isinstance(data, QueryValue):
         return _judge_query(check, data, name, where)
+    if not data.complete:
+        reason = (
+            f"{name}: incomplete window, it began before the request records kept now (an "
+            f"agent restart?); {data.requests} requests counted {where}"
+        )
+        return _verdict("inconclusive", check, name, reason, None, data.requests, data)
     if data.requests < check.min_samples:
         return _short(check, name, data.requests, f"{data.requests} requests", where, data)
     if check.metric == "error_rate" and check.confidence > 0:
@@ -323,8 +329,8 @@ def pool(
 ) -> tuple[Measurement | None, Measurement]:
     """``(carried, window to judge)`` when ``new`` arrives after the unjudged ``pending`` window
     and the older unjudged windows ``carried`` before it (see the module doc)."""
-    if pending is None or pending.release != new.release:
-        return None, new
+    if pending is None or pending.release != new.release or not pending.complete:
+        return None, new  # an incomplete window is never pooled: it would taint the next ones
     if new.start == pending.start:  # the pending window, grown
         return carried, merge(carried, new)
     if new.start >= pending.end:  # the next window
@@ -351,6 +357,7 @@ def merge(first: Measurement | None, then: Measurement) -> Measurement:
         status=status,
         proxy_errors=first.proxy_errors + then.proxy_errors,
         latency_ms=latency,
+        complete=first.complete and then.complete,
     )
 
 
@@ -597,6 +604,9 @@ def conclude(run: AnalysisRun) -> Verdict:
         return run.sequential.last
     notes: list[str] = []
     for c in run.checks:
+        if c.pending is not None and not c.pending.complete:
+            # Earlier passes say nothing about a window nobody saw whole (an agent restart).
+            return _summary("inconclusive", c, f"{c.name}: its last window was incomplete")
         if c.phase == "inconclusive":
             return _summary(
                 "inconclusive",

@@ -22,6 +22,11 @@ class Measurement:
     the router produced itself because no upstream answered; they are also inside ``status["5xx"]``.
     ``latency_ms`` maps a percentile (50, 90, 95, 99, 99.9, 100) to milliseconds; it is empty when
     ``requests`` is 0.
+
+    ``complete`` is False when the source cannot have seen the whole window: it began before
+    the source started recording (an agent restart in the middle of a step or a watch) or
+    before the oldest second it still keeps. Such a window is never a pass: a check judges it
+    ``inconclusive`` (errors it does hold are still real, so a watch may still fail on them).
     """
 
     release: str
@@ -31,6 +36,7 @@ class Measurement:
     status: Mapping[str, int] = field(default_factory=dict)
     proxy_errors: int = 0
     latency_ms: Mapping[float, float] = field(default_factory=dict)
+    complete: bool = True
 
     @property
     def errors(self) -> int:
@@ -59,6 +65,7 @@ class Measurement:
             "status": dict(self.status),
             "proxy_errors": self.proxy_errors,
             "latency_ms": {str(k): v for k, v in self.latency_ms.items()},
+            "complete": self.complete,
         }
 
     @classmethod
@@ -75,4 +82,5 @@ class Measurement:
             status={str(k): int(v) for k, v in status.items()},
             proxy_errors=int(data.get("proxy_errors", 0)),  # type: ignore[call-overload]
             latency_ms={float(k): float(v) for k, v in latency.items()},
+            complete=bool(data.get("complete", True)),
         )

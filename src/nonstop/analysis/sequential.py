@@ -313,6 +313,12 @@ def observe_windows(
     """Feed the canary's and the stable release's Measurements of one window (see module doc)."""
     label = f"canary {canary.release} vs stable {stable.release}"
     counts = Counts(canary.requests, canary.errors, stable.requests, stable.errors)
+    if not (canary.complete and stable.complete):
+        reason = (
+            f"sequential: window {window(canary.start, canary.end)} began before the request "
+            f"records kept now (an agent restart?) ({label}); counts ignored"
+        )
+        return run, Verdict("inconclusive", "sequential", reason, run.e_value, run.threshold)
     if canary.start != stable.start:
         reason = (
             f"sequential: canary window starts at {canary.start:g} but stable at {stable.start:g}; "

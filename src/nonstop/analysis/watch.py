@@ -5,6 +5,30 @@ The watched release fails once its error rate over the watch so far is above
 ``inconclusive`` (the engine keeps watching), never a silent pass. Example with the defaults
 (max 0.02, min_requests 20): 12 errors in 500 requests is 0.024 > 0.02 -> fail; 3 in 500 -> pass;
 5 errors in 10 requests -> inconclusive (10 < 20).
+
+Every response the router sent while the release was meant to serve is in its measurement,
+the router's own 502/503 included (the request stream charges those to the releases the
+weights name), so a release whose instances die shows up here as errors.
+
+When the watch's time is up, :func:`watch_end` says whether it may complete:
+
+=========================================  ============  ==========================================
+measurement at the end                     service       verdict
+=========================================  ============  ==========================================
+300 requests, 1 error                      any           pass
+300 requests, 12 errors                    any           fail (error rate)
+0 requests                                 140 requests  fail: no request reached the release
+0 requests                                 8 requests    inconclusive: stragglers (completes)
+0 requests                                 0 / unknown   inconclusive: nothing to judge (completes)
+8 requests (< min_requests 20)             any           inconclusive: too few (completes)
+incomplete window (an agent restart)       any           inconclusive, ``restart``: watch again
+=========================================  ============  ==========================================
+
+``service`` is every request the router answered over the same window, whichever release it
+was charged to; None when the metrics source cannot say. A release that got nothing while the
+service answered at least ``min_requests`` is not serving, whatever its (empty) error rate
+says. Fewer may be stragglers: requests the router held for the previous release (retrying a
+dead upstream) that ended after the switch, counted where they belong.
 """
 
 from __future__ import annotations
@@ -16,12 +40,45 @@ from nonstop.analysis.measurement import Measurement
 from nonstop.analysis.verdict import Verdict
 from nonstop.config.schema import CheckConfig, WatchConfig
 
+RESTART = "restart"
+"""``Verdict.check`` of an end-of-watch verdict whose window was incomplete: watch again."""
+
 
 def watch_verdict(watch: WatchConfig, measurement: Measurement) -> Verdict:
-    """Verdict on ``measurement`` (the promoted release, counted since it reached 100%)."""
+    """Verdict on ``measurement`` (the promoted release, counted since it reached 100%).
+
+    Errors in an incomplete window are real, so it can fail; it never passes."""
     check = CheckConfig(
         metric="error_rate", max=watch.max_error_rate, min_samples=watch.min_requests, confidence=0
     )
-    verdict = judge(check, measurement, role="promoted")
+    verdict = judge(check, replace(measurement, complete=True), role="promoted")
+    if verdict.outcome == "pass" and not measurement.complete:
+        reason = (
+            f"incomplete window, it began before the request records kept now (an agent "
+            f"restart?); {measurement.errors}/{measurement.requests} errors counted"
+        )
+        return Verdict("inconclusive", RESTART, f"watch: {reason}", None, check.max, 0)
     reason = verdict.reason.replace("min_samples", "min_requests")
     return replace(verdict, check="watch", reason=f"watch: {reason}")
+
+
+def watch_end(watch: WatchConfig, measurement: Measurement, service: int | None) -> Verdict:
+    """The verdict when the watch's time is up (see the table in the module doc)."""
+    verdict = watch_verdict(watch, measurement)
+    if verdict.outcome == "fail" or verdict.check == RESTART:
+        return verdict
+    if measurement.requests == 0 and service is not None and service >= watch.min_requests:
+        reason = (
+            f"watch: no request reached {measurement.release} while the service answered "
+            f"{service}; it is not serving"
+        )
+        return Verdict("fail", "watch", reason, None, watch.max_error_rate, 0)
+    return verdict
+
+
+def watch_summary(measurement: Measurement | None) -> str:
+    """ "3/500 errors during the watch", or why there is nothing to judge."""
+    if measurement is None or measurement.requests == 0:
+        return "no requests during the watch"
+    counted = f"{measurement.errors}/{measurement.requests} errors during the watch"
+    return counted

@@ -75,6 +75,10 @@ class HealthConfig(Model):
     """How long a new instance may take to become ready before the rollout gives up on it."""
     liveness_interval: Duration = 2.0
     liveness_failure_threshold: int = Field(default=5, ge=1)
+    crash_loop_restarts: int = Field(default=3, ge=1)
+    """Restarts within ``crash_loop_window`` that make an instance crash-looping: it counts as
+    failed (not ready), and a rollout that needs it gives up, until it stays up a window."""
+    crash_loop_window: Duration = 120.0
 
     @field_validator("path")
     @classmethod
@@ -103,6 +107,9 @@ class WatchConfig(Model):
     duration: Duration = 300.0
     max_error_rate: float = Field(default=0.02, ge=0.0, le=1.0)
     min_requests: int = Field(default=20, ge=1)
+    check_duration: Duration = 10.0
+    """After a switch that has no watch (a first deploy, a rollback): for this long (at most
+    ``duration``) its instances must stay up - none restarted - and serve within budget."""
 
 
 class BlueGreenConfig(Model):
@@ -116,7 +123,8 @@ class RollingConfig(Model):
     max_surge: CountOrPercent = Field(default="25%", validate_default=True)
     max_unavailable: CountOrPercent = Field(default=0, validate_default=True)
     min_ready: Duration = 0.0
-    progress_deadline: Duration = 600.0
+    progress_deadline: Duration | None = None
+    """Overrides ``strategy.progress_deadline`` for rolling updates (kept for old files)."""
 
 
 class CheckConfig(Model):
@@ -194,6 +202,10 @@ class CanaryConfig(Model):
 
 class StrategyConfig(Model):
     kind: Literal["bluegreen", "rolling", "canary"] = "bluegreen"
+    progress_deadline: Duration = 600.0
+    """Longest wait without progress in any phase that waits for instances (starting,
+    scaling, promoting, rolling, rolling back): then the rollout gives up, naming the phase and
+    what was missing."""
     bluegreen: BlueGreenConfig = Field(default_factory=BlueGreenConfig)
     rolling: RollingConfig = Field(default_factory=RollingConfig)
     canary: CanaryConfig | None = None

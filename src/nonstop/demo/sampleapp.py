@@ -20,7 +20,9 @@ Knobs (flag, else environment variable): ``--version``/VERSION, ``--error-rate``
 it is exact and repeatable), ``--latency-ms``/LATENCY_MS (added to ``/``),
 ``--startup-delay``/STARTUP_DELAY (seconds /health answers 503 after start),
 ``--fail-health``/FAIL_HEALTH, ``--crash-after``/CRASH_AFTER (exit with code 1 that many
-seconds after start), ``--no-graceful``/NO_GRACEFUL.
+seconds after start), ``--crash-after-ready``/CRASH_AFTER_READY (exit with code 1 that many
+seconds after the first /health answered 200: a release that passes its readiness check, then
+dies, every time it is restarted), ``--no-graceful``/NO_GRACEFUL.
 
 On SIGTERM (graceful, the default): /health turns 503, the listening socket closes, requests
 in flight (streams included) finish, then the process exits 0. With ``--no-graceful`` SIGTERM
@@ -58,6 +60,7 @@ class Settings:
     startup_delay: float = 0.0
     fail_health: bool = False
     crash_after: float | None = None
+    crash_after_ready: float | None = None
     graceful: bool = True
 
 
@@ -139,6 +142,7 @@ class App:
         self._requests = 0
         self._in_flight = 0
         self._idle = threading.Condition(self._lock)
+        self._crash_armed = False
 
     def next_request(self) -> int:
         with self._lock:
@@ -176,6 +180,11 @@ class App:
             return 503, "failing (FAIL_HEALTH)"
         if time.monotonic() - self.started < self.settings.startup_delay:
             return 503, "starting"
+        if self.settings.crash_after_ready is not None:
+            with self._lock:
+                armed, self._crash_armed = self._crash_armed, True
+            if not armed:  # the first passing probe: ready now, dead soon
+                _crash_later(self.settings.crash_after_ready, "CRASH_AFTER_READY")
         return 200, "ok"
 
 
@@ -320,11 +329,9 @@ def serve(settings: Settings) -> int:
     return 0
 
 
-def _crash_later(seconds: float) -> None:
+def _crash_later(seconds: float, knob: str = "CRASH_AFTER") -> None:
     def crash() -> None:
-        print(
-            f"sampleapp: crashing as asked (CRASH_AFTER={seconds:g})", file=sys.stderr, flush=True
-        )
+        print(f"sampleapp: crashing as asked ({knob}={seconds:g})", file=sys.stderr, flush=True)
         os._exit(1)
 
     timer = threading.Timer(seconds, crash)
@@ -348,6 +355,9 @@ def parse_args(argv: Sequence[str] | None = None) -> Settings:
     parser.add_argument("--fail-health", action="store_true", default=_env_flag("FAIL_HEALTH"))
     parser.add_argument("--crash-after", type=float, default=env.get("CRASH_AFTER") or None)
     parser.add_argument(
+        "--crash-after-ready", type=float, default=env.get("CRASH_AFTER_READY") or None
+    )
+    parser.add_argument(
         "--no-graceful", dest="graceful", action="store_false", default=not _env_flag("NO_GRACEFUL")
     )
     args = parser.parse_args(argv)
@@ -366,6 +376,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Settings:
         startup_delay=args.startup_delay,
         fail_health=args.fail_health,
         crash_after=args.crash_after,
+        crash_after_ready=args.crash_after_ready,
         graceful=args.graceful,
     )
 

@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -68,6 +68,21 @@ class MeasurementSource(Protocol):
 
 
 @runtime_checkable
+class ChargingSource(Protocol):
+    """A MeasurementSource that charges the router's own responses to the releases meant to
+    serve (RequestStats), knows the whole service's traffic and sizes its history."""
+
+    def observe_weights(self, weights: Mapping[str, int] | None) -> None:
+        """The releases meant to serve now, in percent (None: nobody)."""
+
+    def requests(self, since: float, until: float) -> int:
+        """Every request the router answered over ``[since, until)``."""
+
+    def retain(self, seconds: float) -> None:
+        """Keep at least ``seconds`` of history (the source caps it)."""
+
+
+@runtime_checkable
 class QuerySource(Protocol):
     """A MeasurementSource that can also answer ``query`` checks (Prometheus)."""
 
@@ -110,6 +125,31 @@ def planner_for(strategy: str) -> ModuleType:
 
         return canary
     raise UsageError(f"unknown strategy {strategy!r}: expected bluegreen, rolling or canary")
+
+
+RETAIN_SLACK = 60.0
+"""Seconds of request history kept beyond the longest window a configuration judges."""
+
+
+def longest_window(config: NonstopConfig) -> float:
+    """Seconds of request history a rollout of ``config`` may judge at once: the watch, the
+    short check, canary step pauses and check intervals (canary windows are at most
+    5 minutes), plus :data:`RETAIN_SLACK`. The request stream caps it (an hour).
+
+    >>> from nonstop.config.load import validate_config
+    >>> longest_window(validate_config({"app": {"name": "a", "command": "a {port}"},
+    ...     "watch": {"duration": "30m"}}))
+    1860.0
+    """
+    spans = [float(config.watch.duration), float(config.watch.check_duration)]
+    canary = config.strategy.canary
+    if canary is not None:
+        for step in canary.steps or ():
+            if isinstance(step.pause, float | int):
+                spans.append(float(step.pause))
+            spans += [float(c.interval) for c in step.analysis or ()]
+        spans += [float(c.interval) for c in canary.analysis]
+    return max(spans) + RETAIN_SLACK
 
 
 class Engine:
@@ -192,6 +232,11 @@ class Engine:
             if self.active is None:
                 break
 
+    def _retain(self, config: NonstopConfig) -> None:
+        """Make the request stream keep the longest window this configuration judges."""
+        if isinstance(self.measurements, ChargingSource):
+            self.measurements.retain(longest_window(config))
+
     def _load(self, row: RolloutRow) -> Active:
         spec = RolloutSpec(
             strategy=row.strategy,  # type: ignore[arg-type]
@@ -201,6 +246,7 @@ class Engine:
             rollback=row.rollback,
         )
         state = RolloutState.from_dict(row.state)
+        self._retain(spec.config)
         return Active(row, spec, state, planner_for(row.strategy))
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -275,7 +321,7 @@ class Engine:
             await releases.build_release(
                 request.release, cwd, request.env, config.app.build, log, timeout=900
             )
-        env = {**config.app.env, **request.env}
+        env = releases.merged_env(config, request.env)
         return self.store.add_release(
             request.release, str(cwd), config.app.command, env, request.config
         )
@@ -290,6 +336,7 @@ class Engine:
         rollback: bool,
     ) -> RolloutRow:
         spec = RolloutSpec(strategy, candidate, stable, self.config_of(candidate), rollback)  # type: ignore[arg-type]
+        self._retain(spec.config)
         state = planner.initial_state(spec, self.clock())
         try:
             row = self.store.start_rollout(
@@ -334,6 +381,7 @@ class Engine:
             instances=self.instances.views(),
             weights=self.weights,
             measurements=self._measure(active, now),
+            traffic=self._traffic(active, now),
             queries=self._queries(active, now),
             smoke=self._smoke_result(active),
             command=command,
@@ -360,6 +408,12 @@ class Engine:
         since = active.state.phase_started_at
         names = {active.spec.candidate, *([active.spec.stable] if active.spec.stable else [])}
         return {name: self.measurements.snapshot(name, since, now) for name in names}
+
+    def _traffic(self, active: Active, now: float) -> int | None:
+        """The whole service's requests over the phase's window, when the source knows."""
+        if isinstance(self.measurements, ChargingSource):
+            return self.measurements.requests(active.state.phase_started_at, now)
+        return None
 
     def _queries(self, active: Active, now: float) -> dict[str, QueryValue]:
         """The candidate's value of each query check the planner may judge now, over the same
@@ -451,8 +505,11 @@ class Engine:
         for name in list(desired):
             if name not in (spec.candidate, spec.stable):
                 desired.pop(name)  # anything older than the previous release goes
+        # Only releases that still have instances wait to retire; the candidate has it all.
+        retire = {name: at for name, at in retire.items() if name in desired}
         self.store.put("desired", desired)
         self.store.put("retire", retire)
+        self.store.put("weights", {spec.candidate: 100})
 
     async def _run_smoke(self, active: Active, release: str) -> None:
         config = active.spec.config.strategy.bluegreen
@@ -492,12 +549,24 @@ class Engine:
         return route_table(self.weights, self.instances.ready_handles())
 
     async def _sync_routes(self, *, force: bool = False) -> None:
+        self._observe_weights()
         table = self.route_table()
         if table == self.routes and not force:
             return
         self.measurements.observe_table(table)
         await self.router.apply(table)
         self.routes = table
+
+    def _observe_weights(self) -> None:
+        """Tell the request stream who is meant to serve: the stored weights, or with none the
+        active release. The router's own responses (no upstream tried) are charged to them."""
+        if not isinstance(self.measurements, ChargingSource):
+            return
+        weights = self.weights
+        if weights is None:
+            active = self.store.get("active_release")
+            weights = {str(active): 100} if active else None
+        self.measurements.observe_weights(weights)
 
     async def _drain(self, now: float) -> None:
         if not any(live.state == "draining" for live in self.instances.live.values()):
@@ -521,6 +590,10 @@ class Engine:
                 self.emit("info", f"retiring {name}: keep_previous elapsed")
             retire.pop(name)
             self.store.put("retire", retire)
+        desired = self.desired
+        gone = [name for name in retire if name not in desired and name not in involved]
+        if gone:  # scaled to 0 by a later rollout: nothing left to retire
+            self.store.put("retire", {n: at for n, at in retire.items() if n not in gone})
         if not await self.router.alive():
             self._router_failures += 1
             self.emit("error", "router is not answering; restarting it")
@@ -528,6 +601,18 @@ class Engine:
             await self._sync_routes(force=True)
 
     # -- status ------------------------------------------------------------------------------
+
+    def _instances_status(self) -> list[dict[str, Any]]:
+        """Each instance as stored, with why it cannot serve (a crash loop included)."""
+        views = {view.id: view for view in self.instances.views()}
+        rows = []
+        for live in self.instances.live.values():
+            row = live.to_dict()
+            view = views.get(live.id)
+            if view is not None and view.failed:
+                row["failed"] = view.failed
+            rows.append(row)
+        return rows
 
     def status(self) -> dict[str, Any]:
         rollout = None
@@ -550,7 +635,7 @@ class Engine:
             "weights": self.weights,
             "desired": self.desired,
             "retire": self.store.get("retire", {}),
-            "instances": [live.to_dict() for live in self.instances.live.values()],
+            "instances": self._instances_status(),
             "routes": [
                 {
                     "instance": u.instance_id,

@@ -8,6 +8,12 @@ processes that exist. Its safety rules, with the invariant each one serves:
 - Leaving is two steps: "draining" takes it out of the table at once; the process is stopped
   only when the router reports no request or stream in flight to it, or the drain deadline
   passed (2). A stop sends the app's stop signal and kills the group after ``stop_timeout``.
+- An instance that keeps dying after readiness is *crash-looping*: ``health.crash_loop_restarts``
+  restarts within ``health.crash_loop_window`` (3 within 2 minutes by default) and its view
+  says ``failed`` ("crash-looping: restarted 3 times within 120s; last: exited with code 1")
+  and not ready, so the rollout that needs it gives up rather than wait for an instance that
+  is up for a second at a time. The supervisor keeps restarting it with backoff; once it has
+  gone a whole window without a restart, it is an ordinary instance again.
 - Every state change is written to the store before the agent acts on it (4), and the
   instance's id is in its environment (NONSTOP_INSTANCE) before the process exists, so a
   process started just before an agent crash is found and cleaned up, never leaked.
@@ -49,18 +55,32 @@ class Live:
     drain_deadline: float | None = None
     failed: str | None = None
     restarts: int = 0
+    restarted_at: list[float] = field(default_factory=list)
+    """When the supervisor restarted it, within the crash-loop window (oldest first)."""
+    last_exit: str = ""
     spec: InstanceSpec | None = field(default=None, repr=False)
     task: asyncio.Task[None] | None = field(default=None, repr=False)
 
-    def view(self) -> InstanceView:
+    def crash_loop(self, now: float, restarts: int, window: float) -> str | None:
+        """Why the instance is crash-looping at ``now``, or None (see the module docstring)."""
+        recent = [t for t in self.restarted_at if now - t < window]
+        if len(recent) < restarts:
+            return None
+        last = f"; last: {self.last_exit}" if self.last_exit else ""
+        return f"crash-looping: restarted {len(recent)} times within {window:g}s{last}"
+
+    def view(self, crash_loop: str | None = None) -> InstanceView:
+        failed = self.failed if self.state == "failed" else None
+        if failed is None and self.state not in ("draining", "stopped"):
+            failed = crash_loop
         return InstanceView(
             id=self.id,
             release=self.release,
-            ready=self.state == "ready",
+            ready=self.state == "ready" and failed is None,
             draining=self.state == "draining",
             started_at=self.handle.started_at if self.handle else 0.0,
             ready_since=self.ready_since,
-            failed=self.failed if self.state == "failed" else None,
+            failed=failed,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -101,8 +121,19 @@ class InstanceManager:
 
     # -- views -------------------------------------------------------------------------------
 
-    def views(self) -> tuple[InstanceView, ...]:
-        return tuple(i.view() for i in self.live.values() if i.state != "stopped")
+    def views(self, now: float | None = None) -> tuple[InstanceView, ...]:
+        now = time.time() if now is None else now
+        return tuple(
+            i.view(self._crash_loop(i, now)) for i in self.live.values() if i.state != "stopped"
+        )
+
+    def _crash_loop(self, live: Live, now: float) -> str | None:
+        if not live.restarted_at:
+            return None
+        health = self.config_of(live.release).health
+        window = float(health.crash_loop_window)
+        live.restarted_at = [t for t in live.restarted_at if now - t < window]
+        return live.crash_loop(now, health.crash_loop_restarts, window)
 
     def serving(self, release: str) -> list[Live]:
         return [
@@ -326,10 +357,14 @@ class InstanceManager:
             self._set_ready(live)
         elif event.kind in ("not_ready", "exited", "unhealthy"):
             live.state = "unready"
+            if event.kind != "not_ready":
+                message = event.message.removeprefix(f"instance {live.id} ")
+                live.last_exit = message.split("; restarting")[0]
             self.store.set_instance_state(live.id, "unready")
             self.on_change()
         elif event.kind == "restarted" and event.handle is not None:
             live.handle, live.restarts = event.handle, live.restarts + 1
+            live.restarted_at.append(time.time())
             self.store.upsert_instance(live.id, live.release, event.handle.to_dict(), "unready")
             self.on_change()
         level = "info" if event.kind in ("ready", "restarted") else "warning"

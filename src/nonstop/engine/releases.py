@@ -31,17 +31,23 @@ def existing_release(
     """The kept release ``name`` when deploying it again describes the same thing.
 
     A release is immutable (rollback must get exactly what ran before), so the same name with
-    another command or environment is refused."""
+    another command or environment is refused. The stored environment is the merged one
+    (``[app] env`` under the request's own), so that is what the request is compared as."""
     check_name(name)
     existing = store.release(name)
     if existing is not None and (
-        existing.command != config.app.command or existing.env != dict(env)
+        existing.command != config.app.command or existing.env != merged_env(config, env)
     ):
         raise StateError(
             f"release {name} already exists with a different command or environment; "
             "releases are immutable: deploy under a new name"
         )
     return existing
+
+
+def merged_env(config: NonstopConfig, env: Mapping[str, str]) -> dict[str, str]:
+    """A release's environment: ``[app] env``, then the deploy request's own on top."""
+    return {**config.app.env, **env}
 
 
 def copy_release(releases_dir: Path, name: str, source: Path, config: NonstopConfig) -> Path:

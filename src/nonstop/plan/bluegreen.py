@@ -20,12 +20,32 @@ then ``ScaleRelease(v2, 0)`` (drain, then stop) and ``Finish(rolled_back)``: tra
 before anything is stopped.
 
 A rollback rollout (``spec.rollback``) runs the same machine with the previous release as the
-candidate, no smoke test and no watch: when the previous side is warm it switches at once.
+candidate and no smoke test: when the previous side is warm it switches at once. A rollback,
+like a first deploy, has no watch but a short check after its switch: for
+``watch.check_duration`` (10 s, at most ``watch.duration``) no instance of the release may
+restart or fail, and its requests must stay within the error budget. A rollback onto a
+release that crashes switches back and ends ``rolled_back``; a first deploy that crashes
+stops and ends ``aborted`` (weights back to None: nothing serves). Neither reports success.
+
+Every phase that waits has an end. ``starting`` gives up after ``strategy.progress_deadline``
+(10 min) with what was missing ("starting: no progress for 601s (progress_deadline 600s): v2
+has 3/4 ready; v2-4 not ready"); an instance that dies after readiness again and again
+(``health.crash_loop_restarts`` within ``crash_loop_window``) is *failed*, so the rollout ends
+long before that. During the watch, a failed (crash-looping) instance of the candidate rolls
+back at once, whatever the error rate says.
+
+The watch judges every response sent while the candidate was meant to serve, the router's own
+502/503 included (``nonstop.analysis.watch``). When its time is up it completes only if the
+candidate was within budget - or had too few requests to judge while the whole service had
+fewer than ``min_requests`` too. No request for the candidate while the service answered
+``min_requests`` is a failure; a window that began before the request records the agent holds
+(it restarted mid-watch) is watched again.
 """
 
 from __future__ import annotations
 
 from nonstop.analysis.measurement import Measurement
+from nonstop.analysis.watch import RESTART, watch_end, watch_summary, watch_verdict
 from nonstop.plan.model import (
     Action,
     Decision,
@@ -37,6 +57,7 @@ from nonstop.plan.model import (
     RunSmoke,
     ScaleRelease,
     SetWeights,
+    stalled,
 )
 
 STARTING, SMOKE, AWAITING, WATCHING = "starting", "smoke", "awaiting_promote", "watching"
@@ -68,6 +89,11 @@ def _starting(spec: RolloutSpec, state: RolloutState, observed: Observed) -> Dec
         return _give_up(spec, state, f"{first.id} did not become ready: {first.failed}")
     ready = observed.ready(spec.candidate)
     if ready < spec.replicas:
+        late = stalled(
+            spec, STARTING, state.phase_started_at, observed, spec.candidate, spec.replicas
+        )
+        if late:
+            return _give_up(spec, state, late)
         return Decision(state, (want,), wake_in=0.5)
     event = f"{spec.candidate} ready ({ready}/{spec.replicas})"
     bluegreen = spec.config.strategy.bluegreen
@@ -111,54 +137,74 @@ def _switch(
 ) -> Decision:
     switch = SetWeights({spec.candidate: 100})
     events = (*events, f"switched all traffic to {spec.candidate}")
-    if spec.rollback or spec.stable is None or spec.config.watch.duration <= 0:
+    duration = _watch_duration(spec)
+    if duration <= 0:
         done = Finish("completed", f"{spec.candidate} serves all traffic")
         return Decision(state.enter("completed", observed.now), (switch, done), events)
-    watch = spec.config.watch
+    what = "checking" if _short_check(spec) else "watching"
     return Decision(
         state.enter(WATCHING, observed.now),
         (switch,),
-        (*events, f"watching {spec.candidate} for {watch.duration:g}s"),
+        (*events, f"{what} {spec.candidate} for {duration:g}s"),
         wake_in=1.0,
     )
 
 
-def _watching(spec: RolloutSpec, state: RolloutState, observed: Observed) -> Decision:
-    assert spec.stable is not None
+def _short_check(spec: RolloutSpec) -> bool:
+    """A first deploy or a rollback: no watch, a short check that the release stays up."""
+    return spec.rollback or spec.stable is None
+
+
+def _watch_duration(spec: RolloutSpec) -> float:
     watch = spec.config.watch
-    measured = observed.measurements.get(spec.candidate)
-    failure = watch_failure(measured, watch.max_error_rate, watch.min_requests)
-    if failure:
-        return _give_up(spec, state, failure)
-    if observed.now - state.phase_started_at < watch.duration:
+    if _short_check(spec):
+        return float(min(watch.check_duration, watch.duration))
+    return float(watch.duration)
+
+
+def _watching(spec: RolloutSpec, state: RolloutState, observed: Observed) -> Decision:
+    watch = spec.config.watch
+    failed = observed.failed(spec.candidate)
+    if failed:
+        return _give_up(spec, state, f"watch: {failed[0].id} {failed[0].failed}")
+    restarted = [
+        i for i in observed.serving(spec.candidate) if i.started_at > state.phase_started_at
+    ]
+    if _short_check(spec) and restarted:
+        # Instances that were ready at the switch must stay up through the check.
+        return _give_up(spec, state, f"check: {restarted[0].id} restarted since the switch")
+    measured = observed.measurements.get(spec.candidate) or Measurement(
+        spec.candidate, state.phase_started_at, observed.now
+    )
+    verdict = watch_verdict(watch, measured)
+    if verdict.outcome == "fail":
+        return _give_up(spec, state, verdict.reason)
+    duration = _watch_duration(spec)
+    if observed.now - state.phase_started_at < duration:
         return Decision(state, wake_in=1.0)
-    summary = "no requests" if measured is None else f"{measured.errors}/{measured.requests} errors"
-    done = Finish("completed", f"{spec.candidate} serves all traffic ({summary} during the watch)")
+    verdict = watch_end(watch, measured, observed.traffic)
+    if verdict.outcome == "fail":
+        return _give_up(spec, state, verdict.reason)
+    if verdict.check == RESTART:
+        again = f"{verdict.reason}; watching {spec.candidate} again for {duration:g}s"
+        return Decision(state.enter(WATCHING, observed.now), events=(again,), wake_in=1.0)
+    label = "check" if _short_check(spec) else "watch"
+    summary = watch_summary(measured).replace("the watch", f"the {label}")
+    done = Finish("completed", f"{spec.candidate} serves all traffic ({summary})")
     return Decision(state.enter("completed", observed.now), (done,), (done.reason,))
-
-
-def watch_failure(measured: Measurement | None, max_error_rate: float, min_requests: int) -> str:
-    """Why the watched release fails its error budget, or "" while it holds (or data is short)."""
-    if measured is None or measured.requests < min_requests or measured.error_rate is None:
-        return ""
-    if measured.error_rate > max_error_rate:
-        return (
-            f"error rate {measured.error_rate:.2%} > {max_error_rate:.2%} over "
-            f"{measured.requests} requests to {measured.release}"
-        )
-    return ""
 
 
 def _give_up(spec: RolloutSpec, state: RolloutState, reason: str) -> Decision:
     """Undo in the safe order: traffic back first, then stop what this rollout started."""
     actions: list[Action] = []
     switched = state.phase == WATCHING
-    if spec.stable is not None and switched:
-        actions.append(SetWeights({spec.stable: 100}))
+    if switched:
+        # Back to the release that served; after a first deploy, to nobody (weights None).
+        actions.append(SetWeights({spec.stable: 100} if spec.stable is not None else None))
     if not spec.rollback:
         actions.append(ScaleRelease(spec.candidate, 0))
-    outcome: Outcome = "rolled_back" if switched else "aborted"
+    outcome: Outcome = "rolled_back" if switched and spec.stable is not None else "aborted"
     actions.append(Finish(outcome, reason))
     next_state = state.enter(outcome, state.phase_started_at)
-    verb = f"switched traffic back to {spec.stable}; " if switched else ""
+    verb = f"switched traffic back to {spec.stable}; " if switched and spec.stable else ""
     return Decision(next_state, tuple(actions), (f"{reason}; {verb}{outcome.replace('_', ' ')}",))

@@ -46,6 +46,16 @@ when it has them, in that order:
 After the last step: the canary scales to ``replicas`` (``promoting``), gets all traffic, is
 watched (``watch``), then the stable release scales to 0 and the rollout completes.
 
+Every phase that waits for instances (``scaling``, ``promoting``) gives up after
+``strategy.progress_deadline`` without them, naming the phase and what was missing; a
+crash-looping canary instance is *failed* and rolls back at once, from any phase. The watch
+ends as blue-green's does (``nonstop.analysis.watch.watch_end``): no request for the canary
+while the service answered ``min_requests`` fails it, a window spanning an agent restart is
+watched again.
+A step's zero-request canary while traffic flows fails its data-plane check (the share it
+measures is 0%); with too little traffic for that check, a step still never ends with no
+request for the canary while the service answered too many for chance (:func:`_unserved`).
+
 Any failure: ``SetWeights({stable: 100})`` first, so traffic is back on the warm stable release
 before anything stops; then the canary scales to 0 (drains, then stops; invariant 2).
 
@@ -85,7 +95,7 @@ from nonstop.analysis.presets import preset_steps, preset_watch
 from nonstop.analysis.sequential import SequentialRun, new_sequential, observe_windows
 from nonstop.analysis.verdict import Verdict
 from nonstop.analysis.verdict import window as span
-from nonstop.analysis.watch import watch_verdict
+from nonstop.analysis.watch import RESTART, watch_end, watch_verdict
 from nonstop.analysis.weight import weight_verdict
 from nonstop.config.schema import CanaryConfig, CanaryStep, CheckConfig, WatchConfig
 from nonstop.errors import ConfigError
@@ -99,6 +109,7 @@ from nonstop.plan.model import (
     RolloutState,
     ScaleRelease,
     SetWeights,
+    stalled,
 )
 
 SCALING, STEP, PROMOTING, WATCHING = "scaling", "step", "promoting", "watching"
@@ -107,6 +118,9 @@ WEIGHT_MIN_SAMPLES = 50
 """Requests before the data-plane check may judge (its Wilson interval needs some)."""
 UNVERIFIED_WARNING = 60.0
 """Seconds without a data-plane verdict before an event says the analysis is waiting for it."""
+UNSERVED_P = 0.001
+"""A step whose canary got none of the service's requests fails when that is this unlikely
+at its weight (``(1 - weight) ** requests``); likelier, it may be chance at low traffic."""
 SEQUENTIAL_IDLE = 60.0
 """Seconds the sequential test may go without usable counts (a canary and a stable request in
 the same window) before an event says so; it is never a rollback."""
@@ -221,6 +235,9 @@ def _scaling(
     events = (*events, *command_events, *_ignored(observed, SCALING))
     want = int(state.data["canary"])
     ready = observed.ready(spec.candidate)
+    late = stalled(spec, SCALING, state.phase_started_at, observed, spec.candidate, want)
+    if late:
+        return _give_up(spec, state, observed, late, events)
     if ready < want:
         return Decision(state, _hold(spec, state.data), events, wake_in=TICK)
     # The step (and its measurement window) begins only once the router serves the new weight,
@@ -302,9 +319,37 @@ def _step(spec: RolloutSpec, state: RolloutState, observed: Observed) -> Decisio
     events += hold_events
     if state.paused or not _step_over(current, state, observed):
         return Decision(state, _hold(spec, state.data), events, wake_in=TICK)
+    unserved = _unserved(spec, state, observed)
+    if unserved:
+        return _give_up(spec, state, observed, unserved, events)
     if current.analysis:
         events = (*events, f"step analysis passed: {conclude(_run(state, 'analysis')).reason}")
     return _next_step(spec, state, observed, events)
+
+
+def _unserved(spec: RolloutSpec, state: RolloutState, observed: Observed) -> str:
+    """At the end of a step whose weight was never verified (too little traffic to tell): why
+    it must not pass (no request reached the canary while the service answered too many for
+    chance), or "".
+
+    Worked example: weight 50%, the step's pause over, 30 requests (< the 50 the data-plane
+    check needs), all 30 to the stable release (0.5^30, about 1e-9, by chance): "step 2: no
+    request reached canary v2 at weight 50% while the service answered 30". With one of them to
+    v2, or at weight 10% (0.9^30 = 4%: could be chance), the step ends."""
+    weight, instances = int(state.data["weight"]), int(state.data["canary"])
+    if state.data["weight_ok"] or weight == 0 or instances == 0:
+        return ""
+    canary, stable = _measured(spec, observed)
+    closed_canary, closed_total = state.data.get("weight_counts", (0, 0))
+    reached = int(closed_canary) + canary.requests
+    service = int(closed_total) + canary.requests + stable.requests
+    # Not one of ``service`` requests at ``weight``: implausible below UNSERVED_P by chance.
+    if reached or weight >= 100 or (1 - weight / 100) ** service >= UNSERVED_P:
+        return ""
+    return (
+        f"step {state.step + 1}: no request reached canary {spec.candidate} at weight {weight}% "
+        f"while the service answered {service}"
+    )
 
 
 def _step_over(current: CanaryStep, state: RolloutState, observed: Observed) -> bool:
@@ -621,6 +666,9 @@ def _promoting(
         return _give_up(spec, state, observed, fail, events)
     events = (*events, *_ignored(observed, PROMOTING))
     ready = observed.ready(spec.candidate)
+    late = stalled(spec, PROMOTING, state.phase_started_at, observed, spec.candidate, spec.replicas)
+    if late:
+        return _give_up(spec, state, observed, late, events)
     if ready < spec.replicas:
         return Decision(state, _hold(spec, state.data), events, wake_in=TICK)
     switch = SetWeights({spec.candidate: 100})
@@ -642,6 +690,12 @@ def _watching(spec: RolloutSpec, state: RolloutState, observed: Observed) -> Dec
         return _give_up(spec, state, observed, verdict.reason, events)
     if observed.now - state.phase_started_at < watch.duration:
         return Decision(state, events=events, wake_in=TICK)
+    verdict = watch_end(watch, measured, observed.traffic)
+    if verdict.outcome == "fail":
+        return _give_up(spec, state, observed, verdict.reason, events)
+    if verdict.check == RESTART:
+        again = f"{verdict.reason}; watching {spec.candidate} again for {watch.duration:g}s"
+        return Decision(_window(state, WATCHING, observed.now), events=(*events, again))
     events = (*events, f"watch held: {measured.errors}/{measured.requests} errors")
     return _complete(spec, state, observed, (), events)
 

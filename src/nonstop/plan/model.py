@@ -54,6 +54,10 @@ class Observed:
     queries: Mapping[str, QueryValue] = field(default_factory=dict)
     """Per ``query`` check template, the candidate's value since ``state.phase_started_at``
     (from the metrics provider; an error value when it has none)."""
+    traffic: int | None = None
+    """Every request the router answered since ``state.phase_started_at``, whichever release it
+    was charged to (None: the metrics source cannot say). A watched release with no request
+    while the service had ``min_requests`` is not serving."""
     smoke: str | None = None
     """None: not run or still running; "passed"; or "failed: <reason>"."""
     command: Command | None = None
@@ -148,6 +152,46 @@ class RolloutSpec:
     @property
     def replicas(self) -> int:
         return self.config.app.replicas
+
+    @property
+    def progress_deadline(self) -> float:
+        """Seconds a phase waiting for instances may go without progress."""
+        strategy = self.config.strategy
+        if self.strategy == "rolling" and strategy.rolling.progress_deadline is not None:
+            return float(strategy.rolling.progress_deadline)
+        return float(strategy.progress_deadline)
+
+
+def stalled(
+    spec: RolloutSpec, phase: str, since: float, observed: Observed, release: str, want: int
+) -> str:
+    """Why a phase waiting since ``since`` for ``want`` ready instances of ``release`` gives
+    up, or "" while it is within ``spec.progress_deadline`` (or has them all)."""
+    waited = observed.now - since
+    if waited <= spec.progress_deadline or observed.ready(release) >= want:
+        return ""
+    return (
+        f"{phase}: no progress for {waited:.0f}s (progress_deadline "
+        f"{spec.progress_deadline:g}s): {waiting_for(observed, release, want)}"
+    )
+
+
+def waiting_for(observed: Observed, release: str, want: int) -> str:
+    """What a phase waiting for ``want`` ready instances of ``release`` still misses, for the
+    reason a deadline gives: "v2 has 2/4 ready; v2-3: starting, v2-4: exited with code 1".
+
+    >>> view = (InstanceView("v2-1", "v2", True), InstanceView("v2-2", "v2", False))
+    >>> waiting_for(Observed(0, view), "v2", 2)
+    'v2 has 1/2 ready; v2-2 not ready'
+    """
+    ready = observed.ready(release)
+    missing = [
+        f"{i.id} {'failed: ' + i.failed if i.failed else 'not ready'}"
+        for i in observed.serving(release)
+        if not i.ready
+    ]
+    detail = "; " + ", ".join(missing) if missing else ""
+    return f"{release} has {ready}/{want} ready{detail}"
 
 
 @dataclass(frozen=True, slots=True)

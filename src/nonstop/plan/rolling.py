@@ -58,7 +58,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from nonstop.analysis.watch import watch_verdict
+from nonstop.analysis.measurement import Measurement
+from nonstop.analysis.watch import RESTART, watch_end, watch_summary, watch_verdict
 from nonstop.config.units import resolve_count
 from nonstop.plan.model import (
     Action,
@@ -69,6 +70,7 @@ from nonstop.plan.model import (
     RolloutState,
     ScaleRelease,
     SetWeights,
+    stalled,
 )
 
 ROLLING, WATCHING, ROLLING_BACK = "rolling", "watching", "rolling_back"
@@ -263,17 +265,18 @@ def _progress(
     """Record progress (a target moved, or one more new instance became available); return a
     reason when there has been none for ``progress_deadline`` seconds."""
     rolling = spec.config.strategy.rolling
+    deadline = spec.progress_deadline
     mark = [data["old"], data["new"], available(observed, spec.candidate, rolling.min_ready)]
     if state.paused or mark != data.get("mark"):
         data.update(mark=mark, progress_at=observed.now)
         return _with(state, data), ""
     state = _with(state, data)
     idle = observed.now - float(data["progress_at"])
-    if idle <= rolling.progress_deadline:
+    if idle <= deadline:
         return state, ""
     waiting = spec.replicas - mark[2]
     return state, (
-        f"no progress for {idle:.0f}s (progress_deadline {rolling.progress_deadline:g}s): "
+        f"rolling: no progress for {idle:.0f}s (progress_deadline {deadline:g}s): "
         f"{spec.candidate} has {mark[2]}/{spec.replicas} available, {waiting} not ready"
     )
 
@@ -315,7 +318,9 @@ def _hold(spec: RolloutSpec, data: Mapping[str, Any], observed: Observed) -> tup
 def _rolled(
     spec: RolloutSpec, state: RolloutState, observed: Observed, events: tuple[str, ...]
 ) -> Decision:
-    actions = _hold(spec, state.data, observed)
+    # Every old instance is leaving: all traffic is the new release's, and the stored weights
+    # say so (equal shares computed now would still count old instances not yet draining).
+    actions = (SetWeights({spec.candidate: 100}), *_hold(spec, state.data, observed)[1:])
     if spec.rollback or spec.stable is None or spec.config.watch.duration <= 0:
         done = Finish("completed", f"{spec.candidate} serves all traffic")
         return Decision(state.enter("completed", observed.now), (*actions, done), events)
@@ -333,15 +338,25 @@ def _watching(spec: RolloutSpec, state: RolloutState, observed: Observed) -> Dec
     if observed.command is not None:
         events = (f"{observed.command} ignored: the watch only judges; abort rolls back",)
     watch = spec.config.watch
-    measured = observed.measurements.get(spec.candidate)
-    if measured is not None:
-        verdict = watch_verdict(watch, measured)
-        if verdict.outcome == "fail":
-            return _roll_back(spec, state, observed, verdict.reason, events)
+    failed = observed.failed(spec.candidate)
+    if failed:
+        reason = f"watch: {failed[0].id} {failed[0].failed}"
+        return _roll_back(spec, state, observed, reason, events)
+    measured = observed.measurements.get(spec.candidate) or Measurement(
+        spec.candidate, state.phase_started_at, observed.now
+    )
+    verdict = watch_verdict(watch, measured)
+    if verdict.outcome == "fail":
+        return _roll_back(spec, state, observed, verdict.reason, events)
     if observed.now - state.phase_started_at < watch.duration:
         return Decision(state, events=events, wake_in=1.0)
-    summary = "no requests" if measured is None else f"{measured.errors}/{measured.requests} errors"
-    done = Finish("completed", f"{spec.candidate} serves all traffic ({summary} during the watch)")
+    verdict = watch_end(watch, measured, observed.traffic)
+    if verdict.outcome == "fail":
+        return _roll_back(spec, state, observed, verdict.reason, events)
+    if verdict.check == RESTART:
+        again = f"{verdict.reason}; watching {spec.candidate} again for {watch.duration:g}s"
+        return Decision(state.enter(WATCHING, observed.now), events=(*events, again), wake_in=1.0)
+    done = Finish("completed", f"{spec.candidate} serves all traffic ({watch_summary(measured)})")
     return Decision(state.enter("completed", observed.now), (done,), (*events, done.reason))
 
 
@@ -388,6 +403,15 @@ def _rolling_back(spec: RolloutSpec, state: RolloutState, observed: Observed) ->
         )
     restore = ScaleRelease(spec.stable, spec.replicas)
     ready = observed.ready(spec.stable)
+    late = stalled(spec, ROLLING_BACK, state.phase_started_at, observed, spec.stable, spec.replicas)
+    if late:
+        why = f"{reason}; could not restore {spec.stable}: {late}; {spec.candidate} keeps serving"
+        done = Finish("aborted", why)
+        return Decision(
+            state.enter("aborted", observed.now),
+            (equal_shares(spec, observed), done),
+            (*events, why),
+        )
     if ready < spec.replicas:
         return Decision(state, (equal_shares(spec, observed), restore), events, wake_in=TICK)
     # Every old instance is ready: move all traffic, then drain the new release (invariant 2).

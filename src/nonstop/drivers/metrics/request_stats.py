@@ -22,6 +22,21 @@ near 13 KB instead of 85 KB: a release with traffic in every one of the 900 seco
 measured too: at 500 requests/s with spread-out latencies it took more memory (17 MB) and made
 a 15-minute snapshot ten times slower (210 ms against 18 ms).
 
+Responses no upstream answered. When the router tried an upstream, its event names it and the
+request is that upstream's release's. When it tried none (an empty pool, a static 503), the
+request is charged to the release(s) meant to serve at that moment, from the weights the engine
+hands in (:meth:`RequestStats.observe_weights`): every response sent while a release should
+serve counts for it. With several releases weighted, each such request goes to one of them in
+proportion to weight, deterministically, by smooth weighted round robin (the algorithm nginx
+uses for upstreams): with ``{v1: 75, v2: 25}`` four unrouted requests are charged v1, v1, v2,
+v1 - always 3 to 1, never a coin flip. Before any weights are known they go to ``(unrouted)``.
+
+Completeness. A window that began before this object started recording (an agent restart) or
+before the oldest second the ring still keeps is returned with ``complete=False``: analysis
+judges it inconclusive, never a pass. The ring holds ``window`` seconds (15 minutes by
+default); :meth:`RequestStats.retain` grows it to the longest window a configuration needs, up
+to :data:`MAX_WINDOW` (an hour: about 50 MB per release at full traffic in every second).
+
 Cost per event: a dict lookup or two, a list index and an HdrHistogram record (pure Python,
 a few microseconds): 500 requests per second is well under 1 % of a core.
 """
@@ -30,7 +45,8 @@ from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import AsyncIterable, Iterable
+import time
+from collections.abc import AsyncIterable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from hdrh.histogram import HdrHistogram
@@ -46,6 +62,8 @@ UNKNOWN = "(unknown)"
 HIGHEST_US = 600_000_000
 SIGNIFICANT_DIGITS = 2
 DEFAULT_WINDOW = 900
+MAX_WINDOW = 3600
+"""The longest ring :meth:`RequestStats.retain` grows to, whatever the configuration asks."""
 DEFAULT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 """Prometheus histogram bounds in seconds (the client library's defaults)."""
 
@@ -99,16 +117,27 @@ class RequestStats:
     """Folds RequestEvents into per-release counters; see the module docstring."""
 
     def __init__(
-        self, window: int = DEFAULT_WINDOW, buckets: Iterable[float] = DEFAULT_BUCKETS
+        self,
+        window: int = DEFAULT_WINDOW,
+        buckets: Iterable[float] = DEFAULT_BUCKETS,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         if window < 1:
             raise ValueError(f"window must be at least 1 second, got {window}")
         self.window = window
+        self._clock = clock
+        self.started_at = clock()
+        """Epoch seconds this object started recording: a window before it is incomplete."""
+        self.complete_since = self.started_at
+        """A window starting earlier is incomplete: recording started, or a smaller ring had
+        already let go of older seconds when :meth:`retain` grew it."""
         self.buckets = tuple(sorted(buckets))
         self.stale = 0
         """Events older than the ring (kept in the totals, missing from snapshots)."""
         self._release_of: dict[str, str] = {}
         self._series: dict[str, _Series] = {}
+        self._weights: dict[str, int] = {}
+        self._credit: dict[str, int] = {}
 
     # -- feeding -------------------------------------------------------------------------------
 
@@ -118,13 +147,52 @@ class RequestStats:
         for upstream in table.upstreams:
             self._release_of[upstream.address] = upstream.release
 
+    def observe_weights(self, weights: Mapping[str, int] | None) -> None:
+        """The releases meant to serve now, with their percent: requests the router answers
+        without trying an upstream are charged to them (see the module docstring). ``None`` or
+        an empty map: nobody is meant to serve, such requests stay ``(unrouted)``."""
+        wanted = {r: int(w) for r, w in (weights or {}).items() if w > 0}
+        if wanted != self._weights:
+            self._weights = wanted
+            self._credit = dict.fromkeys(wanted, 0)
+
     def release_of(self, address: str | None) -> str:
         if address is None:
             return UNROUTED
         return self._release_of.get(address, UNKNOWN)
 
+    def _charge_unrouted(self) -> str:
+        """Smooth weighted round robin over the weights: each pick adds every weight to its
+        credit, takes the highest credit (first in name order on a tie) and subtracts the
+        total from it, so any run of ``total`` picks matches the weights exactly."""
+        if not self._weights:
+            return UNROUTED
+        credit = self._credit
+        for release, weight in self._weights.items():
+            credit[release] += weight
+        chosen = max(sorted(credit), key=lambda r: credit[r])
+        credit[chosen] -= sum(self._weights.values())
+        return chosen
+
+    def retain(self, seconds: float) -> None:
+        """Keep at least ``seconds`` of history (at most :data:`MAX_WINDOW`); never shrinks."""
+        wanted = min(MAX_WINDOW, math.ceil(seconds))
+        if wanted <= self.window:
+            return
+        self.complete_since = max(self.complete_since, self._clock() - self.window)
+        for series in self._series.values():
+            ring: list[_Second | None] = [None] * wanted
+            for slot in series.ring:
+                if slot is not None:
+                    ring[slot.second % wanted] = slot
+            series.ring = ring
+        self.window = wanted
+
     def record(self, event: RequestEvent) -> None:
-        release = self.release_of(event.upstream)
+        if event.upstream is None:
+            release = self._charge_unrouted()
+        else:
+            release = self.release_of(event.upstream)
         series = self._series.get(release)
         if series is None:
             series = self._series[release] = _Series(self.window, len(self.buckets))
@@ -164,8 +232,10 @@ class RequestStats:
 
     def snapshot(self, release: str, since: float, until: float) -> Measurement:
         """Counts and latency percentiles for ``release`` over the seconds overlapping
-        ``[since, until)``; only the last ``window`` seconds before ``until`` are kept."""
+        ``[since, until)``; only the last ``window`` seconds before ``until`` are kept, and a
+        window reaching before them or before :attr:`started_at` is ``complete=False``."""
         first, end = math.floor(since), math.ceil(until)
+        complete = since >= self.complete_since and first >= end - self.window
         first = max(first, end - self.window)
         series = self._series.get(release)
         slots = series.window_slots(first, end) if series is not None else []
@@ -187,4 +257,16 @@ class RequestStats:
             status=status,
             proxy_errors=sum(slot.proxy_errors for slot in slots),
             latency_ms=latency,
+            complete=complete,
+        )
+
+    def requests(self, since: float, until: float) -> int:
+        """Every request over the seconds overlapping ``[since, until)``, whichever release it
+        was charged to (``(unrouted)`` and ``(unknown)`` included): the service's traffic."""
+        first, end = math.floor(since), math.ceil(until)
+        first = max(first, end - self.window)
+        return sum(
+            slot.requests
+            for series in list(self._series.values())
+            for slot in series.window_slots(first, end)
         )
