@@ -173,8 +173,9 @@ def _error_text(project: Project, python: str, error: dict[str, Any]) -> str:
     where = f"{_show(file)}:{line}" if file and line else _show(file) if file else None
     if kind == "missing":
         return f"{message} (install {project.tool} in that environment, or pass --python)"
-    if project.tool == "django" and (where is None or kind == "settings"):
-        return f"Django settings {project.settings!r} cannot be loaded: {message}"
+    if project.tool == "django" and kind == "settings":
+        at = f" ({where})" if where else ""
+        return f"Django settings {project.settings!r} cannot be loaded{at}: {message}"
     what = "revision" if project.tool == "alembic" else "migration"
     verb = "does not import" if kind == "import" else "cannot be rendered"
     return f"{where or project.config}: {what} {verb}: {message}"

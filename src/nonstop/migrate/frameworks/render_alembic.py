@@ -35,6 +35,8 @@ def _where(exc: BaseException, files: set[str]) -> tuple[str | None, int | None]
         return os.path.realpath(exc.filename), exc.lineno
     found: tuple[str | None, int | None] = (None, None)
     for frame in traceback.extract_tb(exc.__traceback__):
+        if frame.filename.startswith("<"):
+            continue
         path = os.path.realpath(frame.filename)
         if path in files or (not files and "site-packages" not in path):
             found = (path, frame.lineno)

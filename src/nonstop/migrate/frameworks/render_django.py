@@ -37,6 +37,8 @@ def _where(exc: BaseException, root: str) -> tuple[str | None, int | None]:
         return os.path.realpath(exc.filename), exc.lineno
     found: tuple[str | None, int | None] = (None, None)
     for frame in traceback.extract_tb(exc.__traceback__):
+        if frame.filename.startswith("<"):
+            continue
         path = os.path.realpath(frame.filename)
         if path.startswith(root + os.sep) and "site-packages" not in path:
             found = (path, frame.lineno)
@@ -131,6 +133,10 @@ def main(project: str, settings: str, out: str) -> None:
         _error(out, "missing", f"cannot import django in {sys.executable}: {exc}", None, None)
     try:
         django.setup()
+    except Exception as exc:
+        file, line = _where(exc, root)
+        _error(out, "settings", f"{type(exc).__name__}: {exc}", file, line)
+    try:
         from django.db import connections
         from django.db.migrations.loader import MigrationLoader
 
