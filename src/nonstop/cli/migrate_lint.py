@@ -63,8 +63,9 @@ def _run(
     fmt: str,
     options: LintOptions,
     fix: bool,
-    framework: FrameworkOptions = FrameworkOptions(),
+    framework: FrameworkOptions | None = None,
 ) -> int:
+    framework = framework or FrameworkOptions()
     if not paths and not DEFAULT_DIR.is_dir():
         raise UsageError(f"no paths given and there is no {DEFAULT_DIR}/ directory here")
     targets = list(paths) or [DEFAULT_DIR]

@@ -119,7 +119,7 @@ DJANGO: dict[str, str] = {
     ),
     "unique-without-index": (
         "AddIndexConcurrently of a unique index (atomic = False), then "
-        "SeparateDatabaseAndState(database_operations=[RunSQL(\"ALTER TABLE t ADD CONSTRAINT c "
+        'SeparateDatabaseAndState(database_operations=[RunSQL("ALTER TABLE t ADD CONSTRAINT c '
         'UNIQUE USING INDEX ix")], state_operations=[AddConstraint(...)])'
     ),
     "volatile-default": (

@@ -46,11 +46,10 @@ def python_phase(path: Path, text: str) -> Phase:
                 f"{_show(str(path))}:{line}: unknown migration phase {value!r} "
                 f"(expected one of {', '.join(PHASES)})"
             )
-        phase: Phase = value  # type: ignore[assignment]
-        return phase
+        return value
     for parent in reversed(path.parent.parts):
         if parent in PHASES:
-            return parent  # type: ignore[return-value]
+            return parent
     return DEFAULT_PHASE
 
 

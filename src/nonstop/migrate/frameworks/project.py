@@ -24,9 +24,7 @@ Tool = Literal["sql", "alembic", "django"]
 TOOLS: tuple[Tool, ...] = ("sql", "alembic", "django")
 
 _SKIP_DIRS = frozenset({"site-packages", "node_modules", "__pycache__"})
-_SETDEFAULT = re.compile(
-    r"""DJANGO_SETTINGS_MODULE["']\s*,\s*["']([\w.]+)["']"""
-)
+_SETDEFAULT = re.compile(r"""DJANGO_SETTINGS_MODULE["']\s*,\s*["']([\w.]+)["']""")
 
 
 @dataclass(frozen=True)
@@ -77,13 +75,14 @@ def alembic_project(ini: Path) -> Project:
         raise UsageError(f"{ini}: no script_location in its [alembic] section")
     if ":" in location and not Path(location).exists():
         raise UsageError(
-            f"{ini}: script_location {location!r} names a package resource; "
-            "give a directory path"
+            f"{ini}: script_location {location!r} names a package resource; give a directory path"
         )
     script = _relative(ini.parent, location)
-    dirs = [_relative(ini.parent, v) for v in re.split(r"[\s,]+", versions.strip()) if v] if (
-        versions
-    ) else [script / "versions"]
+    dirs = (
+        [_relative(ini.parent, v) for v in re.split(r"[\s,]+", versions.strip()) if v]
+        if (versions)
+        else [script / "versions"]
+    )
     files = sorted({p.resolve() for d in dirs if d.is_dir() for p in _python_files(d)})
     return Project("alembic", ini.parent, ini, tuple(files), (ini, script / "env.py"))
 

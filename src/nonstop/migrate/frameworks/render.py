@@ -131,7 +131,9 @@ def _write_cache(path: Path, key: str, units: list[Unit]) -> None:
 
 #: Run the renderer as ``__main__`` with the project directory (not the renderer's) first on
 #: sys.path, as the framework's own command line has it.
-_BOOT = "import runpy, sys; sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"
+_BOOT = (
+    "import runpy, sys; sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"
+)
 
 
 def render(project: Project, python: str) -> list[Unit]:

@@ -79,7 +79,11 @@ def main(ini: str, out: str) -> None:
         for rev in script.walk_revisions("base", "heads"):
             path = os.path.realpath(rev.path)
             files.add(path)
-            entry = {"file": path, "revision": rev.revision, "parents": list(rev._all_down_revisions)}
+            entry = {
+                "file": path,
+                "revision": rev.revision,
+                "parents": list(rev._all_down_revisions),
+            }
             by_file[path] = entry
     except Exception as exc:
         file, line = _where(exc, set())

@@ -56,13 +56,16 @@ def _operation_positions(path: str, count: int) -> list[tuple[int, int]]:
             continue
         fallback = (node.lineno, node.col_offset + 1)
         for item in node.body:
-            targets = item.targets if isinstance(item, ast.Assign) else []
-            if isinstance(item, ast.AnnAssign):
-                targets = [item.target]
+            value: ast.expr | None
+            if isinstance(item, ast.Assign):
+                targets, value = item.targets, item.value
+            elif isinstance(item, ast.AnnAssign):
+                targets, value = [item.target], item.value
+            else:
+                continue
             if not any(isinstance(t, ast.Name) and t.id == "operations" for t in targets):
                 continue
             fallback = (item.lineno, item.col_offset + 1)
-            value = item.value
             if isinstance(value, (ast.List, ast.Tuple)) and len(value.elts) == count:
                 return [(e.lineno, e.col_offset + 1) for e in value.elts]
     return [fallback] * count
@@ -101,7 +104,7 @@ def _render(migration: Any, state: Any, connection: Any) -> tuple[list[list[Any]
     editor.__enter__()
     segments: list[list[Any]] = []
     owner: dict[int, tuple[int, int]] = {}
-    for operation, (line, col) in zip(migration.operations, positions):
+    for operation, (line, col) in zip(migration.operations, positions):  # noqa: B905 (runs on 3.8+)
         if not operation.reduces_to_sql:  # RunPython: nothing to render, as sqlmigrate does
             continue
         old_state = state.clone()
@@ -115,9 +118,9 @@ def _render(migration: Any, state: Any, connection: Any) -> tuple[list[list[Any]
     deferred = list(editor.deferred_sql)
     before = len(editor.collected_sql)
     editor.__exit__(None, None, None)
-    for item, sql in zip(deferred, editor.collected_sql[before:]):
-        line, col = owner.get(id(item), (None, None))
-        segments.append([line, col, sql])
+    for item, sql in zip(deferred, editor.collected_sql[before:]):  # noqa: B905
+        place = owner.get(id(item))
+        segments.append([place[0] if place else None, place[1] if place else None, sql])
     return segments, state
 
 

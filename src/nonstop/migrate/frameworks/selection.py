@@ -12,9 +12,7 @@ from nonstop.errors import UsageError
 
 def _git(args: list[str], cwd: Path) -> str:
     try:
-        proc = subprocess.run(
-            ["git", *args], cwd=cwd, capture_output=True, text=True, check=False
-        )
+        proc = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=False)
     except OSError as exc:
         raise UsageError(f"--since needs git: {exc.strerror or exc}") from exc
     if proc.returncode != 0:

@@ -6,10 +6,6 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.AddField("customer", "name", models.TextField(null=True)),
-        migrations.AddIndex(
-            "customer", models.Index(fields=["name"], name="customer_name_idx")
-        ),
-        migrations.AddField(
-            "order", "note", models.TextField(default="")
-        ),
+        migrations.AddIndex("customer", models.Index(fields=["name"], name="customer_name_idx")),
+        migrations.AddField("order", "note", models.TextField(default="")),
     ]
