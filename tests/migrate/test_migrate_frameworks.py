@@ -569,7 +569,7 @@ def test_django_app_path_and_missing_lock_timeout(tmp_path: Path) -> None:
         ("missing-lock-timeout", "0002_customer_name.py", 8),
         ("create-index-without-concurrently", "0002_customer_name.py", 9),
         ("missing-lock-timeout", "0002_customer_name.py", 9),
-        ("missing-lock-timeout", "0002_customer_name.py", 12),
+        ("missing-lock-timeout", "0002_customer_name.py", 10),
     }
 
 
