@@ -30,17 +30,22 @@ def _error(out: str, kind: str, message: str, file: str | None, line: int | None
 
 
 def _where(exc: BaseException, files: set[str]) -> tuple[str | None, int | None]:
-    """The revision file (and line) an exception came from, if any."""
+    """The revision file (and line) an exception came from, else the innermost project file
+    (below the working directory, the project's) it passed through."""
     if isinstance(exc, SyntaxError) and exc.filename:
         return os.path.realpath(exc.filename), exc.lineno
-    found: tuple[str | None, int | None] = (None, None)
+    root = os.path.realpath(os.getcwd()) + os.sep
+    known: tuple[str | None, int | None] = (None, None)
+    project: tuple[str | None, int | None] = (None, None)
     for frame in traceback.extract_tb(exc.__traceback__):
         if frame.filename.startswith("<"):
             continue
         path = os.path.realpath(frame.filename)
-        if path in files or (not files and "site-packages" not in path):
-            found = (path, frame.lineno)
-    return found
+        if path in files:
+            known = (path, frame.lineno)
+        elif path.startswith(root) and "site-packages" not in path:
+            project = (path, frame.lineno)
+    return known if known[0] else project
 
 
 def _caller(files: set[str]) -> tuple[str | None, int, int]:
@@ -68,28 +73,14 @@ def main(ini: str, out: str) -> None:
         from alembic.ddl.impl import DefaultImpl
         from alembic.operations import Operations
         from alembic.runtime.migration import MigrationContext
-        from alembic.script import ScriptDirectory
     except ImportError as exc:
         _error(out, "missing", f"cannot import alembic in {sys.executable}: {exc}", None, None)
     config = Config(ini, stdout=io.StringIO())
+    # Revisions are known as Alembic runs them (each step names its Script): loading them
+    # here first would import every revision twice.
     files: set[str] = set()
     by_file: dict[str, dict[str, Any]] = {}
-    try:
-        script = ScriptDirectory.from_config(config)
-        for rev in script.walk_revisions("base", "heads"):
-            path = os.path.realpath(rev.path)
-            files.add(path)
-            entry = {
-                "file": path,
-                "revision": rev.revision,
-                "parents": list(rev._all_down_revisions),
-            }
-            by_file[path] = entry
-    except Exception as exc:
-        file, line = _where(exc, set())
-        _error(out, "import", f"{type(exc).__name__}: {exc}", file, line)
-
-    state: dict[str, Any] = {"file": None, "op": None}
+    state: dict[str, Any] = {"file": None, "op": None, "started": False}
     stream: list[list[Any]] = []  # [file, line, col, sql]
 
     def static_output(self: Any, text: str) -> None:
@@ -123,6 +114,14 @@ def main(ini: str, out: str) -> None:
                 revision = getattr(step, "revision", None)
                 path = getattr(revision, "path", None)
                 state["file"] = os.path.realpath(path) if path else None
+                state["started"] = True
+                if revision is not None and state["file"]:
+                    files.add(state["file"])
+                    by_file[state["file"]] = {
+                        "file": state["file"],
+                        "revision": revision.revision,
+                        "parents": list(revision._all_down_revisions),
+                    }
                 yield step
 
         self._migrations_fn = steps
@@ -136,8 +135,10 @@ def main(ini: str, out: str) -> None:
     except SystemExit as exc:
         _error(out, "render", f"alembic exited with {exc.code}", state["file"], None)
     except Exception as exc:
+        # before the first step runs, Alembic is loading the revisions: an import error
         file, line = _where(exc, files)
-        _error(out, "render", f"{type(exc).__name__}: {exc}", file or state["file"], line)
+        kind = "render" if state["started"] else "import"
+        _error(out, kind, f"{type(exc).__name__}: {exc}", file or state["file"], line)
     with open(out, "w", encoding="utf-8") as fh:
         json.dump({"migrations": list(by_file.values()), "stream": stream}, fh)
     sys.stdout = real_stdout
