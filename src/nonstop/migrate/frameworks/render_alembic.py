@@ -48,6 +48,9 @@ def _where(exc: BaseException, files: set[str]) -> tuple[str | None, int | None]
     return known if known[0] else project
 
 
+_POSITIONS: dict[Any, list[Any]] = {}
+
+
 def _caller(files: set[str]) -> tuple[str | None, int, int]:
     frame = sys._getframe(2)
     while frame is not None:
@@ -55,7 +58,11 @@ def _caller(files: set[str]) -> tuple[str | None, int, int]:
         if path in files:
             col = 1
             try:
-                positions = list(frame.f_code.co_positions())[frame.f_lasti // 2]
+                code = frame.f_code
+                table = _POSITIONS.get(code)
+                if table is None:  # one upgrade() may hold hundreds of operations
+                    table = _POSITIONS[code] = list(code.co_positions())
+                positions = table[frame.f_lasti // 2]
                 col = (positions[2] or 0) + 1
             except (AttributeError, IndexError):
                 pass
