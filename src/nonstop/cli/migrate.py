@@ -250,6 +250,8 @@ def start(
     no_backfill: bool,
 ) -> None:
     """Run pending expand migrations, then the backfills (resuming an interrupted one)."""
+    if _framework(config_path, "backfill" if not no_backfill else "expand", as_json):
+        return
     _, target = _target(
         config_path, directory, database_url, batch_size=batch_size, pause=_duration(pause)
     )
@@ -277,6 +279,8 @@ def complete(
     state_dir: Path | None,
 ) -> None:
     """Run contract migrations; refused while an instance of an older release is alive."""
+    if _framework(config_path, "contract", as_json, state_dir):
+        return
     project, target = _target(config_path, directory, database_url)
     reporter = Reporter(quiet=as_json)
     summary = runner.run_contract(
@@ -305,6 +309,31 @@ def rollback(
     _, target = _target(config_path, directory, database_url)
     summary = runner.run_rollback(target, steps=steps, on_event=Reporter(quiet=as_json))
     _render(summary, as_json, "nothing rolled back")
+
+
+def _framework(
+    config_path: Path | None, step: str, as_json: bool, state_dir: Path | None = None
+) -> bool:
+    """[migrations] tool = "alembic" | "django": the framework applies (frameworks/run.py);
+    False for SQL files."""
+    project, config = _project(config_path)
+    if config.tool == "sql":
+        return False
+    from nonstop.migrate.frameworks import run
+
+    target = run.resolve(config, project)
+    if step == "contract":
+        applied = run.run_contract(target, state_dir or project / ".nonstop")
+    else:
+        applied = run.run_step(target, "expand" if step == "expand" else "backfill")
+    if as_json:
+        _print_json({"tool": config.tool, "applied": applied})
+    else:
+        for name in applied:
+            err.print(f"[green]{config.tool}[/] {name}")
+        if not applied:
+            out.print("nothing to do: up to date")
+    return True
 
 
 # -- status ----------------------------------------------------------------------------------

@@ -1,9 +1,14 @@
 """The env.py `alembic init` writes, trimmed: offline mode renders SQL, online mode runs it."""
 
+import os
+
 from alembic import context
 from sqlalchemy import engine_from_config, pool
 
 config = context.config
+if os.environ.get("DATABASE_URL"):  # as most projects do: the URL from the environment
+    url = os.environ["DATABASE_URL"].replace("postgresql://", "postgresql+psycopg://", 1)
+    config.set_main_option("sqlalchemy.url", url)
 
 
 def run_migrations_offline() -> None:

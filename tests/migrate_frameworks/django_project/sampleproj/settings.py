@@ -1,6 +1,7 @@
-"""A minimal project: one app, PostgreSQL (NAME and HOST from the environment when set)."""
+"""A minimal project: one app, PostgreSQL (from $DATABASE_URL, or SAMPLE_DB_* when set)."""
 
 import os
+from urllib.parse import urlsplit
 
 SECRET_KEY = "not-secret"
 USE_TZ = True
@@ -15,3 +16,11 @@ DATABASES = {
         "USER": os.environ.get("SAMPLE_DB_USER", "postgres"),
     }
 }
+if os.environ.get("DATABASE_URL"):
+    _url = urlsplit(os.environ["DATABASE_URL"])
+    DATABASES["default"].update(
+        NAME=_url.path.lstrip("/"),
+        HOST=_url.hostname or "",
+        PORT=str(_url.port or 5432),
+        USER=_url.username or "",
+    )
