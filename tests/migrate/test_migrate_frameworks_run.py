@@ -129,3 +129,28 @@ def test_contract_gate_names_older_releases_and_earlier_work() -> None:
     assert len(blockers) == 2
     assert "instance web-1 of release v1" in blockers[0]
     assert blockers[1] == "backfill a has not run yet; run `nonstop migrate start` first"
+
+
+def test_cli_start_plan_complete_with_alembic(tmp_path: Path, database_url: str) -> None:
+    from click.testing import CliRunner
+
+    from nonstop.cli.migrate import migrate
+
+    project = _alembic(tmp_path)
+    toml = tmp_path / "nonstop.toml"
+    toml.write_text(
+        '[app]\nname = "app"\ncommand = "run {port}"\n\n'
+        f'[migrations]\ntool = "alembic"\nproject = "alembic_project"\n'
+        f'database_url = "{database_url}"\n'
+    )
+    cli = CliRunner()
+    result = cli.invoke(migrate, ["plan", "--config", str(toml), "--json"])
+    assert result.exit_code == 0, result.output
+    assert '"phase": "contract"' in result.output
+    result = cli.invoke(migrate, ["start", "--config", str(toml), "--json"])
+    assert result.exit_code == 0, result.output
+    assert '"applied": [\n    "0001",\n    "0002",\n    "0003"\n  ]' in result.output
+    result = cli.invoke(migrate, ["complete", "--config", str(toml), "--json"])
+    assert result.exit_code == 0, result.output
+    assert _version(database_url) == "0004"
+    assert project.is_dir()

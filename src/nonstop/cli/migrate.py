@@ -112,6 +112,8 @@ def plan(
     config_path: Path | None, directory: Path | None, database_url: str | None, as_json: bool
 ) -> None:
     """Show pending migrations per phase, and a summary of the linter's findings."""
+    if _framework(config_path, "plan", as_json):
+        return
     _, target = _target(config_path, directory, database_url)
     result = runner.plan(target)
     findings = lint_summary(target)
@@ -306,6 +308,7 @@ def rollback(
     steps: int,
 ) -> None:
     """Undo the latest expand migrations with their down SQL (`-- nonstop: down`)."""
+    _framework(config_path, "rollback", as_json)
     _, target = _target(config_path, directory, database_url)
     summary = runner.run_rollback(target, steps=steps, on_event=Reporter(quiet=as_json))
     _render(summary, as_json, "nothing rolled back")
@@ -319,9 +322,28 @@ def _framework(
     project, config = _project(config_path)
     if config.tool == "sql":
         return False
+    if step in ("status", "rollback"):
+        tool = (
+            "alembic history / alembic downgrade"
+            if config.tool == "alembic"
+            else ("manage.py showmigrations / manage.py migrate APP NAME")
+        )
+        raise UsageError(
+            f"migrate {step}: [migrations] tool is {config.tool}, whose own history table is "
+            f"the record: use {tool} (and `nonstop migrate plan` for the phases)"
+        )
     from nonstop.migrate.frameworks import run
 
     target = run.resolve(config, project)
+    if step == "plan":
+        pending = run.pending_migrations(target)
+        if as_json:
+            _print_json({"tool": config.tool, "pending": [vars(m) for m in pending]})
+        for m in [] if as_json else pending:
+            out.print(f"[bold]{m.phase}[/] {m.revision}  [dim]{m.file}[/]")
+        if not pending and not as_json:
+            out.print("nothing pending")
+        return True
     if step == "contract":
         applied = run.run_contract(target, state_dir or project / ".nonstop")
     else:
@@ -345,6 +367,7 @@ def status(
     config_path: Path | None, directory: Path | None, database_url: str | None, as_json: bool
 ) -> None:
     """List migrations: applied ones with timings, then pending ones."""
+    _framework(config_path, "status", as_json)
     _, target = _target(config_path, directory, database_url)
     entries = runner.status(target)
     if as_json:
