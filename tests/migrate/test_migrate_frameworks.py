@@ -620,3 +620,33 @@ def test_safe_forms_apply_on_postgres(tmp_path: Path, database_url: str) -> None
     with psycopg.connect(database_url) as conn:
         applied = conn.execute("SELECT count(*) FROM django_migrations").fetchone()
     assert applied == (len(ops) + 1,)
+
+
+def test_no_paths_lints_the_configured_project_and_since_filters_sql_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    project = alembic_project(
+        tmp_path, [(None, ALEMBIC_BASE), (None, 'op.drop_column("users", "old")')]
+    )
+    (tmp_path / "nonstop.toml").write_text(
+        '[app]\nname = "app"\ncommand = "run {port}"\n\n'
+        f'[migrations]\ntool = "alembic"\nproject = "{project.name}"\n'
+    )
+    monkeypatch.chdir(tmp_path)
+    code, out = _lint(["--json", "--no-cache"])
+    assert code == 1
+    assert [json.loads(out)[0]["rule"], json.loads(out)[0]["line"]] == ["drop-column", 9]
+
+    sql = tmp_path / "sql"
+    sql.mkdir()
+    (sql / "0001_a.sql").write_text("DROP TABLE a;\n")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(tmp_path)]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-qm", "base"], check=True)
+    (sql / "0002_b.sql").write_text("CREATE INDEX b_x ON b (x);\n")
+    code, out = _lint(["sql", "--json", "--since", "HEAD", "--assume-lock-timeout"])
+    assert code == 1
+    assert {(Path(f["file"]).name, f["rule"]) for f in json.loads(out)} == {
+        ("0002_b.sql", "create-index-without-concurrently")
+    }

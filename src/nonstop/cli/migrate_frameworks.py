@@ -80,6 +80,19 @@ def framework_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+def configured_targets() -> list[Path]:
+    """With no paths: the Alembic or Django project nonstop.toml here names, if any."""
+    toml = Path("nonstop.toml")
+    if not toml.is_file():
+        return []
+    from nonstop.config.load import load_config
+
+    config = load_config(toml).migrations
+    if config is None or config.tool == "sql":
+        return []
+    return [Path(config.project)]
+
+
 def lint_frameworks(
     targets: list[Path], options: LintOptions, framework: FrameworkOptions, fix: bool
 ) -> list[FileResult] | None:

@@ -13,6 +13,7 @@ import click
 
 from nonstop.cli.migrate_frameworks import (
     FrameworkOptions,
+    configured_targets,
     filter_since,
     framework_options,
     lint_frameworks,
@@ -66,9 +67,10 @@ def _run(
     framework: FrameworkOptions | None = None,
 ) -> int:
     framework = framework or FrameworkOptions()
-    if not paths and not DEFAULT_DIR.is_dir():
+    targets = list(paths) or configured_targets()
+    if not targets and not DEFAULT_DIR.is_dir():
         raise UsageError(f"no paths given and there is no {DEFAULT_DIR}/ directory here")
-    targets = list(paths) or [DEFAULT_DIR]
+    targets = targets or [DEFAULT_DIR]
     for path in targets:
         if not path.exists():
             raise UsageError(f"{path}: no such file or directory")
