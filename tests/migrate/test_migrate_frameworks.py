@@ -650,3 +650,33 @@ def test_no_paths_lints_the_configured_project_and_since_filters_sql_files(
     assert {(Path(f["file"]).name, f["rule"]) for f in json.loads(out)} == {
         ("0002_b.sql", "create-index-without-concurrently")
     }
+
+
+def test_paths_inside_projects_and_ignores_on_every_statement_of_an_operation(
+    tmp_path: Path,
+) -> None:
+    # Alembic: the versions/ directory finds its alembic.ini
+    project = alembic_project(
+        tmp_path / "a", [(None, ALEMBIC_BASE), (None, 'op.drop_column("users", "old")')]
+    )
+    code, out = _lint([str(project / "migrations" / "versions"), "--json", "--no-cache"])
+    assert (code, [f["rule"] for f in json.loads(out)]) == (1, ["drop-column"])
+    # Django: an app directory means its migrations; an ignore comment above an operation
+    # covers every statement it renders (the FK's index comes at the end of the migration)
+    fk = """
+        # nonstop-lint: ignore=foreign-key-without-not-valid reason="empty table"
+        # nonstop-lint: ignore=create-index-without-concurrently reason="empty table"
+        migrations.AddField(
+            "customer",
+            "account",
+            models.ForeignKey(null=True, on_delete=models.CASCADE, to="shop.account"),
+        ),
+        migrations.AddField("customer", "n", models.IntegerField()),  #!
+    """
+    project = django_project(tmp_path / "d", [(None, True, DJANGO_BASE), (None, True, fk)])
+    code, out = _lint([str(project / "shop"), "--json", "--no-cache", "--assume-lock-timeout"])
+    path = project / "shop" / "migrations" / "0002_case.py"
+    assert code == 1
+    assert [(f["rule"], f["line"]) for f in json.loads(out)] == [
+        ("add-column-not-null", _marked(path))
+    ]

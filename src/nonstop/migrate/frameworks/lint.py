@@ -79,16 +79,19 @@ def build_text(unit: Unit, python_lines: list[str]) -> _Text:
     starts: list[int] = []
     places: list[tuple[int, int]] = []
     line_no = 1
-    last_op: int | None = None
+    directives: dict[int, str] = {}
     pieces = [(None, None, sql) for sql in unit.prelude] + list(unit.segments)
     for line, col, sql in pieces:
         place = (line, col or 1) if line is not None else (first, 1)
         text = sql.rstrip()
         if not text.endswith(";") and not text.lstrip().startswith("--"):
             text += ";"
-        if line is not None and line != last_op:
-            text = "".join(f"-- {d}\n" for d in _directives(python_lines, line)) + text
-        last_op = line
+        if line is not None:
+            # every statement of the operation (Django defers some to the end) gets the
+            # operation's ignore comments; a problem with one is reported once (_moved)
+            if line not in directives:
+                directives[line] = "".join(f"-- {d}\n" for d in _directives(python_lines, line))
+            text = directives[line] + text
         starts.append(line_no)
         places.append(place)
         chunks.append(text + "\n")

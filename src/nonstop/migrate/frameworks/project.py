@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import configparser
 import os
 import re
 from dataclasses import dataclass
@@ -45,6 +44,15 @@ def detect(path: Path, tool: Tool | None, settings: str | None) -> Project | Non
     if tool == "sql":
         return None
     ini = path if path.name == "alembic.ini" else path / "alembic.ini"
+    script_dir = _alembic_script_dir(path)
+    if script_dir is not None and not ini.is_file():
+        # the script directory (env.py + versions/) or versions/ itself: its alembic.ini is
+        # usually one level up from the script directory
+        ini = script_dir.parent / "alembic.ini"
+        if not ini.is_file():
+            raise UsageError(
+                f"{path}: an Alembic script directory; give the alembic.ini that names it"
+            )
     if tool == "alembic" or (tool is None and ini.is_file()):
         if not ini.is_file():
             raise UsageError(f"{path}: no alembic.ini here (give the file or its directory)")
@@ -62,7 +70,16 @@ def detect(path: Path, tool: Tool | None, settings: str | None) -> Project | Non
 # -- Alembic ----------------------------------------------------------------------------------
 
 
+def _alembic_script_dir(path: Path) -> Path | None:
+    for candidate in (path, path.parent):
+        if (candidate / "env.py").is_file() and (candidate / "versions").is_dir():
+            return candidate
+    return None
+
+
 def alembic_project(ini: Path) -> Project:
+    import configparser
+
     ini = ini.resolve()
     parser = configparser.ConfigParser(defaults={"here": str(ini.parent)})
     try:
@@ -110,6 +127,8 @@ def _django_root(path: Path) -> Path | None:
         path = path.parent
     if (path / "manage.py").is_file():
         return path
+    if (path / "migrations" / "__init__.py").is_file():  # an app: its migrations
+        path = path / "migrations"
     if path.name == "migrations" and (path / "__init__.py").is_file():
         for parent in path.parents:
             if (parent / "manage.py").is_file():
