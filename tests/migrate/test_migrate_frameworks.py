@@ -301,6 +301,20 @@ DJANGO_CASES: list[tuple[str, str | None, bool, str, set[str]]] = [
         {"add-column-not-null"},
     ),
     (
+        "add_field_default_then_dropped",
+        None,
+        True,
+        'migrations.AddField("customer", "flag", models.BooleanField(default=False)),  #!',
+        {"add-column-not-null"},
+    ),
+    (
+        "add_field_db_default",
+        None,
+        True,
+        'migrations.AddField("customer", "flag2", models.BooleanField(db_default=False)),',
+        set(),
+    ),
+    (
         "add_field_nullable",
         None,
         True,
@@ -570,6 +584,8 @@ def test_django_app_path_and_missing_lock_timeout(tmp_path: Path) -> None:
         ("create-index-without-concurrently", "0002_customer_name.py", 9),
         ("missing-lock-timeout", "0002_customer_name.py", 9),
         ("missing-lock-timeout", "0002_customer_name.py", 10),
+        # AddField(default="") then DROP DEFAULT: the running release's INSERTs fail
+        ("add-column-not-null", "0002_customer_name.py", 10),
     }
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from nonstop.errors import UsageError
 from nonstop.migrate.frameworks.fixes import framework_fix
 from nonstop.migrate.frameworks.render import Unit
-from nonstop.migrate.lint import FileResult, Finding, LintInputError, LintOptions
+from nonstop.migrate.lint import RULES, FileResult, Finding, LintInputError, LintOptions
 from nonstop.migrate.lint.engine import lint_source
 from nonstop.migrate.lint.source import Source
 from nonstop.migrate.lint.state import Catalog
@@ -131,9 +131,69 @@ def lint_units(
             continue
         shown = _show(unit.file)
         findings = _moved(result.findings, text, shown, framework)
+        if framework == "django" and phase == "expand":
+            findings = sorted(
+                findings + _dropped_defaults(unit, shown, findings),
+                key=lambda f: (f.line, f.column, f.rule),
+            )
         out = FileResult(Source(shown, python), phase, result.statements, findings)
         results.append(out)
     return results
+
+
+# Django's AddField with a default on a NOT NULL column renders the column with the default,
+# then drops the default (the default lives in Python): a release that does not know the column
+# can no longer INSERT. Django's own SQL, so its own layout.
+_ADD_DEFAULT = re.compile(
+    r'ALTER TABLE "(?P<t>[^"]+)" ADD COLUMN "(?P<c>[^"]+)" .*\bDEFAULT\b.*\bNOT NULL\b', re.S
+)
+_DROP_DEFAULT = re.compile(r'ALTER TABLE "(?P<t>[^"]+)" ALTER COLUMN "(?P<c>[^"]+)" DROP DEFAULT')
+_CREATE_TABLE = re.compile(r'CREATE TABLE "(?P<t>[^"]+)"')
+
+
+def _dropped_defaults(unit: Unit, shown: str, found: list[Finding]) -> list[Finding]:
+    """``add-column-not-null`` for Django's add-with-default-then-drop-it, on existing tables."""
+    created = {m["t"] for _, _, sql in unit.segments if (m := _CREATE_TABLE.match(sql))}
+    added: dict[tuple[str, str], tuple[int, int]] = {}
+    out = []
+    for line, col, sql in unit.segments:
+        if line is None:
+            continue
+        if (m := _ADD_DEFAULT.match(sql)) and m["t"] not in created:
+            added[(m["t"], m["c"])] = (line, col or 1)
+        elif (m := _DROP_DEFAULT.match(sql)) and (m["t"], m["c"]) in added:
+            at = added.pop((m["t"], m["c"]))
+            if any(f.rule == "add-column-not-null" and (f.line, f.column) == at for f in found):
+                continue
+            if _ignores(unit, at[0], "add-column-not-null"):
+                continue
+            out.append(
+                Finding(
+                    "add-column-not-null",
+                    RULES["add-column-not-null"].severity,
+                    shown,
+                    at[0],
+                    at[1],
+                    f"AddField adds {m['t']}.{m['c']} NOT NULL with a default, and Django drops "
+                    "the default right after: every INSERT of the running release, which does "
+                    f"not name {m['c']}, fails with a NOT NULL violation",
+                    framework_fix("django", "add-column-not-null", ""),
+                )
+            )
+    return out
+
+
+def _ignores(unit: Unit, line: int, rule: str) -> bool:
+    try:
+        lines = Path(unit.file).read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return False
+    for directive in _directives(lines, line):
+        words = directive.split()
+        names = [w.partition("=")[2] for w in words if w.startswith("ignore=")]
+        if any(rule in n.split(",") for n in names) and "reason=" in directive:
+            return True
+    return False
 
 
 def _place(text: _Text, line: int) -> tuple[int, int]:
