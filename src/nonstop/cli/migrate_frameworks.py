@@ -81,16 +81,20 @@ def framework_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def configured_targets() -> list[Path]:
-    """With no paths: the Alembic or Django project nonstop.toml here names, if any."""
-    toml = Path("nonstop.toml")
-    if not toml.is_file():
-        return []
-    from nonstop.config.load import load_config
+    """With no paths: the Alembic or Django project that nonstop.toml here names, if any.
 
-    config = load_config(toml).migrations
-    if config is None or config.tool == "sql":
+    Reads only ``[migrations] tool`` and ``project`` (no full validation: a lint must not
+    fail on an unrelated setting, nor pay for loading the schema)."""
+    import tomllib
+
+    toml = Path("nonstop.toml")
+    try:
+        table = tomllib.loads(toml.read_text(encoding="utf-8")).get("migrations") or {}
+    except (OSError, ValueError):
         return []
-    return [Path(config.project)]
+    if not isinstance(table, dict) or table.get("tool") not in ("alembic", "django"):
+        return []
+    return [Path(str(table.get("project", ".")))]
 
 
 def lint_frameworks(
