@@ -696,3 +696,20 @@ def test_paths_inside_projects_and_ignores_on_every_statement_of_an_operation(
     assert [(f["rule"], f["line"]) for f in json.loads(out)] == [
         ("add-column-not-null", _marked(path))
     ]
+
+
+def test_a_trailing_comment_in_executed_sql_does_not_swallow_the_next_statement(
+    tmp_path: Path,
+) -> None:
+    body = """
+        op.execute("UPDATE users SET name = '' WHERE id < 10 -- small")
+        op.drop_column("users", "old")  #!
+    """
+    project = alembic_project(tmp_path, [(None, ALEMBIC_BASE), (None, body)])
+    code, out = _lint([str(project), "--json", "--no-cache"])
+    path = project / "migrations" / "versions" / "0002_case.py"
+    assert code == 1
+    assert {(f["rule"], f["line"]) for f in json.loads(out)} == {
+        ("dml-outside-backfill", _marked(path) - 1),
+        ("drop-column", _marked(path)),
+    }

@@ -83,9 +83,10 @@ def build_text(unit: Unit, python_lines: list[str]) -> _Text:
     pieces = [(None, None, sql) for sql in unit.prelude] + list(unit.segments)
     for line, col, sql in pieces:
         place = (line, col or 1) if line is not None else (first, 1)
-        text = sql.rstrip()
-        if not text.endswith(";") and not text.lstrip().startswith("--"):
-            text += ";"
+        # a lone ";" on its own line ends the statement even when the rendered text ends in a
+        # line comment (Alembic writes its ";" after op.execute's text, comment or not); the
+        # parser skips empty statements
+        text = sql.rstrip() + "\n;"
         if line is not None:
             # every statement of the operation (Django defers some to the end) gets the
             # operation's ignore comments; a problem with one is reported once (_moved)
