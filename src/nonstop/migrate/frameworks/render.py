@@ -19,9 +19,7 @@ import hashlib
 import json
 import os
 import re
-import subprocess
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -137,6 +135,9 @@ _BOOT = (
 
 
 def render(project: Project, python: str) -> list[Unit]:
+    import subprocess  # here: a cache hit (the usual case in CI) starts no process
+    import tempfile
+
     script = HERE / f"render_{project.tool}.py"
     with tempfile.TemporaryDirectory(prefix="nonstop-render-") as tmp:
         out = Path(tmp) / "out.json"
