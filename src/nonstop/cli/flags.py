@@ -14,8 +14,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from nonstop.cli.common import client, console, json_option, print_json
-from nonstop.config.validate import read_regular_file
 from nonstop.errors import UsageError
+from nonstop.files import read_regular_file
 from nonstop.flags.limits import MAX_DOCUMENT_BYTES, load_json
 
 

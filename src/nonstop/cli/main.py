@@ -35,7 +35,7 @@ COMMANDS: dict[str, str] = {
         )
     },
     "demo": "nonstop.cli.demo:demo",
-    "migrate": "nonstop.cli.migrate:migrate",
+    "migrate": "nonstop.cli.migrate_entry:migrate",
     "flags": "nonstop.cli.flags:flags",
     "verify": "nonstop.cli.verify:verify",
     "analysis": "nonstop.cli.analysis:analysis",

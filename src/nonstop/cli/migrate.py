@@ -112,6 +112,8 @@ def plan(
     config_path: Path | None, directory: Path | None, database_url: str | None, as_json: bool
 ) -> None:
     """Show pending migrations per phase, and a summary of the linter's findings."""
+    if _framework(config_path, "plan", as_json):
+        return
     _, target = _target(config_path, directory, database_url)
     result = runner.plan(target)
     findings = lint_summary(target)
@@ -250,6 +252,8 @@ def start(
     no_backfill: bool,
 ) -> None:
     """Run pending expand migrations, then the backfills (resuming an interrupted one)."""
+    if _framework(config_path, "backfill" if not no_backfill else "expand", as_json):
+        return
     _, target = _target(
         config_path, directory, database_url, batch_size=batch_size, pause=_duration(pause)
     )
@@ -277,6 +281,8 @@ def complete(
     state_dir: Path | None,
 ) -> None:
     """Run contract migrations; refused while an instance of an older release is alive."""
+    if _framework(config_path, "contract", as_json, state_dir):
+        return
     project, target = _target(config_path, directory, database_url)
     reporter = Reporter(quiet=as_json)
     summary = runner.run_contract(
@@ -302,9 +308,54 @@ def rollback(
     steps: int,
 ) -> None:
     """Undo the latest expand migrations with their down SQL (`-- nonstop: down`)."""
+    _framework(config_path, "rollback", as_json)
     _, target = _target(config_path, directory, database_url)
     summary = runner.run_rollback(target, steps=steps, on_event=Reporter(quiet=as_json))
     _render(summary, as_json, "nothing rolled back")
+
+
+def _framework(
+    config_path: Path | None, step: str, as_json: bool, state_dir: Path | None = None
+) -> bool:
+    """[migrations] tool = "alembic" | "django": the framework applies (frameworks/run.py);
+    False for SQL files."""
+    project, config = _project(config_path)
+    if config.tool == "sql":
+        return False
+    if step in ("status", "rollback"):
+        tool = (
+            "alembic history / alembic downgrade"
+            if config.tool == "alembic"
+            else ("manage.py showmigrations / manage.py migrate APP NAME")
+        )
+        raise UsageError(
+            f"migrate {step}: [migrations] tool is {config.tool}, whose own history table is "
+            f"the record: use {tool} (and `nonstop migrate plan` for the phases)"
+        )
+    from nonstop.migrate.frameworks import run
+
+    target = run.resolve(config, project)
+    if step == "plan":
+        pending = run.pending_migrations(target)
+        if as_json:
+            _print_json({"tool": config.tool, "pending": [vars(m) for m in pending]})
+        for m in [] if as_json else pending:
+            out.print(f"[bold]{m.phase}[/] {m.revision}  [dim]{m.file}[/]")
+        if not pending and not as_json:
+            out.print("nothing pending")
+        return True
+    if step == "contract":
+        applied = run.run_contract(target, state_dir or project / ".nonstop")
+    else:
+        applied = run.run_step(target, "expand" if step == "expand" else "backfill")
+    if as_json:
+        _print_json({"tool": config.tool, "applied": applied})
+    else:
+        for name in applied:
+            err.print(f"[green]{config.tool}[/] {name}")
+        if not applied:
+            out.print("nothing to do: up to date")
+    return True
 
 
 # -- status ----------------------------------------------------------------------------------
@@ -316,6 +367,7 @@ def status(
     config_path: Path | None, directory: Path | None, database_url: str | None, as_json: bool
 ) -> None:
     """List migrations: applied ones with timings, then pending ones."""
+    _framework(config_path, "status", as_json)
     _, target = _target(config_path, directory, database_url)
     entries = runner.status(target)
     if as_json:

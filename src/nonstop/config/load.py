@@ -11,8 +11,8 @@ from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
 from nonstop.config.schema import NonstopConfig
-from nonstop.config.validate import read_regular_file
 from nonstop.errors import ConfigError, UsageError
+from nonstop.files import read_regular_file
 
 CONFIG_FILE = "nonstop.toml"
 MAX_CONFIG_BYTES = 1024 * 1024
