@@ -30,10 +30,12 @@ Outcomes for guarded rollouts (`OutcomeHook`, decision 0380)::
             scope.fail()                       # or let the block raise
     # each flag evaluated in the block gets one outcome: ok, or error
 
-The hook's ``after`` stage notes each evaluation's answer, ``error`` counts evaluations that
-failed (per flag, in ``evaluation_errors``: they say nothing about the flag's code path, and
-serve the default), ``finally_after`` adds the evaluation to the tracked scope. Evaluations
-outside any ``track()`` are not outcomes.
+The hook's ``after`` stage adds each successful evaluation, with its answer, to the tracked
+scope; ``error`` counts evaluations that failed (per flag, in ``evaluation_errors``: they
+serve the default and say nothing about the flag's code path, so they are not outcomes).
+Only the stages every openfeature-sdk since 0.7 has are used (``finally_after``'s signature
+changed across versions and is not needed). Evaluations outside any ``track()`` are not
+outcomes.
 
 The OpenFeature targeting key is Unleash's ``userId``; attributes named like Unleash's
 standard fields (sessionId, remoteAddress, environment, appName, currentTime) go to the
@@ -287,23 +289,15 @@ class OutcomeHook(Hook):
         details: FlagEvaluationDetails[FlagValueType],
         hints: HookHints,
     ) -> None:
-        hook_context.hook_data["nonstop_enabled"] = _enabled(details)
+        """A successful evaluation: inside a tracked scope, it is an exposure to its answer."""
+        scope = _scope.get()
+        if scope is not None and details.reason != Reason.ERROR:
+            scope.exposures.setdefault(hook_context.flag_key, _enabled(details))
 
     def error(self, hook_context: HookContext, exception: Exception, hints: HookHints) -> None:
+        """A failed evaluation (it served the default): counted per flag, not an outcome."""
         with self._lock:
             self.evaluation_errors[hook_context.flag_key] += 1
-
-    def finally_after(
-        self,
-        hook_context: HookContext,
-        details: FlagEvaluationDetails[FlagValueType],
-        hints: HookHints,
-    ) -> None:
-        scope = _scope.get()
-        enabled = hook_context.hook_data.get("nonstop_enabled")
-        if scope is None or enabled is None or details.reason == Reason.ERROR:
-            return  # outside a tracked scope, or the evaluation failed (default served)
-        scope.exposures.setdefault(hook_context.flag_key, bool(enabled))
 
     @contextlib.contextmanager
     def track(self) -> Iterator[Scope]:
