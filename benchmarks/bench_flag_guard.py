@@ -18,7 +18,7 @@ Scenarios (``--runs`` seeds each, ``--horizon`` seconds at most):
 Reported: runs switched off, and for the bad flags the flagged outcomes and flagged errors
 served until the switch (mean / median / p95); for the good flags, false switch-offs.
 
-    .venv/bin/python benchmarks/bench_flag_guard.py [--runs 2000] [--horizon 600] [--share 0.1]
+    .venv/bin/python benchmarks/bench_flag_guard.py [--runs 1000] [--horizon 600] [--share 0.1]
 """
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ def summary(values: list[int]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=2000)
+    parser.add_argument("--runs", type=int, default=1000)
     parser.add_argument("--horizon", type=int, default=600, help="seconds simulated per run")
     parser.add_argument("--share", type=float, default=0.1, help="flagged share of outcomes")
     args = parser.parse_args()
