@@ -79,6 +79,8 @@ def show(name: str, as_json: bool) -> None:
         )
         if guarded.get("reason"):
             console.print(f"  reason: {guarded['reason']}", markup=False)
+        if guarded.get("judging"):
+            console.print(f"  judging: {guarded['judging']}", markup=False)
     usage = data.get("usage")
     if usage:
         console.print(f"usage reported by SDKs: {usage['yes']} yes, {usage['no']} no")
