@@ -167,13 +167,23 @@ def test_plan_changes(
         ),
         pytest.param(
             f"nonstop-req 1795675294 000 503 3011 SC {A}",
-            RequestEvent(1795675297.011, None, 503, 3011.0, proxy_error=True),
-            id="connect refused after retries",
+            RequestEvent(1795675297.011, A, 503, 3011.0, proxy_error=True),
+            id="connect refused after retries: the last server tried is named",
         ),
         pytest.param(
             f"nonstop-req 1795675294 000 502 5 SH {A}",
-            RequestEvent(1795675294.005, None, 502, 5.0, proxy_error=True),
+            RequestEvent(1795675294.005, A, 502, 5.0, proxy_error=True),
             id="server closed before its headers",
+        ),
+        pytest.param(
+            f"nonstop-req 1795675294 000 504 30000 sH {A}",
+            RequestEvent(1795675324.0, A, 504, 30000.0, proxy_error=True),
+            id="server timeout",
+        ),
+        pytest.param(
+            f"nonstop-req 1795675294 000 502 3 PH {A}",
+            RequestEvent(1795675294.003, A, 502, 3.0, proxy_error=True),
+            id="bad response headers from the server",
         ),
         pytest.param(
             "nonstop-req 1795675294 000 503 0 SC <NOSRV>",

@@ -220,10 +220,11 @@ def parse_log_line(line: bytes | str) -> RequestEvent | None:
 
     The termination state tells who produced the response: a state whose second letter is R, Q,
     C, H or T (the session ended before the server's response headers) with a first letter that
-    is not ``-`` means HAProxy answered itself (``SC`` refused connect, or with ``<NOSRV>`` no
-    server in rotation -> 503; ``SH`` -> 502; ``sH`` -> 504): ``upstream`` None, and
-    ``proxy_error`` for a 5xx. An application's own 503 is ``--`` with its server name: not a
-    proxy error."""
+    is not ``-`` means HAProxy answered itself (``SC`` refused connect -> 503; ``SH`` reset or
+    bad response -> 502; ``sH`` server timeout -> 504): ``proxy_error`` for a 5xx, and
+    ``upstream`` is the server named in the line, which after retries and redispatch is the last
+    one HAProxy tried. ``<NOSRV>`` (nothing in rotation, no server tried) gives ``upstream``
+    None. An application's own 503 is ``--`` with its server name: not a proxy error."""
     text = line.decode("utf-8", "replace") if isinstance(line, bytes) else line
     fields = text.strip().split()
     if len(fields) != 7 or fields[0] != LOG_TAG:
@@ -241,7 +242,7 @@ def parse_log_line(line: bytes | str) -> RequestEvent | None:
     answered = server != NO_SERVER and not by_proxy
     return RequestEvent(
         ts=ts,
-        upstream=server if answered else None,
+        upstream=None if server == NO_SERVER else server,
         status=status,
         duration_ms=max(total_ms, 0.0),
         proxy_error=not answered and status >= 500,
