@@ -19,6 +19,7 @@ from nonstop.drivers.router.haproxy_config import (
     parse_servers_state,
     parse_sessions,
     plan_changes,
+    probe_map_text,
 )
 from nonstop.drivers.router.haproxy_process import last_alert
 from nonstop.errors import RouterError
@@ -280,12 +281,13 @@ def test_last_alert_names_the_cause_not_the_exit(tmp_path: Path) -> None:
 
 def test_the_config_is_valid_for_haproxy(tmp_path: Path) -> None:
     binary = require_binary("haproxy", "/usr/sbin/haproxy")
-    files = Files(tmp_path / "admin.sock", tmp_path / "body.txt")
+    files = Files(tmp_path / "admin.sock", tmp_path / "body.txt", tmp_path / "probe.map")
     files.no_upstream_body.write_text("503\n")
+    files.probe_map.write_text(probe_map_text("0123456789abcdef"))
     text = build_config(
         {A: (A, 9), B: (B, 0)}, listen="127.0.0.1:8080", files=files, tuning=HAProxyTuning()
     )
-    assert f"    server {A} {A} weight 9\n" in text
+    assert f"    server {A} {A} weight 9 check inter 500ms fall 2 rise 1 " in text
     assert "    hard-stop-after 30000ms\n" in text
     assert "    log ring@nonstop_events local0 info\n" in text
     config = tmp_path / "haproxy.cfg"

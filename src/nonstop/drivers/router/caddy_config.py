@@ -195,7 +195,7 @@ def _server(table: RouteTable, listen: str, tuning: ProxyTuning) -> dict[str, An
                     _append("upstream_status", "{http.reverse_proxy.status_code}"),
                     final,
                 ]
-            }
+            },
         ],
     }
 
