@@ -124,8 +124,8 @@ async def run_command(socket_path: Path, command: str, *, timeout: float = 5.0) 
     """One runtime-API command on its own connection; returns HAProxy's reply, stripped.
 
     AdminUnavailable (worth retrying) when the socket could not be reached (nothing was sent),
-    or when a read-only command (``show ...``) broke off; RouterError when a command that
-    changes something broke off after it was sent (it may have taken effect)."""
+    or when a read-only command (``show ...``) broke off or got no answer; RouterError when a
+    command that changes something broke off after it was sent (it may have taken effect)."""
     try:
         reader, writer = await asyncio.wait_for(
             asyncio.open_unix_connection(str(socket_path)), timeout
@@ -141,4 +141,7 @@ async def run_command(socket_path: Path, command: str, *, timeout: float = 5.0) 
         raise error(f"haproxy runtime API {command!r} failed: {exc!r}") from exc
     finally:
         writer.close()
-    return reply.decode("utf-8", "replace").strip()
+    text = reply.decode("utf-8", "replace").strip()
+    if not text and command.startswith("show "):  # every "show" says something: cut off
+        raise AdminUnavailable(f"haproxy runtime API {command!r}: connection closed unanswered")
+    return text
