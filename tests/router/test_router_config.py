@@ -146,6 +146,12 @@ def test_tuning_reaches_caddy() -> None:
     assert proxy["health_checks"] == {"passive": {"fail_duration": "1000ms", "max_fails": 1}}
 
 
+def test_a_lone_upstream_is_never_marked_down() -> None:
+    """Nowhere else to send its requests: a mark would only turn a blink into 503s."""
+    proxy = handlers(config(up("a", 1), up("b", 0), tuning=ProxyTuning(health_path="/h")))[-1]
+    assert "health_checks" not in proxy
+
+
 @pytest.mark.parametrize(("pool", "retries"), [(1, 2), (2, 2), (5, 5)])
 def test_there_are_at_least_two_retries_and_one_per_upstream(pool: int, retries: int) -> None:
     upstreams = [up(f"i{i}", 1, port=9100 + i) for i in range(pool)]
@@ -154,7 +160,7 @@ def test_there_are_at_least_two_retries_and_one_per_upstream(pool: int, retries:
 
 def test_a_health_path_turns_on_active_checks() -> None:
     tuning = ProxyTuning(health_path="/healthz", health_interval=0.5, health_timeout=1)
-    proxy = handlers(config(up("a", 1), tuning=tuning))[-1]
+    proxy = handlers(config(up("a", 1), up("b", 1), tuning=tuning))[-1]
     assert proxy["health_checks"]["active"] == {
         "uri": "/healthz",
         "interval": "500ms",

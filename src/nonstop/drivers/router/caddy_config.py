@@ -53,6 +53,9 @@ class ProxyTuning:
     out of selection for ``mark_down_for``, so the retry lands elsewhere. The marks live in
     Caddy's global host pool, keyed by address, so they survive reloads.
 
+    Health checks (passive and active) are configured only when the pool has two upstreams or
+    more: they decide where a request goes instead, and a lone upstream has no instead.
+
     Active health (only with ``health_path``): Caddy GETs ``health_path`` on every upstream
     every ``health_interval``; ``health_fails`` answers that are not 2xx or do not come within
     ``health_timeout`` take it out of rotation until one check passes: a hung instance (SIGSTOP,
@@ -214,18 +217,7 @@ def _no_upstream() -> dict[str, Any]:
 
 
 def _reverse_proxy(pool: list[Upstream], tuning: ProxyTuning) -> dict[str, Any]:
-    health: dict[str, Any] = {
-        "passive": {"fail_duration": duration(tuning.mark_down_for), "max_fails": 1}
-    }
-    if tuning.health_path:
-        health["active"] = {
-            "uri": tuning.health_path,
-            "interval": duration(tuning.health_interval),
-            "timeout": duration(tuning.health_timeout),
-            "fails": tuning.health_fails,
-            "passes": 1,
-        }
-    return {
+    proxy = {
         "handler": "reverse_proxy",
         "upstreams": [{"dial": u.address} for u in pool],
         "transport": {
@@ -237,6 +229,26 @@ def _reverse_proxy(pool: list[Upstream], tuning: ProxyTuning) -> dict[str, Any]:
             "selection_policy": {"policy": "weighted_round_robin", "weights": weights(pool)},
             "retries": max(2, len(pool)),
         },
-        "health_checks": health,
         "stream_close_delay": duration(tuning.drain_timeout),
     }
+    # Health only decides where a request goes instead: with one upstream there is nowhere else,
+    # and a mark (one refused dial, one slow health answer on a busy machine) would turn into
+    # seconds of 503s for a single-instance app that was only blinking.
+    if len(pool) > 1:
+        proxy["health_checks"] = _health(tuning)
+    return proxy
+
+
+def _health(tuning: ProxyTuning) -> dict[str, Any]:
+    health: dict[str, Any] = {
+        "passive": {"fail_duration": duration(tuning.mark_down_for), "max_fails": 1}
+    }
+    if tuning.health_path:
+        health["active"] = {
+            "uri": tuning.health_path,
+            "interval": duration(tuning.health_interval),
+            "timeout": duration(tuning.health_timeout),
+            "fails": tuning.health_fails,
+            "passes": 1,
+        }
+    return health
