@@ -22,6 +22,7 @@ agent.log). No request reaches a handler's internals with input it cannot take.
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import json
 import sys
@@ -77,8 +78,9 @@ def auth_middleware(token: str, open_paths: frozenset[str]) -> Any:
                 raise
             return error_response(f"{request.method} {request.path}: {exc.reason}", exc.status)
         except Exception as exc:  # never a plain-text traceback to the client
-            print(f"error: {request.method} {request.path} failed:", file=sys.stderr)
-            traceback.print_exc(file=sys.stderr)
+            with contextlib.suppress(OSError):  # agent.log may sit on a full disk
+                print(f"error: {request.method} {request.path} failed:", file=sys.stderr)
+                traceback.print_exc(file=sys.stderr)
             return error_response(
                 f"the agent failed on {request.method} {request.path}: {describe(exc)} "
                 "(details in .nonstop/logs/agent.log)",

@@ -16,6 +16,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -95,11 +96,11 @@ def make_router(paths: Paths, config: NonstopConfig) -> Router:
     )
 
 
-ROUTER_WAIT = 20.0
+ROUTER_WAIT = float(os.environ.get("NONSTOP_ROUTER_WAIT", "20"))
 """Seconds start-up waits for the router (retrying, then restarting it) before the agent runs
-on without it, degraded, and keeps trying in the background."""
+on without it, degraded, and keeps trying in the background (``NONSTOP_ROUTER_WAIT``)."""
 WATCH_ROUTER = 1.0
-"""Seconds between two router checks while it answers (backoff up to 30 s while it fails)."""
+"""Seconds between two router checks while it answers (backoff up to 10 s while it fails)."""
 
 
 class AdoptOnce(InstanceManager):
@@ -122,6 +123,9 @@ class Agent:
         self.stop_instances = False
         self.started_at = time.time()
         self.contract_running = False
+        self.recovered = asyncio.Event()
+        """Set once start-up recovery has finished or given up: the API answers from then on
+        (it binds before, so a bad socket or port fails the start before anything spawns)."""
 
     async def run(self) -> None:
         self.paths.ensure()
@@ -169,7 +173,10 @@ class Agent:
         try:
             # The API binds first, so a path or port problem stops us before anything spawns.
             runner = await self._start_api(token, listen)
-            recovered = await self._recover(engine)
+            try:
+                recovered = await self._recover(engine)
+            finally:
+                self.recovered.set()
             self.paths.pidfile.write_text(str(os.getpid()))
             await self.flags.start()
             if recovered:
@@ -234,7 +241,10 @@ class Agent:
                 if time.monotonic() >= deadline or self.stop_event.is_set():
                     engine.health.fail("recovery", f"start-up recovery failed: {why}")
                     engine.emit("error", f"start-up recovery failed, running degraded: {why}")
-                    print(f"error: start-up recovery failed: {why}", file=sys.stderr, flush=True)
+                    with contextlib.suppress(OSError):
+                        print(
+                            f"error: start-up recovery failed: {why}", file=sys.stderr, flush=True
+                        )
                     return False
                 engine.emit("warning", f"start-up recovery attempt {attempt} failed: {why}")
                 if attempt % 3 == 0 and not await engine.router.alive():
@@ -267,7 +277,7 @@ class Agent:
             else:
                 if engine.health.ok("router") is not None:
                     engine.emit("info", "the router answers again")
-            delay = engine.health.backoff("router", WATCH_ROUTER, 30.0)
+            delay = engine.health.backoff("router", WATCH_ROUTER, 10.0)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stop_event.wait(), delay)
 
@@ -325,7 +335,10 @@ class Agent:
 
     async def _start_api(self, token: str, listen: tuple[str, int] | None) -> web.AppRunner:
         app = web.Application(
-            middlewares=[auth_middleware(token, frozenset({"/metrics"}))],
+            middlewares=[
+                auth_middleware(token, frozenset({"/metrics"})),
+                self._after_recovery,
+            ],
             client_max_size=MAX_BODY,
         )
         app.add_routes(
@@ -363,6 +376,16 @@ class Agent:
             where = self.paths.socket if listen is None else f"{self.paths.socket} or {listen}"
             raise StateError(f"the agent API cannot listen on {where}: {describe(exc)}") from exc
         return runner
+
+    @web.middleware
+    async def _after_recovery(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        """Requests wait for start-up recovery: nothing is deployed or reported half-adopted."""
+        if not self.recovered.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.recovered.wait(), ROUTER_WAIT + 10)
+        return await handler(request)
 
     # -- handlers ----------------------------------------------------------------------------
 

@@ -73,8 +73,13 @@ def up(detach: bool, wait_s: float) -> None:
                 f"agent running (pid {pid}); router on {status['router']['listen']}; "
                 f"active release: {active}"
             )
-            for problem in status.get("degraded") or []:
-                err_console.print(f"[yellow]degraded: {problem['why']}[/]")
+            problems = [p["why"] for p in status.get("degraded") or []]
+            if problems:  # running, but this start failed at something: say what, exit 1
+                raise StateError(
+                    "the agent runs but is degraded: "
+                    + "; ".join(problems)
+                    + " (it keeps retrying: `nonstop status` shows it, `nonstop down` stops it)"
+                )
             return
         if not _pid_alive(pid):
             break
