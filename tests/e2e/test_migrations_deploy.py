@@ -95,6 +95,10 @@ def test_deploy_runs_expand_first_backfill_after_and_contract_waits(
     assert refused.returncode == 1, refused.stdout + refused.stderr
     assert "v1" in refused.stderr + refused.stdout
     assert "total" in columns(database)
+    # It went through the agent: gate and run under the deploy lock (decision 0350).
+    events = [e["message"] for e in agent.call("GET", "/v1/events")]
+    assert "contract migrations: gate checked under the deploy lock" in events
+    assert not agent.status()["contract_running"]
 
 
 def agent_started(agent: AgentProcess) -> AgentProcess:
