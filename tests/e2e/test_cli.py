@@ -246,3 +246,21 @@ def test_long_path_every_json_output_parses_and_down_twice(tmp_path: Path) -> No
             assert probe.connect_ex(("127.0.0.1", project.port)) != 0  # the router is gone
     finally:
         agent.cleanup()
+
+
+def test_a_start_that_cannot_bind_its_api_spawns_nothing(project: Project) -> None:
+    """`[agent] listen` on a taken port: `up` fails with the reason, and no router keeps the
+    router port (the API binds before anything is spawned)."""
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", 0))
+        blocker.listen()
+        taken = blocker.getsockname()[1]
+        project.write_config(extra=f'\n[agent]\nlisten = "127.0.0.1:{taken}"\n')
+        result = project.cli("up", "--detach", "--wait", "30")
+    AgentProcess(project).cleanup()
+    assert result.returncode == 1, result.stdout
+    assert f"cannot listen on {project.paths.socket} or 127.0.0.1:{taken}" in result.stderr
+    assert "Traceback" not in result.stderr
+    with socket.socket() as probe:
+        assert probe.connect_ex(("127.0.0.1", project.port)) != 0
+    assert not project.paths.socket.exists()

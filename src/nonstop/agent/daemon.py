@@ -123,6 +123,7 @@ class Agent:
         self.stop_instances = False
         self.started_at = time.time()
         self.contract_running = False
+        self._recovery_began = False
         self.recovered = asyncio.Event()
         """Set once start-up recovery has finished or given up: the API answers from then on
         (it binds before, so a bad socket or port fails the start before anything spawns)."""
@@ -170,9 +171,13 @@ class Agent:
         runner: web.AppRunner | None = None
         tasks: list[asyncio.Task[None]] = []
         started = False
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):  # from here on a stop request cleans up
+            loop.add_signal_handler(sig, self.stop_event.set)
         try:
             # The API binds first, so a path or port problem stops us before anything spawns.
             runner = await self._start_api(token, listen)
+            self._recovery_began = True
             try:
                 recovered = await self._recover(engine)
             finally:
@@ -189,9 +194,8 @@ class Agent:
             if poller is not None:
                 poller.on_error = lambda message: engine.emit("warning", f"metrics: {message}")
                 tasks.append(asyncio.create_task(poller.run(self.stop_event)))
-            loop = asyncio.get_running_loop()
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(sig, self.stop_event.set)
+            if self.stop_event.is_set():  # stopped while starting: stop what this start began
+                return
             engine.emit("info", f"agent {os.getpid()} started (nonstop {__version__})")
             started = True
             await self.stop_event.wait()
@@ -199,10 +203,8 @@ class Agent:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            # A start that failed stops what it started: nothing keeps the router port.
-            stop_all = self.stop_instances or not started
             with contextlib.suppress(Exception):
-                await self._shut(engine, router, stop_all=stop_all, started=started)
+                await self._shut(engine, router, stop_all=self.stop_instances, started=started)
             with contextlib.suppress(Exception):
                 await self.flags.close()
             if runner is not None:
@@ -215,11 +217,16 @@ class Agent:
             store.close()
 
     async def _shut(self, engine: Engine, router: Router, *, stop_all: bool, started: bool) -> None:
-        if stop_all and (started or not engine.instances.live):
+        if started and stop_all:
             await engine.instances.stop_all()
             await router.stop()
-            what = "every instance and the router" if started else "the router it started"
-            engine.emit("info", f"agent stopped with {what}")
+            engine.emit("info", "agent stopped with every instance and the router")
+        elif not started and self._recovery_began and not engine.store.instances():
+            # A start that failed: nothing serves, so the router it started must not keep
+            # the port (instances of an earlier agent are left alone, and so is their router).
+            await engine.instances.close()
+            await router.stop()
+            engine.emit("info", "agent start failed; stopped the router it started")
         else:
             await engine.instances.close()
             await router.close()
@@ -373,7 +380,7 @@ class Agent:
                 await web.TCPSite(runner, listen[0], listen[1]).start()
         except OSError as exc:
             await runner.cleanup()
-            where = self.paths.socket if listen is None else f"{self.paths.socket} or {listen}"
+            where = f"{self.paths.socket}" + (f" or {listen[0]}:{listen[1]}" if listen else "")
             raise StateError(f"the agent API cannot listen on {where}: {describe(exc)}") from exc
         return runner
 
@@ -384,7 +391,7 @@ class Agent:
         """Requests wait for start-up recovery: nothing is deployed or reported half-adopted."""
         if not self.recovered.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.recovered.wait(), ROUTER_WAIT + 10)
+                await asyncio.wait_for(self.recovered.wait(), ROUTER_WAIT + 5)
         return await handler(request)
 
     # -- handlers ----------------------------------------------------------------------------
