@@ -27,6 +27,7 @@ import aiohttp
 import pytest
 
 from e2e.harness import AgentProcess, Project, free_port
+from nonstop.store import open_store
 
 pytestmark = pytest.mark.slow
 
@@ -146,6 +147,16 @@ def test_a_full_disk_degrades_the_agent_and_loses_nothing(
     filler.unlink()
     wait_for("the router to serve again", lambda: serves(project.url), timeout=90)
     wait_for("the degraded status to clear", lambda: not agent.status()["degraded"], timeout=90)
+
+    def store_knows_every_pid() -> bool:
+        store = open_store(small_disk)
+        try:
+            recorded = {row.id: row.handle.get("pid") for row in store.instances()}
+        finally:
+            store.close()
+        return recorded == {i["id"]: i["pid"] for i in agent.status()["instances"]}
+
+    wait_for("the store to record the restarted instance", store_knows_every_pid)
     messages = [e["message"] for e in agent.call("GET", "/v1/events?limit=10000")]
     assert "router is not answering; restarting it" in messages
     assert any(m.startswith("the state store writes again") for m in messages), messages

@@ -101,6 +101,8 @@ ROUTER_WAIT = float(os.environ.get("NONSTOP_ROUTER_WAIT", "20"))
 on without it, degraded, and keeps trying in the background (``NONSTOP_ROUTER_WAIT``)."""
 WATCH_ROUTER = 1.0
 """Seconds between two router checks while it answers (backoff up to 10 s while it fails)."""
+ROUTER_RECHECK = 0.5
+"""Seconds before a router that missed one check is checked again (and restarted if it misses)."""
 
 
 class AdoptOnce(InstanceManager):
@@ -277,7 +279,11 @@ class Agent:
                     engine.emit("info", "start-up recovery completed")
                     await engine.instances.stop_strays()
                 self._tune_router(engine)
-                await engine.revive_router()
+                if not await engine.router.alive():
+                    # Only a router that misses two checks is restarted: one slow admin answer
+                    # (during a reload the tick asked for) must not cost a restart.
+                    await asyncio.sleep(ROUTER_RECHECK)
+                    await engine.revive_router()
             except Exception as exc:
                 if engine.health.fail("router", f"the router cannot be revived: {describe(exc)}"):
                     engine.emit("error", f"router revival failed: {describe(exc)}")

@@ -175,10 +175,22 @@ class Engine:
         return True
 
     def store_recovered(self) -> None:
+        """The store writes again: record every live instance as it is now (a restart while
+        it could not write changed a pid the store still has the old one of), then say so."""
         lost = self.health.dropped
         self.health.dropped = 0
         note = f"; {lost} older events were dropped" if lost else ""
         with contextlib.suppress(Exception):
+            for live in list(self.instances.live.values()):
+                if live.handle is not None and live.state != "stopped":
+                    self.store.upsert_instance(
+                        live.id,
+                        live.release,
+                        live.handle.to_dict(),
+                        live.state,
+                        ready_since=live.ready_since,
+                        drain_deadline=live.drain_deadline,
+                    )
             self.store.add_event(f"the state store writes again{note}", level="info")
 
     def wake(self) -> None:
