@@ -121,6 +121,17 @@ def spawn_agent(paths: Paths) -> int:
     return process.pid
 
 
+def _process_running(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie (an exited agent whose parent has not
+    reaped it yet is gone for us)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    fields = stat.rsplit(")", 1)[-1].split()
+    return bool(fields) and fields[0] != "Z"
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         finished, _ = os.waitpid(pid, os.WNOHANG)
@@ -153,7 +164,7 @@ def down(keep: bool) -> None:
     pid = status["agent"]["pid"]
     agent.call("POST", "/v1/shutdown", {"stop_instances": not keep})
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and os.path.exists(f"/proc/{pid}"):
+    while time.monotonic() < deadline and _process_running(pid):
         time.sleep(0.1)
     what = "agent stopped" if keep else "agent, instances and router stopped"
     console.print(what)
