@@ -32,7 +32,7 @@ def test_json_depth(raw: bytes, deepest: int) -> None:
     if deepest <= MAX_DEPTH:
         assert depth <= MAX_DEPTH
     else:
-        assert depth == deepest
+        assert depth == MAX_DEPTH + 1
 
 
 @pytest.mark.parametrize(

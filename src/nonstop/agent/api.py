@@ -98,7 +98,7 @@ async def read_json(request: web.Request) -> dict[str, Any]:
         raise web.HTTPRequestEntityTooLarge(max_size=MAX_BODY, actual_size=len(raw))
     depth = json_depth(raw)
     if depth > MAX_DEPTH:
-        raise UsageError(f"request body is nested {depth} levels deep; at most {MAX_DEPTH}")
+        raise UsageError(f"request body is nested more than {MAX_DEPTH} levels deep")
     try:
         body = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
@@ -108,11 +108,12 @@ async def read_json(request: web.Request) -> dict[str, Any]:
     return body
 
 
-def json_depth(raw: bytes) -> int:
-    """How deep brackets nest in ``raw``, ignoring those inside strings (checked before
-    parsing, so a deep body never reaches the parser's recursion)."""
+def json_depth(raw: bytes, limit: int = MAX_DEPTH) -> int:
+    """How deep brackets nest in ``raw`` (ignoring those inside strings), exact up to
+    ``limit`` and ``limit + 1`` for anything deeper; checked before parsing, so a deep body
+    never reaches the parser's recursion."""
     opening = raw.count(b"[") + raw.count(b"{")
-    if opening <= MAX_DEPTH:
+    if opening <= limit:
         return opening  # cannot nest deeper than it opens
     depth = deepest = 0
     in_string = escaped = False
@@ -129,6 +130,8 @@ def json_depth(raw: bytes) -> int:
         elif byte in (0x5B, 0x7B):
             depth += 1
             deepest = max(deepest, depth)
+            if deepest > limit:
+                break  # deep enough to refuse: no need to read the rest
         elif byte in (0x5D, 0x7D):
             depth -= 1
     return deepest
