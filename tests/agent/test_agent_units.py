@@ -174,3 +174,19 @@ def test_health_keeps_events_in_order_and_counts_what_it_drops() -> None:
 )
 def test_describe_never_names_a_class(exc: BaseException, text: str) -> None:
     assert describe(exc) == text
+
+
+def test_a_reason_is_printed_once() -> None:
+    from nonstop.cli.progress import _once
+
+    shown: set[str] = set()
+    reason = "not ready after 1s: last probe: status 503 | last output: listening on :1"
+    lines = [
+        _once(f"v2-1: {reason}", shown),
+        _once(f"v2-1 did not become ready: {reason}; aborted", shown),
+        _once(f"rollout 2 aborted: v2-1 did not become ready: {reason}", shown),
+        _once("v2-2 ready at 127.0.0.1:9", shown),
+    ]
+    assert sum(line.count(reason) for line in lines) == 1
+    assert lines[1] == "v2-1 did not become ready: (see above); aborted"
+    assert lines[3] == "v2-2 ready at 127.0.0.1:9"
