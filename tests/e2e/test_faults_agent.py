@@ -13,6 +13,7 @@ import json
 import os
 import queue
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -305,3 +306,40 @@ def asyncio_run_table(project: Project, token: str, port: int) -> list[str]:
         return failures
 
     return asyncio.run(run())
+
+
+def test_a_restarted_agent_waits_out_a_router_that_fails_during_recovery(
+    project: Project, agent: AgentProcess
+) -> None:
+    """Restart with the router dead and its port briefly taken: recovery fails, is retried,
+    and completes once the port is free; the agent never exits and adopts the same instances."""
+    agent.start()
+    assert agent.wait_rollout(agent.deploy("v1")["id"])["status"] == "completed"
+    before = agent.status()
+    agent.kill9()
+    os.kill(before["router"]["pid"], signal.SIGKILL)
+    with socket.socket() as blocker:
+        blocker.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        blocker.bind(("127.0.0.1", project.port))
+        blocker.listen()
+        agent.start({"NONSTOP_ROUTER_WAIT": "60"}, wait=False)
+        wait_for(
+            "a failed recovery attempt",
+            lambda: "start-up recovery attempt 1 failed" in agent.log_tail() + events_text(project),
+        )
+    agent.wait_up(timeout=90)
+    status = agent.status()
+    assert status["degraded"] == []
+    assert status["router"]["alive"]
+    assert {i["pid"] for i in status["instances"]} == {i["pid"] for i in before["instances"]}
+    assert agent.process is not None
+    assert agent.process.poll() is None
+    wait_for("the router to serve", lambda: serves(project.url))
+
+
+def events_text(project: Project) -> str:
+    store = open_store(project.paths.state)
+    try:
+        return "\n".join(e["message"] for e in store.events(limit=200))
+    finally:
+        store.close()
