@@ -320,7 +320,15 @@ def test_a_restarted_agent_waits_out_a_router_that_fails_during_recovery(
     os.kill(before["router"]["pid"], signal.SIGKILL)
     with socket.socket() as blocker:
         blocker.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        blocker.bind(("127.0.0.1", project.port))
+
+        def bound() -> bool:  # once the killed router has let go of the port
+            try:
+                blocker.bind(("127.0.0.1", project.port))
+            except OSError:
+                return False
+            return True
+
+        wait_for("the router port to be free", bound)
         blocker.listen()
         agent.start({"NONSTOP_ROUTER_WAIT": "60"}, wait=False)
         wait_for(
