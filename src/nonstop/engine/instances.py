@@ -280,9 +280,12 @@ class InstanceManager:
         for live in list(self.live.values()):
             if live.task:
                 live.task.cancel()
-        await asyncio.gather(
+        results = await asyncio.gather(
             *(self._stop(i) for i in list(self.live.values())), return_exceptions=True
         )
+        for result in results:
+            if isinstance(result, Exception):
+                self.emit("error", f"an instance did not stop cleanly: {result}")
         await self.stop_strays()
 
     async def stop_strays(self, grace: float = 5.0) -> list[int]:
