@@ -280,15 +280,52 @@ def complete(
     as_json: bool,
     state_dir: Path | None,
 ) -> None:
-    """Run contract migrations; refused while an instance of an older release is alive."""
+    """Run contract migrations; refused while an instance of an older release is alive.
+
+    With the project's agent running, the agent runs them: it checks the gate and runs the
+    contract under its deploy lock, so no release can start in between (decision 0350)."""
     if _framework(config_path, "contract", as_json, state_dir):
         return
     project, target = _target(config_path, directory, database_url)
+    state = (state_dir or project / ".nonstop").resolve()
+    through_agent = _contract_through_agent(project, state, target)
+    if through_agent is not None:
+        if as_json:
+            _print_json(through_agent)
+            return
+        for applied in through_agent.get("applied", []):
+            err.print(
+                f"[green]{applied['phase']}[/] {applied['name']} "
+                f"({format_duration(applied['duration_s'])}, {applied['attempts']} attempt(s))"
+            )
+        if not through_agent.get("applied"):
+            out.print("nothing to do: no pending contract migration")
+        return
     reporter = Reporter(quiet=as_json)
-    summary = runner.run_contract(
-        target, state_dir=state_dir or project / ".nonstop", on_event=reporter
-    )
+    summary = runner.run_contract(target, state_dir=state, on_event=reporter)
     _render(summary, as_json, "nothing to do: no pending contract migration")
+
+
+def _contract_through_agent(project: Path, state: Path, target: Target) -> dict[str, Any] | None:
+    """The agent's answer when it runs for this state dir, else None (no agent: run here)."""
+    from nonstop.agent.client import AgentClient
+    from nonstop.agent.paths import Paths
+    from nonstop.errors import AgentUnavailable
+
+    paths = Paths(project)
+    if state != paths.state.resolve() or paths.read_token() is None:
+        return None
+    body = {
+        "directory": str(target.directory.resolve()),
+        "url": target.url,
+        "lock_timeout": target.lock_timeout,
+        "pg_version": target.pg_version,
+    }
+    try:
+        answer = AgentClient(paths, timeout=3600).call("POST", "/v1/migrate/contract", body)
+    except AgentUnavailable:
+        return None
+    return dict(answer)
 
 
 @migrate.command()
