@@ -234,6 +234,8 @@ BAD_REQUESTS: list[tuple[str, str, bytes | None, int, str]] = [
     ("POST", "/v1/deploy", b"[" * 100_000, 400, "nested"),
     ("POST", "/v1/deploy", b'{"a": ' * 5_000 + b"1" + b"}" * 5_000, 400, "nested"),
     ("POST", "/v1/deploy", b"{not json", 400, "not valid JSON"),
+    ("POST", "/v1/deploy", b'{"release": ' + b"9" * 5_001 + b"}", 400, "not valid JSON"),
+    ("POST", "/v1/deploy", b'{"release": "v9\\n", "path": "/tmp", "config": {}}', 400, "release"),
     ("POST", "/v1/deploy", b"\xff\xfe", 400, "not valid JSON"),
     ("POST", "/v1/deploy", b"[1, 2]", 400, "must be a JSON object"),
     ("POST", "/v1/deploy", b'{"release": 5}', 400, '"release"'),

@@ -27,7 +27,7 @@ from nonstop.cli.common import (
     project_paths,
 )
 from nonstop.cli.progress import follow_rollout
-from nonstop.config import load_config, to_wire
+from nonstop.config import load_config, to_wire, validate_env, validate_release_name
 from nonstop.errors import AgentUnavailable, StateError, UsageError
 
 
@@ -192,6 +192,8 @@ def deploy(
     as_json: bool,
 ) -> None:
     """Deploy RELEASE with the configured strategy; exit 0 completed, 1 aborted or rolled back."""
+    validate_release_name(release)
+    release_env = parse_env(env)
     paths = project_paths()
     config = load_config(paths.config)
     source = (path or paths.project).resolve()
@@ -200,7 +202,7 @@ def deploy(
     body = {
         "release": release,
         "path": str(source),
-        "env": parse_env(env),
+        "env": release_env,
         "config": to_wire(config),
         "strategy": strategy,
     }
@@ -219,7 +221,7 @@ def parse_env(pairs: tuple[str, ...]) -> dict[str, str]:
         if not sep or not key:
             raise UsageError(f'--env: expected K=V, got "{pair}"')
         env[key] = value
-    return env
+    return validate_env(env, "--env")
 
 
 @click.command()
