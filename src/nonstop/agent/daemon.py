@@ -78,12 +78,15 @@ class AgentLock:
 
 
 def make_router(paths: Paths, config: NonstopConfig) -> Router:
+    settings: dict[str, Any] = {
+        "drain_timeout": config.app.drain_timeout,
+        "upstream_timeout": config.router.upstream_timeout,
+        "health_path": config.health.path,
+    }
     if config.router.kind == "haproxy":
         from nonstop.drivers.router.haproxy import HAProxyRouter
 
-        return HAProxyRouter(
-            paths.state / "router", config.router.listen, drain_timeout=config.app.drain_timeout
-        )
+        return HAProxyRouter(paths.state / "router", config.router.listen, **settings)
     if config.router.kind != "caddy":
         raise UsageError(
             f'router.kind: "{config.router.kind}" is not available yet in this version; '
@@ -91,9 +94,12 @@ def make_router(paths: Paths, config: NonstopConfig) -> Router:
         )
     from nonstop.drivers.router.caddy import CaddyRouter
 
-    return CaddyRouter(
-        paths.state / "router", config.router.listen, drain_timeout=config.app.drain_timeout
-    )
+    return CaddyRouter(paths.state / "router", config.router.listen, **settings)
+
+
+ROUTER_SETTINGS = (("router", "listen"), ("router", "kind"), ("router", "upstream_timeout"))
+"""What the running router was started with: a deploy that changes one is refused. The
+router's own health checks use the agent's ``health.path`` too (checked below)."""
 
 
 ROUTER_WAIT = float(os.environ.get("NONSTOP_ROUTER_WAIT", "20"))
@@ -162,7 +168,7 @@ class Agent:
             )
 
         measurements, poller = self._measurement_source(stats)
-        engine = Engine(store, instances, router, measurements, self.paths.state)
+        engine = Engine(store, instances, router, measurements, self.paths.state, stream=stats)
         engine.revive_router_in_tick = False  # the router has its own task (invariant 8)
         self.engine = engine
         self.stats = stats
@@ -454,12 +460,13 @@ class Agent:
             config = validate_config(wire)
         except ConfigError as exc:
             raise UsageError(str(exc)) from None
-        for key in ("listen", "kind"):
-            running, wanted = getattr(self.config.router, key), getattr(config.router, key)
+        for section, key in (*ROUTER_SETTINGS, ("health", "path")):
+            running = getattr(getattr(self.config, section), key)
+            wanted = getattr(getattr(config, section), key)
             if running != wanted:
                 raise UsageError(
-                    f"router.{key} changed from {running} to {wanted}: the running router keeps "
-                    f"{running} (a deploy cannot move the listener without dropping requests); "
+                    f"{section}.{key} changed from {running} to {wanted}: the running router "
+                    f"keeps {running} (a deploy cannot change it without dropping requests); "
                     "run `nonstop down && nonstop up` to apply it, or deploy with the old value"
                 )
 

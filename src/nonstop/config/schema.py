@@ -91,6 +91,9 @@ class HealthConfig(Model):
 class RouterConfig(Model):
     listen: str = "127.0.0.1:8080"
     kind: Literal["caddy", "haproxy", "nginx"] = "caddy"
+    upstream_timeout: Duration = Field(default=30.0, gt=0)
+    """How long the router waits for an instance's response headers (HAProxy: for any byte)
+    before it answers 504, or retries an idempotent request elsewhere (docs/router.md)."""
 
     @field_validator("listen")
     @classmethod

@@ -162,10 +162,15 @@ class Engine:
         measurements: MeasurementSource,
         state_dir: Path,
         clock: Callable[[], float] = time.time,
+        stream: MeasurementSource | None = None,
     ) -> None:
         self.store = store
         self.router = router
         self.measurements = measurements
+        self.sources = [measurements] if stream in (None, measurements) else [measurements, stream]
+        """Everything that learns the route table and who is meant to serve: the analysis
+        source, and the router's request stream when analysis reads another one (Prometheus),
+        so the agent's /metrics still charges the router's own responses to a release."""
         self.state_dir = state_dir
         self.clock = clock
         self._configs: dict[str, NonstopConfig] = {}
@@ -277,8 +282,9 @@ class Engine:
 
     def _retain(self, config: NonstopConfig) -> None:
         """Make the request stream keep the longest window this configuration judges."""
-        if isinstance(self.measurements, ChargingSource):
-            self.measurements.retain(longest_window(config))
+        for source in self.sources:
+            if isinstance(source, ChargingSource):
+                source.retain(longest_window(config))
 
     def _load(self, row: RolloutRow) -> Active:
         spec = RolloutSpec(
@@ -606,20 +612,23 @@ class Engine:
         table = self.route_table()
         if table == self.routes and not force:
             return
-        self.measurements.observe_table(table)
+        for source in self.sources:
+            source.observe_table(table)
         await self.router.apply(table)
         self.routes = table
 
     def _observe_weights(self) -> None:
         """Tell the request stream who is meant to serve: the stored weights, or with none the
         active release. The router's own responses (no upstream tried) are charged to them."""
-        if not isinstance(self.measurements, ChargingSource):
+        charging = [s for s in self.sources if isinstance(s, ChargingSource)]
+        if not charging:
             return
         weights = self.weights
         if weights is None:
             active = self.store.get("active_release")
             weights = {str(active): 100} if active else None
-        self.measurements.observe_weights(weights)
+        for source in charging:
+            source.observe_weights(weights)
 
     async def _drain(self, now: float) -> None:
         if not any(live.state == "draining" for live in self.instances.live.values()):
