@@ -130,6 +130,7 @@ class Agent:
         self.stop_event = asyncio.Event()
         self.stop_instances = False
         self.started_at = time.time()
+        self._size: tuple[float, int] | None = None
         self.contract_running = False
         self._recovery_began = False
         self.recovered = asyncio.Event()
@@ -426,7 +427,18 @@ class Agent:
         status["app"] = self.config.app.name
         status["degraded"] = self.engine.health.to_dict()
         status["contract_running"] = self.contract_running
+        status["state_dir"] = {"path": str(self.paths.state), "bytes": await self._state_size()}
         return json_response(status)
+
+    async def _state_size(self) -> int:
+        """The state dir's size, walked off the event loop at most every 10 s (a big
+        .nonstop/ takes a while to walk, and `deploy` follows its rollout through status)."""
+        now = time.monotonic()
+        if self._size is None or now - self._size[0] > 10.0:
+            from nonstop.engine.retention import state_dir_size
+
+            self._size = (now, await asyncio.to_thread(state_dir_size, self.paths.state))
+        return self._size[1]
 
     async def h_deploy(self, request: web.Request) -> web.Response:
         body = await read_json(request)

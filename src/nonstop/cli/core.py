@@ -255,12 +255,25 @@ def status(as_json: bool) -> None:
             str(inst["restarts"]),
         )
     console.print(table)
+    state = data.get("state_dir")
+    if state:
+        console.print(f"state: {state['path']} ({_size(state['bytes'])}; `nonstop prune` frees)")
     rollout = data["rollout"]
     if rollout:
         console.print(
             f"rollout {rollout['id']}: {rollout['strategy']} {rollout['stable'] or '-'} -> "
             f"{rollout['candidate']} · phase {rollout['phase']} step {rollout['step']}"
         )
+
+
+def _size(n: int) -> str:
+    """1536 -> "1.5 KiB"; 105 * 2**20 -> "105.0 MiB"."""
+    value, unit = float(n), "B"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            break
+        value /= 1024
+    return f"{n} B" if unit == "B" else f"{value:.1f} {unit}"
 
 
 @click.command()
