@@ -89,5 +89,8 @@ def test_alembic_deploy_expand_first_backfill_after_contract_waits(
     refused = project.cli("migrate", "complete")
     assert refused.returncode == 1, refused.stdout + refused.stderr
     assert "v1" in refused.stderr + refused.stdout
+    # ... and it was the agent that checked the gate, under its deploy lock (decision 0350)
+    events = [e["message"] for e in agent.call("GET", "/v1/events")]
+    assert "contract migrations: gate checked under the deploy lock" in events, events
     assert _version(database) == "0002"
     assert "total" in columns(database)

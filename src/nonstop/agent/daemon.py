@@ -18,7 +18,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from aiohttp import web
 
@@ -50,6 +50,9 @@ from nonstop.store import RolloutRow, open_store
 
 if TYPE_CHECKING:
     from nonstop.drivers.metrics.prometheus_provider import PrometheusSource
+
+
+T = TypeVar("T")
 
 
 class AgentLock:
@@ -562,6 +565,8 @@ class Agent:
         from nonstop.migrate import runner
 
         body = await read_json(request)
+        if "tool" in body:
+            return await self._framework_contract(body)
         directory, url = body.get("directory"), body.get("url")
         if not isinstance(directory, str) or not os.path.isabs(directory):
             raise UsageError('contract: "directory" must be an absolute path')
@@ -579,6 +584,37 @@ class Agent:
             lock_timeout=float(numbers["lock_timeout"]),
             pg_version=int(numbers["pg_version"]),
         )
+        summary = await self._under_deploy_lock(
+            lambda: runner.run_contract(target, state_dir=self.paths.state)
+        )
+        applied = ", ".join(a.name for a in summary.applied) or "none pending"
+        self.engine.emit("info", f"contract migrations applied: {applied}")
+        return json_response(summary.to_dict())
+
+    async def _framework_contract(self, body: dict[str, Any]) -> web.Response:
+        """Alembic / Django contract migrations: the project's [migrations] settings, run by
+        the framework under the same lock and gate as SQL files."""
+        from nonstop.config import load_config
+        from nonstop.migrate.frameworks import run
+
+        tool, project, url = body.get("tool"), body.get("project"), body.get("url")
+        if tool not in ("alembic", "django"):
+            raise UsageError('contract: "tool" must be "alembic" or "django"')
+        if not isinstance(project, str) or not os.path.isabs(project):
+            raise UsageError('contract: "project" must be an absolute directory')
+        if not isinstance(url, str) or not url:
+            raise UsageError('contract: "url" is required')
+        settings = load_config(Path(project) / "nonstop.toml").migrations
+        if settings is None or settings.tool != tool:
+            raise UsageError(f"contract: {project}/nonstop.toml has no [migrations] tool = {tool}")
+        target = run.resolve(settings, Path(project), {**os.environ, "DATABASE_URL": url})
+        applied = await self._under_deploy_lock(lambda: run.run_contract(target, self.paths.state))
+        self.engine.emit("info", f"contract migrations applied: {', '.join(applied) or 'none'}")
+        return json_response({"tool": tool, "applied": applied})
+
+    async def _under_deploy_lock(self, work: Callable[[], T]) -> T:
+        """Run ``work`` in a thread with the engine's deploy lock held and deploys refused, after
+        checking no rollout runs: the gate and the run see the same releases (decision 0350)."""
         if self.contract_running:
             raise StateError("a contract migration is already running")
         async with self.engine._lock:
@@ -591,14 +627,9 @@ class Agent:
             self.contract_running = True
             self.engine.emit("info", "contract migrations: gate checked under the deploy lock")
             try:
-                summary = await asyncio.to_thread(
-                    runner.run_contract, target, state_dir=self.paths.state
-                )
+                return await asyncio.to_thread(work)
             finally:
                 self.contract_running = False
-        applied = ", ".join(a.name for a in summary.applied) or "none pending"
-        self.engine.emit("info", f"contract migrations applied: {applied}")
-        return json_response(summary.to_dict())
 
     async def h_metrics(self, request: web.Request) -> web.Response:
         from prometheus_client import CollectorRegistry, generate_latest

@@ -308,6 +308,28 @@ def complete(
 
 def _contract_through_agent(project: Path, state: Path, target: Target) -> dict[str, Any] | None:
     """The agent's answer when it runs for this state dir, else None (no agent: run here)."""
+    body = {
+        "directory": str(target.directory.resolve()),
+        "url": target.url,
+        "lock_timeout": target.lock_timeout,
+        "pg_version": target.pg_version,
+    }
+    return _ask_agent_to_contract(project, state, body)
+
+
+def _framework_contract_through_agent(
+    project: Path, state: Path, tool: str, url: str
+) -> dict[str, Any] | None:
+    """Alembic / Django contract migrations through the agent, like SQL ones (decision 0350):
+    the agent reads [migrations] from the project's nonstop.toml and runs the framework under
+    its deploy lock. None when no agent runs for this state dir."""
+    body = {"tool": tool, "project": str(project.resolve()), "url": url}
+    return _ask_agent_to_contract(project, state, body)
+
+
+def _ask_agent_to_contract(
+    project: Path, state: Path, body: dict[str, Any]
+) -> dict[str, Any] | None:
     from nonstop.agent.client import AgentClient
     from nonstop.agent.paths import Paths
     from nonstop.errors import AgentUnavailable
@@ -315,12 +337,6 @@ def _contract_through_agent(project: Path, state: Path, target: Target) -> dict[
     paths = Paths(project)
     if state != paths.state.resolve() or paths.read_token() is None:
         return None
-    body = {
-        "directory": str(target.directory.resolve()),
-        "url": target.url,
-        "lock_timeout": target.lock_timeout,
-        "pg_version": target.pg_version,
-    }
     try:
         answer = AgentClient(paths, timeout=3600).call("POST", "/v1/migrate/contract", body)
     except AgentUnavailable:
@@ -382,7 +398,12 @@ def _framework(
             out.print("nothing pending")
         return True
     if step == "contract":
-        applied = run.run_contract(target, state_dir or project / ".nonstop")
+        state = (state_dir or project / ".nonstop").resolve()
+        answer = _framework_contract_through_agent(project, state, config.tool, target.url)
+        if answer is not None:
+            applied = [str(name) for name in answer.get("applied", [])]
+        else:
+            applied = run.run_contract(target, state)
     else:
         applied = run.run_step(target, "expand" if step == "expand" else "backfill")
     if as_json:
