@@ -160,6 +160,7 @@ JSON_ARGS: dict[str, tuple[str, ...] | str] = {
     "pause": ("pause",),
     "resume": ("resume",),
     "promote": ("promote",),
+    "prune": ("prune", "--dry-run"),
     "flags show": "needs a flag: tests/flags",
     "verify": "runs load through a deploy: tests/e2e verify tests",
     **{

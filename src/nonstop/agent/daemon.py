@@ -39,6 +39,7 @@ from nonstop.analysis.explain import ExplainRow, explain, explain_history
 from nonstop.analysis.sequential import SequentialRun
 from nonstop.config.load import validate_config
 from nonstop.config.schema import NonstopConfig
+from nonstop.config.validate import validate_env, validate_release_name
 from nonstop.drivers.metrics import RequestStats, register_request_metrics
 from nonstop.drivers.router.base import Router
 from nonstop.engine.engine import DeployRequest, Engine, MeasurementSource
@@ -460,6 +461,8 @@ class Agent:
         strategy = body.get("strategy")
         if strategy is not None and not isinstance(strategy, str):
             raise UsageError('deploy: "strategy" must be a string')
+        validate_release_name(release)  # the name and env first: the CLI checks them so too
+        validate_env(env, "env")
         self._check_router_settings(config)
         if self.contract_running:
             raise StateError("a contract migration is running; deploy again once it has finished")
