@@ -1,7 +1,8 @@
 """Faults under load, for each router: what users lose, and how long until it is over.
 
 Scenarios (each run with `nonstop verify`'s load generator, 5 s client timeout: a request that
-gets no answer in 5 s counts as failed):
+gets no answer in 5 s counts as failed; 1,000 connections, so a stuck request never delays
+another):
 
   crash-after-ready  deploy v2 whose instances pass /health, then exit 1.5 s after start (and are
                      restarted, and exit again): the rollout must not complete; traffic goes back
@@ -18,6 +19,7 @@ second with a failed request (0 when nothing failed), and the rollout's outcome 
 one.
 
     .venv/bin/python benchmarks/bench_faults.py [--routers caddy,haproxy] [--scenarios ...]
+        [--upstream-timeout 3s]
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ start_period = "20s"
 [router]
 kind = "{router}"
 listen = "127.0.0.1:{port}"
+{router_extra}
 
 [strategy.bluegreen]
 keep_previous = "10m"
@@ -79,12 +82,18 @@ class Result:
     outcome: str = ""
 
 
+ROUTER_EXTRA = ""
+"""Extra [router] lines for every scenario (``--upstream-timeout``)."""
+
+
 class FaultProject(Project):
     def __init__(self, router: str, state_on_tmpfs: bool = False) -> None:
         super().__init__()
         self.router = router
         (self.root / "nonstop.toml").write_text(
-            CONFIG.format(python=sys.executable, port=self.port, router=router)
+            CONFIG.format(
+                python=sys.executable, port=self.port, router=router, router_extra=ROUTER_EXTRA
+            )
         )
         self.mounted = False
         if state_on_tmpfs:
@@ -136,7 +145,9 @@ def recovered_after(report: LoadReport, fault_at: float, began: float) -> float:
 async def under_load(
     url: str, rps: int, seconds: float, fault: Callable[[], Awaitable[str]]
 ) -> tuple[LoadReport, float, float, str]:
-    gen = LoadGenerator(url, rps, duration=seconds, timeout=5.0)
+    # 1,000 connections: enough that requests stuck on a hung instance (each holds one for the
+    # 5 s timeout) never make the others queue for a connection, as independent clients would.
+    gen = LoadGenerator(url, rps, duration=seconds, timeout=5.0, connections=1000)
     began = time.time()
     await gen.start()
     await asyncio.sleep(2)
@@ -249,7 +260,12 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--routers", default="caddy,haproxy")
     parser.add_argument("--scenarios", default=",".join(SCENARIOS))
+    parser.add_argument("--upstream-timeout", help='[router] upstream_timeout, e.g. "3s"')
     args = parser.parse_args()
+    if args.upstream_timeout:
+        global ROUTER_EXTRA
+        ROUTER_EXTRA = f'upstream_timeout = "{args.upstream_timeout}"'
+        print(f"[router] {ROUTER_EXTRA}")
     if "haproxy" in args.routers and not shutil.which("haproxy"):
         sys.exit("haproxy is not installed: run scripts/install-system-deps.sh")
     print(f"machine: {machine()}; {time.strftime('%Y-%m-%d')}", flush=True)
