@@ -13,6 +13,10 @@
 every 5 s from 20 requests, the first failing window fails, 99% confidence, undecided
 passes), then 100% watched for 30 s.
 
+Latency p99 is judged with the same confidence from counts where the metrics source counts
+requests at or below the limit (the router's request stream does; see
+:mod:`nonstop.analysis.checks`).
+
 Error rates are judged with a confidence (see :mod:`nonstop.analysis.checks`): a window fails
 only when its rate is above the limit with that confidence, passes when below it with it, and
 pools with the next windows otherwise. ``progressive`` uses 99.9%: it looks about 220 times
@@ -38,7 +42,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from nonstop.config.schema import CanaryStep, CheckConfig, WatchConfig
+from nonstop.config.schema import CanaryConfig, CanaryStep, CheckConfig, WatchConfig
 from nonstop.errors import UsageError
 
 PRESETS = ("progressive", "quick")
@@ -63,7 +67,9 @@ def _checks(
             undecided=undecided,
             **common,
         ),
-        CheckConfig(metric="latency", percentile=99.0, max=max_p99_ms, **common),
+        CheckConfig(
+            metric="latency", percentile=99.0, max=max_p99_ms, confidence=confidence, **common
+        ),
     ]
 
 
@@ -117,3 +123,19 @@ def preset_watch(name: str) -> WatchConfig:
     if name == "quick":
         return WatchConfig(duration=30.0, max_error_rate=0.01, min_requests=20)
     raise UsageError(f'unknown canary preset "{name}": expected one of {", ".join(PRESETS)}')
+
+
+def latency_bounds(canary: CanaryConfig | None) -> tuple[float, ...]:
+    """The ``max`` of every latency check a canary of this configuration judges (its steps',
+    or its preset's, and the background ones): the request stream counts the requests at or
+    below each, so those checks are judged from counts with a confidence.
+
+    >>> latency_bounds(CanaryConfig(preset="progressive"))
+    (500.0, 1000.0)
+    """
+    if canary is None:
+        return ()
+    plan = canary.steps or (preset_steps(canary.preset) if canary.preset else [])
+    checks = [c for s in plan for c in s.analysis or ()] + list(canary.analysis)
+    bounds = (c.max for c in checks if c.metric == "latency" and c.max is not None)
+    return tuple(sorted(set(bounds)))
