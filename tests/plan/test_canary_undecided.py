@@ -105,7 +105,8 @@ def test_a_canary_at_its_limit_worse_than_stable_fails_at_the_end_of_the_step() 
     decisions = windows(spec, at_step(spec), 130, (100, 1), STABLE_CLEAN)
     assert len(decisions) == 6
     finished = decisions[-1].finished
-    assert finished is not None and finished.outcome == "rolled_back"
+    assert finished is not None
+    assert finished.outcome == "rolled_back"
     assert finished.reason.startswith(
         "analysis failed at the end of step 1: error_rate: canary worse than stable at 95%: "
         "canary 6/600 errors (1%) vs stable 6/5400 (0.111%), one-sided p = 0.000532 < 0.05"
@@ -167,7 +168,8 @@ def test_undecided_pass_still_fails_a_canary_worse_than_stable() -> None:
     spec = RolloutSpec("canary", "v2", "v1", config({**AT_LIMIT, "undecided": "pass"}))
     decisions = windows(spec, at_step(spec), 130, (100, 1), STABLE_CLEAN)
     finished = decisions[-1].finished
-    assert finished is not None and finished.outcome == "rolled_back"
+    assert finished is not None
+    assert finished.outcome == "rolled_back"
     assert "canary worse than stable at 95%" in finished.reason
 
 

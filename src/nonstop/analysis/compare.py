@@ -21,11 +21,16 @@ when the p-value is below ``1 - c``. (Drawing with replacement instead gives the
 binomial test ``Binomial(k + m, n_c / (n_c + n_s))``, the same null; for rare errors the two
 agree to a few percent.)
 
-Worked examples (canary share of requests 5%)::
+Worked examples (the canary's share of requests is 5%, except the 1% step's)::
 
-    canary 12/18,000, stable 171/342,000  (0.067% vs 0.05%)  p = 0.27     not worse at 99.9%
-    canary 27/18,000, stable 171/342,000  (0.15% vs 0.05%)   p = 1.6e-6   worse at 99.9%
-    canary 3/1,200, stable 19/22,800 (1% share 5%, both ~0.1%...) see the tests' table
+    canary           stable             rates              p         at 99.9%
+    9/18,000         171/342,000        0.05% vs 0.05%     0.548     not worse
+    12/18,000        171/342,000        0.067% vs 0.05%    0.207     not worse
+    27/18,000        171/342,000        0.15% vs 0.05%     2.5e-6    worse
+    1/1,200          59/118,800         0.083% vs 0.05%    0.453     not worse (1% share)
+    2/10             0/190              both errors on a 5% share: 45 / C(200, 2) = 0.00226
+
+(The conditional binomial test gives 0.548, 0.207 and 2.48e-6 for the first three.)
 """
 
 from __future__ import annotations
@@ -40,8 +45,8 @@ def worse_p_value(k: int, n_c: int, m: int, n_s: int) -> float:
     """``P(X >= k)``, ``X ~ Hypergeometric(n_c + n_s, k + m, n_c)``: how likely ``k`` or more
     of the ``k + m`` bad requests land on the canary when the release does not matter.
 
-    >>> round(worse_p_value(2, 10, 0, 190), 5)  # both errors on a 5% share
-    0.00237
+    >>> round(worse_p_value(2, 10, 0, 190), 5)  # both errors on a 5% share: 45 / 19900
+    0.00226
     >>> worse_p_value(0, 100, 5, 1900)
     1.0
     """
