@@ -723,7 +723,8 @@ def _conclude_whole(c: CheckRun) -> Verdict:
 
     1. worse than stable: ``fail``;
     2. the stable release itself above the limit with that confidence: ``inconclusive`` (the
-       rollout pauses for a person: the service is bad, the canary is not shown to be why);
+       rollout pauses for a person: the service is bad, the canary is not shown to be why;
+       with ``undecided = "pass"`` an undecided check passes, saying so);
     3. the canary shown above the limit: ``fail``;
     4. undecided and not worse than stable: ``pass``, and the reason says so.
 
@@ -752,6 +753,12 @@ def _conclude_whole(c: CheckRun) -> Verdict:
         if compared.outcome == "fail":
             return replace(compared, reason=f"{compared.reason}; the canary: {verdict.reason}")
         stable = judge(c.check, baseline, role="stable")
+        if stable.outcome == "fail" and c.check.undecided == "pass" and undecided(verdict):
+            reason = (
+                f'{c.name} not shown above max, passed as undecided = "pass"; the stable '
+                f"release is above the limit too ({stable.reason}): {verdict.reason}"
+            )
+            return replace(verdict, outcome="pass", reason=reason)
         if stable.outcome == "fail":
             reason = (
                 f"{c.name}: the stable release itself is above the limit ({stable.reason}); "
