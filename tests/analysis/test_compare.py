@@ -216,3 +216,12 @@ def test_end_of_step_latency_from_counts_beside_stable() -> None:
     slower = [window("v2", i, 600, slow=9) for i in range(30)]
     outcome = run_step(check, slower, stable)
     assert outcome.startswith("fail: latency_p99 failed 3 of 3 judged windows (failure_limit 1)")
+
+
+def test_latency_bounds_name_every_latency_max() -> None:
+    from nonstop.analysis.presets import latency_bounds
+    from nonstop.config.schema import CanaryConfig
+
+    assert latency_bounds(CanaryConfig(preset="progressive")) == (500.0, 1000.0)
+    assert latency_bounds(CanaryConfig(preset="quick")) == (1000.0,)
+    assert latency_bounds(None) == ()

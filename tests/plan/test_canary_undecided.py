@@ -241,3 +241,57 @@ def test_an_empty_new_window_does_not_restart_the_idle_clock() -> None:
         state = decision.state
     assert [t for t, found in events.items() if found] == [70.0]
     assert events[70.0][0].startswith("sequential test could not run for 60s: ")
+
+
+P99_AT_500 = {"metric": "latency", "max": 500, "min_samples": 50, "interval": 10}
+
+
+def timed(release: str, start: float, end: float, requests: int, slow: int) -> Measurement:
+    """``requests`` with their latency counted at 500 ms, ``slow`` of them slower."""
+    le = {500.0: requests - slow, float("inf"): requests}
+    latency = {99.0: 480.0} if requests else {}
+    return Measurement(release, start, end, requests, {"2xx": requests}, 0, latency, True, le)
+
+
+def latency_windows(
+    spec: RolloutSpec, seconds: int, canary_slow: int, stable_slow: int
+) -> list[Decision]:
+    """10 s windows: the canary 100 requests (``canary_slow`` slower than 500 ms), the stable
+    release 900 (``stable_slow``)."""
+    state, decisions = at_step(spec), []
+    for k in range(1, seconds // 10 + 1):
+        now, start = T0 + 10 * k, state.phase_started_at
+        measured = {
+            "v2": timed("v2", start, now, 100, canary_slow),
+            "v1": timed("v1", start, now, 900, stable_slow),
+        }
+        decision = canary.decide(spec, state, Observed(now, instances(), None, measured))
+        decisions.append(decision)
+        state = decision.state
+        if state.phase != "step":
+            break
+    return decisions
+
+
+def test_a_p99_at_its_limit_on_both_releases_passes_the_step() -> None:
+    """1 of 100 canary requests and 9 of 900 stable ones slower than 500 ms each window: the
+    canary's p99 sits at the limit (600 requests, 6 slow: 95% bounds straddle 1%), stable's
+    too: not worse, the step ends at its pause."""
+    spec = RolloutSpec("canary", "v2", "v1", config(P99_AT_500))
+    decisions = latency_windows(spec, 130, 1, 9)
+    assert len(decisions) == 6
+    passed = next(e for e in decisions[-1].events if e.startswith("step analysis passed"))
+    assert (
+        "latency_p99 not shown below the limit but canary not worse than stable at 95%: canary "
+        "6/600 slower than 500ms (1%) vs stable 54/5400 (1%)"
+    ) in passed
+
+
+def test_a_p99_slower_than_stable_fails_at_the_end_of_the_step() -> None:
+    spec = RolloutSpec("canary", "v2", "v1", config(P99_AT_500))
+    decisions = latency_windows(spec, 130, 1, 1)
+    finished = decisions[-1].finished
+    assert finished is not None
+    assert finished.reason.startswith(
+        "analysis failed at the end of step 1: latency_p99: canary worse than stable at 95%"
+    )
