@@ -25,10 +25,17 @@ with the point estimate as its value. Worked examples, max 0.001 at 95%::
 
 The outcome is decided from the binomial tails at ``max`` itself (``P(X >= k) < 1 - confidence``
 fails, ``P(X <= k) <= 1 - confidence`` passes), so it is exact; the bounds are for people.
-``confidence = 0`` compares the raw rate (``> max`` fails, equal passes), as latency and query
-checks always do: a latency percentile comes as a number without the counts behind it, so it
-needs ``min_samples`` requests and is compared as measured; a query's value is whatever the
-PromQL computes. Raw example: 412 requests, 21 errors -> 0.051 > 0.001 -> fail.
+``confidence = 0`` compares the raw rate (``> max`` fails, equal passes), as query checks always
+do (a query's value is whatever the PromQL computes). Raw example: 412 requests, 21 errors ->
+0.051 > 0.001 -> fail.
+
+A ``latency`` check with a confidence is judged the same way from counts when the source
+counted the requests at or below its ``max`` (``Measurement.latency_le``): the p-th percentile
+is above ``max`` exactly when more than ``1 - p`` of the requests are slower than ``max``, so the
+slow requests are an "error rate" against the limit ``1 - p`` (the order-statistic bound on a
+quantile). p99 <= 500 ms at 95% over 1000 requests: at most 4 slower passes, 16 or more fail,
+in between pools. Without counts (or with a ``min``, or ``confidence = 0``) the percentile is
+compared as measured, after ``min_samples`` requests.
 
 Many looks: :func:`step` folds one window into an :class:`AnalysisRun` and returns that window's
 Verdict. The run, not the window, decides the rollout (STYLE.md #2, as Argo Rollouts'
@@ -54,10 +61,14 @@ AnalysisRun phase versus its Measurements):
   one's end is the next one, and the pending one moves into ``carried``, which is added to every
   window judged until one is judged. A window from another release, or overlapping the pending
   one otherwise, starts afresh (adding it would count requests twice).
-- **the end of a step**: :func:`conclude` judges an ``error_rate`` check with a confidence once
-  more over the step's whole data (``judged`` windows, then the pooled ones). Below the limit it
-  passes; still undecided, it passes only with ``undecided = "pass"`` (and says "not shown above
-  max"), else it is ``inconclusive`` and the canary measures on, then pauses for a person.
+- **the end of a step**: :func:`conclude` judges an ``error_rate`` check with a confidence (and a
+  latency check from counts) once more over the step's whole data (``judged`` windows, then the
+  pooled ones). Below the limit it passes. Otherwise it is compared with the stable release
+  over the same windows (``baseline``, fed by :func:`step`; :mod:`nonstop.analysis.compare`):
+  worse than stable fails; a stable release itself above the limit is ``inconclusive`` (the
+  canary measures on, then pauses for a person); a canary shown above the limit fails; not
+  worse passes and says so. With no baseline, still undecided passes only with
+  ``undecided = "pass"`` ("not shown above max"), else it is ``inconclusive``.
 """
 
 from __future__ import annotations

@@ -29,8 +29,9 @@ rate from the limit. Showing a rate below 0.1% at 99.9% takes 6,908 requests wit
 error (``-ln(0.001) / 0.001``): the 1% step sees 1,200 at 200 requests/s, so there the threshold
 only guards (fails a rate shown above 0.1%, passes otherwise and says so), and the 5% step, with
 18,000 requests, must show it. Likewise ``quick``: 100 canary requests in its first step cannot
-show a rate below 1%. From 5% on, ``progressive`` pauses for a person when a step cannot tell (a
-canary right at its limit does that) rather than guess.
+show a rate below 1%. From 5% on, a step that cannot tell compares the canary with the stable
+release over the same windows (:func:`nonstop.analysis.checks.conclude`): not worse passes,
+worse fails, and only a stable release itself above the limit pauses for a person.
 
 Windows with fewer than ``min_samples`` requests pool into the next, so a 1% canary of a quiet
 service is judged over longer windows rather than never. ``failure_limit = 2`` in
