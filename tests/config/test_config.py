@@ -56,8 +56,11 @@ ERRORS = [
     ),
     (
         APP + "[strategy.canary]\nsteps = [{ wieght = 5 }]\n",
-        "strategy.canary.steps[0].wieght: unknown key",
+        'strategy.canary.steps[0].wieght: unknown key (did you mean "weight"?)',
     ),
+    (APP + "comand = 1\n", 'app.comand: unknown key (did you mean "command"?)'),
+    ('[helth]\npath = "/"\n' + APP, 'helth: unknown key (did you mean "health"?)'),
+    (APP + '[router]\nupstream_timout = "3s"\n', '(did you mean "upstream_timeout"?)'),
     (
         APP + '[strategy.canary]\nsteps = [{ pause = { until = "never" } }]\n',
         "strategy.canary.steps[0].pause: expected a duration, or {} to wait for `nonstop promote`",

@@ -119,3 +119,30 @@ def test_config_file_must_be_a_small_regular_file(tmp_path: Path) -> None:
     binary.write_bytes(b"\xff\xfe")
     with pytest.raises(ConfigError, match="not UTF-8 text"):
         load_config(binary)
+
+
+@pytest.mark.parametrize(
+    ("args", "text"),
+    [
+        (["deploy", "v9\n"], 'release name "v9\\n" is not valid'),
+        (["deploy", "v9", "--env", "BAD KEY=1"], "--env"),
+        (["deploy", "v9", "--env", "K\nX=1"], "--env"),
+    ],
+)
+def test_cli_refuses_bad_names_and_env_before_anything(
+    args: list[str],
+    text: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Exit 2 with the validator's message, without a project or an agent to talk to."""
+    from nonstop.cli.main import main
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    output = capsys.readouterr().err
+    assert exit_info.value.code == 2, output
+    assert text in output
+    assert "Traceback" not in output

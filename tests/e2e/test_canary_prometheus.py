@@ -5,6 +5,7 @@ release rolled back by a PromQL query check; then `nonstop analysis explain` say
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -105,7 +106,24 @@ def test_bad_canary_is_rolled_back_by_a_prometheus_query_check(
     assert report is not None
     assert report.counts["transport"] == 0
     assert report.counts["timeout"] == 0
+    # With Prometheus judging, the router's own stream still learns who serves: the agent's
+    # /metrics charges requests to releases, not to "(unknown)".
+    metrics = _agent_metrics(project)
+    assert 'nonstop_requests_total{code_class="2xx",release="v1"}' in metrics, metrics
+    assert 'release="(unknown)"' not in metrics, metrics
     _explain(project, done)
+
+
+def _agent_metrics(project: Project) -> str:
+    """GET /metrics over the agent's unix socket (the one route that needs no token)."""
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(30)
+        sock.connect(str(project.paths.socket))
+        sock.sendall(b"GET /metrics HTTP/1.0\r\nHost: agent\r\n\r\n")
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks).decode()
 
 
 def _explain(project: Project, done: dict[str, object]) -> None:

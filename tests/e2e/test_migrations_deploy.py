@@ -4,7 +4,10 @@ instance of the older release is alive."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -95,8 +98,57 @@ def test_deploy_runs_expand_first_backfill_after_and_contract_waits(
     assert refused.returncode == 1, refused.stdout + refused.stderr
     assert "v1" in refused.stderr + refused.stdout
     assert "total" in columns(database)
+    # It went through the agent: gate and run under the deploy lock (decision 0350).
+    events = [e["message"] for e in agent.call("GET", "/v1/events")]
+    assert "contract migrations: gate checked under the deploy lock" in events
+    assert not agent.status()["contract_running"]
 
 
 def agent_started(agent: AgentProcess) -> AgentProcess:
     agent.start()
     return agent
+
+
+SLOW_CONTRACT = """-- nonstop: phase=contract
+SET lock_timeout = '2s';
+SELECT pg_sleep(3);
+ALTER TABLE orders ADD COLUMN IF NOT EXISTS gate_probe int;
+ALTER TABLE orders DROP COLUMN gate_probe;
+"""
+
+
+def test_no_deploy_starts_while_a_contract_runs(
+    project: Project, agent: AgentProcess, database: str
+) -> None:
+    """Decision 0350: the agent runs gate and contract under its deploy lock."""
+    project.write_config(extra=f'\n[migrations]\ndir = "migrations"\ndatabase_url = "{database}"\n')
+    migrations = project.root / "migrations"
+    migrations.mkdir()
+    (migrations / "0001_slow_contract.sql").write_text(SLOW_CONTRACT)
+    first_deploy(agent_started(agent))
+    env = {**os.environ, "NONSTOP_PROJECT": str(project.root)}
+    contract = subprocess.Popen(
+        [sys.executable, "-m", "nonstop.cli", "migrate", "complete"],
+        cwd=project.root,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not agent.status()["contract_running"]:
+            assert contract.poll() is None, contract.communicate()
+            assert time.monotonic() < deadline, "the contract never ran in the agent"
+            time.sleep(0.05)
+        refused = project.cli("deploy", "v2")
+        assert refused.returncode == 1, refused.stdout + refused.stderr
+        assert "a contract migration is running" in refused.stderr
+        out, err = contract.communicate(timeout=60)
+        assert contract.returncode == 0, out + err
+        assert "0001_slow_contract" in out + err
+    finally:
+        if contract.poll() is None:
+            contract.kill()
+            contract.communicate()
+    assert [r["candidate"] for r in agent.call("GET", "/v1/rollouts")] == ["v1"]

@@ -8,7 +8,7 @@ import pytest
 
 from nonstop.config.load import validate_config
 from nonstop.engine.releases import existing_release, merged_env
-from nonstop.errors import StateError
+from nonstop.errors import UsageError
 from nonstop.store import open_store
 
 APP = {"name": "shop", "command": "app --port {port}", "env": {"GREETING": "hello"}}
@@ -43,6 +43,6 @@ def test_another_command_or_environment_under_a_kept_name_is_refused(
     store.add_release(
         "v1", str(tmp_path), kept.app.command, merged_env(kept, {"VERSION": "v1"}), {"app": APP}
     )
-    with pytest.raises(StateError, match="release v1 already exists with a different command"):
+    with pytest.raises(UsageError, match="release v1 already exists with a different command"):
         existing_release(store, "v1", validate_config({"app": app}), request_env)
     store.close()

@@ -1,8 +1,11 @@
 """`nonstop flags` end to end: the CLI against a real agent (real Caddy, real app), the SDK
-on the agent's client API, and a guarded rollout judged on the router's real error rate."""
+on the agent's client API, a guarded rollout judged on the router's real error rate, and
+guarded rollouts judged on the outcomes the SDK reports for the flag's users."""
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import json
 import logging
 import urllib.error
@@ -11,6 +14,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import pytest
 from UnleashClient import UnleashClient
@@ -227,3 +231,54 @@ def test_guarded_rollout_resumes_after_kill_9(
     shown = json.loads(cli("flags", "show", "checkout", "--json", check=True).stdout)
     assert (shown["enabled"], shown["rollout"]) == (True, "60")
     assert "flags: resuming the guarded rollout of checkout" in cli("events", check=True).stdout
+
+
+def test_guarded_rollouts_judge_the_flags_users(
+    flags_project: FlagsProject, running: AgentProcess, cli: Callable[..., Result]
+) -> None:
+    """Two guarded rollouts on the real agent, outcomes from the real SDK's `guard`: the
+    users of "bad" fail 10% of the time and the others never -> "bad" is disabled by itself;
+    the users of "good" and the others both fail 2% -> "good" advances to the end."""
+    token = cli("flags", "token", "create", "--name", "web", check=True).stdout.strip()
+    for name, every in (("bad", "1h"), ("good", "1s")):
+        cli("flags", "create", name, check=True)
+        steps = ("--steps", "20,50,100", "--every", every, "--min-requests", "20")
+        cli("flags", "rollout", name, *steps, check=True)
+    fail_every = {("bad", True): 10, ("good", True): 50, ("good", False): 50}
+    seen = {key: itertools.count(1) for key in itertools.product(("bad", "good"), (True, False))}
+    users = itertools.count()
+
+    def show(name: str) -> dict[str, Any]:
+        data: dict[str, Any] = json.loads(cli("flags", "show", name, "--json", check=True).stdout)
+        return data
+
+    sdk = Client(flags_project.flags_url, token, app_name="shop", metrics_interval=0.2)
+    try:
+        assert sdk.ready.wait(10)
+
+        def serve_and_check() -> bool:
+            for _ in range(40):  # deterministic failures: every n-th outcome of a group fails
+                user = {"userId": str(next(users))}
+                for name in ("bad", "good"):
+                    with contextlib.suppress(RuntimeError), sdk.guard(name, user) as enabled:
+                        n = fail_every.get((name, enabled))
+                        if n and next(seen[name, enabled]) % n == 0:
+                            raise RuntimeError("the flagged code path failed")
+            states = (show("bad")["guarded_rollout"], show("good")["guarded_rollout"])
+            return states == ("failed", "completed")
+
+        assert wait_for(serve_and_check, timeout=120)
+    finally:
+        sdk.close()
+    bad, good = show("bad"), show("good")
+    assert bad["enabled"] is False
+    assert bad["guarded"]["reason"].startswith("the flag's users fail more often than the others")
+    assert "at step 1 of 3 (20%)" in bad["guarded"]["reason"]
+    assert bad["guarded"]["plan"]["basis"] == "outcomes"
+    assert (good["enabled"], good["rollout"], good["guarded"]["plan"]["basis"]) == (
+        True,
+        "100",
+        "outcomes",
+    )
+    assert "guarded rollout: step 2 of 3: 50%" in [e["message"] for e in good["events"]]
+    assert "flag bad: disabled automatically: the flag's users" in cli("events", check=True).stdout

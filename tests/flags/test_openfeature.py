@@ -15,7 +15,7 @@ from e2e.harness import free_port
 from flags.conftest import ServiceThread
 from flags.test_client_api import wait_for
 from nonstop.flags import Client, FlagEngine
-from nonstop.flags.openfeature import NonstopProvider, unleash_context
+from nonstop.flags.openfeature import NonstopProvider, OutcomeHook, unleash_context
 
 
 def variant(name: str, payload_type: str | None = None, value: str = "") -> dict[str, Any]:
@@ -179,3 +179,53 @@ def test_provider_with_an_unreachable_server_gives_defaults() -> None:
         assert (details.value, details.error_code) == ("fallback", ErrorCode.FLAG_NOT_FOUND)
     finally:
         api.clear_providers()
+
+
+def test_outcome_hook_records_each_evaluated_flag(server: ServiceThread, token: str) -> None:
+    """OpenFeature's hooks on the real SDK and the real service: each flag evaluated inside
+    `track()` gets one outcome (error when the block raises or calls fail()); evaluations
+    outside it, and evaluations that failed, are not outcomes."""
+    server.call("POST", "/v1/flags", {"name": "checkout", "percent": 100})
+    server.call("POST", "/v1/flags", {"name": "legacy", "percent": 100})
+    server.call("POST", "/v1/flags/legacy/disable")
+    sdk = Client(server.url, token, refresh_interval=3600, metrics_interval=3600)
+    provider = NonstopProvider(sdk)
+    hook = OutcomeHook(provider)
+    api.set_provider(provider)
+    api.add_hooks([hook])
+    try:
+        flags = api.get_client()
+        assert wait_for(lambda: flags.get_boolean_value("checkout", False))  # outside: nothing
+        with hook.track():
+            assert flags.get_boolean_value("checkout", False)
+            assert flags.get_boolean_value("checkout", False)  # the same work: one outcome
+
+        def checkout() -> None:
+            with hook.track():
+                assert flags.get_boolean_value("checkout", False)
+                assert not flags.get_boolean_value("legacy", True)
+                raise ValueError("payment declined")
+
+        with pytest.raises(ValueError, match="payment declined"):
+            checkout()
+        with hook.track() as scope:
+            assert not flags.get_boolean_value("legacy", True)
+            assert flags.get_boolean_value("missing", True)  # failed: the default, no outcome
+            scope.fail()
+        assert hook.evaluation_errors["missing"] == 1  # (and any made before the first fetch)
+        bucket, _ = sdk._pending()
+        assert bucket is not None
+        assert bucket["toggles"]["checkout"]["outcomes"] == {"yes": {"ok": 1, "error": 1}}
+        assert bucket["toggles"]["legacy"]["outcomes"] == {"no": {"error": 2}}
+        assert "missing" not in bucket["toggles"]
+    finally:
+        api.clear_hooks()
+        api.clear_providers()  # closes the client, which sends the last bucket
+    assert server.service is not None
+    store = server.service.store
+    assert (store.outcomes("checkout"), store.outcomes("legacy")) == ((1, 1, 0, 0), (0, 0, 0, 2))
+
+
+def test_outcome_hook_needs_the_sdk_client() -> None:
+    with pytest.raises(TypeError, match="OutcomeHook needs the SDK Client"):
+        OutcomeHook(NonstopProvider(FlagEngine.from_unleash(DOC)))

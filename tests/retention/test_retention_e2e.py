@@ -80,6 +80,11 @@ def test_bad_requests_change_nothing_and_prune_keeps_what_is_needed(
     ]
     logs = {p.name for p in project.paths.logs.iterdir()}
     assert not any(name.startswith(("v1-", "v2-")) for name in logs)
+    state = agent.status()["state_dir"]  # status tells the size of what is left
+    assert state["path"] == str(project.paths.state)
+    assert state["bytes"] > 0
+    shown = project.cli("status", check=True).stdout
+    assert f"state: {project.paths.state} (" in shown
     # what was kept still works: an instant rollback to v3
     back = project.cli("rollback")
     assert back.returncode == 0, back.stdout + back.stderr

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import struct
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -24,8 +25,8 @@ def free_port() -> int:
 
 @dataclass
 class Backend:
-    """A tiny upstream that answers its name; ``?sleep=S`` holds the response S seconds;
-    ``/ws`` is a websocket that echoes ``name:message``."""
+    """A tiny upstream that answers its name (GET and POST); ``?sleep=S`` holds the response
+    S seconds; ``/ws`` is a websocket that echoes ``name:message``."""
 
     name: str
     runner: web.AppRunner
@@ -55,6 +56,7 @@ async def start_backend(name: str, port: int = 0) -> Backend:
     app = web.Application()
     app.router.add_get("/ws", echo)
     app.router.add_get("/{tail:.*}", answer)
+    app.router.add_post("/{tail:.*}", answer)
     runner = web.AppRunner(app, shutdown_timeout=0.5)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()
@@ -168,3 +170,50 @@ async def wait_for(predicate: Callable[[], Awaitable[bool]], deadline: float = 1
             return False
         await asyncio.sleep(0.02)
     return True
+
+
+class FaultyUpstream:
+    """An address that fails the way a broken instance does: ``refuse`` (nothing listens: a
+    crashed instance), ``reset`` (accepts, reads the request, resets the connection) or
+    ``hang`` (accepts and never answers: a stopped or deadlocked process)."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.address = ""
+        self._server: asyncio.AbstractServer | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    async def start(self) -> FaultyUpstream:
+        if self.kind == "refuse":
+            self.address = f"127.0.0.1:{free_port()}"
+            return self
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.address = f"127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
+        return self
+
+    def upstream(self, weight: int = 1, release: str = "bad") -> Upstream:
+        return Upstream(self.kind, release, self.address, weight)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.add(writer)
+        try:
+            if self.kind == "reset":
+                await reader.read(1)
+                sock = writer.get_extra_info("socket")
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                writer.transport.abort()
+                return
+            while await reader.read(65536):  # hang: read everything, never answer
+                pass
+        except ConnectionError:
+            pass
+        finally:
+            self._writers.discard(writer)
+            writer.close()
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            for writer in list(self._writers):
+                writer.transport.abort()
+            await self._server.wait_closed()

@@ -33,10 +33,22 @@ def line(status: int, upstream_status: str, upstream: str, duration: str = "0.00
         ),
         (  # dial refused on every try: Caddy names the last upstream tried, none answered
             line(502, "null", '"127.0.0.1:18081"', "0.000378985"),
-            RequestEvent(1795672057.0637443, None, 502, 0.378985, True),
+            RequestEvent(1795672057.0637443, "127.0.0.1:18081", 502, 0.378985, True),
         ),
-        (  # "no upstreams available", or our static 503 for an empty table
+        (  # reset, or a bad response: 502 naming the upstream that failed
+            line(502, '""', '"127.0.0.1:18082"'),
+            RequestEvent(1795672057.0637443, "127.0.0.1:18082", 502, 2.5, True),
+        ),
+        (  # the upstream took longer than the upstream timeout: 504 naming it
+            line(504, "null", '"127.0.0.1:18082"', "30.001"),
+            RequestEvent(1795672057.0637443, "127.0.0.1:18082", 504, 30001.0, True),
+        ),
+        (  # "no upstreams available", or our static 503 for an empty table: none tried
             line(503, "null", "null", "0.000071336"),
+            RequestEvent(1795672057.0637443, None, 503, 0.071336, True),
+        ),
+        (  # an unset placeholder is written as an empty string: none tried either
+            line(503, '""', '""', "0.000071336"),
             RequestEvent(1795672057.0637443, None, 503, 0.071336, True),
         ),
         (  # a 404 from the upstream

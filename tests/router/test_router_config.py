@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from nonstop.drivers.router.admin import table_hash
 from nonstop.drivers.router.base import RouteTable, Upstream
 from nonstop.drivers.router.caddy_config import (
     NO_UPSTREAM_BODY,
@@ -39,7 +40,7 @@ def config(*upstreams: Upstream, tuning: ProxyTuning | None = None) -> dict[str,
 
 def handlers(cfg: dict[str, Any]) -> list[dict[str, Any]]:
     server = cfg["apps"]["http"]["servers"]["nonstop"]
-    handle: list[dict[str, Any]] = server["routes"][0]["handle"]
+    handle: list[dict[str, Any]] = server["routes"][-1]["handle"]
     return handle
 
 
@@ -131,15 +132,57 @@ def test_weight_zero_upstreams_leave_the_pool() -> None:
 
 
 def test_tuning_reaches_caddy() -> None:
-    tuning = ProxyTuning(drain_timeout=12, retry_window=3, retry_interval=0.02, mark_down_for=1)
-    cfg = config(up("a", 1), tuning=tuning)
+    tuning = ProxyTuning(drain_timeout=12, mark_down_for=1, upstream_timeout=45)
+    cfg = config(up("a", 1), up("b", 1), up("c", 1), tuning=tuning)
     proxy = handlers(cfg)[-1]
     assert cfg["apps"]["http"]["grace_period"] == "12000ms"
     assert proxy["stream_close_delay"] == "12000ms"
-    assert proxy["load_balancing"]["try_duration"] == "3000ms"
-    assert proxy["load_balancing"]["try_interval"] == "20ms"
-    # Passive health counts refused connections only: no status or latency rule.
+    assert proxy["transport"]["response_header_timeout"] == "45000ms"
+    # Retries at once, never waiting: a wait is cut short by the next reload (decision 0331).
+    assert proxy["load_balancing"]["retries"] == 3
+    assert "try_duration" not in proxy["load_balancing"]
+    assert "try_interval" not in proxy["load_balancing"]
+    # Without a health path: passive health only (a failed dial or round trip marks it down).
     assert proxy["health_checks"] == {"passive": {"fail_duration": "1000ms", "max_fails": 1}}
+
+
+def test_a_lone_upstream_is_never_marked_down() -> None:
+    """Nowhere else to send its requests: a mark would only turn a blink into 503s."""
+    proxy = handlers(config(up("a", 1), up("b", 0), tuning=ProxyTuning(health_path="/h")))[-1]
+    assert "health_checks" not in proxy
+
+
+@pytest.mark.parametrize(("pool", "retries"), [(1, 2), (2, 2), (5, 5)])
+def test_there_are_at_least_two_retries_and_one_per_upstream(pool: int, retries: int) -> None:
+    upstreams = [up(f"i{i}", 1, port=9100 + i) for i in range(pool)]
+    assert handlers(config(*upstreams))[-1]["load_balancing"]["retries"] == retries
+
+
+def test_a_health_path_turns_on_active_checks() -> None:
+    tuning = ProxyTuning(health_path="/healthz", health_interval=0.5, health_timeout=1)
+    proxy = handlers(config(up("a", 1), up("b", 1), tuning=tuning))[-1]
+    assert proxy["health_checks"]["active"] == {
+        "uri": "/healthz",
+        "interval": "500ms",
+        "timeout": "1000ms",
+        "fails": 2,
+        "passes": 1,
+    }
+
+
+def test_the_table_probe_is_answered_by_caddy_and_not_logged() -> None:
+    table = RouteTable((up("a", 2), up("b", 2)))
+    cfg = config(*table.upstreams)
+    probe = cfg["apps"]["http"]["servers"]["nonstop"]["routes"][0]
+    assert probe["match"] == [
+        {"path": ["/.well-known/nonstop/router"], "header": {"X-Nonstop-Probe": ["table"]}}
+    ]
+    assert probe["handle"][0] == {"handler": "vars", "log_skip": True}
+    assert probe["handle"][1]["body"] == table_hash(table) + "\n"
+    assert probe["terminal"] is True
+    # [2, 2] routes as [1, 1] does: the same hash, so the same config (no reload)
+    assert table_hash(table) == table_hash(RouteTable((up("a", 1), up("b", 1))))
+    assert table_hash(table) != table_hash(RouteTable((up("a", 1), up("b", 2))))
 
 
 def test_admin_is_a_0600_unix_socket_and_the_access_log_goes_to_ours() -> None:

@@ -19,6 +19,7 @@ from nonstop.drivers.router.haproxy_config import (
     parse_servers_state,
     parse_sessions,
     plan_changes,
+    probe_map_text,
 )
 from nonstop.drivers.router.haproxy_process import last_alert
 from nonstop.errors import RouterError
@@ -167,13 +168,23 @@ def test_plan_changes(
         ),
         pytest.param(
             f"nonstop-req 1795675294 000 503 3011 SC {A}",
-            RequestEvent(1795675297.011, None, 503, 3011.0, proxy_error=True),
-            id="connect refused after retries",
+            RequestEvent(1795675297.011, A, 503, 3011.0, proxy_error=True),
+            id="connect refused after retries: the last server tried is named",
         ),
         pytest.param(
             f"nonstop-req 1795675294 000 502 5 SH {A}",
-            RequestEvent(1795675294.005, None, 502, 5.0, proxy_error=True),
+            RequestEvent(1795675294.005, A, 502, 5.0, proxy_error=True),
             id="server closed before its headers",
+        ),
+        pytest.param(
+            f"nonstop-req 1795675294 000 504 30000 sH {A}",
+            RequestEvent(1795675324.0, A, 504, 30000.0, proxy_error=True),
+            id="server timeout",
+        ),
+        pytest.param(
+            f"nonstop-req 1795675294 000 502 3 PH {A}",
+            RequestEvent(1795675294.003, A, 502, 3.0, proxy_error=True),
+            id="bad response headers from the server",
         ),
         pytest.param(
             "nonstop-req 1795675294 000 503 0 SC <NOSRV>",
@@ -270,12 +281,13 @@ def test_last_alert_names_the_cause_not_the_exit(tmp_path: Path) -> None:
 
 def test_the_config_is_valid_for_haproxy(tmp_path: Path) -> None:
     binary = require_binary("haproxy", "/usr/sbin/haproxy")
-    files = Files(tmp_path / "admin.sock", tmp_path / "body.txt")
+    files = Files(tmp_path / "admin.sock", tmp_path / "body.txt", tmp_path / "probe.map")
     files.no_upstream_body.write_text("503\n")
+    files.probe_map.write_text(probe_map_text("0123456789abcdef"))
     text = build_config(
         {A: (A, 9), B: (B, 0)}, listen="127.0.0.1:8080", files=files, tuning=HAProxyTuning()
     )
-    assert f"    server {A} {A} weight 9\n" in text
+    assert f"    server {A} {A} weight 9 check inter 500ms fall 2 rise 1 " in text
     assert "    hard-stop-after 30000ms\n" in text
     assert "    log ring@nonstop_events local0 info\n" in text
     config = tmp_path / "haproxy.cfg"

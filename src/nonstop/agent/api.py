@@ -4,30 +4,46 @@ token in .nonstop/token, 0600), compared in constant time; the socket itself is 
     GET  /v1/status                  agent, releases, instances, routes, rollout in progress
     POST /v1/deploy                  {release, path, env, config, strategy} -> 202 rollout
     GET  /v1/rollouts[?limit=N]      history;  GET /v1/rollouts/{id} one, with its journal
-    GET  /v1/events?after=N[&rollout=ID]
+    GET  /v1/events?after=N[&rollout=ID][&limit=N]
     POST /v1/command                 {command: promote|promote_full|pause|resume|abort|rollback}
     POST /v1/rollback
     GET  /v1/logs?instance=ID|release=NAME&lines=N
     POST /v1/shutdown                {stop_instances: bool}
+    POST /v1/migrate/contract        {directory, url, lock_timeout, pg_version}: the contract
+                                     gate and run, with no deploy able to start in between
     GET  /v1/analysis[?rollout=ID]   analysis runs, verdicts and the final reason
     GET  /metrics                    Prometheus exposition (no token: local socket only)
 
-Errors are ``{"error": "..."}`` with 400 (bad input), 404, 409 (conflicts with what runs).
+Errors are always JSON, ``{"error": "..."}``: 400 (bad input: bad JSON, a body nested deeper
+than MAX_DEPTH, an integer out of range), 401, 404, 409 (conflicts with what runs), 413 (a
+body over MAX_BODY), 500 (the agent failed; the message says what, the traceback goes to
+agent.log). No request reaches a handler's internals with input it cannot take.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import json
+import sys
+import traceback
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
+from nonstop.engine.health import describe
 from nonstop.errors import NonstopError, StateError, UsageError
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+MAX_BODY = 4 * 1024 * 1024
+"""Largest request body (a deploy carries the whole nonstop.toml, never megabytes)."""
+MAX_DEPTH = 64
+"""Deepest JSON nesting a request body may have."""
+MAX_ID = 2**63 - 1
+"""Largest id SQLite stores."""
 
 
 def json_response(data: Any, status: int = 200) -> web.Response:
@@ -57,6 +73,19 @@ def auth_middleware(token: str, open_paths: frozenset[str]) -> Any:
             return error_response(str(exc), 400)
         except NonstopError as exc:
             return error_response(str(exc), 500)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            return error_response(f"{request.method} {request.path}: {exc.reason}", exc.status)
+        except Exception as exc:  # never a plain-text traceback to the client
+            with contextlib.suppress(OSError):  # agent.log may sit on a full disk
+                print(f"error: {request.method} {request.path} failed:", file=sys.stderr)
+                traceback.print_exc(file=sys.stderr)
+            return error_response(
+                f"the agent failed on {request.method} {request.path}: {describe(exc)} "
+                "(details in .nonstop/logs/agent.log)",
+                500,
+            )
 
     return middleware
 
@@ -64,13 +93,64 @@ def auth_middleware(token: str, open_paths: frozenset[str]) -> Any:
 async def read_json(request: web.Request) -> dict[str, Any]:
     if not request.can_read_body:
         return {}
+    raw = await request.read()  # the app's client_max_size answers 413 past MAX_BODY
+    if len(raw) > MAX_BODY:
+        raise web.HTTPRequestEntityTooLarge(max_size=MAX_BODY, actual_size=len(raw))
+    depth = json_depth(raw)
+    if depth > MAX_DEPTH:
+        raise UsageError(f"request body is nested more than {MAX_DEPTH} levels deep")
     try:
-        body = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        body = json.loads(raw)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, bad UTF-8, 4,300+ digits
         raise UsageError(f"request body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
         raise UsageError("request body must be a JSON object")
     return body
+
+
+def json_depth(raw: bytes, limit: int = MAX_DEPTH) -> int:
+    """How deep brackets nest in ``raw`` (ignoring those inside strings), exact up to
+    ``limit`` and ``limit + 1`` for anything deeper; checked before parsing, so a deep body
+    never reaches the parser's recursion."""
+    opening = raw.count(b"[") + raw.count(b"{")
+    if opening <= limit:
+        return opening  # cannot nest deeper than it opens
+    depth = deepest = 0
+    in_string = escaped = False
+    for byte in raw:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):
+            depth += 1
+            deepest = max(deepest, depth)
+            if deepest > limit:
+                break  # deep enough to refuse: no need to read the rest
+        elif byte in (0x5D, 0x7D):
+            depth -= 1
+    return deepest
+
+
+def int_value(value: str, what: str, *, low: int = 0, high: int = MAX_ID) -> int:
+    """``value`` as an integer in ``[low, high]``, else a UsageError naming ``what``."""
+    try:
+        number = int(value, 10) if len(value) <= 20 else None
+    except ValueError:
+        number = None
+    if number is None or not low <= number <= high:
+        raise UsageError(f"{what}: expected an integer from {low} to {high}, got {value[:40]!r}")
+    return number
+
+
+def int_param(request: web.Request, name: str, default: int, *, low: int, high: int) -> int:
+    value = request.query.get(name)
+    return default if value is None else int_value(value, name, low=low, high=high)
 
 
 def tail_file(path: Path, lines: int) -> list[str]:

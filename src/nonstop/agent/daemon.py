@@ -9,32 +9,51 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import fcntl
+import ipaddress
 import os
 import signal
+import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from aiohttp import web
 
 from nonstop import __version__
-from nonstop.agent.api import auth_middleware, json_response, read_json, tail_file
+from nonstop.agent.api import (
+    MAX_BODY,
+    MAX_ID,
+    auth_middleware,
+    int_param,
+    int_value,
+    json_response,
+    read_json,
+    tail_file,
+)
 from nonstop.agent.paths import Paths
 from nonstop.analysis.checks import AnalysisRun, conclude
 from nonstop.analysis.explain import ExplainRow, explain, explain_history
 from nonstop.analysis.sequential import SequentialRun
+from nonstop.config.load import validate_config
 from nonstop.config.schema import NonstopConfig
+from nonstop.config.validate import validate_env, validate_release_name
 from nonstop.drivers.metrics import RequestStats, register_request_metrics
 from nonstop.drivers.router.base import Router
 from nonstop.engine.engine import DeployRequest, Engine, MeasurementSource
+from nonstop.engine.health import describe
 from nonstop.engine.instances import InstanceManager
-from nonstop.errors import StateError, UsageError
+from nonstop.errors import ConfigError, NonstopError, StateError, UsageError
 from nonstop.flags.service import FlagService
 from nonstop.store import RolloutRow, open_store
 
 if TYPE_CHECKING:
     from nonstop.drivers.metrics.prometheus_provider import PrometheusSource
+
+
+T = TypeVar("T")
 
 
 class AgentLock:
@@ -63,12 +82,15 @@ class AgentLock:
 
 
 def make_router(paths: Paths, config: NonstopConfig) -> Router:
+    settings: dict[str, Any] = {
+        "drain_timeout": config.app.drain_timeout,
+        "upstream_timeout": config.router.upstream_timeout,
+        "health_path": config.health.path,
+    }
     if config.router.kind == "haproxy":
         from nonstop.drivers.router.haproxy import HAProxyRouter
 
-        return HAProxyRouter(
-            paths.state / "router", config.router.listen, drain_timeout=config.app.drain_timeout
-        )
+        return HAProxyRouter(paths.state / "router", config.router.listen, **settings)
     if config.router.kind != "caddy":
         raise UsageError(
             f'router.kind: "{config.router.kind}" is not available yet in this version; '
@@ -76,9 +98,33 @@ def make_router(paths: Paths, config: NonstopConfig) -> Router:
         )
     from nonstop.drivers.router.caddy import CaddyRouter
 
-    return CaddyRouter(
-        paths.state / "router", config.router.listen, drain_timeout=config.app.drain_timeout
-    )
+    return CaddyRouter(paths.state / "router", config.router.listen, **settings)
+
+
+ROUTER_SETTINGS = (("router", "listen"), ("router", "kind"), ("router", "upstream_timeout"))
+"""What the running router was started with: a deploy that changes one is refused. The
+router's own health checks use the agent's ``health.path`` too (checked below)."""
+
+
+ROUTER_WAIT = float(os.environ.get("NONSTOP_ROUTER_WAIT", "20"))
+"""Seconds start-up waits for the router (retrying, then restarting it) before the agent runs
+on without it, degraded, and keeps trying in the background (``NONSTOP_ROUTER_WAIT``)."""
+WATCH_ROUTER = 1.0
+"""Seconds between two router checks while it answers (backoff up to 10 s while it fails)."""
+ROUTER_RECHECK = 0.5
+"""Seconds before a router that missed one check is checked again (and restarted if it misses)."""
+
+
+class AdoptOnce(InstanceManager):
+    """Adopting the previous agent's instances happens once, so a recovery that failed after
+    it (the router's admin API, say) can be run again without adopting anything twice."""
+
+    adopted = False
+
+    async def adopt(self) -> None:
+        if not self.adopted:
+            await super().adopt()
+            self.adopted = True
 
 
 class Agent:
@@ -88,6 +134,12 @@ class Agent:
         self.stop_event = asyncio.Event()
         self.stop_instances = False
         self.started_at = time.time()
+        self._size: tuple[float, int] | None = None
+        self.contract_running = False
+        self._recovery_began = False
+        self.recovered = asyncio.Event()
+        """Set once start-up recovery has finished or given up: the API answers from then on
+        (it binds before, so a bad socket or port fails the start before anything spawns)."""
 
     async def run(self) -> None:
         self.paths.ensure()
@@ -102,13 +154,15 @@ class Agent:
         from nonstop.drivers.runtime.local import LocalRuntime
 
         token = self.paths.read_or_create_token()
+        self.paths.ensure_socket_dir()
+        listen = tcp_listen(self.config.agent.listen)  # bad [agent] listen: refuse before starting
         store = open_store(self.paths.state)
         router = make_router(self.paths, self.config)
         stats = RequestStats()
         runtime = LocalRuntime(log_dir=self.paths.logs)
 
         def instances(engine: Engine) -> InstanceManager:
-            return InstanceManager(
+            return AdoptOnce(
                 store,
                 runtime,
                 self.paths.logs,
@@ -119,46 +173,153 @@ class Agent:
             )
 
         measurements, poller = self._measurement_source(stats)
-        engine = Engine(store, instances, router, measurements, self.paths.state)
+        engine = Engine(store, instances, router, measurements, self.paths.state, stream=stats)
+        engine.revive_router_in_tick = False  # the router has its own task (invariant 8)
         self.engine = engine
         self.stats = stats
         self.flags = FlagService(
             self.paths.state, self.config.flags, self._flag_error_rate, engine.emit
         )
-        await engine.recover()
-        self.paths.pidfile.write_text(str(os.getpid()))
-        runner = await self._start_api(token)
-        await self.flags.start()
-        tasks = [
-            asyncio.create_task(engine.run(self.stop_event)),
-            asyncio.create_task(self._consume_requests(router, stats)),
-        ]
-        if poller is not None:
-            poller.on_error = lambda message: engine.emit("warning", f"metrics: {message}")
-            tasks.append(asyncio.create_task(poller.run(self.stop_event)))
+        engine.emit("info", f"agent {os.getpid()} starting (nonstop {__version__})")
+        runner: web.AppRunner | None = None
+        tasks: list[asyncio.Task[None]] = []
+        started = False
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in (signal.SIGTERM, signal.SIGINT):  # from here on a stop request cleans up
             loop.add_signal_handler(sig, self.stop_event.set)
-        store.add_event(f"agent {os.getpid()} started (nonstop {__version__})")
         try:
+            # The API binds first, so a path or port problem stops us before anything spawns.
+            runner = await self._start_api(token, listen)
+            self._recovery_began = True
+            try:
+                recovered = await self._recover(engine)
+            finally:
+                self.recovered.set()
+            self.paths.pidfile.write_text(str(os.getpid()))
+            await self.flags.start()
+            if recovered:
+                await engine.instances.stop_strays()
+            tasks = [
+                asyncio.create_task(engine.run(self.stop_event)),
+                asyncio.create_task(self._watch_router(engine)),
+                asyncio.create_task(self._consume_requests(router, stats)),
+            ]
+            if poller is not None:
+                poller.on_error = lambda message: engine.emit("warning", f"metrics: {message}")
+                tasks.append(asyncio.create_task(poller.run(self.stop_event)))
+            if self.stop_event.is_set():  # stopped while starting: stop what this start began
+                return
+            engine.emit("info", f"agent {os.getpid()} started (nonstop {__version__})")
+            started = True
             await self.stop_event.wait()
         finally:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            if self.stop_instances:
-                await engine.instances.stop_all()
-                await router.stop()
-                store.add_event("agent stopped with every instance and the router")
-            else:
-                await engine.instances.close()
-                await router.close()
-                store.add_event("agent stopped; instances and router keep serving")
-            await self.flags.close()
-            await runner.cleanup()
+            with contextlib.suppress(Exception):
+                await self._shut(engine, router, stop_all=self.stop_instances, started=started)
+            with contextlib.suppress(Exception):
+                await self.flags.close()
+            if runner is not None:
+                await runner.cleanup()
             with contextlib.suppress(FileNotFoundError):
                 self.paths.pidfile.unlink()
+            with contextlib.suppress(FileNotFoundError):
+                self.paths.socket.unlink()
+            engine.flush_events()
             store.close()
+
+    async def _shut(self, engine: Engine, router: Router, *, stop_all: bool, started: bool) -> None:
+        if started and stop_all:
+            await engine.instances.stop_all()
+            await router.stop()
+            engine.emit("info", "agent stopped with every instance and the router")
+        elif not started and self._recovery_began and not engine.store.instances():
+            # A start that failed: nothing serves, so the router it started must not keep
+            # the port (instances of an earlier agent are left alone, and so is their router).
+            await engine.instances.close()
+            await router.stop()
+            engine.emit("info", "agent start failed; stopped the router it started")
+        else:
+            await engine.instances.close()
+            await router.close()
+            engine.emit("info", "agent stopped; instances and router keep serving")
+
+    async def _recover(self, engine: Engine) -> bool:
+        """Adopt what the previous agent left and resume its rollout. A router that does not
+        answer is retried, then restarted, for ROUTER_WAIT seconds; after that (or on any
+        other failure) the agent runs on degraded, saying why, instead of exiting. True when
+        recovery completed."""
+        deadline = time.monotonic() + ROUTER_WAIT
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                await engine.recover()
+            except Exception as exc:
+                why = describe(exc)
+                if time.monotonic() >= deadline or self.stop_event.is_set():
+                    engine.health.fail("recovery", f"start-up recovery failed: {why}")
+                    engine.emit("error", f"start-up recovery failed, running degraded: {why}")
+                    with contextlib.suppress(OSError):
+                        print(
+                            f"error: start-up recovery failed: {why}", file=sys.stderr, flush=True
+                        )
+                    return False
+                engine.emit("warning", f"start-up recovery attempt {attempt} failed: {why}")
+                if attempt % 3 == 0 and not await engine.router.alive():
+                    engine.emit("warning", "the router stays unreachable: restarting it")
+                    with contextlib.suppress(Exception):
+                        await engine.router.stop()
+                await asyncio.sleep(min(0.25 * 2**attempt, 4.0))
+                continue
+            if engine.health.ok("recovery") is not None:
+                engine.emit("info", "start-up recovery completed")
+            return True
+
+    async def _watch_router(self, engine: Engine) -> None:
+        """Router revival on its own clock: never waits on a rollout tick, never ends on an
+        exception (a failure is an event once, and a degraded status, with backoff)."""
+        recovered = not engine.health.problems.get("recovery")
+        while not self.stop_event.is_set():
+            try:
+                if not recovered:
+                    await engine.recover()  # adopts once; safe to run again
+                    recovered = True
+                    engine.health.ok("recovery")
+                    engine.emit("info", "start-up recovery completed")
+                    await engine.instances.stop_strays()
+                self._tune_router(engine)
+                if not await engine.router.alive():
+                    # Only a router that misses two checks is restarted: one slow admin answer
+                    # (during a reload the tick asked for) must not cost a restart.
+                    await asyncio.sleep(ROUTER_RECHECK)
+                    await engine.revive_router()
+            except Exception as exc:
+                if engine.health.fail("router", f"the router cannot be revived: {describe(exc)}"):
+                    engine.emit("error", f"router revival failed: {describe(exc)}")
+            else:
+                if engine.health.ok("router") is not None:
+                    engine.emit("info", "the router answers again")
+            delay = engine.health.backoff("router", WATCH_ROUTER, 10.0)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stop_event.wait(), delay)
+
+    def _tune_router(self, engine: Engine) -> None:
+        """The router drains with the longest ``drain_timeout`` of the releases it may still
+        route (each release's own config), not with the one the agent started with."""
+        tuning = getattr(engine.router, "tuning", None)
+        if tuning is None or not hasattr(tuning, "drain_timeout"):
+            return
+        names = set(engine.desired) | engine.instances.releases()
+        if engine.active is not None:
+            names.add(engine.active.spec.candidate)
+        timeouts = []
+        for name in names:
+            with contextlib.suppress(NonstopError):
+                timeouts.append(engine.config_of(name).app.drain_timeout)
+        if timeouts and max(timeouts) != tuning.drain_timeout:
+            engine.router.tuning = dataclasses.replace(tuning, drain_timeout=max(timeouts))  # type: ignore[attr-defined]
 
     def _measurement_source(
         self, stats: RequestStats
@@ -185,7 +346,7 @@ class Agent:
                 async for event in router.events():
                     stats.record(event)
             except Exception as exc:  # the stream must come back after a router restart
-                self.engine.emit("warning", f"request stream interrupted: {exc}")
+                self.engine.emit("warning", f"request stream interrupted: {describe(exc)}")
             await asyncio.sleep(1.0)
 
     def _flag_error_rate(self, since: float) -> tuple[int, int]:
@@ -196,8 +357,14 @@ class Agent:
         measurement = self.stats.snapshot(str(release), since, time.time())
         return measurement.errors, measurement.requests
 
-    async def _start_api(self, token: str) -> web.AppRunner:
-        app = web.Application(middlewares=[auth_middleware(token, frozenset({"/metrics"}))])
+    async def _start_api(self, token: str, listen: tuple[str, int] | None) -> web.AppRunner:
+        app = web.Application(
+            middlewares=[
+                auth_middleware(token, frozenset({"/metrics"})),
+                self._after_recovery,
+            ],
+            client_max_size=MAX_BODY,
+        )
         app.add_routes(
             [
                 web.get("/v1/status", self.h_status),
@@ -210,22 +377,39 @@ class Agent:
                 web.post("/v1/rollback", self.h_rollback),
                 web.get("/v1/logs", self.h_logs),
                 web.post("/v1/shutdown", self.h_shutdown),
+                web.post("/v1/migrate/contract", self.h_contract),
                 web.get("/metrics", self.h_metrics),
                 *self.flags.admin_routes(),
             ]
         )
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
-        with contextlib.suppress(FileNotFoundError):
-            self.paths.socket.unlink()
-        old_umask = os.umask(0o177)
         try:
-            site = web.UnixSite(runner, str(self.paths.socket))
-            await site.start()
-        finally:
-            os.umask(old_umask)
-        os.chmod(self.paths.socket, 0o600)
+            with contextlib.suppress(FileNotFoundError):
+                self.paths.socket.unlink()
+            old_umask = os.umask(0o177)
+            try:
+                await web.UnixSite(runner, str(self.paths.socket)).start()
+            finally:
+                os.umask(old_umask)
+            os.chmod(self.paths.socket, 0o600)
+            if listen is not None:
+                await web.TCPSite(runner, listen[0], listen[1]).start()
+        except OSError as exc:
+            await runner.cleanup()
+            where = f"{self.paths.socket}" + (f" or {listen[0]}:{listen[1]}" if listen else "")
+            raise StateError(f"the agent API cannot listen on {where}: {describe(exc)}") from exc
         return runner
+
+    @web.middleware
+    async def _after_recovery(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        """Requests wait for start-up recovery: nothing is deployed or reported half-adopted."""
+        if not self.recovered.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.recovered.wait(), ROUTER_WAIT + 5)
+        return await handler(request)
 
     # -- handlers ----------------------------------------------------------------------------
 
@@ -245,7 +429,20 @@ class Agent:
             "pid": getattr(self.engine.router, "pid", None),
         }
         status["app"] = self.config.app.name
+        status["degraded"] = self.engine.health.to_dict()
+        status["contract_running"] = self.contract_running
+        status["state_dir"] = {"path": str(self.paths.state), "bytes": await self._state_size()}
         return json_response(status)
+
+    async def _state_size(self) -> int:
+        """The state dir's size, walked off the event loop at most every 10 s (a big
+        .nonstop/ takes a while to walk, and `deploy` follows its rollout through status)."""
+        now = time.monotonic()
+        if self._size is None or now - self._size[0] > 10.0:
+            from nonstop.engine.retention import state_dir_size
+
+            self._size = (now, await asyncio.to_thread(state_dir_size, self.paths.state))
+        return self._size[1]
 
     async def h_deploy(self, request: web.Request) -> web.Response:
         body = await read_json(request)
@@ -262,17 +459,41 @@ class Agent:
         if not isinstance(config, dict):
             raise UsageError('deploy: "config" (the nonstop.toml contents) is required')
         strategy = body.get("strategy")
+        if strategy is not None and not isinstance(strategy, str):
+            raise UsageError('deploy: "strategy" must be a string')
+        validate_release_name(release)  # the name and env first: the CLI checks them so too
+        validate_env(env, "env")
+        self._check_router_settings(config)
+        if self.contract_running:
+            raise StateError("a contract migration is running; deploy again once it has finished")
         row = await self.engine.deploy(
             DeployRequest(release, Path(path), dict(env), config, strategy)
         )
         return json_response(row.to_dict(), 202)
 
+    def _check_router_settings(self, wire: dict[str, Any]) -> None:
+        """The router keeps the settings it started with; a deploy whose config changes them
+        is refused (exit 2) rather than silently ignored."""
+        try:
+            config = validate_config(wire)
+        except ConfigError as exc:
+            raise UsageError(str(exc)) from None
+        for section, key in (*ROUTER_SETTINGS, ("health", "path")):
+            running = getattr(getattr(self.config, section), key)
+            wanted = getattr(getattr(config, section), key)
+            if running != wanted:
+                raise UsageError(
+                    f"{section}.{key} changed from {running} to {wanted}: the running router "
+                    f"keeps {running} (a deploy cannot change it without dropping requests); "
+                    "run `nonstop down && nonstop up` to apply it, or deploy with the old value"
+                )
+
     async def h_rollouts(self, request: web.Request) -> web.Response:
-        limit = _int_param(request, "limit", 50)
+        limit = int_param(request, "limit", 50, low=1, high=10_000)
         return json_response([r.to_dict() for r in self.engine.store.rollouts(limit)])
 
     async def h_rollout(self, request: web.Request) -> web.Response:
-        rollout_id = _int(request.match_info["id"], "rollout id")
+        rollout_id = int_value(request.match_info["id"], "rollout id", low=0, high=MAX_ID)
         row = self.engine.store.rollout(rollout_id)
         if row is None:
             return json_response({"error": f"no rollout {rollout_id}"}, 404)
@@ -282,12 +503,12 @@ class Agent:
         return json_response(data)
 
     async def h_events(self, request: web.Request) -> web.Response:
-        after = _int_param(request, "after", 0)
+        after = int_param(request, "after", 0, low=0, high=MAX_ID)
         rollout = request.query.get("rollout")
         events = self.engine.store.events(
             after=after,
-            rollout_id=_int(rollout, "rollout") if rollout else None,
-            limit=_int_param(request, "limit", 500),
+            rollout_id=int_value(rollout, "rollout") if rollout else None,
+            limit=int_param(request, "limit", 500, low=1, high=10_000),
         )
         return json_response(events)
 
@@ -297,7 +518,7 @@ class Agent:
         store = self.engine.store
         rollout = request.query.get("rollout")
         if rollout:
-            row = store.rollout(_int(rollout, "rollout"))
+            row = store.rollout(int_value(rollout, "rollout"))
             if row is None:
                 return json_response({"error": f"no rollout {rollout}"}, 404)
         else:
@@ -318,7 +539,7 @@ class Agent:
         return json_response(row.to_dict(), 202)
 
     async def h_logs(self, request: web.Request) -> web.Response:
-        lines = _int_param(request, "lines", 50)
+        lines = int_param(request, "lines", 50, low=1, high=10_000)
         instance = request.query.get("instance")
         release = request.query.get("release")
         if instance:
@@ -333,9 +554,85 @@ class Agent:
 
     async def h_shutdown(self, request: web.Request) -> web.Response:
         body = await read_json(request)
-        self.stop_instances = bool(body.get("stop_instances", False))
+        stop = body.get("stop_instances", False)
+        if not isinstance(stop, bool):
+            raise UsageError('shutdown: "stop_instances" must be true or false')
+        self.stop_instances = stop
         asyncio.get_running_loop().call_later(0.05, self.stop_event.set)
         return json_response({"stopping": True, "stop_instances": self.stop_instances})
+
+    async def h_contract(self, request: web.Request) -> web.Response:
+        """Contract migrations, gate and run together (decision 0350): the engine's lock is held
+        and deploys are refused from the gate to the last statement, so no release can start
+        in between."""
+        from nonstop.migrate import runner
+
+        body = await read_json(request)
+        if "tool" in body:
+            return await self._framework_contract(body)
+        directory, url = body.get("directory"), body.get("url")
+        if not isinstance(directory, str) or not os.path.isabs(directory):
+            raise UsageError('contract: "directory" must be an absolute path')
+        if not isinstance(url, str) or not url:
+            raise UsageError('contract: "url" is required')
+        numbers = {}
+        for key, default in (("lock_timeout", 2.0), ("pg_version", 15)):
+            value = body.get(key, default)
+            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+                raise UsageError(f'contract: "{key}" must be a positive number')
+            numbers[key] = value
+        target = runner.Target(
+            directory=Path(directory),
+            url=url,
+            lock_timeout=float(numbers["lock_timeout"]),
+            pg_version=int(numbers["pg_version"]),
+        )
+        summary = await self._under_deploy_lock(
+            lambda: runner.run_contract(target, state_dir=self.paths.state)
+        )
+        applied = ", ".join(a.name for a in summary.applied) or "none pending"
+        self.engine.emit("info", f"contract migrations applied: {applied}")
+        return json_response(summary.to_dict())
+
+    async def _framework_contract(self, body: dict[str, Any]) -> web.Response:
+        """Alembic / Django contract migrations: the project's [migrations] settings, run by
+        the framework under the same lock and gate as SQL files."""
+        from nonstop.config import load_config
+        from nonstop.migrate.frameworks import run
+
+        tool, project, url = body.get("tool"), body.get("project"), body.get("url")
+        if tool not in ("alembic", "django"):
+            raise UsageError('contract: "tool" must be "alembic" or "django"')
+        if not isinstance(project, str) or not os.path.isabs(project):
+            raise UsageError('contract: "project" must be an absolute directory')
+        if not isinstance(url, str) or not url:
+            raise UsageError('contract: "url" is required')
+        settings = load_config(Path(project) / "nonstop.toml").migrations
+        if settings is None or settings.tool != tool:
+            raise UsageError(f"contract: {project}/nonstop.toml has no [migrations] tool = {tool}")
+        target = run.resolve(settings, Path(project), {**os.environ, "DATABASE_URL": url})
+        applied = await self._under_deploy_lock(lambda: run.run_contract(target, self.paths.state))
+        self.engine.emit("info", f"contract migrations applied: {', '.join(applied) or 'none'}")
+        return json_response({"tool": tool, "applied": applied})
+
+    async def _under_deploy_lock(self, work: Callable[[], T]) -> T:
+        """Run ``work`` in a thread with the engine's deploy lock held and deploys refused, after
+        checking no rollout runs: the gate and the run see the same releases (decision 0350)."""
+        if self.contract_running:
+            raise StateError("a contract migration is already running")
+        async with self.engine._lock:
+            running = self.engine.store.running_rollout()
+            if running is not None:
+                raise StateError(
+                    f"rollout {running.id} ({running.candidate}) is in progress; a contract "
+                    "migration waits until it has finished"
+                )
+            self.contract_running = True
+            self.engine.emit("info", "contract migrations: gate checked under the deploy lock")
+            try:
+                return await asyncio.to_thread(work)
+            finally:
+                self.contract_running = False
 
     async def h_metrics(self, request: web.Request) -> web.Response:
         from prometheus_client import CollectorRegistry, generate_latest
@@ -394,13 +691,32 @@ def _row(row: ExplainRow) -> dict[str, object]:
     return {**row.to_dict(), "unit": row.unit}
 
 
-def _int(value: str, what: str) -> int:
+def tcp_listen(value: str | None) -> tuple[str, int] | None:
+    """``[agent] listen``: None or ``unix:...`` -> the unix socket only; ``HOST:PORT`` -> also
+    TCP, on a loopback address only (the API can stop every instance: it never faces a
+    network; the token is required there as on the socket)."""
+    if value is None or value.startswith("unix:"):
+        if value not in (None, "unix:", f"unix:{STATE_SOCKET}"):
+            raise UsageError(
+                f'agent.listen: "{value}": the unix socket is always .nonstop/agent.sock '
+                '(or its short fallback); use "127.0.0.1:PORT" to add a TCP listener'
+            )
+        return None
+    host, sep, port = value.rpartition(":")
+    host = host.strip("[]")
     try:
-        return int(value)
+        address = ipaddress.ip_address(host)
+        number = int(port)
     except ValueError:
-        raise UsageError(f"{what}: expected an integer, got {value!r}") from None
+        address, number = None, -1
+    if not sep or address is None or not 0 < number < 65536:
+        raise UsageError(f'agent.listen: expected "127.0.0.1:PORT" or "unix:PATH", got "{value}"')
+    if not address.is_loopback:
+        raise UsageError(
+            f'agent.listen: "{value}" is not a loopback address; the agent API only listens '
+            "on 127.0.0.1 or ::1 (reach it from elsewhere through an SSH tunnel)"
+        )
+    return host, number
 
 
-def _int_param(request: web.Request, name: str, default: int) -> int:
-    value = request.query.get(name)
-    return default if value is None else _int(value, name)
+STATE_SOCKET = ".nonstop/agent.sock"

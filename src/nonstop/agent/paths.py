@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
+from nonstop.errors import StateError
+
 STATE_DIR_NAME = ".nonstop"
+UNIX_PATH_MAX = 107
+"""Longest unix socket path Linux takes (sun_path is 108 bytes with its NUL)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,7 +30,14 @@ class Paths:
 
     @property
     def socket(self) -> Path:
-        return self.state / "agent.sock"
+        """``.nonstop/agent.sock``, or when that path is too long for a unix socket,
+        ``/tmp/nonstop-<uid>/<hash of the state dir>/agent.sock``: it depends only on the uid
+        and the state dir, so the CLI finds what the agent bound from any shell."""
+        default = self.state / "agent.sock"
+        if len(os.fsencode(default)) <= UNIX_PATH_MAX:
+            return default
+        digest = hashlib.sha256(os.fsencode(self.state)).hexdigest()[:16]
+        return Path("/tmp") / f"nonstop-{os.getuid()}" / f"agent-{digest}" / "agent.sock"
 
     @property
     def token(self) -> Path:
@@ -49,6 +62,18 @@ class Paths:
     def ensure(self) -> None:
         self.state.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.logs.mkdir(mode=0o700, exist_ok=True)
+
+    def ensure_socket_dir(self) -> None:
+        """Create the short socket directory when the socket lives there; refuse one that
+        is not ours or that others can enter."""
+        folder = self.socket.parent
+        if folder == self.state:
+            return
+        for level in (folder.parent, folder):
+            level.mkdir(mode=0o700, exist_ok=True)
+            info = level.lstat()
+            if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
+                raise StateError(f"{level} must be a directory owned by you with mode 0700")
 
     def read_or_create_token(self) -> str:
         """The API token (0600), created once and kept across agent restarts."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +14,18 @@ from rich.console import Console
 from nonstop.agent.client import AgentClient
 from nonstop.agent.paths import Paths, find_project
 
-console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
+
+def _console(stderr: bool = False) -> Console:
+    """A terminal gets rich output at its width; a pipe or a file gets lines as long as they
+    are (no hard wrap at 80 columns: grep and friends see whole lines)."""
+    stream = sys.stderr if stderr else sys.stdout
+    if stream.isatty():
+        return Console(stderr=stderr, highlight=False)
+    return Console(stderr=stderr, highlight=False, soft_wrap=True, width=4096)
+
+
+console = _console()
+err_console = _console(stderr=True)
 
 
 def project_paths() -> Paths:
@@ -29,6 +40,11 @@ def client() -> AgentClient:
 
 def print_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, default=str))
+
+
+def print_json_line(data: Any) -> None:
+    """One JSON document on one line (streams such as ``events --json``: JSON Lines)."""
+    click.echo(json.dumps(data, default=str, separators=(",", ":")))
 
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -15,9 +17,17 @@ import click
 from rich.table import Table
 
 from nonstop.agent.paths import Paths
-from nonstop.cli.common import client, console, err_console, json_option, print_json, project_paths
+from nonstop.cli.common import (
+    client,
+    console,
+    err_console,
+    json_option,
+    print_json,
+    print_json_line,
+    project_paths,
+)
 from nonstop.cli.progress import follow_rollout
-from nonstop.config import load_config, to_wire
+from nonstop.config import load_config, to_wire, validate_env, validate_release_name
 from nonstop.errors import AgentUnavailable, StateError, UsageError
 
 
@@ -51,6 +61,8 @@ def up(detach: bool, wait_s: float) -> None:
         console.print(f"agent starting for {paths.project}; router on {config.router.listen}")
         asyncio.run(Agent(paths, config).run())
         return
+    paths.ensure()
+    log_start = paths.agent_log.stat().st_size if paths.agent_log.exists() else 0
     pid = spawn_agent(paths)
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
@@ -61,15 +73,38 @@ def up(detach: bool, wait_s: float) -> None:
                 f"agent running (pid {pid}); router on {status['router']['listen']}; "
                 f"active release: {active}"
             )
+            problems = [p["why"] for p in status.get("degraded") or []]
+            if problems:  # running, but this start failed at something: say what, exit 1
+                raise StateError(
+                    "the agent runs but is degraded: "
+                    + "; ".join(problems)
+                    + " (it keeps retrying: `nonstop status` shows it, `nonstop down` stops it)"
+                )
             return
         if not _pid_alive(pid):
             break
         time.sleep(0.1)
-    lines = paths.agent_log.read_text(errors="replace").strip().splitlines()
-    errors = [line for line in lines[-50:] if line.startswith("error: ")]
+    if _pid_alive(pid):  # up but never answering: stop it, so nothing of this start lingers
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        stop_by = time.monotonic() + 30
+        while _pid_alive(pid) and time.monotonic() < stop_by:
+            time.sleep(0.1)
+    lines = _log_since(paths, log_start).strip().splitlines()
+    errors = [line for line in lines if line.startswith("error: ")]
     tail = errors[-3:] or lines[-10:]
     detail = "\n  ".join(tail) if tail else "(no output)"
     raise StateError(f"the agent did not come up; {paths.agent_log}:\n  {detail}")
+
+
+def _log_since(paths: Paths, offset: int) -> str:
+    """What the agent wrote to agent.log from ``offset`` on: this start's lines only."""
+    try:
+        with paths.agent_log.open("rb") as handle:
+            handle.seek(offset)
+            return handle.read(1024 * 1024).decode(errors="replace")
+    except OSError:
+        return ""
 
 
 def spawn_agent(paths: Paths) -> int:
@@ -84,6 +119,17 @@ def spawn_agent(paths: Paths) -> int:
             cwd=paths.project,
         )
     return process.pid
+
+
+def _process_running(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie (an exited agent whose parent has not
+    reaped it yet is gone for us)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    fields = stat.rsplit(")", 1)[-1].split()
+    return bool(fields) and fields[0] != "Z"
 
 
 def _pid_alive(pid: int) -> bool:
@@ -101,11 +147,24 @@ def _pid_alive(pid: int) -> bool:
 def down(keep: bool) -> None:
     """Stop the agent and (unless --keep) every instance and the router."""
     agent = client()
-    status = agent.call("GET", "/v1/status")
+    try:
+        status = agent.call("GET", "/v1/status")
+    except AgentUnavailable:
+        from nonstop.engine.instances import stop_processes, stray_processes
+
+        paths = project_paths()
+        stopped = (
+            []
+            if keep
+            else asyncio.run(stop_processes(list(stray_processes(paths.state, set())), 5.0))
+        )
+        extra = f"; stopped {len(stopped)} leftover instance process(es)" if stopped else ""
+        console.print(f"no agent is running for {paths.project}: nothing to stop{extra}")
+        return
     pid = status["agent"]["pid"]
     agent.call("POST", "/v1/shutdown", {"stop_instances": not keep})
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and os.path.exists(f"/proc/{pid}"):
+    while time.monotonic() < deadline and _process_running(pid):
         time.sleep(0.1)
     what = "agent stopped" if keep else "agent, instances and router stopped"
     console.print(what)
@@ -133,6 +192,8 @@ def deploy(
     as_json: bool,
 ) -> None:
     """Deploy RELEASE with the configured strategy; exit 0 completed, 1 aborted or rolled back."""
+    validate_release_name(release)
+    release_env = parse_env(env)
     paths = project_paths()
     config = load_config(paths.config)
     source = (path or paths.project).resolve()
@@ -141,7 +202,7 @@ def deploy(
     body = {
         "release": release,
         "path": str(source),
-        "env": parse_env(env),
+        "env": release_env,
         "config": to_wire(config),
         "strategy": strategy,
     }
@@ -160,7 +221,7 @@ def parse_env(pairs: tuple[str, ...]) -> dict[str, str]:
         if not sep or not key:
             raise UsageError(f'--env: expected K=V, got "{pair}"')
         env[key] = value
-    return env
+    return validate_env(env, "--env")
 
 
 @click.command()
@@ -176,6 +237,9 @@ def status(as_json: bool) -> None:
         f"[bold]{data.get('app', '')}[/] agent pid {agent['pid']} · router {router['kind']} on "
         f"{router['listen']} ({'up' if router['alive'] else '[red]down[/]'})"
     )
+    for problem in data.get("degraded") or []:
+        since = time.strftime("%H:%M:%S", time.localtime(problem["since"]))
+        console.print(f"[red]degraded: {problem['why']}[/] (since {since})")
     console.print(
         f"active release: [bold]{data['active_release'] or '-'}[/]  "
         f"previous: {data['previous_release'] or '-'}  weights: {data['weights'] or 'equal'}"
@@ -191,12 +255,25 @@ def status(as_json: bool) -> None:
             str(inst["restarts"]),
         )
     console.print(table)
+    state = data.get("state_dir")
+    if state:
+        console.print(f"state: {state['path']} ({_size(state['bytes'])}; `nonstop prune` frees)")
     rollout = data["rollout"]
     if rollout:
         console.print(
             f"rollout {rollout['id']}: {rollout['strategy']} {rollout['stable'] or '-'} -> "
             f"{rollout['candidate']} · phase {rollout['phase']} step {rollout['step']}"
         )
+
+
+def _size(n: int) -> str:
+    """1536 -> "1.5 KiB"; 105 * 2**20 -> "105.0 MiB"."""
+    value, unit = float(n), "B"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            break
+        value /= 1024
+    return f"{n} B" if unit == "B" else f"{value:.1f} {unit}"
 
 
 @click.command()
@@ -239,7 +316,7 @@ def events(follow: bool, rollout_id: int | None, as_json: bool) -> None:
         for event in batch:
             after = max(after, event["id"])
             if as_json:
-                print_json(event)
+                print_json_line(event)
             else:
                 print_event(event)
         if not follow:

@@ -14,8 +14,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from nonstop.cli.common import client, console, json_option, print_json
-from nonstop.config.validate import read_regular_file
 from nonstop.errors import UsageError
+from nonstop.files import read_regular_file
 from nonstop.flags.limits import MAX_DOCUMENT_BYTES, load_json
 
 
@@ -79,6 +79,8 @@ def show(name: str, as_json: bool) -> None:
         )
         if guarded.get("reason"):
             console.print(f"  reason: {guarded['reason']}", markup=False)
+        if guarded.get("judging"):
+            console.print(f"  judging: {guarded['judging']}", markup=False)
     usage = data.get("usage")
     if usage:
         console.print(f"usage reported by SDKs: {usage['yes']} yes, {usage['no']} no")

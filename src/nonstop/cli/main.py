@@ -7,7 +7,9 @@ Sub-command groups live in their own modules and are imported only when invoked,
 from __future__ import annotations
 
 import importlib
+import os
 import sys
+import traceback
 
 import click
 
@@ -35,7 +37,7 @@ COMMANDS: dict[str, str] = {
         )
     },
     "demo": "nonstop.cli.demo:demo",
-    "migrate": "nonstop.cli.migrate:migrate",
+    "migrate": "nonstop.cli.migrate_entry:migrate",
     "flags": "nonstop.cli.flags:flags",
     "verify": "nonstop.cli.verify:verify",
     "analysis": "nonstop.cli.analysis:analysis",
@@ -83,4 +85,14 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)
+    except Exception as exc:  # a defect: still one clear line, the traceback only on request
+        if os.environ.get("NONSTOP_DEBUG"):
+            traceback.print_exc()
+        from nonstop.engine.health import describe
+
+        click.echo(
+            f"error: nonstop failed unexpectedly: {describe(exc)} (NONSTOP_DEBUG=1 shows where)",
+            err=True,
+        )
+        sys.exit(1)
     sys.exit(result if isinstance(result, int) else 0)

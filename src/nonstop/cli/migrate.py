@@ -112,6 +112,8 @@ def plan(
     config_path: Path | None, directory: Path | None, database_url: str | None, as_json: bool
 ) -> None:
     """Show pending migrations per phase, and a summary of the linter's findings."""
+    if _framework(config_path, "plan", as_json):
+        return
     _, target = _target(config_path, directory, database_url)
     result = runner.plan(target)
     findings = lint_summary(target)
@@ -250,6 +252,8 @@ def start(
     no_backfill: bool,
 ) -> None:
     """Run pending expand migrations, then the backfills (resuming an interrupted one)."""
+    if _framework(config_path, "backfill" if not no_backfill else "expand", as_json):
+        return
     _, target = _target(
         config_path, directory, database_url, batch_size=batch_size, pause=_duration(pause)
     )
@@ -276,13 +280,68 @@ def complete(
     as_json: bool,
     state_dir: Path | None,
 ) -> None:
-    """Run contract migrations; refused while an instance of an older release is alive."""
+    """Run contract migrations; refused while an instance of an older release is alive.
+
+    With the project's agent running, the agent runs them: it checks the gate and runs the
+    contract under its deploy lock, so no release can start in between (decision 0350)."""
+    if _framework(config_path, "contract", as_json, state_dir):
+        return
     project, target = _target(config_path, directory, database_url)
+    state = (state_dir or project / ".nonstop").resolve()
+    through_agent = _contract_through_agent(project, state, target)
+    if through_agent is not None:
+        if as_json:
+            _print_json(through_agent)
+            return
+        for applied in through_agent.get("applied", []):
+            err.print(
+                f"[green]{applied['phase']}[/] {applied['name']} "
+                f"({format_duration(applied['duration_s'])}, {applied['attempts']} attempt(s))"
+            )
+        if not through_agent.get("applied"):
+            out.print("nothing to do: no pending contract migration")
+        return
     reporter = Reporter(quiet=as_json)
-    summary = runner.run_contract(
-        target, state_dir=state_dir or project / ".nonstop", on_event=reporter
-    )
+    summary = runner.run_contract(target, state_dir=state, on_event=reporter)
     _render(summary, as_json, "nothing to do: no pending contract migration")
+
+
+def _contract_through_agent(project: Path, state: Path, target: Target) -> dict[str, Any] | None:
+    """The agent's answer when it runs for this state dir, else None (no agent: run here)."""
+    body = {
+        "directory": str(target.directory.resolve()),
+        "url": target.url,
+        "lock_timeout": target.lock_timeout,
+        "pg_version": target.pg_version,
+    }
+    return _ask_agent_to_contract(project, state, body)
+
+
+def _framework_contract_through_agent(
+    project: Path, state: Path, tool: str, url: str
+) -> dict[str, Any] | None:
+    """Alembic / Django contract migrations through the agent, like SQL ones (decision 0350):
+    the agent reads [migrations] from the project's nonstop.toml and runs the framework under
+    its deploy lock. None when no agent runs for this state dir."""
+    body = {"tool": tool, "project": str(project.resolve()), "url": url}
+    return _ask_agent_to_contract(project, state, body)
+
+
+def _ask_agent_to_contract(
+    project: Path, state: Path, body: dict[str, Any]
+) -> dict[str, Any] | None:
+    from nonstop.agent.client import AgentClient
+    from nonstop.agent.paths import Paths
+    from nonstop.errors import AgentUnavailable
+
+    paths = Paths(project)
+    if state != paths.state.resolve() or paths.read_token() is None:
+        return None
+    try:
+        answer = AgentClient(paths, timeout=3600).call("POST", "/v1/migrate/contract", body)
+    except AgentUnavailable:
+        return None
+    return dict(answer)
 
 
 @migrate.command()
@@ -302,9 +361,59 @@ def rollback(
     steps: int,
 ) -> None:
     """Undo the latest expand migrations with their down SQL (`-- nonstop: down`)."""
+    _framework(config_path, "rollback", as_json)
     _, target = _target(config_path, directory, database_url)
     summary = runner.run_rollback(target, steps=steps, on_event=Reporter(quiet=as_json))
     _render(summary, as_json, "nothing rolled back")
+
+
+def _framework(
+    config_path: Path | None, step: str, as_json: bool, state_dir: Path | None = None
+) -> bool:
+    """[migrations] tool = "alembic" | "django": the framework applies (frameworks/run.py);
+    False for SQL files."""
+    project, config = _project(config_path)
+    if config.tool == "sql":
+        return False
+    if step in ("status", "rollback"):
+        tool = (
+            "alembic history / alembic downgrade"
+            if config.tool == "alembic"
+            else ("manage.py showmigrations / manage.py migrate APP NAME")
+        )
+        raise UsageError(
+            f"migrate {step}: [migrations] tool is {config.tool}, whose own history table is "
+            f"the record: use {tool} (and `nonstop migrate plan` for the phases)"
+        )
+    from nonstop.migrate.frameworks import run
+
+    target = run.resolve(config, project)
+    if step == "plan":
+        pending = run.pending_migrations(target)
+        if as_json:
+            _print_json({"tool": config.tool, "pending": [vars(m) for m in pending]})
+        for m in [] if as_json else pending:
+            out.print(f"[bold]{m.phase}[/] {m.revision}  [dim]{m.file}[/]")
+        if not pending and not as_json:
+            out.print("nothing pending")
+        return True
+    if step == "contract":
+        state = (state_dir or project / ".nonstop").resolve()
+        answer = _framework_contract_through_agent(project, state, config.tool, target.url)
+        if answer is not None:
+            applied = [str(name) for name in answer.get("applied", [])]
+        else:
+            applied = run.run_contract(target, state)
+    else:
+        applied = run.run_step(target, "expand" if step == "expand" else "backfill")
+    if as_json:
+        _print_json({"tool": config.tool, "applied": applied})
+    else:
+        for name in applied:
+            err.print(f"[green]{config.tool}[/] {name}")
+        if not applied:
+            out.print("nothing to do: up to date")
+    return True
 
 
 # -- status ----------------------------------------------------------------------------------
@@ -316,6 +425,7 @@ def status(
     config_path: Path | None, directory: Path | None, database_url: str | None, as_json: bool
 ) -> None:
     """List migrations: applied ones with timings, then pending ones."""
+    _framework(config_path, "status", as_json)
     _, target = _target(config_path, directory, database_url)
     entries = runner.status(target)
     if as_json:

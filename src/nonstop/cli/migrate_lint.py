@@ -11,6 +11,13 @@ from pathlib import Path
 
 import click
 
+from nonstop.cli.migrate_frameworks import (
+    FrameworkOptions,
+    configured_targets,
+    filter_since,
+    framework_options,
+    lint_frameworks,
+)
 from nonstop.errors import UsageError
 from nonstop.migrate.lint import (
     DEFAULT_PG_VERSION,
@@ -52,18 +59,31 @@ def _fix(results: list[FileResult]) -> int:
     return changed
 
 
-def _run(paths: tuple[Path, ...], fmt: str, options: LintOptions, fix: bool) -> int:
-    if not paths and not DEFAULT_DIR.is_dir():
+def _run(
+    paths: tuple[Path, ...],
+    fmt: str,
+    options: LintOptions,
+    fix: bool,
+    framework: FrameworkOptions | None = None,
+) -> int:
+    framework = framework or FrameworkOptions()
+    targets = list(paths) or configured_targets()
+    if not targets and not DEFAULT_DIR.is_dir():
         raise UsageError(f"no paths given and there is no {DEFAULT_DIR}/ directory here")
-    targets = list(paths) or [DEFAULT_DIR]
+    targets = targets or [DEFAULT_DIR]
     for path in targets:
         if not path.exists():
             raise UsageError(f"{path}: no such file or directory")
-    results = lint_files(targets, options)
-    changed = _fix(results) if fix else 0
-    if changed:
-        click.echo(f"fixed {changed} file{'s' * (changed != 1)}; findings after the fix:", err=True)
+    results = lint_frameworks(targets, options, framework, fix)
+    if results is None:
         results = lint_files(targets, options)
+        changed = _fix(results) if fix else 0
+        if changed:
+            click.echo(
+                f"fixed {changed} file{'s' * (changed != 1)}; findings after the fix:", err=True
+            )
+            results = lint_files(targets, options)
+        results = filter_since(results, framework.since)
     findings = [f for r in results for f in r.findings]
     if fmt == "json":
         click.echo(to_json(findings))
@@ -107,6 +127,7 @@ def _run(paths: tuple[Path, ...], fmt: str, options: LintOptions, fix: bool) -> 
     "--fix", is_flag=True, help="Rewrite files with the safe sequence where it is mechanical."
 )
 @click.option("--list-rules", is_flag=True, help="List the rules (with --json: as JSON) and exit.")
+@framework_options
 @click.pass_context
 def lint(
     ctx: click.Context,
@@ -118,9 +139,11 @@ def lint(
     assume_lock_timeout: bool,
     fix: bool,
     list_rules: bool,
+    framework: FrameworkOptions,
 ) -> None:
-    """Lint PostgreSQL migrations (files or directories; default: migrations/) for locks,
-    rewrites and breaking changes, knowing each file's expand/backfill/contract phase."""
+    """Lint PostgreSQL migrations (SQL files or directories, an Alembic project's alembic.ini,
+    a Django project or app; default: migrations/) for locks, rewrites and breaking changes,
+    knowing each migration's expand/backfill/contract phase."""
     fmt = "json" if as_json else fmt
     if list_rules:
         rules = describe_rules()
@@ -136,7 +159,7 @@ def lint(
             phase=phase,
             assume_lock_timeout=assume_lock_timeout,
         )
-        code = _run(paths, fmt, options, fix)
+        code = _run(paths, fmt, options, fix, framework)
     except UsageError as exc:
         click.echo(f"error: {exc}", err=True)
         ctx.exit(exc.exit_code)

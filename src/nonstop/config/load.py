@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import difflib
 import re
 import tomllib
+import typing
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 from nonstop.config.schema import NonstopConfig
-from nonstop.config.validate import read_regular_file
 from nonstop.errors import ConfigError, UsageError
+from nonstop.files import read_regular_file
 
 CONFIG_FILE = "nonstop.toml"
 MAX_CONFIG_BYTES = 1024 * 1024
@@ -64,12 +66,50 @@ def describe_errors(exc: ValidationError) -> list[tuple[str, str]]:
     for error in exc.errors(include_url=False):
         path = format_loc(error["loc"])
         message = _message(error)
+        if error["type"] == "extra_forbidden":
+            message += _suggestion(error["loc"])
         # A model validator may already name a sub-path ("steps[1].weight: ...").
         sub, sep, rest = message.partition(": ")
         if sep and re.fullmatch(r"[A-Za-z_][\w]*(\[\d+\])?(\.[A-Za-z_][\w]*(\[\d+\])?)*", sub):
             path, message = (f"{path}.{sub}" if path else sub), rest
         seen.setdefault(path, message)
     return list(seen.items())
+
+
+def _suggestion(loc: tuple[int | str, ...]) -> str:
+    """``(did you mean "weight"?)`` for a misspelt key, from the keys valid where it stands."""
+    if not loc or not isinstance(loc[-1], str):
+        return ""
+    close = difflib.get_close_matches(loc[-1], _keys_at(loc[:-1]), n=1, cutoff=0.6)
+    return f' (did you mean "{close[0]}"?)' if close else ""
+
+
+def _keys_at(loc: tuple[int | str, ...]) -> list[str]:
+    """The keys of the table at ``loc`` in the schema (none when it is not a known table)."""
+    model: Any = NonstopConfig
+    for part in loc:
+        if isinstance(part, int):
+            continue  # an array's item: the same type as its annotation's argument
+        field = model.model_fields.get(part) if _is_model(model) else None
+        if field is None:
+            return []
+        model = _table_type(field.annotation)
+    return list(model.model_fields) if _is_model(model) else []
+
+
+def _table_type(annotation: Any) -> Any:
+    """The model inside ``X | None``, ``list[X]`` or ``dict[str, X]`` annotations."""
+    for arg in (annotation, *typing.get_args(annotation)):
+        if _is_model(arg):
+            return arg
+        for inner in typing.get_args(arg):
+            if _is_model(inner):
+                return inner
+    return None
+
+
+def _is_model(value: Any) -> bool:
+    return isinstance(value, type) and issubclass(value, BaseModel)
 
 
 def format_loc(loc: tuple[int | str, ...]) -> str:

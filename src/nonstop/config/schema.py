@@ -91,6 +91,9 @@ class HealthConfig(Model):
 class RouterConfig(Model):
     listen: str = "127.0.0.1:8080"
     kind: Literal["caddy", "haproxy", "nginx"] = "caddy"
+    upstream_timeout: Duration = Field(default=30.0, gt=0)
+    """How long the router waits for an instance's response headers (HAProxy: for any byte)
+    before it answers 504, or retries an idempotent request elsewhere (docs/router.md)."""
 
     @field_validator("listen")
     @classmethod
@@ -238,6 +241,15 @@ class MigrationsConfig(Model):
     """A libpq URL; ``$VAR`` reads it from the environment (default ``$DATABASE_URL``)."""
     lock_timeout: Duration = 2.0
     pg_version: int = Field(default=15, ge=9, le=20)
+    tool: Literal["sql", "alembic", "django"] = "sql"
+    """Who writes the migrations: SQL files under ``dir``, or an Alembic or Django project at
+    ``project`` whose own history table (alembic_version, django_migrations) says what ran."""
+    project: str = "."
+    """alembic/django: the directory with alembic.ini / manage.py, relative to nonstop.toml."""
+    settings: str | None = None
+    """``tool = "django"``: the settings module (default: manage.py's)."""
+    python: str | None = None
+    """alembic/django: the project's Python (default: its .venv/bin/python, or nonstop's)."""
 
 
 class FlagsConfig(Model):

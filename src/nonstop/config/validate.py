@@ -14,12 +14,10 @@ from __future__ import annotations
 
 import fnmatch
 import json
-import os
 import re
 import shlex
-import stat
 from collections.abc import Mapping, Sequence
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 
 from nonstop.errors import UsageError
 
@@ -92,30 +90,6 @@ def validate_env(env: object, where: str) -> dict[str, str]:
         raise UsageError("\n".join(lines))
     assert isinstance(env, Mapping)
     return dict(env)
-
-
-def read_regular_file(path: Path, limit: int, what: str = "file") -> bytes:
-    """The bytes of ``path``, refusing what is not a regular file (a FIFO would block for
-    ever, a device never ends) and anything over ``limit`` bytes, with a message naming it.
-
-    The file is opened non-blocking, so opening a FIFO with no writer returns at once."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-    except OSError as exc:
-        raise UsageError(f"{path}: cannot read the {what}: {exc.strerror}") from None
-    with os.fdopen(fd, "rb") as handle:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise UsageError(f"{path}: not a regular file (a {what} must be a plain file)")
-        if info.st_size > limit:
-            raise UsageError(
-                f"{path}: {info.st_size} bytes is more than the {limit} allowed for a {what}"
-            )
-        os.set_blocking(fd, True)
-        data = handle.read(limit + 1)
-    if len(data) > limit:  # it grew while we read
-        raise UsageError(f"{path}: more than the {limit} bytes allowed for a {what}")
-    return data
 
 
 # What a release copy leaves out by default (docs/config.md, "What a release copies").

@@ -34,6 +34,7 @@ from nonstop.config.schema import NonstopConfig
 from nonstop.drivers.router.base import Router, RouteTable
 from nonstop.engine import migrations, releases, retention
 from nonstop.engine.faults import crash_point
+from nonstop.engine.health import Health, PendingEvent, describe
 from nonstop.engine.instances import InstanceManager
 from nonstop.engine.routing import route_table
 from nonstop.errors import ConfigError, StateError, UsageError
@@ -171,10 +172,15 @@ class Engine:
         measurements: MeasurementSource,
         state_dir: Path,
         clock: Callable[[], float] = time.time,
+        stream: MeasurementSource | None = None,
     ) -> None:
         self.store = store
         self.router = router
         self.measurements = measurements
+        self.sources = [measurements] if stream in (None, measurements) else [measurements, stream]
+        """Everything that learns the route table and who is meant to serve: the analysis
+        source, and the router's request stream when analysis reads another one (Prometheus),
+        so the agent's /metrics still charges the router's own responses to a release."""
         self.state_dir = state_dir
         self.clock = clock
         self._configs: dict[str, NonstopConfig] = {}
@@ -185,6 +191,9 @@ class Engine:
         self._lock = asyncio.Lock()
         self._router_failures = 0
         self._background: set[asyncio.Task[None]] = set()
+        self.health = Health(clock)
+        self.revive_router_in_tick = True
+        """False when the agent runs router revival as its own task (it does)."""
 
     # -- helpers -----------------------------------------------------------------------------
 
@@ -197,8 +206,47 @@ class Engine:
         return self._configs[release]
 
     def emit(self, level: str, message: str) -> None:
+        """Record an event; never raises. When the store cannot write (a full disk), the event
+        waits in memory, in order, and the agent reports itself degraded until it is written."""
         rollout_id = self.active.row.id if self.active else None
-        self.store.add_event(message, level=level, rollout_id=rollout_id)
+        self.health.keep(PendingEvent(self.clock(), level, message, rollout_id))
+        self.flush_events()
+
+    def flush_events(self) -> bool:
+        """Write the events kept in memory; True when none is left."""
+        pending = self.health.pending
+        try:
+            while pending:
+                event = pending[0]
+                self.store.add_event(
+                    event.message, level=event.level, rollout_id=event.rollout_id, ts=event.ts
+                )
+                pending.popleft()
+        except Exception as exc:
+            self.health.fail("store", f"the state store cannot write: {describe(exc)}")
+            return False
+        if self.health.ok("store") is not None:
+            self.store_recovered()
+        return True
+
+    def store_recovered(self) -> None:
+        """The store writes again: record every live instance as it is now (a restart while
+        it could not write changed a pid the store still has the old one of), then say so."""
+        lost = self.health.dropped
+        self.health.dropped = 0
+        note = f"; {lost} older events were dropped" if lost else ""
+        with contextlib.suppress(Exception):
+            for live in list(self.instances.live.values()):
+                if live.handle is not None and live.state != "stopped":
+                    self.store.upsert_instance(
+                        live.id,
+                        live.release,
+                        live.handle.to_dict(),
+                        live.state,
+                        ready_since=live.ready_since,
+                        drain_deadline=live.drain_deadline,
+                    )
+            self.store.add_event(f"the state store writes again{note}", level="info")
 
     def wake(self) -> None:
         self._wake.set()
@@ -243,9 +291,12 @@ class Engine:
                 break
 
     def _retain(self, config: NonstopConfig) -> None:
-        """Make the request stream keep the longest window this configuration judges."""
-        if isinstance(self.measurements, ChargingSource):
-            self.measurements.retain(longest_window(config))
+        """Make the request stream keep the longest window this configuration judges, and count
+        the requests at each latency ``max`` it judges."""
+        for source in self.sources:
+            if isinstance(source, ChargingSource):
+                source.retain(longest_window(config))
+        # The analysis source counts requests at each latency max (latency from counts).
         if isinstance(self.measurements, LatencyCountingSource):
             self.measurements.count_latency_at(latency_bounds(config.strategy.canary))
 
@@ -262,14 +313,24 @@ class Engine:
         return Active(row, spec, state, planner_for(row.strategy))
 
     async def run(self, stop: asyncio.Event) -> None:
+        """Tick until ``stop``. No exception ends the loop (invariant 8): a failing tick is an
+        event (once per distinct failure) and a degraded status, and the next tick waits
+        longer (backoff up to 10 s) until one succeeds again."""
         while not stop.is_set():
             try:
                 await self.tick()
-            except Exception as exc:  # a failing tick must not kill the agent; report it
-                self.emit("error", f"engine tick failed: {exc.__class__.__name__}: {exc}")
+            except Exception as exc:  # each tick is isolated; report it and carry on
+                if self.health.fail("engine", f"the engine's tick fails: {describe(exc)}"):
+                    self.emit("error", f"engine tick failed: {describe(exc)}")
+            else:
+                if self.health.ok("engine") is not None:
+                    self.emit("info", "engine ticks again")
+            if self.health.pending:
+                self.flush_events()
             self._wake.clear()
+            delay = self.health.backoff("engine", TICK, 10.0)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), TICK)
+                await asyncio.wait_for(self._wake.wait(), delay)
 
     async def tick(self) -> None:
         async with self._lock:
@@ -565,20 +626,23 @@ class Engine:
         table = self.route_table()
         if table == self.routes and not force:
             return
-        self.measurements.observe_table(table)
+        for source in self.sources:
+            source.observe_table(table)
         await self.router.apply(table)
         self.routes = table
 
     def _observe_weights(self) -> None:
         """Tell the request stream who is meant to serve: the stored weights, or with none the
         active release. The router's own responses (no upstream tried) are charged to them."""
-        if not isinstance(self.measurements, ChargingSource):
+        charging = [s for s in self.sources if isinstance(s, ChargingSource)]
+        if not charging:
             return
         weights = self.weights
         if weights is None:
             active = self.store.get("active_release")
             weights = {str(active): 100} if active else None
-        self.measurements.observe_weights(weights)
+        for source in charging:
+            source.observe_weights(weights)
 
     async def _drain(self, now: float) -> None:
         if not any(live.state == "draining" for live in self.instances.live.values()):
@@ -606,11 +670,17 @@ class Engine:
         gone = [name for name in retire if name not in desired and name not in involved]
         if gone:  # scaled to 0 by a later rollout: nothing left to retire
             self.store.put("retire", {n: at for n, at in retire.items() if n not in gone})
-        if not await self.router.alive():
-            self._router_failures += 1
-            self.emit("error", "router is not answering; restarting it")
-            await self.router.start()
-            await self._sync_routes(force=True)
+        if self.revive_router_in_tick:
+            await self.revive_router()
+
+    async def revive_router(self) -> None:
+        """Restart the router when it does not answer, and give it the routing table."""
+        if await self.router.alive():
+            return
+        self._router_failures += 1
+        self.emit("error", "router is not answering; restarting it")
+        await self.router.start()
+        await self._sync_routes(force=True)
 
     # -- status ------------------------------------------------------------------------------
 

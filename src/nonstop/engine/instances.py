@@ -304,11 +304,29 @@ class InstanceManager:
             self.on_change()
 
     async def stop_all(self) -> None:
+        """Stop every instance, then any process of this state dir still alive that the store
+        did not know (one started while the store could not write, say): none outlives
+        ``nonstop down`` (invariant 9)."""
         await self.close()
         for live in list(self.live.values()):
             if live.task:
                 live.task.cancel()
-        await asyncio.gather(*(self._stop(i) for i in list(self.live.values())))
+        results = await asyncio.gather(
+            *(self._stop(i) for i in list(self.live.values())), return_exceptions=True
+        )
+        for result in results:
+            if isinstance(result, Exception):
+                self.emit("error", f"an instance did not stop cleanly: {result}")
+        await self.stop_strays()
+
+    async def stop_strays(self, grace: float = 5.0) -> list[int]:
+        """Stop every process carrying this state dir and an instance id whose group is not a
+        live instance's: SIGTERM to its group, SIGKILL after ``grace`` seconds."""
+        known = {live.handle.pid for live in self.live.values() if live.handle}
+        strays = stray_processes(self.state_dir, known)
+        for pid, instance_id in strays.items():
+            self.emit("warning", f"stopping stray process {pid} of {instance_id} (not recorded)")
+        return await stop_processes(list(strays), grace)
 
     async def close(self) -> None:
         """Stop watching (instances keep running: the next agent adopts them)."""
@@ -374,3 +392,63 @@ class InstanceManager:
         live.state, live.ready_since, live.failed = "ready", time.time(), None
         self.store.set_instance_state(live.id, "ready", ready_since=live.ready_since)
         self.on_change()
+
+
+def stray_processes(state_dir: Path, known: set[int]) -> dict[int, str]:
+    """pid -> instance id of each process whose environment holds this ``state_dir``'s
+    NONSTOP_STATE_DIR and a NONSTOP_INSTANCE, and whose process group is none of ``known``
+    (the pids of live instances: each leads its own group)."""
+    marker = f"NONSTOP_STATE_DIR={state_dir}\0".encode()
+    found: dict[int, str] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            environ = b"\0" + (entry / "environ").read_bytes() + b"\0"
+        except OSError:
+            continue
+        start = environ.find(b"\0NONSTOP_INSTANCE=")
+        if b"\0" + marker not in environ or start < 0:
+            continue
+        pid = int(entry.name)
+        try:
+            group = os.getpgid(pid)
+        except ProcessLookupError:
+            continue
+        if group in known or pid in known:
+            continue
+        value = environ[start + 18 : environ.index(b"\0", start + 1)]
+        found[pid] = value.decode(errors="replace")
+    return found
+
+
+async def stop_processes(pids: list[int], grace: float) -> list[int]:
+    """SIGTERM each pid's process group (the pid alone when it leads none), SIGKILL what is
+    left after ``grace`` seconds; returns the pids that were signalled."""
+
+    def signal_all(sig: int) -> list[int]:
+        sent = []
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                if os.getpgid(pid) == pid:
+                    os.killpg(pid, sig)
+                else:
+                    os.kill(pid, sig)
+                sent.append(pid)
+        return sent
+
+    sent = signal_all(signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and any(_running(pid) for pid in sent):
+        await asyncio.sleep(0.05)
+    signal_all(signal.SIGKILL)
+    return sent
+
+
+def _running(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return False
+    return fields[0] != "Z"

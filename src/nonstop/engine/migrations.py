@@ -25,6 +25,8 @@ async def expand(config: NonstopConfig, release_dir: Path, env: Mapping[str, str
     """Apply pending expand migrations; return their names. Errors propagate (deploy refused)."""
     if config.migrations is None:
         return []
+    if config.migrations.tool != "sql":
+        return await asyncio.to_thread(_framework_step, config, release_dir, env, "expand")
     from nonstop.migrate.runner import run_expand
 
     settings = config.migrations
@@ -46,6 +48,15 @@ async def backfill(
     from nonstop.errors import NonstopError
     from nonstop.migrate.runner import run_backfill
 
+    if config.migrations.tool != "sql":
+        try:
+            names = await asyncio.to_thread(_framework_step, config, release_dir, env, "backfill")
+        except NonstopError as exc:
+            emit("error", f"backfill failed: {exc}; `nonstop migrate start` resumes it")
+            return
+        for name in names:
+            emit("info", f"{config.migrations.tool} migration {name} applied (backfill step)")
+        return
     try:
         summary = await asyncio.to_thread(
             run_backfill, config.migrations, base_dir=release_dir, env=_target_env(env)
@@ -57,3 +68,14 @@ async def backfill(
         emit(
             "info", f"backfill {result.name}: {result.rows} rows at {result.rows_per_s:.0f} rows/s"
         )
+
+
+def _framework_step(
+    config: NonstopConfig, release_dir: Path, env: Mapping[str, str], step: str
+) -> list[str]:
+    """Alembic or Django: the framework applies what the step may run (frameworks/run.py)."""
+    from nonstop.migrate.frameworks import run
+
+    assert config.migrations is not None
+    target = run.resolve(config.migrations, release_dir, _target_env(env))
+    return run.run_step(target, "expand" if step == "expand" else "backfill")

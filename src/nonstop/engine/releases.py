@@ -10,7 +10,7 @@ from pathlib import Path
 
 from nonstop.config.schema import NonstopConfig
 from nonstop.config.validate import copy_excludes, validate_env, validate_release_name
-from nonstop.errors import StateError, UsageError
+from nonstop.errors import UsageError
 from nonstop.store import ReleaseRow, Store
 
 
@@ -38,7 +38,7 @@ def existing_release(
     if existing is not None and (
         existing.command != config.app.command or existing.env != merged_env(config, env)
     ):
-        raise StateError(
+        raise UsageError(  # bad input (exit 2), not a state of the system
             f"release {name} already exists with a different command or environment; "
             "releases are immutable: deploy under a new name"
         )

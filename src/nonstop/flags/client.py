@@ -15,6 +15,11 @@ Background threads (daemon threads, stopped by `close`):
   milliseconds instead of a refresh interval. It reconnects with backoff; polling
   carries on meanwhile, so a broken stream costs freshness, never correctness.
 
+Outcomes: ``record_outcome(flag, enabled, ok)``, or ``with client.guard(flag) as enabled:``
+(an error when the block raises), count how the work done under an evaluation ended. They
+travel in the metrics post, per toggle, as ``"outcomes": {"yes": {"ok", "error"}, "no":
+{...}}`` (Unleash strips the field; nonstop's agent judges guarded rollouts on it).
+
 Both channels carry the server's revision (the ETag, the SSE event id); an answer older
 than what is loaded is ignored, so a slow poll cannot undo a streamed kill switch.
 
@@ -36,7 +41,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -227,6 +232,7 @@ class Client:
         self._yes: dict[str, itertools.count[int]] = {}
         self._no: dict[str, itertools.count[int]] = {}
         self._variant_counts: dict[tuple[str, str], itertools.count[int]] = {}
+        self._outcomes: dict[tuple[str, str, str], itertools.count[int]] = {}
         self._sent: dict[Any, int] = {}
         self._bucket_start = time.time()
         self._metrics = not disable_metrics
@@ -297,6 +303,35 @@ class Client:
         next((self._yes if enabled else self._no).setdefault(name, itertools.count()))
         if variant is not None:
             next(self._variant_counts.setdefault((name, variant), itertools.count()))
+
+    # ---------------------------------------------------------------- outcomes
+
+    def record_outcome(self, name: str, enabled: bool, ok: bool) -> None:
+        """Count how the work done under one evaluation of ``name`` ended: ``enabled`` is
+        what the evaluation answered, ``ok`` False for an error. A guarded rollout compares
+        the flagged users' errors (enabled) with the others' (decision 0380)."""
+        if not self._metrics:
+            return
+        key = (name, "yes" if enabled else "no", "ok" if ok else "error")
+        next(self._outcomes.setdefault(key, itertools.count()))
+
+    @contextlib.contextmanager
+    def guard(
+        self, name: str, context: Mapping[str, Any] | None = None, default: bool = False
+    ) -> Iterator[bool]:
+        """Evaluate ``name`` and record the block's outcome: an error when it raises (the
+        exception goes on), ok otherwise::
+
+            with client.guard("checkout-v2", {"userId": user}) as enabled:
+                return new_checkout() if enabled else old_checkout()
+        """
+        enabled = self.is_enabled(name, context, default)
+        try:
+            yield enabled
+        except Exception:
+            self.record_outcome(name, enabled, ok=False)
+            raise
+        self.record_outcome(name, enabled, ok=True)
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -424,15 +459,20 @@ class Client:
                 totals[kind, name] = _value(counter)
         for key, counter in self._variant_counts.copy().items():
             totals["variant", key] = _value(counter)
+        for okey, counter in self._outcomes.copy().items():
+            totals["outcome", okey] = _value(counter)
         toggles: dict[str, dict[str, Any]] = {}
         for (kind, key), total in totals.items():
             delta = total - self._sent.get((kind, key), 0)
             if delta <= 0:
                 continue
-            name = key[0] if kind == "variant" else key
+            name = key[0] if kind in ("variant", "outcome") else key
             entry = toggles.setdefault(name, {"yes": 0, "no": 0, "variants": {}})
             if kind == "variant":
                 entry["variants"][key[1]] = delta
+            elif kind == "outcome":
+                group = entry.setdefault("outcomes", {}).setdefault(key[1], {})
+                group[key[2]] = delta
             else:
                 entry[kind] = delta
         if not toggles:

@@ -19,6 +19,24 @@ the selected variant (``string``/``csv``, ``number``, ``json``). Reasons are the
 | payload of another type                      | default | ERROR    | TYPE_MISMATCH  |
 | number/json payload that does not parse      | default | ERROR    | PARSE_ERROR    |
 
+Outcomes for guarded rollouts (`OutcomeHook`, decision 0380)::
+
+    outcomes = OutcomeHook(sdk)
+    api.add_hooks([outcomes])
+    with outcomes.track() as scope:            # one unit of work: a request, a job
+        if flags.get_boolean_value("checkout-v2", False, ctx):
+            ...
+        if response.status >= 500:
+            scope.fail()                       # or let the block raise
+    # each flag evaluated in the block gets one outcome: ok, or error
+
+The hook's ``after`` stage adds each successful evaluation, with its answer, to the tracked
+scope; ``error`` counts evaluations that failed (per flag, in ``evaluation_errors``: they
+serve the default and say nothing about the flag's code path, so they are not outcomes).
+Only the stages every openfeature-sdk since 0.7 has are used (``finally_after``'s signature
+changed across versions and is not needed). Evaluations outside any ``track()`` are not
+outcomes.
+
 The OpenFeature targeting key is Unleash's ``userId``; attributes named like Unleash's
 standard fields (sessionId, remoteAddress, environment, appName, currentTime) go to the
 top level, every other attribute into ``properties`` as text.
@@ -26,14 +44,24 @@ top level, every other attribute into ``properties`` as text.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import json
-from collections.abc import Callable, Mapping, Sequence
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
 from openfeature.evaluation_context import EvaluationContext
 from openfeature.exception import ErrorCode
-from openfeature.flag_evaluation import FlagResolutionDetails, FlagValueType, Reason
+from openfeature.flag_evaluation import (
+    FlagEvaluationDetails,
+    FlagResolutionDetails,
+    FlagValueType,
+    Reason,
+)
+from openfeature.hook import Hook, HookContext, HookHints
 from openfeature.provider import AbstractProvider
 from openfeature.provider.metadata import Metadata
 
@@ -222,3 +250,75 @@ def _not_found(key: str, default: T) -> FlagResolutionDetails[T]:
         error_code=ErrorCode.FLAG_NOT_FOUND,
         error_message=f'no flag "{key}"',
     )
+
+
+class Scope:
+    """One unit of work tracked by `OutcomeHook.track`: the flags evaluated in it, and
+    whether it failed."""
+
+    def __init__(self) -> None:
+        self.exposures: dict[str, bool] = {}
+        """Flag -> the answer it gave (the first one, if evaluated more than once)."""
+        self.failed = False
+
+    def fail(self) -> None:
+        """Mark the work as failed without raising (a 5xx response, a rejected job)."""
+        self.failed = True
+
+
+_scope: contextvars.ContextVar[Scope | None] = contextvars.ContextVar(
+    "nonstop_flags_scope", default=None
+)
+
+
+class OutcomeHook(Hook):
+    """Records, per evaluated flag, how the work done under the evaluation ended, through
+    the SDK's `Client.record_outcome` (sent with the metrics; see the module doc)."""
+
+    def __init__(self, source: Client | NonstopProvider) -> None:
+        client = source.source if isinstance(source, NonstopProvider) else source
+        if not isinstance(client, Client):
+            raise TypeError("OutcomeHook needs the SDK Client (or a provider built on one)")
+        self.client = client
+        self.evaluation_errors: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    def after(
+        self,
+        hook_context: HookContext,
+        details: FlagEvaluationDetails[FlagValueType],
+        hints: HookHints,
+    ) -> None:
+        """A successful evaluation: inside a tracked scope, it is an exposure to its answer."""
+        scope = _scope.get()
+        if scope is not None and details.reason != Reason.ERROR:
+            scope.exposures.setdefault(hook_context.flag_key, _enabled(details))
+
+    def error(self, hook_context: HookContext, exception: Exception, hints: HookHints) -> None:
+        """A failed evaluation (it served the default): counted per flag, not an outcome."""
+        with self._lock:
+            self.evaluation_errors[hook_context.flag_key] += 1
+
+    @contextlib.contextmanager
+    def track(self) -> Iterator[Scope]:
+        """Track one unit of work: every flag evaluated inside gets one outcome at the end,
+        an error when the block raises (the exception goes on) or calls ``scope.fail()``."""
+        scope = Scope()
+        token = _scope.set(scope)
+        try:
+            yield scope
+        except Exception:
+            scope.failed = True
+            raise
+        finally:
+            _scope.reset(token)
+            for flag, enabled in scope.exposures.items():
+                self.client.record_outcome(flag, enabled, ok=not scope.failed)
+
+
+def _enabled(details: FlagEvaluationDetails[FlagValueType]) -> bool:
+    """Was the flag on for this user? A boolean flag's value; for the others, a variant
+    was served (the provider names none when the flag is off)."""
+    if isinstance(details.value, bool):
+        return details.value
+    return details.variant is not None

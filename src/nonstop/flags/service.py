@@ -19,6 +19,15 @@ Client API (``[flags] listen``, TCP; ``Authorization: <client token>``), as an U
     GET  /api/client/streaming          SSE: unleash-connected (hydration), unleash-updated (deltas)
     POST /api/client/metrics            POST /api/client/register        -> 202
 
+Metrics posts may carry, per toggle, the outcomes of work done under the flag (an extra
+field Unleash servers strip; nonstop's SDK and OpenFeature hook send it)::
+
+    "toggles": {"checkout": {"yes": 10, "no": 90,
+                             "outcomes": {"yes": {"ok": 9, "error": 1},
+                                          "no": {"ok": 90, "error": 0}}}}
+
+A guarded rollout judges the flag's users on them (`nonstop.flags.rollout.judge`).
+
 A change reaches streaming clients at once (one SSE message per committed revision) and
 polling clients at their next fetch (the ETag is the store revision).
 """
@@ -30,12 +39,14 @@ import json
 import os
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
 from nonstop.agent.api import json_response
+from nonstop.analysis.sequential import Counts
 from nonstop.config.schema import FlagsConfig
 from nonstop.config.units import parse_duration
 from nonstop.errors import StateError, UsageError
@@ -51,9 +62,11 @@ from nonstop.flags.limits import (
 from nonstop.flags.rollout import (
     DEFAULT_MAX_ERROR_RATE,
     DEFAULT_MIN_REQUESTS,
+    SERVICE_FALLBACK,
     Plan,
-    decide,
+    judge,
     new_plan,
+    start_test,
 )
 from nonstop.flags.store import FlagStore, new_feature, rollout_percentages
 
@@ -110,6 +123,7 @@ class FlagService:
         self.store = FlagStore(state_dir / "state.db")
         self._subscribers: set[asyncio.Queue[dict[str, Any] | None]] = set()
         self._rollouts: dict[str, asyncio.Task[None]] = {}
+        self._judging: dict[str, str] = {}  # what each running rollout's last tick judged
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
         self._refresh_cache()
@@ -272,16 +286,22 @@ class FlagService:
             raise UsageError(f'metrics: "bucket.toggles": at most {MAX_TOGGLES} flags per post')
         known = {f["name"] for f in self._features}
         counts: dict[str, tuple[int, int]] = {}
+        outcomes: dict[str, tuple[int, int, int, int]] = {}
         for name, entry in toggles.items():
             where = f'metrics: bucket.toggles["{name[:100]}"]'
             if not isinstance(entry, dict):
                 raise UsageError(f"{where}: expected an object with yes/no counts")
             yes = count(entry.get("yes", 0), f"{where}.yes")
             no = count(entry.get("no", 0), f"{where}.no")
+            reported = _outcomes(entry.get("outcomes"), f"{where}.outcomes")
             if name in known:  # counts for flags we do not serve are not kept (bounded table)
                 counts[name] = (yes, no)
+                if reported is not None and any(reported):
+                    outcomes[name] = reported
         if counts:
             self.store.add_usage(counts)
+        if outcomes:
+            self.store.add_outcomes(outcomes)
         return json_response({"accepted": len(counts)}, 202)
 
     async def h_register(self, request: web.Request) -> web.Response:
@@ -330,7 +350,15 @@ class FlagService:
         feature = self.store.get(name)
         data = self.summary(feature)
         data["definition"] = feature
-        data["guarded"] = self.store.rollout(name)
+        guarded = self.store.rollout(name)
+        if guarded is not None and guarded["status"] == "running":
+            guarded["judging"] = self._judging.get(name, "")
+        data["guarded"] = guarded
+        ok, errors, unflagged_ok, unflagged_errors = self.store.outcomes(name)
+        data["outcomes"] = {
+            "flagged": {"ok": ok, "error": errors},
+            "unflagged": {"ok": unflagged_ok, "error": unflagged_errors},
+        }
         data["events"] = self.store.events(name)
         data["usage"] = self.store.usage().get(name)
         return json_response(data)
@@ -464,6 +492,8 @@ class FlagService:
                 f"got {min_requests!r}"
             )
         plan = new_plan(steps, every, rate, min_requests, time.time())
+        outcomes = self._outcome_counts(name)
+        plan = replace(plan, test=start_test(outcomes), step_flagged=outcomes.canary_requests)
         feature = self.store.get(name)
         set_percent(feature, plan.percent)  # checks the flag can take a percentage
         # The plan is durable before the flag changes: a restart resumes it (invariant 4).
@@ -507,27 +537,39 @@ class FlagService:
                 return
             plan = Plan.from_dict(row["plan"])
             self._reconcile_percent(name, plan.percent)
-            try:
-                errors, requests = self.error_rate(plan.step_started_at)
-            except Exception as exc:  # no numbers this tick: judge nothing, try again
-                self.emit("warning", f"flag {name}: error rate unavailable ({exc})")
-                errors, requests = 0, 0
-            decision = decide(plan, time.time(), errors, requests)
+            outcomes = self._outcome_counts(name)
+            errors, requests = 0, 0
+            if plan.test is None or plan.test.total == Counts():  # the fallback may be needed
+                try:
+                    errors, requests = self.error_rate(plan.step_started_at)
+                except Exception as exc:  # no numbers this tick: judge nothing, try again
+                    self.emit("warning", f"flag {name}: error rate unavailable ({exc})")
+            decision = judge(plan, time.time(), outcomes, errors, requests)
+            self._judging[name] = decision.status
+            if decision.plan.basis != plan.basis:
+                self._record(name, _basis_message(decision.plan.basis))
             if decision.action == "abort":
-                self.store.save_rollout(name, plan.to_dict(), "failed", decision.reason)
+                self.store.save_rollout(name, decision.plan.to_dict(), "failed", decision.reason)
                 self.store.update(name, lambda f: f.__setitem__("enabled", False))
                 self._changed()
                 self._record(name, f"disabled automatically: {decision.reason}", "error")
                 return
             if decision.action == "complete":
-                self.store.save_rollout(name, plan.to_dict(), "completed", decision.reason)
+                self.store.save_rollout(name, decision.plan.to_dict(), "completed", decision.reason)
                 self._record(name, decision.reason)
                 return
             if decision.action == "advance":
                 self.store.save_rollout(name, decision.plan.to_dict(), "running", "")
                 self._reconcile_percent(name, decision.plan.percent)
                 self._record(name, f"guarded rollout: {decision.reason}")
+            elif decision.plan != plan:  # the test saw new outcomes: durable before the next
+                self.store.save_rollout(name, decision.plan.to_dict(), "running", "")
             await asyncio.sleep(min(1.0, max(0.02, plan.every / 10)))
+
+    def _outcome_counts(self, name: str) -> Counts:
+        """The flag's outcome totals as the sequential test's counts (flagged = canary)."""
+        ok, errors, unflagged_ok, unflagged_errors = self.store.outcomes(name)
+        return Counts(ok + errors, errors, unflagged_ok + unflagged_errors, unflagged_errors)
 
     def _reconcile_percent(self, name: str, percent: int) -> None:
         feature = self.store.get(name)
@@ -571,6 +613,28 @@ def _rollout_body(body: Mapping[str, Any]) -> None:
 async def _send(response: web.StreamResponse, event: str, data: Any, event_id: int) -> None:
     payload = f"id: {event_id}\nevent: {event}\ndata: {json.dumps(data)}\n\n"
     await response.write(payload.encode())
+
+
+def _basis_message(basis: str) -> str:
+    if basis == "service":
+        return f"guarded rollout: {SERVICE_FALLBACK}"
+    return "guarded rollout: judging the flag's users against the others on reported outcomes"
+
+
+def _outcomes(value: Any, where: str) -> tuple[int, int, int, int] | None:
+    """``{"yes": {"ok", "error"}, "no": {"ok", "error"}}`` -> (flagged ok, flagged errors,
+    unflagged ok, unflagged errors); each a count 0..2^31-1; absent parts are 0."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise UsageError(f'{where}: expected an object like {{"yes": {{"ok": 9, "error": 1}}}}')
+    result: list[int] = []
+    for group in ("yes", "no"):
+        part = value.get(group, {})
+        if not isinstance(part, dict):
+            raise UsageError(f"{where}.{group}: expected an object with ok/error counts")
+        result += [count(part.get(k, 0), f"{where}.{group}.{k}") for k in ("ok", "error")]
+    return result[0], result[1], result[2], result[3]
 
 
 def _count(value: Any) -> bool:

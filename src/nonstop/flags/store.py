@@ -60,6 +60,14 @@ CREATE TABLE IF NOT EXISTS flag_usage (
     no INTEGER NOT NULL,
     last_seen REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS flag_outcomes (
+    name TEXT PRIMARY KEY,
+    flagged_ok INTEGER NOT NULL,
+    flagged_errors INTEGER NOT NULL,
+    unflagged_ok INTEGER NOT NULL,
+    unflagged_errors INTEGER NOT NULL,
+    last_seen REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS flag_clients (
     app_name TEXT NOT NULL,
     instance_id TEXT NOT NULL,
@@ -268,6 +276,7 @@ class FlagStore:
             if cursor.rowcount == 0:
                 raise UsageError(f'no flag "{name}" (`nonstop flags list` shows the flags)')
             db.execute("DELETE FROM flag_rollouts WHERE name = ?", (name,))
+            db.execute("DELETE FROM flag_outcomes WHERE name = ?", (name,))
             return self._bump(db)
 
     def _bump(self, db: sqlite3.Connection) -> int:
@@ -348,6 +357,39 @@ class FlagStore:
         with self._lock:
             rows = self._db.execute("SELECT name, yes, no, last_seen FROM flag_usage").fetchall()
         return {n: {"yes": y, "no": no, "last_seen": ts} for n, y, no, ts in rows}
+
+    def add_outcomes(self, outcomes: Mapping[str, tuple[int, int, int, int]]) -> None:
+        """Add reported outcomes per flag: (flagged ok, flagged errors, unflagged ok,
+        unflagged errors), each 0..MAX_COUNT (checked by the caller); totals saturate at
+        MAX_TOTAL like the usage counts."""
+        now = time.time()
+        cap = MAX_TOTAL
+        with self._tx() as db:
+            db.executemany(
+                "INSERT INTO flag_outcomes (name, flagged_ok, flagged_errors, unflagged_ok, "
+                "unflagged_errors, last_seen) VALUES (?, MIN(?, ?), MIN(?, ?), MIN(?, ?), "
+                "MIN(?, ?), ?) ON CONFLICT(name) DO UPDATE SET "
+                "flagged_ok = MIN(flagged_ok + excluded.flagged_ok, ?), "
+                "flagged_errors = MIN(flagged_errors + excluded.flagged_errors, ?), "
+                "unflagged_ok = MIN(unflagged_ok + excluded.unflagged_ok, ?), "
+                "unflagged_errors = MIN(unflagged_errors + excluded.unflagged_errors, ?), "
+                "last_seen = excluded.last_seen",
+                [
+                    (name, a, cap, b, cap, c, cap, d, cap, now, cap, cap, cap, cap)
+                    for name, (a, b, c, d) in outcomes.items()
+                ],
+            )
+
+    def outcomes(self, name: str) -> tuple[int, int, int, int]:
+        """The flag's outcome totals: (flagged ok, flagged errors, unflagged ok, unflagged
+        errors), zeros when none was reported."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT flagged_ok, flagged_errors, unflagged_ok, unflagged_errors "
+                "FROM flag_outcomes WHERE name = ?",
+                (name,),
+            ).fetchone()
+        return (0, 0, 0, 0) if row is None else (int(row[0]), int(row[1]), int(row[2]), int(row[3]))
 
     def register_client(self, app_name: str, instance_id: str, sdk_version: str) -> None:
         with self._tx() as db:

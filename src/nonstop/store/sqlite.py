@@ -384,10 +384,19 @@ class Store:
             ).fetchall()
         return [{**dict(r), "action": json.loads(r["action"])} for r in reversed(rows)]
 
-    def add_event(self, message: str, *, level: str = "info", rollout_id: int | None = None) -> int:
+    def add_event(
+        self,
+        message: str,
+        *,
+        level: str = "info",
+        rollout_id: int | None = None,
+        ts: float | None = None,
+    ) -> int:
+        """Append an event; ``ts`` is when it happened (default now: an event kept in memory
+        while the store could not write keeps its own time)."""
         cursor = self._db.execute(
             "INSERT INTO events (ts, rollout_id, level, message) VALUES (?, ?, ?, ?)",
-            (time.time(), rollout_id, level, message),
+            (time.time() if ts is None else ts, rollout_id, level, message),
         )
         assert cursor.lastrowid is not None
         return cursor.lastrowid

@@ -14,7 +14,10 @@ An entry, after our encoder drops the request and header fields::
 
 becomes ``RequestEvent(ts=1795672057.06, upstream="127.0.0.1:18081", status=200,
 duration_ms=1.6)``. ``upstream_status`` is null when no upstream answered (the router's own
-502/503): then ``upstream`` is None and, for a 5xx, ``proxy_error`` is True.
+502/503/504): then, for a 5xx, ``proxy_error`` is True, and ``upstream`` is still the last
+upstream Caddy tried (``{http.reverse_proxy.upstream.hostport}`` is set before each attempt and
+kept after a failed dial, reset or timeout), or None when it tried none (an empty pool, or every
+upstream marked down): the contract of RequestEvent.
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ def parse_access_entry(line: bytes | str) -> RequestEvent | None:
         return None
     answered = entry.get("upstream_status") not in (None, "")
     hostport = entry.get("upstream")
-    upstream = str(hostport) if answered and hostport else None
+    upstream = str(hostport) if hostport else None
     return RequestEvent(
         ts=ts,
         upstream=upstream,

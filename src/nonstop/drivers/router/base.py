@@ -34,16 +34,32 @@ class RouteTable:
 
 @dataclass(frozen=True, slots=True)
 class RequestEvent:
-    """One request as the router saw it: the raw material of per-release measurements."""
+    """One request as the router saw it: the raw material of per-release measurements.
+
+    The contract every driver keeps (the release an address belongs to is charged for it)::
+
+        what happened                                       upstream            proxy_error
+        an upstream answered (any status, its own 5xx too)  that upstream       False
+        the router tried upstreams and the last one failed  the LAST one tried  True (5xx)
+          (refused, reset, timed out, bad response)
+        the router tried none (empty pool, all marked down) None                True (5xx)
+
+    So a release whose instances refuse, reset or hang is blamed for the router's 502/503/504
+    through the address of the instance that failed; only ``upstream=None`` proxy errors are
+    left for the metrics layer to charge to the release that was meant to serve
+    (drivers/metrics/request_stats.py). A router answer that is not a failure (the reserved
+    table probe, docs/router.md) never appears in the stream.
+    """
 
     ts: float
     """Epoch seconds when the request ended."""
     upstream: str | None
-    """``host:port`` of the upstream that served it; None when none was reached (502/503)."""
+    """``host:port`` of the upstream that answered or, for a proxy error, the last upstream the
+    router tried; None only when it tried none."""
     status: int
     duration_ms: float
     proxy_error: bool = False
-    """True when the router produced the response itself because no upstream answered."""
+    """True when the router produced the response itself (5xx) because no upstream answered."""
 
 
 class Router(Protocol):

@@ -35,6 +35,7 @@ from typing import Any
 import aiohttp
 
 from nonstop.drivers.router.access_log import AccessLogListener, StreamCounters
+from nonstop.drivers.router.admin import AdminUnavailable, confirm_listener, with_retries
 from nonstop.drivers.router.base import RequestEvent, RouteTable, Upstream
 from nonstop.drivers.router.caddy_config import (
     SERVER_NAME,
@@ -70,14 +71,25 @@ class CaddyRouter:
         listen: str,
         *,
         drain_timeout: float = 30.0,
-        retry_window: float = 5.0,
+        upstream_timeout: float = 30.0,
+        health_path: str | None = None,
+        health_interval: float = 0.5,
+        health_timeout: float = 1.0,
         caddy_binary: Path | None = None,
         event_queue_size: int = 10_000,
         start_timeout: float = 15.0,
+        confirm_timeout: float = 5.0,
     ) -> None:
         self.state_dir = Path(state_dir).resolve()
         self.listen = validate_listen(listen)
-        self.tuning = ProxyTuning(drain_timeout=drain_timeout, retry_window=retry_window)
+        self.tuning = ProxyTuning(
+            drain_timeout=drain_timeout,
+            upstream_timeout=upstream_timeout,
+            health_path=health_path,
+            health_interval=health_interval,
+            health_timeout=health_timeout,
+        )
+        self.confirm_timeout = confirm_timeout
         self.start_timeout = start_timeout
         self._binary = caddy_binary
         sockets = socket_dir(self.state_dir)
@@ -100,12 +112,14 @@ class CaddyRouter:
             self._clear_stale_event_sockets()
             await self._listener.start()
             record = ProcessRecord.load(self.pid_file)
-            running = record is not None and record.running()
+            # Adopt only the Caddy we recorded (same pid, same start time, a caddy binary): a
+            # socket that merely answers HTTP is not a router (decision 0332).
+            ours = record is not None and record.running() and record.runs("caddy")
             # A Caddy of ours that is up but still loading gets the whole start timeout.
-            if await self._wait_admin(self.start_timeout if running else 0.0):
+            if ours and await self._wait_admin(self.start_timeout):
                 await self._adopt()
                 return
-            if record is not None and running:
+            if record is not None and ours:
                 kill(record, signal.SIGKILL)  # ours, alive, but its admin API is dead: replace it
                 await self._exited(record, 5.0)
             await self._spawn()
@@ -122,6 +136,7 @@ class CaddyRouter:
                     f"could not save the route table to {self.table_file}: {exc}"
                 ) from exc
             await self._load(table)
+            await confirm_listener("caddy", self.listen, table, within=self.confirm_timeout)
 
     async def in_flight(self) -> dict[str, int]:
         """``num_requests`` per upstream from ``GET /reverse_proxy/upstreams``. Caddy keeps an
@@ -209,10 +224,13 @@ class CaddyRouter:
     async def _adopt(self) -> None:
         """Point the running Caddy's access log at our socket, changing nothing else. With the
         table file (written before every load) the same table is loaded again, so settings
-        such as the drain timeout follow the new agent's; without it, only the address is
-        patched: adopting must never empty a table that is serving."""
+        such as the drain timeout follow the new agent's, and the listener is confirmed to
+        serve it; without it, only the address is patched: adopting must never empty a table
+        that is serving."""
         if self.table_file.exists():
-            await self._load(self.last_table())
+            table = self.last_table()
+            await self._load(table)
+            await confirm_listener("caddy", self.listen, table, within=self.confirm_timeout)
         else:
             path = f"/config/logging/logs/{SERVER_NAME}/writer/address"
             await self._admin("PATCH", path, body=f"unix/{self.events_socket}")
@@ -240,7 +258,7 @@ class CaddyRouter:
         deadline = time.monotonic() + timeout
         while True:
             try:
-                await self._admin("GET", "/config/", timeout=2.0)
+                await self._admin_once("GET", "/config/", None, 2.0)
                 return True
             except RouterError:
                 if time.monotonic() >= deadline:
@@ -258,8 +276,18 @@ class CaddyRouter:
     async def _admin(
         self, method: str, path: str, *, body: object = None, timeout: float = 10.0
     ) -> Any:
+        """One admin call, retried (jittered, bounded) while the socket is unreachable or the
+        call breaks off; Caddy's own refusal (4xx/5xx with a message) is final. Every call we
+        make is idempotent (GET, a whole-config POST /load, a PATCH of one value, POST /stop)."""
+        return await with_retries(
+            lambda attempt_timeout: self._admin_once(method, path, body, attempt_timeout),
+            what=f"caddy admin API {method} {path}",
+            timeout=timeout,
+        )
+
+    async def _admin_once(self, method: str, path: str, body: object, timeout: float) -> Any:
         if not self.admin_socket.exists():
-            raise RouterError(f"caddy admin socket {self.admin_socket} does not exist")
+            raise AdminUnavailable(f"caddy admin socket {self.admin_socket} does not exist")
         session = self._client()
         try:
             async with session.request(
@@ -271,8 +299,11 @@ class CaddyRouter:
                         f"caddy refused {method} {path} ({response.status}): {_error_text(text)}"
                     )
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            raise RouterError(f"caddy admin API {method} {path} failed: {exc!r}") from exc
-        return json.loads(text) if text.strip() else None
+            raise AdminUnavailable(f"caddy admin API {method} {path} failed: {exc!r}") from exc
+        try:
+            return json.loads(text) if text.strip() else None
+        except ValueError as exc:
+            raise RouterError(f"caddy admin API {method} {path}: not JSON: {text[:200]!r}") from exc
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:

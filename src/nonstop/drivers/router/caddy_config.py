@@ -1,6 +1,6 @@
 """Caddy's JSON config for a route table: pure, so every choice below is tested from tables.
 
-One HTTP server on ``listen`` with one route::
+One HTTP server on ``listen`` with two routes: the reserved table probe (admin.py), then::
 
     log_append upstream        = {http.reverse_proxy.upstream.hostport}
     log_append upstream_status = {http.reverse_proxy.status_code}
@@ -23,6 +23,7 @@ from functools import reduce
 from pathlib import Path
 from typing import Any
 
+from nonstop.drivers.router.admin import PROBE_HEADER, PROBE_PATH, PROBE_VALUE, table_hash
 from nonstop.drivers.router.base import RouteTable, Upstream
 from nonstop.errors import RouterError
 
@@ -35,27 +36,44 @@ NO_UPSTREAM_BODY = (
 
 @dataclass(frozen=True, slots=True)
 class ProxyTuning:
-    """How Caddy treats a failing upstream and a reload. Seconds throughout.
+    """How Caddy treats a failing upstream and a reload. Seconds throughout (decision 0331).
 
     ``drain_timeout``: requests and streams (websockets, SSE) that started before a reload keep
     their upstream for up to this long: it is both the HTTP app's ``grace_period`` and the
     proxy's ``stream_close_delay``.
 
-    ``retry_window`` / ``retry_interval``: a request whose upstream refuses the connection (an
-    instance that just died) is tried again on another upstream every ``retry_interval`` for up
-    to ``retry_window``. Only dial failures and "no upstream available" are retried for non-GET
-    requests (nothing reached an upstream, so nothing can have happened twice).
+    Retries: a request whose upstream fails is tried again at once on another upstream, up to
+    ``retries`` times (at least 2, at least the pool size): any method when the connection
+    could not be made (nothing was sent), GET only when it failed after that (reset, timeout,
+    bad response). There is deliberately no wait between tries (no ``try_duration`` /
+    ``try_interval``): Caddy ends a waiting retry when a reload retires the handler, which is
+    how a crashed instance used to cost a 502 at the very reload that removed it.
 
-    ``mark_down_for``: passive health, lenient on purpose. Only a refused connection counts (no
-    status or latency rule), and it keeps that upstream out of selection for this long, so the
-    retry lands on another upstream instead of the same dead one. The engine owns real health.
+    Passive health: an upstream whose connection or round trip failed once (``max_fails`` 1) is
+    out of selection for ``mark_down_for``, so the retry lands elsewhere. The marks live in
+    Caddy's global host pool, keyed by address, so they survive reloads.
+
+    Health checks (passive and active) are configured only when the pool has two upstreams or
+    more: they decide where a request goes instead, and a lone upstream has no instead.
+
+    Active health (only with ``health_path``): Caddy GETs ``health_path`` on every upstream
+    every ``health_interval``; ``health_fails`` answers that are not 2xx or do not come within
+    ``health_timeout`` take it out of rotation until one check passes: a hung instance (SIGSTOP,
+    a deadlock) leaves rotation in about ``health_fails * health_interval + health_timeout``.
+
+    ``upstream_timeout``: how long Caddy waits for an upstream's response headers (not for the
+    body or a stream) before answering 504 naming that upstream. Long on purpose: it is the
+    bound on a legitimately slow request, not the way a hung instance is found.
     """
 
     drain_timeout: float = 30.0
-    retry_window: float = 5.0
-    retry_interval: float = 0.05
     mark_down_for: float = 2.0
-    dial_timeout: float = 2.0
+    dial_timeout: float = 1.0
+    upstream_timeout: float = 30.0
+    health_path: str | None = None
+    health_interval: float = 0.5
+    health_timeout: float = 1.0
+    health_fails: int = 2
 
 
 def duration(seconds: float) -> str:
@@ -123,6 +141,23 @@ def build_config(
     }
 
 
+def _probe_route(table: RouteTable) -> dict[str, Any]:
+    """The reserved table probe (drivers/router/admin.py), answered by Caddy, never logged."""
+    return {
+        "match": [{"path": [PROBE_PATH], "header": {PROBE_HEADER: [PROBE_VALUE]}}],
+        "handle": [
+            {"handler": "vars", "log_skip": True},
+            {
+                "handler": "static_response",
+                "status_code": 200,
+                "headers": {"Content-Type": ["text/plain; charset=utf-8"]},
+                "body": table_hash(table) + "\n",
+            },
+        ],
+        "terminal": True,
+    }
+
+
 def _logging(events_socket: Path) -> dict[str, Any]:
     # Only our access log goes to the socket; Caddy's own log stays on stderr (caddy.log).
     # soft_start: Caddy starts even when nobody listens yet; entries written while the socket is
@@ -156,13 +191,14 @@ def _server(table: RouteTable, listen: str, tuning: ProxyTuning) -> dict[str, An
         "automatic_https": {"disable": True},
         "logs": {"default_logger_name": SERVER_NAME},
         "routes": [
+            _probe_route(table),
             {
                 "handle": [
                     _append("upstream", "{http.reverse_proxy.upstream.hostport}"),
                     _append("upstream_status", "{http.reverse_proxy.status_code}"),
                     final,
                 ]
-            }
+            },
         ],
     }
 
@@ -181,17 +217,38 @@ def _no_upstream() -> dict[str, Any]:
 
 
 def _reverse_proxy(pool: list[Upstream], tuning: ProxyTuning) -> dict[str, Any]:
-    return {
+    proxy = {
         "handler": "reverse_proxy",
         "upstreams": [{"dial": u.address} for u in pool],
-        "transport": {"protocol": "http", "dial_timeout": duration(tuning.dial_timeout)},
+        "transport": {
+            "protocol": "http",
+            "dial_timeout": duration(tuning.dial_timeout),
+            "response_header_timeout": duration(tuning.upstream_timeout),
+        },
         "load_balancing": {
             "selection_policy": {"policy": "weighted_round_robin", "weights": weights(pool)},
-            "try_duration": duration(tuning.retry_window),
-            "try_interval": duration(tuning.retry_interval),
-        },
-        "health_checks": {
-            "passive": {"fail_duration": duration(tuning.mark_down_for), "max_fails": 1}
+            "retries": max(2, len(pool)),
         },
         "stream_close_delay": duration(tuning.drain_timeout),
     }
+    # Health only decides where a request goes instead: with one upstream there is nowhere else,
+    # and a mark (one refused dial, one slow health answer on a busy machine) would turn into
+    # seconds of 503s for a single-instance app that was only blinking.
+    if len(pool) > 1:
+        proxy["health_checks"] = _health(tuning)
+    return proxy
+
+
+def _health(tuning: ProxyTuning) -> dict[str, Any]:
+    health: dict[str, Any] = {
+        "passive": {"fail_duration": duration(tuning.mark_down_for), "max_fails": 1}
+    }
+    if tuning.health_path:
+        health["active"] = {
+            "uri": tuning.health_path,
+            "interval": duration(tuning.health_interval),
+            "timeout": duration(tuning.health_timeout),
+            "fails": tuning.health_fails,
+            "passes": 1,
+        }
+    return health

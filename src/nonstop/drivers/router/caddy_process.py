@@ -109,6 +109,15 @@ class ProcessRecord:
     def running(self) -> bool:
         return start_time(self.pid) == self.start_time
 
+    def runs(self, program: str) -> bool:
+        """Whether the process's executable is named ``program`` (``caddy``, ``haproxy``): a
+        pid file copied from elsewhere, or naming some other live process, is not ours."""
+        try:
+            exe = Path(os.readlink(f"/proc/{self.pid}/exe"))
+        except OSError:
+            return False
+        return exe.name.startswith(program)
+
     @classmethod
     def load(cls, path: Path) -> ProcessRecord | None:
         try:

@@ -11,6 +11,7 @@ Files in ``state_dir``::
     route-table.json      the last table applied: a restarted HAProxy comes back routing it
     haproxy.cfg           the config HAProxy was last started with (the table of that moment)
     no-upstream.txt       the body of the 503 answered when no upstream is in rotation
+    probe.map             the hash the table probe answers (set through the runtime API)
     logs/haproxy.log      HAProxy's own output
 
     * in a short private directory instead when ``state_dir`` is too deep for a unix socket path
@@ -34,6 +35,12 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+from nonstop.drivers.router.admin import (
+    AdminUnavailable,
+    confirm_listener,
+    table_hash,
+    with_retries,
+)
 from nonstop.drivers.router.base import RequestEvent, RouteTable
 from nonstop.drivers.router.caddy import load_table, table_to_dict
 from nonstop.drivers.router.caddy_config import validate_listen
@@ -46,6 +53,7 @@ from nonstop.drivers.router.caddy_process import (
 from nonstop.drivers.router.haproxy_config import (
     BACKEND,
     NO_UPSTREAM_BODY,
+    PROBE_KEY,
     Files,
     HAProxyTuning,
     build_config,
@@ -53,6 +61,8 @@ from nonstop.drivers.router.haproxy_config import (
     parse_servers_state,
     parse_sessions,
     plan_changes,
+    probe_map_text,
+    server_options,
 )
 from nonstop.drivers.router.haproxy_log import LogCounters, RingReader
 from nonstop.drivers.router.haproxy_process import (
@@ -80,16 +90,28 @@ class HAProxyRouter:
         drain_timeout: float = 30.0,
         retries: int = 3,
         connect_timeout: float = 1.0,
+        upstream_timeout: float = 30.0,
+        health_path: str | None = None,
+        health_interval: float = 0.5,
+        health_timeout: float = 1.0,
         haproxy_binary: Path | None = None,
         event_queue_size: int = 10_000,
         start_timeout: float = 15.0,
+        confirm_timeout: float = 5.0,
     ) -> None:
         self.state_dir = Path(state_dir).resolve()
         self.listen = validate_listen(listen)
         self.tuning = HAProxyTuning(
-            drain_timeout=drain_timeout, connect_timeout=connect_timeout, retries=retries
+            drain_timeout=drain_timeout,
+            connect_timeout=connect_timeout,
+            retries=retries,
+            upstream_timeout=upstream_timeout,
+            health_path=health_path,
+            health_interval=health_interval,
+            health_timeout=health_timeout,
         )
         self.start_timeout = start_timeout
+        self.confirm_timeout = confirm_timeout
         self._binary = haproxy_binary
         sockets = socket_dir(self.state_dir)
         self.admin_socket = check_socket_path(sockets / "haproxy-admin.sock")
@@ -97,6 +119,7 @@ class HAProxyRouter:
         self.table_file = self.state_dir / "route-table.json"
         self.config_file = self.state_dir / "haproxy.cfg"
         self.body_file = self.state_dir / "no-upstream.txt"
+        self.probe_map = self.state_dir / "probe.map"
         self.log_file = self.state_dir / "logs" / "haproxy.log"
         self.version: str | None = None
         self._listener = RingReader(self.admin_socket, queue_size=event_queue_size)
@@ -110,7 +133,9 @@ class HAProxyRouter:
         async with self._lock:
             self.state_dir.mkdir(parents=True, exist_ok=True)
             record = ProcessRecord.load(self.pid_file)
-            running = record is not None and record.running()
+            # Adopt only the HAProxy we recorded (same pid, same start time, a haproxy binary):
+            # a socket that merely answers is not a router (decision 0332).
+            running = record is not None and record.running() and record.runs("haproxy")
             # A HAProxy of ours that is up but still starting gets the whole start timeout.
             if running and await self._wait_admin(self.start_timeout):
                 await self._adopt()
@@ -133,6 +158,7 @@ class HAProxyRouter:
                     f"could not save the route table to {self.table_file}: {exc}"
                 ) from exc
             await self._sync(table)
+            await confirm_listener("haproxy", self.listen, table, within=self.confirm_timeout)
 
     async def in_flight(self) -> dict[str, int]:
         """Current sessions (+ queued requests) per upstream address from ``show stat``. A server
@@ -196,9 +222,16 @@ class HAProxyRouter:
 
     async def command(self, line: str) -> str:
         """One runtime-API command (``show servers state``, ``show stat`` ...); its reply."""
+        return await with_retries(
+            lambda timeout: self._command_once(line, timeout),
+            what=f"haproxy runtime API {line!r}",
+            timeout=5.0,
+        )
+
+    async def _command_once(self, line: str, timeout: float) -> str:
         if not self.admin_socket.exists():
-            raise RouterError(f"haproxy admin socket {self.admin_socket} does not exist")
-        return await run_command(self.admin_socket, line)
+            raise AdminUnavailable(f"haproxy admin socket {self.admin_socket} does not exist")
+        return await run_command(self.admin_socket, line, timeout=timeout)
 
     # -- internals -------------------------------------------------------------------------------
 
@@ -206,8 +239,9 @@ class HAProxyRouter:
         """Make the backend's servers and weights equal ``table`` through the runtime API."""
         desired = desired_servers(table)
         current = parse_servers_state(await self.command(f"show servers state {BACKEND}"))
-        plan = plan_changes(desired, current)
-        for line in plan.commands:
+        plan = plan_changes(desired, current, server_options(self.tuning))
+        commands = [*plan.commands, f"set map {self.probe_map} {PROBE_KEY} {table_hash(table)}"]
+        for line in commands:
             reply = await self.command(line)
             if reply not in OK_REPLIES:
                 raise RouterError(f"haproxy refused {line!r}: {reply}")
@@ -244,7 +278,9 @@ class HAProxyRouter:
         a backend that is serving."""
         self._leaving.clear()
         if self.table_file.exists():
-            await self._sync(self.last_table())
+            table = self.last_table()
+            await self._sync(table)
+            await confirm_listener("haproxy", self.listen, table, within=self.confirm_timeout)
 
     async def _spawn(self) -> None:
         binary = find_haproxy(self._binary)
@@ -252,8 +288,10 @@ class HAProxyRouter:
         self.admin_socket.unlink(missing_ok=True)  # left behind by a HAProxy that was killed
         self._listener.mark_fresh()  # whatever answers on the socket from now on is new
         write_atomic(self.body_file, NO_UPSTREAM_BODY)
-        files = Files(self.admin_socket, self.body_file)
-        servers = desired_servers(self.last_table())
+        table = self.last_table()
+        write_atomic(self.probe_map, probe_map_text(table_hash(table)))
+        files = Files(self.admin_socket, self.body_file, self.probe_map)
+        servers = desired_servers(table)
         text = build_config(servers, listen=self.listen, files=files, tuning=self.tuning)
         write_atomic(self.config_file, text)
         await asyncio.to_thread(check_config, binary, self.config_file)
@@ -275,7 +313,7 @@ class HAProxyRouter:
         deadline = time.monotonic() + timeout
         while True:
             with contextlib.suppress(RouterError):
-                await self.command("show info")
+                await self._command_once("show info", 2.0)
                 return True
             if time.monotonic() >= deadline:
                 return False

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from functools import reduce
 from pathlib import Path
 
+from nonstop.drivers.router.admin import PROBE_HEADER, PROBE_PATH, PROBE_VALUE
 from nonstop.drivers.router.base import RequestEvent, RouteTable
 from nonstop.drivers.router.caddy_config import NO_UPSTREAM_BODY, validate_table
 from nonstop.errors import RouterError
@@ -49,7 +50,7 @@ _NAME_OK = re.compile(r"[A-Za-z0-9._:-]+")
 
 @dataclass(frozen=True, slots=True)
 class HAProxyTuning:
-    """Seconds throughout.
+    """Seconds throughout (decision 0331).
 
     ``drain_timeout``: a server taken out of the table keeps its open requests and streams up to
     this long, then its sessions are shut down and it is deleted. It is also ``hard-stop-after``
@@ -57,7 +58,18 @@ class HAProxyTuning:
 
     ``connect_timeout`` / ``retries``: a refused or timed-out connect is retried ``retries``
     times, each on another server (``option redispatch 1``), so an instance that just died is not
-    a user-visible error while another one is up.
+    a user-visible error while another one is up. GET, HEAD and OPTIONS are also retried when
+    the server reset the connection before answering or timed out (``retry-on``); other methods
+    only when nothing was sent.
+
+    Health: every server is checked every ``health_interval`` (an HTTP GET of ``health_path``,
+    or a TCP connect without one; each check may take ``health_timeout``), ``health_fails``
+    failed checks take it out of rotation and one good check brings it back; a connection error
+    seen on a real request takes it out at once (``observe layer4``, ``on-error mark-down``).
+
+    ``upstream_timeout``: how long HAProxy waits for the server to send anything (response
+    headers, or the next piece of a slow body) before a 504 naming it. Websockets and other
+    upgraded connections use ``tunnel_timeout`` instead.
 
     ``client_timeout``: how long an idle client keep-alive connection stays open (the client,
     which usually gives up sooner, closes it first: no race with a request in flight).
@@ -67,7 +79,21 @@ class HAProxyTuning:
     connect_timeout: float = 1.0
     retries: int = 3
     client_timeout: float = 300.0
-    server_timeout: float = 3600.0
+    upstream_timeout: float = 30.0
+    tunnel_timeout: float = 3600.0
+    health_path: str | None = None
+    health_interval: float = 0.5
+    health_timeout: float = 1.0
+    health_fails: int = 2
+
+
+def server_options(tuning: HAProxyTuning) -> str:
+    """What every server line (and ``add server``) carries after its weight: health checks and
+    passive marking down."""
+    return (
+        f"check inter {_ms(tuning.health_interval)} fall {tuning.health_fails} rise 1 "
+        "observe layer4 error-limit 1 on-error mark-down"
+    )
 
 
 def server_name(address: str) -> str:
@@ -120,7 +146,9 @@ class Plan:
     """Servers put into maintenance now (not in the table any more): to delete once idle."""
 
 
-def plan_changes(desired: dict[str, tuple[str, int]], current: Iterable[ServerState]) -> Plan:
+def plan_changes(
+    desired: dict[str, tuple[str, int]], current: Iterable[ServerState], options: str = ""
+) -> Plan:
     """Commands from the backend's ``current`` servers to ``desired``, ordered so that capacity
     only grows before it shrinks: first new servers are added and enabled, draining ones come
     back and weights go up; then weights go down; servers leaving go to maintenance last. So the
@@ -130,7 +158,9 @@ def plan_changes(desired: dict[str, tuple[str, int]], current: Iterable[ServerSt
     Worked example: current A (weight 1, ready), desired A weight 0 and B weight 1 ->
     ``add server nonstop_app/B B weight 1``, ``enable server nonstop_app/B``, then
     ``set server nonstop_app/A weight 0`` (in the other order, for a moment, no server would
-    take a request and HAProxy would answer 503)."""
+    take a request and HAProxy would answer 503). With ``options`` (``check ...``, see
+    :func:`server_options`) a new server carries them and its checks are turned on
+    (``enable health``) before it is enabled."""
     now = {s.name: s for s in current}
     grow: list[str] = []
     shrink: list[str] = []
@@ -140,7 +170,11 @@ def plan_changes(desired: dict[str, tuple[str, int]], current: Iterable[ServerSt
         server = f"{BACKEND}/{name}"
         state = now.get(name)
         if state is None:
-            grow.append(f"add server {server} {address} weight {weight}")
+            grow.append(
+                f"add server {server} {address} weight {weight}{' ' * bool(options)}{options}"
+            )
+            if "check" in options.split():
+                grow.append(f"enable health {server}")
             grow.append(f"enable server {server}")
             continue
         if state.weight != weight:
@@ -220,10 +254,11 @@ def parse_log_line(line: bytes | str) -> RequestEvent | None:
 
     The termination state tells who produced the response: a state whose second letter is R, Q,
     C, H or T (the session ended before the server's response headers) with a first letter that
-    is not ``-`` means HAProxy answered itself (``SC`` refused connect, or with ``<NOSRV>`` no
-    server in rotation -> 503; ``SH`` -> 502; ``sH`` -> 504): ``upstream`` None, and
-    ``proxy_error`` for a 5xx. An application's own 503 is ``--`` with its server name: not a
-    proxy error."""
+    is not ``-`` means HAProxy answered itself (``SC`` refused connect -> 503; ``SH`` reset or
+    bad response -> 502; ``sH`` server timeout -> 504): ``proxy_error`` for a 5xx, and
+    ``upstream`` is the server named in the line, which after retries and redispatch is the last
+    one HAProxy tried. ``<NOSRV>`` (nothing in rotation, no server tried) gives ``upstream``
+    None. An application's own 503 is ``--`` with its server name: not a proxy error."""
     text = line.decode("utf-8", "replace") if isinstance(line, bytes) else line
     fields = text.strip().split()
     if len(fields) != 7 or fields[0] != LOG_TAG:
@@ -241,7 +276,7 @@ def parse_log_line(line: bytes | str) -> RequestEvent | None:
     answered = server != NO_SERVER and not by_proxy
     return RequestEvent(
         ts=ts,
-        upstream=server if answered else None,
+        upstream=None if server == NO_SERVER else server,
         status=status,
         duration_ms=max(total_ms, 0.0),
         proxy_error=not answered and status >= 500,
@@ -252,6 +287,15 @@ def parse_log_line(line: bytes | str) -> RequestEvent | None:
 class Files:
     admin_socket: Path
     no_upstream_body: Path
+    probe_map: Path
+    """``table <hash>``: what the table probe answers; updated with ``set map`` on apply."""
+
+
+PROBE_KEY = "table"
+
+
+def probe_map_text(table_hash: str) -> str:
+    return f"{PROBE_KEY} {table_hash}\n"
 
 
 def build_config(
@@ -259,10 +303,19 @@ def build_config(
 ) -> str:
     """The whole haproxy.cfg, starting with ``servers`` (name -> (address, weight)) in the
     backend so a restarted HAProxy routes the last table from its first request."""
+    options = server_options(tuning)
     server_lines = "".join(
-        f"    server {name} {address} weight {weight}\n"
+        f"    server {name} {address} weight {weight} {options}\n"
         for name, (address, weight) in servers.items()
     )
+    check = (
+        f"    option httpchk GET {tuning.health_path}\n"
+        if tuning.health_path
+        else ""  # a TCP connect check
+    )
+    # The table probe (admin.py): answered from a map the runtime API updates on every apply.
+    probe = f"{{ path {PROBE_PATH} }} {{ req.hdr({PROBE_HEADER}) -m str {PROBE_VALUE} }}"
+    answer = f"%[str({PROBE_KEY}),map({files.probe_map})]"
     ms = _ms
     # stats timeout also ends an idle ``show events -w`` stream: 24 days (HAProxy's maximum
     # is 2^31 ms) keeps the request log stream open however quiet the service is.
@@ -286,18 +339,23 @@ defaults
     timeout connect {ms(tuning.connect_timeout)}
     timeout client {ms(tuning.client_timeout)}
     timeout http-keep-alive {ms(tuning.client_timeout)}
-    timeout server {ms(tuning.server_timeout)}
-    timeout tunnel {ms(tuning.server_timeout)}
+    timeout server {ms(tuning.upstream_timeout)}
+    timeout tunnel {ms(tuning.tunnel_timeout)}
+    timeout check {ms(tuning.health_timeout)}
     retries {tuning.retries}
     option redispatch 1
+    retry-on conn-failure empty-response response-timeout
 
 frontend {FRONTEND}
     bind {listen}
     log-format "{LOG_FORMAT}"
+    http-request set-log-level silent if {probe}
+    http-request return status 200 content-type "{BODY_TYPE}" lf-string "{answer}" if {probe}
     default_backend {BACKEND}
 
 backend {BACKEND}
     balance roundrobin
+{check}    http-request disable-l7-retry if !METH_GET !METH_OPTIONS
     http-error status 503 content-type "{BODY_TYPE}" file {files.no_upstream_body}
 {server_lines}"""
 

@@ -13,6 +13,7 @@ import subprocess
 from pathlib import Path
 
 from nonstop.drivers.router import caddy_process
+from nonstop.drivers.router.admin import AdminUnavailable
 from nonstop.drivers.router.caddy_process import rotate
 from nonstop.errors import RouterError
 
@@ -120,19 +121,27 @@ def last_alert(log: Path) -> str:
 
 
 async def run_command(socket_path: Path, command: str, *, timeout: float = 5.0) -> str:
-    """One runtime-API command on its own connection; returns HAProxy's reply, stripped."""
+    """One runtime-API command on its own connection; returns HAProxy's reply, stripped.
+
+    AdminUnavailable (worth retrying) when the socket could not be reached (nothing was sent),
+    or when a read-only command (``show ...``) broke off or got no answer; RouterError when a
+    command that changes something broke off after it was sent (it may have taken effect)."""
     try:
         reader, writer = await asyncio.wait_for(
             asyncio.open_unix_connection(str(socket_path)), timeout
         )
     except (OSError, TimeoutError) as exc:
-        raise RouterError(f"haproxy admin socket {socket_path}: {exc!r}") from exc
+        raise AdminUnavailable(f"haproxy admin socket {socket_path}: {exc!r}") from exc
     try:
         writer.write(command.encode() + b"\n")
         await writer.drain()
         reply = await asyncio.wait_for(reader.read(), timeout)
     except (OSError, TimeoutError) as exc:
-        raise RouterError(f"haproxy runtime API {command!r} failed: {exc!r}") from exc
+        error = AdminUnavailable if command.startswith("show ") else RouterError
+        raise error(f"haproxy runtime API {command!r} failed: {exc!r}") from exc
     finally:
         writer.close()
-    return reply.decode("utf-8", "replace").strip()
+    text = reply.decode("utf-8", "replace").strip()
+    if not text and command.startswith("show "):  # every "show" says something: cut off
+        raise AdminUnavailable(f"haproxy runtime API {command!r}: connection closed unanswered")
+    return text
