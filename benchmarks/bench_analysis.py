@@ -39,11 +39,11 @@ import statistics
 import time
 from dataclasses import dataclass
 
-from nonstop.analysis.checks import conclude, judge, new_run, step
+from nonstop.analysis.checks import AnalysisRun, conclude, judge, new_run, step
 from nonstop.analysis.measurement import Measurement
 from nonstop.analysis.presets import preset_steps
 from nonstop.analysis.sequential import Counts, new_sequential, observe, update
-from nonstop.analysis.simulate import Traffic
+from nonstop.analysis.simulate import Traffic, binomial
 from nonstop.config.schema import CheckConfig
 
 WINDOW = 60  # seconds, the fixed-window rule's interval
@@ -176,9 +176,27 @@ def cost(seconds: int = 100_000) -> None:
         print(f"judge() {label}: {per_call * 1e6:.1f} µs per 1-min window ({len(windows)} calls)")
 
 
-def schedule(preset: str, canary: float, stable: float, seed: int) -> tuple[str, float, int]:
-    """One walk of a preset's steps: (``completed``, ``sequential`` or ``error_rate``; seconds;
-    steps that paused for a person)."""
+def _end_of_step(run: AnalysisRun, elapsed: float, pause: float, interval: float) -> str:
+    """What the planner does once a step's pause is over: ``next``, ``fail`` (the step's
+    whole data, compared with stable), ``wait`` (measure on) or ``paused`` (a person)."""
+    if elapsed < pause:
+        return "wait"
+    outcome = conclude(run).outcome
+    if outcome == "pass":
+        return "next"
+    if outcome == "fail":
+        return "fail"
+    if elapsed >= 2 * pause and elapsed >= pause + 6 * interval:
+        return "paused"
+    return "wait"
+
+
+def schedule(
+    preset: str, canary: float, stable: float, seed: int, compare: bool = True
+) -> tuple[str, float, int]:
+    """One walk of a preset's steps: (``completed``, ``sequential``, ``error_rate`` (windows)
+    or ``end of step``; seconds; steps that paused for a person). ``compare=False`` is the
+    behaviour before the comparison with stable: no baseline reaches the checks."""
     rng, sequential = random.Random(seed), new_sequential()
     now, pauses = 0.0, 0
     for planned in preset_steps(preset)[:-1]:
@@ -191,31 +209,121 @@ def schedule(preset: str, canary: float, stable: float, seed: int) -> tuple[str,
         while True:
             counts = traffic.interval(rng, interval)
             window = _measurement(counts, int(now), int(now + interval))
+            baseline = _stable(counts, int(now), int(now + interval)) if compare else None
             now, elapsed = now + interval, elapsed + interval
             sequential = update(sequential, counts)
             if sequential.e_value >= sequential.threshold:
                 return "sequential", now, pauses
             for check in checks:
-                run, _ = step(run, check, window)
+                run, _ = step(run, check, window, baseline=baseline)
             if run.phase == "failed":
                 return "error_rate", now, pauses
-            if elapsed < planned.pause:
-                continue
-            if conclude(run).outcome == "pass":
-                break
-            if elapsed >= 2 * planned.pause and elapsed >= planned.pause + 6 * interval:
-                pauses += 1
+            end = _end_of_step(run, elapsed, planned.pause, interval)
+            if end == "fail":
+                return "end of step", now, pauses
+            if end in ("next", "paused"):
+                pauses += end == "paused"
                 break
     return "completed", now, pauses
 
 
+def _stable(c: Counts, start: int, end: int) -> Measurement:
+    status = {"2xx": c.stable_requests - c.stable_errors, "5xx": c.stable_errors}
+    return Measurement("v1", float(start), float(end), c.stable_requests, status)
+
+
+Z99 = 2.3263478740408408  # the standard normal's 99th percentile
+
+
+@dataclass(frozen=True)
+class Latency:
+    """Lognormal latencies (``sigma`` in log space): the stable release's p99 is
+    ``stable_p99`` ms, the canary's every request takes ``slower`` times as long (the same
+    shape, its p99 ``slower`` times the stable's)."""
+
+    stable_p99: float
+    slower: float = 1.0
+    sigma: float = 0.5
+
+    def slow_share(self, bound_ms: float, factor: float) -> float:
+        """P(latency > bound_ms) for a release ``factor`` times the stable's."""
+        mu = math.log(self.stable_p99) - Z99 * self.sigma
+        z = (math.log(bound_ms / factor) - mu) / self.sigma
+        return 0.5 * math.erfc(z / math.sqrt(2))
+
+
+def _latency_window(
+    release: str, n: int, slow: int, bound: float, start: float, end: float, counted: bool
+) -> Measurement:
+    """A window of ``n`` requests, ``slow`` of them slower than ``bound``. Its p99 is above
+    ``bound`` exactly when more than ``n - ceil(0.99 n)`` are (the rank HdrHistogram reports),
+    so the raw comparison is decided by the same count; the value shown is nominal."""
+    over = slow >= n - math.ceil(0.99 * n) + 1
+    latency = {99.0: bound * (1.05 if over else 0.95)} if n else {}
+    le = {bound: n - slow, math.inf: n} if counted else {}
+    return Measurement(release, start, end, n, {"2xx": n}, 0, latency, True, le)
+
+
+def latency_schedule(
+    preset: str, world: Latency, seed: int, counted: bool = True
+) -> tuple[str, float, int]:
+    """One walk of a preset's latency checks: judged from counts with the preset's confidence
+    and compared with stable (``counted``), or the p99 as measured (before)."""
+    rng = random.Random(seed)
+    now, pauses = 0.0, 0
+    for planned in preset_steps(preset)[:-1]:
+        assert planned.weight is not None
+        assert isinstance(planned.pause, float)
+        checks = [c for c in planned.analysis or () if c.metric == "latency"]
+        if not counted:
+            checks = [c.model_copy(update={"confidence": 0.0}) for c in checks]
+        interval = min(c.interval for c in checks)
+        n = round(200 * interval)
+        n_c = round(n * planned.weight / 100)
+        run, elapsed = new_run(checks), 0.0
+        while True:
+            start, end = now, now + interval
+            now, elapsed = end, elapsed + interval
+            for check in checks:
+                assert check.max is not None
+                s_c = world.slow_share(check.max, world.slower)
+                s_s = world.slow_share(check.max, 1.0)
+                slow_c, slow_s = binomial(rng, n_c, s_c), binomial(rng, n - n_c, s_s)
+                canary = _latency_window("v2", n_c, slow_c, check.max, start, end, counted)
+                stable = _latency_window("v1", n - n_c, slow_s, check.max, start, end, counted)
+                run, _ = step(run, check, canary, baseline=stable if counted else None)
+            if run.phase == "failed":
+                return "latency", now, pauses
+            outcome = _end_of_step(run, elapsed, planned.pause, interval)
+            if outcome == "fail":
+                return "end of step", now, pauses
+            if outcome in ("next", "paused"):
+                pauses += outcome == "paused"
+                break
+    return "completed", now, pauses
+
+
+def _summary(results: list[tuple[str, float, int]]) -> tuple[str, str, str, str]:
+    count = len(results)
+    rolled = sorted(t for how, t, _ in results if how != "completed")
+    kinds: dict[str, int] = {}
+    for how, _, _ in results:
+        if how != "completed":
+            kinds[how] = kinds.get(how, 0) + 1
+    by = ", ".join(f"{n} {how}" for how, n in sorted(kinds.items())) or "-"
+    times = f"{statistics.median(rolled):.0f} / {rolled[-1]:.0f}" if rolled else "-"
+    paused = sum(p > 0 for _, _, p in results)
+    return f"{len(rolled)}/{count}", by, times, f"{paused}/{count}"
+
+
 def schedules(runs: int) -> None:
     print(f"\n## preset schedules at 200 requests/s ({runs} runs, quick {runs * 20 // 3})\n")
+    print("Each row twice on the same seeds: *before* (no comparison with stable) and *now*.\n")
     print(
-        "| preset | canary / stable errors | rolled back by threshold | by sequential test "
-        "| rollback time median / max (s) | paused for a person |"
+        "| preset | canary / stable errors | rule | rolled back | by | rollback time median / "
+        "max (s) | paused for a person |"
     )
-    print("|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|")
     cases = [
         ("progressive", 0.0002, 0.0002),
         ("progressive", 0.0005, 0.0005),
@@ -225,6 +333,9 @@ def schedules(runs: int) -> None:
         ("progressive", 0.05, 0.001),
         ("quick", 0.05, 0.001),
         ("progressive", 0.005, 0.001),
+        ("progressive", 0.0025, 0.0005),
+        ("progressive", 0.001, 0.0002),
+        ("progressive", 0.0015, 0.0005),
         ("progressive", 0.003, 0.003),
         ("quick", 0.05, 0.05),
     ]
@@ -232,16 +343,43 @@ def schedules(runs: int) -> None:
         count = runs if preset == "progressive" else runs * 20 // 3
         if canary != stable:
             count = min(count, 100)
-        results = [schedule(preset, canary, stable, seed) for seed in range(count)]
-        rolled = sorted(t for how, t, _ in results if how != "completed")
-        by_threshold = sum(how == "error_rate" for how, _, _ in results)
-        by_sequential = sum(how == "sequential" for how, _, _ in results)
-        paused = sum(p > 0 for _, _, p in results)
-        times = f"{statistics.median(rolled):.0f} / {rolled[-1]:.0f}" if rolled else "-"
-        print(
-            f"| {preset} | {canary:.2%} / {stable:.2%} | {by_threshold}/{count} | "
-            f"{by_sequential}/{count} | {times} | {paused}/{count} |"
-        )
+        for label, compare in (("before", False), ("now", True)):
+            results = [schedule(preset, canary, stable, seed, compare) for seed in range(count)]
+            rolled, by, times, paused = _summary(results)
+            print(
+                f"| {preset} | {canary:.2%} / {stable:.2%} | {label} | {rolled} | {by} | "
+                f"{times} | {paused} |"
+            )
+
+
+def latency_schedules(runs: int) -> None:
+    print(f"\n## latency p99 over the progressive schedule ({runs} runs a row)\n")
+    print(
+        "Lognormal latencies (sigma 0.5); limits p99 <= 500 ms (1%, 5%) and <= 1 s (25%, "
+        "50%). *before*: the p99 as measured; *now*: from counts at 99.9%, compared with "
+        "stable.\n"
+    )
+    print(
+        "| stable p99 | canary | rule | rolled back | by | rollback time median / max (s) "
+        "| paused for a person |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    worlds = [
+        Latency(400.0),
+        Latency(500.0),
+        Latency(500.0, 1.2),
+        Latency(450.0, 1.2),
+        Latency(300.0, 1.2),
+    ]
+    for world in worlds:
+        for label, counted in (("before", False), ("now", True)):
+            results = [latency_schedule("progressive", world, s, counted) for s in range(runs)]
+            rolled, by, times, paused = _summary(results)
+            canary = "same" if world.slower == 1.0 else f"{world.slower:g}x slower"
+            print(
+                f"| {world.stable_p99:.0f} ms | {canary} | {label} | {rolled} | {by} | "
+                f"{times} | {paused} |"
+            )
 
 
 def main() -> None:
@@ -249,6 +387,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=2000)
     parser.add_argument("--cadence", type=int, default=1, help="seconds between sequential looks")
     parser.add_argument("--schedules", type=int, default=0, help="preset schedule walks (0: none)")
+    parser.add_argument(
+        "--only-schedules", action="store_true", help="skip the time-to-rollback scenarios"
+    )
     args = parser.parse_args()
     with open("/proc/cpuinfo") as cpuinfo:
         models = [
@@ -258,6 +399,11 @@ def main() -> None:
     print("# bench_analysis (simulation)\n")
     print(f"machine: {os.cpu_count()} cores, {cpu}, Python {platform.python_version()}")
     started = time.perf_counter()
+    if args.only_schedules:
+        schedules(args.schedules)
+        latency_schedules(args.schedules)
+        print(f"\nwall time {time.perf_counter() - started:.1f} s")
+        return
     bad_canary(
         "canary 5% errors vs stable 0%", Traffic(0.05, 0.0, share=0.05), args.seeds, args.cadence
     )
@@ -271,6 +417,7 @@ def main() -> None:
     cost()
     if args.schedules:
         schedules(args.schedules)
+        latency_schedules(args.schedules)
     print(f"\nwall time {time.perf_counter() - started:.1f} s")
 
 

@@ -51,16 +51,20 @@ def at_step(spec: RolloutSpec) -> RolloutState:
 
 
 def windows(
-    spec: RolloutSpec, state: RolloutState, seconds: int, canary_counts: tuple[int, int]
+    spec: RolloutSpec,
+    state: RolloutState,
+    seconds: int,
+    canary_counts: tuple[int, int],
+    stable_counts: tuple[int, int] = (900, 1),
 ) -> list[Decision]:
     """Decide at the end of each 10 s window for ``seconds``: the canary serves
-    ``canary_counts`` (requests, errors) per window, the stable release 900 requests, 1 error."""
+    ``canary_counts`` (requests, errors) per window, the stable release ``stable_counts``."""
     decisions = []
     for k in range(1, seconds // 10 + 1):
         now, start = T0 + 10 * k, state.phase_started_at
         measured = {
             "v2": counts("v2", start, now, *canary_counts),
-            "v1": counts("v1", start, now, 900, 1),
+            "v1": counts("v1", start, now, *stable_counts),
         }
         decision = canary.decide(spec, state, Observed(now, instances(), None, measured))
         decisions.append(decision)
@@ -74,21 +78,57 @@ def windows(
 AT_LIMIT = {"metric": "error_rate", "max": 0.01, "min_samples": 50, "interval": 10}
 
 
-def test_a_step_that_cannot_tell_measures_on_then_pauses_for_a_person() -> None:
-    """The pause ends at 60 s with 600 requests, 6 errors (95% bounds 0.44%-1.97% straddle
-    1%): the step measures on as long again (60 s, 6 windows), then pauses, saying why."""
+STABLE_AT_LIMIT = (900, 9)  # 1%: the stable release sits at the limit too
+STABLE_CLEAN = (900, 1)  # 0.11%
+STABLE_OVER = (900, 30)  # 3.3%: above the limit with 95% confidence
+
+
+def test_a_canary_at_its_limit_beside_a_stable_release_there_too_passes_and_says_so() -> None:
+    """The pause ends at 60 s with 600 canary requests, 6 errors (95% bounds 0.44%-1.97%
+    straddle 1%); the stable release has 54 errors in 5,400 (also 1%): the canary is not worse
+    (one-sided p = 0.56), so the step ends and its event says why."""
     spec = RolloutSpec("canary", "v2", "v1", config(AT_LIMIT))
-    decisions = windows(spec, at_step(spec), 130, (100, 1))
+    decisions = windows(spec, at_step(spec), 130, (100, 1), STABLE_AT_LIMIT)
+    assert len(decisions) == 6
+    assert decisions[-1].state.phase == "scaling"
+    passed = next(e for e in decisions[-1].events if e.startswith("step analysis passed"))
+    assert (
+        "error_rate not shown below the limit but canary not worse than stable at 95%: canary "
+        "6/600 errors (1%) vs stable 54/5400 (1%), one-sided p = 0.564"
+    ) in passed
+
+
+def test_a_canary_at_its_limit_worse_than_stable_fails_at_the_end_of_the_step() -> None:
+    """Same canary beside a stable release at 0.11%: 6 of the 12 errors on a 10% share
+    (p = 0.00053 < 0.05): rolled back when the pause ends, no window having failed."""
+    spec = RolloutSpec("canary", "v2", "v1", config(AT_LIMIT))
+    decisions = windows(spec, at_step(spec), 130, (100, 1), STABLE_CLEAN)
+    assert len(decisions) == 6
+    finished = decisions[-1].finished
+    assert finished is not None
+    assert finished.outcome == "rolled_back"
+    assert finished.reason.startswith(
+        "analysis failed at the end of step 1: error_rate: canary worse than stable at 95%: "
+        "canary 6/600 errors (1%) vs stable 6/5400 (0.111%), one-sided p = 0.000532 < 0.05"
+    )
+
+
+def test_a_stable_release_over_the_limit_measures_on_then_pauses_for_a_person() -> None:
+    """The canary cannot be told from its limit and the stable release is above it (3.3%,
+    lower 95% bound 3.05%): the step measures on as long again (60 s, 6 windows), then pauses
+    with that reason."""
+    spec = RolloutSpec("canary", "v2", "v1", config(AT_LIMIT))
+    decisions = windows(spec, at_step(spec), 130, (100, 1), STABLE_OVER)
     paused = [i for i, d in enumerate(decisions) if d.state.paused]
     assert paused[0] == 11  # t = 120: 60 s after the pause ended
     assert decisions[10].state.phase == "step"
     assert not decisions[10].state.paused
     event = next(e for e in decisions[11].events if "still inconclusive" in e)
     assert event.startswith(
-        "analysis still inconclusive 60s after the step's pause: error_rate over the whole "
-        "step is undecided: error_rate 0.01: not enough data to tell it from the limit 0.01 "
-        "over 1200 requests (12 errors; 95% bounds"
+        "analysis still inconclusive 60s after the step's pause: error_rate: the stable "
+        "release itself is above the limit (error_rate 0.0333 > max 0.01 over 10800 requests"
     )
+    assert "the canary is not shown to be why: error_rate: canary not worse than stable" in event
     assert event.endswith("paused: `nonstop promote` moves on, `nonstop resume` keeps measuring")
     # a person resumes: measuring goes on
     state = decisions[11].state
@@ -97,21 +137,40 @@ def test_a_step_that_cannot_tell_measures_on_then_pauses_for_a_person() -> None:
     assert resumed.state.data["overtime_since"] == T0 + 121  # the wait starts afresh
 
 
+def test_without_stable_requests_an_undecided_step_pauses_as_before() -> None:
+    spec = RolloutSpec("canary", "v2", "v1", config(AT_LIMIT))
+    decisions = windows(spec, at_step(spec), 130, (100, 1), (0, 0))
+    paused = [i for i, d in enumerate(decisions) if d.state.paused]
+    assert paused[0] == 11
+    event = next(e for e in decisions[11].events if "still inconclusive" in e)
+    assert "error_rate over the whole step is undecided: error_rate 0.01: not enough" in event
+
+
 def test_a_step_without_a_pause_that_cannot_tell_pauses_after_six_windows() -> None:
     spec = RolloutSpec("canary", "v2", "v1", config(AT_LIMIT, pause=None))
-    decisions = windows(spec, at_step(spec), 80, (100, 1))
+    decisions = windows(spec, at_step(spec), 80, (100, 1), STABLE_OVER)
     paused = [i for i, d in enumerate(decisions) if d.state.paused]
     assert paused[0] == 6  # first seen undecided at t = 10, paused 60 s later at t = 70
     assert any("still inconclusive 60s after the step's pause" in e for e in decisions[6].events)
 
 
 def test_undecided_pass_ends_the_step_and_says_so() -> None:
+    """Without stable requests to compare with, ``undecided = "pass"`` passes as it did."""
     spec = RolloutSpec("canary", "v2", "v1", config({**AT_LIMIT, "undecided": "pass"}))
-    decisions = windows(spec, at_step(spec), 130, (100, 1))
+    decisions = windows(spec, at_step(spec), 130, (100, 1), (0, 0))
     assert len(decisions) == 6  # t = 60: the pause is over
     assert decisions[-1].state.phase == "scaling"
     passed = next(e for e in decisions[-1].events if e.startswith("step analysis passed"))
     assert 'error_rate not shown above max, passed as undecided = "pass"' in passed
+
+
+def test_undecided_pass_still_fails_a_canary_worse_than_stable() -> None:
+    spec = RolloutSpec("canary", "v2", "v1", config({**AT_LIMIT, "undecided": "pass"}))
+    decisions = windows(spec, at_step(spec), 130, (100, 1), STABLE_CLEAN)
+    finished = decisions[-1].finished
+    assert finished is not None
+    assert finished.outcome == "rolled_back"
+    assert "canary worse than stable at 95%" in finished.reason
 
 
 def test_a_clean_step_passes_at_its_pause() -> None:
@@ -182,3 +241,57 @@ def test_an_empty_new_window_does_not_restart_the_idle_clock() -> None:
         state = decision.state
     assert [t for t, found in events.items() if found] == [70.0]
     assert events[70.0][0].startswith("sequential test could not run for 60s: ")
+
+
+P99_AT_500 = {"metric": "latency", "max": 500, "min_samples": 50, "interval": 10}
+
+
+def timed(release: str, start: float, end: float, requests: int, slow: int) -> Measurement:
+    """``requests`` with their latency counted at 500 ms, ``slow`` of them slower."""
+    le = {500.0: requests - slow, float("inf"): requests}
+    latency = {99.0: 480.0} if requests else {}
+    return Measurement(release, start, end, requests, {"2xx": requests}, 0, latency, True, le)
+
+
+def latency_windows(
+    spec: RolloutSpec, seconds: int, canary_slow: int, stable_slow: int
+) -> list[Decision]:
+    """10 s windows: the canary 100 requests (``canary_slow`` slower than 500 ms), the stable
+    release 900 (``stable_slow``)."""
+    state, decisions = at_step(spec), []
+    for k in range(1, seconds // 10 + 1):
+        now, start = T0 + 10 * k, state.phase_started_at
+        measured = {
+            "v2": timed("v2", start, now, 100, canary_slow),
+            "v1": timed("v1", start, now, 900, stable_slow),
+        }
+        decision = canary.decide(spec, state, Observed(now, instances(), None, measured))
+        decisions.append(decision)
+        state = decision.state
+        if state.phase != "step":
+            break
+    return decisions
+
+
+def test_a_p99_at_its_limit_on_both_releases_passes_the_step() -> None:
+    """1 of 100 canary requests and 9 of 900 stable ones slower than 500 ms each window: the
+    canary's p99 sits at the limit (600 requests, 6 slow: 95% bounds straddle 1%), stable's
+    too: not worse, the step ends at its pause."""
+    spec = RolloutSpec("canary", "v2", "v1", config(P99_AT_500))
+    decisions = latency_windows(spec, 130, 1, 9)
+    assert len(decisions) == 6
+    passed = next(e for e in decisions[-1].events if e.startswith("step analysis passed"))
+    assert (
+        "latency_p99 not shown below the limit but canary not worse than stable at 95%: canary "
+        "6/600 slower than 500ms (1%) vs stable 54/5400 (1%)"
+    ) in passed
+
+
+def test_a_p99_slower_than_stable_fails_at_the_end_of_the_step() -> None:
+    spec = RolloutSpec("canary", "v2", "v1", config(P99_AT_500))
+    decisions = latency_windows(spec, 130, 1, 1)
+    finished = decisions[-1].finished
+    assert finished is not None
+    assert finished.reason.startswith(
+        "analysis failed at the end of step 1: latency_p99: canary worse than stable at 95%"
+    )

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -266,3 +267,24 @@ async def test_source_answers_from_the_poller_and_reports_a_stopped_prometheus(
     finally:
         server.stop()
         await source.provider.close()
+
+
+async def test_measure_counts_the_histogram_buckets(
+    prometheus: PrometheusServer, served: Served
+) -> None:
+    """The bucket counts come as ``latency_le`` (ms, and inf): every bucket is cumulative, so
+    the counts never fall as the bound grows, and ``inf`` holds about every request."""
+    provider = PrometheusProvider(prometheus.url)
+    try:
+        bad = await provider.measure("bad", served.since, served.until)
+    finally:
+        await provider.close()
+    assert 500.0 in bad.latency_le
+    assert math.inf in bad.latency_le
+    counts = [bad.latency_le[b] for b in sorted(bad.latency_le)]
+    assert counts == sorted(counts)
+    assert served.sent * 0.85 <= bad.latency_le[math.inf] <= served.sent * 1.3
+    slow, total = bad.slower_than(500.0) or (None, None)
+    assert total == bad.latency_le[math.inf]
+    assert slow is not None
+    assert 0 <= slow <= 2  # "/" answers in about a millisecond

@@ -25,10 +25,17 @@ with the point estimate as its value. Worked examples, max 0.001 at 95%::
 
 The outcome is decided from the binomial tails at ``max`` itself (``P(X >= k) < 1 - confidence``
 fails, ``P(X <= k) <= 1 - confidence`` passes), so it is exact; the bounds are for people.
-``confidence = 0`` compares the raw rate (``> max`` fails, equal passes), as latency and query
-checks always do: a latency percentile comes as a number without the counts behind it, so it
-needs ``min_samples`` requests and is compared as measured; a query's value is whatever the
-PromQL computes. Raw example: 412 requests, 21 errors -> 0.051 > 0.001 -> fail.
+``confidence = 0`` compares the raw rate (``> max`` fails, equal passes), as query checks always
+do (a query's value is whatever the PromQL computes). Raw example: 412 requests, 21 errors ->
+0.051 > 0.001 -> fail.
+
+A ``latency`` check with a confidence is judged the same way from counts when the source
+counted the requests at or below its ``max`` (``Measurement.latency_le``): the p-th percentile
+is above ``max`` exactly when more than ``1 - p`` of the requests are slower than ``max``, so the
+slow requests are an "error rate" against the limit ``1 - p`` (the order-statistic bound on a
+quantile). p99 <= 500 ms at 95% over 1000 requests: at most 4 slower passes, 16 or more fail,
+in between pools. Without counts (or with a ``min``, or ``confidence = 0``) the percentile is
+compared as measured, after ``min_samples`` requests.
 
 Many looks: :func:`step` folds one window into an :class:`AnalysisRun` and returns that window's
 Verdict. The run, not the window, decides the rollout (STYLE.md #2, as Argo Rollouts'
@@ -54,10 +61,14 @@ AnalysisRun phase versus its Measurements):
   one's end is the next one, and the pending one moves into ``carried``, which is added to every
   window judged until one is judged. A window from another release, or overlapping the pending
   one otherwise, starts afresh (adding it would count requests twice).
-- **the end of a step**: :func:`conclude` judges an ``error_rate`` check with a confidence once
-  more over the step's whole data (``judged`` windows, then the pooled ones). Below the limit it
-  passes; still undecided, it passes only with ``undecided = "pass"`` (and says "not shown above
-  max"), else it is ``inconclusive`` and the canary measures on, then pauses for a person.
+- **the end of a step**: :func:`conclude` judges an ``error_rate`` check with a confidence (and a
+  latency check from counts) once more over the step's whole data (``judged`` windows, then the
+  pooled ones). Below the limit it passes. Otherwise it is compared with the stable release
+  over the same windows (``baseline``, fed by :func:`step`; :mod:`nonstop.analysis.compare`):
+  worse than stable fails; a stable release itself above the limit is ``inconclusive`` (the
+  canary measures on, then pauses for a person); a canary shown above the limit fails; not
+  worse passes and says so. With no baseline, still undecided passes only with
+  ``undecided = "pass"`` ("not shown above max"), else it is ``inconclusive``.
 """
 
 from __future__ import annotations
@@ -67,6 +78,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal, cast
 
+from nonstop.analysis.compare import compare, usable
 from nonstop.analysis.measurement import Measurement
 from nonstop.analysis.sequential import SequentialRun, new_sequential, observe_windows
 from nonstop.analysis.verdict import Outcome, Verdict, num, window
@@ -145,6 +157,8 @@ def judge(check: CheckConfig, data: Observation, *, role: str = "canary") -> Ver
         return _short(check, name, data.requests, f"{data.requests} requests", where, data)
     if check.metric == "error_rate" and check.confidence > 0:
         return _judge_rate(check, data, name, where)
+    if counted(check, data):
+        return _judge_latency(check, data, name, where)
     value = data.error_rate if check.metric == "error_rate" else data.latency(check.percentile)
     if value is None:
         reason = f"{name}: no latency recorded over {data.requests} requests {where}"
@@ -268,6 +282,54 @@ def _judge_rate(check: CheckConfig, data: Measurement, name: str, where: str) ->
     return _verdict("inconclusive", check, name, reason, value, n, data, limit)
 
 
+def counted(check: CheckConfig, data: Measurement | None) -> bool:
+    """A latency check judged from counts: a ``confidence``, a ``max`` (and no ``min``), and a
+    source that counted the requests at or below that ``max``."""
+    return (
+        check.metric == "latency"
+        and check.confidence > 0
+        and check.max is not None
+        and check.min is None
+        and data is not None
+        and data.slower_than(check.max) is not None
+    )
+
+
+def _judge_latency(check: CheckConfig, data: Measurement, name: str, where: str) -> Verdict:
+    """A percentile against ``max`` from counts (see the module doc): the p-th percentile is
+    above ``max`` exactly when more than ``1 - p`` of the requests are slower than ``max``, so
+    the slow requests are judged as an error rate against the limit ``1 - p``."""
+    assert check.max is not None
+    counts = data.slower_than(check.max)
+    assert counts is not None
+    slow, n = counts
+    limit = 1.0 - check.percentile / 100.0
+    value = data.latency(check.percentile)
+    shown = name if value is None else f"{name} {num(value)}ms"
+    if n <= 0:
+        reason = f"{name}: no latency recorded over {data.requests} requests {where}"
+        return _verdict("inconclusive", check, name, reason, None, data.requests, data)
+    alpha = 1.0 - check.confidence
+    lower, upper = rate_bounds(slow, n, check.confidence)
+    pct = f"{num(100 * check.confidence)}%"
+    limit_text = f"max {num(check.max)}ms"
+    facts = (
+        f"{slow} of {n} requests slower than {num(check.max)}ms ({num(100 * slow / n)}%, "
+        f"{pct} bounds {num(100 * lower)}%-{num(100 * upper)}%, against {num(100 * limit)}%)"
+    )
+    if _at_least(slow, n, limit) < alpha:
+        reason = f"{shown} > {limit_text} with {pct} confidence: {facts} {where}"
+        return _verdict("fail", check, name, reason, value, n, data)
+    if _at_most(slow, n, limit) <= alpha:
+        reason = f"{shown} <= {limit_text} with {pct} confidence: {facts} {where}"
+        return _verdict("pass", check, name, reason, value, n, data)
+    reason = (
+        f"{shown}: not enough data to tell it from the limit {num(check.max)}ms: {facts} {where}"
+    )
+    shown_value = value if value is not None else float(check.max)
+    return _verdict("inconclusive", check, name, reason, shown_value, n, data)
+
+
 def _judge_query(check: CheckConfig, data: QueryValue, name: str, where: str) -> Verdict:
     samples = data.samples or 0
     if data.value is None or math.isnan(data.value):
@@ -349,6 +411,8 @@ def merge(first: Measurement | None, then: Measurement) -> Measurement:
     latency = dict(first.latency_ms)
     for p, ms in then.latency_ms.items():
         latency[p] = max(ms, latency.get(p, ms))
+    # Counts add exactly, for the bounds both parts were counted at.
+    le = {b: n + then.latency_le[b] for b, n in first.latency_le.items() if b in then.latency_le}
     return Measurement(
         release=then.release,
         start=first.start,
@@ -358,6 +422,7 @@ def merge(first: Measurement | None, then: Measurement) -> Measurement:
         proxy_errors=first.proxy_errors + then.proxy_errors,
         latency_ms=latency,
         complete=first.complete and then.complete,
+        latency_le=le,
     )
 
 
@@ -379,6 +444,9 @@ class CheckRun:
     judged: Measurement | None = None
     """Every window judged so far, pooled: with ``carried`` and ``pending`` the check's whole
     data, which :func:`conclude` judges once more at the end of a step."""
+    baseline: Measurement | None = None
+    """The stable release over the same windows, pooled: what :func:`conclude` compares an
+    undecided check with."""
     phase: Phase = "running"
 
     @property
@@ -409,6 +477,7 @@ class CheckRun:
             "pending": None if self.pending is None else self.pending.to_dict(),
             "carried": None if self.carried is None else self.carried.to_dict(),
             "judged": None if self.judged is None else self.judged.to_dict(),
+            "baseline": None if self.baseline is None else self.baseline.to_dict(),
             "phase": self.phase,
         }
 
@@ -426,6 +495,7 @@ class CheckRun:
             pending=_measurement(pending),
             carried=_measurement(carried),
             judged=_measurement(data.get("judged")),
+            baseline=_measurement(data.get("baseline")),
             phase=cast(Phase, str(data.get("phase", "running"))),
         )
 
@@ -498,13 +568,19 @@ def new_run(
 
 
 def step(
-    run: AnalysisRun, check: CheckConfig, new: Observation, *, role: str = "canary"
+    run: AnalysisRun,
+    check: CheckConfig,
+    new: Observation,
+    *,
+    role: str = "canary",
+    baseline: Measurement | None = None,
 ) -> tuple[AnalysisRun, Verdict]:
     """Fold one window of ``check``'s data into ``run``; return the new run and that window's
     verdict. Whether the *analysis* failed is ``run.phase`` (see the module doc): with
     ``failure_limit = 2`` a first failing window returns ``fail`` while the phase stays
     ``running``. A check that already failed or turned inconclusive keeps that phase; later
-    windows are still recorded, for the record."""
+    windows are still recorded, for the record. ``baseline`` is the stable release's
+    Measurement of the same window; it pools into ``CheckRun.baseline`` for :func:`conclude`."""
     current = run.find(check) or CheckRun(check)
     data: Observation = new
     carried, pending = None, None
@@ -518,8 +594,13 @@ def step(
         carried = None
         if isinstance(data, Measurement):
             judged = _add_judged(judged, data)
+    pooled = current.baseline
+    if baseline is not None and isinstance(new, Measurement):
+        pooled = _add_judged(pooled, baseline)
     updated = replace(
-        _count(current, verdict, pending, carried, run.inconclusive_limit), judged=judged
+        _count(current, verdict, pending, carried, run.inconclusive_limit),
+        judged=judged,
+        baseline=pooled,
     )
     if run.find(check) is None:
         checks = (*run.checks, updated)
@@ -614,7 +695,7 @@ def conclude(run: AnalysisRun) -> Verdict:
                 f"{c.name} was inconclusive {c.inconclusive_streak} "
                 f"windows in a row (inconclusive_limit {run.inconclusive_limit})",
             )
-        if _bounded(c.check):
+        if _bounded(c.check, c.whole):
             whole = _conclude_whole(c)
             if whole.outcome != "pass":
                 return whole
@@ -628,20 +709,80 @@ def conclude(run: AnalysisRun) -> Verdict:
     return Verdict("pass", "analysis", reason, samples=judged)
 
 
-def _bounded(check: CheckConfig) -> bool:
-    return check.metric == "error_rate" and check.confidence > 0
+def _bounded(check: CheckConfig, whole: Measurement | None) -> bool:
+    if check.metric == "error_rate":
+        return check.confidence > 0
+    return counted(check, whole)
+
+
+def _bad(check: CheckConfig, data: Measurement) -> tuple[int, int] | None:
+    """``(bad requests, requests)`` a bounded check counts: errors, or requests slower than
+    the latency ``max``."""
+    if check.metric == "error_rate":
+        return data.errors, data.requests
+    return data.slower_than(check.max) if check.max is not None else None
 
 
 def _conclude_whole(c: CheckRun) -> Verdict:
     """The check's whole data judged once more: ``pass`` (with an empty reason when it passed
-    outright, or saying it was not shown above ``max`` under ``undecided = "pass"``) or
-    ``inconclusive`` with why the step cannot pass yet."""
+    outright, or a note saying why it passes anyway), ``fail``, or ``inconclusive`` with why the
+    step cannot pass yet.
+
+    Not shown below its limit (undecided, or shown above it with fewer failing windows than
+    ``failure_limit``), the canary is compared with the stable release over the same windows
+    (``baseline``, :mod:`nonstop.analysis.compare`), at the check's confidence:
+
+    1. worse than stable: ``fail``;
+    2. the stable release itself above the limit with that confidence: ``inconclusive`` (the
+       rollout pauses for a person: the service is bad, the canary is not shown to be why;
+       with ``undecided = "pass"`` an undecided check passes, saying so);
+    3. the canary shown above the limit: ``fail``;
+    4. undecided and not worse than stable: ``pass``, and the reason says so.
+
+    Without a usable baseline (no stable requests, an incomplete window) an undecided check is
+    ``inconclusive`` (``undecided = "pass"``: passes, "not shown above max") and one shown above
+    its limit is ``inconclusive`` too, as before there was a comparison."""
     whole = c.whole
     if whole is None:
         return _summary("inconclusive", c, f"{c.name} was never measured")
     verdict = judge(c.check, whole)
     if verdict.outcome == "pass":
         return replace(verdict, reason="")
+    if verdict.outcome == "inconclusive" and not undecided(verdict):
+        reason = f"{c.name} over the whole step is undecided: {verdict.reason}"
+        return replace(verdict, reason=reason)
+    baseline = c.baseline
+    canary_counts = _bad(c.check, whole)
+    stable_counts = _bad(c.check, baseline) if baseline is not None and usable(baseline) else None
+    if baseline is not None and canary_counts is not None and stable_counts is not None:
+        what = (
+            "errors" if c.check.metric == "error_rate" else f"slower than {num(c.check.max or 0)}ms"
+        )
+        span = window(whole.start, whole.end)
+        where = f"(canary {whole.release} vs stable {baseline.release}, {span})"
+        compared = compare(c.name, what, canary_counts, stable_counts, c.check.confidence, where)
+        if compared.outcome == "fail":
+            return replace(compared, reason=f"{compared.reason}; the canary: {verdict.reason}")
+        stable = judge(c.check, baseline, role="stable")
+        if stable.outcome == "fail" and c.check.undecided == "pass" and undecided(verdict):
+            reason = (
+                f'{c.name} not shown above max, passed as undecided = "pass"; the stable '
+                f"release is above the limit too ({stable.reason}): {verdict.reason}"
+            )
+            return replace(verdict, outcome="pass", reason=reason)
+        if stable.outcome == "fail":
+            reason = (
+                f"{c.name}: the stable release itself is above the limit ({stable.reason}); "
+                f"the canary is not shown to be why: {compared.reason}"
+            )
+            return replace(verdict, outcome="inconclusive", reason=reason)
+        if verdict.outcome == "fail":
+            return replace(verdict, reason=f"{c.name} over the whole step: {verdict.reason}")
+        reason = (
+            f"{c.name} not shown below the limit but {compared.reason.split(': ', 1)[1]}; "
+            f"the canary: {verdict.reason}"
+        )
+        return replace(verdict, outcome="pass", reason=reason)
     if undecided(verdict) and c.check.undecided == "pass" and verdict.threshold == c.check.max:
         reason = f'{c.name} not shown above max, passed as undecided = "pass": {verdict.reason}'
         return replace(verdict, outcome="pass", reason=reason)

@@ -7,6 +7,7 @@ the journal after a crash.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -23,6 +24,11 @@ class Measurement:
     ``latency_ms`` maps a percentile (50, 90, 95, 99, 99.9, 100) to milliseconds; it is empty when
     ``requests`` is 0.
 
+    ``latency_le`` maps a bound in milliseconds to the requests that took at most that long
+    (Prometheus' ``le``), for the bounds the source was asked to count at (a latency check's
+    ``max``); ``math.inf`` maps to every request with a recorded latency. With it a latency
+    check is judged from counts, with a confidence (:mod:`nonstop.analysis.checks`).
+
     ``complete`` is False when the source cannot have seen the whole window: it began before
     the source started recording (an agent restart in the middle of a step or a watch) or
     before the oldest second it still keeps. Such a window is never a pass: a check judges it
@@ -37,6 +43,16 @@ class Measurement:
     proxy_errors: int = 0
     latency_ms: Mapping[float, float] = field(default_factory=dict)
     complete: bool = True
+    latency_le: Mapping[float, int] = field(default_factory=dict)
+
+    def slower_than(self, bound_ms: float) -> tuple[int, int] | None:
+        """``(requests slower than bound_ms, requests with a latency)`` when the source counted
+        at that bound, else None."""
+        at_most = self.latency_le.get(bound_ms)
+        if at_most is None:
+            return None
+        total = self.latency_le.get(math.inf, self.requests)
+        return max(0, total - at_most), total
 
     @property
     def errors(self) -> int:
@@ -66,12 +82,15 @@ class Measurement:
             "proxy_errors": self.proxy_errors,
             "latency_ms": {str(k): v for k, v in self.latency_ms.items()},
             "complete": self.complete,
+            "latency_le": {str(k): v for k, v in self.latency_le.items()},
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, object]) -> Measurement:
         status = data.get("status", {})
         latency = data.get("latency_ms", {})
+        le = data.get("latency_le", {})
+        assert isinstance(le, Mapping)
         assert isinstance(status, Mapping)
         assert isinstance(latency, Mapping)
         return cls(
@@ -83,4 +102,5 @@ class Measurement:
             proxy_errors=int(data.get("proxy_errors", 0)),  # type: ignore[call-overload]
             latency_ms={float(k): float(v) for k, v in latency.items()},
             complete=bool(data.get("complete", True)),
+            latency_le={float(k): int(v) for k, v in le.items()},
         )

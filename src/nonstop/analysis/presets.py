@@ -13,6 +13,10 @@
 every 5 s from 20 requests, the first failing window fails, 99% confidence, undecided
 passes), then 100% watched for 30 s.
 
+Latency p99 is judged with the same confidence from counts where the metrics source counts
+requests at or below the limit (the router's request stream does; see
+:mod:`nonstop.analysis.checks`).
+
 Error rates are judged with a confidence (see :mod:`nonstop.analysis.checks`): a window fails
 only when its rate is above the limit with that confidence, passes when below it with it, and
 pools with the next windows otherwise. ``progressive`` uses 99.9%: it looks about 220 times
@@ -25,8 +29,9 @@ rate from the limit. Showing a rate below 0.1% at 99.9% takes 6,908 requests wit
 error (``-ln(0.001) / 0.001``): the 1% step sees 1,200 at 200 requests/s, so there the threshold
 only guards (fails a rate shown above 0.1%, passes otherwise and says so), and the 5% step, with
 18,000 requests, must show it. Likewise ``quick``: 100 canary requests in its first step cannot
-show a rate below 1%. From 5% on, ``progressive`` pauses for a person when a step cannot tell (a
-canary right at its limit does that) rather than guess.
+show a rate below 1%. From 5% on, a step that cannot tell compares the canary with the stable
+release over the same windows (:func:`nonstop.analysis.checks.conclude`): not worse passes,
+worse fails, and only a stable release itself above the limit pauses for a person.
 
 Windows with fewer than ``min_samples`` requests pool into the next, so a 1% canary of a quiet
 service is judged over longer windows rather than never. ``failure_limit = 2`` in
@@ -38,7 +43,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from nonstop.config.schema import CanaryStep, CheckConfig, WatchConfig
+from nonstop.config.schema import CanaryConfig, CanaryStep, CheckConfig, WatchConfig
 from nonstop.errors import UsageError
 
 PRESETS = ("progressive", "quick")
@@ -63,7 +68,9 @@ def _checks(
             undecided=undecided,
             **common,
         ),
-        CheckConfig(metric="latency", percentile=99.0, max=max_p99_ms, **common),
+        CheckConfig(
+            metric="latency", percentile=99.0, max=max_p99_ms, confidence=confidence, **common
+        ),
     ]
 
 
@@ -117,3 +124,19 @@ def preset_watch(name: str) -> WatchConfig:
     if name == "quick":
         return WatchConfig(duration=30.0, max_error_rate=0.01, min_requests=20)
     raise UsageError(f'unknown canary preset "{name}": expected one of {", ".join(PRESETS)}')
+
+
+def latency_bounds(canary: CanaryConfig | None) -> tuple[float, ...]:
+    """The ``max`` of every latency check a canary of this configuration judges (its steps',
+    or its preset's, and the background ones): the request stream counts the requests at or
+    below each, so those checks are judged from counts with a confidence.
+
+    >>> latency_bounds(CanaryConfig(preset="progressive"))
+    (500.0, 1000.0)
+    """
+    if canary is None:
+        return ()
+    plan = canary.steps or (preset_steps(canary.preset) if canary.preset else [])
+    checks = [c for s in plan for c in s.analysis or ()] + list(canary.analysis)
+    bounds = (c.max for c in checks if c.metric == "latency" and c.max is not None)
+    return tuple(sorted(set(bounds)))

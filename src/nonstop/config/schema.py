@@ -142,9 +142,11 @@ class CheckConfig(Model):
     failure_limit: int = Field(default=1, ge=1)
     interval: Duration = 10.0
     confidence: float = Field(default=0.95, ge=0.0, lt=1.0)
-    """``error_rate`` only: a window fails when the rate is above ``max`` with this confidence
+    """``error_rate``: a window fails when the rate is above ``max`` with this confidence
     and passes when it is below with it; in between it is inconclusive and pools. 0: the raw
-    rate is compared (one error in a small window fails it)."""
+    rate is compared (one error in a small window fails it). ``latency``: the same for the
+    share of requests slower than ``max`` against ``1 - percentile``, where the metrics source
+    counts them (else, and at 0, the percentile is compared as measured)."""
     undecided: Literal["pause", "pass"] = "pause"
     """``error_rate`` with a ``confidence``: what the end of a step does when the step's whole
     data still cannot tell the rate from ``max``: ``pause`` for a person (after measuring as

@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -28,6 +28,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from nonstop.analysis.checks import QueryValue
 from nonstop.analysis.measurement import Measurement
+from nonstop.analysis.presets import latency_bounds
 from nonstop.config.load import validate_config
 from nonstop.config.schema import NonstopConfig
 from nonstop.drivers.router.base import Router, RouteTable
@@ -81,6 +82,15 @@ class ChargingSource(Protocol):
 
     def retain(self, seconds: float) -> None:
         """Keep at least ``seconds`` of history (the source caps it)."""
+
+
+@runtime_checkable
+class LatencyCountingSource(Protocol):
+    """A MeasurementSource that can count requests at or below given latencies (RequestStats),
+    so latency checks are judged from counts (``Measurement.latency_le``)."""
+
+    def count_latency_at(self, bounds_ms: Iterable[float]) -> None:
+        """Count requests at or below each of ``bounds_ms`` in every snapshot from now on."""
 
 
 @runtime_checkable
@@ -281,10 +291,14 @@ class Engine:
                 break
 
     def _retain(self, config: NonstopConfig) -> None:
-        """Make the request stream keep the longest window this configuration judges."""
+        """Make the request stream keep the longest window this configuration judges, and count
+        the requests at each latency ``max`` it judges."""
         for source in self.sources:
             if isinstance(source, ChargingSource):
                 source.retain(longest_window(config))
+        # The analysis source counts requests at each latency max (latency from counts).
+        if isinstance(self.measurements, LatencyCountingSource):
+            self.measurements.count_latency_at(latency_bounds(config.strategy.canary))
 
     def _load(self, row: RolloutRow) -> Active:
         spec = RolloutSpec(

@@ -258,10 +258,12 @@ def _begin(
     plan = steps(spec)
     current = plan[state.step]
     pending = {k: v for k, v in state.data.get("pending", {}).items() if k.startswith("back")}
+    stable = state.data.get("pending_stable", {})
     data: dict[str, Any] = {
         "analysis": new_run(current.analysis or ()).to_dict(),
         "due": {},
         "pending": pending,
+        "pending_stable": {k: v for k, v in stable.items() if k.startswith("back")},
         "overtime_since": None,
         "weight_since": observed.now,
         "weight_warned": False,
@@ -315,6 +317,9 @@ def _step(spec: RolloutSpec, state: RolloutState, observed: Observed) -> Decisio
         return _give_up(spec, state, observed, fail, events)
     state, hold_events = _hold_if_inconclusive(state)
     events += hold_events
+    fail = _failed_at_end(current, state, observed)
+    if fail:
+        return _give_up(spec, state, observed, fail, events)
     state, hold_events = _hold_if_undecided(spec, current, state, observed)
     events += hold_events
     if state.paused or not _step_over(current, state, observed):
@@ -436,7 +441,7 @@ def _close_window(
     canary, stable = _measured(spec, observed)
     events: tuple[str, ...] = ()
     if state.data["weight_ok"]:
-        state, events = _analyse(spec, state, observed, canary)
+        state, events = _analyse(spec, state, observed, canary, stable)
     else:
         closed_canary, closed_total = state.data.get("weight_counts", (0, 0))
         total = closed_total + canary.requests + stable.requests
@@ -445,14 +450,21 @@ def _close_window(
 
 
 def _analyse(
-    spec: RolloutSpec, state: RolloutState, observed: Observed, canary: Measurement
+    spec: RolloutSpec,
+    state: RolloutState,
+    observed: Observed,
+    canary: Measurement,
+    stable: Measurement,
 ) -> tuple[RolloutState, tuple[str, ...]]:
     """Add the closed window to each check's data; checks that are due judge what they have.
+    The stable release's window goes with it (``baseline``): an undecided check is compared
+    with it at the end of the step (:func:`nonstop.analysis.checks.conclude`).
 
     Each window is judged once: ``failure_limit`` counts failing windows, never the same
     requests twice (a cumulative window would fail again on the same early error)."""
     due: dict[str, float] = dict(state.data["due"])
     pending: dict[str, Any] = dict(state.data.get("pending", {}))
+    pending_stable: dict[str, Any] = dict(state.data.get("pending_stable", {}))
     started = float(state.data.get("step_started_at", state.phase_started_at))
     events: list[str] = []
     runs = {"background": _run(state, "background"), "analysis": _run(state, "analysis")}
@@ -474,15 +486,19 @@ def _analyse(
                 continue
             before = pending.pop(slot, None)
             window = merge(Measurement.from_dict(before) if before else None, canary)
+            before = pending_stable.pop(slot, None)
+            baseline = merge(Measurement.from_dict(before) if before else None, stable)
             if observed.now < due.get(slot, started + check_run.check.interval):
                 pending[slot] = window.to_dict()
+                pending_stable[slot] = baseline.to_dict()
                 continue
-            run, verdict = step(run, check_run.check, window)
+            run, verdict = step(run, check_run.check, window, baseline=baseline)
             due[slot] = observed.now + check_run.check.interval
             events.append(f"analysis {verdict.check} {_past(verdict.outcome)}: {verdict.reason}")
         runs[key] = run
     data = {key: run.to_dict() for key, run in runs.items()}
-    return _with(state, {**data, "due": due, "pending": pending}), tuple(events)
+    changes = {**data, "due": due, "pending": pending, "pending_stable": pending_stable}
+    return _with(state, changes), tuple(events)
 
 
 def _query_value(
@@ -590,6 +606,23 @@ def _hold_if_inconclusive(state: RolloutState) -> tuple[RolloutState, tuple[str,
                 "`nonstop resume` keeps measuring",
             )
     return state, ()
+
+
+def _failed_at_end(current: CanaryStep, state: RolloutState, observed: Observed) -> str:
+    """Once the step's pause is over, its analysis over the whole step may fail where no
+    window did: a check the step could not place below its limit whose canary is worse than
+    the stable release over the same windows, or shown above its limit while stable is not
+    (``conclude``). The reason, or ""."""
+    if not current.analysis or not state.data["weight_ok"] or current.pause == {}:
+        return ""
+    pause = float(current.pause) if isinstance(current.pause, float | int) else 0.0
+    started = float(state.data.get("step_started_at", state.phase_started_at))
+    if observed.now - started < pause:
+        return ""
+    verdict = conclude(_run(state, "analysis"))
+    if verdict.outcome != "fail":
+        return ""
+    return f"analysis failed at the end of step {state.step + 1}: {verdict.reason}"
 
 
 def _hold_if_undecided(

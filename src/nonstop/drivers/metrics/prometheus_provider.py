@@ -13,6 +13,18 @@ Default queries (the sample app's and most HTTP exporters' metric names)::
     latency   histogram_quantile({quantile}, sum by (le)
                 (rate(http_request_duration_seconds_bucket{release="{release}"}[{window}])))
 
+With the default latency query the provider also asks for the histogram's bucket counts::
+
+    buckets   sum by (le) (increase(
+                http_request_duration_seconds_bucket{release="{release}"}[{window}]))
+
+and hands them in as ``Measurement.latency_le`` (requests at or below each ``le``, in ms, and
+``inf``): a latency check whose ``max`` is one of the bucket bounds (the client libraries'
+defaults include 500 ms and 1 s) is then judged from counts with its confidence, like the
+router's stream; any other ``max`` is compared with ``histogram_quantile`` as measured (a bound
+between two buckets would have to be guessed by interpolation). No bucket answer only means no
+counts: the measurement stands.
+
 The requests query gives the count per status code; they are added up into status classes
 (``5xx`` are the errors). ``[metrics] error_rate_query`` replaces the error count with
 ``round(error_rate * requests)``; ``[metrics] latency_query`` replaces the latency query (its
@@ -51,6 +63,9 @@ REQUESTS_QUERY = 'sum by (status) (increase(http_requests_total{release="{releas
 LATENCY_QUERY = (
     "histogram_quantile({quantile}, sum by (le) "
     '(rate(http_request_duration_seconds_bucket{release="{release}"}[{window}])))'
+)
+BUCKETS_QUERY = (
+    'sum by (le) (increase(http_request_duration_seconds_bucket{release="{release}"}[{window}]))'
 )
 QUANTILES = (50.0, 90.0, 95.0, 99.0)
 """Latency percentiles asked for (the sample app's buckets make finer ones meaningless)."""
@@ -136,9 +151,12 @@ class PrometheusProvider:
                 rate = await self._scalar(self.error_rate_query, release, since, until)
                 status = _with_errors(status, round(rate * requests))
             latency = await self._latency(release, since, until) if requests else {}
+            le = await self._buckets(release, since, until) if requests else {}
         except PrometheusError as exc:
             return empty, str(exc)
-        measurement = Measurement(release, since, until, requests, status, latency_ms=latency)
+        measurement = Measurement(
+            release, since, until, requests, status, latency_ms=latency, latency_le=le
+        )
         return measurement, None
 
     async def query(self, template: str, release: str, since: float, until: float) -> QueryValue:
@@ -177,6 +195,24 @@ class PrometheusProvider:
 
         answers = await asyncio.gather(*(one(p) for p in wanted))
         return {p: ms for p, ms in answers if math.isfinite(ms)}
+
+    async def _buckets(self, release: str, since: float, until: float) -> dict[float, int]:
+        """Requests at or below each bucket bound (ms; ``inf`` for ``+Inf``), from the default
+        histogram; empty with a user latency query or when Prometheus has none."""
+        if self.latency_query is not None:
+            return {}
+        try:
+            samples = await self.instant(fill(BUCKETS_QUERY, release, since, until), until)
+        except PrometheusError:
+            return {}  # the counts are a refinement: the percentiles still judge
+        le: dict[float, int] = {}
+        for sample in samples:
+            bound = _float(sample.labels.get("le", ""))
+            if math.isnan(bound) or not math.isfinite(sample.value):
+                continue
+            ms = bound if math.isinf(bound) else round(bound * 1000.0, 6)
+            le[ms] = round(sample.value)
+        return le if math.inf in le else {}
 
     async def _scalar(self, template: str, release: str, since: float, until: float) -> float:
         query = fill(template, release, since, until)

@@ -31,6 +31,14 @@ proportion to weight, deterministically, by smooth weighted round robin (the alg
 uses for upstreams): with ``{v1: 75, v2: 25}`` four unrouted requests are charged v1, v1, v2,
 v1 - always 3 to 1, never a coin flip. Before any weights are known they go to ``(unrouted)``.
 
+Latency counts. :meth:`RequestStats.count_latency_at` names latencies (a latency check's
+``max``, in ms) at which every snapshot also counts the requests that took at most that long
+(``Measurement.latency_le``, and ``inf``: every request), so analysis judges "p99 <= 500 ms" as
+"at most 1% of n requests were slower than 500 ms" with binomial confidence. Counted from the
+same histograms, so at their resolution: a request in the bucket holding the bound (within 1%
+of it) counts as slower unless the whole bucket is at or below the bound, which errs towards
+failing, as the percentiles do.
+
 Completeness. A window that began before this object started recording (an agent restart) or
 before the oldest second the ring still keeps is returned with ``complete=False``: analysis
 judges it inconclusive, never a pass. The ring holds ``window`` seconds (15 minutes by
@@ -75,6 +83,17 @@ def status_class(status: int) -> str:
 
 def new_histogram() -> HdrHistogram:
     return HdrHistogram(1, HIGHEST_US, SIGNIFICANT_DIGITS, word_size=4)
+
+
+def at_most(hist: HdrHistogram, bound_ms: float) -> int:
+    """Requests recorded in ``hist`` that took at most ``bound_ms``: the buckets whose every
+    value is at or below it (the bucket holding the bound counts only when its highest value
+    is, so a request within the histogram's 1% of the bound counts as slower)."""
+    bound_us = int(bound_ms * 1000.0)
+    index = hist.get_counts_array_index(bound_us)
+    if hist.get_highest_equivalent_value(bound_us) <= bound_us:
+        index += 1
+    return int(sum(hist.counts[: min(index, hist.counts_len)]))
 
 
 class _Second:
@@ -138,6 +157,8 @@ class RequestStats:
         self._series: dict[str, _Series] = {}
         self._weights: dict[str, int] = {}
         self._credit: dict[str, int] = {}
+        self.latency_bounds: tuple[float, ...] = ()
+        """Latencies (ms) each snapshot counts the requests at or below (``latency_le``)."""
 
     # -- feeding -------------------------------------------------------------------------------
 
@@ -173,6 +194,13 @@ class RequestStats:
         chosen = max(sorted(credit), key=lambda r: credit[r])
         credit[chosen] -= sum(self._weights.values())
         return chosen
+
+    def count_latency_at(self, bounds_ms: Iterable[float]) -> None:
+        """Count, in every snapshot, the requests that took at most each of ``bounds_ms``
+        (positive, finite; others are ignored)."""
+        self.latency_bounds = tuple(
+            sorted({float(b) for b in bounds_ms if 0 < b < HIGHEST_US / 1000})
+        )
 
     def retain(self, seconds: float) -> None:
         """Keep at least ``seconds`` of history (at most :data:`MAX_WINDOW`); never shrinks."""
@@ -246,9 +274,13 @@ class RequestStats:
                 status[cls] = status.get(cls, 0) + count
             merged.add(slot.hist)
         latency: dict[float, float] = {}
+        le: dict[float, int] = {}
         if merged.get_total_count():
             values = merged.get_percentile_to_value_dict(list(PERCENTILES))
             latency = {p: values[p] / 1000.0 for p in PERCENTILES}
+        if self.latency_bounds:
+            le = {bound: at_most(merged, bound) for bound in self.latency_bounds}
+            le[math.inf] = merged.get_total_count()
         return Measurement(
             release=release,
             start=float(first),
@@ -258,6 +290,7 @@ class RequestStats:
             proxy_errors=sum(slot.proxy_errors for slot in slots),
             latency_ms=latency,
             complete=complete,
+            latency_le=le,
         )
 
     def requests(self, since: float, until: float) -> int:
