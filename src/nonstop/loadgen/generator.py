@@ -187,7 +187,7 @@ class LoadGenerator:
             trace_configs=None if force_close else [trace],
         )
         if hasattr(session, "_retry_connection"):
-            # aiohttp (3.10+) silently resends an idempotent request once, possibly on another
+            # aiohttp (3.14) silently resends an idempotent request once, possibly on another
             # pooled connection the same reload closed; _send retries itself, and counts it.
             session._retry_connection = False
         return session
