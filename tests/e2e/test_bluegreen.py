@@ -78,7 +78,17 @@ def assert_zero_failures(bg: BackgroundLoad, at_least: int = 100) -> LoadReport:
     report = bg.report
     assert report is not None
     assert report.scheduled >= at_least
-    assert report.failed == 0, (report.counts, report.status_codes, report.errors, report.timeline)
+    assert report.failed == 0, (
+        report.counts,
+        report.status_codes,
+        report.errors,
+        report.retried,
+        report.timeline,
+    )
+    if report.retried:
+        # Sent twice because the first attempt got no response byte (a Caddy reload closing
+        # the connection it was written on; docs/router.md): not a failure, but shown.
+        print(f"retried requests: {report.retried}")
     return report
 
 

@@ -96,7 +96,8 @@ def test_bad_canary_is_rolled_back_by_a_prometheus_query_check(
     finally:
         targets.stop.set()
         targets.thread.join(5)
-    assert done["status"] == "rolled_back", (done, agent.log_tail())
+    events = [e["message"] for e in agent.call("GET", f"/v1/events?rollout={done['id']}")]
+    assert done["status"] == "rolled_back", (done["reason"], events)
     assert "analysis failed: query failed 1 of 1 judged windows" in done["reason"], done
     assert "(canary v2," in done["reason"]
     status = agent.status()

@@ -6,7 +6,7 @@ import socket
 from collections.abc import Iterator
 
 import pytest
-from loadgen_servers import App, ThreadedServer, hang_up
+from loadgen_servers import App, ThreadedServer, hang_up, one_answer_per_connection
 
 
 @pytest.fixture
@@ -24,6 +24,13 @@ def server(app: App) -> Iterator[ThreadedServer]:
 @pytest.fixture
 def hang_up_server() -> Iterator[ThreadedServer]:
     running = ThreadedServer(hang_up).start()
+    yield running
+    running.shutdown()
+
+
+@pytest.fixture
+def one_answer_server() -> Iterator[ThreadedServer]:
+    running = ThreadedServer(one_answer_per_connection).start()
     yield running
     running.shutdown()
 

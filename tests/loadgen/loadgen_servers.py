@@ -102,3 +102,25 @@ async def hang_up() -> tuple[int, Callable[[], Awaitable[None]]]:
         await server.wait_closed()
 
     return port, close
+
+
+async def one_answer_per_connection() -> tuple[int, Callable[[], Awaitable[None]]]:
+    """Answers the first request on a connection (keep-alive), then closes the connection
+    without a word when the next request arrives on it: what a reloading router does to an
+    idle keep-alive connection at the instant a client writes on it."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n")
+        await writer.drain()
+        await reader.readuntil(b"\r\n\r\n")  # the second request: no answer
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+
+    async def close() -> None:
+        server.close()
+        await server.wait_closed()
+
+    return port, close

@@ -58,6 +58,24 @@ async def test_a_server_that_hangs_up_gives_transport_errors(
     assert_adds_up(report)
     assert report.counts["transport"] == report.scheduled == 10
     assert report.status_codes == {}
+    # Each GET went out twice (the second time on a new connection too), and the report says so.
+    assert report.retried == {"new connection closed": 10}
+    posted = await run_load(f"{hang_up_server.url}/", rps=50, duration=0.2, method="POST")
+    assert posted.counts["transport"] == posted.scheduled == 10
+    assert posted.retried == {}  # not idempotent: never sent twice
+
+
+async def test_a_reused_connection_closed_unanswered_is_retried_on_a_new_one(
+    one_answer_server: ThreadedServer,
+) -> None:
+    """Every request that meets a kept-alive connection the server closes is sent again on a
+    new connection and succeeds: all ok, each retry counted by its cause."""
+    report = await run_load(f"{one_answer_server.url}/", rps=20, duration=0.5, connections=1)
+    assert_adds_up(report)
+    assert report.counts["ok"] == report.scheduled == 10
+    assert set(report.retried) == {"reused connection closed"}
+    assert 1 <= report.retried["reused connection closed"] <= report.scheduled
+    assert report.to_dict()["retried"] == report.retried
 
 
 async def test_slow_answers_time_out(server: ThreadedServer) -> None:

@@ -134,6 +134,9 @@ async def test_a_new_runtime_adopts_by_pid_and_start_marker(
     runtime: LocalRuntime, tmp_path: Path
 ) -> None:
     handle = await runtime.start(sample_spec(tmp_path))
+    # start() returns once the port accepts (or after bind_grace): the app may not handle
+    # SIGTERM yet, and one killed by it would not exit 0. It says so once it does.
+    await wait_until(lambda: any("listening on" in line for line in runtime.log_tail(handle)))
     stored = InstanceHandle.from_dict(json.loads(json.dumps(handle.to_dict())))
     adopter = LocalRuntime()
     assert adopter.alive(stored)

@@ -38,6 +38,9 @@ def test_error_rate_is_exact_and_spread(rate: float, failing: list[int]) -> None
 
 def test_metrics_text() -> None:
     metrics = Metrics("v2")
+    fresh = metrics.render()  # series exist at 0 before any request (Prometheus increase())
+    assert 'http_requests_total{status="200",release="v2"} 0\n' in fresh
+    assert 'http_requests_total{status="500",release="v2"} 0\n' in fresh
     metrics.observe(200, 0.003)
     metrics.observe(200, 0.04)
     metrics.observe(500, 0.3)

@@ -347,6 +347,7 @@ def print_result(console: Console, result: VerifyResult, *, timeline: bool) -> N
     extras = {
         "status codes": {str(k): v for k, v in report.status_codes.items()},
         "errors": report.errors,
+        "retried (no response byte on the first attempt)": report.retried,
         "groups": report.groups,
     }
     for title, counts in extras.items():

@@ -79,7 +79,11 @@ class Metrics:
 
     release: str
     lock: threading.Lock = field(default_factory=threading.Lock)
-    counts: dict[int, int] = field(default_factory=dict)
+    counts: dict[int, int] = field(default_factory=lambda: {200: 0, 500: 0})
+    """Both statuses the app answers with are there, at 0, from the first scrape: Prometheus's
+    ``increase()`` takes a series' first sample as its start, so a series born at its first
+    request would lose every request before the second scrape (a new canary's share of traffic
+    would look too small, and its first errors would not count)."""
     buckets: list[int] = field(default_factory=lambda: [0] * len(BUCKETS))
     observed: int = 0
     total_seconds: float = 0.0

@@ -11,6 +11,14 @@ exactly as real users would hit it during a deploy. Every slot ends in exactly o
   ``connections`` were busy or the event loop fell behind. Waiting longer would hide the stall
   (coordinated omission); dropping it silently would hide the failure. So it is counted.
 
+A request of an idempotent method (GET, HEAD, PUT, DELETE, OPTIONS, TRACE) whose connection was
+closed or reset before a single byte of the response arrived is sent once more, on a new
+connection, as HTTP allows (RFC 9110 9.2.2) and browsers do: a server that closes an idle
+keep-alive connection (a router reloading its config) races the request written on it at that
+instant. The retry is never silent: the report's ``retried`` counts each by what happened to the
+first attempt (:data:`RETRY_KINDS`), and the request's outcome is that of the retry. aiohttp's own
+retry, which may pick another stale connection from the same pool and counts nothing, is off.
+
 The hot path does no logging and allocates little: at 500 rps on a shared core the scheduler
 must stay well ahead of the schedule (see benchmarks/bench_loadgen.py).
 """
@@ -23,7 +31,8 @@ import re
 import time
 from collections.abc import Awaitable, Iterable, Mapping
 from dataclasses import asdict, dataclass
-from errno import errorcode
+from errno import ECONNRESET, EPIPE, errorcode
+from types import SimpleNamespace
 from typing import Any, TypedDict, Unpack
 
 import aiohttp
@@ -39,6 +48,14 @@ from nonstop.loadgen.options import (
 from nonstop.loadgen.report import LoadReport, Recorder
 
 MISSING_GROUP = "(missing)"
+IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS", "TRACE"})
+REUSED_CLOSED = "reused connection closed"
+NEW_CLOSED = "new connection closed"
+CONNECT_RESET = "connect reset"
+RETRY_KINDS = (REUSED_CLOSED, NEW_CLOSED, CONNECT_RESET)
+"""Why a request was sent twice: its first attempt's connection, kept alive from an earlier
+request or opened for it, closed or reset before any response byte; or the connection was reset
+while being opened (a connection queued on a listening socket that was closed meanwhile)."""
 _BURST = 256
 _METHOD = re.compile(r"[A-Za-z]+")
 
@@ -133,6 +150,7 @@ class LoadGenerator:
         self._tasks: set[asyncio.Task[None]] = set()
         self._scheduler: asyncio.Task[None] | None = None
         self._session: aiohttp.ClientSession | None = None
+        self._fresh: aiohttp.ClientSession | None = None
         self._sem = asyncio.Semaphore(self.settings.connections)
         self._warmed = asyncio.Event()
         self._t0 = 0.0
@@ -145,20 +163,34 @@ class LoadGenerator:
         """Open the connection pool and start the schedule; slot 0 is due right away."""
         if self._scheduler is not None:
             raise RuntimeError("this LoadGenerator was already started")
-        s = self.settings
-        connector = aiohttp.TCPConnector(limit=s.connections, limit_per_host=0)
-        self._session = aiohttp.ClientSession(
-            connector=connector,
-            cookie_jar=aiohttp.DummyCookieJar(),
-            timeout=aiohttp.ClientTimeout(total=s.timeout),
-            headers=dict(s.headers or {}),
-        )
+        self._session = self._new_session(force_close=False)
+        self._fresh = self._new_session(force_close=True)
         loop = asyncio.get_running_loop()
         self._started_at = time.time()
         self._t0 = loop.time()
         if self._warmup_slots == 0:
             self._warmed.set()
         self._scheduler = loop.create_task(self._schedule(loop))
+
+    def _new_session(self, *, force_close: bool) -> aiohttp.ClientSession:
+        """The pool (keep-alive) or, with ``force_close``, the new connections retries use."""
+        s = self.settings
+        trace = aiohttp.TraceConfig()
+        trace.on_connection_reuseconn.append(_mark_reused)
+        session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(
+                limit=s.connections, limit_per_host=0, force_close=force_close
+            ),
+            cookie_jar=aiohttp.DummyCookieJar(),
+            timeout=aiohttp.ClientTimeout(total=s.timeout),
+            headers=dict(s.headers or {}),
+            trace_configs=None if force_close else [trace],
+        )
+        if hasattr(session, "_retry_connection"):
+            # aiohttp (3.14) silently resends an idempotent request once, possibly on another
+            # pooled connection the same reload closed; _send retries itself, and counts it.
+            session._retry_connection = False
+        return session
 
     async def warmed_up(self) -> None:
         """Return once the warmup slots are behind and the measured window has begun."""
@@ -188,7 +220,7 @@ class LoadGenerator:
             raise error
         while self._tasks:
             await asyncio.wait(set(self._tasks))
-        await self._session.close()
+        await self._close_sessions()
         self._report = self._build_report()
         return self._report
 
@@ -199,8 +231,12 @@ class LoadGenerator:
             task.cancel()
         if tasks:
             await asyncio.wait(tasks)
-        if self._session is not None:
-            await self._session.close()
+        await self._close_sessions()
+
+    async def _close_sessions(self) -> None:
+        for session in (self._session, self._fresh):
+            if session is not None:
+                await session.close()
 
     def _build_report(self) -> LoadReport:
         interval = 1 / self.rps
@@ -270,21 +306,23 @@ class LoadGenerator:
         else:
             await sem.acquire()  # free: returns without yielding
         assert self._session is not None
+        assert self._fresh is not None
         s, clock = self.settings, asyncio.get_running_loop().time
         sent = clock()
         status: int | None = None
         group: str | None = None
         error: str | None = None
+        retried: str | None = None
         try:
-            async with self._session.request(
-                s.method, self.url, data=s.body, allow_redirects=False
-            ) as response:
-                body = await response.read()
-                status = response.status
-                if s.group_by_header:
-                    group = response.headers.get(s.group_by_header, MISSING_GROUP)
-                elif s.group_by_body:
-                    group = body[: s.group_by_body].decode("utf-8", "replace")
+            attempt = _Attempt()
+            try:
+                status, group = await self._request(self._session, attempt)
+            except (aiohttp.ClientOSError, aiohttp.ServerDisconnectedError) as exc:
+                retried = _retry_kind(exc, attempt) if s.method.upper() in IDEMPOTENT else None
+                if retried is None:
+                    raise
+                left = aiohttp.ClientTimeout(total=max(0.001, sent + s.timeout - clock()))
+                status, group = await self._request(self._fresh, _Attempt(), left)
             outcome = classify_status(status, self._expected)
         except TimeoutError as exc:
             outcome, error = Outcome.TIMEOUT, type(exc).__name__
@@ -301,7 +339,65 @@ class LoadGenerator:
             status=status,
             group=group,
             error=error,
+            retried=retried,
         )
+
+    async def _request(
+        self,
+        session: aiohttp.ClientSession,
+        attempt: _Attempt,
+        timeout: aiohttp.ClientTimeout | None = None,
+    ) -> tuple[int, str | None]:
+        """One attempt: (status, group). ``attempt`` learns whether the connection was reused
+        and whether the response began (from then on nothing is retried)."""
+        s = self.settings
+        group: str | None = None
+        async with session.request(
+            s.method,
+            self.url,
+            data=s.body,
+            allow_redirects=False,
+            trace_request_ctx=attempt,
+            timeout=timeout if timeout is not None else session.timeout,
+        ) as response:
+            attempt.answered = True
+            body = await response.read()
+            if s.group_by_header:
+                group = response.headers.get(s.group_by_header, MISSING_GROUP)
+            elif s.group_by_body:
+                group = body[: s.group_by_body].decode("utf-8", "replace")
+            return response.status, group
+
+
+class _Attempt:
+    """What one attempt's connection did, for the retry rule (see the module doc)."""
+
+    __slots__ = ("answered", "reused")
+
+    def __init__(self) -> None:
+        self.reused = False
+        self.answered = False
+
+
+async def _mark_reused(
+    session: aiohttp.ClientSession,
+    context: SimpleNamespace,
+    params: aiohttp.TraceConnectionReuseconnParams,
+) -> None:
+    if isinstance(context.trace_request_ctx, _Attempt):
+        context.trace_request_ctx.reused = True
+
+
+def _retry_kind(exc: aiohttp.ClientConnectionError, attempt: _Attempt) -> str | None:
+    """The :data:`RETRY_KINDS` entry when ``exc`` ended ``attempt`` before any response byte;
+    None when it must count as it is (refused, a response begun, any other error)."""
+    if attempt.answered:
+        return None
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return CONNECT_RESET if exc.os_error.errno == ECONNRESET else None
+    if isinstance(exc, aiohttp.ClientOSError) and exc.errno not in (ECONNRESET, EPIPE):
+        return None
+    return REUSED_CLOSED if attempt.reused else NEW_CLOSED
 
 
 def _error_kind(exc: BaseException) -> str:

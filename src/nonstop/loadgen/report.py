@@ -114,6 +114,9 @@ class LoadReport:
     """From due time to actual send: how well the generator kept its schedule."""
     warmup: Mapping[str, int] = field(default_factory=dict)
     settings: Mapping[str, Any] = field(default_factory=dict)
+    retried: Mapping[str, int] = field(default_factory=dict)
+    """Requests sent a second time because the first attempt got no response byte, by why
+    (see ``nonstop.loadgen.generator.RETRY_KINDS``); their outcome is the second attempt's."""
 
     @property
     def ok(self) -> int:
@@ -161,6 +164,7 @@ class LoadReport:
             "counts": {str(k): n for k, n in self.counts.items()},
             "status_codes": {str(code): n for code, n in sorted(self.status_codes.items())},
             "errors": dict(self.errors),
+            "retried": dict(self.retried),
             "latency_ms": {
                 "from_scheduled": self.latency_scheduled.to_dict(),
                 "from_sent": self.latency_sent.to_dict(),
@@ -181,6 +185,7 @@ class Recorder:
         self._counts = [0] * len(OUTCOMES)
         self._status: dict[int, int] = {}
         self._errors: dict[str, int] = {}
+        self._retried: dict[str, int] = {}
         self._groups: dict[str, int] = {}
         self._timeline: dict[int, list[int]] = {}
         self._timeline_groups: dict[int, dict[str, int]] = {}
@@ -203,6 +208,7 @@ class Recorder:
         status: int | None = None,
         group: str | None = None,
         error: str | None = None,
+        retried: str | None = None,
     ) -> None:
         """One scheduled request's fate. Durations in seconds; ``since_sent`` is None when the
         request never left (``not_sent``), and then ``since_scheduled`` is ignored too."""
@@ -221,6 +227,8 @@ class Recorder:
             self._status[status] = self._status.get(status, 0) + 1
         if error is not None:
             self._errors[error] = self._errors.get(error, 0) + 1
+        if retried is not None:
+            self._retried[retried] = self._retried.get(retried, 0) + 1
         if group is not None:
             self._count_group(second, group)
 
@@ -272,6 +280,7 @@ class Recorder:
             send_lag=Percentiles.of(self._send_lag),
             warmup=dict(warmup or {}),
             settings=dict(settings or {}),
+            retried=dict(sorted(self._retried.items())),
         )
 
 
