@@ -242,6 +242,22 @@ CASES = [
         reason="canary share 50% (250 of 500 requests",
     ),
     Case(
+        "data plane: 0 of 500 at 10%, but the source has no canary series yet: not judged",
+        "step",
+        0,
+        Observed(
+            T0 + 3,
+            up("v1", 4) + up("v2", 1),
+            measurements={
+                **traffic((0, 0), (500, 0), end=T0 + 3),
+                "v2": Measurement("v2", T0, T0 + 3, complete=False),
+            },
+        ),
+        HOLD_10,
+        "step",
+        data={**AT_10, "weight_ok": False},
+    ),
+    Case(
         "data plane still undecided after 61s (281 of 561 at 50%): say so once, keep waiting",
         "step",
         1,

@@ -411,6 +411,10 @@ def _verify_weight(
         # requests and, in time, pause for a person with that reason.
         return _with(state, {"weight_ok": True}), None
     canary, stable = _measured(spec, observed)
+    if not (canary.complete and stable.complete):
+        # The source has not seen the whole window (Prometheus has no series for the canary
+        # yet, or the agent restarted): "0 canary requests" would read as a broken split.
+        return state, None
     closed_canary, closed_total = state.data.get("weight_counts", (0, 0))
     verdict = weight_verdict(
         int(state.data["weight"]),
@@ -442,6 +446,8 @@ def _close_window(
     events: tuple[str, ...] = ()
     if state.data["weight_ok"]:
         state, events = _analyse(spec, state, observed, canary, stable)
+    elif not (canary.complete and stable.complete):
+        pass  # a window the source did not see whole says nothing about the split
     else:
         closed_canary, closed_total = state.data.get("weight_counts", (0, 0))
         total = closed_total + canary.requests + stable.requests

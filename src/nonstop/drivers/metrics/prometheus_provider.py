@@ -137,8 +137,9 @@ class PrometheusProvider:
     async def measure_why(
         self, release: str, since: float, until: float
     ) -> tuple[Measurement, str | None]:
-        """:meth:`measure` and, when the numbers could not be had, the reason."""
-        empty = Measurement(release, since, until)
+        """:meth:`measure` and, when the numbers could not be had, the reason (then the
+        measurement is incomplete: no series yet is not "no requests")."""
+        empty = Measurement(release, since, until, complete=False)
         try:
             status = await self._status_counts(release, since, until)
             if status is None:
@@ -335,7 +336,8 @@ class PrometheusSource:
 
     def snapshot(self, release: str, since: float, until: float) -> Measurement:
         self._asked[("m", release, repr(since))] = self.clock()
-        return self._measurements.get((release, since)) or Measurement(release, since, since)
+        cached = self._measurements.get((release, since))
+        return cached or Measurement(release, since, since, complete=False)  # not asked yet
 
     def query_value(self, template: str, release: str, since: float, until: float) -> QueryValue:
         self._asked[("q", template, release, repr(since))] = self.clock()
