@@ -17,7 +17,9 @@ import pytest
 
 from nonstop.drivers.router.caddy import table_to_dict
 from nonstop.drivers.router.caddy_config import NO_UPSTREAM_BODY
+from nonstop.drivers.router.caddy_process import ProcessRecord, kill, wait_started
 from nonstop.drivers.router.haproxy import HAProxyRouter
+from nonstop.drivers.router.haproxy_process import last_alert, spawn
 from nonstop.errors import RouterError
 from router.helpers import (
     Backend,
@@ -408,3 +410,52 @@ async def test_a_deep_state_dir_puts_its_sockets_in_a_short_private_dir(
     finally:
         await router.stop()
         shutil.rmtree(sockets, ignore_errors=True)
+
+
+async def test_a_haproxy_without_the_probe_map_is_replaced_not_adopted(
+    router: HAProxyRouter,
+    client: aiohttp.ClientSession,
+    backends: MakeBackend,
+    haproxy_binary: Path,
+) -> None:
+    """A HAProxy started by an earlier version has no probe map: ``set map`` would fail on
+    every apply, so a new HAProxy takes the listener over and the old one soft-stops."""
+    a = await backends("A")
+    await router.apply(table(a.upstream(1)))
+    await router.close()
+    old = ProcessRecord.load(router.pid_file)
+    assert old is not None
+    kill(old, signal.SIGKILL)
+    assert await wait_for(lambda: asyncio.sleep(0, not old.running()))
+    config = router.config_file.read_text()
+    earlier = "\n".join(line for line in config.splitlines() if "probe" not in line.lower())
+    assert earlier != config
+    router.config_file.write_text(earlier + "\n")
+    router.admin_socket.unlink(missing_ok=True)
+    pid = spawn(haproxy_binary, router.config_file, router.log_file)
+    await wait_started(
+        "haproxy",
+        pid,
+        router.pid_file,
+        lambda: router._wait_admin(0.0),
+        listen=router.listen,
+        admin_socket=router.admin_socket,
+        log=router.log_file,
+        log_error=last_alert,
+        timeout=15.0,
+    )
+    assert str(router.probe_map) not in await router.command("show map")
+    earlier_haproxy = ProcessRecord.load(router.pid_file)
+    assert earlier_haproxy is not None
+
+    replacing = HAProxyRouter(router.state_dir, router.listen, haproxy_binary=haproxy_binary)
+    await replacing.start()
+    try:
+        assert replacing.pid not in (None, pid)
+        assert await wait_for(lambda: asyncio.sleep(0, not earlier_haproxy.running()))
+        assert await get(client, replacing) == (200, "A")
+        b = await backends("B")
+        await replacing.apply(table(b.upstream(1)))  # the probe map is there again
+        assert await get(client, replacing) == (200, "B")
+    finally:
+        await replacing.close()

@@ -138,7 +138,13 @@ class HAProxyRouter:
             running = record is not None and record.running() and record.runs("haproxy")
             # A HAProxy of ours that is up but still starting gets the whole start timeout.
             if running and await self._wait_admin(self.start_timeout):
-                await self._adopt()
+                if await self._serves_probe_map():
+                    await self._adopt()
+                else:
+                    # Started by an earlier version without what this one needs (the probe
+                    # map): a new HAProxy takes the listener over and the old one soft-stops,
+                    # as on any router restart.
+                    await self._spawn(replacing=record)
             else:
                 if record is not None and running:
                     kill(record, signal.SIGKILL)  # ours, alive, but its admin socket is dead
@@ -282,7 +288,13 @@ class HAProxyRouter:
             await self._sync(table)
             await confirm_listener("haproxy", self.listen, table, within=self.confirm_timeout)
 
-    async def _spawn(self) -> None:
+    async def _serves_probe_map(self) -> bool:
+        """Whether the running HAProxy loaded our probe map (``show map`` lists its file)."""
+        return str(self.probe_map) in await self.command("show map")
+
+    async def _spawn(self, replacing: ProcessRecord | None = None) -> None:
+        """Start a HAProxy routing the saved table; with ``replacing``, the new one is started
+        with ``-sf`` so it binds the listener first and then soft-stops the old process."""
         binary = find_haproxy(self._binary)
         self.version = await asyncio.to_thread(haproxy_version, binary)
         self.admin_socket.unlink(missing_ok=True)  # left behind by a HAProxy that was killed
@@ -295,7 +307,8 @@ class HAProxyRouter:
         text = build_config(servers, listen=self.listen, files=files, tuning=self.tuning)
         write_atomic(self.config_file, text)
         await asyncio.to_thread(check_config, binary, self.config_file)
-        pid = await asyncio.to_thread(spawn, binary, self.config_file, self.log_file)
+        finish = (replacing.pid,) if replacing is not None else ()
+        pid = await asyncio.to_thread(spawn, binary, self.config_file, self.log_file, finish)
         self._leaving.clear()
         await wait_started(
             "haproxy",

@@ -81,19 +81,28 @@ def check_config(binary: Path, config: Path) -> None:
         raise RouterError(f"haproxy refused {config}: {'; '.join(alerts) or done.stderr.strip()}")
 
 
-LAUNCH = 'exec "$0" -db -f "$1" </dev/null >>"$2" 2>&1 & echo $!'
+LAUNCH = 'b=$0 c=$1 l=$2; shift 2; exec "$b" -db -f "$c" "$@" </dev/null >>"$l" 2>&1 & echo $!'
 """``sh`` starts HAProxy (foreground mode, ``-db``) in the background and exits at once,
 printing its pid: HAProxy is reparented away from the agent, which never has to reap it."""
 
 
-def spawn(binary: Path, config: Path, log: Path) -> int:
+def spawn(binary: Path, config: Path, log: Path, finish: tuple[int, ...] = ()) -> int:
     """HAProxy in its own session, so it outlives the agent (kill -9 included) and a Ctrl-C in
-    the agent's terminal does not reach it. Returns HAProxy's pid."""
+    the agent's terminal does not reach it. ``finish``: pids of HAProxy processes the new one
+    soft-stops once it is listening (``-sf``). Returns HAProxy's pid."""
     log.parent.mkdir(parents=True, exist_ok=True)
     rotate(log)
     try:
         done = subprocess.run(
-            ["/bin/sh", "-c", LAUNCH, str(binary), str(config), str(log)],
+            [
+                "/bin/sh",
+                "-c",
+                LAUNCH,
+                str(binary),
+                str(config),
+                str(log),
+                *(["-sf", *map(str, finish)] if finish else []),
+            ],
             capture_output=True,
             text=True,
             cwd=str(config.parent),
