@@ -26,6 +26,7 @@ KINDS = list(ROUTERS)
 BINARIES = {
     "caddy": ("caddy", str(Path(sys.prefix) / "bin" / "caddy")),
     "haproxy": ("haproxy", "/usr/sbin/haproxy"),
+    "nginx": ("nginx", "/usr/sbin/nginx"),
 }
 """Where each kind's binary is looked for: a missing one fails under CI=true, skips elsewhere."""
 

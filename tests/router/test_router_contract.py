@@ -219,7 +219,7 @@ async def test_request_stats_fold_the_stream_per_release(
     p50, p100 = v1.latency(50), v1.latency(100)
     assert p50 is not None
     assert p100 is not None
-    assert 0 < p50 <= p100
+    assert 0 <= p50 <= p100  # nginx and HAProxy log whole milliseconds: a fast request is 0
 
 
 async def test_a_killed_router_comes_back_with_the_last_table(
@@ -337,7 +337,7 @@ async def test_listen_address_in_use_is_a_clear_error(kind: str, state_dir: Path
         with pytest.raises(
             RouterError,
             match=rf"{kind} exited while starting on 127\.0\.0\.1:\d+: .*"
-            "(address already in use|cannot bind socket)",
+            "(?i:address already in use|cannot bind socket)",
         ):
             await router.start()
         await router.close()

@@ -173,6 +173,11 @@ async def _flaky_socket(path: Path, answer: bytes, drops: int) -> asyncio.Abstra
     return await asyncio.start_unix_server(serve, path=str(path))
 
 
+ADMIN_KINDS = ["caddy", "haproxy"]
+"""The kinds driven through an admin socket (nginx is driven by signals)."""
+
+
+@pytest.mark.parametrize("kind", ADMIN_KINDS)
 @pytest.mark.parametrize("drops", [1, 2])
 async def test_an_admin_call_dropped_once_or_twice_is_retried(
     kind: str,
@@ -196,6 +201,7 @@ async def test_an_admin_call_dropped_once_or_twice_is_retried(
         await router.close()
 
 
+@pytest.mark.parametrize("kind", ADMIN_KINDS)
 async def test_an_admin_call_that_keeps_failing_is_a_clear_error(
     kind: str,
     state_dir: Path,

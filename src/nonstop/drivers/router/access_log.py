@@ -50,13 +50,7 @@ def parse_access_entry(line: bytes | str) -> RequestEvent | None:
     answered = entry.get("upstream_status") not in (None, "")
     hostport = entry.get("upstream")
     upstream = str(hostport) if hostport else None
-    return RequestEvent(
-        ts=ts,
-        upstream=upstream,
-        status=status,
-        duration_ms=duration_ms,
-        proxy_error=not answered and status >= 500,
-    )
+    return RequestEvent.seen(ts, upstream, status, duration_ms, answered=answered)
 
 
 class AccessLogListener:

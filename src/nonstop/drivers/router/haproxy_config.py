@@ -267,13 +267,8 @@ def parse_log_line(line: bytes | str) -> RequestEvent | None:
         return None
     by_proxy = term[0] != "-" and term[1] in "RQCHT"
     answered = server != NO_SERVER and not by_proxy
-    return RequestEvent(
-        ts=ts,
-        upstream=None if server == NO_SERVER else server,
-        status=status,
-        duration_ms=max(total_ms, 0.0),
-        proxy_error=not answered and status >= 500,
-    )
+    upstream = None if server == NO_SERVER else server
+    return RequestEvent.seen(ts, upstream, status, max(total_ms, 0.0), answered=answered)
 
 
 @dataclass(frozen=True, slots=True)

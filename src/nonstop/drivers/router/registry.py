@@ -14,6 +14,7 @@ from pathlib import Path
 from nonstop.drivers.router.caddy import CaddyRouter
 from nonstop.drivers.router.haproxy import HAProxyRouter
 from nonstop.drivers.router.managed import ManagedRouter
+from nonstop.drivers.router.nginx import NginxRouter
 from nonstop.drivers.router.settings import RouterSettings
 from nonstop.errors import UsageError
 
@@ -22,6 +23,7 @@ RouterFactory = Callable[[Path, RouterSettings], ManagedRouter]
 ROUTERS: dict[str, RouterFactory] = {
     "caddy": CaddyRouter,
     "haproxy": HAProxyRouter,
+    "nginx": NginxRouter,
 }
 
 
