@@ -42,8 +42,9 @@ from typing import Any
 import aiohttp
 
 from nonstop.drivers.router.base import RouteTable, Upstream
-from nonstop.drivers.router.caddy import CaddyRouter
-from nonstop.drivers.router.haproxy import HAProxyRouter
+from nonstop.drivers.router.managed import ManagedRouter
+from nonstop.drivers.router.registry import ROUTERS
+from nonstop.drivers.router.settings import RouterSettings
 
 APP = """
 import sys
@@ -156,12 +157,10 @@ async def open_load(listen: str, rate: float, seconds: float, run: Run) -> None:
         await asyncio.gather(*tasks)
 
 
-def make_router(kind: str, state: Path, options: dict[str, Any]) -> CaddyRouter | HAProxyRouter:
-    listen = f"127.0.0.1:{free_port()}"
+def make_router(kind: str, state: Path, options: dict[str, Any]) -> ManagedRouter:
     # Default settings, plus the health path the agent passes from nonstop.toml.
-    if kind == "caddy":
-        return CaddyRouter(state, listen, health_path="/health", **options)
-    return HAProxyRouter(state, listen, health_path="/health", **options)
+    settings = RouterSettings(listen=f"127.0.0.1:{free_port()}", health_path="/health", **options)
+    return ROUTERS[kind](state, settings)
 
 
 async def scenario(

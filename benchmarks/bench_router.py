@@ -39,6 +39,7 @@ from nonstop.drivers.metrics import RequestStats
 from nonstop.drivers.router.access_log import parse_access_entry
 from nonstop.drivers.router.base import RequestEvent, RouteTable, Upstream
 from nonstop.drivers.router.caddy import CaddyRouter
+from nonstop.drivers.router.settings import RouterSettings
 
 LINE = (
     '{"level":"info","ts":%.6f,"logger":"http.log.access.nonstop","msg":"handled request",'
@@ -185,7 +186,7 @@ async def bench_proxy(
     address: str, other: str, requests: int, concurrency: int, storm_reloads: int
 ) -> None:
     state = Path(tempfile.mkdtemp(prefix="nsb-", dir="/tmp"))
-    router = CaddyRouter(state, f"127.0.0.1:{free_port()}", drain_timeout=5)
+    router = CaddyRouter(state, RouterSettings(listen=f"127.0.0.1:{free_port()}", drain_timeout=5))
     await router.start()
     try:
         routes = RouteTable((Upstream("a", "v1", address, 1),))

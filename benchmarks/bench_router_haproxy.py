@@ -21,14 +21,14 @@ import bench_router as br
 
 from nonstop.drivers.metrics import RequestStats
 from nonstop.drivers.router.base import RouteTable, Upstream
-from nonstop.drivers.router.caddy import CaddyRouter
-from nonstop.drivers.router.haproxy import HAProxyRouter
+from nonstop.drivers.router.registry import ROUTERS
+from nonstop.drivers.router.settings import RouterSettings
 
 
 async def one(kind: str, a: str, b: str, requests: int, workers: int, changes: int) -> None:
     state = Path(tempfile.mkdtemp(prefix="nsb-", dir="/tmp"))
-    make = HAProxyRouter if kind == "haproxy" else CaddyRouter
-    router = make(state, f"127.0.0.1:{br.free_port()}", drain_timeout=5)
+    settings = RouterSettings(listen=f"127.0.0.1:{br.free_port()}", drain_timeout=5)
+    router = ROUTERS[kind](state, settings)
     await router.start()
     try:
         routes = RouteTable((Upstream("a", "v1", a, 1),))

@@ -9,18 +9,14 @@ import struct
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 import aiohttp
 from aiohttp import web
 
+from e2e.harness import free_port
 from nonstop.drivers.router.base import RequestEvent, RouteTable, Upstream
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -65,11 +61,15 @@ async def start_backend(name: str, port: int = 0) -> Backend:
 
 
 class RouterUnderTest(Protocol):
-    """What these helpers need of a router driver (Caddy and HAProxy both have it)."""
+    """What these helpers need of a router driver (every kind has it)."""
 
     listen: str
 
     def events(self) -> AsyncIterator[RequestEvent]: ...
+
+    async def in_flight(self) -> dict[str, int]: ...
+
+    async def apply(self, table: RouteTable) -> None: ...
 
 
 def url(router: RouterUnderTest, path: str = "/") -> str:
@@ -217,3 +217,54 @@ class FaultyUpstream:
             for writer in list(self._writers):
                 writer.transport.abort()
             await self._server.wait_closed()
+
+
+async def wait_in_flight(router: RouterUnderTest, address: str, count: int | None) -> bool:
+    """Wait (bounded) until ``router.in_flight()`` counts ``count`` open requests on ``address``
+    (None: until the address is not listed at all). Polling is what drives a router's draining
+    in the engine too (HAProxy deletes drained servers when asked)."""
+
+    async def reached() -> bool:
+        seen = await router.in_flight()
+        return address not in seen if count is None else seen.get(address, 0) == count
+
+    return await wait_for(reached)
+
+
+async def load_while(
+    client: aiohttp.ClientSession, router: RouterUnderTest, task: asyncio.Task[None]
+) -> tuple[Counter[str], list[str]]:
+    """Rounds of ``load`` (retrying lost connections) until ``task`` is done and something was
+    served, so a slow machine cannot finish the load before ``task`` made its changes."""
+    served: Counter[str] = Counter()
+    failures: list[str] = []
+    while not task.done() or not served:
+        got, lost = await load(client, router, 200, retry_lost=True)
+        served.update(got)
+        failures.extend(lost)
+    await task
+    return served, failures
+
+
+async def fake_admin(path: Path) -> web.AppRunner:
+    """An HTTP server that answers 200 ``{}`` to everything on ``path``: not a router."""
+
+    async def ok(request: web.Request) -> web.Response:
+        await request.read()
+        return web.json_response({})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", ok)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.UnixSite(runner, str(path)).start()
+    return runner
+
+
+async def route_to(
+    router: RouterUnderTest, backends: Callable[[str], Awaitable[Backend]], name: str = "A"
+) -> Backend:
+    """A new upstream ``name``, and ``router`` routing all traffic to it."""
+    backend = await backends(name)
+    await router.apply(table(backend.upstream(1)))
+    return backend

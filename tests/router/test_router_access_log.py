@@ -11,6 +11,7 @@ import pytest
 
 from nonstop.drivers.router.access_log import AccessLogListener, parse_access_entry
 from nonstop.drivers.router.base import RequestEvent
+from nonstop.drivers.router.events import EventQueue
 
 ACCESS = '{"level":"%s","ts":1795672057.0637443,"logger":"http.log.access.nonstop","msg":"handled request","bytes_read":0,"duration":%s,"size":7,"status":%s,"upstream_status":%s,"upstream":%s}'  # noqa: E501
 
@@ -84,7 +85,7 @@ def test_other_lines_are_not_events(text: str) -> None:
 @pytest.fixture
 async def listener() -> AsyncIterator[AccessLogListener]:
     directory = Path(tempfile.mkdtemp(prefix="nsa-", dir="/tmp"))
-    listener = AccessLogListener(directory / "events.sock", queue_size=3)
+    listener = AccessLogListener(directory / "events.sock", EventQueue(3))
     await listener.start()
     yield listener
     await listener.close()
@@ -102,7 +103,7 @@ async def send(path: Path, payload: bytes) -> None:
 async def settle(listener: AccessLogListener, lines: int) -> None:
     """Wait (bounded) until ``lines`` lines were handled one way or another."""
     for _ in range(500):
-        c = listener.counters
+        c = listener.queue.counters
         if c.received + c.dropped + c.malformed >= lines:
             return
         await asyncio.sleep(0.01)
@@ -114,12 +115,12 @@ async def test_a_full_queue_drops_and_counts_instead_of_blocking(
     good = line(200, "200", '"127.0.0.1:1"')
     await send(listener.path, "\n".join([good] * 5 + ["garbage", good]).encode() + b"\n")
     await settle(listener, 7)
-    c = listener.counters
+    c = listener.queue.counters
     assert (c.received, c.dropped, c.malformed, c.connections) == (3, 3, 1, 1)
-    events = listener.events()
+    events = listener.queue.events()
     got = [await anext(events) for _ in range(3)]
     assert {e.upstream for e in got} == {"127.0.0.1:1"}
-    assert listener.pending() == 0
+    assert listener.queue.pending() == 0
 
 
 async def test_reconnects_are_served_and_the_socket_is_private(
@@ -130,7 +131,7 @@ async def test_reconnects_are_served_and_the_socket_is_private(
     await send(listener.path, good.encode())
     await send(listener.path, good.encode())  # Caddy restarted and dialed again
     await settle(listener, 2)
-    assert (listener.counters.received, listener.counters.connections) == (2, 2)
+    assert (listener.queue.counters.received, listener.queue.counters.connections) == (2, 2)
 
 
 async def test_close_removes_the_socket(listener: AccessLogListener) -> None:

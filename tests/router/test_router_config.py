@@ -9,15 +9,9 @@ import pytest
 
 from nonstop.drivers.router.admin import table_hash
 from nonstop.drivers.router.base import RouteTable, Upstream
-from nonstop.drivers.router.caddy_config import (
-    NO_UPSTREAM_BODY,
-    ProxyTuning,
-    build_config,
-    duration,
-    validate_listen,
-    validate_table,
-    weights,
-)
+from nonstop.drivers.router.caddy_config import ProxyTuning, build_config, duration, weights
+from nonstop.drivers.router.settings import validate_listen
+from nonstop.drivers.router.table import NO_UPSTREAM_BODY, validate_table
 from nonstop.errors import RouterError
 
 ADMIN = Path("/s/caddy-admin.sock")

@@ -6,65 +6,31 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import sys
-from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 
 from nonstop.drivers.router.caddy import CaddyRouter
-from nonstop.drivers.router.caddy_process import ProcessRecord, start_time
 from nonstop.drivers.router.haproxy import HAProxyRouter
+from nonstop.drivers.router.process import ProcessRecord, start_time
 from nonstop.errors import RouterError
-from nonstop_testing import require_binary
-from router.fixtures import backends, client, state_dir  # noqa: F401  (fixtures)
+from router.fixtures import MakeRouter, new_router
 
 from .helpers import (
     Backend,
     Collector,
     FaultyUpstream,
-    free_port,
+    fake_admin,
     get,
-    load,
+    load_while,
     table,
     url,
 )
 
-AnyRouter = CaddyRouter | HAProxyRouter
-MakeRouter = Callable[..., Awaitable[AnyRouter]]
 MakeBackend = Callable[[str], Awaitable[Backend]]
-KINDS = ["caddy", "haproxy"]
-
-
-def new_router(kind: str, state: Path, **options: Any) -> AnyRouter:
-    listen = options.pop("listen", f"127.0.0.1:{free_port()}")
-    if kind == "caddy":
-        caddy = require_binary("caddy", str(Path(sys.prefix) / "bin" / "caddy"))
-        return CaddyRouter(state, listen, caddy_binary=Path(caddy), **options)
-    haproxy = require_binary("haproxy", "/usr/sbin/haproxy")
-    return HAProxyRouter(state, listen, haproxy_binary=Path(haproxy), **options)
-
-
-@pytest.fixture(params=KINDS)
-async def make_router(
-    request: pytest.FixtureRequest,
-    state_dir: Path,  # noqa: F811
-) -> AsyncIterator[MakeRouter]:
-    started: list[AnyRouter] = []
-
-    async def make(**options: Any) -> AnyRouter:
-        router = new_router(request.param, state_dir, drain_timeout=5.0, **options)
-        started.append(router)
-        await router.start()
-        return router
-
-    yield make
-    for router in started:
-        await router.stop()
 
 
 @pytest.fixture
@@ -83,7 +49,7 @@ async def faulty() -> AsyncIterator[Callable[[str], Awaitable[FaultyUpstream]]]:
 
 async def test_proxy_errors_name_the_upstream_that_failed(
     make_router: MakeRouter,
-    client: aiohttp.ClientSession,  # noqa: F811
+    client: aiohttp.ClientSession,
     faulty: Callable[[str], Awaitable[FaultyUpstream]],
 ) -> None:
     router = await make_router(upstream_timeout=1.0)
@@ -117,8 +83,8 @@ async def test_proxy_errors_name_the_upstream_that_failed(
 
 async def test_a_hung_upstream_leaves_rotation_and_requests_succeed_after(
     make_router: MakeRouter,
-    client: aiohttp.ClientSession,  # noqa: F811
-    backends: MakeBackend,  # noqa: F811
+    client: aiohttp.ClientSession,
+    backends: MakeBackend,
     faulty: Callable[[str], Awaitable[FaultyUpstream]],
 ) -> None:
     router = await make_router(health_path="/health", upstream_timeout=1.0)
@@ -145,8 +111,8 @@ async def test_a_hung_upstream_leaves_rotation_and_requests_succeed_after(
 
 async def test_a_crashed_upstream_costs_no_request_across_the_reload_that_drops_it(
     make_router: MakeRouter,
-    client: aiohttp.ClientSession,  # noqa: F811
-    backends: MakeBackend,  # noqa: F811
+    client: aiohttp.ClientSession,
+    backends: MakeBackend,
 ) -> None:
     router = await make_router()
     a, b, c = await backends("A"), await backends("B"), await backends("C")
@@ -163,43 +129,20 @@ async def test_a_crashed_upstream_costs_no_request_across_the_reload_that_drops_
         await router.apply(table(c.upstream(1)))
         await asyncio.sleep(0.3)
 
-    crashing = asyncio.create_task(crash_and_replace())
-    served: Counter[str] = Counter()
-    failures: list[str] = []
-    while not crashing.done():  # rounds of load until the crashes are over (slow machines)
-        got, lost = await load(client, router, 200, retry_lost=True)
-        served.update(got)
-        failures.extend(lost)
-    await crashing
+    served, failures = await load_while(client, router, asyncio.create_task(crash_and_replace()))
     assert failures == []
     assert served["C"] > 0
     assert [await get(client, router) for _ in range(3)] == [(200, "C")] * 3
 
 
-async def _fake_admin(path: Path) -> web.AppRunner:
-    """An HTTP server that answers 200 ``{}`` to everything on ``path``: not a router."""
-
-    async def ok(request: web.Request) -> web.Response:
-        await request.read()
-        return web.json_response({})
-
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", ok)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.UnixSite(runner, str(path)).start()
-    return runner
-
-
-@pytest.mark.parametrize("kind", KINDS)
 async def test_a_socket_that_only_answers_is_not_adopted(
     kind: str,
-    state_dir: Path,  # noqa: F811
-    client: aiohttp.ClientSession,  # noqa: F811
-    backends: MakeBackend,  # noqa: F811
+    state_dir: Path,
+    client: aiohttp.ClientSession,
+    backends: MakeBackend,
 ) -> None:
     router = new_router(kind, state_dir)
-    fake = await _fake_admin(router.admin_socket)
+    fake = await fake_admin(router.admin_socket)
     # The pid file names a live process with its true start time, but it is no router.
     ProcessRecord(os.getpid(), start_time(os.getpid()) or "").save(router.pid_file)
     try:
@@ -211,39 +154,6 @@ async def test_a_socket_that_only_answers_is_not_adopted(
     finally:
         await router.stop()
         await fake.cleanup()
-
-
-async def test_caddy_apply_fails_when_the_listener_does_not_serve_the_table(
-    state_dir: Path,  # noqa: F811
-    backends: MakeBackend,  # noqa: F811
-) -> None:
-    """The reproduction: an admin socket that says yes to everything, nothing on the port."""
-    router = new_router("caddy", state_dir, confirm_timeout=1.0)
-    fake = await _fake_admin(router.admin_socket)
-    try:
-        a = await backends("A")
-        with pytest.raises(RouterError, match=r"its listener 127\.0\.0\.1:\d+ does not serve it"):
-            await router.apply(table(a.upstream(1)))
-    finally:
-        await fake.cleanup()
-        await router.close()
-
-
-async def test_haproxy_apply_fails_when_the_listener_is_stopped(
-    state_dir: Path,  # noqa: F811
-    backends: MakeBackend,  # noqa: F811
-) -> None:
-    router = new_router("haproxy", state_dir, confirm_timeout=1.0)
-    await router.start()
-    try:
-        assert isinstance(router, HAProxyRouter)
-        a = await backends("A")
-        await router.apply(table(a.upstream(1)))
-        await router.command("disable frontend nonstop")  # the port stops answering
-        with pytest.raises(RouterError, match="does not serve it"):
-            await router.apply(table(a.upstream(2)))
-    finally:
-        await router.stop()
 
 
 async def _flaky_socket(path: Path, answer: bytes, drops: int) -> asyncio.AbstractServer:
@@ -263,12 +173,16 @@ async def _flaky_socket(path: Path, answer: bytes, drops: int) -> asyncio.Abstra
     return await asyncio.start_unix_server(serve, path=str(path))
 
 
-@pytest.mark.parametrize("kind", KINDS)
+ADMIN_KINDS = ["caddy", "haproxy"]
+"""The kinds driven through an admin socket (nginx is driven by signals)."""
+
+
+@pytest.mark.parametrize("kind", ADMIN_KINDS)
 @pytest.mark.parametrize("drops", [1, 2])
 async def test_an_admin_call_dropped_once_or_twice_is_retried(
     kind: str,
     drops: int,
-    state_dir: Path,  # noqa: F811
+    state_dir: Path,
 ) -> None:
     router = new_router(kind, state_dir)
     if isinstance(router, CaddyRouter):
@@ -287,10 +201,10 @@ async def test_an_admin_call_dropped_once_or_twice_is_retried(
         await router.close()
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", ADMIN_KINDS)
 async def test_an_admin_call_that_keeps_failing_is_a_clear_error(
     kind: str,
-    state_dir: Path,  # noqa: F811
+    state_dir: Path,
 ) -> None:
     router = new_router(kind, state_dir)
     server = await _flaky_socket(router.admin_socket, b"", drops=1000)

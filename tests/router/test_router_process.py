@@ -1,4 +1,4 @@
-"""Recognising our Caddy process, its files and socket paths (real /proc, real files)."""
+"""Recognising our router process, its files and socket paths (real /proc, real files)."""
 
 from __future__ import annotations
 
@@ -9,12 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from nonstop.drivers.router.caddy_process import (
+from nonstop.drivers.router.caddy_process import find_caddy, last_error
+from nonstop.drivers.router.process import (
     UNIX_PATH_MAX,
     ProcessRecord,
     check_socket_path,
-    find_caddy,
-    last_error,
     rotate,
     socket_dir,
     start_time,

@@ -1,37 +1,25 @@
-"""Real HAProxy, real upstream servers on free ports, a state directory under /tmp.
+"""Real HAProxy, real upstream servers on free ports, a state directory under /tmp: the
+fixtures every router kind's tests use (router/fixtures.py), for the kind "haproxy"."""
 
-The state directory is made with a short name because unix socket paths are limited to 107
-bytes and pytest's tmp_path can be longer than that.
-"""
-
-from __future__ import annotations
-
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from nonstop.drivers.router.haproxy import HAProxyRouter
-from nonstop_testing import require_binary
-from router.fixtures import backends, client, state_dir  # noqa: F401  (fixtures)
-from router.helpers import free_port
+from router.fixtures import (  # noqa: F401  (fixtures)
+    backends,
+    client,
+    make_router,
+    router,
+    router_binary,
+    state_dir,
+)
+
+
+@pytest.fixture
+def kind() -> str:
+    return "haproxy"
 
 
 @pytest.fixture
 def haproxy_binary() -> Path:
-    return Path(require_binary("haproxy", "/usr/sbin/haproxy"))
-
-
-@pytest.fixture
-async def router(
-    state_dir: Path,  # noqa: F811 (the fixture imported above)
-    haproxy_binary: Path,
-) -> AsyncIterator[HAProxyRouter]:
-    router = HAProxyRouter(
-        state_dir, f"127.0.0.1:{free_port()}", drain_timeout=5.0, haproxy_binary=haproxy_binary
-    )
-    await router.start()
-    try:
-        yield router
-    finally:
-        await router.stop()
+    return router_binary("haproxy")

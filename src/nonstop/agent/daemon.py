@@ -82,23 +82,16 @@ class AgentLock:
 
 
 def make_router(paths: Paths, config: NonstopConfig) -> Router:
-    settings: dict[str, Any] = {
-        "drain_timeout": config.app.drain_timeout,
-        "upstream_timeout": config.router.upstream_timeout,
-        "health_path": config.health.path,
-    }
-    if config.router.kind == "haproxy":
-        from nonstop.drivers.router.haproxy import HAProxyRouter
+    from nonstop.drivers.router import registry
+    from nonstop.drivers.router.settings import RouterSettings
 
-        return HAProxyRouter(paths.state / "router", config.router.listen, **settings)
-    if config.router.kind != "caddy":
-        raise UsageError(
-            f'router.kind: "{config.router.kind}" is not available yet in this version; '
-            'use "caddy" or "haproxy"'
-        )
-    from nonstop.drivers.router.caddy import CaddyRouter
-
-    return CaddyRouter(paths.state / "router", config.router.listen, **settings)
+    settings = RouterSettings(
+        listen=config.router.listen,
+        drain_timeout=config.app.drain_timeout,
+        upstream_timeout=config.router.upstream_timeout,
+        health_path=config.health.path,
+    )
+    return registry.make_router(config.router.kind, paths.state / "router", settings)
 
 
 ROUTER_SETTINGS = (("router", "listen"), ("router", "kind"), ("router", "upstream_timeout"))

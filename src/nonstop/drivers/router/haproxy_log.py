@@ -12,19 +12,18 @@ requests/s that lost about one event in six in our measurement (docs/router-hapr
 Which lines are read: after ``mark_fresh()`` (a HAProxy the driver just started) the next
 connection reads the ring from its beginning, so a request served before the reader connected
 is not missed; otherwise (adopting a HAProxy, or reconnecting) only lines written from then on
-(``-n``), so no line is read twice. Parsed events go to a bounded queue; when the consumer falls
-behind, new events are dropped and counted.
+(``-n``), so no line is read twice. Parsed events go to the bounded request-event queue
+(events.py); a line that is not a finished request (a client that gave up before any status)
+counts as malformed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 
-from nonstop.drivers.router.base import RequestEvent
+from nonstop.drivers.router.events import EventQueue
 from nonstop.drivers.router.haproxy_config import RING, parse_log_line
 
 MAX_LINE = 64 * 1024
@@ -32,25 +31,12 @@ RECONNECT_DELAYS = (0.02, 0.05, 0.1, 0.2, 0.5)
 """Seconds between attempts to reach the admin socket (the last one repeats)."""
 
 
-@dataclass(slots=True)
-class LogCounters:
-    received: int = 0
-    """Events parsed and queued."""
-    dropped: int = 0
-    """Events parsed but dropped because the queue was full (consumer too slow)."""
-    ignored: int = 0
-    """Lines that were not a finished request (a client that gave up before any status)."""
-    connections: int = 0
-    """Connections to HAProxy's ring (1 + reconnects after a HAProxy restart)."""
-
-
 class RingReader:
     """Follows the ring through ``admin_socket`` from :meth:`start` until :meth:`close`."""
 
-    def __init__(self, admin_socket: Path, *, queue_size: int = 10_000) -> None:
+    def __init__(self, admin_socket: Path, queue: EventQueue) -> None:
         self.admin_socket = admin_socket
-        self.counters = LogCounters()
-        self._queue: asyncio.Queue[RequestEvent] = asyncio.Queue(maxsize=queue_size)
+        self.queue = queue
         self._task: asyncio.Task[None] | None = None
         self._from_start = False
 
@@ -69,18 +55,6 @@ class RingReader:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-
-    def offer(self, event: RequestEvent) -> None:
-        try:
-            self._queue.put_nowait(event)
-        except asyncio.QueueFull:
-            self.counters.dropped += 1
-        else:
-            self.counters.received += 1
-
-    async def events(self) -> AsyncIterator[RequestEvent]:
-        while True:
-            yield await self._queue.get()
 
     async def _follow(self) -> None:
         attempt = 0
@@ -107,12 +81,7 @@ class RingReader:
         self._from_start = False
         writer.write(command.encode() + b"\n")
         await writer.drain()
-        self.counters.connections += 1
+        self.queue.counters.connections += 1
         while line := await reader.readline():
-            if not line.strip():
-                continue
-            event = parse_log_line(line)
-            if event is None:
-                self.counters.ignored += 1
-            else:
-                self.offer(event)
+            if line.strip():
+                self.queue.feed(parse_log_line(line))

@@ -1,23 +1,20 @@
 """Finding and spawning HAProxy, and talking to its runtime API (the admin socket).
 
-Recognising our process later (pid + start time), atomic writes and the short socket directory
-are shared with the Caddy driver (caddy_process).
+Recognising our process later (pid + start time), spawning, atomic writes and the short socket
+directory are router-neutral (process.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
 import subprocess
 from pathlib import Path
 
-from nonstop.drivers.router import caddy_process
+from nonstop.drivers.router import process
 from nonstop.drivers.router.admin import AdminUnavailable
-from nonstop.drivers.router.caddy_process import rotate
 from nonstop.errors import RouterError
 
-SEARCHED = ("haproxy", "/usr/sbin/haproxy", "/usr/local/sbin/haproxy")
+SEARCHED = ["haproxy", "/usr/sbin/haproxy", "/usr/local/sbin/haproxy"]
 
 OK_REPLIES = ("", "New server registered.", "Server deleted.")
 """What the runtime API answers to a command that worked; anything else is its error text."""
@@ -32,43 +29,27 @@ LONGEST_SOCKET = "/haproxy-admin.sock"
 
 def socket_dir(state_dir: Path) -> Path:
     """Where HAProxy's admin socket goes: ``state_dir`` when its path fits in the 97 bytes
-    HAProxy allows, else the same short private directory the Caddy driver would use."""
-    return caddy_process.socket_dir(state_dir, LONGEST_SOCKET, HAPROXY_PATH_MAX)
+    HAProxy allows, else the same short private directory any router would use."""
+    return process.socket_dir(state_dir, LONGEST_SOCKET, HAPROXY_PATH_MAX)
 
 
 def check_socket_path(path: Path) -> Path:
-    size = len(os.fsencode(path))
-    if size > HAPROXY_PATH_MAX:
-        raise RouterError(
-            f"unix socket path {path} is {size} bytes, longer than the {HAPROXY_PATH_MAX} "
-            "HAProxy allows: use a shorter state directory"
-        )
-    return path
+    return process.check_socket_path(path, HAPROXY_PATH_MAX, "HAProxy")
 
 
 def find_haproxy(explicit: Path | None = None) -> Path:
     """The haproxy binary: ``explicit``, else on PATH, else in /usr/sbin or /usr/local/sbin."""
-    candidates = [str(explicit)] if explicit else list(SEARCHED)
-    for candidate in candidates:
-        found = shutil.which(candidate) or (candidate if os.access(candidate, os.X_OK) else None)
-        if found and Path(found).is_file():
-            return Path(found)
-    raise RouterError(
-        f"haproxy binary not found (looked for {', '.join(candidates)}): install the system "
-        'package (apt-get install haproxy) or use [router] kind = "caddy"'
+    return process.find_binary(
+        explicit,
+        list(SEARCHED),
+        'install the system package (apt-get install haproxy) or use [router] kind = "caddy"',
     )
 
 
 def haproxy_version(binary: Path) -> str:
     """``haproxy -v``'s version word (``2.6.12-1+deb12u4``)."""
-    try:
-        done = subprocess.run(
-            [str(binary), "-v"], capture_output=True, text=True, timeout=30, check=True
-        )
-    except (OSError, subprocess.SubprocessError) as exc:
-        raise RouterError(f"{binary} does not run (`haproxy -v` failed): {exc}") from exc
-    words = done.stdout.split()
-    return words[2] if len(words) > 2 else done.stdout.strip()
+    words = process.binary_version(binary, "-v")
+    return words[2] if len(words) > 2 else " ".join(words)
 
 
 def check_config(binary: Path, config: Path) -> None:
@@ -79,31 +60,6 @@ def check_config(binary: Path, config: Path) -> None:
     if done.returncode != 0:
         alerts = [line for line in done.stderr.splitlines() if "ALERT" in line]
         raise RouterError(f"haproxy refused {config}: {'; '.join(alerts) or done.stderr.strip()}")
-
-
-LAUNCH = 'exec "$0" -db -f "$1" </dev/null >>"$2" 2>&1 & echo $!'
-"""``sh`` starts HAProxy (foreground mode, ``-db``) in the background and exits at once,
-printing its pid: HAProxy is reparented away from the agent, which never has to reap it."""
-
-
-def spawn(binary: Path, config: Path, log: Path) -> int:
-    """HAProxy in its own session, so it outlives the agent (kill -9 included) and a Ctrl-C in
-    the agent's terminal does not reach it. Returns HAProxy's pid."""
-    log.parent.mkdir(parents=True, exist_ok=True)
-    rotate(log)
-    try:
-        done = subprocess.run(
-            ["/bin/sh", "-c", LAUNCH, str(binary), str(config), str(log)],
-            capture_output=True,
-            text=True,
-            cwd=str(config.parent),
-            start_new_session=True,
-            timeout=30,
-            check=True,
-        )
-        return int(done.stdout.strip())
-    except (OSError, subprocess.SubprocessError, ValueError) as exc:
-        raise RouterError(f"could not start {binary}: {exc}") from exc
 
 
 def last_alert(log: Path) -> str:

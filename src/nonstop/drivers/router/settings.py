@@ -1,0 +1,57 @@
+"""What every router kind is configured with (``[router]`` and ``[app]`` in nonstop.toml), and
+the proxy timings the drivers' own tunings (caddy_config.ProxyTuning,
+haproxy_config.HAProxyTuning) share. Seconds throughout (decision 0331)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Self
+
+from nonstop.errors import RouterError
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProxyTimings:
+    drain_timeout: float = 30.0
+    """How long a request or stream on an upstream leaving the table may still run."""
+    upstream_timeout: float = 30.0
+    """How long the router waits for an upstream's response before a 504 naming it."""
+    health_path: str | None = None
+    """Active health checks GET this path; without it they only connect."""
+    health_interval: float = 0.5
+    health_timeout: float = 1.0
+    health_fails: int = 2
+
+    @classmethod
+    def like(cls, other: ProxyTimings, **extra: Any) -> Self:
+        """A ``cls`` with ``other``'s timings and ``extra`` (the driver's own settings)."""
+        shared = {f.name: getattr(other, f.name) for f in fields(ProxyTimings)}
+        return cls(**shared, **extra)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RouterSettings(ProxyTimings):
+    """A router's settings, whatever its kind: the registry builds any kind from these."""
+
+    listen: str
+    """``host:port`` or ``:port`` users connect to."""
+    binary: Path | None = None
+    """The router's executable; None: the driver looks where that router is installed."""
+    event_queue_size: int = 10_000
+    """Request events held for a slow consumer before new ones are dropped (and counted)."""
+    start_timeout: float = 15.0
+    """How long a router process may take to answer its admin interface after a start."""
+    confirm_timeout: float = 5.0
+    """How long the listener may take to serve a table just applied (the table probe)."""
+
+    def __post_init__(self) -> None:
+        validate_listen(self.listen)
+
+
+def validate_listen(listen: str) -> str:
+    """``host:port`` or ``:port``; returns it unchanged or raises RouterError."""
+    _host, sep, port = listen.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise RouterError(f'router listen address must be "host:port" or ":port", got {listen!r}')
+    return listen
