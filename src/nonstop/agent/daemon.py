@@ -39,12 +39,12 @@ from nonstop.analysis.explain import ExplainRow, explain, explain_history
 from nonstop.analysis.sequential import SequentialRun
 from nonstop.config.load import validate_config
 from nonstop.config.schema import NonstopConfig
-from nonstop.config.validate import validate_env, validate_release_name
 from nonstop.drivers.metrics import RequestStats, register_request_metrics
 from nonstop.drivers.router.base import Router
 from nonstop.engine.engine import DeployRequest, Engine, MeasurementSource
 from nonstop.engine.health import describe
 from nonstop.engine.instances import InstanceManager
+from nonstop.engine.releases import check_request
 from nonstop.errors import ConfigError, NonstopError, StateError, UsageError
 from nonstop.flags.service import FlagService
 from nonstop.store import RolloutRow, open_store
@@ -454,8 +454,7 @@ class Agent:
         strategy = body.get("strategy")
         if strategy is not None and not isinstance(strategy, str):
             raise UsageError('deploy: "strategy" must be a string')
-        validate_release_name(release)  # the name and env first: the CLI checks them so too
-        validate_env(env, "env")
+        check_request(release, env)  # the name and env first, as the CLI checks them
         self._check_router_settings(config)
         if self.contract_running:
             raise StateError("a contract migration is running; deploy again once it has finished")
