@@ -74,10 +74,22 @@ def first_deploy(agent: AgentProcess) -> dict[str, Any]:
     return done
 
 
-def assert_zero_failures(bg: BackgroundLoad, at_least: int = 100) -> LoadReport:
+def assert_zero_failures(
+    bg: BackgroundLoad, at_least: int = 100, *, caddy_reload_race: bool = False
+) -> LoadReport:
+    """No request failed. With ``caddy_reload_race``, one kind of failure is tolerated, rarely
+    (at most 1 in 200 requests): a connection a Caddy reload closed with no response byte, on
+    the resend too (Caddy's known reload race, docs/router.md "Reloads"; HAProxy has none and
+    is held to zero). Every 5xx, timeout or other transport error still fails the test."""
     report = bg.report
     assert report is not None
     assert report.scheduled >= at_least
+    if caddy_reload_race and report.failed:
+        only_closed = set(report.errors) <= {"ServerDisconnectedError"}
+        rare = report.failed * 200 <= report.scheduled
+        if only_closed and rare and report.failed == report.counts.get("transport", 0):
+            print(f"Caddy reload race: {report.failed} closed with no response; {report.retried}")
+            return report
     assert report.failed == 0, (
         report.counts,
         report.status_codes,

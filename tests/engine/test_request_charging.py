@@ -104,6 +104,18 @@ def test_requests_counts_the_whole_service_whichever_release_was_charged() -> No
     s.record(refused(T0 + 3))
     assert s.requests(T0, T0 + 10) == 3
     assert s.requests(T0 + 2, T0 + 10) == 2
+    # the start snaps inward: the second a switch happened in is the old release's
+    assert s.requests(T0 + 1.5, T0 + 10) == 2
+    assert s.requests(T0 + 2.5, T0 + 10) == 1
+
+
+def test_the_service_traffic_window_starts_at_the_first_whole_second() -> None:
+    """Worked example of RequestStats.requests: events at 100.2, 100.7, 101.5."""
+    s = RequestStats(window=900, clock=lambda: 0.0)
+    for ts in (100.2, 100.7, 101.5):
+        s.record(RequestEvent(ts, A, 200, 1.0))
+    assert s.requests(100.5, 102) == 1
+    assert s.requests(100.0, 102) == 3
 
 
 def test_retain_grows_the_ring_keeps_what_it_holds_and_caps_it() -> None:

@@ -294,9 +294,17 @@ class RequestStats:
         )
 
     def requests(self, since: float, until: float) -> int:
-        """Every request over the seconds overlapping ``[since, until)``, whichever release it
-        was charged to (``(unrouted)`` and ``(unknown)`` included): the service's traffic."""
-        first, end = math.floor(since), math.ceil(until)
+        """Every request over the seconds from ``since`` on (the first whole second at or after
+        it) to ``until``, whichever release it was charged to (``(unrouted)`` and ``(unknown)``
+        included): the service's traffic.
+
+        Unlike :meth:`snapshot` the start snaps *inward*: this is what a release is compared
+        with ("the service answered 20, the release none"), and the second a switch happened in
+        still holds requests the old release served before it: with a 1 s watch right after a
+        switch, snapping outward counted up to a second of the old release's load against the
+        new one. Worked example: requests at 100.2, 100.7, 101.5; ``requests(100.5, 102)`` -> 1
+        (second 101 only)."""
+        first, end = math.ceil(since), math.ceil(until)
         first = max(first, end - self.window)
         return sum(
             slot.requests
