@@ -94,14 +94,7 @@ async def hang_up() -> tuple[int, Callable[[], Awaitable[None]]]:
         await reader.read(1024)
         writer.close()
 
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-
-    async def close() -> None:
-        server.close()
-        await server.wait_closed()
-
-    return port, close
+    return await _serve(handle)
 
 
 async def one_answer_per_connection() -> tuple[int, Callable[[], Awaitable[None]]]:
@@ -116,6 +109,14 @@ async def one_answer_per_connection() -> tuple[int, Callable[[], Awaitable[None]
         await reader.readuntil(b"\r\n\r\n")  # the second request: no answer
         writer.close()
 
+    return await _serve(handle)
+
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+async def _serve(handle: Handler) -> tuple[int, Callable[[], Awaitable[None]]]:
+    """A raw TCP server on a free loopback port running ``handle``: (port, close)."""
     server = await asyncio.start_server(handle, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
 
