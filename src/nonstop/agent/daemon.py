@@ -33,13 +33,14 @@ from nonstop.agent.api import (
     read_json,
     tail_file,
 )
+from nonstop.agent.metrics import metrics_route, metrics_token
 from nonstop.agent.paths import Paths
 from nonstop.analysis.checks import AnalysisRun, conclude
 from nonstop.analysis.explain import ExplainRow, explain, explain_history
 from nonstop.analysis.sequential import SequentialRun
 from nonstop.config.load import validate_config
 from nonstop.config.schema import NonstopConfig
-from nonstop.drivers.metrics import RequestStats, register_request_metrics
+from nonstop.drivers.metrics import RequestStats
 from nonstop.drivers.router.base import Router
 from nonstop.engine.engine import DeployRequest, Engine, MeasurementSource
 from nonstop.engine.health import describe
@@ -51,6 +52,7 @@ from nonstop.store import RolloutRow, open_store
 
 if TYPE_CHECKING:
     from nonstop.drivers.metrics.prometheus_provider import PrometheusSource
+    from nonstop.notify.deliver import Notifier
 
 
 T = TypeVar("T")
@@ -130,6 +132,7 @@ class Agent:
         self._size: tuple[float, int] | None = None
         self.contract_running = False
         self._recovery_began = False
+        self.notifier: Notifier | None = None
         self.recovered = asyncio.Event()
         """Set once start-up recovery has finished or given up: the API answers from then on
         (it binds before, so a bad socket or port fails the start before anything spawns)."""
@@ -149,6 +152,7 @@ class Agent:
         token = self.paths.read_or_create_token()
         self.paths.ensure_socket_dir()
         listen = tcp_listen(self.config.agent.listen)  # bad [agent] listen: refuse before starting
+        self.metrics_token = metrics_token(self.config)  # and an unset $VAR the same way
         store = open_store(self.paths.state)
         router = make_router(self.paths, self.config)
         stats = RequestStats()
@@ -173,6 +177,7 @@ class Agent:
         self.flags = FlagService(
             self.paths.state, self.config.flags, self._flag_error_rate, engine.emit
         )
+        self.notifier = notifications(self.config, engine, self.flags)
         engine.emit("info", f"agent {os.getpid()} starting (nonstop {__version__})")
         runner: web.AppRunner | None = None
         tasks: list[asyncio.Task[None]] = []
@@ -213,6 +218,8 @@ class Agent:
                 await self._shut(engine, router, stop_all=self.stop_instances, started=started)
             with contextlib.suppress(Exception):
                 await self.flags.close()
+            with contextlib.suppress(Exception):
+                await self.notifier.close()
             if runner is not None:
                 await runner.cleanup()
             with contextlib.suppress(FileNotFoundError):
@@ -371,7 +378,7 @@ class Agent:
                 web.get("/v1/logs", self.h_logs),
                 web.post("/v1/shutdown", self.h_shutdown),
                 web.post("/v1/migrate/contract", self.h_contract),
-                web.get("/metrics", self.h_metrics),
+                metrics_route(self, self.metrics_token),
                 *self.flags.admin_routes(),
             ]
         )
@@ -626,12 +633,21 @@ class Agent:
             finally:
                 self.contract_running = False
 
-    async def h_metrics(self, request: web.Request) -> web.Response:
-        from prometheus_client import CollectorRegistry, generate_latest
 
-        registry = CollectorRegistry()
-        register_request_metrics(registry, self.stats)
-        return web.Response(body=generate_latest(registry), content_type="text/plain")
+def notifications(config: NonstopConfig, engine: Engine, flags: FlagService) -> Notifier:
+    """The ``[[notify]]`` webhooks, fed by the engine's transitions and the flags' guarded
+    rollouts; started here, delivering in the background (nonstop.notify.deliver)."""
+    from nonstop.notify import notices
+    from nonstop.notify.deliver import Notifier
+
+    notifier = Notifier(config.notify, config.app.name, engine.emit)
+    if notifier.targets:
+        engine.notify = notifier.notify
+        flags.on_disabled = lambda flag, why: notifier.notify(
+            notices.flag_disabled(flag, why, time.time())
+        )
+        notifier.start()
+    return notifier
 
 
 def analysis_report(row: RolloutRow) -> dict[str, Any]:

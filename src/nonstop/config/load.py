@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import os
 import re
 import tomllib
 import typing
@@ -51,6 +52,18 @@ def validate_config(data: dict[str, Any], source: str = CONFIG_FILE) -> NonstopC
         return NonstopConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(describe_errors(exc), source=source) from None
+
+
+def resolve(value: str, where: str) -> str:
+    """``$NAME`` -> the environment variable's value (a secret kept out of nonstop.toml);
+    anything else as written."""
+    if not value.startswith("$"):
+        return value
+    name = value[1:]
+    found = os.environ.get(name)
+    if not found:
+        raise UsageError(f"{where}: the environment variable {name} is not set")
+    return found
 
 
 def to_wire(config: NonstopConfig) -> dict[str, Any]:

@@ -6,6 +6,7 @@ Every model forbids unknown keys, so a typo is an error that names its path
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -227,12 +228,64 @@ class MetricsConfig(Model):
     prometheus_url: str | None = None
     error_rate_query: str | None = None
     latency_query: str | None = None
+    token: str | None = Field(default=None, min_length=1)
+    """Bearer token every ``/metrics`` scrape must carry (``$VAR`` reads it from the
+    environment when the agent starts); unset: ``/metrics`` is open on the agent's own
+    listeners and not served on the dashboard's (docs/metrics.md)."""
 
     @model_validator(mode="after")
     def _prometheus_url(self) -> MetricsConfig:
         if self.provider == "prometheus" and not self.prometheus_url:
             raise ValueError('provider "prometheus" needs "prometheus_url"')
         return self
+
+
+NOTIFY_EVENTS = (
+    "rollout_started",
+    "step_reached",
+    "paused",
+    "promoted",
+    "rolled_back",
+    "flag_disabled",
+)
+
+
+class NotifyConfig(Model):
+    """One ``[[notify]]`` webhook (docs/notifications.md)."""
+
+    url: str
+    format: Literal["json", "slack"] = "json"
+    events: list[Literal[NOTIFY_EVENTS]] = Field(  # type: ignore[valid-type]
+        default_factory=lambda: list(NOTIFY_EVENTS), min_length=1
+    )
+    headers: dict[str, str] = Field(default_factory=dict)
+    """Extra request headers (``$VAR`` values are read from the environment)."""
+    secret: str | None = Field(default=None, min_length=1)
+    """Signs each body: ``X-Nonstop-Signature: sha256=HMAC(secret, timestamp + "." + body)``
+    (``$VAR`` reads it from the environment)."""
+    timeout: Duration = Field(default=5.0, gt=0)
+    retries: int = Field(default=8, ge=0, le=50)
+    backoff: Duration = Field(default=1.0, gt=0)
+    """First retry delay; doubled per attempt up to ``max_backoff``, with jitter."""
+    max_backoff: Duration = Field(default=60.0, gt=0)
+
+    @field_validator("url")
+    @classmethod
+    def _http(cls, value: str) -> str:
+        scheme, sep, rest = value.partition("://")
+        if scheme not in ("http", "https") or not sep or not rest or rest.startswith("/"):
+            raise ValueError(f'expected an "http://" or "https://" URL, got "{value}"')
+        return value
+
+    @field_validator("headers")
+    @classmethod
+    def _header_names(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, text in value.items():
+            if not re.fullmatch(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+", name):
+                raise ValueError(f'"{name}" is not a valid header name')
+            if "\r" in text or "\n" in text:
+                raise ValueError(f"{name}: a header value cannot contain a line break")
+        return value
 
 
 class MigrationsConfig(Model):
@@ -286,3 +339,4 @@ class NonstopConfig(Model):
     flags: FlagsConfig = Field(default_factory=FlagsConfig)
     agent: AgentConfig = Field(default_factory=AgentConfig)
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
+    notify: list[NotifyConfig] = Field(default_factory=list)

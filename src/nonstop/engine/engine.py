@@ -38,6 +38,8 @@ from nonstop.engine.health import Health, PendingEvent, describe
 from nonstop.engine.instances import InstanceManager
 from nonstop.engine.routing import route_table
 from nonstop.errors import ConfigError, StateError, UsageError
+from nonstop.notify import notices
+from nonstop.notify.notices import Notice, RolloutRef
 from nonstop.plan import bluegreen
 from nonstop.plan.model import (
     Action,
@@ -163,6 +165,10 @@ def longest_window(config: NonstopConfig) -> float:
     return max(spans) + RETAIN_SLACK
 
 
+def _ignore(notice: Notice) -> None:
+    """No receivers."""
+
+
 class Engine:
     def __init__(
         self,
@@ -194,6 +200,8 @@ class Engine:
         self.health = Health(clock)
         self.revive_router_in_tick = True
         """False when the agent runs router revival as its own task (it does)."""
+        self.notify: Callable[[Notice], None] = _ignore
+        """Where rollout notices go (the agent's webhooks); must only enqueue, never wait."""
 
     # -- helpers -----------------------------------------------------------------------------
 
@@ -250,6 +258,14 @@ class Engine:
 
     def wake(self) -> None:
         self._wake.set()
+
+    def _tell(self, make: Callable[[], list[Notice]]) -> None:
+        """Hand notices to ``notify``; a failure here is an event, never the rollout's."""
+        try:
+            for notice in make():
+                self.notify(notice)
+        except Exception as exc:
+            self.emit("warning", f"notifications: {describe(exc)}")
 
     @property
     def desired(self) -> dict[str, int]:
@@ -420,6 +436,7 @@ class Engine:
         self.active = Active(row, spec, state, planner)
         verb = "rollback" if rollback else f"{strategy} rollout"
         self.emit("info", f"{verb} {row.id} started: {stable or 'nothing'} -> {candidate}")
+        self._tell(lambda: [notices.started(RolloutRef.of(row.id, spec), self.clock())])
         self.wake()
         return row
 
@@ -470,7 +487,9 @@ class Engine:
                 self.store.add_event(event, rollout_id=active.row.id)
             if command:
                 self.store.put(key, None)
-        active.state = decision.state
+        before, active.state = active.state, decision.state
+        ref = RolloutRef.of(active.row.id, active.spec)
+        self._tell(lambda: notices.transition(ref, before, decision.state, decision.events, now))
         for action, entry in zip(todo, entries, strict=True):
             crash_point(f"intent:{action.kind}")
             await self._execute(active, action)
@@ -552,6 +571,7 @@ class Engine:
             message = f"{label} {active.row.id} {finish.outcome.replace('_', ' ')}: {finish.reason}"
             self.store.add_event(message, level=level, rollout_id=active.row.id)
         crash_point("finish")
+        self._tell(lambda: [notices.finished(RolloutRef.of(active.row.id, spec), finish, now)])
         self.active = None
         retention.after_rollout(self, spec.config)
         if finish.outcome == "completed" and not spec.rollback and spec.config.migrations:

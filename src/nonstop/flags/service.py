@@ -126,6 +126,8 @@ class FlagService:
         self._judging: dict[str, str] = {}  # what each running rollout's last tick judged
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
+        self.on_disabled: Callable[[str, str], None] | None = None
+        """Told ``(flag, reason)`` when a guarded rollout disables its flag (notifications)."""
         self._refresh_cache()
 
     # ---------------------------------------------------------------- lifecycle
@@ -553,6 +555,8 @@ class FlagService:
                 self.store.update(name, lambda f: f.__setitem__("enabled", False))
                 self._changed()
                 self._record(name, f"disabled automatically: {decision.reason}", "error")
+                if self.on_disabled is not None:
+                    self.on_disabled(name, decision.reason)
                 return
             if decision.action == "complete":
                 self.store.save_rollout(name, decision.plan.to_dict(), "completed", decision.reason)

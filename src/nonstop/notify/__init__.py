@@ -1,0 +1,1 @@
+"""nonstop.notify: webhooks on rollout transitions (docs/notifications.md)."""
