@@ -63,9 +63,12 @@ class Target:
     secret: str | None
     headers: dict[str, str]
     queue: collections.deque[Notice] = field(default_factory=collections.deque)
+    """Notices waiting to be sent (not the one being sent: ``sending``)."""
+    sending: Notice | None = None
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     counts: collections.Counter[str] = field(default_factory=collections.Counter)
-    """Deliveries by result: delivered, failed (gave up), dropped (queue full or shutdown)."""
+    """Notices by result: delivered, failed (gave up), dropped (queue full, or the agent
+    stopped first); and ``retried``: attempts that failed and were tried again."""
 
     @classmethod
     def of(cls, config: NotifyConfig, index: int) -> Target:
@@ -87,7 +90,10 @@ def redact(url: str) -> str:
 
 
 class Notifier:
-    def __init__(self, configs: Sequence[NotifyConfig], app: str, emit: Emit) -> None:
+    def __init__(
+        self, configs: Sequence[NotifyConfig], app: str, emit: Emit, queue_size: int = QUEUE_SIZE
+    ) -> None:
+        self.queue_size = queue_size
         self.targets = [Target.of(c, i) for i, c in enumerate(configs)]
         self.app = app
         self.emit = emit
@@ -101,7 +107,7 @@ class Notifier:
         for target in self.targets:
             if notice.kind not in target.config.events:
                 continue
-            if len(target.queue) >= QUEUE_SIZE:
+            if len(target.queue) >= self.queue_size:
                 target.queue.popleft()
                 target.counts["dropped"] += 1
                 if target.counts["dropped"] == 1 or target.counts["dropped"] % 100 == 0:
@@ -130,13 +136,10 @@ class Notifier:
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
         for target in self.targets:
-            if target.queue:
-                target.counts["dropped"] += len(target.queue)
-                self.emit(
-                    "warning",
-                    f"notify {target.name}: {len(target.queue)} notices not sent "
-                    "(the agent stopped)",
-                )
+            lost = len(target.queue) + (target.sending is not None)
+            if lost:
+                target.counts["dropped"] += lost
+                self.emit("warning", f"notify {target.name}: {lost} not sent (the agent stopped)")
                 target.queue.clear()
         if self._session is not None:
             await self._session.close()
@@ -149,14 +152,13 @@ class Notifier:
                 target.ready.clear()
                 await target.ready.wait()
                 continue
-            notice = target.queue[0]
+            notice = target.sending = target.queue.popleft()
             try:
                 await self._deliver(target, notice)
             except Exception as exc:  # a defect must not end the worker (invariant 8)
                 target.counts["failed"] += 1
                 self.emit("warning", f"notify {target.name}: {notice.kind}: {describe(exc)}")
-            if target.queue and target.queue[0] is notice:
-                target.queue.popleft()
+            target.sending = None
 
     async def _deliver(self, target: Target, notice: Notice) -> None:
         """Send one notice, retrying; a final failure is a warning event. Never raises."""
@@ -170,6 +172,7 @@ class Notifier:
                 await self._post(target, body, delivery, notice.kind)
             except Failed as exc:
                 if exc.retry and attempt < config.retries and not self._closing:
+                    target.counts["retried"] += 1
                     continue
                 target.counts["failed"] += 1
                 self.emit(
@@ -213,5 +216,5 @@ class Notifier:
         return [
             (t.name, result, t.counts[result])
             for t in self.targets
-            for result in ("delivered", "failed", "dropped")
+            for result in ("delivered", "retried", "failed", "dropped")
         ]
