@@ -84,10 +84,18 @@ class ThreadedReceiver:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
 
-    def __enter__(self) -> Receiver:
+    def __enter__(self) -> ThreadedReceiver:
         self.thread.start()
         asyncio.run_coroutine_threadsafe(self.receiver.start(), self.loop).result(10)
-        return self.receiver
+        return self
+
+    @property
+    def url(self) -> str:
+        return self.receiver.url
+
+    @property
+    def received(self) -> list[Received]:
+        return self.receiver.received
 
     def __exit__(self, *exc: object) -> None:
         asyncio.run_coroutine_threadsafe(self.receiver.stop(), self.loop).result(10)
@@ -95,7 +103,7 @@ class ThreadedReceiver:
         self.thread.join(10)
         self.loop.close()
 
-    def wait_for(self, condition: Callable[[], bool], timeout: float = 60) -> None:
+    def until(self, condition: Callable[[], bool], timeout: float = 90) -> None:
         future = asyncio.run_coroutine_threadsafe(
             self.receiver.wait_for(condition, timeout), self.loop
         )

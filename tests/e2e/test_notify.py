@@ -1,0 +1,71 @@
+"""A real agent (real Caddy, real instances) notifying a real webhook receiver through a first
+deploy, a canary paused and promoted by hand, and a rollback: the notices arrive in order."""
+
+from __future__ import annotations
+
+import pytest
+
+from e2e.harness import AgentProcess, Project
+from e2e.test_bluegreen import first_deploy
+from notify.receiver import ThreadedReceiver
+
+pytestmark = pytest.mark.slow
+
+CANARY = """
+[strategy.canary]
+steps = [{ weight = 50, pause = {} }]
+sequential = false
+
+[[notify]]
+url = "URL"
+secret = "$NOTIFY_SECRET"
+backoff = "50ms"
+"""
+
+
+def kinds(hook: ThreadedReceiver) -> list[str]:
+    return [r.json["event"] for r in hook.received]
+
+
+def test_a_deploy_a_paused_canary_and_a_rollback_are_told_in_order(
+    project: Project, agent: AgentProcess
+) -> None:
+    with ThreadedReceiver() as hook:
+        project.write_config(extra=CANARY.replace("URL", hook.url))
+        agent.start(env={"NOTIFY_SECRET": "k"})
+        first_deploy(agent)
+        hook.until(lambda: kinds(hook) == ["rollout_started", "promoted"])
+
+        text = (project.root / "nonstop.toml").read_text()
+        (project.root / "nonstop.toml").write_text(text.replace('"bluegreen"', '"canary"', 1))
+        rollout = agent.deploy("v2")["id"]
+        hook.until(lambda: kinds(hook)[2:] == ["rollout_started", "step_reached"])
+        agent.call("POST", "/v1/command", {"command": "pause"})
+        hook.until(lambda: len(hook.received) == 5)
+        agent.call("POST", "/v1/command", {"command": "promote"})
+        assert agent.wait_rollout(rollout)["status"] == "completed"
+        hook.until(lambda: len(hook.received) == 6)
+
+        rollback = agent.call("POST", "/v1/rollback")["id"]
+        assert agent.wait_rollout(rollback)["status"] == "completed"
+        hook.until(lambda: len(hook.received) == 8)
+
+    bodies = [r.json for r in hook.received]
+    assert [(b["event"], b["message"]) for b in bodies] == [
+        ("rollout_started", "bluegreen rollout 1 started: nothing -> v1"),
+        ("promoted", f"rollout 1 promoted v1: {bodies[1]['reason']}"),
+        ("rollout_started", "canary rollout 2 started: v1 -> v2"),
+        (
+            "step_reached",
+            "rollout 2: step 1/1: weight 50% (1 instance), waiting for `nonstop promote`",
+        ),
+        ("paused", "rollout 2 paused: paused by operator"),
+        ("promoted", f"rollout 2 promoted v2: {bodies[5]['reason']}"),
+        ("rollout_started", "rollback 3 started: v2 -> v1"),
+        ("rolled_back", f"rollback 3 to v1 completed: {bodies[7]['reason']}"),
+    ]
+    assert (bodies[3]["step"], bodies[3]["weight"]) == (1, 50)
+    assert {b["app"] for b in bodies} == {"shop"}
+    assert all(r.headers["X-Nonstop-Signature"].startswith("sha256=") for r in hook.received)
+    events = [e["message"] for e in agent.call("GET", "/v1/events?limit=1000")]
+    assert not [m for m in events if m.startswith("notify ")], events
