@@ -39,8 +39,10 @@ def free_port() -> int:
 
 
 class PrometheusServer:
-    def __init__(self, binary: str, root: Path) -> None:
+    def __init__(self, binary: str, root: Path, scrape_configs: str = "") -> None:
         self.binary = binary
+        self.scrape_configs = scrape_configs
+        """More ``scrape_configs`` entries (YAML list items, indented two spaces)."""
         self.root = root
         self.port = free_port()
         self.targets = root / "targets.json"
@@ -54,7 +56,7 @@ class PrometheusServer:
         self.root.mkdir(parents=True, exist_ok=True)
         self.set_targets(())
         config = self.root / "prometheus.yml"
-        config.write_text(CONFIG.format(targets=self.targets))
+        config.write_text(CONFIG.format(targets=self.targets) + self.scrape_configs)
         log = (self.root / "prometheus.log").open("ab")
         self.process = subprocess.Popen(
             [
