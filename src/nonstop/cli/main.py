@@ -42,6 +42,8 @@ COMMANDS: dict[str, str] = {
     "verify": "nonstop.cli.verify:verify",
     "analysis": "nonstop.cli.analysis:analysis",
     "prune": "nonstop.cli.prune:prune_command",
+    "service": "nonstop.cli.service:service",
+    "doctor": "nonstop.cli.doctor:doctor",
 }
 
 
