@@ -12,7 +12,8 @@ token in .nonstop/token, 0600), compared in constant time; the socket itself is 
     POST /v1/migrate/contract        {directory, url, lock_timeout, pg_version}: the contract
                                      gate and run, with no deploy able to start in between
     GET  /v1/analysis[?rollout=ID]   analysis runs, verdicts and the final reason
-    GET  /metrics                    Prometheus exposition (no token: local socket only)
+    GET  /metrics                    Prometheus exposition: no API token; ``[metrics] token``
+                                     when set (agent/metrics.py)
 
 Errors are always JSON, ``{"error": "..."}``: 400 (bad input: bad JSON, a body nested deeper
 than MAX_DEPTH, an integer out of range), 401, 404, 409 (conflicts with what runs), 413 (a
