@@ -3,6 +3,10 @@ deploy, a canary paused and promoted by hand, and a rollback: the notices arrive
 
 from __future__ import annotations
 
+import contextlib
+import urllib.error
+import urllib.request
+
 import pytest
 
 from e2e.harness import AgentProcess, Project
@@ -69,3 +73,30 @@ def test_a_deploy_a_paused_canary_and_a_rollback_are_told_in_order(
     assert all(r.headers["X-Nonstop-Signature"].startswith("sha256=") for r in hook.received)
     events = [e["message"] for e in agent.call("GET", "/v1/events?limit=1000")]
     assert not [m for m in events if m.startswith("notify ")], events
+
+
+def test_a_guarded_flag_disabled_by_its_rollout_is_told(
+    project: Project, agent: AgentProcess
+) -> None:
+    with ThreadedReceiver() as hook:
+        notify = f'[[notify]]\nurl = "{hook.url}"\nevents = ["flag_disabled"]\n'
+        project.write_config(extra=notify)
+        agent.start()
+        assert agent.wait_rollout(agent.deploy("v1", ERROR_RATE="0.5")["id"])["status"] == (
+            "completed"
+        )
+        project.cli("flags", "create", "checkout", check=True)
+        project.cli(
+            "flags", "rollout", "checkout", "--steps", "10,50,100", "--every", "1h",
+            "--max-error-rate", "0.05", "--min-requests", "20", check=True,
+        )  # fmt: skip
+        for _ in range(60):  # half of them fail: the rollout disables the flag
+            with contextlib.suppress(urllib.error.HTTPError):
+                urllib.request.urlopen(project.url, timeout=10).close()
+        hook.until(lambda: len(hook.received) == 1)
+    body = hook.received[0].json
+    assert body["event"] == "flag_disabled"
+    assert body["flag"] == "checkout"
+    assert body["rollout"] is None
+    assert "is above 5.0% at step 1 of 3 (10%)" in body["reason"]
+    assert body["message"] == f"flag checkout disabled by its guarded rollout: {body['reason']}"
