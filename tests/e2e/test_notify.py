@@ -100,3 +100,17 @@ def test_a_guarded_flag_disabled_by_its_rollout_is_told(
     assert body["rollout"] is None
     assert "is above 5.0% at step 1 of 3 (10%)" in body["reason"]
     assert body["message"] == f"flag checkout disabled by its guarded rollout: {body['reason']}"
+
+
+def test_an_unset_secret_stops_the_agent_before_anything_starts(
+    project: Project, agent: AgentProcess
+) -> None:
+    notify = '[[notify]]\nurl = "http://127.0.0.1:9/hook"\nsecret = "$NONSTOP_TEST_NO_SUCH_VAR"\n'
+    project.write_config(extra=notify)
+    agent.start(wait=False)
+    assert agent.wait_exit() == 2
+    assert (
+        "error: notify[0].secret: the environment variable NONSTOP_TEST_NO_SUCH_VAR is not set"
+        in agent.log_tail()
+    )
+    assert not (project.paths.state / "router").exists()

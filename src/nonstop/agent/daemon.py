@@ -153,6 +153,7 @@ class Agent:
         self.paths.ensure_socket_dir()
         listen = tcp_listen(self.config.agent.listen)  # bad [agent] listen: refuse before starting
         self.metrics_token = metrics_token(self.config)  # and an unset $VAR the same way
+        self.notifier = notifier(self.config)
         store = open_store(self.paths.state)
         router = make_router(self.paths, self.config)
         stats = RequestStats()
@@ -177,7 +178,7 @@ class Agent:
         self.flags = FlagService(
             self.paths.state, self.config.flags, self._flag_error_rate, engine.emit
         )
-        self.notifier = notifications(self.config, engine, self.flags)
+        connect_notifications(self.notifier, engine, self.flags)
         engine.emit("info", f"agent {os.getpid()} starting (nonstop {__version__})")
         runner: web.AppRunner | None = None
         tasks: list[asyncio.Task[None]] = []
@@ -634,20 +635,26 @@ class Agent:
                 self.contract_running = False
 
 
-def notifications(config: NonstopConfig, engine: Engine, flags: FlagService) -> Notifier:
-    """The ``[[notify]]`` webhooks, fed by the engine's transitions and the flags' guarded
-    rollouts; started here, delivering in the background (nonstop.notify.deliver)."""
-    from nonstop.notify import notices
+def notifier(config: NonstopConfig) -> Notifier:
+    """The ``[[notify]]`` webhooks (their ``$VAR`` secrets read now: refused before starting)."""
     from nonstop.notify.deliver import Notifier
 
-    notifier = Notifier(config.notify, config.app.name, engine.emit)
-    if notifier.targets:
-        engine.notify = notifier.notify
-        flags.on_disabled = lambda flag, why: notifier.notify(
-            notices.flag_disabled(flag, why, time.time())
-        )
-        notifier.start()
-    return notifier
+    return Notifier(config.notify, config.app.name, lambda level, message: None)
+
+
+def connect_notifications(notifier: Notifier, engine: Engine, flags: FlagService) -> None:
+    """Feed the webhooks from the engine's transitions and the flags' guarded rollouts, and
+    start delivering in the background (nonstop.notify.deliver)."""
+    from nonstop.notify import notices
+
+    if not notifier.targets:
+        return
+    notifier.emit = engine.emit
+    engine.notify = notifier.notify
+    flags.on_disabled = lambda flag, why: notifier.notify(
+        notices.flag_disabled(flag, why, time.time())
+    )
+    notifier.start()
 
 
 def analysis_report(row: RolloutRow) -> dict[str, Any]:
