@@ -3,6 +3,7 @@ deploy, a canary paused and promoted by hand, and a rollback: the notices arrive
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import urllib.error
 import urllib.request
@@ -114,3 +115,25 @@ def test_an_unset_secret_stops_the_agent_before_anything_starts(
         in agent.log_tail()
     )
     assert not (project.paths.state / "router").exists()
+
+
+def test_a_hung_receiver_does_not_hold_a_rollout_back(
+    project: Project, agent: AgentProcess
+) -> None:
+    with ThreadedReceiver() as hook:
+        hold = asyncio.Event()  # every request waits for this: the receiver hangs
+        hook.receiver.hold = hold
+        project.write_config(extra=f'[[notify]]\nurl = "{hook.url}"\ntimeout = "2s"\n')
+        agent.start()
+        first_deploy(agent)  # completes while no notice could be delivered
+        assert hook.received == []
+        assert hook.receiver.attempts >= 1
+        hook.loop.call_soon_threadsafe(hold.set)
+        hook.until(lambda: deliveries(hook) == 2)
+    kinds_seen = {r.headers["X-Nonstop-Delivery"]: r.json["event"] for r in hook.received}
+    assert sorted(kinds_seen.values()) == ["promoted", "rollout_started"]
+
+
+def deliveries(hook: ThreadedReceiver) -> int:
+    """Distinct notices received (a retry after a timeout may arrive twice: same delivery id)."""
+    return len({r.headers["X-Nonstop-Delivery"] for r in hook.received})
