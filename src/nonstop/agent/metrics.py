@@ -217,11 +217,11 @@ def measured_shares(stats: RequestStats, now: float) -> dict[str, float]:
     {}
     """
     end = math.floor(now)
-    counts = {r: stats.snapshot(r, end - MEASURED_WINDOW, end).requests for r in stats.releases()}
+    counts = stats.counts(end - MEASURED_WINDOW, end)
     total = sum(counts.values())
     if not total:
         return {}
-    return {release: 100.0 * n / total for release, n in sorted(counts.items()) if n}
+    return {release: 100.0 * n / total for release, n in sorted(counts.items())}
 
 
 async def exposition(state: MetricsState) -> bytes:

@@ -293,6 +293,17 @@ class RequestStats:
             latency_le=le,
         )
 
+    def counts(self, since: float, until: float) -> dict[str, int]:
+        """Requests per release over the seconds overlapping ``[since, until)``, as
+        :meth:`snapshot` counts them, without its latency work (releases with none left out)."""
+        first, end = math.floor(since), math.ceil(until)
+        first = max(first, end - self.window)
+        found = {
+            release: sum(slot.requests for slot in series.window_slots(first, end))
+            for release, series in list(self._series.items())
+        }
+        return {release: n for release, n in found.items() if n}
+
     def requests(self, since: float, until: float) -> int:
         """Every request over the seconds from ``since`` on (the first whole second at or after
         it) to ``until``, whichever release it was charged to (``(unrouted)`` and ``(unknown)``

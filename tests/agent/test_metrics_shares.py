@@ -1,0 +1,32 @@
+"""Measured weights for /metrics: each release's share of the last 10 whole seconds."""
+
+from __future__ import annotations
+
+import pytest
+
+from nonstop.agent.metrics import measured_shares
+from nonstop.drivers.metrics import RequestStats
+from nonstop.drivers.router.base import RequestEvent, RouteTable, Upstream
+
+V1, V2 = "127.0.0.1:9001", "127.0.0.1:9002"
+
+# (events as (ts, upstream) at now = 1000.5) -> shares in percent
+CASES = [
+    ([], {}),
+    ([(995.0, V1)] * 3 + [(996.2, V2)], {"v1": 75.0, "v2": 25.0}),
+    # the current, unfinished second (1000) and anything before second 990 are left out
+    ([(1000.1, V2), (989.9, V2), (990.0, V1)], {"v1": 100.0}),
+    ([(999.9, V1), (999.9, V2)], {"v1": 50.0, "v2": 50.0}),
+]
+
+
+@pytest.mark.parametrize(("events", "shares"), CASES)
+def test_measured_shares(events: list[tuple[float, str]], shares: dict[str, float]) -> None:
+    stats = RequestStats()
+    stats.observe_table(RouteTable((Upstream("a", "v1", V1, 50), Upstream("b", "v2", V2, 50))))
+    for ts, upstream in events:
+        stats.record(RequestEvent(ts, upstream, 200, 1.0))
+    assert measured_shares(stats, 1000.5) == shares
+    assert sum(stats.counts(990, 1000).values()) == sum(
+        stats.snapshot(r, 990, 1000).requests for r in stats.releases()
+    )
