@@ -4,6 +4,7 @@ systemd starts again adopts the same instances. Under load, no request fails."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 
@@ -51,3 +52,20 @@ def test_stopping_the_service_leaves_instances_serving_and_a_restart_adopts_them
         assert serving(agent) == before
         settle()
     assert_zero_failures(bg, caddy_reload_race=True)
+
+
+def test_doctor_knows_the_running_agent_holds_its_port(
+    project: Project, agent: AgentProcess
+) -> None:
+    agent.start()
+    done = project.cli("doctor", "--json")
+    findings = {f["check"]: f for f in json.loads(done.stdout)["findings"]}
+    assert findings["port router.listen"] == {
+        "check": "port router.listen",
+        "status": "ok",
+        "message": f"127.0.0.1:{project.port} is held by this project's agent",
+        "fix": "",
+    }
+    assert agent.process is not None
+    whose = f"the running agent (pid {agent.process.pid})"
+    assert findings["open files"]["message"].startswith(whose)

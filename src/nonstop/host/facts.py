@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 import resource
 import shutil
@@ -138,12 +139,24 @@ def listener_pid(port: int) -> int | None:
 
 
 def ours(pid: int, paths: Paths) -> bool:
-    """A process this project's agent started (its router carries NONSTOP_STATE_DIR)."""
+    """A process of this project: its router (``.nonstop/router/<program>.pid``) or one that
+    carries this state dir in its environment (instances)."""
+    if pid in router_pids(paths):
+        return True
     marker = f"NONSTOP_STATE_DIR={paths.state}\0".encode()
     try:
         return marker in Path(f"/proc/{pid}/environ").read_bytes() + b"\0"
     except OSError:
         return False
+
+
+def router_pids(paths: Paths) -> set[int]:
+    found = set()
+    for record in (paths.state / "router").glob("*.pid"):
+        with contextlib.suppress(OSError, ValueError, TypeError, KeyError):
+            text = record.read_text().strip()
+            found.add(int(json.loads(text)["pid"]) if text.startswith("{") else int(text))
+    return found
 
 
 def describe_pid(pid: int | None) -> str:
