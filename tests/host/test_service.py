@@ -148,6 +148,11 @@ def test_service_install_usage_errors(project: Path, tmp_path: Path) -> None:
     done = nonstop(project, "service", "install", "--user", "--run-as", "x", home=tmp_path)
     assert done.returncode == 2
     assert done.stderr == "error: --run-as: a user unit runs as its user; drop --run-as or --user\n"
+    done = nonstop(project, "service", "install", "--dry-run", "--run-as", "no-such-user-x")
+    assert (done.returncode, done.stderr) == (
+        2,
+        "error: --run-as: there is no user 'no-such-user-x' on this host\n",
+    )
     (project / "nonstop.toml").write_text("[app]\n")
     done = nonstop(project, "service", "install", "--dry-run", home=tmp_path)
     assert done.returncode == 2

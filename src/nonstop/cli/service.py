@@ -40,6 +40,11 @@ def install(user_unit: bool, dry_run: bool, run_as: str | None) -> None:
         raise UsageError("--run-as: a user unit runs as its user; drop --run-as or --user")
     if not user_unit and run_as is None:
         run_as = pwd.getpwuid(paths.project.stat().st_uid).pw_name
+    elif run_as is not None:
+        try:
+            pwd.getpwnam(run_as)
+        except KeyError:
+            raise UsageError(f"--run-as: there is no user {run_as!r} on this host") from None
     spec = unit.UnitSpec(
         app=config.app.name,
         project=paths.project,
