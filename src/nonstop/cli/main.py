@@ -44,6 +44,7 @@ COMMANDS: dict[str, str] = {
     "prune": "nonstop.cli.prune:prune_command",
     "service": "nonstop.cli.service:service",
     "doctor": "nonstop.cli.doctor:doctor",
+    "notify": "nonstop.cli.notify:notify",
 }
 
 

@@ -211,6 +211,22 @@ class Notifier:
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise Failed(describe(exc) or type(exc).__name__, retry=True) from exc
 
+    async def test(self, notice: Notice) -> list[tuple[str, str]]:
+        """Send ``notice`` once to every receiver, whatever its ``events``, now: ``(receiver,
+        "")`` when it took it, else ``(receiver, why)`` (``nonstop notify test``)."""
+        results = []
+        async with aiohttp.ClientSession() as self._session:
+            for target in self.targets:
+                body = render(notice, self.app, target.config.format)
+                try:
+                    await self._post(target, body, str(uuid.uuid4()), notice.kind)
+                except Failed as exc:
+                    results.append((target.name, str(exc)))
+                else:
+                    results.append((target.name, ""))
+        self._session = None
+        return results
+
     def counts(self) -> list[tuple[str, str, int]]:
         """``(receiver, result, count)`` for /metrics."""
         return [

@@ -122,6 +122,10 @@ def finished(ref: RolloutRef, finish: Finish, at: float) -> Notice:
     return Notice("rolled_back", message, at, ref, finish.reason, {"outcome": finish.outcome})
 
 
+def test(app: str, at: float) -> Notice:
+    return Notice("test", f"a test notice from nonstop for {app}: this receiver works", at)
+
+
 def flag_disabled(flag: str, reason: str, at: float) -> Notice:
     message = f"flag {flag} disabled by its guarded rollout: {reason}"
     return Notice("flag_disabled", message, at, None, reason, {"flag": flag})
@@ -134,6 +138,7 @@ EMOJI = {
     "promoted": ":white_check_mark:",
     "rolled_back": ":rotating_light:",
     "flag_disabled": ":triangular_flag_on_post:",
+    "test": ":wave:",
 }
 
 
