@@ -133,6 +133,8 @@ class Agent:
         self.contract_running = False
         self._recovery_began = False
         self.notifier: Notifier | None = None
+        self.metrics_token: str | None = None
+        """``[metrics] token``: every /metrics scrape must carry it when set."""
         self.recovered = asyncio.Event()
         """Set once start-up recovery has finished or given up: the API answers from then on
         (it binds before, so a bad socket or port fails the start before anything spawns)."""
