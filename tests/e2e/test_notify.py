@@ -125,9 +125,10 @@ def test_a_hung_receiver_does_not_hold_a_rollout_back(
         hook.receiver.hold = hold
         project.write_config(extra=f'[[notify]]\nurl = "{hook.url}"\ntimeout = "2s"\n')
         agent.start()
-        first_deploy(agent)  # completes while no notice could be delivered
+        rollout = agent.deploy("v1")["id"]
+        hook.until(lambda: hook.receiver.attempts >= 1)  # "started" is stuck in the receiver
+        assert agent.wait_rollout(rollout)["status"] == "completed"  # the rollout is not
         assert hook.received == []
-        assert hook.receiver.attempts >= 1
         hook.loop.call_soon_threadsafe(hold.set)
         hook.until(lambda: deliveries(hook) == 2)
     kinds_seen = {r.headers["X-Nonstop-Delivery"]: r.json["event"] for r in hook.received}

@@ -60,14 +60,18 @@ class Receiver:
     async def _handle(self, request: web.Request) -> web.Response:
         body = await request.read()
         self.attempts += 1
+        await self._changed()
         if self.hold is not None:
             await self.hold.wait()
         if self.status < 300:
             self.received.append(Received(dict(request.headers), body))
+        await self._changed()
+        return web.Response(status=self.status, text="ok")
+
+    async def _changed(self) -> None:
         assert self.changed is not None
         async with self.changed:
             self.changed.notify_all()
-        return web.Response(status=self.status, text="ok")
 
     async def wait_for(self, condition: Callable[[], bool], timeout: float = 30) -> None:
         assert self.changed is not None
