@@ -87,7 +87,13 @@ def state(stats: RequestStats) -> Any:
     }
     engine = SimpleNamespace(
         health=Health(),
-        store=SimpleNamespace(get=lambda key: "v2"),
+        store=SimpleNamespace(
+            get=lambda key: "v2",
+            rollout_counts=lambda: [
+                ("canary", False, "completed", 40),
+                ("canary", False, "rolled_back", 3),
+            ],
+        ),
         active=active,
         weights={"v2": 50, "v3": 50},
         instances=SimpleNamespace(live=live),

@@ -134,6 +134,7 @@ def test_prometheus_scrapes_the_agent_with_a_token_during_a_canary(
     assert agent.wait_rollout(rollout)["status"] == "completed"
     prometheus.wait_value("nonstop_rollout_in_progress", 0)
     prometheus.wait_value('nonstop_weight_set_percent{release="v2"}', 100)
+    prometheus.wait_value('sum(nonstop_rollouts_total{outcome="completed",rollback="false"})', 2)
     assert_grafana_uses_only(exposed_names(exposition))
 
 

@@ -11,6 +11,7 @@ aiohttp application (the agent's socket and TCP listener, the dashboard's listen
     nonstop_rollout_phase{rollout, strategy, candidate, stable, phase}   1 for the current phase
     nonstop_rollout_step                                    1-based step of the rollout (0: none)
     nonstop_rollout_paused                                  0 or 1
+    nonstop_rollouts_total{strategy, rollback, outcome}     finished rollouts, ever (the store)
     nonstop_weight_set_percent{release}                     the weights the router was given
     nonstop_weight_measured_percent{release}                each release's share of the requests
                                                             of the last MEASURED_WINDOW seconds
@@ -146,6 +147,19 @@ class AgentCollector:
         yield phase
         yield _gauge("nonstop_rollout_step", "The running rollout's step, from 1 (0: none).", step)
         yield _gauge("nonstop_rollout_paused", "1 while the running rollout is paused.", paused)
+        yield self._finished()
+
+    def _finished(self) -> Metric:
+        from prometheus_client.core import CounterMetricFamily
+
+        family = CounterMetricFamily(
+            "nonstop_rollouts",
+            "Finished rollouts by strategy, rollback or not, and outcome.",
+            labels=["strategy", "rollback", "outcome"],
+        )
+        for strategy, rollback, outcome, count in self.state.engine.store.rollout_counts():
+            family.add_metric([strategy, str(rollback).lower(), outcome], count)
+        return family
 
     def _weights(self) -> Iterator[Metric]:
         from prometheus_client.core import GaugeMetricFamily

@@ -335,6 +335,15 @@ class Store:
         ).fetchone()
         return self._rollout(row) if row else None
 
+    def rollout_counts(self) -> list[tuple[str, bool, str, int]]:
+        """Finished rollouts by ``(strategy, rollback, status)``: every one ever (rollouts are
+        never deleted), so /metrics can count them."""
+        rows = self._db.execute(
+            "SELECT strategy, rollback, status, count(*) FROM rollouts WHERE status != 'running' "
+            "GROUP BY strategy, rollback, status ORDER BY strategy, rollback, status"
+        ).fetchall()
+        return [(str(r[0]), bool(r[1]), str(r[2]), int(r[3])) for r in rows]
+
     def rollouts(self, limit: int = 50) -> list[RolloutRow]:
         rows = self._db.execute(
             "SELECT * FROM rollouts ORDER BY id DESC LIMIT ?", (limit,)

@@ -1,12 +1,16 @@
-"""Measured weights for /metrics: each release's share of the last 10 whole seconds."""
+"""/metrics inputs: measured weights (each release's share of the last 10 whole seconds) and
+the finished rollouts counted from the store."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 
 from nonstop.agent.metrics import measured_shares
 from nonstop.drivers.metrics import RequestStats
 from nonstop.drivers.router.base import RequestEvent, RouteTable, Upstream
+from nonstop.store import open_store
 
 V1, V2 = "127.0.0.1:9001", "127.0.0.1:9002"
 
@@ -30,3 +34,28 @@ def test_measured_shares(events: list[tuple[float, str]], shares: dict[str, floa
     assert sum(stats.counts(990, 1000).values()) == sum(
         stats.snapshot(r, 990, 1000).requests for r in stats.releases()
     )
+
+
+def test_rollout_counts_are_the_finished_rollouts(tmp_path: Path) -> None:
+    store = open_store(tmp_path)
+    try:
+        for strategy, rollback, outcome in [
+            ("canary", False, "completed"),
+            ("canary", False, "rolled_back"),
+            ("canary", False, "completed"),
+            ("bluegreen", True, "completed"),
+            ("rolling", False, None),  # still running: not counted
+        ]:
+            row = store.start_rollout(strategy, "v2", "v1", STATE, rollback=rollback)
+            if outcome is not None:
+                store.finish_rollout(row.id, outcome, "because")
+        assert store.rollout_counts() == [
+            ("bluegreen", True, "completed", 1),
+            ("canary", False, "completed", 2),
+            ("canary", False, "rolled_back", 1),
+        ]
+    finally:
+        store.close()
+
+
+STATE = {"phase": "starting", "phase_started_at": 0.0}
