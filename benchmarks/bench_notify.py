@@ -3,9 +3,9 @@
 1. ``Notifier.notify`` (what the engine calls on a transition) with three receivers that are
    down, per call, against one event written to the store (what every transition already
    costs: a SQLite insert with synchronous=FULL).
-2. One /metrics exposition with three releases of 15 minutes of traffic (100 req/s each) and
-   a canary in progress, against the request metrics alone (the exposition before rollout,
-   weight and instance metrics were added).
+2. One /metrics exposition with three releases of 15 minutes of traffic (100 req/s each), a
+   canary in progress and 200 finished rollouts in a real store, against the request metrics
+   alone (the exposition before rollout, weight and instance metrics were added).
 
     python benchmarks/bench_notify.py [--repeat 7]
 
@@ -35,6 +35,7 @@ from nonstop.notify.deliver import Notifier
 from nonstop.store import open_store
 
 CALLS = 20_000
+STATE = {"phase": "starting", "phase_started_at": 0.0}
 
 
 def per_call_us(action: Any, calls: int) -> float:
@@ -74,7 +75,7 @@ def traffic() -> RequestStats:
     return stats
 
 
-def state(stats: RequestStats) -> Any:
+def state(stats: RequestStats, store: Any) -> Any:
     async def alive() -> bool:
         return True
 
@@ -87,13 +88,7 @@ def state(stats: RequestStats) -> Any:
     }
     engine = SimpleNamespace(
         health=Health(),
-        store=SimpleNamespace(
-            get=lambda key: "v2",
-            rollout_counts=lambda: [
-                ("canary", False, "completed", 40),
-                ("canary", False, "rolled_back", 3),
-            ],
-        ),
+        store=store,
         active=active,
         weights={"v2": 50, "v3": 50},
         instances=SimpleNamespace(live=live),
@@ -139,8 +134,13 @@ def main() -> None:
         for _ in range(args.repeat):
             notify.append(asyncio.run(notify_cost()))
             event.append(event_cost(Path(root)))
-    agent = state(traffic())
-    new, old = scrape_ms(agent, args.repeat)
+    with tempfile.TemporaryDirectory() as root:
+        store = open_store(Path(root))
+        for n in range(200):  # the history /metrics counts rollouts from
+            row = store.start_rollout("canary", f"v{n + 1}", f"v{n}", STATE, rollback=False)
+            store.finish_rollout(row.id, "completed" if n % 10 else "rolled_back", "done")
+        new, old = scrape_ms(state(traffic(), store), args.repeat)
+        store.close()
     ratio = statistics.median(event) / statistics.median(notify)
     print(f"python {platform.python_version()}, {args.repeat} runs, median (min-max)\n")
     print("| what | result | baseline, same run | ratio |")
