@@ -47,6 +47,17 @@ CASES: list[tuple[str, dict[str, Any], Finding]] = [
         ),
     ),
     (
+        "no config",
+        {"config_found": False, "config_error": "/srv/nonstop.toml not found; run `nonstop init`"},
+        Finding(
+            "config",
+            "problem",
+            "/srv/nonstop.toml not found; run `nonstop init`; the other checks use the defaults "
+            "(Caddy on 127.0.0.1:8080)",
+            "run nonstop doctor in the project's directory (or set NONSTOP_PROJECT)",
+        ),
+    ),
+    (
         "no haproxy",
         {
             "router_kind": "haproxy",

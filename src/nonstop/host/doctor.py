@@ -55,6 +55,7 @@ class Listener:
 class Facts:
     python: tuple[int, int, int] = (3, 11, 0)
     config_error: str | None = None
+    config_found: bool = True
     router_kind: str = "caddy"
     router_binary: str | None = None
     router_version: str | None = None
@@ -87,6 +88,13 @@ def check_python(facts: Facts) -> Finding:
 
 
 def check_config(facts: Facts) -> Finding:
+    if not facts.config_found:
+        return Finding(
+            "config",
+            "problem",
+            f"{facts.config_error}; the other checks use the defaults (Caddy on 127.0.0.1:8080)",
+            "run nonstop doctor in the project's directory (or set NONSTOP_PROJECT)",
+        )
     if facts.config_error is not None:
         return Finding(
             "config",

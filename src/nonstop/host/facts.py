@@ -36,6 +36,7 @@ def gather(paths: Paths) -> Facts:
     return Facts(
         python=current_python(),
         config_error=config_error,
+        config_found=paths.config.is_file(),
         router_kind=kind,
         router_binary=binary,
         router_version=version,
