@@ -142,6 +142,12 @@ def test_service_install_dry_run_writes_nothing(project: Path, tmp_path: Path) -
     assert "(not written: --dry-run)" in done.stdout
     assert "KillMode=process" in done.stdout
     assert not (tmp_path / "home" / ".config").exists()
+    done = nonstop(project, "service", "install", "--dry-run", "--json", home=tmp_path / "home")
+    data = json.loads(done.stdout)
+    assert data["path"] == "/etc/systemd/system/nonstop-shop.service"
+    assert data["written"] is False
+    assert "KillMode=process" in data["unit"]
+    assert data["next"][-1] == "systemctl status nonstop-shop.service"
 
 
 def test_service_install_usage_errors(project: Path, tmp_path: Path) -> None:

@@ -21,7 +21,8 @@ def service() -> None:
     default=None,
     help="System units: the account (default: the project's owner).",
 )
-def install(user_unit: bool, dry_run: bool, run_as: str | None) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print path, unit and next steps as JSON.")
+def install(user_unit: bool, dry_run: bool, run_as: str | None, as_json: bool) -> None:
     """Write a systemd unit that starts the agent at boot, restarts it on a crash, and stops
     it without stopping the app's instances."""
     import os
@@ -29,7 +30,7 @@ def install(user_unit: bool, dry_run: bool, run_as: str | None) -> None:
     import sys
     from pathlib import Path
 
-    from nonstop.cli.common import project_paths
+    from nonstop.cli.common import print_json, project_paths
     from nonstop.config import load_config
     from nonstop.errors import UsageError
     from nonstop.host import unit
@@ -55,15 +56,19 @@ def install(user_unit: bool, dry_run: bool, run_as: str | None) -> None:
     )
     target = unit.unit_path(spec, Path.home())
     text = unit.render(spec)
-    if dry_run:
+    if not dry_run:
+        write_unit(target, text)
+    steps = unit.next_steps(spec)
+    if as_json:
+        data = {"path": str(target), "written": not dry_run, "unit": text, "next": steps}
+        print_json(data)
+    elif dry_run:
         click.echo(f"# {target} (not written: --dry-run)")
         click.echo(text, nl=False)
-        return
-    write_unit(target, text)
-    click.echo(f"wrote {target}")
-    click.echo("next:")
-    for step in unit.next_steps(spec):
-        click.echo(f"  {step}")
+    else:
+        click.echo(f"wrote {target}\nnext:")
+        for step in steps:
+            click.echo(f"  {step}")
 
 
 def write_unit(target: object, text: str) -> None:
