@@ -192,3 +192,30 @@ def test_doctor_runs_for_real(project: Path) -> None:
     assert "python: Python 3." in text.stdout
     for problem in problems:
         assert f"fix: {problem['fix']}" in text.stdout
+
+
+def test_service_uninstall_refuses_an_enabled_unit_then_removes_it(
+    project: Path, tmp_path: Path
+) -> None:
+    home = tmp_path / "home"
+    assert nonstop(project, "service", "install", "--user", home=home).returncode == 0
+    units = home / ".config" / "systemd" / "user"
+    link = units / "default.target.wants" / "nonstop-shop.service"
+    link.parent.mkdir()
+    link.symlink_to(units / "nonstop-shop.service")  # what `systemctl --user enable` does
+    refused = nonstop(project, "service", "uninstall", "--user", home=home)
+    assert (refused.returncode, refused.stderr) == (
+        1,
+        "error: nonstop-shop.service is enabled: run `systemctl --user disable --now "
+        "nonstop-shop.service` first (the app keeps serving; `nonstop up -d` runs the agent by "
+        "hand)\n",
+    )
+    link.unlink()
+    done = nonstop(project, "service", "uninstall", "--user", home=home)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == (
+        f"removed {units / 'nonstop-shop.service'}; next: systemctl --user daemon-reload\n"
+    )
+    again = nonstop(project, "service", "uninstall", "--user", home=home)
+    assert again.returncode == 2
+    assert again.stderr.startswith("error: there is no ")

@@ -71,6 +71,40 @@ def install(user_unit: bool, dry_run: bool, run_as: str | None, as_json: bool) -
             click.echo(f"  {step}")
 
 
+@service.command()
+@click.option("--user", "user_unit", is_flag=True, help="The user unit (systemctl --user).")
+def uninstall(user_unit: bool) -> None:
+    """Remove the unit `service install` wrote (once it is disabled). Instances keep serving."""
+    import sys
+    from pathlib import Path
+
+    from nonstop.cli.common import project_paths
+    from nonstop.config import load_config
+    from nonstop.errors import StateError, UsageError
+    from nonstop.host import unit
+
+    paths = project_paths()
+    spec = unit.UnitSpec(
+        load_config(paths.config).app.name, paths.project, sys.executable, user_unit
+    )
+    target, systemctl = (
+        unit.unit_path(spec, Path.home()),
+        "systemctl --user" if user_unit else "systemctl",
+    )
+    if unit.wanted_by_link(spec, Path.home()).is_symlink():
+        raise StateError(
+            f"{spec.name} is enabled: run `{systemctl} disable --now {spec.name}` first "
+            "(the app keeps serving; `nonstop up -d` runs the agent by hand)"
+        )
+    try:
+        target.unlink()
+    except FileNotFoundError:
+        raise UsageError(f"there is no {target} to remove") from None
+    except PermissionError:
+        raise UsageError(f"cannot remove {target}: permission denied (run it with sudo)") from None
+    click.echo(f"removed {target}; next: {systemctl} daemon-reload")
+
+
 def write_unit(target: object, text: str) -> None:
     """Write atomically; a permission problem is one sentence (exit 2) naming the remedy."""
     import os

@@ -58,6 +58,12 @@ def unit_path(spec: UnitSpec, home: Path) -> Path:
     return Path("/etc/systemd/system") / spec.name
 
 
+def wanted_by_link(spec: UnitSpec, home: Path) -> Path:
+    """The symlink ``systemctl enable`` makes: the unit is enabled while it exists."""
+    target = "default.target" if spec.user_unit else "multi-user.target"
+    return unit_path(spec, home).parent / f"{target}.wants" / spec.name
+
+
 def _quote(value: str) -> str:
     """A systemd command-line word: quoted when it needs it, ``%`` and ``$`` escaped."""
     escaped = value.replace("%", "%%").replace("$", "$$")
