@@ -9,7 +9,7 @@ a receiver that still fails is an event (a warning), never an error.
 Deliveries live as long as the agent: a full queue drops its oldest notice (counted and said
 in an event), and at shutdown the workers get :data:`SHUTDOWN_GRACE` seconds to send what is
 queued; anything left is lost and said so (the event log keeps every transition anyway;
-docs/decisions/0480-notifications-in-memory.md).
+docs/decisions/0480-notifications-live-with-the-agent.md).
 """
 
 from __future__ import annotations
