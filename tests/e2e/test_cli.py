@@ -161,6 +161,9 @@ JSON_ARGS: dict[str, tuple[str, ...] | str] = {
     "resume": ("resume",),
     "promote": ("promote",),
     "prune": ("prune", "--dry-run"),
+    "service install": ("service", "install", "--user", "--dry-run"),
+    "doctor": "exits 1 on any host problem: tests/host",
+    "notify test": "needs webhook receivers: tests/notify",
     "flags show": "needs a flag: tests/flags",
     "verify": "runs load through a deploy: tests/e2e verify tests",
     **{
