@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import subprocess
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -43,6 +44,7 @@ SCRAPE = """\
       - targets: ["127.0.0.1:{port}"]
 """
 GRAFANA = REPO_ROOT / "docs" / "grafana" / "nonstop.json"
+ALERTS = REPO_ROOT / "docs" / "prometheus" / "nonstop-alerts.yml"
 
 
 @pytest.fixture
@@ -52,7 +54,7 @@ def agent_port() -> int:
 
 @pytest.fixture
 def prometheus(tmp_path: Path, agent_port: int) -> Iterator[PrometheusServer]:
-    scrape = SCRAPE.format(token=TOKEN, port=agent_port)
+    scrape = SCRAPE.format(token=TOKEN, port=agent_port) + f'rule_files: ["{ALERTS}"]\n'
     server = PrometheusServer(require_binary("prometheus"), tmp_path / "prometheus", scrape)
     try:
         server.start()
@@ -135,7 +137,10 @@ def test_prometheus_scrapes_the_agent_with_a_token_during_a_canary(
     prometheus.wait_value("nonstop_rollout_in_progress", 0)
     prometheus.wait_value('nonstop_weight_set_percent{release="v2"}', 100)
     prometheus.wait_value('sum(nonstop_rollouts_total{outcome="completed",rollback="false"})', 2)
-    assert_grafana_uses_only(exposed_names(exposition))
+    exposed = exposed_names(exposition)
+    assert_grafana_uses_only(exposed)
+    assert alert_metric_names() <= exposed | {"up"}, alert_metric_names() - exposed
+    prometheus.wait_rules_healthy(len(yaml_rules()))
 
 
 def exposed_names(exposition: str) -> set[str]:
@@ -162,6 +167,27 @@ def grafana_metric_names() -> set[str]:
     exprs += [a["expr"] for a in dashboard["annotations"]["list"]]
     exprs += [v["definition"] for v in dashboard["templating"]["list"] if "definition" in v]
     return {name for expr in exprs for name in re.findall(r"\bnonstop_[a-z_]+", expr)}
+
+
+def yaml_rules() -> list[str]:
+    return [
+        line.split(":", 1)[1].strip()
+        for line in ALERTS.read_text().splitlines()
+        if "- alert:" in line
+    ]
+
+
+def alert_metric_names() -> set[str]:
+    return set(re.findall(r"\bnonstop_[a-z_]+", ALERTS.read_text()))
+
+
+def test_the_alert_rules_pass_promtool() -> None:
+    promtool = require_binary("promtool")
+    done = subprocess.run(
+        [promtool, "check", "rules", str(ALERTS)], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"SUCCESS: {len(yaml_rules())} rules found" in done.stdout
 
 
 def assert_grafana_uses_only(exposed: set[str]) -> None:

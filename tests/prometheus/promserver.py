@@ -103,6 +103,20 @@ class PrometheusServer:
 
         self._wait(up, timeout, f"targets {sorted(wanted)} up")
 
+    def wait_rules_healthy(self, count: int, timeout: float = 30) -> None:
+        """Until ``count`` loaded rules have been evaluated, all without error."""
+
+        def healthy() -> bool:
+            body = self._get("/api/v1/rules")
+            if body is None:
+                return False
+            rules = [r for g in body["data"]["groups"] for r in g["rules"]]
+            bad = [(r["name"], r.get("lastError")) for r in rules if r["health"] == "err"]
+            assert not bad, f"rules failing: {bad}"
+            return len(rules) == count and all(r["health"] == "ok" for r in rules)
+
+        self._wait(healthy, timeout, f"{count} rules evaluated")
+
     def query(self, promql: str) -> list[dict[str, Any]]:
         body = self._get("/api/v1/query?" + urllib.parse.urlencode({"query": promql}))
         assert body is not None, f"Prometheus did not answer {promql}"
