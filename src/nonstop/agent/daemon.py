@@ -33,6 +33,7 @@ from nonstop.agent.api import (
     read_json,
     tail_file,
 )
+from nonstop.agent.dashboard import Dashboard, api_routes, start_dashboard
 from nonstop.agent.paths import Paths
 from nonstop.analysis.checks import AnalysisRun, conclude
 from nonstop.analysis.explain import ExplainRow, explain, explain_history
@@ -130,6 +131,7 @@ class Agent:
         self._size: tuple[float, int] | None = None
         self.contract_running = False
         self._recovery_began = False
+        self.dashboard: Dashboard | None = None
         self.recovered = asyncio.Event()
         """Set once start-up recovery has finished or given up: the API answers from then on
         (it binds before, so a bad socket or port fails the start before anything spawns)."""
@@ -183,6 +185,7 @@ class Agent:
         try:
             # The API binds first, so a path or port problem stops us before anything spawns.
             runner = await self._start_api(token, listen)
+            self.dashboard = await start_dashboard(self, self.config.dashboard)
             self._recovery_began = True
             try:
                 recovered = await self._recover(engine)
@@ -213,6 +216,9 @@ class Agent:
                 await self._shut(engine, router, stop_all=self.stop_instances, started=started)
             with contextlib.suppress(Exception):
                 await self.flags.close()
+            if self.dashboard is not None:
+                with contextlib.suppress(Exception):
+                    await self.dashboard.close()
             if runner is not None:
                 await runner.cleanup()
             with contextlib.suppress(FileNotFoundError):
@@ -373,6 +379,7 @@ class Agent:
                 web.post("/v1/migrate/contract", self.h_contract),
                 web.get("/metrics", self.h_metrics),
                 *self.flags.admin_routes(),
+                *api_routes(lambda: self.dashboard),
             ]
         )
         runner = web.AppRunner(app, access_log=None)
@@ -407,6 +414,10 @@ class Agent:
     # -- handlers ----------------------------------------------------------------------------
 
     async def h_status(self, request: web.Request) -> web.Response:
+        return json_response(await self.status_data())
+
+    async def status_data(self) -> dict[str, Any]:
+        """What `nonstop status` shows (the dashboard's overview too)."""
         status = self.engine.status()
         router_alive = await self.engine.router.alive()
         status["agent"] = {
@@ -425,7 +436,7 @@ class Agent:
         status["degraded"] = self.engine.health.to_dict()
         status["contract_running"] = self.contract_running
         status["state_dir"] = {"path": str(self.paths.state), "bytes": await self._state_size()}
-        return json_response(status)
+        return status
 
     async def _state_size(self) -> int:
         """The state dir's size, walked off the event loop at most every 10 s (a big

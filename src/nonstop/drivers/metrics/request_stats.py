@@ -96,6 +96,17 @@ def at_most(hist: HdrHistogram, bound_ms: float) -> int:
     return int(sum(hist.counts[: min(index, hist.counts_len)]))
 
 
+@dataclass(frozen=True, slots=True)
+class SecondPoint:
+    """One second of one release: requests, 5xx among them, latency percentiles in ms."""
+
+    second: int
+    requests: int
+    errors: int
+    p50_ms: float
+    p99_ms: float
+
+
 class _Second:
     __slots__ = ("hist", "proxy_errors", "requests", "second", "status")
 
@@ -292,6 +303,26 @@ class RequestStats:
             complete=complete,
             latency_le=le,
         )
+
+    def seconds(self, release: str, since: float, until: float) -> list[SecondPoint]:
+        """One point per second of ``release`` with traffic in ``[since, until)``, oldest
+        first, from the ring (charts: the dashboard's request rate, errors and p50/p99)."""
+        first, end = math.floor(since), math.ceil(until)
+        series = self._series.get(release)
+        slots = series.window_slots(max(first, end - self.window), end) if series else []
+        points = []
+        for slot in sorted(slots, key=lambda s: s.second):
+            values = slot.hist.get_percentile_to_value_dict([50.0, 99.0])
+            points.append(
+                SecondPoint(
+                    slot.second,
+                    slot.requests,
+                    slot.status.get("5xx", 0),
+                    values[50.0] / 1000.0,
+                    values[99.0] / 1000.0,
+                )
+            )
+        return points
 
     def requests(self, since: float, until: float) -> int:
         """Every request over the seconds from ``since`` on (the first whole second at or after
