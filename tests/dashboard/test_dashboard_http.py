@@ -1,0 +1,136 @@
+"""The dashboard's listener under a real agent: login enforced, links single use, cookies,
+CSRF and Origin checks, and `nonstop dashboard` (the browser tests are in test_browser.py)."""
+
+from __future__ import annotations
+
+import http.client
+import urllib.parse
+from http.cookies import SimpleCookie
+
+import pytest
+
+from dashboard.scenario import base_url, dashboard_cli, login_link
+from e2e.harness import AgentProcess, Project
+
+pytestmark = pytest.mark.slow
+
+
+def request(
+    url: str, method: str = "GET", headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, str], str]:
+    parts = urllib.parse.urlsplit(url)
+    conn = http.client.HTTPConnection(parts.netloc, timeout=30)
+    try:
+        path = parts.path + (f"?{parts.query}" if parts.query else "")
+        conn.request(method, path, headers=headers or {})
+        response = conn.getresponse()
+        return response.status, dict(response.getheaders()), response.read().decode()
+    finally:
+        conn.close()
+
+
+def log_in(agent: AgentProcess) -> tuple[str, str]:
+    """(base URL, session cookie value) from a fresh one-time link."""
+    link = login_link(agent)
+    status, headers, body = request(link)
+    assert status == 200, body
+    cookie = SimpleCookie(headers["Set-Cookie"])
+    return base_url(link), cookie["nonstop_session"].value
+
+
+@pytest.fixture
+def dashboard_agent(project: Project, agent: AgentProcess) -> AgentProcess:
+    project.write_config(extra='\n[dashboard]\nlisten = "127.0.0.1:0"\n')
+    agent.start()
+    return agent
+
+
+def test_nothing_is_served_without_a_session(dashboard_agent: AgentProcess) -> None:
+    base = base_url(login_link(dashboard_agent))
+    for path in ("/", "/history", "/rollouts/1", "/static/app.js", "/static/index.html"):
+        status, _, body = request(base + path)
+        assert status == 401, (path, body)
+        assert "nonstop dashboard" in body
+    for path in ("/api/overview", "/api/stream?page=overview", "/api/session"):
+        status, headers, body = request(base + path)
+        assert (status, headers["Content-Type"].split(";")[0]) == (401, "application/json")
+    status, _, _ = request(base + "/api/actions/pause", "POST")
+    assert status == 401
+    status, _, _ = request(base + "/", headers={"Cookie": "nonstop_session=forged"})
+    assert status == 401
+
+
+def test_a_login_link_works_once_and_sets_a_strict_http_only_cookie(
+    dashboard_agent: AgentProcess,
+) -> None:
+    link = login_link(dashboard_agent)
+    status, headers, body = request(link)
+    assert status == 200
+    cookie = headers["Set-Cookie"]
+    assert "HttpOnly" in cookie
+    assert "SameSite=Strict" in cookie
+    assert "Secure" not in cookie  # plain HTTP on loopback: a Secure cookie would never return
+    assert headers["Referrer-Policy"] == "no-referrer"
+    assert "script-src 'self'" in headers["Content-Security-Policy"]
+    again, _, body = request(link)
+    assert again == 401
+    assert "used or expired" in body
+    wrong, _, _ = request(base_url(link) + "/login?token=not-a-token")
+    assert wrong == 401
+
+
+def test_a_session_reads_pages_and_data(dashboard_agent: AgentProcess) -> None:
+    base, session = log_in(dashboard_agent)
+    cookie = {"Cookie": f"nonstop_session={session}"}
+    status, _, body = request(base + "/", headers=cookie)
+    assert status == 200
+    assert "/static/app.js" in body
+    status, headers, _ = request(base + "/static/app.js", headers=cookie)
+    assert (status, headers["Content-Type"].split(";")[0]) == (200, "text/javascript")
+    status, _, body = request(base + "/static/../daemon.py", headers=cookie)
+    assert status == 404
+    status, _, body = request(base + "/api/overview", headers=cookie)
+    assert status == 200
+    assert '"router"' in body
+    assert '"measured_weights"' in body
+
+
+def test_actions_need_the_csrf_token_and_a_matching_origin(
+    dashboard_agent: AgentProcess,
+) -> None:
+    base, session = log_in(dashboard_agent)
+    cookie = {"Cookie": f"nonstop_session={session}"}
+    status, _, body = request(base + "/api/actions/pause", "POST", cookie)
+    assert status == 403
+    assert "CSRF" in body
+    _, _, body = request(base + "/api/session", headers=cookie)
+    csrf = body.split('"csrf": "')[1].split('"')[0]
+    wrong = {**cookie, "X-CSRF-Token": csrf + "x"}
+    assert request(base + "/api/actions/pause", "POST", wrong)[0] == 403
+    evil = {**cookie, "X-CSRF-Token": csrf, "Origin": "http://evil.example"}
+    assert request(base + "/api/actions/pause", "POST", evil)[0] == 403
+    good = {**cookie, "X-CSRF-Token": csrf, "Origin": base}
+    status, _, body = request(base + "/api/actions/pause", "POST", good)
+    # Authorised, and the engine's own answer: nothing to pause without a rollout.
+    assert status == 409
+    assert "no rollout is in progress" in body
+    status, _, body = request(base + "/api/actions/explode", "POST", good)
+    assert status == 400
+
+
+def test_nonstop_dashboard_prints_a_link(project: Project, dashboard_agent: AgentProcess) -> None:
+    result = dashboard_cli(project)
+    assert result.returncode == 0, result.stderr
+    link = result.stdout.strip()
+    assert link.startswith("http://127.0.0.1:")
+    assert "/login?token=" in link
+    assert "works once" in result.stderr
+    assert request(link)[0] == 200
+
+
+def test_nonstop_dashboard_says_how_to_turn_it_on(project: Project, agent: AgentProcess) -> None:
+    agent.start()
+    result = dashboard_cli(project)
+    assert result.returncode == 1, result.stdout
+    assert "the dashboard is off" in result.stderr
+    assert '[dashboard] listen = "127.0.0.1:8470"' in result.stderr
