@@ -1,4 +1,5 @@
 // The dashboard's pages: data from /api/*, kept live by server-sent events (/api/stream).
+(() => {
 "use strict";
 
 const { lineChart, legend, fmt, clock } = window.nonstopCharts;
@@ -323,3 +324,4 @@ async function start() {
 }
 
 start();
+})();

@@ -1,4 +1,5 @@
 // Small hand-written SVG line charts: one line per release over time, step boundaries drawn.
+(() => {
 "use strict";
 
 const SVG = "http://www.w3.org/2000/svg";
@@ -80,3 +81,4 @@ function fmt(v) {
 }
 
 window.nonstopCharts = { lineChart, legend, fmt, clock };
+})();

@@ -1,0 +1,145 @@
+"""The dashboard in a real headless Chromium (Debian's, driven by Selenium through Debian's
+chromedriver) during a real canary: real agent, real Caddy, real instances, real load.
+
+Screenshots go to $NONSTOP_ARTIFACTS (default: the test's temp dir) as artifacts."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dashboard.scenario import (
+    base_url,
+    browser_paths,
+    canary_project,
+    login_link,
+    rollout_phase,
+    start_browser,
+    wait_for,
+)
+from e2e.harness import AgentProcess, Project
+from e2e.test_bluegreen import first_deploy, load
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[Any]:
+    found = browser_paths()
+    if found is None:
+        reason = "chromium and chromium-driver are not installed (scripts/install-system-deps.sh)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    driver = start_browser(tmp_path / "chromium-profile", *found)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+@pytest.fixture
+def shots(tmp_path: Path) -> Path:
+    folder = Path(os.environ.get("NONSTOP_ARTIFACTS", tmp_path / "screenshots"))
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def text_of(browser: Any, css: str) -> str:
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+    from selenium.webdriver.common.by import By
+
+    try:
+        return str(browser.find_element(By.CSS_SELECTOR, css).text)
+    except (NoSuchElementException, StaleElementReferenceException):
+        return ""
+
+
+def click(browser: Any, css: str) -> None:
+    from selenium.webdriver.common.by import By
+
+    browser.find_element(By.CSS_SELECTOR, css).click()
+
+
+def confirm(browser: Any) -> None:
+    wait_for("the confirmation dialog", lambda: browser.execute_script(
+        "return document.getElementById('confirm').open"
+    ))
+    click(browser, "#confirm-ok")
+
+
+def test_login_is_enforced_in_the_browser(
+    project: Project, agent: AgentProcess, browser: Any, shots: Path
+) -> None:
+    canary_project(project)
+    agent.start()
+    link = login_link(agent)
+    browser.get(base_url(link) + "/")
+    assert "Not logged in" in browser.page_source
+    browser.get(link)
+    wait_for("the overview", lambda: text_of(browser, "#active-release"))
+    assert browser.get_cookie("nonstop_session")["httpOnly"] is True
+    assert browser.execute_script("return document.cookie") == ""  # HttpOnly: not for scripts
+    browser.get(link)  # the same link again: spent
+    assert "used or expired" in browser.page_source
+    browser.save_screenshot(str(shots / "login-link-spent.png"))
+
+
+def test_a_live_canary_in_the_dashboard(
+    project: Project, agent: AgentProcess, browser: Any, shots: Path
+) -> None:
+    canary_project(project)
+    agent.start()
+    first_deploy(agent)
+    browser.get(login_link(agent))
+    wait_for("the active release", lambda: text_of(browser, "#active-release") == "v1")
+    wait_for("the live stream", lambda: text_of(browser, "#live") == "live")
+    browser.execute_script("window.notReloaded = true")
+    with load(project, rps=60):
+        rollout = agent.deploy("v2")["id"]
+        # Server-sent events bring the rollout onto the page already open: no reload.
+        wait_for("the rollout on the overview", lambda: "rollout" in text_of(browser, "#rollout-summary"))
+        wait_for("step 1", lambda: rollout_phase(agent) == ("step", 0), timeout=90)
+        wait_for("phase step shown", lambda: text_of(browser, "#rollout-phase") == "step")
+        wait_for("measured weights", lambda: "%" in text_of(browser, 'tr[data-release="v2"]'))
+        assert browser.execute_script("return window.notReloaded") is True
+        browser.save_screenshot(str(shots / "overview.png"))
+
+        browser.get(base_url(browser.current_url) + f"/rollouts/{rollout}")
+        wait_for("charts of both releases", lambda: browser.execute_script(
+            "return document.querySelectorAll('svg.chart path[data-release=\"v2\"]').length"
+        ) == 4 and browser.execute_script(
+            "return document.querySelectorAll('svg.chart path[data-release=\"v1\"]').length"
+        ) == 4)
+        wait_for("a step boundary", lambda: "step 1/2" in text_of(browser, "#charts"))
+        wait_for("the analysis table", lambda: "error_rate" in text_of(browser, "tr[data-check]"))
+        browser.execute_script("window.notReloaded = true")
+
+        click(browser, 'button[data-action="pause"]')
+        confirm(browser)
+        wait_for("the result", lambda: "pause requested" in text_of(browser, "#toast"))
+        wait_for("paused, live", lambda: "paused" in text_of(browser, "#verdict"))
+        browser.save_screenshot(str(shots / "rollout-paused.png"))
+        click(browser, 'button[data-action="resume"]')
+        confirm(browser)
+        wait_for("resumed", lambda: "running" in text_of(browser, "#verdict"))
+
+        click(browser, 'button[data-action="promote"]')
+        confirm(browser)
+        wait_for("the promote result", lambda: "promote requested" in text_of(browser, "#toast"))
+        wait_for("completed, live", lambda: "completed" in text_of(browser, "#verdict"), timeout=120)
+        assert browser.execute_script("return window.notReloaded") is True
+        browser.save_screenshot(str(shots / "rollout.png"))
+    assert agent.wait_rollout(rollout)["status"] == "completed"
+
+    browser.get(base_url(browser.current_url) + "/history")
+    wait_for("history", lambda: "completed" in text_of(browser, f'tr[data-rollout="{rollout}"]'))
+    browser.save_screenshot(str(shots / "history.png"))
+    browser.get(base_url(browser.current_url) + "/flags")
+    wait_for("flags page", lambda: "Flags" in text_of(browser, "main h1"))
+    browser.get(base_url(browser.current_url) + "/migrations")
+    wait_for("migrations page", lambda: "no [migrations]" in text_of(browser, "main"))
