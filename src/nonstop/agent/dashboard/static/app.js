@@ -295,7 +295,7 @@ function route() {
 function live(state) {
   const el = document.getElementById("live");
   el.textContent = state;
-  el.className = `live ${state === "live" ? "on" : state === "reconnecting" ? "off" : ""}`;
+  el.className = `live ${state === "live" ? "is-live" : state === "reconnecting" ? "is-down" : ""}`;
 }
 
 function stream() {
