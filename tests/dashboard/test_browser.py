@@ -59,6 +59,22 @@ def text_of(browser: Any, css: str) -> str:
         return ""
 
 
+def shows(browser: Any, css: str, text: str) -> Any:
+    """A condition for wait_for: the element holds ``text``."""
+    return lambda: text in text_of(browser, css)
+
+
+def count(browser: Any, css: str) -> int:
+    return int(browser.execute_script(f"return document.querySelectorAll('{css}').length"))
+
+
+def act(browser: Any, action: str) -> None:
+    """Click an action's button and confirm in the dialog it opens."""
+    click(browser, f'button[data-action="{action}"]')
+    confirm(browser)
+    wait_for(f"the {action} result", shows(browser, "#toast", f"{action} requested"))
+
+
 def click(browser: Any, css: str) -> None:
     from selenium.webdriver.common.by import By
 
@@ -66,9 +82,10 @@ def click(browser: Any, css: str) -> None:
 
 
 def confirm(browser: Any) -> None:
-    wait_for("the confirmation dialog", lambda: browser.execute_script(
-        "return document.getElementById('confirm').open"
-    ))
+    wait_for(
+        "the confirmation dialog",
+        lambda: browser.execute_script("return document.getElementById('confirm').open"),
+    )
     click(browser, "#confirm-ok")
 
 
@@ -102,7 +119,9 @@ def test_a_live_canary_in_the_dashboard(
     with load(project, rps=60):
         rollout = agent.deploy("v2")["id"]
         # Server-sent events bring the rollout onto the page already open: no reload.
-        wait_for("the rollout on the overview", lambda: "rollout" in text_of(browser, "#rollout-summary"))
+        wait_for(
+            "the rollout on the overview", lambda: "rollout" in text_of(browser, "#rollout-summary")
+        )
         wait_for("step 1", lambda: rollout_phase(agent) == ("step", 0), timeout=90)
         wait_for("phase step shown", lambda: text_of(browser, "#rollout-phase") == "step")
         wait_for("measured weights", lambda: "%" in text_of(browser, 'tr[data-release="v2"]'))
@@ -110,11 +129,19 @@ def test_a_live_canary_in_the_dashboard(
         browser.save_screenshot(str(shots / "overview.png"))
 
         browser.get(base_url(browser.current_url) + f"/rollouts/{rollout}")
-        wait_for("charts of both releases", lambda: browser.execute_script(
-            "return document.querySelectorAll('svg.chart path[data-release=\"v2\"]').length"
-        ) == 4 and browser.execute_script(
-            "return document.querySelectorAll('svg.chart path[data-release=\"v1\"]').length"
-        ) == 4)
+        wait_for(
+            "charts of both releases",
+            lambda: (
+                browser.execute_script(
+                    "return document.querySelectorAll('svg.chart path[data-release=\"v2\"]').length"
+                )
+                == 4
+                and browser.execute_script(
+                    "return document.querySelectorAll('svg.chart path[data-release=\"v1\"]').length"
+                )
+                == 4
+            ),
+        )
         wait_for("a step boundary", lambda: "step 1/2" in text_of(browser, "#charts"))
         wait_for("the analysis table", lambda: "error_rate" in text_of(browser, "tr[data-check]"))
         browser.execute_script("window.notReloaded = true")
@@ -131,7 +158,9 @@ def test_a_live_canary_in_the_dashboard(
         click(browser, 'button[data-action="promote"]')
         confirm(browser)
         wait_for("the promote result", lambda: "promote requested" in text_of(browser, "#toast"))
-        wait_for("completed, live", lambda: "completed" in text_of(browser, "#verdict"), timeout=120)
+        wait_for(
+            "completed, live", lambda: "completed" in text_of(browser, "#verdict"), timeout=120
+        )
         assert browser.execute_script("return window.notReloaded") is True
         browser.save_screenshot(str(shots / "rollout.png"))
     assert agent.wait_rollout(rollout)["status"] == "completed"
