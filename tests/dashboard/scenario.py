@@ -96,8 +96,10 @@ def start_browser(user_data: Path, chromium: str, driver: str) -> Any:
     return webdriver.Chrome(options=options, service=service)
 
 
-def dashboard_cli(project: Project, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "NONSTOP_PROJECT": str(project.root)}
+def dashboard_cli(
+    project: Project, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "NONSTOP_PROJECT": str(project.root), **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", "nonstop.cli", "dashboard", *args],
         cwd=project.root,

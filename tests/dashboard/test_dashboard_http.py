@@ -4,13 +4,18 @@ CSRF and Origin checks, and `nonstop dashboard` (the browser tests are in test_b
 from __future__ import annotations
 
 import http.client
+import socket
+import ssl
+import subprocess
 import urllib.parse
 from http.cookies import SimpleCookie
+from pathlib import Path
 
 import pytest
 
 from dashboard.scenario import base_url, dashboard_cli, login_link
 from e2e.harness import AgentProcess, Project
+from nonstop_testing import require_binary
 
 pytestmark = pytest.mark.slow
 
@@ -134,3 +139,63 @@ def test_nonstop_dashboard_says_how_to_turn_it_on(project: Project, agent: Agent
     assert result.returncode == 1, result.stdout
     assert "the dashboard is off" in result.stderr
     assert '[dashboard] listen = "127.0.0.1:8470"' in result.stderr
+
+
+def test_nonstop_dashboard_open_hands_the_link_to_a_browser(
+    project: Project, dashboard_agent: AgentProcess, tmp_path: Path
+) -> None:
+    seen = tmp_path / "opened.txt"
+    browser = tmp_path / "record-url"
+    browser.write_text(f'#!/bin/sh\nprintf "%s" "$1" > {seen}\n')
+    browser.chmod(0o755)
+    result = dashboard_cli(project, "--open", env={"BROWSER": str(browser)})
+    assert result.returncode == 0, result.stderr
+    assert seen.read_text() == result.stdout.strip()
+
+
+def test_a_port_in_use_stops_the_agent_start_with_the_key(
+    project: Project, agent: AgentProcess
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        project.write_config(extra=f'\n[dashboard]\nlisten = "127.0.0.1:{port}"\n')
+        agent.start(wait=False)
+        assert agent.wait_exit(60) != 0
+    log = agent.log_tail()
+    assert f"the dashboard cannot listen on 127.0.0.1:{port}" in log
+    assert "dashboard.listen in nonstop.toml" in log
+
+
+def test_over_https_the_session_cookie_is_secure(
+    project: Project, agent: AgentProcess, tmp_path: Path
+) -> None:
+    openssl = require_binary("openssl")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    args = ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=x"]
+    subprocess.run(
+        [openssl, *args, "-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+    )
+    project.write_config(
+        extra=f'\n[dashboard]\nlisten = "127.0.0.1:0"\ntls_cert = "{cert}"\ntls_key = "{key}"\n'
+    )
+    agent.start()
+    link = login_link(agent)
+    assert link.startswith("https://127.0.0.1:")
+    parts = urllib.parse.urlsplit(link)
+    context = ssl.create_default_context(cafile=str(cert))
+    context.check_hostname = False  # a throwaway certificate that names no host
+    conn = http.client.HTTPSConnection(parts.netloc, timeout=30, context=context)
+    try:
+        conn.request("GET", f"{parts.path}?{parts.query}")
+        response = conn.getresponse()
+        assert response.status == 200
+        cookie = response.getheader("Set-Cookie") or ""
+    finally:
+        conn.close()
+    assert "Secure" in cookie
+    assert "HttpOnly" in cookie
+    assert "SameSite=Strict" in cookie
