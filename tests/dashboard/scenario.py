@@ -112,3 +112,59 @@ def dashboard_cli(
 
 def loads(text: str) -> Any:
     return json.loads(text)
+
+
+EXPAND = """-- nonstop: phase=expand
+ALTER TABLE users ADD COLUMN email_lower text;
+"""
+BACKFILL = """-- nonstop: phase=backfill table=users key=id batch=500
+UPDATE users SET email_lower = lower(email) WHERE id BETWEEN :lo AND :hi;
+"""
+CONTRACT = """ALTER TABLE users DROP COLUMN email;
+"""
+
+
+def migrations_project(project: Project, url: str, rows: int) -> Path:
+    """[migrations] with an expand (applied), a backfill over ``rows`` rows and a contract."""
+    import psycopg
+
+    folder = project.root / "migrations"
+    folder.mkdir()
+    for name, text in (("0001_add.sql", EXPAND), ("0002_fill.sql", BACKFILL)):
+        (folder / name).write_text(text)
+    (folder / "0003_drop.sql").write_text("-- nonstop: phase=contract\n" + CONTRACT)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE users (id bigserial PRIMARY KEY, email text NOT NULL)")
+        conn.execute(
+            "INSERT INTO users (email) SELECT 'U' || g || '@X.ORG' FROM generate_series(1, %s) g",
+            (rows,),
+        )
+        conn.execute("VACUUM ANALYZE users")
+    extra = '\n[migrations]\ndir = "migrations"\ndatabase_url = "$DASHBOARD_TEST_DB"\n'
+    path = project.root / "nonstop.toml"
+    path.write_text(path.read_text() + extra)
+    return folder
+
+
+def backfill_rows_done(url: str) -> int:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        exists = conn.execute("SELECT to_regclass('nonstop.backfill_progress')").fetchone()
+        if not exists or exists[0] is None:
+            return 0
+        row = conn.execute("SELECT coalesce(sum(rows_done), 0) FROM nonstop.backfill_progress")
+        found = row.fetchone()
+    return int(found[0]) if found else 0
+
+
+def cli_process(project: Project, *args: str) -> subprocess.Popen[bytes]:
+    """`nonstop ARGS` running in the background (the caller stops it)."""
+    env = {**os.environ, "NONSTOP_PROJECT": str(project.root)}
+    return subprocess.Popen(
+        [sys.executable, "-m", "nonstop.cli", *args],
+        cwd=project.root,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )

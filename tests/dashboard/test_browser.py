@@ -13,10 +13,13 @@ from typing import Any
 import pytest
 
 from dashboard.scenario import (
+    backfill_rows_done,
     base_url,
     browser_paths,
     canary_project,
+    cli_process,
     login_link,
+    migrations_project,
     rollout_phase,
     start_browser,
     wait_for,
@@ -172,3 +175,89 @@ def test_a_live_canary_in_the_dashboard(
     wait_for("flags page", lambda: "Flags" in text_of(browser, "main h1"))
     browser.get(base_url(browser.current_url) + "/migrations")
     wait_for("migrations page", lambda: "no [migrations]" in text_of(browser, "main"))
+
+
+def logged_in(agent: AgentProcess, browser: Any, path: str) -> str:
+    """Log the browser in and open ``path``; the dashboard's base URL."""
+    link = login_link(agent)
+    browser.get(link)
+    wait_for("the overview", lambda: text_of(browser, "#active-release"))
+    base = base_url(link)
+    browser.get(base + path)
+    wait_for("the live stream", lambda: text_of(browser, "#live") == "live")
+    browser.execute_script("window.notReloaded = true")
+    return base
+
+
+def test_a_failing_canary_shows_why_it_rolled_back(
+    project: Project, agent: AgentProcess, browser: Any, shots: Path
+) -> None:
+    canary_project(project)
+    agent.start()
+    first_deploy(agent)
+    with load(project, rps=60):
+        rollout = agent.deploy("v2", ERROR_RATE="0.3")["id"]
+        logged_in(agent, browser, f"/rollouts/{rollout}")
+        wait_for("rolled back, live", shows(browser, "#verdict", "rolled back"), timeout=120)
+    verdict = text_of(browser, "#verdict")
+    stored = agent.wait_rollout(rollout)
+    assert stored["status"] == "rolled_back"
+    assert stored["reason"] in verdict  # the engine's own reason, word for word
+    wait_for("a failed check", lambda: "fail" in text_of(browser, "#analysis"))
+    errors = browser.execute_script(
+        "return [...document.querySelectorAll('svg.chart')][1]"
+        ".querySelector('path[data-release=v2]') !== null"
+    )
+    assert errors is True  # the error-rate chart has a line for the canary
+    assert browser.execute_script("return window.notReloaded") is True
+    browser.save_screenshot(str(shots / "rollout-rolled-back.png"))
+
+
+def test_flags_and_guarded_rollouts_live(
+    project: Project, agent: AgentProcess, browser: Any, shots: Path
+) -> None:
+    canary_project(project)
+    agent.start()
+    agent.call("POST", "/v1/flags", {"name": "new-checkout", "percent": 0})
+    agent.call("POST", "/v1/flags/new-checkout/disable")
+    logged_in(agent, browser, "/flags")
+    row = 'tr[data-flag="new-checkout"]'
+    wait_for("the flag, off", shows(browser, row, "off"))
+    assert "flexibleRollout" in text_of(browser, row)
+    body = {"steps": [10, 50, 100], "every": "10m"}
+    agent.call("POST", "/v1/flags/new-checkout/rollout", body)
+    wait_for("the guarded rollout, live", shows(browser, row, "10% of 10 → 50 → 100%"))
+    assert "running" in text_of(browser, row)
+    assert " on " in f" {text_of(browser, row)} "  # a guarded rollout turns the flag on
+    browser.save_screenshot(str(shots / "flags.png"))
+    agent.call("POST", "/v1/flags/new-checkout/rollout", {"stop": True})
+    wait_for("the stop, live", shows(browser, row, "stopped by hand"))
+    assert browser.execute_script("return window.notReloaded") is True
+
+
+def test_migrations_show_phases_and_backfill_progress(
+    project: Project, agent: AgentProcess, browser: Any, shots: Path, pg_url: str
+) -> None:
+    project.write_config(extra='\n[dashboard]\nlisten = "127.0.0.1:0"\n')
+    folder = migrations_project(project, pg_url, rows=30_000)
+    start = ["migrate", "start", "--dir", str(folder), "--database-url", pg_url, "--json"]
+    child = cli_process(project, *start, "--pause", "50ms")
+    try:
+        wait_for("backfill progress", lambda: backfill_rows_done(pg_url) >= 2000)
+    finally:
+        child.kill()  # interrupted: the backfill stays "running" with its progress saved
+        child.wait()
+    agent.start(env={"DASHBOARD_TEST_DB": pg_url})
+    logged_in(agent, browser, "/migrations")
+    fill = 'tr[data-migration="0002_fill.sql"]'
+    wait_for("the running backfill", shows(browser, fill, "running"))
+    assert "/ ~30,000" in text_of(browser, fill)
+    assert "applied" in text_of(browser, 'tr[data-migration="0001_add.sql"]')
+    assert "expand" in text_of(browser, 'tr[data-migration="0001_add.sql"]')
+    assert "pending" in text_of(browser, 'tr[data-migration="0003_drop.sql"]')
+    assert "contract" in text_of(browser, 'tr[data-migration="0003_drop.sql"]')
+    browser.save_screenshot(str(shots / "migrations.png"))
+    project.cli(*start, check=True)  # resumes the backfill and finishes it
+    wait_for("the backfill applied, live", shows(browser, fill, "applied"))
+    assert "30,000" in text_of(browser, fill)
+    assert browser.execute_script("return window.notReloaded") is True

@@ -25,7 +25,7 @@ function h(tag, attrs, ...children) {
 
 const card = (title, ...body) => h("section", { class: "card" }, title ? h("h2", {}, title) : null, ...body);
 const table = (head, rows) => h("table", {}, h("thead", {}, h("tr", {}, head.map((c) => h("th", {}, c)))), h("tbody", {}, rows));
-const pill = (text, cls) => h("span", { class: `pill ${cls || text}` }, text);
+const pill = (text, cls) => h("span", { class: `pill ${cls || text}` }, String(text).replace(/_/g, " "));
 const when = (ts) => (ts ? new Date(ts * 1000).toLocaleString([], { hour12: false }) : "");
 
 function seconds(s) {
@@ -180,7 +180,7 @@ function renderRollout(d) {
       h("div", { class: "muted" }, `started ${when(r.started_at)}`, r.finished_at ? `, took ${seconds(r.finished_at - r.started_at)}` : `, phase ${d.state.phase}, step ${(d.state.step || 0) + 1}`),
       r.status === "running" ? actions({ ...r, paused: d.state.paused }) : null),
     h("section", { class: "card" }, h("h2", {}, "Traffic per release"), h("div", { id: "charts" })),
-    card("Analysis (as `nonstop analysis explain`)", analysis(d.analysis)),
+    h("section", { class: "card", id: "analysis" }, h("h2", {}, "Analysis (as `nonstop analysis explain`)"), analysis(d.analysis)),
     card("Timeline", timeline(d.events, d.steps)));
   drawCharts();
 }
@@ -264,13 +264,21 @@ function renderFlags(d) {
         h("td", { class: "muted" }, f.description))))) : card(null, h("p", { class: "muted" }, "no flags (nonstop flags create NAME)")));
 }
 
+// Rows a backfill updated; while it runs, out of the table's estimated size, with a bar.
+function migrationRows(m) {
+  if (m.progress_rows === undefined) return m.rows === undefined || m.rows === null ? "" : m.rows.toLocaleString();
+  if (!m.progress_total) return m.progress_rows.toLocaleString();
+  const percent = Math.min(100, (100 * m.progress_rows) / m.progress_total);
+  return [`${m.progress_rows.toLocaleString()} / ~${m.progress_total.toLocaleString()} (${percent.toFixed(0)}%)`, bar(percent)];
+}
+
 function renderMigrations(d) {
   const body = !d.configured ? h("p", { class: "muted" }, d.message)
     : d.error ? h("p", { class: "bad" }, d.error)
     : table(["migration", "phase", "status", "finished", "took", "attempts", "rows"], d.entries.map((m) =>
       h("tr", { "data-migration": m.name }, h("td", {}, m.name), h("td", {}, m.phase), h("td", {}, pill(m.status)),
         h("td", {}, when(m.finished_at)), h("td", {}, m.duration_s === undefined || m.duration_s === null ? "" : seconds(m.duration_s)),
-        h("td", {}, m.attempts ?? ""), h("td", {}, (m.rows ?? m.progress_rows ?? "").toLocaleString()))));
+        h("td", {}, m.attempts ?? ""), h("td", { class: "rows" }, migrationRows(m)))));
   main.replaceChildren(h("h1", {}, "Migrations"), card(null, body));
 }
 
