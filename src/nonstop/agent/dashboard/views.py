@@ -12,7 +12,7 @@ import asyncio
 import math
 import re
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -110,11 +110,12 @@ class ChartCache:
     one rollout per release; a rollout from before that span is computed afresh."""
 
     stats: RequestStats
+    clock: Callable[[], float] = time.time
     settled: dict[str, _Settled] = field(default_factory=dict)
 
     def points(self, release: str, since: float, until: float) -> list[SecondPoint]:
         first = math.floor(since)
-        cut = min(int(time.time()) - SETTLED, math.ceil(until))
+        cut = min(int(self.clock()) - SETTLED, math.ceil(until))
         done = self.settled.get(release)
         if done is None or not done.start <= first <= done.end:
             done = self.settled[release] = _Settled(first, first)
