@@ -6,9 +6,12 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from nonstop.agent.dashboard.views import ChartCache, measured_weights, step_boundaries
 from nonstop.drivers.metrics import RequestStats
+from nonstop.drivers.metrics.request_stats import new_histogram, percentiles_us
 from nonstop.drivers.router.base import RequestEvent, RouteTable, Upstream
 
 V1, V2 = "127.0.0.1:9001", "127.0.0.1:9002"
@@ -90,3 +93,16 @@ def test_the_chart_cache_computes_a_settled_second_once() -> None:
     assert again == first
     # The second call only read from where the first settled (120 - 3 = 117) on.
     assert stats.asked == [(100, 121.0), (117, 126.0)]
+
+
+@given(
+    st.lists(st.integers(min_value=0, max_value=600_000_000), min_size=1, max_size=300),
+    st.sampled_from([(50.0, 99.0), (1.0, 100.0), (90.0,), (99.9, 99.99)]),
+)
+@settings(max_examples=200, deadline=None)
+def test_percentiles_match_the_librarys_walk(values: list[int], wanted: tuple[float, ...]) -> None:
+    hist = new_histogram()
+    for value in values:
+        hist.record_value(value)
+    library = hist.get_percentile_to_value_dict(list(wanted))
+    assert percentiles_us(hist, wanted) == [library[p] for p in wanted]
