@@ -337,8 +337,10 @@ class Dashboard:
             "steps": views.step_boundaries(events),
             "analysis": analysis_report(row),
         }
-        if series:
-            data["charts"] = views.chart_series(self.charts, row, time.time())
+        if series:  # a long rollout's first load takes a while: off the event loop
+            data["charts"] = await asyncio.to_thread(
+                views.chart_series, self.charts, row, time.time()
+            )
         return data
 
     async def h_rollout(self, request: web.Request) -> web.Response:

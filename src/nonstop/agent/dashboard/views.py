@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import math
 import re
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -112,8 +113,14 @@ class ChartCache:
     stats: RequestStats
     clock: Callable[[], float] = time.time
     settled: dict[str, _Settled] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    """A page load computes in a thread (off the agent's event loop): one at a time."""
 
     def points(self, release: str, since: float, until: float) -> list[SecondPoint]:
+        with self.lock:
+            return self._points(release, since, until)
+
+    def _points(self, release: str, since: float, until: float) -> list[SecondPoint]:
         first = math.floor(since)
         cut = min(int(self.clock()) - SETTLED, math.ceil(until))
         done = self.settled.get(release)
@@ -131,12 +138,11 @@ def chart_series(cache: ChartCache, row: RolloutRow, now: float) -> dict[str, An
     """Per release of the rollout, a point per second with traffic from its start on: requests,
     5xx, p50 and p99 in ms (compact lists: [second, requests, errors, p50, p99])."""
     until = (row.finished_at or now) + 1
-    releases = [r for r in (row.stable, row.candidate) if r]
-    if UNROUTED in cache.stats.releases():
-        releases.append(UNROUTED)
     series = {}
-    for release in releases:
+    for release in [r for r in (row.stable, row.candidate) if r] + [UNROUTED]:
         points = cache.points(release, row.started_at, until)
+        if release == UNROUTED and not points:
+            continue  # shown only when the router answered requests no release took
         series[release] = [
             [p.second, p.requests, p.errors, round(p.p50_ms, 2), round(p.p99_ms, 2)] for p in points
         ]
