@@ -12,6 +12,7 @@ import tempfile
 import time
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
@@ -56,33 +57,43 @@ def main(out: Path) -> int:
     return 0
 
 
-def shoot(agent: AgentProcess, project: Project, browser: object, out: Path) -> None:
+def shoot(agent: AgentProcess, project: Project, browser: Any, out: Path) -> None:
     from selenium.webdriver.common.by import By
 
     def page(path: str, ready: str) -> None:
-        browser.get(base + path)  # type: ignore[attr-defined]
-        wait_for(ready, lambda: browser.find_elements(By.CSS_SELECTOR, ready))  # type: ignore[attr-defined]
+        browser.get(base + path)
+        wait_for(ready, lambda: browser.find_elements(By.CSS_SELECTOR, ready))
 
+    browser.set_window_size(1280, 1500)  # whole pages, charts and analysis tables included
     first_deploy(agent)
     agent.call("POST", "/v1/flags", {"name": "new-checkout", "percent": 10})
     agent.call("POST", "/v1/flags", {"name": "dark-mode", "percent": 100})
+    guarded = {"steps": [5, 25, 50, 100], "every": "10m"}
+    agent.call("POST", "/v1/flags/new-checkout/rollout", guarded)
     link = login_link(agent)
     base = base_url(link)
-    browser.get(link)  # type: ignore[attr-defined]
+    browser.get(link)
     with load(project, rps=60):
         rollout = agent.deploy("v2")["id"]
         wait_for("step 1", lambda: rollout_phase(agent) == ("step", 0), timeout=90)
         wait_for("traffic", lambda: _seconds_in_step(agent) >= 12, timeout=60)
         page("/", "#rollout-summary")
-        browser.save_screenshot(str(out / "dashboard-overview.png"))  # type: ignore[attr-defined]
+        browser.save_screenshot(str(out / "dashboard-overview.png"))
         page(f"/rollouts/{rollout}", "svg.chart path")
-        browser.save_screenshot(str(out / "dashboard-rollout.png"))  # type: ignore[attr-defined]
+        browser.save_screenshot(str(out / "dashboard-rollout.png"))
         agent.call("POST", "/v1/command", {"command": "promote"})
         agent.wait_rollout(rollout, timeout=120)
+        bad = agent.deploy("v3", ERROR_RATE="0.3")["id"]
+        agent.wait_rollout(bad, timeout=120)
+        page(f"/rollouts/{bad}", "svg.chart path")
+        wait_for(
+            "the verdict", lambda: "rolled back" in browser.find_element(By.ID, "verdict").text
+        )
+        browser.save_screenshot(str(out / "dashboard-rolled-back.png"))
     page("/history", "tr[data-rollout]")
-    browser.save_screenshot(str(out / "dashboard-history.png"))  # type: ignore[attr-defined]
+    browser.save_screenshot(str(out / "dashboard-history.png"))
     page("/flags", "tr[data-flag]")
-    browser.save_screenshot(str(out / "dashboard-flags.png"))  # type: ignore[attr-defined]
+    browser.save_screenshot(str(out / "dashboard-flags.png"))
 
 
 def _seconds_in_step(agent: AgentProcess) -> float:

@@ -6,6 +6,7 @@ Screenshots go to $NONSTOP_ARTIFACTS (default: the test's temp dir) as artifacts
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -260,4 +261,23 @@ def test_migrations_show_phases_and_backfill_progress(
     project.cli(*start, check=True)  # resumes the backfill and finishes it
     wait_for("the backfill applied, live", shows(browser, fill, "applied"))
     assert "30,000" in text_of(browser, fill)
+    assert browser.execute_script("return window.notReloaded") is True
+
+
+def test_a_degraded_agent_says_why_and_heals_live(
+    project: Project, agent: AgentProcess, browser: Any, shots: Path
+) -> None:
+    """The router's port is taken at start: the agent runs degraded, and the overview says
+    so with the reason; once the port is free the router comes up and the page heals."""
+    canary_project(project)
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", project.port))
+        blocker.listen()
+        agent.start(env={"NONSTOP_ROUTER_WAIT": "2"})
+        logged_in(agent, browser, "/")
+        wait_for("the degraded status", shows(browser, ".degraded", "degraded:"))
+        assert str(project.port) in text_of(browser, ".degraded")
+        browser.save_screenshot(str(shots / "degraded.png"))
+    wait_for("healed, live", shows(browser, "main", "healthy"), timeout=90)
+    assert count(browser, ".degraded") == 0
     assert browser.execute_script("return window.notReloaded") is True

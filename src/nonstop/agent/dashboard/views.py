@@ -137,7 +137,8 @@ class ChartCache:
 def chart_series(cache: ChartCache, row: RolloutRow, now: float) -> dict[str, Any]:
     """Per release of the rollout, a point per second with traffic from its start on: requests,
     5xx, p50 and p99 in ms (compact lists: [second, requests, errors, p50, p99])."""
-    until = (row.finished_at or now) + 1
+    # A live chart ends at the last whole second: the one under way would show as a drop.
+    until = row.finished_at + 1 if row.finished_at is not None else float(math.floor(now))
     series = {}
     for release in [r for r in (row.stable, row.candidate) if r] + [UNROUTED]:
         points = cache.points(release, row.started_at, until)

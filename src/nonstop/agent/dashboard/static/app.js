@@ -122,13 +122,13 @@ function renderOverview(d) {
 }
 
 function health(d) {
-  const degraded = Object.entries(d.degraded || {});
+  const degraded = d.degraded || [];
   const uptime = Date.now() / 1000 - d.agent.started_at;
   return h("div", {},
     h("div", {}, "router ", h("b", {}, d.router.kind), " ", d.router.alive ? pill("up", "ok") : pill("down", "bad")),
     h("div", {}, `agent pid ${d.agent.pid}, nonstop ${d.agent.version}, up ${seconds(uptime)} `,
       degraded.length ? pill("degraded", "bad") : pill("healthy", "ok")),
-    degraded.map(([what, p]) => h("div", { class: "bad" }, `degraded (${what}): ${p.why || JSON.stringify(p)}`)));
+    degraded.map((p) => h("div", { class: "bad degraded" }, `degraded: ${p.why} (${p.what}, since ${clock(p.since)})`)));
 }
 
 function rolloutSummary(r, d) {

@@ -25,7 +25,7 @@ function clock(ts) {
 
 // spec: {title, unit, from, until, series: {name: [[ts, value], ...]}, marks: [{ts, label}]}
 function lineChart(spec) {
-  const W = 560, H = 200, L = 46, R = 10, T = 22, B = 22;
+  const W = 560, H = 200, L = 46, R = 10, T = 28, B = 22;
   const svg = svgEl("svg", { class: "chart", viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": spec.title });
   svg.appendChild(svgEl("text", { x: L, y: 13, "font-weight": "600" }, spec.title));
   const span = Math.max(1, spec.until - spec.from);
