@@ -25,7 +25,7 @@ from dashboard.scenario import (
     start_browser,
     wait_for,
 )
-from e2e.harness import AgentProcess, Project
+from e2e.harness import AgentProcess, Project, free_port
 from e2e.test_bluegreen import first_deploy, load
 
 pytestmark = pytest.mark.slow
@@ -108,6 +108,11 @@ def test_login_is_enforced_in_the_browser(
     browser.get(link)  # the same link again: spent
     assert "used or expired" in browser.page_source
     browser.save_screenshot(str(shots / "login-link-spent.png"))
+    browser.get(login_link(agent))  # a new link: in again, then out
+    wait_for("the live stream", lambda: text_of(browser, "#live") == "live")
+    click(browser, "#logout")
+    wait_for("logged out", lambda: "Not logged in" in browser.page_source)
+    assert browser.get_cookie("nonstop_session") is None
 
 
 def test_a_live_canary_in_the_dashboard(
@@ -281,3 +286,16 @@ def test_a_degraded_agent_says_why_and_heals_live(
     wait_for("healed, live", shows(browser, "main", "healthy"), timeout=90)
     assert count(browser, ".degraded") == 0
     assert browser.execute_script("return window.notReloaded") is True
+
+
+def test_an_agent_restart_logs_the_page_out(
+    project: Project, agent: AgentProcess, browser: Any
+) -> None:
+    """Sessions live in the agent's memory: after a restart the open page shows how to log in
+    again instead of reconnecting forever."""
+    project.write_config(extra=f'\n[dashboard]\nlisten = "127.0.0.1:{free_port()}"\n')
+    agent.start()
+    logged_in(agent, browser, "/")
+    agent.kill9()
+    agent.start()
+    wait_for("the log-in page", lambda: "Not logged in" in browser.page_source, timeout=90)

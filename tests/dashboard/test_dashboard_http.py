@@ -4,6 +4,7 @@ CSRF and Origin checks, and `nonstop dashboard` (the browser tests are in test_b
 from __future__ import annotations
 
 import http.client
+import json
 import socket
 import ssl
 import subprocess
@@ -109,7 +110,7 @@ def test_actions_need_the_csrf_token_and_a_matching_origin(
     assert status == 403
     assert "CSRF" in body
     _, _, body = request(base + "/api/session", headers=cookie)
-    csrf = body.split('"csrf": "')[1].split('"')[0]
+    csrf = json.loads(body)["csrf"]
     wrong = {**cookie, "X-CSRF-Token": csrf + "x"}
     assert request(base + "/api/actions/pause", "POST", wrong)[0] == 403
     evil = {**cookie, "X-CSRF-Token": csrf, "Origin": "http://evil.example"}
@@ -131,6 +132,23 @@ def test_nonstop_dashboard_prints_a_link(project: Project, dashboard_agent: Agen
     assert "/login?token=" in link
     assert "works once" in result.stderr
     assert request(link)[0] == 200
+    as_json = dashboard_cli(project, "--json")
+    assert as_json.returncode == 0, as_json.stderr
+    data = json.loads(as_json.stdout)
+    assert data["url"].startswith(data["base_url"] + "/login?token=")
+    assert data["expires_in"] == 120
+
+
+def test_logging_out_ends_the_session(dashboard_agent: AgentProcess) -> None:
+    base, session = log_in(dashboard_agent)
+    cookie = {"Cookie": f"nonstop_session={session}"}
+    _, _, body = request(base + "/api/session", headers=cookie)
+    csrf = json.loads(body)["csrf"]
+    assert request(base + "/logout", "POST", cookie)[0] == 403  # CSRF needed here too
+    status, headers, _ = request(base + "/logout", "POST", {**cookie, "X-CSRF-Token": csrf})
+    assert status == 200
+    assert "nonstop_session=" in headers["Set-Cookie"]  # the browser forgets it too
+    assert request(base + "/api/overview", headers=cookie)[0] == 401
 
 
 def test_nonstop_dashboard_says_how_to_turn_it_on(project: Project, agent: AgentProcess) -> None:

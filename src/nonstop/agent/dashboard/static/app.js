@@ -310,7 +310,9 @@ function stream() {
   const query = app.page === "rollout" ? `page=rollout&id=${app.id}` : `page=${app.page}`;
   const source = new EventSource(`/api/stream?${query}`);
   source.onopen = () => live("live");
-  source.onerror = () => live("reconnecting");
+  // The browser reconnects by itself; a session that ended (an agent restart) shows the
+  // log-in page instead of reconnecting forever.
+  source.onerror = () => { live("reconnecting"); getJSON("/api/session").catch(() => {}); };
   const on = (name, fn) => source.addEventListener(name, (e) => { document.body.dataset.updates = String(Number(document.body.dataset.updates || 0) + 1); fn(JSON.parse(e.data)); });
   if (app.page === "rollout") {
     on("rollout", (d) => { app.rollout = { ...d, charts: app.rollout.charts }; renderRollout(app.rollout); });
@@ -320,8 +322,14 @@ function stream() {
   }
 }
 
+async function logout() {
+  await fetch("/logout", { method: "POST", credentials: "same-origin", headers: { "X-CSRF-Token": app.csrf } });
+  location.reload();
+}
+
 async function start() {
   route();
+  document.getElementById("logout").addEventListener("click", logout);
   try {
     app.csrf = (await getJSON("/api/session")).csrf;
     PAGES[app.page].render(await getJSON(PAGES[app.page].api()));
