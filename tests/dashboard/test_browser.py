@@ -152,6 +152,9 @@ def test_a_live_canary_in_the_dashboard(
             ),
         )
         wait_for("a step boundary", lambda: "step 1/2" in text_of(browser, "#charts"))
+        wait_for("the steps, first under way", lambda: count(browser, ".steps .step-current") == 1)
+        assert "until promoted" in text_of(browser, '.steps li[data-step="1"]')
+        assert "25%" in text_of(browser, ".steps .step-current")
         wait_for("the analysis table", lambda: "error_rate" in text_of(browser, "tr[data-check]"))
         browser.execute_script("window.notReloaded = true")
 

@@ -40,6 +40,7 @@ from nonstop.errors import NonstopError, StateError, UsageError
 
 if TYPE_CHECKING:
     from nonstop.config.schema import DashboardConfig
+    from nonstop.store import RolloutRow
 
 COOKIE = "nonstop_session"
 ACTIONS = ("promote", "promote_full", "pause", "resume", "abort", "rollback")
@@ -335,6 +336,7 @@ class Dashboard:
             "journal": store.journal(rollout_id),
             "events": events,
             "steps": views.step_boundaries(events),
+            "plan": self._plan(row),
             "analysis": analysis_report(row),
         }
         if series:  # a long rollout's first load takes a while: off the event loop
@@ -342,6 +344,12 @@ class Dashboard:
                 views.chart_series, self.charts, row, time.time()
             )
         return data
+
+    def _plan(self, row: RolloutRow) -> list[dict[str, Any]] | None:
+        try:
+            return views.canary_plan(self.agent.engine.config_of(row.candidate), row)
+        except NonstopError:  # the release's copy was pruned: no plan to show
+            return None
 
     async def h_rollout(self, request: web.Request) -> web.Response:
         rollout_id = int_value(request.match_info["id"], "rollout id")

@@ -89,6 +89,24 @@ def step_boundaries(events: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]
     return marks
 
 
+def canary_plan(config: NonstopConfig, row: RolloutRow) -> list[dict[str, Any]] | None:
+    """A canary's steps as the planner walks them (a preset resolved): weight, pause, checks."""
+    if row.strategy != "canary" or row.rollback:
+        return None
+    from nonstop.plan import canary
+    from nonstop.plan.model import RolloutSpec
+
+    spec = RolloutSpec("canary", row.candidate, row.stable, config)
+    return [
+        {
+            "weight": step.weight,
+            "pause": "until promoted" if step.pause == {} else step.pause,
+            "analysis": [canary._name(check) for check in step.analysis or ()],
+        }
+        for step in canary.steps(spec)
+    ]
+
+
 def verdict_of(row: RolloutRow) -> dict[str, Any]:
     """Why the rollout ended as it did (or where it stands), in one sentence."""
     if row.running:

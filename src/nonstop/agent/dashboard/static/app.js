@@ -179,10 +179,29 @@ function renderRollout(d) {
     card("Outcome", h("div", { class: "reason", id: "verdict" }, h("b", {}, v.outcome.replace("_", " ")), v.reason ? `: ${v.reason}` : ""),
       h("div", { class: "muted" }, `started ${when(r.started_at)}`, r.finished_at ? `, took ${seconds(r.finished_at - r.started_at)}` : `, phase ${d.state.phase}, step ${(d.state.step || 0) + 1}`),
       r.status === "running" ? actions({ ...r, paused: d.state.paused }) : null),
+    d.plan ? card("Steps", stepStrip(d)) : null,
     h("section", { class: "card" }, h("h2", {}, "Traffic per release"), h("div", { id: "charts" })),
     h("section", { class: "card", id: "analysis" }, h("h2", {}, "Analysis (as `nonstop analysis explain`)"), analysis(d.analysis)),
     card("Timeline", timeline(d.events, d.steps)));
   drawCharts();
+}
+
+// A canary's steps, each done, under way or to come, with when it began.
+function stepStrip(d) {
+  const r = d.rollout;
+  const began = Object.fromEntries(d.steps.map((m) => [Number(m.label.split(/[ /]/)[1]) - 1, m.ts]));
+  const current = d.state.step ?? -1;
+  return h("ol", { class: "steps" }, d.plan.map((step, i) => {
+    const state = r.status === "completed" || i < current ? "done"
+      : r.status !== "running" ? (i === current ? "stopped" : "skipped")
+      : i === current ? (d.state.paused ? "paused" : "current") : "todo";
+    const pause = step.pause === null || step.pause === undefined ? null : typeof step.pause === "number" ? `pause ${seconds(step.pause)}` : `pause ${step.pause}`;
+    return h("li", { class: `step-${state}`, "data-step": i + 1 },
+      h("b", {}, `${i + 1}`), step.weight === null ? "" : ` ${step.weight}%`,
+      pause ? h("div", { class: "muted" }, pause) : null,
+      step.analysis.length ? h("div", { class: "muted" }, step.analysis.join(", ")) : null,
+      began[i] ? h("div", { class: "muted" }, clock(began[i])) : null);
+  }));
 }
 
 function mergePoints(charts, replace) {
