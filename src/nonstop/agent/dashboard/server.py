@@ -23,7 +23,9 @@ import hmac
 import ipaddress
 import socket
 import ssl
+import sys
 import time
+import traceback
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -229,6 +231,11 @@ class Dashboard:
             if exc.status < 400:
                 raise
             return error_response(f"{request.method} {request.path}: {exc.reason}", exc.status)
+        except Exception as exc:  # never a plain-text traceback to the browser
+            with contextlib.suppress(OSError):  # agent.log may sit on a full disk
+                print(f"error: dashboard {request.method} {request.path} failed:", file=sys.stderr)
+                traceback.print_exc(file=sys.stderr)
+            return error_response(f"the dashboard failed: {describe(exc)}", 500)
 
     # -- login ---------------------------------------------------------------------------------
 
@@ -353,6 +360,8 @@ class Dashboard:
 
     async def h_rollout(self, request: web.Request) -> web.Response:
         rollout_id = int_value(request.match_info["id"], "rollout id")
+        if self.agent.engine.store.rollout(rollout_id) is None:
+            return error_response(f"no rollout {rollout_id}", 404)
         return json_response(await self.rollout(rollout_id))
 
     # -- live ----------------------------------------------------------------------------------
