@@ -186,19 +186,18 @@ def test_a_port_in_use_stops_the_agent_start_with_the_key(
     assert "dashboard.listen in nonstop.toml" in log
 
 
-def test_over_https_the_session_cookie_is_secure(
-    project: Project, agent: AgentProcess, tmp_path: Path
-) -> None:
+def test_over_https_the_session_cookie_is_secure(project: Project, agent: AgentProcess) -> None:
     openssl = require_binary("openssl")
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert, key = project.root / "cert.pem", project.root / "key.pem"
     args = ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=x"]
     subprocess.run(
         [openssl, *args, "-keyout", str(key), "-out", str(cert)],
         check=True,
         capture_output=True,
     )
+    # Relative to the project, as every path in nonstop.toml.
     project.write_config(
-        extra=f'\n[dashboard]\nlisten = "127.0.0.1:0"\ntls_cert = "{cert}"\ntls_key = "{key}"\n'
+        extra='\n[dashboard]\nlisten = "127.0.0.1:0"\ntls_cert = "cert.pem"\ntls_key = "key.pem"\n'
     )
     agent.start()
     link = login_link(agent)
@@ -217,3 +216,16 @@ def test_over_https_the_session_cookie_is_secure(
     assert "Secure" in cookie
     assert "HttpOnly" in cookie
     assert "SameSite=Strict" in cookie
+
+
+def test_a_certificate_that_cannot_load_stops_the_start(
+    project: Project, agent: AgentProcess
+) -> None:
+    project.write_config(
+        extra='\n[dashboard]\nlisten = "127.0.0.1:0"\ntls_cert = "no.pem"\ntls_key = "no.key"\n'
+    )
+    agent.start(wait=False)
+    assert agent.wait_exit(60) != 0
+    log = agent.log_tail()
+    assert f"dashboard.tls_cert / tls_key: cannot load {project.root}/no.pem" in log
+    assert "Traceback" not in log

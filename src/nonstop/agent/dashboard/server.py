@@ -106,9 +106,10 @@ class Dashboard:
         parsed = host_port(self.settings.listen)
         assert parsed is not None  # the config schema checked it
         host, port = parsed
+        tls = self._tls()
         runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=2.0)
         await runner.setup()
-        site = web.TCPSite(runner, host, port, ssl_context=self._tls())
+        site = web.TCPSite(runner, host, port, ssl_context=tls)
         try:
             await site.start()
         except OSError as exc:
@@ -123,13 +124,16 @@ class Dashboard:
     def _tls(self) -> ssl.SSLContext | None:
         if self.settings.tls_cert is None or self.settings.tls_key is None:
             return None
+        # Relative paths are the project's, like every path in nonstop.toml.
+        cert, key = (
+            self.agent.paths.project / p for p in (self.settings.tls_cert, self.settings.tls_key)
+        )
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         try:
-            context.load_cert_chain(self.settings.tls_cert, self.settings.tls_key)
+            context.load_cert_chain(cert, key)
         except (OSError, ssl.SSLError) as exc:
             raise UsageError(
-                f"dashboard.tls_cert / tls_key: cannot load {self.settings.tls_cert}: "
-                f"{describe(exc)}"
+                f"dashboard.tls_cert / tls_key: cannot load {cert} / {key}: {describe(exc)}"
             ) from exc
         return context
 
