@@ -390,7 +390,7 @@ class Dashboard:
             source = simple[page]
 
             async def produce() -> dict[str, Any]:
-                return {page: await source(), "overview": await self.overview()}
+                return {page: await source()}
 
             return produce
         if page == "rollout" and rollout is not None:
@@ -407,7 +407,7 @@ class Dashboard:
         recent = charts["until"] - 60
         series = charts["series"].items()
         charts["series"] = {release: [p for p in s if p[0] >= recent] for release, s in series}
-        return {"rollout": data, "points": charts, "overview": await self.overview()}
+        return {"rollout": data, "points": charts}
 
     # -- actions -------------------------------------------------------------------------------
 

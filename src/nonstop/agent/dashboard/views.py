@@ -51,7 +51,8 @@ class AgentView(Protocol):
 def measured_weights(stats: RequestStats, releases: Iterable[str], now: float) -> dict[str, Any]:
     """Each release's share of the requests over the last MEASURED_WINDOW seconds, in percent
     (None when nothing was served), beside the request count it is taken from."""
-    counts = {r: stats.snapshot(r, now - MEASURED_WINDOW, now).requests for r in releases}
+    since = now - MEASURED_WINDOW
+    counts = {r: sum(p.requests for p in stats.seconds(r, since, now)) for r in releases}
     total = sum(counts.values())
     shares = {r: (round(100.0 * n / total, 1) if total else None) for r, n in counts.items()}
     return {"window_s": MEASURED_WINDOW, "requests": total, "percent": shares}

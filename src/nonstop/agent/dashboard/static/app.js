@@ -332,7 +332,7 @@ function stream() {
   // The browser reconnects by itself; a session that ended (an agent restart) shows the
   // log-in page instead of reconnecting forever.
   source.onerror = () => { live("reconnecting"); getJSON("/api/session").catch(() => {}); };
-  const on = (name, fn) => source.addEventListener(name, (e) => { document.body.dataset.updates = String(Number(document.body.dataset.updates || 0) + 1); fn(JSON.parse(e.data)); });
+  const on = (name, fn) => source.addEventListener(name, (e) => fn(JSON.parse(e.data)));
   on("problem", (p) => toast(`the agent could not read this page's data: ${p.error}`, true));
   if (app.page === "rollout") {
     on("rollout", (d) => { app.rollout = { ...d, charts: app.rollout.charts }; renderRollout(app.rollout); });
