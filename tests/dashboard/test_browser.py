@@ -80,9 +80,18 @@ def act(browser: Any, action: str) -> None:
 
 
 def click(browser: Any, css: str) -> None:
+    """Click the element, found afresh if a live update replaced it meanwhile."""
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
 
-    browser.find_element(By.CSS_SELECTOR, css).click()
+    def attempt() -> bool:
+        try:
+            browser.find_element(By.CSS_SELECTOR, css).click()
+        except StaleElementReferenceException:
+            return False
+        return True
+
+    wait_for(f"a click on {css}", attempt)
 
 
 def confirm(browser: Any) -> None:
@@ -128,12 +137,10 @@ def test_a_live_canary_in_the_dashboard(
     with load(project, rps=60):
         rollout = agent.deploy("v2")["id"]
         # Server-sent events bring the rollout onto the page already open: no reload.
-        wait_for(
-            "the rollout on the overview", lambda: "rollout" in text_of(browser, "#rollout-summary")
-        )
+        wait_for("the rollout on the overview", shows(browser, "#rollout-summary", "rollout"))
         wait_for("step 1", lambda: rollout_phase(agent) == ("step", 0), timeout=90)
         wait_for("phase step shown", lambda: text_of(browser, "#rollout-phase") == "step")
-        wait_for("measured weights", lambda: "%" in text_of(browser, 'tr[data-release="v2"]'))
+        wait_for("measured weights", shows(browser, 'tr[data-release="v2"]', "%"))
         assert browser.execute_script("return window.notReloaded") is True
         browser.save_screenshot(str(shots / "overview.png"))
 
@@ -141,49 +148,42 @@ def test_a_live_canary_in_the_dashboard(
         wait_for(
             "charts of both releases",
             lambda: (
-                browser.execute_script(
-                    "return document.querySelectorAll('svg.chart path[data-release=\"v2\"]').length"
-                )
-                == 4
-                and browser.execute_script(
-                    "return document.querySelectorAll('svg.chart path[data-release=\"v1\"]').length"
-                )
-                == 4
+                count(browser, "svg.chart path[data-release=v1]") == 4
+                and count(browser, "svg.chart path[data-release=v2]") == 4
             ),
         )
-        wait_for("a step boundary", lambda: "step 1/2" in text_of(browser, "#charts"))
+        wait_for("a step boundary", shows(browser, "#charts", "step 1/2"))
         wait_for("the steps, first under way", lambda: count(browser, ".steps .step-current") == 1)
         assert "until promoted" in text_of(browser, '.steps li[data-step="1"]')
         assert "25%" in text_of(browser, ".steps .step-current")
-        wait_for("the analysis table", lambda: "error_rate" in text_of(browser, "tr[data-check]"))
+        wait_for("the analysis table", shows(browser, "tr[data-check]", "error_rate"))
         browser.execute_script("window.notReloaded = true")
+        # A live update redraws the page but keeps the same buttons (none vanishes mid-click).
+        pause_button = "document.querySelector('button[data-action=pause]')"
+        browser.execute_script(f"{pause_button}.kept = true")
+        before = text_of(browser, "#analysis")
+        wait_for("a live update", lambda: text_of(browser, "#analysis") not in ("", before))
+        assert browser.execute_script(f"return {pause_button}.kept") is True
 
-        click(browser, 'button[data-action="pause"]')
-        confirm(browser)
-        wait_for("the result", lambda: "pause requested" in text_of(browser, "#toast"))
-        wait_for("paused, live", lambda: "paused" in text_of(browser, "#verdict"))
+        act(browser, "pause")
+        wait_for("paused, live", shows(browser, "#verdict", "paused"))
         browser.save_screenshot(str(shots / "rollout-paused.png"))
-        click(browser, 'button[data-action="resume"]')
-        confirm(browser)
-        wait_for("resumed", lambda: "running" in text_of(browser, "#verdict"))
-
-        click(browser, 'button[data-action="promote"]')
-        confirm(browser)
-        wait_for("the promote result", lambda: "promote requested" in text_of(browser, "#toast"))
-        wait_for(
-            "completed, live", lambda: "completed" in text_of(browser, "#verdict"), timeout=120
-        )
+        act(browser, "resume")
+        wait_for("resumed", shows(browser, "#verdict", "running"))
+        act(browser, "promote")
+        wait_for("completed, live", shows(browser, "#verdict", "completed"), timeout=120)
+        assert count(browser, ".steps .step-done") == 2
         assert browser.execute_script("return window.notReloaded") is True
         browser.save_screenshot(str(shots / "rollout.png"))
     assert agent.wait_rollout(rollout)["status"] == "completed"
 
     browser.get(base_url(browser.current_url) + "/history")
-    wait_for("history", lambda: "completed" in text_of(browser, f'tr[data-rollout="{rollout}"]'))
+    wait_for("history", shows(browser, f'tr[data-rollout="{rollout}"]', "completed"))
     browser.save_screenshot(str(shots / "history.png"))
     browser.get(base_url(browser.current_url) + "/flags")
-    wait_for("flags page", lambda: "Flags" in text_of(browser, "main h1"))
+    wait_for("flags page", shows(browser, "main h1", "Flags"))
     browser.get(base_url(browser.current_url) + "/migrations")
-    wait_for("migrations page", lambda: "no [migrations]" in text_of(browser, "main"))
+    wait_for("migrations page", shows(browser, "main", "no [migrations]"))
 
 
 def logged_in(agent: AgentProcess, browser: Any, path: str) -> str:
@@ -212,7 +212,7 @@ def test_a_failing_canary_shows_why_it_rolled_back(
     stored = agent.wait_rollout(rollout)
     assert stored["status"] == "rolled_back"
     assert stored["reason"] in verdict  # the engine's own reason, word for word
-    wait_for("a failed check", lambda: "fail" in text_of(browser, "#analysis"))
+    wait_for("a failed check", shows(browser, "#analysis", "fail"))
     errors = browser.execute_script(
         "return [...document.querySelectorAll('svg.chart')][1]"
         ".querySelector('path[data-release=v2]') !== null"

@@ -71,6 +71,7 @@ function confirmAction(text) {
   const dialog = document.getElementById("confirm");
   document.getElementById("confirm-text").textContent = text;
   return new Promise((resolve) => {
+    dialog.returnValue = "";  // Escape closes without a value: never the last answer's "ok"
     dialog.addEventListener("close", () => resolve(dialog.returnValue === "ok"), { once: true });
     dialog.showModal();
   });
@@ -99,16 +100,31 @@ function actions(rollout) {
   const names = rollout && rollout.status === "running"
     ? [rollout.paused ? "resume" : "pause", "promote", "promote_full", "abort", "rollback"]
     : ["rollback"];
-  return h("div", { class: "actions" }, names.map((name) =>
+  const keep = `actions:${rollout ? rollout.id : ""}:${names.join(",")}`;
+  return h("div", { class: "actions", "data-keep": keep }, names.map((name) =>
     h("button", { "data-action": name, class: ["abort", "rollback"].includes(name) ? "danger" : "", onclick: () => act(name) },
       name.replace("_", " "))));
 }
 
 // -- overview --------------------------------------------------------------------------------
 
+// Replace the page's content with ``nodes``, keeping elements marked data-keep that are the
+// same as before (the action buttons): a live update never swaps a button out from under a
+// pointer about to click it.
+function show(...nodes) {
+  const kept = new Map([...main.querySelectorAll("[data-keep]")].map((el) => [el.dataset.keep, el]));
+  const box = document.createDocumentFragment();
+  box.append(...nodes.filter((n) => n !== null && n !== undefined));
+  for (const fresh of box.querySelectorAll("[data-keep]")) {
+    const old = kept.get(fresh.dataset.keep);
+    if (old) fresh.replaceWith(old);
+  }
+  main.replaceChildren(box);
+}
+
 function renderOverview(d) {
   const rollout = d.rollout;
-  main.replaceChildren(
+  show(
     h("h1", {}, `${d.app} `, h("span", { class: "muted" }, `on ${d.router.listen}`)),
     h("div", { class: "grid" },
       card("Active release", h("div", { class: "big", id: "active-release" }, d.active_release || "none"),
@@ -174,7 +190,7 @@ function timeline(events, steps) {
 function renderRollout(d) {
   const r = d.rollout;
   const v = d.verdict;
-  main.replaceChildren(
+  show(
     h("h1", {}, `rollout ${r.id}: ${r.strategy} ${r.stable || "nothing"} → ${r.candidate} `, pill(v.outcome)),
     card("Outcome", h("div", { class: "reason", id: "verdict" }, h("b", {}, v.outcome.replace("_", " ")), v.reason ? `: ${v.reason}` : ""),
       h("div", { class: "muted" }, `started ${when(r.started_at)}`, r.finished_at ? `, took ${seconds(r.finished_at - r.started_at)}` : `, phase ${d.state.phase}, step ${(d.state.step || 0) + 1}`),
