@@ -68,6 +68,12 @@ def shows(browser: Any, css: str, text: str) -> Any:
     return lambda: text in text_of(browser, css)
 
 
+def measured_share(browser: Any) -> float:
+    """The overview's measured share of v2, in percent (-1 while there is none)."""
+    text = text_of(browser, 'tr[data-release="v2"] td.measured-share').rstrip("%")
+    return float(text) if text not in ("", "-") else -1.0
+
+
 def count(browser: Any, css: str) -> int:
     return int(browser.execute_script(f"return document.querySelectorAll('{css}').length"))
 
@@ -140,7 +146,7 @@ def test_a_live_canary_in_the_dashboard(
         wait_for("the rollout on the overview", shows(browser, "#rollout-summary", "rollout"))
         wait_for("step 1", lambda: rollout_phase(agent) == ("step", 0), timeout=90)
         wait_for("phase step shown", lambda: text_of(browser, "#rollout-phase") == "step")
-        wait_for("measured weights", shows(browser, 'tr[data-release="v2"]', "%"))
+        wait_for("v2's measured share near its 25%", lambda: 15 <= measured_share(browser) <= 35)
         assert browser.execute_script("return window.notReloaded") is True
         browser.save_screenshot(str(shots / "overview.png"))
 

@@ -165,7 +165,7 @@ function weights(d) {
   return [table(["release", "set", "", `measured (last ${measured.window_s}s, ${measured.requests} requests)`, ""],
     names.map((n) => h("tr", { "data-release": n }, h("td", {}, n),
       h("td", {}, set[n] === undefined ? "-" : `${set[n]}%`), h("td", {}, bar(set[n])),
-      h("td", {}, measured.percent[n] === null || measured.percent[n] === undefined ? "-" : `${measured.percent[n]}%`),
+      h("td", { class: "measured-share" }, measured.percent[n] === null || measured.percent[n] === undefined ? "-" : `${measured.percent[n]}%`),
       h("td", {}, bar(measured.percent[n], "measured")))))];
 }
 
