@@ -132,6 +132,8 @@ def test_nonstop_dashboard_prints_a_link(project: Project, dashboard_agent: Agen
     assert "/login?token=" in link
     assert "works once" in result.stderr
     assert request(link)[0] == 200
+    status = project.cli("status", check=True)
+    assert f"dashboard: {base_url(link)} (`nonstop dashboard` logs you in)" in status.stdout
     as_json = dashboard_cli(project, "--json")
     assert as_json.returncode == 0, as_json.stderr
     data = json.loads(as_json.stdout)

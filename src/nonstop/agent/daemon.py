@@ -436,6 +436,7 @@ class Agent:
         status["degraded"] = self.engine.health.to_dict()
         status["contract_running"] = self.contract_running
         status["state_dir"] = {"path": str(self.paths.state), "bytes": await self._state_size()}
+        status["dashboard"] = self.dashboard.base_url if self.dashboard else None
         return status
 
     async def _state_size(self) -> int:
