@@ -183,6 +183,14 @@ def test_a_live_canary_in_the_dashboard(
         browser.save_screenshot(str(shots / "rollout.png"))
     assert agent.wait_rollout(rollout)["status"] == "completed"
 
+    # Back to v1 from the overview: the engine's rollback, its result, the page following it.
+    browser.get(base_url(browser.current_url) + "/")
+    wait_for("v2 active", lambda: text_of(browser, "#active-release") == "v2")
+    act(browser, "rollback")
+    wait_for("v1 active again, live", lambda: text_of(browser, "#active-release") == "v1")
+    back = agent.status()["rollout"] or agent.call("GET", "/v1/rollouts?limit=1")[0]
+    assert back["rollback"] is True
+
     browser.get(base_url(browser.current_url) + "/history")
     wait_for("history", shows(browser, f'tr[data-rollout="{rollout}"]', "completed"))
     browser.save_screenshot(str(shots / "history.png"))
