@@ -3,7 +3,6 @@ and for scripts/dashboard-screenshots.py: a canary whose first step waits for `p
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -108,10 +107,6 @@ def dashboard_cli(
         text=True,
         timeout=60,
     )
-
-
-def loads(text: str) -> Any:
-    return json.loads(text)
 
 
 EXPAND = """-- nonstop: phase=expand
