@@ -264,7 +264,7 @@ def test_migrations_show_phases_and_backfill_progress(
     project.write_config(extra='\n[dashboard]\nlisten = "127.0.0.1:0"\n')
     folder = migrations_project(project, pg_url, rows=30_000)
     start = ["migrate", "start", "--dir", str(folder), "--database-url", pg_url, "--json"]
-    child = cli_process(project, *start, "--pause", "50ms")
+    child = cli_process(project, *start, "--pause", "100ms")  # ~6 s for all 30,000 rows
     try:
         wait_for("backfill progress", lambda: backfill_rows_done(pg_url) >= 2000)
     finally:
