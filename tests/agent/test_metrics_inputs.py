@@ -59,15 +59,3 @@ def test_rollout_counts_are_the_finished_rollouts(tmp_path: Path) -> None:
 
 
 STATE = {"phase": "starting", "phase_started_at": 0.0}
-
-
-def test_a_network_listener_mounts_metrics_only_behind_a_token() -> None:
-    from aiohttp import web
-
-    from nonstop.agent.metrics import guarded_metrics_routes
-
-    state = object()
-    assert guarded_metrics_routes(state, None) == []  # type: ignore[arg-type]
-    [route] = guarded_metrics_routes(state, "t0k")  # type: ignore[arg-type]
-    assert isinstance(route, web.RouteDef)
-    assert (route.method, route.path) == ("GET", "/metrics")

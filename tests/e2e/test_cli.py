@@ -166,6 +166,7 @@ JSON_ARGS: dict[str, tuple[str, ...] | str] = {
     "notify test": "needs webhook receivers: tests/notify",
     "flags show": "needs a flag: tests/flags",
     "verify": "runs load through a deploy: tests/e2e verify tests",
+    "dashboard": "needs [dashboard] listen: tests/dashboard",
     **{
         f"migrate {n}": "needs PostgreSQL: tests/migrate"
         for n in ("complete", "lint", "plan", "rollback", "start", "status")

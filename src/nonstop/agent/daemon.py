@@ -33,6 +33,7 @@ from nonstop.agent.api import (
     read_json,
     tail_file,
 )
+from nonstop.agent.dashboard import Dashboard, TokenRoute, api_routes, start_dashboard
 from nonstop.agent.metrics import metrics_route, metrics_token
 from nonstop.agent.paths import Paths
 from nonstop.analysis.checks import AnalysisRun, conclude
@@ -135,6 +136,7 @@ class Agent:
         self.notifier: Notifier | None = None
         self.metrics_token: str | None = None
         """``[metrics] token``: every /metrics scrape must carry it when set."""
+        self.dashboard: Dashboard | None = None
         self.recovered = asyncio.Event()
         """Set once start-up recovery has finished or given up: the API answers from then on
         (it binds before, so a bad socket or port fails the start before anything spawns)."""
@@ -191,6 +193,9 @@ class Agent:
         try:
             # The API binds first, so a path or port problem stops us before anything spawns.
             runner = await self._start_api(token, listen)
+            self.dashboard = await start_dashboard(
+                self, self.config.dashboard, self._dashboard_token_routes()
+            )
             self._recovery_began = True
             try:
                 recovered = await self._recover(engine)
@@ -223,6 +228,9 @@ class Agent:
                 await self.flags.close()
             with contextlib.suppress(Exception):
                 await self.notifier.close()
+            if self.dashboard is not None:
+                with contextlib.suppress(Exception):
+                    await self.dashboard.close()
             if runner is not None:
                 await runner.cleanup()
             with contextlib.suppress(FileNotFoundError):
@@ -360,6 +368,13 @@ class Agent:
         measurement = self.stats.snapshot(str(release), since, time.time())
         return measurement.errors, measurement.requests
 
+    def _dashboard_token_routes(self) -> list[TokenRoute]:
+        """``/metrics`` on the dashboard's listener, behind ``[metrics] token`` (none without one:
+        that listener may face a network, the agent's own sockets are local)."""
+        if not self.metrics_token:
+            return []
+        return [TokenRoute(metrics_route(self, None), self.metrics_token)]
+
     async def _start_api(self, token: str, listen: tuple[str, int] | None) -> web.AppRunner:
         app = web.Application(
             middlewares=[
@@ -383,6 +398,7 @@ class Agent:
                 web.post("/v1/migrate/contract", self.h_contract),
                 metrics_route(self, self.metrics_token),
                 *self.flags.admin_routes(),
+                *api_routes(lambda: self.dashboard),
             ]
         )
         runner = web.AppRunner(app, access_log=None)
@@ -417,6 +433,10 @@ class Agent:
     # -- handlers ----------------------------------------------------------------------------
 
     async def h_status(self, request: web.Request) -> web.Response:
+        return json_response(await self.status_data())
+
+    async def status_data(self) -> dict[str, Any]:
+        """What `nonstop status` shows (the dashboard's overview too)."""
         status = self.engine.status()
         router_alive = await self.engine.router.alive()
         status["agent"] = {
@@ -435,7 +455,8 @@ class Agent:
         status["degraded"] = self.engine.health.to_dict()
         status["contract_running"] = self.contract_running
         status["state_dir"] = {"path": str(self.paths.state), "bytes": await self._state_size()}
-        return json_response(status)
+        status["dashboard"] = self.dashboard.base_url if self.dashboard else None
+        return status
 
     async def _state_size(self) -> int:
         """The state dir's size, walked off the event loop at most every 10 s (a big

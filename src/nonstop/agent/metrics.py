@@ -287,13 +287,6 @@ def metrics_route(state: MetricsState, token: str | None, path: str = "/metrics"
     return web.get(path, metrics_handler(state, token))
 
 
-def guarded_metrics_routes(state: MetricsState, token: str | None) -> list[web.RouteDef]:
-    """For a listener that may face a network (the dashboard's): ``/metrics`` only behind a
-    token; none without one. ``app.add_routes(guarded_metrics_routes(agent, agent.metrics_token))``.
-    """
-    return [metrics_route(state, token)] if token else []
-
-
 def metrics_token(config: NonstopConfig) -> str | None:
     """``[metrics] token``, ``$VAR`` read from the environment (a usage error when unset)."""
     from nonstop.config.load import resolve

@@ -258,6 +258,8 @@ def status(as_json: bool) -> None:
     state = data.get("state_dir")
     if state:
         console.print(f"state: {state['path']} ({_size(state['bytes'])}; `nonstop prune` frees)")
+    if data.get("dashboard"):
+        console.print(f"dashboard: {data['dashboard']} (`nonstop dashboard` logs you in)")
     rollout = data["rollout"]
     if rollout:
         console.print(

@@ -45,6 +45,7 @@ COMMANDS: dict[str, str] = {
     "service": "nonstop.cli.service:service",
     "doctor": "nonstop.cli.doctor:doctor",
     "notify": "nonstop.cli.notify:notify",
+    "dashboard": "nonstop.cli.dashboard:dashboard",
 }
 
 

@@ -445,9 +445,16 @@ def status(
             finished,
             took,
             str(h.attempts) if h else "",
-            f"{rows:,}" if rows is not None else "",
+            _rows(rows, e.progress_total),
         )
     out.print(table)
+
+
+def _rows(rows: int | None, total: int | None) -> str:
+    """``1,200`` or, for a running backfill, ``1,200/40,000`` (the table's estimated size)."""
+    if rows is None:
+        return ""
+    return f"{rows:,}/{total:,}" if total else f"{rows:,}"
 
 
 def _clock(epoch: float) -> str:

@@ -316,6 +316,30 @@ class AgentConfig(Model):
     """``unix:PATH`` (default ``.nonstop/agent.sock``) or ``127.0.0.1:PORT`` (token required)."""
 
 
+class DashboardConfig(Model):
+    """The web dashboard the agent serves (docs/dashboard.md); off unless ``listen`` is set."""
+
+    listen: str | None = None
+    """``127.0.0.1:PORT`` (port 0: any free port, ``nonstop dashboard`` prints it). Any other
+    address needs ``tls_cert`` and ``tls_key``: a session cookie never crosses a network in
+    clear text."""
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    session_ttl: Duration = Field(default=12 * 3600.0, gt=0)
+    """A session ends this long after its last request (and when the agent restarts)."""
+    login_ttl: Duration = Field(default=120.0, gt=0, le=3600)
+    """How long a login link from ``nonstop dashboard`` stays valid (it works once)."""
+
+    @model_validator(mode="after")
+    def _listen(self) -> DashboardConfig:
+        from nonstop.config.validate import dashboard_listen_problem
+
+        problem = dashboard_listen_problem(self.listen, self.tls_cert, self.tls_key)
+        if problem is not None:
+            raise ValueError(problem)
+        return self
+
+
 class RetentionConfig(Model):
     """What ``.nonstop/`` keeps; applied after each rollout and by ``nonstop prune``."""
 
@@ -338,5 +362,6 @@ class NonstopConfig(Model):
     migrations: MigrationsConfig | None = None
     flags: FlagsConfig = Field(default_factory=FlagsConfig)
     agent: AgentConfig = Field(default_factory=AgentConfig)
+    dashboard: DashboardConfig = Field(default_factory=DashboardConfig)
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
     notify: list[NotifyConfig] = Field(default_factory=list)

@@ -129,3 +129,41 @@ def excluded_path_problem(
                     "in the release with [app] build"
                 )
     return None
+
+
+def host_port(value: str) -> tuple[str, int] | None:
+    """``"127.0.0.1:8470"`` -> ("127.0.0.1", 8470), ``"[::1]:0"`` -> ("::1", 0); None when
+    ``value`` is not an IP address and a port (0 to 65535)."""
+    import ipaddress
+
+    host, sep, port = value.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    if not sep or not port.isdigit() or int(port) > 65535:
+        return None
+    return host, int(port)
+
+
+def dashboard_listen_problem(
+    listen: str | None, tls_cert: str | None, tls_key: str | None
+) -> str | None:
+    """Why ``[dashboard]`` cannot listen as set, or None. A loopback address needs nothing
+    more; any other needs TLS (a session cookie must not cross a network in clear text)."""
+    import ipaddress
+
+    if (tls_cert is None) != (tls_key is None):
+        return "tls_cert and tls_key go together: set both, or neither"
+    if listen is None:
+        return None
+    parsed = host_port(listen)
+    if parsed is None:
+        return f'listen: expected "127.0.0.1:PORT" (an IP address and a port), got {shown(listen)}'
+    if not ipaddress.ip_address(parsed[0]).is_loopback and tls_cert is None:
+        return (
+            f"listen: {shown(listen)} is not a loopback address: set tls_cert and tls_key to "
+            "serve the dashboard beyond this machine, or reach it through an SSH tunnel"
+        )
+    return None

@@ -227,6 +227,8 @@ class StatusEntry:
     """applied, rolled_back, pending, running (a backfill with saved progress) or changed."""
     history: HistoryRow | None = None
     progress_rows: int | None = None
+    progress_total: int | None = None
+    """A running backfill's table size (the planner's estimate), beside ``progress_rows``."""
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, "phase": self.phase, "status": self.status}
@@ -234,6 +236,8 @@ class StatusEntry:
             out.update({k: v for k, v in self.history.to_dict().items() if k not in out})
         if self.progress_rows is not None:
             out["progress_rows"] = self.progress_rows
+        if self.progress_total is not None:
+            out["progress_total"] = self.progress_total
         return out
 
 
@@ -687,10 +691,24 @@ def status(config: MigrationsConfig | Target, **overrides: Any) -> list[StatusEn
         ]
         known = {r.name for r in s.history}
         for m in s.migrations:
-            if m.name not in known:
-                state = "running" if m.name in running else "pending"
-                entries.append(StatusEntry(m.name, m.phase, state, None, running.get(m.name)))
+            if m.name in known:
+                continue
+            if m.name in running:
+                done, total = running[m.name], _backfill_total(s, m)
+                entries.append(StatusEntry(m.name, m.phase, "running", None, done, total))
+            else:
+                entries.append(StatusEntry(m.name, m.phase, "pending"))
     return entries
+
+
+def _backfill_total(s: _Session, m: Migration) -> int | None:
+    """The table a running backfill walks: its estimated rows (None when it cannot say)."""
+    if m.backfill is None:
+        return None
+    try:
+        return _estimate(s, sql.Identifier(*m.backfill.table.split(".")))
+    except (UsageError, psycopg.Error):
+        return None
 
 
 def _progress_rows(conn: db.Connection) -> dict[str, int]:
