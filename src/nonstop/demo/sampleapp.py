@@ -14,6 +14,8 @@ Endpoints:
 - ``GET /slow?ms=N``     answers after N milliseconds
 - ``GET /stream?seconds=S&interval=I``  a long-lived chunked response: one line every I
                          seconds (default 0.5) for S seconds (default 10)
+- ``GET /ws``            a WebSocket (demo/websocket.py): a hello naming release and instance,
+                         then every text message echoed
 
 Knobs (flag, else environment variable): ``--version``/VERSION, ``--error-rate``/ERROR_RATE
 (fraction of ``/`` answered 500; request n fails when floor(n*rate) > floor((n-1)*rate), so
@@ -22,10 +24,13 @@ it is exact and repeatable), ``--latency-ms``/LATENCY_MS (added to ``/``),
 ``--fail-health``/FAIL_HEALTH, ``--crash-after``/CRASH_AFTER (exit with code 1 that many
 seconds after start), ``--crash-after-ready``/CRASH_AFTER_READY (exit with code 1 that many
 seconds after the first /health answered 200: a release that passes its readiness check, then
-dies, every time it is restarted), ``--no-graceful``/NO_GRACEFUL.
+dies, every time it is restarted), ``--no-graceful``/NO_GRACEFUL,
+``--ws-reconnect-window``/WS_RECONNECT_WINDOW (seconds, default 1: the spread of the reconnect
+hints sent to WebSocket clients at a stop).
 
-On SIGTERM (graceful, the default): /health turns 503, the listening socket closes, requests
-in flight (streams included) finish, then the process exits 0. With ``--no-graceful`` SIGTERM
+On SIGTERM (graceful, the default): /health turns 503, the listening socket closes, every
+WebSocket is closed with 1001 and a reconnect hint, requests in flight (streams included)
+finish, then the process exits 0. With ``--no-graceful`` SIGTERM
 keeps its default action: the process dies at once and in-flight requests are cut off.
 """
 
@@ -43,6 +48,8 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
+
+from nonstop.demo import websocket as ws
 
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 """Upper bounds (seconds) of the latency histogram: Prometheus client defaults."""
@@ -62,6 +69,7 @@ class Settings:
     crash_after: float | None = None
     crash_after_ready: float | None = None
     graceful: bool = True
+    ws_reconnect_window: float = 1.0
 
 
 def should_fail(n: int, rate: float) -> bool:
@@ -147,6 +155,7 @@ class App:
         self._in_flight = 0
         self._idle = threading.Condition(self._lock)
         self._crash_armed = False
+        self.websockets = ws.Connections(settings.ws_reconnect_window)
 
     def next_request(self) -> int:
         with self._lock:
@@ -227,6 +236,8 @@ class Handler(BaseHTTPRequestHandler):
             self._send(status, text + "\n")
         elif url.path == "/stream":
             self._stream(_number(query, "seconds", 10.0), _number(query, "interval", 0.5))
+        elif url.path == "/ws":
+            self._websocket()
         else:
             self._send(404, f"no such path: {url.path}\n")
 
@@ -264,6 +275,33 @@ class Handler(BaseHTTPRequestHandler):
             self._chunk(b"")
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
+
+    def _websocket(self) -> None:
+        key = self.headers.get("Sec-WebSocket-Key", "")
+        if "websocket" not in self.headers.get("Upgrade", "").lower() or not key:
+            self._send(400, "a WebSocket handshake is expected here (Upgrade: websocket)\n")
+            return
+        if self.app.draining.is_set():
+            self._send(503, "draining\n")
+            return
+        self.send_response(101, "Switching Protocols")
+        self.send_header("Upgrade", "websocket")
+        self.send_header("Connection", "Upgrade")
+        self.send_header("Sec-WebSocket-Accept", ws.accept_key(key.strip()))
+        self.send_header("X-Release", self.app.settings.release)
+        self.send_header("X-Instance", self.app.settings.instance)
+        self.end_headers()
+        self.close_connection = True
+        connection = ws.Connection(self.connection, self.rfile)
+        self.app.websockets.add(connection)
+        try:
+            settings = self.app.settings
+            connection.send_text(ws.hello(settings.release, settings.instance))
+            connection.serve()
+        except OSError:
+            pass
+        finally:
+            self.app.websockets.remove(connection)
 
     def _chunk(self, data: bytes) -> None:
         self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
@@ -328,6 +366,7 @@ def serve(settings: Settings) -> int:
     app.draining.set()
     server.shutdown()
     server.server_close()
+    app.websockets.close_all()
     app.wait_idle()
     print("sampleapp: drained, exiting", file=sys.stderr, flush=True)
     return 0
@@ -364,6 +403,9 @@ def parse_args(argv: Sequence[str] | None = None) -> Settings:
     parser.add_argument(
         "--no-graceful", dest="graceful", action="store_false", default=not _env_flag("NO_GRACEFUL")
     )
+    parser.add_argument(
+        "--ws-reconnect-window", type=float, default=env.get("WS_RECONNECT_WINDOW", "1")
+    )
     args = parser.parse_args(argv)
     if args.port is None:
         parser.error("--port (or PORT) is required")
@@ -382,6 +424,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Settings:
         crash_after=args.crash_after,
         crash_after_ready=args.crash_after_ready,
         graceful=args.graceful,
+        ws_reconnect_window=max(0.0, args.ws_reconnect_window),
     )
 
 

@@ -51,9 +51,8 @@ _NAME_OK = re.compile(r"[A-Za-z0-9._:-]+")
 class HAProxyTuning(ProxyTimings):
     """Seconds throughout (decision 0331).
 
-    ``drain_timeout``: a server taken out of the table keeps its open requests and streams up to
-    this long, then its sessions are shut down and it is deleted. It is also ``hard-stop-after``
-    for ``stop()``.
+    ``drain_timeout``: ``hard-stop-after`` for ``stop()``. A server taken out of the table keeps
+    its open requests and streams until they end (``stream_grace``: until at most that long).
 
     ``connect_timeout`` / ``retries``: a refused or timed-out connect is retried ``retries``
     times, each on another server (``option redispatch 1``), so an instance that just died is not
