@@ -15,6 +15,7 @@ the hint come back spread over the window instead of all at once.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import random
@@ -23,7 +24,7 @@ import struct
 import threading
 import time
 from collections.abc import Callable
-from typing import BinaryIO
+from io import BufferedIOBase
 
 GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 """RFC 6455 section 1.3: appended to the client's key to prove the server read the handshake."""
@@ -41,7 +42,7 @@ def accept_key(client_key: str) -> str:
     >>> accept_key("dGhlIHNhbXBsZSBub25jZQ==")
     's3pPLMBiTxaQ9kK+xcOo/YGzPWo='
     """
-    digest = hashlib.sha1((client_key + GUID).encode()).digest()  # noqa: S324 (the protocol's)
+    digest = hashlib.sha1((client_key + GUID).encode()).digest()
     return base64.b64encode(digest).decode()
 
 
@@ -67,7 +68,7 @@ def close_payload(code: int, reason: str = "") -> bytes:
     return struct.pack("!H", code) + reason.encode()[:123]
 
 
-def read_frame(stream: BinaryIO) -> tuple[int, bytes]:
+def read_frame(stream: BufferedIOBase) -> tuple[int, bytes]:
     """(opcode, unmasked payload) of the next frame; EOFError when the peer closed the TCP
     connection, ValueError for a frame this endpoint refuses (too large)."""
     head = _exact(stream, 2)
@@ -85,7 +86,7 @@ def read_frame(stream: BinaryIO) -> tuple[int, bytes]:
     return opcode, data
 
 
-def _exact(stream: BinaryIO, n: int) -> bytes:
+def _exact(stream: BufferedIOBase, n: int) -> bytes:
     data = stream.read(n) if n else b""
     if len(data) < n:
         raise EOFError("connection closed")
@@ -95,7 +96,7 @@ def _exact(stream: BinaryIO, n: int) -> bytes:
 class Connection:
     """One open WebSocket: writes from any thread (one at a time), reads on its own thread."""
 
-    def __init__(self, sock: socket.socket, rfile: BinaryIO) -> None:
+    def __init__(self, sock: socket.socket, rfile: BufferedIOBase) -> None:
         self.sock = sock
         self.rfile = rfile
         self._write = threading.Lock()
@@ -123,10 +124,8 @@ class Connection:
         timer.start()
 
     def _drop(self) -> None:
-        try:
+        with contextlib.suppress(OSError):
             self.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
 
     def serve(self) -> None:
         """Echo text and binary messages, answer pings, finish the closing handshake."""
@@ -150,10 +149,8 @@ class Connection:
                 self._reply(opcode, data)
 
     def _reply(self, opcode: int, data: bytes) -> None:
-        try:
+        with contextlib.suppress(OSError):
             self.send(opcode, data)
-        except OSError:
-            pass
 
 
 class Connections:
@@ -192,4 +189,6 @@ class Connections:
 
 
 def hello(release: str, instance: str) -> str:
-    return json.dumps({"type": "hello", "release": release, "instance": instance, "ts": time.time()})
+    return json.dumps(
+        {"type": "hello", "release": release, "instance": instance, "ts": time.time()}
+    )
