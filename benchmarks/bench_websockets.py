@@ -145,6 +145,7 @@ async def _kill(
     await asyncio.sleep(0.5)
     back = await holder.wait_connected(60)
     at = time.time()
+    await asyncio.sleep(DRAIN + 2)  # a router that closes streams after a reload has done so
     report = await holder.stop({victim["id"]})
     survivors = [c for c in report.closed if c.instance != victim["id"]]
     return Result(

@@ -117,7 +117,8 @@ class VerifyResult:
         parts = [r.verdict() for r in (self.report, self.websockets) if r is not None]
         text = "; ".join(parts)
         if self.command is not None and not self.command.ok:
-            text = f"FAIL: the command failed ({self.command.describe()}); requests {text}"
+            label = "requests " if self.report is not None else ""
+            text = f"FAIL: the command failed ({self.command.describe()}); {label}{text}"
         return text
 
     def to_dict(self) -> dict[str, Any]:

@@ -106,4 +106,3 @@ def print_ws_report(console: Console, report: WebSocketReport) -> None:
             f"[red]abrupt[/]: client {c.client} on {c.instance or c.release} at {c.closed:.2f}s: "
             f"{c.error}"
         )
-    console.print(f"[{'bold green' if report.passed else 'bold red'}]{report.verdict()}[/]")
