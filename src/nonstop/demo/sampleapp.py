@@ -354,7 +354,7 @@ def accept_key(client_key: str) -> str:
     """``Sec-WebSocket-Accept`` for ``client_key`` (RFC 6455's own example):
 
     >>> accept_key("dGhlIHNhbXBsZSBub25jZQ==")
-    's3pPLMBiTxaQ9kK+xcOo/YGzPWo='
+    's3pPLMBiTxaQ9kYGzzhZRbK+xOo='
     """
     digest = hashlib.sha1((client_key + GUID).encode()).digest()
     return base64.b64encode(digest).decode()
