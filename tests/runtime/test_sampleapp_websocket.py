@@ -89,7 +89,7 @@ async def test_hello_echo_and_a_1001_with_a_hint_on_sigterm(
         for ws in sockets:
             closed = await ws.receive(timeout=10)
             assert (closed.type, closed.data) == (aiohttp.WSMsgType.CLOSE, 1001)
-            hint = int(closed.extra.removeprefix("reconnect-after-ms="))
+            hint = int(str(closed.extra).removeprefix("reconnect-after-ms="))
             assert 0 <= hint < 2000
             await ws.close()
     await wait_until(lambda: not runtime.alive(handle))
