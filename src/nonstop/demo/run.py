@@ -68,12 +68,14 @@ class StepResult:
     websockets: WebSocketReport | None = None
 
     def ws_summary(self) -> str:
-        """``20 held: 0 closed, 0 abrupt; on v2 20``."""
+        """``20 held: 0 closed, 0 abrupt; still on v1 20``: a routing change closes no
+        connection; clients move when the instance they are on retires (docs/websockets.md)."""
         ws = self.websockets
         if ws is None:
             return "-"
         ended = ", ".join(f"{k} {v}" for k, v in ws.ended_on.items())
-        return f"{ws.clients} held: {len(ws.closed)} closed, {len(ws.abrupt)} abrupt; on {ended}"
+        closed = f"{len(ws.closed)} closed, {len(ws.abrupt)} abrupt"
+        return f"{ws.clients} held: {closed}; still on {ended}"
 
 
 def free_port() -> int:
