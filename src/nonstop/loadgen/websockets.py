@@ -29,6 +29,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
+from errno import errorcode
 from typing import Any
 
 import aiohttp
@@ -139,7 +140,9 @@ class WebSocketHolder:
     async def start(self) -> None:
         self._t0 = time.monotonic()
         connector = aiohttp.TCPConnector(limit=0, force_close=True)
-        self._session = aiohttp.ClientSession(connector=connector)
+        # Bounded connects; no total timeout: a held connection lives as long as the run.
+        timeout = aiohttp.ClientTimeout(total=None, connect=self.settings.connect_timeout)
+        self._session = aiohttp.ClientSession(connector=connector, timeout=timeout)
         self._tasks = [asyncio.create_task(self._client(c)) for c in self.clients]
 
     def snapshot(self) -> Counter[str]:
@@ -273,7 +276,7 @@ def _describe(exc: BaseException) -> str:
         return f"handshake answered {exc.status}"
     errno = getattr(exc, "errno", None) or getattr(getattr(exc, "os_error", None), "errno", None)
     name = type(exc).__name__
-    return f"{name}({errno})" if errno else name
+    return f"{name}({errorcode.get(errno, errno)})" if errno else name
 
 
 def percentile(values: list[float], q: float) -> float:
