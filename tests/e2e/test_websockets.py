@@ -9,8 +9,10 @@ on the new release. Conditions are waited for with generous deadlines, never tim
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Coroutine, Iterator
@@ -32,6 +34,10 @@ ROLLING = """
 [strategy.rolling]
 max_surge = 1
 max_unavailable = 0
+"""
+CANARY = """
+[strategy.canary]
+steps = [{ weight = 50, pause = "1s" }]
 """
 
 
@@ -83,7 +89,7 @@ def holding(project: Project) -> Iterator[Holder]:
 def configure(project: Project, router: str, strategy: str) -> None:
     if router == "haproxy":
         require_binary("haproxy", "/usr/sbin/haproxy")
-    project.write_config(extra=ROLLING)
+    project.write_config(extra=CANARY if strategy == "canary" else ROLLING)
     text = (project.root / "nonstop.toml").read_text()
     text = text.replace('kind = "bluegreen"', f'kind = "{strategy}"')
     text = text.replace("[router]\n", f'[router]\nkind = "{router}"\n')
@@ -109,7 +115,7 @@ def assert_closed_gracefully_only_on(closed: list[Connection], retired: set[str]
 
 
 @pytest.mark.parametrize("router", ["caddy", "haproxy"])
-@pytest.mark.parametrize("strategy", ["bluegreen", "rolling"])
+@pytest.mark.parametrize("strategy", ["bluegreen", "rolling", "canary"])
 def test_websockets_move_to_the_new_release_without_an_abrupt_close(
     project: Project, agent: AgentProcess, router: str, strategy: str
 ) -> None:
@@ -169,3 +175,37 @@ def _wait(predicate: Any, timeout: float = 60) -> bool:
             return True
         time.sleep(0.1)
     return False
+
+
+WAIT_RESTARTED = """
+import sys, time
+from nonstop.agent.client import AgentClient
+from nonstop.cli.common import project_paths
+client, victim = AgentClient(project_paths()), sys.argv[1]
+deadline = time.monotonic() + 60
+while time.monotonic() < deadline:
+    status = client.call("GET", "/v1/status")
+    if any(i["id"] == victim and i["state"] == "ready" and i["restarts"] >= 1
+           for i in status["instances"]):
+        sys.exit(0)
+    time.sleep(0.1)
+sys.exit(1)
+"""
+
+
+def test_verify_excuses_abrupt_closures_on_the_instance_the_agent_saw_die(
+    project: Project, agent: AgentProcess
+) -> None:
+    """``nonstop verify --websockets`` asks the project's agent which instances died: the
+    killed instance's abrupt closures pass, and it names it."""
+    configure(project, "caddy", "bluegreen")
+    agent.start()
+    first_deploy(agent)
+    victim = instances(agent, "v1")[0]
+    kill = f"kill -9 {victim['pid']} && {sys.executable} -c '{WAIT_RESTARTED}' {victim['id']}"
+    result = project.cli("verify", "--websockets", "20", "--json", "--", "sh", "-c", kill)
+    report = json.loads(result.stdout)["websockets"]
+    assert report["died_instances"] == [victim["id"]], (report, result.stderr)
+    assert report["abrupt"] == []
+    assert report["abrupt_on_died_instances"] >= 1
+    assert result.returncode == 0, report["verdict"]
