@@ -39,6 +39,10 @@ from nonstop.errors import UsageError
 HINT = re.compile(r"reconnect-after-ms=(\d+)")
 ABNORMAL = 1006
 """RFC 6455 7.1.5: the code a client reports when the connection ended without a close frame."""
+_DATA = frozenset(
+    {aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY, aiohttp.WSMsgType.PING, aiohttp.WSMsgType.PONG}
+)
+"""Messages that leave the connection open."""
 UNKNOWN = "(unknown)"
 DISCONNECTED = "(disconnected)"
 
@@ -229,13 +233,11 @@ class WebSocketHolder:
         self._changed.set()
 
     async def _hold(self, connection: Connection, ws: aiohttp.ClientWebSocketResponse) -> None:
+        """Read until the connection ends (messages after the hello are not looked at)."""
         while connection.closed is None:
             msg = await ws.receive()
-            if msg.type == aiohttp.WSMsgType.TEXT:
-                continue
-            if msg.type in (aiohttp.WSMsgType.BINARY, aiohttp.WSMsgType.PONG):
-                continue
-            self._closed(connection, msg, ws)
+            if msg.type not in _DATA:
+                self._closed(connection, msg, ws)
 
     def _closed(
         self, connection: Connection, msg: aiohttp.WSMessage, ws: aiohttp.ClientWebSocketResponse
