@@ -39,9 +39,8 @@ from nonstop.errors import UsageError
 HINT = re.compile(r"reconnect-after-ms=(\d+)")
 ABNORMAL = 1006
 """RFC 6455 7.1.5: the code a client reports when the connection ended without a close frame."""
-_DATA = frozenset(
-    {aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY, aiohttp.WSMsgType.PING, aiohttp.WSMsgType.PONG}
-)
+_M = aiohttp.WSMsgType
+_DATA = frozenset({_M.TEXT, _M.BINARY, _M.PING, _M.PONG})
 """Messages that leave the connection open."""
 UNKNOWN = "(unknown)"
 DISCONNECTED = "(disconnected)"
