@@ -112,3 +112,18 @@ def test_a_stopping_app_closes_with_1001_and_an_app_killed_ends_abruptly(
     assert {c["code"] for c in ws["abrupt"]} == {1006}
     assert {c["instance"] for c in ws["abrupt"]} == {"v7-1"}
     assert ws["verdict"].startswith("FAIL: websockets: 3 connection(s) ended abruptly")
+
+
+def test_rps_adds_http_load_beside_the_websockets(
+    capsys: pytest.CaptureFixture[str], apps: list[SampleApp], tmp_path: Any
+) -> None:
+    apps.append(app := SampleApp())
+    os.chdir(tmp_path)
+    args = ("--url", app.url, "--websockets", "2", "--rps", "20", "--duration", "0.5s")
+    code, report = run_json(capsys, *args)
+    assert (code, report["scheduled"], report["ok"]) == (0, 10, 10)
+    assert report["websockets"]["ended_on"] == {"v7": 2}
+    assert report["verdict"] == (
+        "PASS: all 10 requests ok; PASS: websockets: 0 closure(s), none abrupt; "
+        "2 client(s) ended on v7 2"
+    )
