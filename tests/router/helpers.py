@@ -8,7 +8,7 @@ import socket
 import struct
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -27,6 +27,15 @@ class Backend:
     name: str
     runner: web.AppRunner
     address: str
+    websockets: set[web.WebSocketResponse] = field(default_factory=set)
+
+    async def close_websockets(self, code: int, message: str) -> int:
+        """Close every open websocket with ``code`` and ``message`` (what an app does when it
+        is asked to stop); returns how many."""
+        open_now = [ws for ws in self.websockets if not ws.closed]
+        for ws in open_now:
+            await ws.close(code=code, message=message.encode())
+        return len(open_now)
 
     def upstream(self, weight: int, release: str | None = None) -> Upstream:
         return Upstream(self.name, release or self.name, self.address, weight)
@@ -36,6 +45,8 @@ class Backend:
 
 
 async def start_backend(name: str, port: int = 0) -> Backend:
+    websockets: set[web.WebSocketResponse] = set()
+
     async def answer(request: web.Request) -> web.Response:
         delay = float(request.query.get("sleep", "0"))
         if delay:
@@ -45,8 +56,12 @@ async def start_backend(name: str, port: int = 0) -> Backend:
     async def echo(request: web.Request) -> web.WebSocketResponse:
         socket = web.WebSocketResponse()
         await socket.prepare(request)
-        async for message in socket:
-            await socket.send_str(f"{name}:{message.data}")
+        websockets.add(socket)
+        try:
+            async for message in socket:
+                await socket.send_str(f"{name}:{message.data}")
+        finally:
+            websockets.discard(socket)
         return socket
 
     app = web.Application()
@@ -57,7 +72,7 @@ async def start_backend(name: str, port: int = 0) -> Backend:
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     host, bound = runner.addresses[0][:2]
-    return Backend(name, runner, f"{host}:{bound}")
+    return Backend(name, runner, f"{host}:{bound}", websockets)
 
 
 class RouterUnderTest(Protocol):

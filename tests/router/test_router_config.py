@@ -9,7 +9,13 @@ import pytest
 
 from nonstop.drivers.router.admin import table_hash
 from nonstop.drivers.router.base import RouteTable, Upstream
-from nonstop.drivers.router.caddy_config import ProxyTuning, build_config, duration, weights
+from nonstop.drivers.router.caddy_config import (
+    STREAMS_KEEP,
+    ProxyTuning,
+    build_config,
+    duration,
+    weights,
+)
 from nonstop.drivers.router.settings import validate_listen
 from nonstop.drivers.router.table import NO_UPSTREAM_BODY, validate_table
 from nonstop.errors import RouterError
@@ -130,7 +136,10 @@ def test_tuning_reaches_caddy() -> None:
     cfg = config(up("a", 1), up("b", 1), up("c", 1), tuning=tuning)
     proxy = handlers(cfg)[-1]
     assert cfg["apps"]["http"]["grace_period"] == "12000ms"
-    assert proxy["stream_close_delay"] == "12000ms"
+    # Streams outlive reloads unless a stream grace bounds them (decision 0460).
+    assert proxy["stream_close_delay"] == STREAMS_KEEP
+    graced = config(up("a", 1), up("b", 1), tuning=ProxyTuning(stream_grace=7))
+    assert handlers(graced)[-1]["stream_close_delay"] == "7000ms"
     assert proxy["transport"]["response_header_timeout"] == "45000ms"
     # Retries at once, never waiting: a wait is cut short by the next reload (decision 0331).
     assert proxy["load_balancing"]["retries"] == 3

@@ -120,17 +120,64 @@ async def test_a_websocket_outlives_the_change_that_removes_its_upstream(
         assert await ws.receive_str() == "A:two"
 
 
-async def test_a_websocket_is_closed_at_the_drain_deadline(
+async def test_routing_changes_never_close_a_websocket(
     make_router: MakeRouter, client: aiohttp.ClientSession, backends: MakeBackend
 ) -> None:
-    router = await make_router(drain_timeout=1.0)
+    """Decision 0460: neither the upstream that stays nor the one removed loses its websocket
+    to a change, however long after it; the removed one's ends with the upstream's own close
+    frame, passed through. The observation window is twice the drain timeout: the routers used
+    to close every stream of the old config (Caddy, nginx) or of the leaving server (HAProxy)
+    when it ran out."""
+    router = await make_router(drain_timeout=0.5)
+    a, b, c = await backends("A"), await backends("B"), await backends("C")
+    await router.apply(table(a.upstream(1)))
+    async with client.ws_connect(url(router, "/ws")) as on_a:
+        await router.apply(table(a.upstream(1), b.upstream(1)))
+        on_b = await _ws_to(client, router, "B")
+        await router.apply(table(b.upstream(1)))  # A leaves
+        await router.apply(table(b.upstream(2), c.upstream(1)))  # B stays, weights change
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:  # the window: past every old deadline
+            assert (await router.in_flight()).get(a.address) == 1
+            await asyncio.sleep(0.1)
+        for ws, name in ((on_a, "A"), (on_b, "B")):
+            await ws.send_str("still")
+            assert await ws.receive_str(timeout=5) == f"{name}:still"
+        assert await a.close_websockets(1001, "reconnect-after-ms=10") == 1
+        closed = await on_a.receive(timeout=5)
+        assert (closed.type, closed.data, closed.extra) == (
+            aiohttp.WSMsgType.CLOSE,
+            1001,
+            "reconnect-after-ms=10",
+        )
+        assert await wait_in_flight(router, a.address, None)
+        await on_b.close()
+
+
+async def _ws_to(
+    client: aiohttp.ClientSession, router: ManagedRouter, name: str
+) -> aiohttp.ClientWebSocketResponse:
+    """A websocket that the router's balancing put on upstream ``name`` (others are closed)."""
+    for _ in range(20):
+        ws = await client.ws_connect(url(router, "/ws"))
+        await ws.send_str("who")
+        if await ws.receive_str(timeout=5) == f"{name}:who":
+            return ws
+        await ws.close()
+    raise AssertionError(f"no websocket landed on {name} in 20 tries")
+
+
+async def test_stream_grace_closes_a_removed_upstreams_websocket(
+    make_router: MakeRouter, client: aiohttp.ClientSession, backends: MakeBackend
+) -> None:
+    router = await make_router(drain_timeout=5.0, stream_grace=1.0)
     a, b = await backends("A"), await backends("B")
     await router.apply(table(a.upstream(1)))
     async with client.ws_connect(url(router, "/ws")) as ws:
         await router.apply(table(b.upstream(1)))
 
-        assert await wait_in_flight(router, a.address, None)  # forgotten past the deadline
-        message = await ws.receive(timeout=15)  # bounded: the deadline is 1 s
+        assert await wait_in_flight(router, a.address, None)  # forgotten past the grace
+        message = await ws.receive(timeout=15)  # bounded: the grace is 1 s
         assert message.type in (
             aiohttp.WSMsgType.CLOSE,
             aiohttp.WSMsgType.CLOSED,

@@ -289,6 +289,7 @@ def test_the_config_is_valid_for_haproxy(tmp_path: Path) -> None:
     )
     assert f"    server {A} {A} weight 9 check inter 500ms fall 2 rise 1 " in text
     assert "    hard-stop-after 30000ms\n" in text
+    assert "    close-spread-time 30000ms\n" in text  # a soft stop spreads its closes
     assert "    log ring@nonstop_events local0 info\n" in text
     config = tmp_path / "haproxy.cfg"
     config.write_text(text)

@@ -57,10 +57,12 @@ async def test_a_keep_alive_connection_survives_every_kind_of_change(
     assert bodies[2:] == [b"B", b"B", b"B", b"A"]
 
 
-async def test_a_request_past_the_drain_deadline_is_cut_and_its_server_deleted(
+async def test_a_request_past_the_stream_grace_is_cut_and_its_server_deleted(
     make_router: MakeRouter, client: aiohttp.ClientSession, backends: MakeBackend
 ) -> None:
-    router = await make_router(drain_timeout=0.5)
+    """Only with ``stream_grace``: without it a leaving server keeps its sessions until they
+    end (decision 0460; the contract suite pins that)."""
+    router = await make_router(drain_timeout=0.5, stream_grace=0.5)
     assert isinstance(router, HAProxyRouter)
     a, b = await backends("A"), await backends("B")
     await router.apply(table(a.upstream(1)))
@@ -68,7 +70,7 @@ async def test_a_request_past_the_drain_deadline_is_cut_and_its_server_deleted(
 
     assert await wait_in_flight(router, a.address, 1)
     await router.apply(table(b.upstream(1)))
-    # Polled past the 0.5 s deadline: its sessions are shut down and the server deleted.
+    # Polled past the 0.5 s grace: its sessions are shut down and the server deleted.
     assert await wait_in_flight(router, a.address, None)
     # Cut on A: HAProxy answers 502 when no header was sent yet, else the connection drops;
     # or, this being a GET that A never answered, it is retried on B (retry-on).

@@ -59,7 +59,9 @@ def test_no_upstream_answers_503_itself_and_the_probe_names_the_table() -> None:
 
 
 def test_tuning_lands_in_the_config() -> None:
-    tuning = NginxTuning(drain_timeout=12, upstream_timeout=45, mark_down_for=3, retries=2)
+    tuning = NginxTuning(
+        drain_timeout=12, stream_grace=12, upstream_timeout=45, mark_down_for=3, retries=2
+    )
     text = config(Upstream("a", "v1", A, 1), tuning=tuning)
     for expected in (
         "worker_shutdown_timeout 12000ms;",
@@ -71,6 +73,8 @@ def test_tuning_lands_in_the_config() -> None:
         "pid /s/nginx-home/nginx-master.pid;",
     ):
         assert expected in text
+    # Without stream_grace old workers keep their websockets until they end (decision 0460).
+    assert "worker_shutdown_timeout" not in config(Upstream("a", "v1", A, 1))
 
 
 @pytest.mark.parametrize(

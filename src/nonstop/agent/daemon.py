@@ -93,11 +93,17 @@ def make_router(paths: Paths, config: NonstopConfig) -> Router:
         drain_timeout=config.app.drain_timeout,
         upstream_timeout=config.router.upstream_timeout,
         health_path=config.health.path,
+        stream_grace=config.router.stream_grace,
     )
     return registry.make_router(config.router.kind, paths.state / "router", settings)
 
 
-ROUTER_SETTINGS = (("router", "listen"), ("router", "kind"), ("router", "upstream_timeout"))
+ROUTER_SETTINGS = (
+    ("router", "listen"),
+    ("router", "kind"),
+    ("router", "upstream_timeout"),
+    ("router", "stream_grace"),
+)
 """What the running router was started with: a deploy that changes one is refused. The
 router's own health checks use the agent's ``health.path`` too (checked below)."""
 

@@ -25,11 +25,15 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from nonstop.agent.client import AgentClient
+from nonstop.cli.common import project_paths
+from nonstop.cli.verify_ws import DeathWatch, print_ws_report, ws_url
 from nonstop.config.load import CONFIG_FILE, load_config
 from nonstop.config.units import format_duration, parse_duration
-from nonstop.errors import UsageError
+from nonstop.errors import NonstopError, UsageError
 from nonstop.loadgen import LoadGenerator, LoadReport, Outcome
 from nonstop.loadgen.options import check_url, parse_expect_status, parse_header
+from nonstop.loadgen.websockets import WebSocketHolder, WebSocketReport
 
 EXIT_OK, EXIT_REQUESTS_FAILED, EXIT_COMMAND_FAILED, EXIT_BOTH_FAILED = 0, 1, 3, 4
 EXIT_INTERRUPTED = 130
@@ -88,15 +92,18 @@ class CommandResult:
 
 @dataclass(frozen=True, slots=True)
 class VerifyResult:
-    report: LoadReport
+    report: LoadReport | None
     command: CommandResult | None
     interrupted: bool
+    websockets: WebSocketReport | None = None
 
     @property
     def exit_code(self) -> int:
         if self.interrupted:
             return EXIT_INTERRUPTED
-        requests_failed = not self.report.passed
+        requests_failed = (self.report is not None and not self.report.passed) or (
+            self.websockets is not None and not self.websockets.passed
+        )
         command_failed = self.command is not None and not self.command.ok
         if requests_failed and command_failed:
             return EXIT_BOTH_FAILED
@@ -107,14 +114,17 @@ class VerifyResult:
     def verdict(self) -> str:
         if self.interrupted:
             return "INTERRUPTED: the run was stopped before its end; nothing was proven"
-        text = self.report.verdict()
+        parts = [r.verdict() for r in (self.report, self.websockets) if r is not None]
+        text = "; ".join(parts)
         if self.command is not None and not self.command.ok:
-            text = f"FAIL: the command failed ({self.command.describe()}); requests {text}"
+            label = "requests " if self.report is not None else ""
+            text = f"FAIL: the command failed ({self.command.describe()}); {label}{text}"
         return text
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            **self.report.to_dict(),
+            **(self.report.to_dict() if self.report is not None else {}),
+            "websockets": self.websockets.to_dict() if self.websockets is not None else None,
             "command": self.command.to_dict() if self.command else None,
             "interrupted": self.interrupted,
             "verdict": self.verdict(),
@@ -178,6 +188,13 @@ class VerifyResult:
     metavar="N",
     help="Count responses by the first N bytes of their body.",
 )
+@click.option(
+    "--websockets",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="Also hold N WebSocket connections, reconnecting on close (HTTP load only with --rps).",
+)
+@click.option("--ws-path", default="/ws", show_default=True, help="Path of the WebSocket endpoint.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @click.pass_context
@@ -197,6 +214,8 @@ def verify(
     timeline: bool,
     group_by_header: str | None,
     group_by_body: int | None,
+    websockets: int | None,
+    ws_path: str,
     as_json: bool,
     command: tuple[str, ...],
 ) -> None:
@@ -214,21 +233,28 @@ def verify(
         raise UsageError("give --duration (e.g. --duration 30s) or a command after --")
     target = url if url is not None else default_url()
     check_url(target)
-    generator = LoadGenerator(
-        target,
-        rps,
-        duration=duration,
-        timeout=timeout,
-        connections=connections,
-        method=method.upper(),
-        headers=dict(parse_header(h) for h in headers),
-        expect_status=parse_expect_status(expect_status),
-        warmup=warmup,
-        max_lag=max_lag,
-        group_by_header=group_by_header,
-        group_by_body=group_by_body or 0,
+    holder = WebSocketHolder(ws_url(target, ws_path), websockets) if websockets else None
+    rps_given = ctx.get_parameter_source("rps") != click.core.ParameterSource.DEFAULT
+    generator = (
+        None
+        if holder is not None and not rps_given
+        else LoadGenerator(
+            target,
+            rps,
+            duration=duration,
+            timeout=timeout,
+            connections=connections,
+            method=method.upper(),
+            headers=dict(parse_header(h) for h in headers),
+            expect_status=parse_expect_status(expect_status),
+            warmup=warmup,
+            max_lag=max_lag,
+            group_by_header=group_by_header,
+            group_by_body=group_by_body or 0,
+        )
     )
-    result = asyncio.run(_run(generator, command, tail=tail, child_to_stderr=as_json))
+    load = Load(generator, holder, DeathWatch(_agent()), duration=duration, warmup=warmup)
+    result = asyncio.run(_run(load, command, tail=tail, child_to_stderr=as_json))
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))
     else:
@@ -245,8 +271,60 @@ def default_url(config: Path = Path(CONFIG_FILE)) -> str:
     return f"http://{host}:{port}/"
 
 
+def _agent() -> AgentClient | None:
+    """The agent of the project here, if any: it tells which instances died during the run."""
+    try:
+        return AgentClient(project_paths(), timeout=5.0)
+    except NonstopError:
+        return None
+
+
+@dataclass
+class Load:
+    """What verify runs: HTTP requests at a constant rate, WebSocket clients, or both."""
+
+    generator: LoadGenerator | None
+    holder: WebSocketHolder | None
+    watch: DeathWatch
+    duration: float | None
+    warmup: float
+
+    async def start(self) -> None:
+        await self.watch.begin()
+        if self.generator is not None:
+            await self.generator.start()
+        if self.holder is not None:
+            await self.holder.start()
+
+    async def finished(self) -> None:
+        if self.generator is not None:
+            await self.generator.finished()
+        else:
+            await asyncio.sleep(self.duration or 0.0)
+
+    async def warmed_up(self) -> None:
+        if self.generator is not None:
+            await self.generator.warmed_up()
+        else:
+            await asyncio.sleep(self.warmup)
+        if self.holder is not None:  # every client connected (or 10 s): then the command
+            await self.holder.wait_connected(timeout=10.0)
+
+    async def close(self) -> None:
+        if self.generator is not None:
+            await self.generator.close()
+        if self.holder is not None:
+            await self.holder.stop()
+
+    async def stop(self) -> tuple[LoadReport | None, WebSocketReport | None]:
+        report = await self.generator.stop() if self.generator is not None else None
+        died = await self.watch.died()
+        ws = await self.holder.stop(died) if self.holder is not None else None
+        return report, ws
+
+
 async def _run(
-    generator: LoadGenerator, command: tuple[str, ...], *, tail: float, child_to_stderr: bool
+    load: Load, command: tuple[str, ...], *, tail: float, child_to_stderr: bool
 ) -> VerifyResult:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -259,21 +337,21 @@ async def _run(
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, on_signal, signum)
     try:
-        await generator.start()
+        await load.start()
         try:
-            outcome = await _drive(generator, command, stop, signals, tail, child_to_stderr)
+            outcome = await _drive(load, command, stop, signals, tail, child_to_stderr)
         except BaseException:
-            await generator.close()
+            await load.close()
             raise
-        report = await generator.stop()
+        report, ws = await load.stop()
     finally:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
-    return VerifyResult(report=report, command=outcome, interrupted=bool(signals))
+    return VerifyResult(report=report, command=outcome, interrupted=bool(signals), websockets=ws)
 
 
 async def _drive(
-    generator: LoadGenerator,
+    load: Load,
     command: tuple[str, ...],
     stop: asyncio.Event,
     signals: list[int],
@@ -282,9 +360,9 @@ async def _drive(
 ) -> CommandResult | None:
     """Wait for the end of the run; with a command, run it under (warm) load."""
     if not command:
-        await _first(stop.wait(), generator.finished())
+        await _first(stop.wait(), load.finished())
         return None
-    await _first(stop.wait(), generator.warmed_up())
+    await _first(stop.wait(), load.warmed_up())
     if stop.is_set():
         return None  # interrupted during the warmup: the command never starts
     result = await _run_command(command, stop, signals, child_to_stderr)
@@ -326,19 +404,35 @@ async def _run_command(
 
 
 def print_result(console: Console, result: VerifyResult, *, timeline: bool) -> None:
-    report = result.report
+    if result.report is not None:
+        _print_http(console, result.report, result.command, timeline=timeline)
+    elif result.command is not None:
+        _print_command(console, result.command)
+    if result.websockets is not None:
+        print_ws_report(console, result.websockets)
+    style = "bold green" if result.exit_code == EXIT_OK else "bold red"
+    console.print(f"[{style}]{result.verdict()}[/]")
+
+
+def _print_command(console: Console, command: CommandResult) -> None:
+    style = "green" if command.ok else "red"
+    console.print(
+        f"command: {shlex.join(command.argv)} -> "
+        f"[{style}]{command.describe()}[/] after {command.seconds:.1f}s"
+    )
+
+
+def _print_http(
+    console: Console, report: LoadReport, command: CommandResult | None, *, timeline: bool
+) -> None:
     settings = report.settings
     console.print(
         f"[bold]{report.method} {report.url}[/] at {report.rps:g} rps for "
         f"{format_duration(report.duration)} (timeout {format_duration(settings['timeout'])}, "
         f"{settings['connections']} connections)"
     )
-    if result.command is not None:
-        style = "green" if result.command.ok else "red"
-        console.print(
-            f"command: {shlex.join(result.command.argv)} -> "
-            f"[{style}]{result.command.describe()}[/] after {result.command.seconds:.1f}s"
-        )
+    if command is not None:
+        _print_command(console, command)
     if report.warmup:
         warm = ", ".join(f"{name} {n}" for name, n in report.warmup.items() if n)
         console.print(f"warmup (not counted): {warm or 'nothing scheduled'}")
@@ -355,8 +449,6 @@ def print_result(console: Console, result: VerifyResult, *, timeline: bool) -> N
             console.print(f"{title}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     if timeline:
         console.print(_timeline_table(report))
-    style = "bold green" if result.exit_code == EXIT_OK else "bold red"
-    console.print(f"[{style}]{result.verdict()}[/]")
 
 
 def _outcomes_table(report: LoadReport) -> Table:

@@ -95,6 +95,10 @@ class RouterConfig(Model):
     upstream_timeout: Duration = Field(default=30.0, gt=0)
     """How long the router waits for an instance's response headers (HAProxy: for any byte)
     before it answers 504, or retries an idempotent request elsewhere (docs/router.md)."""
+    stream_grace: Duration | None = Field(default=None, gt=0)
+    """How long a WebSocket or stream may outlive the routing change that removed its instance
+    before the router closes it; unset: until the instance (stopped at its drain deadline) or
+    the client ends it (docs/websockets.md, decision 0460)."""
 
     @field_validator("listen")
     @classmethod

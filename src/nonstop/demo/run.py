@@ -1,8 +1,9 @@
 """``nonstop demo``: the whole story on the bundled sample app, measured.
 
 In a temporary directory: start an agent, deploy v1, then a blue-green deploy of v2 and a
-rollback to v1 while a constant-rate load runs through the router; print one row per step
-(duration, requests, failed, p99) and clean up every process it started.
+rollback to v1 while a constant-rate load runs through the router and WebSocket clients hold
+connections to /ws; print one row per step (duration, requests, failed, p99, what happened to
+the WebSockets) and clean up every process it started.
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ from nonstop.agent.client import AgentClient
 from nonstop.agent.paths import Paths
 from nonstop.errors import StateError
 from nonstop.loadgen.generator import LoadGenerator
+from nonstop.loadgen.websockets import WebSocketHolder, WebSocketReport
+
+WS_CLIENTS = 20
 
 CONFIG = """\
 [app]
@@ -61,6 +65,17 @@ class StepResult:
     failed: int
     p99_ms: float | None
     detail: str
+    websockets: WebSocketReport | None = None
+
+    def ws_summary(self) -> str:
+        """``20 held: 0 closed, 0 abrupt; still on v1 20``: a routing change closes no
+        connection; clients move when the instance they are on retires (docs/websockets.md)."""
+        ws = self.websockets
+        if ws is None:
+            return "-"
+        ended = ", ".join(f"{k} {v}" for k, v in ws.ended_on.items())
+        closed = f"{len(ws.closed)} closed, {len(ws.abrupt)} abrupt"
+        return f"{ws.clients} held: {closed}; still on {ended}"
 
 
 def free_port() -> int:
@@ -104,21 +119,26 @@ async def step(
 ) -> StepResult:
     """Run one agent call to completion, under load when ``url`` is given."""
     load = LoadGenerator(url, rps, timeout=5.0) if url else None
-    if load:
+    holder = WebSocketHolder(url.replace("http", "ws", 1) + "ws", WS_CLIENTS) if url else None
+    if load and holder:
         await load.start()
+        await holder.start()
+        await holder.wait_connected(10.0)
         await asyncio.sleep(1.0)  # traffic flows before anything changes
     began = time.monotonic()
     row = await agent.request(*call)
     final = await wait_rollout(agent, row["id"])
     seconds = time.monotonic() - began
-    if load:
+    ws = None
+    if load and holder:
         await asyncio.sleep(1.0)  # and keeps flowing after
         report = await load.stop()
+        ws = await holder.stop()
         requests, failed, p99 = report.scheduled, report.failed, report.latency_scheduled.p99
     else:
         requests, failed, p99 = 0, 0, None
-    ok = final["status"] == "completed" and failed == 0
-    return StepResult(name, ok, seconds, requests, failed, p99, final["reason"] or "")
+    ok = final["status"] == "completed" and failed == 0 and (ws is None or ws.passed)
+    return StepResult(name, ok, seconds, requests, failed, p99, final["reason"] or "", ws)
 
 
 async def run_demo(root: Path, rps: float) -> list[StepResult]:
@@ -186,7 +206,7 @@ def main(rps: float = 200, keep: bool = False) -> int:
     finally:
         if not keep:
             shutil.rmtree(root, ignore_errors=True)
-    table = Table("step", "result", "duration", "requests", "failed", "p99")
+    table = Table("step", "result", "duration", "requests", "failed", "p99", "websockets")
     for r in results:
         table.add_row(
             r.step,
@@ -195,6 +215,7 @@ def main(rps: float = 200, keep: bool = False) -> int:
             str(r.requests) if r.requests else "-",
             str(r.failed) if r.requests else "-",
             f"{r.p99_ms:.1f} ms" if r.p99_ms is not None else "-",
+            r.ws_summary(),
         )
     console.print(table)
     total = sum(r.requests for r in results)

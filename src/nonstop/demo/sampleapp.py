@@ -14,6 +14,8 @@ Endpoints:
 - ``GET /slow?ms=N``     answers after N milliseconds
 - ``GET /stream?seconds=S&interval=I``  a long-lived chunked response: one line every I
                          seconds (default 0.5) for S seconds (default 10)
+- ``GET /ws``            a WebSocket (demo/websocket.py): a hello naming release and instance,
+                         then every text message echoed
 
 Knobs (flag, else environment variable): ``--version``/VERSION, ``--error-rate``/ERROR_RATE
 (fraction of ``/`` answered 500; request n fails when floor(n*rate) > floor((n-1)*rate), so
@@ -22,19 +24,29 @@ it is exact and repeatable), ``--latency-ms``/LATENCY_MS (added to ``/``),
 ``--fail-health``/FAIL_HEALTH, ``--crash-after``/CRASH_AFTER (exit with code 1 that many
 seconds after start), ``--crash-after-ready``/CRASH_AFTER_READY (exit with code 1 that many
 seconds after the first /health answered 200: a release that passes its readiness check, then
-dies, every time it is restarted), ``--no-graceful``/NO_GRACEFUL.
+dies, every time it is restarted), ``--no-graceful``/NO_GRACEFUL,
+``--ws-reconnect-window``/WS_RECONNECT_WINDOW (seconds, default 1: the spread of the reconnect
+hints sent to WebSocket clients at a stop).
 
-On SIGTERM (graceful, the default): /health turns 503, the listening socket closes, requests
-in flight (streams included) finish, then the process exits 0. With ``--no-graceful`` SIGTERM
+On SIGTERM (graceful, the default): /health turns 503, the listening socket closes, every
+WebSocket is closed with 1001 and a reconnect hint, requests in flight (streams included)
+finish, then the process exits 0. With ``--no-graceful`` SIGTERM
 keeps its default action: the process dies at once and in-flight requests are cut off.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
+import contextlib
+import hashlib
+import json
 import math
 import os
+import random
 import signal
+import socket
+import struct
 import sys
 import threading
 import time
@@ -42,6 +54,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from io import BufferedIOBase
 from urllib.parse import parse_qs, urlsplit
 
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -62,6 +75,7 @@ class Settings:
     crash_after: float | None = None
     crash_after_ready: float | None = None
     graceful: bool = True
+    ws_reconnect_window: float = 1.0
 
 
 def should_fail(n: int, rate: float) -> bool:
@@ -147,6 +161,7 @@ class App:
         self._in_flight = 0
         self._idle = threading.Condition(self._lock)
         self._crash_armed = False
+        self.websockets = Connections(settings.ws_reconnect_window)
 
     def next_request(self) -> int:
         with self._lock:
@@ -227,6 +242,8 @@ class Handler(BaseHTTPRequestHandler):
             self._send(status, text + "\n")
         elif url.path == "/stream":
             self._stream(_number(query, "seconds", 10.0), _number(query, "interval", 0.5))
+        elif url.path == "/ws":
+            self._websocket()
         else:
             self._send(404, f"no such path: {url.path}\n")
 
@@ -265,6 +282,33 @@ class Handler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
 
+    def _websocket(self) -> None:
+        key = self.headers.get("Sec-WebSocket-Key", "")
+        if "websocket" not in self.headers.get("Upgrade", "").lower() or not key:
+            self._send(400, "a WebSocket handshake is expected here (Upgrade: websocket)\n")
+            return
+        if self.app.draining.is_set():
+            self._send(503, "draining\n")
+            return
+        self.send_response(101, "Switching Protocols")
+        self.send_header("Upgrade", "websocket")
+        self.send_header("Connection", "Upgrade")
+        self.send_header("Sec-WebSocket-Accept", accept_key(key.strip()))
+        self.send_header("X-Release", self.app.settings.release)
+        self.send_header("X-Instance", self.app.settings.instance)
+        self.end_headers()
+        self.close_connection = True
+        connection = Connection(self.connection, self.rfile)
+        self.app.websockets.add(connection)
+        try:
+            settings = self.app.settings
+            connection.send_text(hello(settings.release, settings.instance))
+            connection.serve()
+        except OSError:
+            pass
+        finally:
+            self.app.websockets.remove(connection)
+
     def _chunk(self, data: bytes) -> None:
         self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
         self.wfile.flush()
@@ -284,6 +328,184 @@ class Handler(BaseHTTPRequestHandler):
         if self.app.draining.is_set():
             self.send_header("Connection", "close")
             self.close_connection = True
+
+
+# -- WebSocket (RFC 6455, server side) -------------------------------------------------------
+#
+# Just what a long-lived connection through a deploy needs: the opening handshake (section 4.2),
+# unfragmented frames out, any frame in (masked, as clients send them), ping -> pong, and the
+# closing handshake (section 5.5.1); no extensions or subprotocols. A connection says hello
+# first, ``{"type": "hello", "release": ..., "instance": ...}``, and echoes every message. When
+# the app stops, each client gets close code 1001 (going away) with the reason
+# ``reconnect-after-ms=N``, N drawn at random in [0, window): clients that honour the hint come
+# back spread over the window instead of all at once.
+
+GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+"""RFC 6455 section 1.3: appended to the client's key to prove the server read the handshake."""
+TEXT, BINARY, CLOSE, PING, PONG, CONTINUATION = 0x1, 0x2, 0x8, 0x9, 0xA, 0x0
+GOING_AWAY = 1001
+MAX_PAYLOAD = 1 << 20
+"""Frames above 1 MiB are refused (close 1009): this is a sample, not a file transfer."""
+CLOSE_WAIT = 2.0
+"""Seconds a closing connection waits for the client's close frame before dropping it."""
+
+
+def accept_key(client_key: str) -> str:
+    """``Sec-WebSocket-Accept`` for ``client_key`` (RFC 6455's own example):
+
+    >>> accept_key("dGhlIHNhbXBsZSBub25jZQ==")
+    's3pPLMBiTxaQ9kYGzzhZRbK+xOo='
+    """
+    digest = hashlib.sha1((client_key + GUID).encode()).digest()
+    return base64.b64encode(digest).decode()
+
+
+def encode_frame(opcode: int, payload: bytes = b"") -> bytes:
+    """One final, unmasked frame (servers never mask), with the 7/16/64-bit length forms.
+
+    >>> encode_frame(TEXT, b"hi")
+    b'\\x81\\x02hi'
+    >>> encode_frame(CLOSE, close_payload(1001, "bye"))[:4]
+    b'\\x88\\x05\\x03\\xe9'
+    """
+    head = bytes([0x80 | opcode])
+    size = len(payload)
+    if size < 126:
+        return head + bytes([size]) + payload
+    if size < 1 << 16:
+        return head + bytes([126]) + struct.pack("!H", size) + payload
+    return head + bytes([127]) + struct.pack("!Q", size) + payload
+
+
+def close_payload(code: int, reason: str = "") -> bytes:
+    """A close frame's body: the code (2 bytes) and a UTF-8 reason cut to fit 125 bytes."""
+    return struct.pack("!H", code) + reason.encode()[:123]
+
+
+def read_frame(stream: BufferedIOBase) -> tuple[int, bytes]:
+    """(opcode, unmasked payload) of the next frame; EOFError when the peer closed the TCP
+    connection, ValueError for a frame this endpoint refuses (too large)."""
+    head = _exact(stream, 2)
+    opcode, masked, size = head[0] & 0x0F, head[1] & 0x80, head[1] & 0x7F
+    if size == 126:
+        size = struct.unpack("!H", _exact(stream, 2))[0]
+    elif size == 127:
+        size = struct.unpack("!Q", _exact(stream, 8))[0]
+    if size > MAX_PAYLOAD:
+        raise ValueError(f"frame of {size} bytes")
+    mask = _exact(stream, 4) if masked else b""
+    data = _exact(stream, size)
+    if mask:
+        data = bytes(b ^ mask[i % 4] for i, b in enumerate(data))
+    return opcode, data
+
+
+def _exact(stream: BufferedIOBase, n: int) -> bytes:
+    data = stream.read(n) if n else b""
+    if len(data) < n:
+        raise EOFError("connection closed")
+    return data
+
+
+class Connection:
+    """One open WebSocket: writes from any thread (one at a time), reads on its own thread."""
+
+    def __init__(self, sock: socket.socket, rfile: BufferedIOBase) -> None:
+        self.sock = sock
+        self.rfile = rfile
+        self._write = threading.Lock()
+        self.closing = threading.Event()
+
+    def send(self, opcode: int, payload: bytes = b"") -> None:
+        with self._write:
+            self.sock.sendall(encode_frame(opcode, payload))
+
+    def send_text(self, text: str) -> None:
+        self.send(TEXT, text.encode())
+
+    def close(self, code: int, reason: str = "") -> None:
+        """Start the closing handshake (once); the reader ends when the client answers, or the
+        socket is dropped after :data:`CLOSE_WAIT` seconds."""
+        if self.closing.is_set():
+            return
+        self.closing.set()
+        try:
+            self.send(CLOSE, close_payload(code, reason))
+        except OSError:
+            return
+        timer = threading.Timer(CLOSE_WAIT, self._drop)
+        timer.daemon = True
+        timer.start()
+
+    def _drop(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+
+    def serve(self) -> None:
+        """Echo text and binary messages, answer pings, finish the closing handshake."""
+        while True:
+            try:
+                opcode, data = read_frame(self.rfile)
+            except ValueError:
+                self.close(1009, "message too big")
+                continue
+            except (EOFError, OSError):
+                return
+            if opcode == CLOSE:
+                if not self.closing.is_set():  # the client closes first: echo its code
+                    self.closing.set()
+                    code = data[:2] if len(data) >= 2 else b""
+                    self._reply(CLOSE, code)
+                return
+            if opcode == PING:
+                self._reply(PONG, data)
+            elif opcode in (TEXT, BINARY, CONTINUATION) and not self.closing.is_set():
+                self._reply(opcode, data)
+
+    def _reply(self, opcode: int, data: bytes) -> None:
+        with contextlib.suppress(OSError):
+            self.send(opcode, data)
+
+
+class Connections:
+    """Every open WebSocket of the app, so a stop can close them all."""
+
+    def __init__(self, window: float, rng: Callable[[], float] = random.random) -> None:
+        self.window = window
+        """Seconds over which the reconnect hints of one stop are spread."""
+        self._rng = rng
+        self._lock = threading.Lock()
+        self._open: set[Connection] = set()
+
+    def add(self, connection: Connection) -> None:
+        with self._lock:
+            self._open.add(connection)
+
+    def remove(self, connection: Connection) -> None:
+        with self._lock:
+            self._open.discard(connection)
+
+    def count(self) -> int:
+        with self._lock:
+            return len(self._open)
+
+    def hint(self) -> str:
+        """``reconnect-after-ms=N``: when this client should come back, spread over the window."""
+        return f"reconnect-after-ms={round(self._rng() * self.window * 1000)}"
+
+    def close_all(self) -> int:
+        """Close every connection with 1001 and a reconnect hint; returns how many."""
+        with self._lock:
+            connections = list(self._open)
+        for connection in connections:
+            connection.close(GOING_AWAY, self.hint())
+        return len(connections)
+
+
+def hello(release: str, instance: str) -> str:
+    return json.dumps(
+        {"type": "hello", "release": release, "instance": instance, "ts": time.time()}
+    )
 
 
 def _number(query: dict[str, list[str]], key: str, default: float) -> float:
@@ -328,6 +550,7 @@ def serve(settings: Settings) -> int:
     app.draining.set()
     server.shutdown()
     server.server_close()
+    app.websockets.close_all()
     app.wait_idle()
     print("sampleapp: drained, exiting", file=sys.stderr, flush=True)
     return 0
@@ -364,6 +587,9 @@ def parse_args(argv: Sequence[str] | None = None) -> Settings:
     parser.add_argument(
         "--no-graceful", dest="graceful", action="store_false", default=not _env_flag("NO_GRACEFUL")
     )
+    parser.add_argument(
+        "--ws-reconnect-window", type=float, default=env.get("WS_RECONNECT_WINDOW", "1")
+    )
     args = parser.parse_args(argv)
     if args.port is None:
         parser.error("--port (or PORT) is required")
@@ -382,6 +608,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Settings:
         crash_after=args.crash_after,
         crash_after_ready=args.crash_after_ready,
         graceful=args.graceful,
+        ws_reconnect_window=max(0.0, args.ws_reconnect_window),
     )
 
 

@@ -29,6 +29,9 @@ from nonstop.drivers.router.settings import ProxyTimings
 from nonstop.drivers.router.table import NO_UPSTREAM_BODY
 
 SERVER_NAME = "nonstop"
+STREAMS_KEEP = "87600h"
+"""``stream_close_delay`` when streams must outlive reloads: Caddy has no "never" (0 closes them
+at once), so ten years, well inside its int64-nanosecond durations."""
 ACCESS_LOGGER = f"http.log.access.{SERVER_NAME}"
 
 
@@ -36,9 +39,15 @@ ACCESS_LOGGER = f"http.log.access.{SERVER_NAME}"
 class ProxyTuning(ProxyTimings):
     """How Caddy treats a failing upstream and a reload. Seconds throughout (decision 0331).
 
-    ``drain_timeout``: requests and streams (websockets, SSE) that started before a reload keep
-    their upstream for up to this long: it is both the HTTP app's ``grace_period`` and the
-    proxy's ``stream_close_delay``.
+    ``drain_timeout``: requests that started before a reload keep their upstream for up to this
+    long (the HTTP app's ``grace_period``).
+
+    ``stream_grace``: Caddy's ``stream_close_delay``. A reload retires the whole old handler, and
+    when that delay passes Caddy closes *every* stream (websocket, upgraded connection) that
+    handler opened, with close code 1001, to instances that stay in the table too: a rolling
+    deploy would disconnect every client at each step. So by default (None) the delay is
+    :data:`STREAMS_KEEP` (ten years): a stream lives as long as its client and its instance
+    keep it, and a draining instance's streams end when the engine stops it (decision 0460).
 
     Retries: a request whose upstream fails is tried again at once on another upstream, up to
     ``retries`` times (at least 2, at least the pool size): any method when the connection
@@ -188,7 +197,9 @@ def _reverse_proxy(pool: list[Upstream], tuning: ProxyTuning) -> dict[str, Any]:
             "selection_policy": {"policy": "weighted_round_robin", "weights": weights(pool)},
             "retries": max(2, len(pool)),
         },
-        "stream_close_delay": duration(tuning.drain_timeout),
+        "stream_close_delay": (
+            STREAMS_KEEP if tuning.stream_grace is None else duration(tuning.stream_grace)
+        ),
     }
     # Health only decides where a request goes instead: with one upstream there is nowhere else,
     # and a mark (one refused dial, one slow health answer on a busy machine) would turn into

@@ -19,8 +19,11 @@ Files in ``state_dir``::
 
 ``apply(table)`` reads the backend (``show servers state``), then adds and enables new servers,
 reweights kept ones, and only then puts leaving ones into maintenance: their open requests and
-streams finish there, ``in_flight()`` counts them, and they are deleted once idle (or their
-sessions are shut down after ``drain_timeout``). HAProxy runs in its own session and outlives
+streams finish there, ``in_flight()`` counts them, and they are deleted once idle. A change
+never closes a connection: established tunnels (websockets) of every server, leaving ones
+included, run on until the client or the instance ends them (the engine stops a drained
+instance at its drain deadline); only with ``stream_grace`` set are a leaving server's sessions
+shut down that long after it left (decision 0460). HAProxy runs in its own session and outlives
 the agent; a new agent's ``start()`` adopts it (same pid and start time, admin socket answers)
 and applies the saved table through the runtime API again: no restart, no reload.
 """
@@ -28,6 +31,7 @@ and applies the saved table through the runtime API again: no restart, no reload
 from __future__ import annotations
 
 import asyncio
+import math
 import signal
 import time
 from pathlib import Path
@@ -86,7 +90,8 @@ class HAProxyRouter(ManagedRouter):
         self.probe_map = self.state_dir / "probe.map"
         self._listener = RingReader(self.admin_socket, self.queue)
         self._leaving: dict[str, float] = {}
-        """Servers out of the table but maybe still serving -> monotonic drain deadline."""
+        """Servers out of the table but maybe still serving -> monotonic time after which their
+        sessions are shut down (infinity without ``stream_grace``)."""
 
     async def in_flight(self) -> dict[str, int]:
         """Current sessions (+ queued requests) per upstream address from ``show stat``. A server
@@ -178,7 +183,8 @@ class HAProxyRouter(ManagedRouter):
             reply = await self.command(line)
             if reply not in OK_REPLIES:
                 raise RouterError(f"haproxy refused {line!r}: {reply}")
-        deadline = time.monotonic() + self.tuning.drain_timeout
+        grace = self.tuning.stream_grace
+        deadline = math.inf if grace is None else time.monotonic() + grace
         for server in current:  # leaving now, or left under a previous agent
             if server.name not in desired:
                 self._leaving.setdefault(server.name, deadline)
@@ -187,7 +193,7 @@ class HAProxyRouter(ManagedRouter):
         await self._reap()
 
     async def _reap(self) -> dict[str, int]:
-        """Delete leaving servers that are idle, or past their drain deadline (their sessions
+        """Delete leaving servers that are idle, or past their ``stream_grace`` (their sessions
         are shut down first). Returns the sessions per server read before deleting."""
         sessions = parse_sessions(await self.command("show stat"))
         for name, deadline in list(self._leaving.items()):

@@ -51,9 +51,11 @@ _NAME_OK = re.compile(r"[A-Za-z0-9._:-]+")
 class HAProxyTuning(ProxyTimings):
     """Seconds throughout (decision 0331).
 
-    ``drain_timeout``: a server taken out of the table keeps its open requests and streams up to
-    this long, then its sessions are shut down and it is deleted. It is also ``hard-stop-after``
-    for ``stop()``.
+    ``drain_timeout``: ``hard-stop-after`` and ``close-spread-time`` for a soft stop (``stop()``,
+    or a replacement started with ``-sf``): idle keep-alive clients are closed spread over that
+    window, not all at once, and tunnels (websockets) still open when it ends are cut. Routing
+    changes never stop the process: a server taken out of the table keeps its open requests and
+    streams until they end (``stream_grace``: until at most that long; decision 0460).
 
     ``connect_timeout`` / ``retries``: a refused or timed-out connect is retried ``retries``
     times, each on another server (``option redispatch 1``), so an instance that just died is not
@@ -314,6 +316,7 @@ global
     stats timeout 24d
     log ring@{RING} local0 info
     hard-stop-after {ms(tuning.drain_timeout)}
+    close-spread-time {ms(tuning.drain_timeout)}
 
 ring {RING}
     description "nonstop request log"

@@ -14,7 +14,7 @@ Files in ``state_dir``::
 
 ``apply(table)`` writes the config for the table (nginx_config.py), has nginx check it
 (``nginx -t``) and sends SIGHUP: new workers route the new table, old workers finish the requests
-and streams they hold, up to ``worker_shutdown_timeout`` (the drain timeout). nginx has no
+and streams they hold (bounded only with ``stream_grace``, decision 0460). nginx has no
 admin API: ``in_flight()`` counts the established connections of nginx's processes to each
 upstream in /proc (upstream connections are not kept alive, so one is one request or stream).
 nginx runs in its own session and outlives the agent; a new agent's ``start()`` adopts it (same
@@ -191,7 +191,8 @@ class NginxRouter(ManagedRouter):
 
     async def _soft_stop(self, record: ProcessRecord | None) -> None:
         """SIGQUIT: nginx stops listening and its workers finish their requests (bounded by
-        ``worker_shutdown_timeout``, the drain timeout), then it exits."""
+        ``worker_shutdown_timeout`` when ``stream_grace`` sets it), then it exits; the
+        caller's SIGTERM after the drain timeout ends what is left."""
         if record is not None:
             kill(record, signal.SIGQUIT)
 

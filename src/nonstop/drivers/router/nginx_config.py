@@ -7,8 +7,11 @@ connections (``proxy_next_upstream error timeout``); the table probe (admin.py) 
 nginx itself and never logged; every other request logged as one JSON object through syslog to
 the agent's unix datagram socket (no file on the hot path). A server that leaves the table, or
 goes to weight 0, is not in the new config: a graceful reload (SIGHUP) starts new workers with
-it, and the old workers finish their requests and streams within ``worker_shutdown_timeout``
-(the drain timeout).
+it, and the old workers finish their requests and streams. Old workers have no
+``worker_shutdown_timeout`` unless ``stream_grace`` is set: that timeout closes every connection
+an old worker holds, websockets to instances that stay in the table too, so without it an old
+worker lives until its last connection ends (a draining instance's end when the engine stops
+it; decision 0460).
 
 A request-log line, as the syslog datagram carries it::
 
@@ -56,6 +59,12 @@ class NginxFiles:
     """nginx's own files: its pid file, temp directories."""
     events_socket: Path
     """The agent's unix datagram socket the request log goes to."""
+
+
+def _shutdown_timeout(tuning: NginxTuning) -> str:
+    if tuning.stream_grace is None:
+        return ""
+    return f"worker_shutdown_timeout {_seconds(tuning.stream_grace)};\n"
 
 
 def _seconds(value: float) -> str:
@@ -112,8 +121,7 @@ master_process on;
 worker_processes 1;
 pid {files.prefix / "nginx-master.pid"};
 error_log stderr notice;
-worker_shutdown_timeout {_seconds(tuning.drain_timeout)};
-
+{_shutdown_timeout(tuning)}
 events {{
     worker_connections 4096;
 }}

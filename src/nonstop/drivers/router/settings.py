@@ -22,6 +22,12 @@ class ProxyTimings:
     health_interval: float = 0.5
     health_timeout: float = 1.0
     health_fails: int = 2
+    stream_grace: float | None = None
+    """How long a long-lived connection (a WebSocket, a stream) to an upstream may outlive the
+    routing change that took that upstream out of the table before the router closes it. None
+    (the default): the router never closes it; the instance's own close ends it (the engine
+    stops a drained instance at its drain deadline). Caddy applies a number to every stream
+    opened before the change, to instances that stay too (decision 0460)."""
 
     @classmethod
     def like(cls, other: ProxyTimings, **extra: Any) -> Self:
