@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import errno
 import json
 import shutil
@@ -162,10 +163,8 @@ async def _one_websocket(
                 return False
             if stop.is_set():
                 return True
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 1.0)
-            except TimeoutError:
-                pass
 
 
 def tree_rss(pid: int | None) -> float:
