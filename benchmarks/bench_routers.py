@@ -76,20 +76,27 @@ class Outcome:
     kind: str
     version: str = ""
     requests: int = 0
+    """Sent during the changes."""
     failed: int = 0
+    """A 5xx, or no response at all (each request sent once)."""
     resets: int = 0
+    """Of the failed: closed or reset before any response byte (a client may resend these)."""
     failed_after_resend: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
     p99_quiet_ms: float = 0.0
+    """Before the changes, same router, same clients: the baseline."""
     p99_changes_ms: float = 0.0
     apply_median_ms: float = 0.0
     apply_max_ms: float = 0.0
+    """How long ``apply()`` took: until the router serves the new table (its probe says so)."""
     changes: int = 0
     changes_seconds: float = 0.0
     rss_before_mib: float = 0.0
+    """Every process of the router (old workers still draining included), before the changes."""
     rss_after_mib: float = 0.0
     websockets: int = 0
     websockets_alive: int = 0
+    """Still echoing after the last change."""
 
 
 def is_reset(exc: BaseException) -> bool:
