@@ -10,9 +10,10 @@ aiohttp servers in their own processes, each answering ``/`` and echoing on ``/w
    WebSocket connections to A open across all of them, each sending a message every second
    and waiting for its echo.
 
-Reported per kind: requests, failed requests (a 5xx or no response; no resend), of which
-connection resets (closed or reset with no response byte), failed after one resend of such a
-request (what a client that retries idempotent requests once sees), p99 quiet and during the
+Reported per kind: requests, failed requests (a 5xx or no response; aiohttp itself silently
+resends a request once when a reused keep-alive connection turns out closed, nothing more), of
+which connection resets (closed or reset with no response byte), failed after one more resend of
+such a request (what a client that retries idempotent requests sees), p99 quiet and during the
 changes, the changes' apply() median and max, the router's RSS (every process of it, workers
 shutting down included) before and after the changes, and how many WebSockets still echo after
 the last change.
@@ -97,6 +98,8 @@ class Outcome:
     websockets: int = 0
     websockets_alive: int = 0
     """Still echoing after the last change."""
+    websockets_lost_after_s: float | None = None
+    """Median seconds from the first change to the loss of a WebSocket that was lost."""
 
 
 def is_reset(exc: BaseException) -> bool:
@@ -147,19 +150,19 @@ class Clients:
         return br.pct(self.latencies, 99) if self.latencies else 0.0
 
 
-async def hold_websockets(url: str, count: int, stop: asyncio.Event) -> int:
-    """``count`` WebSockets, each echoing a message a second until ``stop``; how many still
-    echo then (one that closed or did not echo within 5 s is lost)."""
+async def hold_websockets(url: str, count: int, stop: asyncio.Event) -> list[float | None]:
+    """``count`` WebSockets, each echoing a message a second until ``stop``: for each, None if it
+    still echoes then, else when (monotonic) it closed or missed an echo (5 s)."""
     async with aiohttp.ClientSession() as session:
         results = await asyncio.gather(
             *(_one_websocket(session, url, stop, i) for i in range(count)), return_exceptions=True
         )
-    return sum(1 for r in results if r is True)
+    return [r if r is None or isinstance(r, float) else time.monotonic() for r in results]
 
 
 async def _one_websocket(
     session: aiohttp.ClientSession, url: str, stop: asyncio.Event, n: int
-) -> bool:
+) -> float | None:
     async with session.ws_connect(url, autoping=True) as ws:
         sent = 0
         while True:
@@ -167,9 +170,9 @@ async def _one_websocket(
             await ws.send_str(f"{n}:{sent}")
             message = await ws.receive(timeout=5)
             if message.type != aiohttp.WSMsgType.TEXT or message.data != f"{n}:{sent}":
-                return False
+                return time.monotonic()
             if stop.is_set():
-                return True
+                return None
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 1.0)
 
@@ -259,7 +262,7 @@ async def _changes(
     clients = Clients(f"http://{router.listen}/", args.loops)
     load = asyncio.create_task(clients.run_until(stop))
     applies: list[float] = []
-    start = time.perf_counter()
+    start, start_monotonic = time.perf_counter(), time.monotonic()
     for table in tables(a, b, args.changes):
         t0 = time.perf_counter()
         await router.apply(table)
@@ -270,7 +273,9 @@ async def _changes(
     stop.set()
     ws_stop.set()
     await load
-    out.websockets, out.websockets_alive = args.websockets, await sockets
+    lost = [at - start_monotonic for at in await sockets if at is not None]
+    out.websockets, out.websockets_alive = args.websockets, args.websockets - len(lost)
+    out.websockets_lost_after_s = statistics.median(lost) if lost else None
     out.changes = args.changes
     out.requests, out.failed = clients.requests, sum(clients.reasons.values())
     out.resets, out.failed_after_resend = clients.resets, clients.after_resend
@@ -290,6 +295,11 @@ def report(out: Outcome) -> str:
         f"  p99 quiet {out.p99_quiet_ms:.2f} ms, during changes {out.p99_changes_ms:.2f} ms\n"
         f"  router RSS {out.rss_before_mib:.1f} MiB before, {out.rss_after_mib:.1f} MiB after\n"
         f"  websockets alive after the changes: {out.websockets_alive} of {out.websockets}"
+        + (
+            f"; the others lost {out.websockets_lost_after_s:.1f} s (median) after the first"
+            if out.websockets_lost_after_s is not None
+            else ""
+        )
     )
 
 
