@@ -36,8 +36,9 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
@@ -75,30 +76,27 @@ web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None)
 @dataclass
 class Outcome:
     kind: str
-    version: str = ""
-    requests: int = 0
+    version: str
+    changes: int
+    changes_seconds: float
+    apply_ms: tuple[float, float]
+    """``apply()`` median and max: until the router serves the new table (its probe says so)."""
+    requests: int
     """Sent during the changes."""
-    failed: int = 0
-    """A 5xx, or no response at all (each request sent once)."""
-    resets: int = 0
+    failed: int
+    """A 5xx, or no response at all."""
+    resets: int
     """Of the failed: closed or reset before any response byte (a client may resend these)."""
-    failed_after_resend: int = 0
-    reasons: dict[str, int] = field(default_factory=dict)
-    p99_quiet_ms: float = 0.0
-    """Before the changes, same router, same clients: the baseline."""
-    p99_changes_ms: float = 0.0
-    apply_median_ms: float = 0.0
-    apply_max_ms: float = 0.0
-    """How long ``apply()`` took: until the router serves the new table (its probe says so)."""
-    changes: int = 0
-    changes_seconds: float = 0.0
-    rss_before_mib: float = 0.0
-    """Every process of the router (old workers still draining included), before the changes."""
-    rss_after_mib: float = 0.0
-    websockets: int = 0
-    websockets_alive: int = 0
+    failed_after_resend: int
+    reasons: dict[str, int]
+    p99_ms: tuple[float, float]
+    """Quiet (before the changes, same router, same clients: the baseline), during the changes."""
+    rss_mib: tuple[float, float]
+    """Every process of the router (old workers still draining included), before and after."""
+    websockets: int
+    websockets_alive: int
     """Still echoing after the last change."""
-    websockets_lost_after_s: float | None = None
+    websockets_lost_after_s: float | None
     """Median seconds from the first change to the loss of a WebSocket that was lost."""
 
 
@@ -234,24 +232,34 @@ async def _measure(
     stats = RequestStats()
     stats.observe_table(first)
     consumer = asyncio.create_task(stats.consume(router.events()))  # as the agent does
-    url = f"http://{router.listen}/"
-    quiet = Clients(url, args.loops)
+    quiet = Clients(f"http://{router.listen}/", args.loops)
     stop = asyncio.Event()
     load = asyncio.create_task(quiet.run_until(stop))
     await asyncio.sleep(args.quiet)
     stop.set()
     await load
-    out = Outcome(kind, router.version or "", rss_before_mib=tree_rss(router.pid))
-    out.p99_quiet_ms = quiet.p99()
-    await _changes(router, a, b, args, out)
-    out.rss_after_mib = tree_rss(router.pid)
+    rss_before = tree_rss(router.pid)
+    clients, changed = await _changes(router, a, b, args)
     consumer.cancel()
-    return out
+    return Outcome(
+        kind=kind,
+        version=router.version or "",
+        requests=clients.requests,
+        failed=sum(clients.reasons.values()),
+        resets=clients.resets,
+        failed_after_resend=clients.after_resend,
+        reasons=dict(clients.reasons.most_common(5)),
+        p99_ms=(quiet.p99(), clients.p99()),
+        rss_mib=(rss_before, tree_rss(router.pid)),
+        **changed,
+    )
 
 
 async def _changes(
-    router: ManagedRouter, a: str, b: str, args: argparse.Namespace, out: Outcome
-) -> None:
+    router: ManagedRouter, a: str, b: str, args: argparse.Namespace
+) -> tuple[Clients, dict[str, Any]]:
+    """The changes under load with the WebSockets open: the clients, and what the changes and
+    the WebSockets measured (Outcome's fields)."""
     # Only A is routed while the WebSockets connect, so every one of them is on A.
     await router.apply(RouteTable((Upstream("a", "v1", a, 1),)))
     stop, ws_stop = asyncio.Event(), asyncio.Event()
@@ -268,32 +276,31 @@ async def _changes(
         await router.apply(table)
         applies.append(time.perf_counter() - t0)
         await asyncio.sleep(args.gap)
-    out.changes_seconds = time.perf_counter() - start
+    took = time.perf_counter() - start
     await asyncio.sleep(1.0)
     stop.set()
     ws_stop.set()
     await load
     lost = [at - start_monotonic for at in await sockets if at is not None]
-    out.websockets, out.websockets_alive = args.websockets, args.websockets - len(lost)
-    out.websockets_lost_after_s = statistics.median(lost) if lost else None
-    out.changes = args.changes
-    out.requests, out.failed = clients.requests, sum(clients.reasons.values())
-    out.resets, out.failed_after_resend = clients.resets, clients.after_resend
-    out.reasons = dict(clients.reasons.most_common(5))
-    out.p99_changes_ms = clients.p99()
-    out.apply_median_ms = statistics.median(applies) * 1000
-    out.apply_max_ms = max(applies) * 1000
+    return clients, {
+        "changes": args.changes,
+        "changes_seconds": took,
+        "apply_ms": (statistics.median(applies) * 1000, max(applies) * 1000),
+        "websockets": args.websockets,
+        "websockets_alive": args.websockets - len(lost),
+        "websockets_lost_after_s": statistics.median(lost) if lost else None,
+    }
 
 
 def report(out: Outcome) -> str:
     return (
         f"{out.kind} {out.version}\n"
         f"  {out.changes} changes in {out.changes_seconds:.1f} s; apply() median "
-        f"{out.apply_median_ms:.1f} ms, max {out.apply_max_ms:.1f} ms\n"
+        f"{out.apply_ms[0]:.1f} ms, max {out.apply_ms[1]:.1f} ms\n"
         f"  requests {out.requests}: failed {out.failed} (resets {out.resets}), failed after "
         f"one resend {out.failed_after_resend}; {out.reasons or ''}\n"
-        f"  p99 quiet {out.p99_quiet_ms:.2f} ms, during changes {out.p99_changes_ms:.2f} ms\n"
-        f"  router RSS {out.rss_before_mib:.1f} MiB before, {out.rss_after_mib:.1f} MiB after\n"
+        f"  p99 quiet {out.p99_ms[0]:.2f} ms, during changes {out.p99_ms[1]:.2f} ms\n"
+        f"  router RSS {out.rss_mib[0]:.1f} MiB before, {out.rss_mib[1]:.1f} MiB after\n"
         f"  websockets alive after the changes: {out.websockets_alive} of {out.websockets}"
         + (
             f"; the others lost {out.websockets_lost_after_s:.1f} s (median) after the first"
