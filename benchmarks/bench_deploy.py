@@ -10,7 +10,10 @@ Scenarios (each under 30 s of constant load):
 Also measured: switch time, from the deploy/rollback call to the last response served by the
 old release (a sampler records the X-Release header of every response).
 
+``--router`` picks the router kind nonstop runs (caddy, the default; haproxy; nginx).
+
     .venv/bin/python benchmarks/bench_deploy.py [--seconds 30] [--rps 500] [--tools hey,verify]
+        [--router caddy|haproxy|nginx]
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ import aiohttp
 
 from nonstop.agent.client import AgentClient
 from nonstop.agent.paths import Paths
+from nonstop.drivers.router.registry import ROUTERS
 from nonstop.loadgen.generator import LoadGenerator
 
 CONFIG = """\
@@ -51,6 +55,7 @@ interval = "100ms"
 start_period = "20s"
 
 [router]
+kind = "{router}"
 listen = "127.0.0.1:{port}"
 
 [strategy.bluegreen]
@@ -159,13 +164,16 @@ class Sampler:
 
 
 class Project:
+    router = "caddy"
+    """The router kind every project of this run uses (``--router``)."""
+
     def __init__(self) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="nonstop-bench-"))
         self.port = free_port()
         app = resources.files("nonstop.demo").joinpath("sampleapp.py").read_text()
         (self.root / "app.py").write_text(app)
         (self.root / "nonstop.toml").write_text(
-            CONFIG.format(python=sys.executable, port=self.port)
+            CONFIG.format(python=sys.executable, port=self.port, router=self.router)
         )
         self.paths = Paths(self.root)
         self.client = AgentClient(self.paths)
@@ -394,8 +402,10 @@ async def main() -> None:
     parser.add_argument("--rps", type=int, default=500)
     parser.add_argument("--tools", default="hey,verify")
     parser.add_argument("--scenarios", default=",".join(SCENARIOS))
+    parser.add_argument("--router", choices=list(ROUTERS), default="caddy")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    Project.router = args.router
     tools = args.tools.split(",")
     if "hey" in tools and not shutil.which("hey"):
         sys.exit("hey is not installed: run scripts/install-system-deps.sh --bench")
@@ -410,7 +420,10 @@ async def main() -> None:
                 f"{result.failed:5}  switch {switch:>8}  {result.extra or ''} {result.detail}",
                 flush=True,
             )
-    print(f"machine: {machine()}; load {args.rps} req/s for {args.seconds:g}s per run")
+    print(
+        f"machine: {machine()}; router {args.router}; "
+        f"load {args.rps} req/s for {args.seconds:g}s per run"
+    )
     if args.json:
         print(json.dumps([r.__dict__ for r in results], indent=2))
 

@@ -18,7 +18,7 @@ For each: failed requests of all sent, "recovered": seconds from the fault to th
 second with a failed request (0 when nothing failed), and the rollout's outcome where there is
 one.
 
-    .venv/bin/python benchmarks/bench_faults.py [--routers caddy,haproxy] [--scenarios ...]
+    .venv/bin/python benchmarks/bench_faults.py [--routers caddy,haproxy,nginx] [--scenarios ...]
         [--upstream-timeout 3s]
 """
 
@@ -42,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_deploy import Project, machine
 
+from nonstop.drivers.router.registry import ROUTERS
 from nonstop.loadgen.generator import LoadGenerator
 from nonstop.loadgen.report import LoadReport
 
@@ -258,7 +259,7 @@ SCENARIOS: dict[str, tuple[int, float, Callable[[FaultProject], Awaitable[str]]]
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--routers", default="caddy,haproxy")
+    parser.add_argument("--routers", default=",".join(ROUTERS))
     parser.add_argument("--scenarios", default=",".join(SCENARIOS))
     parser.add_argument("--upstream-timeout", help='[router] upstream_timeout, e.g. "3s"')
     args = parser.parse_args()

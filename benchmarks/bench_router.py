@@ -110,10 +110,10 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def upstream() -> tuple[subprocess.Popen[bytes], str]:
+def upstream(script: str = UPSTREAM) -> tuple[subprocess.Popen[bytes], str]:
     """A tiny aiohttp upstream in its own process, so it does not share the client's loop."""
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-c", UPSTREAM, str(port)])
+    proc = subprocess.Popen([sys.executable, "-c", script, str(port)])
     for _ in range(500):
         try:
             socket.create_connection(("127.0.0.1", port), timeout=1).close()

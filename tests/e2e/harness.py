@@ -17,6 +17,7 @@ from typing import Any
 
 from nonstop.agent.client import AgentClient
 from nonstop.agent.paths import Paths
+from nonstop.drivers.router.registry import ROUTERS
 from nonstop.errors import NonstopError
 
 BASE_CONFIG = """\
@@ -33,6 +34,7 @@ interval = "100ms"
 start_period = "{start_period}"
 
 [router]
+kind = "{router}"
 listen = "127.0.0.1:{port}"
 
 [strategy]
@@ -55,10 +57,16 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+ROUTER_KINDS = list(ROUTERS)
+"""Every router kind: a scenario that does not depend on the router is parametrized over these
+(``@pytest.mark.parametrize("router_kind", ROUTER_KINDS)``, conftest.py)."""
+
+
 @dataclass
 class Project:
     root: Path
     port: int
+    router: str = "caddy"
 
     @property
     def paths(self) -> Paths:
@@ -74,6 +82,7 @@ class Project:
         text = BASE_CONFIG.format(
             python=sys.executable,
             port=self.port,
+            router=self.router,
             bluegreen=bluegreen,
             watch=watch,
             start_period=start_period,

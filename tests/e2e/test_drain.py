@@ -9,7 +9,7 @@ import urllib.request
 
 import pytest
 
-from e2e.harness import AgentProcess, Project
+from e2e.harness import ROUTER_KINDS, AgentProcess, Project
 from e2e.test_bluegreen import first_deploy
 
 pytestmark = pytest.mark.slow
@@ -47,6 +47,7 @@ def test_previous_release_is_retired_after_keep_previous(
     assert any("retiring v1: keep_previous elapsed" in e for e in events), events
 
 
+@pytest.mark.parametrize("router_kind", ROUTER_KINDS)
 def test_in_flight_request_and_stream_finish_before_the_old_instance_stops(
     project: Project, agent: AgentProcess
 ) -> None:

@@ -1,4 +1,4 @@
-"""Truth under faults, end to end: a real agent, real Caddy, real app processes, real load.
+"""Truth under faults, end to end: a real agent, a real router, real app processes, real load.
 
 A release that passes its readiness check and then dies must never be reported as serving:
 every response the router sends while it is meant to serve (its own 502/503 included) is that
@@ -15,9 +15,8 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from e2e.harness import AgentProcess, Project
+from e2e.harness import ROUTER_KINDS, AgentProcess, Project
 from e2e.test_bluegreen import first_deploy, load, settle
-from nonstop_testing import require_binary
 
 pytestmark = pytest.mark.slow
 
@@ -52,27 +51,16 @@ def served(agent: AgentProcess) -> dict[tuple[str, str], float]:
     return counts
 
 
-def configure(project: Project, router: str, **options: str) -> None:
-    project.write_config(**options)
-    if router != "caddy":
-        config = project.paths.config
-        config.write_text(
-            config.read_text().replace("[router]\n", f'[router]\nkind = "{router}"\n')
-        )
-
-
-@pytest.mark.parametrize("router", ["caddy", "haproxy"])
+@pytest.mark.parametrize("router_kind", ROUTER_KINDS)
 def test_crashing_release_rolls_back_and_kept_release_redeploys(
-    project: Project, agent: AgentProcess, router: str
+    project: Project, agent: AgentProcess
 ) -> None:
-    if router == "haproxy":
-        require_binary("haproxy", "/usr/sbin/haproxy")
-    configure(project, router, watch="1s", extra=APP_ENV)
+    project.write_config(watch="1s", extra=APP_ENV)
     agent.start()
     first_deploy(agent)
 
     # v2 answers its health check, then exits 1 a second later, every time it is restarted.
-    configure(project, router, watch="30s", extra=APP_ENV)
+    project.write_config(watch="30s", extra=APP_ENV)
     with load(project, rps=50) as bg:
         settle()
         row = agent.deploy("v2", CRASH_AFTER_READY="1")
@@ -92,7 +80,7 @@ def test_crashing_release_rolls_back_and_kept_release_redeploys(
     assert counts.get(("(unrouted)", "5xx"), 0) == 0, counts  # every router-made 5xx is charged
 
     # A good release next, then the kept v1 again: same config, same name -> it redeploys.
-    configure(project, router, watch="1s", extra=APP_ENV)
+    project.write_config(watch="1s", extra=APP_ENV)
     done = agent.wait_rollout(agent.deploy("v3")["id"], timeout=120)
     assert done["status"] == "completed", done["reason"]
     status = agent.status()

@@ -1,14 +1,13 @@
-"""Rolling updates and canaries end to end, under load, on the real router."""
+"""Rolling updates and canaries end to end, under load, on every router kind."""
 
 from __future__ import annotations
 
 import pytest
 
-from e2e.harness import AgentProcess, Project
+from e2e.harness import ROUTER_KINDS, AgentProcess, Project
 from e2e.test_bluegreen import assert_zero_failures, first_deploy, load, settle
-from nonstop_testing import require_binary
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.parametrize("router_kind", ROUTER_KINDS)]
 
 ROLLING = """
 [strategy.rolling]
@@ -29,18 +28,15 @@ interval = "1s"
 """
 
 
-@pytest.mark.parametrize("router", ["caddy", "haproxy"])
 def test_rolling_update_replaces_instances_without_a_failed_request(
-    project: Project, agent: AgentProcess, router: str
+    project: Project, agent: AgentProcess
 ) -> None:
-    """Each replaced instance is a routing change: HAProxy makes it without a reload and is
-    held to zero failed requests; Caddy reloads, and its rare reload race is told apart."""
-    if router == "haproxy":
-        require_binary("haproxy", "/usr/sbin/haproxy")
+    """Each replaced instance is a routing change: HAProxy makes it without a reload and nginx
+    with a graceful one, both held to zero failed requests; Caddy reloads, and its rare reload
+    race is told apart."""
     project.write_config(extra=ROLLING)
     text = (project.root / "nonstop.toml").read_text().replace("replicas = 2", "replicas = 3")
     text = text.replace('kind = "bluegreen"', 'kind = "rolling"')
-    text = text.replace("[router]\n", f'[router]\nkind = "{router}"\n')
     (project.root / "nonstop.toml").write_text(text)
     agent.start()
     first_deploy(agent)
@@ -49,7 +45,7 @@ def test_rolling_update_replaces_instances_without_a_failed_request(
         done = agent.wait_rollout(agent.deploy("v2")["id"], timeout=90)
         settle()
     assert done["status"] == "completed", done
-    report = assert_zero_failures(bg, caddy_reload_race=router == "caddy")
+    report = assert_zero_failures(bg, caddy_reload_race=project.router == "caddy")
     assert set(report.groups) == {"v1", "v2"}
     status = agent.status()
     releases = sorted(i["release"] for i in status["instances"] if i["state"] == "ready")
@@ -67,8 +63,16 @@ def test_rolling_update_replaces_instances_without_a_failed_request(
             assert sum(desired.values()) <= 4, rollout["journal"]
 
 
-def _canary_project(project: Project) -> None:
-    project.write_config(extra=CANARY)
+SMALL_STEPS = """
+[strategy.canary]
+steps = [{ weight = 1, pause = "6s" }, { weight = 5, pause = "10s" }]
+sequential = true
+weight_tolerance = 0.02
+"""
+
+
+def _canary_project(project: Project, canary: str = CANARY) -> None:
+    project.write_config(extra=canary)
     text = (
         (project.root / "nonstop.toml").read_text().replace('kind = "bluegreen"', 'kind = "canary"')
     )
@@ -111,3 +115,27 @@ def test_bad_canary_is_rolled_back_by_itself_with_the_failing_check(
     assert report.counts["timeout"] == 0
     # Only the canary's own 500s failed, and it was stopped early: far fewer than 30% of traffic.
     assert 0 < report.counts["5xx"] < report.scheduled * 0.1
+
+
+def test_data_plane_weight_check_passes_at_1_and_5_percent(
+    project: Project, agent: AgentProcess
+) -> None:
+    """The router sends what was set, measured from its own request stream: at 1% and 5% the
+    canary's share (99% interval) lies within 2 points, on every router kind. A step without
+    analysis ends with its pause, verified or not: the pauses are long enough at 200 req/s for
+    a router that sends what was set (1,200 and 2,000 requests: the interval at 5% is about
+    +-1.3 points)."""
+    _canary_project(project, SMALL_STEPS)
+    agent.start()
+    first_deploy(agent)
+    with load(project, rps=200) as bg:
+        settle()
+        done = agent.wait_rollout(agent.deploy("v2")["id"], timeout=120)
+        settle()
+    events = [e["message"] for e in agent.call("GET", f"/v1/events?rollout={done['id']}")]
+    assert done["status"] == "completed", (done, events)
+    assert_zero_failures(bg, caddy_reload_race=project.router == "caddy")
+    for weight in (1, 5):
+        verified = [e for e in events if f"within 2 points of the set weight {weight}%" in e]
+        assert len(verified) == 1, "\n".join(events)
+        assert verified[0].startswith("data plane canary share "), verified

@@ -1,8 +1,6 @@
 """Real HAProxy, real upstream servers on free ports, a state directory under /tmp: the
 fixtures every router kind's tests use (router/fixtures.py), for the kind "haproxy"."""
 
-from pathlib import Path
-
 import pytest
 
 from router.fixtures import (  # noqa: F401  (fixtures)
@@ -10,7 +8,6 @@ from router.fixtures import (  # noqa: F401  (fixtures)
     client,
     make_router,
     router,
-    router_binary,
     state_dir,
 )
 
@@ -18,8 +15,3 @@ from router.fixtures import (  # noqa: F401  (fixtures)
 @pytest.fixture
 def kind() -> str:
     return "haproxy"
-
-
-@pytest.fixture
-def haproxy_binary() -> Path:
-    return router_binary("haproxy")

@@ -12,8 +12,7 @@ import aiohttp
 import pytest
 
 from nonstop.drivers.router.haproxy import HAProxyRouter
-from nonstop.drivers.router.haproxy_process import last_alert
-from nonstop.drivers.router.process import ProcessRecord, kill, spawn, wait_started
+from nonstop.drivers.router.process import ProcessRecord, kill, spawn
 from nonstop.errors import RouterError
 from router.fixtures import MakeRouter, again
 from router.helpers import Backend, get, table, wait_for, wait_in_flight
@@ -104,17 +103,7 @@ async def test_a_haproxy_without_the_probe_map_is_replaced_not_adopted(
     assert router.settings.binary is not None
     argv = [str(router.settings.binary), "-db", "-f", str(router.config_file)]
     pid = spawn(argv, router.log_file, cwd=router.state_dir)
-    await wait_started(
-        "haproxy",
-        pid,
-        router.pid_file,
-        lambda: router._wait_admin(0.0),
-        listen=router.listen,
-        admin_socket=router.admin_socket,
-        log=router.log_file,
-        log_error=last_alert,
-        timeout=15.0,
-    )
+    await router._wait_spawned(pid)  # as the driver waits for one it spawned itself
     assert str(router.probe_map) not in await router.command("show map")
     earlier_haproxy = ProcessRecord.load(router.pid_file)
     assert earlier_haproxy is not None

@@ -28,6 +28,7 @@ from nonstop.cli.common import (
 )
 from nonstop.cli.progress import follow_rollout
 from nonstop.config import load_config, to_wire, validate_env, validate_release_name
+from nonstop.config.schema import RouterConfig
 from nonstop.errors import AgentUnavailable, StateError, UsageError
 
 
@@ -48,7 +49,7 @@ def init(force: bool) -> None:
 def up(detach: bool, wait_s: float) -> None:
     """Start the agent: router plus the current release."""
     paths = project_paths()
-    load_config(paths.config)  # bad config: exit 2 here, before anything starts
+    config = load_config(paths.config)  # bad config: exit 2 here, before anything starts
     agent = client()
     if agent.ping():
         status = agent.call("GET", "/v1/status")
@@ -57,8 +58,8 @@ def up(detach: bool, wait_s: float) -> None:
     if not detach:
         from nonstop.agent.daemon import Agent
 
-        config = load_config(paths.config)
         console.print(f"agent starting for {paths.project}; router on {config.router.listen}")
+        _router_note(config.router)
         asyncio.run(Agent(paths, config).run())
         return
     paths.ensure()
@@ -73,6 +74,7 @@ def up(detach: bool, wait_s: float) -> None:
                 f"agent running (pid {pid}); router on {status['router']['listen']}; "
                 f"active release: {active}"
             )
+            _router_note(config.router)
             problems = [p["why"] for p in status.get("degraded") or []]
             if problems:  # running, but this start failed at something: say what, exit 1
                 raise StateError(
@@ -95,6 +97,15 @@ def up(detach: bool, wait_s: float) -> None:
     tail = errors[-3:] or lines[-10:]
     detail = "\n  ".join(tail) if tail else "(no output)"
     raise StateError(f"the agent did not come up; {paths.agent_log}:\n  {detail}")
+
+
+def _router_note(router: RouterConfig) -> None:
+    """What this machine means for the router kind in use, when there is something to say."""
+    from nonstop.drivers.router.choice import startup_note
+
+    text = startup_note(router.kind, chosen="kind" in router.model_fields_set)
+    if text:
+        click.echo(text)
 
 
 def _log_since(paths: Paths, offset: int) -> str:

@@ -1,7 +1,9 @@
 """nginx's config for a route table, and its request-log lines: pure, tested from tables.
 
 One ``upstream`` of the table's servers with weight > 0 (nginx's smooth weighted round robin:
-[9, 1] interleaves, every run of 10 requests is 9 and 1), passive health (``max_fails=1``:
+[9, 1] interleaves, every run of 10 requests is 9 and 1; one worker process, because each worker
+keeps its own position in that cycle: with several, a 1% canary could get none of a worker's
+requests), passive health (``max_fails=1``:
 a connection error or timeout takes a server out for ``fail_timeout``) and retries on refused
 connections (``proxy_next_upstream error timeout``); the table probe (admin.py) answered by
 nginx itself and never logged; every other request logged as one JSON object through syslog to
