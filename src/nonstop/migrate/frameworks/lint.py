@@ -23,9 +23,8 @@ from nonstop.errors import UsageError
 from nonstop.migrate.frameworks.fixes import framework_fix
 from nonstop.migrate.frameworks.render import Unit
 from nonstop.migrate.lint import RULES, FileResult, Finding, LintInputError, LintOptions
-from nonstop.migrate.lint.engine import lint_source
+from nonstop.migrate.lint.engine import lint_source, new_catalog
 from nonstop.migrate.lint.source import Source
-from nonstop.migrate.lint.state import Catalog
 from nonstop.migrate.phases import DEFAULT_PHASE, PHASES, Phase
 
 MARKER = "nonstop_phase"
@@ -108,7 +107,7 @@ def lint_units(
 ) -> list[FileResult]:
     """Lint migrations in order (column types carry over); results for ``selected`` files
     (all when None), each finding at its operation's line in the Python file."""
-    catalog: Catalog = {}
+    catalog = new_catalog(options)
     results = []
     for unit in units:
         path = Path(unit.file)
@@ -125,6 +124,7 @@ def lint_units(
                 options.pg_version,
                 catalog,
                 assume_lock_timeout=options.assume_lock_timeout,
+                schema=options.schema,
             )
         except LintInputError as exc:
             raise _moved_error(exc, unit, text) from exc

@@ -30,6 +30,7 @@ from nonstop.migrate.errors import MigrationSourceError
 from nonstop.migrate.lint import rules as _rules  # noqa: F401  (registers the rules table)
 from nonstop.migrate.lint.model import Finding, LintOptions
 from nonstop.migrate.lint.registry import DISPATCH, RULES, Context, Statement, dispatch
+from nonstop.migrate.lint.schema import Schema
 from nonstop.migrate.lint.source import Source
 from nonstop.migrate.lint.sqltext import Node
 from nonstop.migrate.lint.state import OBSERVERS, Catalog, State
@@ -256,8 +257,10 @@ def lint_source(
     *,
     assume_lock_timeout: bool = False,
     full_tree: bool = False,
+    schema: Schema | None = None,
 ) -> FileResult:
-    """Every finding in one file, after ignore comments; ``catalog`` carries over between files.
+    """Every finding in one file, after ignore comments; ``catalog`` carries over between files
+    (start it with ``new_catalog``); ``schema`` is the live database's, when there is one.
 
     ``full_tree`` decodes every statement's whole tree instead of only what the rules read
     (the same findings, slower: the reference the fast path is tested against)."""
@@ -268,7 +271,7 @@ def lint_source(
         # The tree lives only inside _walk: it is freed by reference counting before the
         # collector runs again, so the collector never has to traverse it (0.5 s saved on a
         # 20,000-statement file).
-        state = State(phase, pg_version, catalog, lock_timeout=assume_lock_timeout)
+        state = State(phase, pg_version, catalog, lock_timeout=assume_lock_timeout, schema=schema)
         return _walk(source, state, full_tree)
 
 
@@ -418,16 +421,22 @@ def lint_text(
         source,
         chosen,
         opts.pg_version,
-        {},
+        new_catalog(opts),
         assume_lock_timeout=opts.assume_lock_timeout,
         full_tree=full_tree,
+        schema=opts.schema,
     ).findings
+
+
+def new_catalog(options: LintOptions) -> Catalog:
+    """The column types a run starts from: the live schema's, else none."""
+    return options.schema.catalog() if options.schema is not None else {}
 
 
 def lint_files(paths: Iterable[Path], options: LintOptions | None = None) -> list[FileResult]:
     """Lint files in order; a table's column types carry from one file to the next."""
     opts = options or LintOptions()
-    catalog: Catalog = {}
+    catalog = new_catalog(opts)
     results = []
     for path in expand_paths(paths):
         source = read(path)
@@ -439,6 +448,7 @@ def lint_files(paths: Iterable[Path], options: LintOptions | None = None) -> lis
                 opts.pg_version,
                 catalog,
                 assume_lock_timeout=opts.assume_lock_timeout,
+                schema=opts.schema,
             )
         )
     return results

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
 
 from nonstop.migrate.phases import Phase
+
+if TYPE_CHECKING:
+    from nonstop.migrate.lint.schema import Schema
 
 Severity = Literal["error", "warning"]
 
@@ -53,3 +56,5 @@ class LintOptions:
     # True when the files are applied by a runner that sets lock_timeout itself (nonstop's
     # migration runner runs every transactional statement under SET LOCAL lock_timeout)
     assume_lock_timeout: bool = False
+    # the live database's catalog (nonstop.migrate.catalog.read_schema); None: offline
+    schema: Schema | None = field(default=None, compare=False)
