@@ -42,6 +42,12 @@ class Source:
             self._char_starts = starts
         return self._char_starts
 
+    def byte_offset(self, char_offset: int) -> int:
+        """The byte offset in ``data`` of a character offset in ``text``."""
+        if self._ascii:
+            return char_offset
+        return len(self.text[:char_offset].encode("utf-8"))
+
     def byte_position(self, offset: int) -> tuple[int, int]:
         """1-based (line, column in characters) of a byte offset."""
         starts = self._bytes_index()
