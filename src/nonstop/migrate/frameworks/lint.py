@@ -16,7 +16,7 @@ import os
 import re
 from bisect import bisect_right
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from nonstop.errors import UsageError
@@ -211,7 +211,7 @@ def _moved(findings: list[Finding], text: _Text, shown: str, framework: str) -> 
             continue
         seen.add(key)
         fix = framework_fix(framework, f.rule, f.fix)  # type: ignore[arg-type]
-        out.append(replace(f, file=shown, line=line, column=col, fix=fix, replacement=None))
+        out.append(f._replace(file=shown, line=line, column=col, fix=fix, replacement=None))
     out.sort(key=lambda f: (f.line, f.column, f.rule))
     return out
 

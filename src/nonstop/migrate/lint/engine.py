@@ -317,19 +317,21 @@ def _walk(source: Source, start: Callable[[], State], full_tree: bool) -> FileRe
     file), else parsed at once with only what the rules read decoded, else (``full_tree``, or
     a parser output laid out unexpectedly) decoded whole."""
     state = start()
+    # an ignore comment can point at a statement of any kind: then every statement is read
+    reads = None if DIRECTIVE in source.text else state.phase
     if not full_tree:
         starts = cuts(source.text)
         if len(starts) > 1:
             saved = {table: dict(columns) for table, columns in state.catalog.items()}
             try:
-                return _walk_pieces(source, state, starts)
+                return _walk_pieces(source, state, starts, reads)
             except (BadCut, _UnexpectedJSON):
                 # lint the whole file again from the state it started in
                 state.catalog.clear()
                 state.catalog.update(saved)
                 state = start()
         try:
-            cut = _split(source, _reads(source, state))
+            cut = _split(source, reads)
             load = _Split(cut.raw, cut.spans, state.phase)
             return _lint(source, state, cut.statements, cut.total, load)
         except _UnexpectedJSON:
@@ -338,18 +340,14 @@ def _walk(source: Source, start: Callable[[], State], full_tree: bool) -> FileRe
     return _lint(source, state, statements, len(statements), None)
 
 
-def _reads(source: Source, state: State) -> Phase | None:
-    """The phase whose statement kinds are read; None: every statement (an ignore comment
-    can point at a statement of any kind)."""
-    return None if DIRECTIVE in source.text else state.phase
-
-
-def _walk_pieces(source: Source, state: State, starts: list[int]) -> FileResult:
+def _walk_pieces(
+    source: Source, state: State, starts: list[int], reads: Phase | None
+) -> FileResult:
     statements: list[Statement] = []
     findings: list[Finding] = []
     total = 0
     for raw in parsed_pieces(source, starts):
-        cut = _cut(raw, source, _reads(source, state), total)
+        cut = _cut(raw, source, reads, total)
         total += cut.total
         if cut.statements:
             context = Context(source, state, cut.statements[0], findings)
