@@ -23,14 +23,7 @@ from nonstop.cli.migrate_frameworks import (
 )
 from nonstop.errors import UsageError
 from nonstop.migrate.errors import DatabaseUnavailable
-from nonstop.migrate.lint import (
-    DEFAULT_PG_VERSION,
-    FileResult,
-    LintOptions,
-    apply_fixes,
-    describe_rules,
-    lint_files,
-)
+from nonstop.migrate.lint.model import DEFAULT_PG_VERSION, FileResult, LintOptions
 from nonstop.migrate.lint.report import print_human, to_github, to_json
 from nonstop.migrate.phases import PHASES, Phase
 
@@ -77,6 +70,8 @@ def _schema(url: str | None) -> Schema | None:
 
 def _fix(results: list[FileResult]) -> int:
     """Write every mechanical fix into its file; returns how many files changed."""
+    from nonstop.migrate.lint.engine import apply_fixes
+
     changed = 0
     for result in results:
         if not any(f.replacement for f in result.findings):
@@ -108,6 +103,9 @@ def _run(
             raise UsageError(f"{path}: no such file or directory")
     results = lint_frameworks(targets, options, framework, fix)
     if results is None:
+        # the parser and the rules: loaded only here (a framework lint may come from its cache)
+        from nonstop.migrate.lint.engine import lint_files
+
         results = lint_files(targets, options)
         changed = _fix(results) if fix else 0
         if changed:
@@ -186,6 +184,8 @@ def lint(
     knowing each migration's expand/backfill/contract phase."""
     fmt = "json" if as_json else fmt
     if list_rules:
+        from nonstop.migrate.lint.engine import describe_rules
+
         rules = describe_rules()
         if fmt == "json":
             click.echo(json.dumps(rules, indent=2))

@@ -26,7 +26,7 @@ from typing import Any
 
 from nonstop.errors import UsageError
 from nonstop.migrate.frameworks.project import Project
-from nonstop.migrate.lint import LintInputError
+from nonstop.migrate.lint.model import LintInputError
 
 HERE = Path(__file__).resolve().parent
 CACHE_FORMAT = 1
@@ -90,13 +90,21 @@ def cache_key(project: Project, python: str) -> str:
     return _digest([renderer, *project.inputs, *project.files], extra)
 
 
-def load(project: Project, python: str, cache_dir: Path | None) -> list[Unit]:
-    """The project's migrations rendered: from the cache when nothing changed."""
-    key = cache_key(project, python)
+def cache_path(project: Project, cache_dir: Path, kind: str = "") -> Path:
+    """The project's cache file of ``kind`` ("" for the rendered SQL, "results")."""
+    name = hashlib.sha256(str(project.config).encode()).hexdigest()[:16]
+    return cache_dir / f"{project.tool}-{name}{'.' + kind if kind else ''}.json"
+
+
+def load(
+    project: Project, python: str, cache_dir: Path | None, key: str | None = None
+) -> list[Unit]:
+    """The project's migrations rendered: from the cache when nothing changed (``key``:
+    cache_key's, when the caller has it already)."""
+    key = key or cache_key(project, python)
     cache_file = None
     if cache_dir is not None:
-        name = hashlib.sha256(str(project.config).encode()).hexdigest()[:16]
-        cache_file = cache_dir / f"{project.tool}-{name}.json"
+        cache_file = cache_path(project, cache_dir)
         cached = _read_cache(cache_file, key)
         if cached is not None:
             return cached

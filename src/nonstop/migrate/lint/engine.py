@@ -19,17 +19,16 @@ import re
 import shlex
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 from pglast import parser as pg
 
-from nonstop.errors import UsageError
 from nonstop.migrate.errors import MigrationSourceError
 from nonstop.migrate.lint import rules as _rules  # noqa: F401  (registers the rules table)
-from nonstop.migrate.lint.model import Finding, LintOptions
+from nonstop.migrate.lint.model import FileResult, Finding, LintInputError, LintOptions
 from nonstop.migrate.lint.pieces import BadCut, cuts, parsed_pieces
 from nonstop.migrate.lint.registry import DISPATCH, RULES, Context, Statement, dispatch
 from nonstop.migrate.lint.schema import Schema
@@ -42,10 +41,6 @@ from nonstop.migrate.source import bind_batch_bounds, read_sql_file, sql_text_pr
 DIRECTIVE = "nonstop-lint:"
 _EMPTY: Node = {}
 _TABLES = ("OBJECT_TABLE", "OBJECT_MATVIEW", None)
-
-
-class LintInputError(UsageError):
-    """A migration file cannot be read or does not parse (exit code 2)."""
 
 
 @contextmanager
@@ -229,14 +224,6 @@ def lazy_statements(source: Source, phase: Phase | None) -> list[Statement]:
 class Ignore:
     statement: int
     rules: frozenset[str]
-
-
-@dataclass
-class FileResult:
-    source: Source
-    phase: Phase
-    statements: int = 0
-    findings: list[Finding] = field(default_factory=list)
 
 
 def _statements(source: Source, raw: list[Node]) -> list[Statement]:

@@ -1,10 +1,14 @@
-"""What the linter reports: findings, and the options that change verdicts."""
+"""What the linter reports: findings per file, and the options that change verdicts.
+
+Imports nothing heavy (no parser): a lint answered from the cache reads these only."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, NamedTuple
 
+from nonstop.errors import UsageError
+from nonstop.migrate.lint.source import Source
 from nonstop.migrate.phases import Phase
 
 if TYPE_CHECKING:
@@ -60,3 +64,15 @@ class LintOptions:
     assume_lock_timeout: bool = False
     # the live database's catalog (nonstop.migrate.catalog.read_schema); None: offline
     schema: Schema | None = field(default=None, compare=False)
+
+
+class LintInputError(UsageError):
+    """A migration file cannot be read or does not parse (exit code 2)."""
+
+
+@dataclass
+class FileResult:
+    source: Source
+    phase: Phase
+    statements: int = 0
+    findings: list[Finding] = field(default_factory=list)

@@ -9,8 +9,7 @@ from json.encoder import encode_basestring
 
 import click
 
-from nonstop.migrate.lint.engine import FileResult
-from nonstop.migrate.lint.model import Finding
+from nonstop.migrate.lint.model import FileResult, Finding
 
 
 def to_json(findings: Sequence[Finding]) -> str:
