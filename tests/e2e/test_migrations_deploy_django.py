@@ -94,12 +94,10 @@ def customer_schema(url: str) -> tuple[set[str], bool | None]:
     """The columns of shop_customer, and whether customer_name_idx is valid (None: absent)."""
     with psycopg.connect(url) as conn:
         columns = conn.execute(
-            "SELECT column_name FROM information_schema.columns "
-            "WHERE table_name = 'shop_customer'"
+            "SELECT column_name FROM information_schema.columns WHERE table_name = 'shop_customer'"
         ).fetchall()
         index = conn.execute(
-            "SELECT indisvalid FROM pg_index WHERE indexrelid = "
-            "to_regclass('customer_name_idx')"
+            "SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass('customer_name_idx')"
         ).fetchone()
     return {c[0] for c in columns}, None if index is None else bool(index[0])
 

@@ -58,11 +58,11 @@ def cuts(text: str, first: int | None = None) -> list[int]:
         size *= 2
 
 
-def _padded(source: Source, start: int, end: int) -> str:
-    return " " * source.byte_offset(start) + source.text[start:end]
-
-
-def _parse(text: str) -> str:
+def _parse(source: Source, start: int, end: int) -> str:
+    """The JSON tree of ``source.text[start:end]``, positions counted from the file's start."""
+    text = source.text[start:end]
+    if start:
+        text = " " * source.byte_offset(start) + text
     try:
         return pg.parse_sql_json(text)
     except pg.ParseError as exc:
@@ -76,9 +76,9 @@ def parsed_pieces(source: Source, starts: list[int]) -> Iterator[str]:
 
     bounds = list(zip(starts, [*starts[1:], len(source.text)], strict=True))
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="nonstop-parse") as pool:
-        futures = [pool.submit(_parse, _padded(source, a, b)) for a, b in bounds[1:]]
+        futures = [pool.submit(_parse, source, a, b) for a, b in bounds[1:]]
         try:
-            yield _parse(source.text[: bounds[0][1]])
+            yield _parse(source, *bounds[0])
             for future in futures:
                 yield future.result()
         finally:

@@ -71,4 +71,4 @@ class Source:
 def _line_starts(lines: Sequence[Sized]) -> list[int]:
     """Offsets where each line starts, from the lines split at ``\n`` (split and sum run in C:
     a 20,000-line file in ~2 ms, against ~8 ms for a loop of ``find``)."""
-    return [0, *accumulate(len(line) + 1 for line in lines[:-1])]
+    return [0, *accumulate(map((1).__add__, map(len, lines[:-1])))]

@@ -4,7 +4,6 @@ import os
 
 from django.http import HttpRequest, HttpResponse
 from django.urls import path
-
 from shop.models import Customer
 
 RELEASE = os.environ.get("NONSTOP_RELEASE", "")
