@@ -112,6 +112,9 @@ def lint_frameworks(
 ) -> list[FileResult] | None:
     """Results when the targets are framework projects; None when they are SQL files (then
     ``--since`` still applies: see filter_since)."""
+    sql_files = all(path.suffix == ".sql" and path.is_file() for path in targets)
+    if sql_files and framework.since_revision is None:
+        return None  # the usual case: nothing to detect, no framework code to load
     from nonstop.migrate.frameworks import detect, lint_project
 
     tool: Any = framework.tool
