@@ -10,12 +10,12 @@ requests/s. v2 brings migration 0002 (expand: ``AddField`` of a nullable column,
 
 Measured, per run:
   requests      scheduled, failed (any non-2xx, timeout or transport error), latency p99/max
-  locks         pg_locks sampled every 10 ms from a separate connection: for each lock on
+  locks         pg_locks sampled every 20 ms from a separate connection: for each lock on
                 shop_customer or the new index, how long it was held (granted) or waited for,
                 by mode. "Blocking" modes are those that conflict with the app's INSERTs and
                 SELECTs (ROW EXCLUSIVE, ACCESS SHARE): SHARE and stronger; SHARE UPDATE
                 EXCLUSIVE (the concurrent index build) blocks neither. A lock seen in one sample
-                only is reported as "< 10 ms".
+                only is reported as "< 20 ms".
   contract      `nonstop migrate complete` while v1 is warm: refused (exit 1) or not
   server log    with log_statement = ddl, log_min_duration_statement = 50 ms, log_lock_waits =
                 on and deadlock_timeout = 100 ms (ALTER SYSTEM, reloaded): each schema
@@ -67,7 +67,7 @@ class LockSampler:
     interval, from its first to its last sighting."""
 
     url: str
-    every: float = 0.01
+    every: float = 0.02
     open: dict[tuple[int, str, str, bool], tuple[float, float]] = field(default_factory=dict)
     done: list[tuple[str, str, bool, float]] = field(default_factory=list)  # mode, rel, granted
     stop: threading.Event = field(default_factory=threading.Event)
@@ -188,8 +188,12 @@ def one_run(server: TempPostgres, rps: float, rows: int, number: int) -> dict[st
         "status": done["status"],
         "deploy_s": took,
         "scheduled": report.scheduled,
-        "failed": report.failed,
-        "failures": {k: v for k, v in report.counts.items() if k != "ok" and v},
+        # a request the generator could not send within its max lag never reached the app:
+        # every connection was busy with slow answers, or the generator itself fell behind;
+        # counted apart from the requests that were sent and failed
+        "failed": report.failed - report.not_sent,
+        "not_sent": report.not_sent,
+        "failures": {k: v for k, v in report.counts.items() if k not in ("ok", "not_sent") and v},
         "p99_ms": report.latency_scheduled.p99,
         "max_ms": report.latency_scheduled.max,
         "locks": sampler.longest(),
@@ -202,7 +206,7 @@ def one_run(server: TempPostgres, rps: float, rows: int, number: int) -> dict[st
 def _print(run: dict[str, object]) -> None:
     print(
         f"  deploy {run['status']} in {run['deploy_s']:.1f} s; requests {run['scheduled']}, "
-        f"failed {run['failed']} {run['failures']}, "
+        f"failed {run['failed']} {run['failures']}, not sent (connections busy or generator late) {run['not_sent']}, "
         f"latency p99 {run['p99_ms']:.0f} ms, max {run['max_ms']:.0f} ms; "
         f"contract refused while v1 warm: {run['contract_refused']}"
     )
@@ -210,7 +214,7 @@ def _print(run: dict[str, object]) -> None:
     assert isinstance(locks, dict)
     for (mode, granted), seconds in sorted(locks.items()):
         kind = "blocking" if mode in BLOCKING else "non-blocking"
-        shown = "< 10 ms" if seconds < 0.01 else f"{seconds * 1000:.0f} ms"
+        shown = "< 20 ms" if seconds < 0.02 else f"{seconds * 1000:.0f} ms"
         print(f"    {mode:<24} {'held' if granted else 'waited':<6} longest {shown:>8}  ({kind})")
     for ms, statement in run["ddl"]:  # type: ignore[attr-defined]
         print(f"    server log: {'< 50 ms' if ms < 0 else f'{ms:.0f} ms':>8}  {statement}")
