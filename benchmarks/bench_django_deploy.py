@@ -206,7 +206,8 @@ def one_run(server: TempPostgres, rps: float, rows: int, number: int) -> dict[st
 def _print(run: dict[str, object]) -> None:
     print(
         f"  deploy {run['status']} in {run['deploy_s']:.1f} s; requests {run['scheduled']}, "
-        f"failed {run['failed']} {run['failures']}, not sent (connections busy or generator late) {run['not_sent']}, "
+        f"failed {run['failed']} {run['failures']}, "
+        f"not sent (connections busy or generator late) {run['not_sent']}, "
         f"latency p99 {run['p99_ms']:.0f} ms, max {run['max_ms']:.0f} ms; "
         f"contract refused while v1 warm: {run['contract_refused']}"
     )
