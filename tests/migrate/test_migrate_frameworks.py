@@ -713,3 +713,55 @@ def test_a_trailing_comment_in_executed_sql_does_not_swallow_the_next_statement(
         ("dml-outside-backfill", _marked(path) - 1),
         ("drop-column", _marked(path)),
     }
+
+
+_PROBE = """
+import sys
+from nonstop.cli.main import main
+try:
+    main(sys.argv[1:])
+except SystemExit as exit:
+    loaded = sorted({m.split(".")[0] for m in sys.modules} & {"pglast", "alembic", "sqlalchemy"})
+    rules = "nonstop.migrate.lint.rules" in sys.modules
+    print("LOADED", loaded, rules, exit.code, file=sys.stderr)
+"""
+
+
+def _fresh_lint(project: Path, *args: str) -> tuple[str, str]:
+    proc = subprocess.run(
+        [sys.executable, "-c", _PROBE, "migrate", "lint", str(project), *args],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return proc.stdout, proc.stderr.strip().splitlines()[-1]
+
+
+def test_a_relint_with_nothing_changed_loads_no_parser(tmp_path: Path) -> None:
+    project = alembic_project(
+        tmp_path,
+        [(None, ALEMBIC_BASE), (None, 'op.create_index("users_name", "users", ["name"])')],
+    )
+    first, loaded = _fresh_lint(project, "--json")
+    assert loaded == "LOADED ['pglast'] True 1"  # rendered in another process, linted here
+    again, loaded = _fresh_lint(project, "--json")
+    assert loaded == "LOADED [] False 1"
+    assert again == first
+    assert json.loads(again)[0]["rule"] == "create-index-without-concurrently"
+    human, loaded = _fresh_lint(project)
+    assert loaded == "LOADED [] False 1"
+    assert "  9 |     op.create_index" in human  # the offending line, read from the file
+    # other options are other verdicts: linted again
+    _, loaded = _fresh_lint(project, "--json", "--pg-version", "10")
+    assert loaded == "LOADED ['pglast'] True 1"
+    # a changed ignore comment is a changed file: linted again
+    revision = project / "migrations" / "versions" / "0002_case.py"
+    revision.write_text(
+        revision.read_text().replace(
+            '["name"])',
+            '["name"])  # nonstop-lint: ignore=create-index-without-concurrently reason="tiny"',
+        )
+    )
+    out, loaded = _fresh_lint(project, "--json")
+    assert loaded == "LOADED ['pglast'] True 0"
+    assert out == "[]\n"

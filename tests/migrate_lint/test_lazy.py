@@ -176,3 +176,32 @@ def test_unexpected_json_layout_falls_back_to_the_full_tree(
 )  # fmt: skip
 def test_index_statements_are_read_in_part(node: str, expected: dict[str, object]) -> None:
     assert engine._index_node(node, 0, len(node)) == expected
+
+
+_HEAVY = ("aiohttp", "psycopg", "pydantic", "rich", "alembic", "django", "concurrent")
+
+
+def test_the_lint_command_imports_only_what_linting_needs(tmp_path: Path) -> None:
+    """`nonstop migrate lint FILE`, through the whole CLI: no agent client, no database
+    driver, no config schema, no framework; and no thread pool for a small file."""
+    path = tmp_path / "0001.sql"
+    path.write_text("CREATE INDEX i ON t (a);\n", encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if k not in ("FORCE_COLOR", "TTY_COMPATIBLE")}
+    code = (
+        "import atexit, sys; "
+        f"heavy = {_HEAVY!r}; "
+        "atexit.register(lambda: sys.stderr.write('loaded: ' + repr(sorted("
+        "{m.split('.')[0] for m in sys.modules} & set(heavy))))); "
+        "from nonstop.cli.main import main; main(sys.argv[1:])"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, "migrate", "lint", "--json", str(path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.endswith("loaded: []"), done.stderr
+    assert '"rule": "create-index-without-concurrently"' in done.stdout

@@ -80,21 +80,31 @@ def framework_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def configured_targets() -> list[Path]:
-    """With no paths: the Alembic or Django project that nonstop.toml here names, if any.
-
-    Reads only ``[migrations] tool`` and ``project`` (no full validation: a lint must not
-    fail on an unrelated setting, nor pay for loading the schema)."""
+def _migrations_table() -> dict[str, Any]:
+    """nonstop.toml's ``[migrations]`` table here, read without full validation: a lint must
+    not fail on an unrelated setting, nor pay for loading the config schema."""
     import tomllib
 
     toml = Path("nonstop.toml")
     try:
         table = tomllib.loads(toml.read_text(encoding="utf-8")).get("migrations") or {}
     except (OSError, ValueError):
-        return []
-    if not isinstance(table, dict) or table.get("tool") not in ("alembic", "django"):
+        return {}
+    return table if isinstance(table, dict) else {}
+
+
+def configured_targets() -> list[Path]:
+    """With no paths: the Alembic or Django project that nonstop.toml here names, if any."""
+    table = _migrations_table()
+    if table.get("tool") not in ("alembic", "django"):
         return []
     return [Path(str(table.get("project", ".")))]
+
+
+def configured_database() -> str | None:
+    """``[migrations] database_url`` when nonstop.toml here sets it (a URL or ``$VAR``)."""
+    value = _migrations_table().get("database_url")
+    return value if isinstance(value, str) and value else None
 
 
 def lint_frameworks(
@@ -102,6 +112,9 @@ def lint_frameworks(
 ) -> list[FileResult] | None:
     """Results when the targets are framework projects; None when they are SQL files (then
     ``--since`` still applies: see filter_since)."""
+    sql_files = all(path.suffix == ".sql" and path.is_file() for path in targets)
+    if sql_files and framework.since_revision is None:
+        return None  # the usual case: nothing to detect, no framework code to load
     from nonstop.migrate.frameworks import detect, lint_project
 
     tool: Any = framework.tool

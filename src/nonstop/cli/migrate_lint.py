@@ -7,28 +7,28 @@ does not parse. The ``migrate`` group registers it: ``from nonstop.cli.migrate_l
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from nonstop.cli.migrate_frameworks import (
     FrameworkOptions,
+    configured_database,
     configured_targets,
     filter_since,
     framework_options,
     lint_frameworks,
 )
 from nonstop.errors import UsageError
-from nonstop.migrate.lint import (
-    DEFAULT_PG_VERSION,
-    FileResult,
-    LintOptions,
-    apply_fixes,
-    describe_rules,
-    lint_files,
-)
+from nonstop.migrate.errors import DatabaseUnavailable
+from nonstop.migrate.lint.model import DEFAULT_PG_VERSION, FileResult, LintOptions
 from nonstop.migrate.lint.report import print_human, to_github, to_json
 from nonstop.migrate.phases import PHASES, Phase
+
+if TYPE_CHECKING:
+    from nonstop.migrate.lint.schema import Schema
 
 DEFAULT_DIR = Path("migrations")
 
@@ -43,8 +43,35 @@ def _pg_version(value: str) -> int:
     return int(head)
 
 
+def _database_url(given: str | None, offline: bool) -> str | None:
+    """The database whose catalog the lint reads: ``--database-url``, else nonstop.toml's
+    ``[migrations] database_url``; None to lint offline. ``$VAR`` reads the environment; a
+    variable named by the config but not set means offline (CI without a database)."""
+    if offline:
+        if given:
+            raise UsageError("--offline and --database-url: give one or the other")
+        return None
+    spec = given or configured_database()
+    if spec is None or not spec.startswith("$"):
+        return spec
+    value = os.environ.get(spec[1:], "")
+    if not value and given:
+        raise UsageError(f"--database-url {spec}: the environment variable {spec[1:]} is not set")
+    return value or None
+
+
+def _schema(url: str | None) -> Schema | None:
+    if url is None:
+        return None
+    from nonstop.migrate.catalog import read_schema  # psycopg: only when a database is given
+
+    return read_schema(url)
+
+
 def _fix(results: list[FileResult]) -> int:
     """Write every mechanical fix into its file; returns how many files changed."""
+    from nonstop.migrate.lint.engine import apply_fixes
+
     changed = 0
     for result in results:
         if not any(f.replacement for f in result.findings):
@@ -76,6 +103,9 @@ def _run(
             raise UsageError(f"{path}: no such file or directory")
     results = lint_frameworks(targets, options, framework, fix)
     if results is None:
+        # the parser and the rules: loaded only here (a framework lint may come from its cache)
+        from nonstop.migrate.lint.engine import lint_files
+
         results = lint_files(targets, options)
         changed = _fix(results) if fix else 0
         if changed:
@@ -126,6 +156,12 @@ def _run(
 @click.option(
     "--fix", is_flag=True, help="Rewrite files with the safe sequence where it is mechanical."
 )
+@click.option(
+    "--database-url",
+    help="Read the live schema (column types, constraints, table sizes) from this PostgreSQL "
+    "(libpq URL, or $VAR); default: [migrations] database_url of nonstop.toml, if set.",
+)
+@click.option("--offline", is_flag=True, help="Do not read any database, even a configured one.")
 @click.option("--list-rules", is_flag=True, help="List the rules (with --json: as JSON) and exit.")
 @framework_options
 @click.pass_context
@@ -138,6 +174,8 @@ def lint(
     phase: Phase | None,
     assume_lock_timeout: bool,
     fix: bool,
+    database_url: str | None,
+    offline: bool,
     list_rules: bool,
     framework: FrameworkOptions,
 ) -> None:
@@ -146,6 +184,8 @@ def lint(
     knowing each migration's expand/backfill/contract phase."""
     fmt = "json" if as_json else fmt
     if list_rules:
+        from nonstop.migrate.lint.engine import describe_rules
+
         rules = describe_rules()
         if fmt == "json":
             click.echo(json.dumps(rules, indent=2))
@@ -158,9 +198,10 @@ def lint(
             pg_version=_pg_version(pg_version),
             phase=phase,
             assume_lock_timeout=assume_lock_timeout,
+            schema=_schema(_database_url(database_url, offline)),
         )
         code = _run(paths, fmt, options, fix, framework)
-    except UsageError as exc:
+    except (UsageError, DatabaseUnavailable) as exc:  # exit 1 means findings: these are 2
         click.echo(f"error: {exc}", err=True)
-        ctx.exit(exc.exit_code)
+        ctx.exit(2)
     ctx.exit(code)

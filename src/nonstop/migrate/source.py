@@ -21,7 +21,6 @@ This module reads files but touches no database; every problem is a
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,6 +81,8 @@ class Migration:
 
 
 def checksum(text: str) -> str:
+    import hashlib  # here: the linter reads this module and never needs a checksum
+
     return "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 

@@ -12,20 +12,19 @@ the end of the operation's first line or on the comment lines just above it.
 
 from __future__ import annotations
 
-import os
 import re
 from bisect import bisect_right
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from nonstop.errors import UsageError
 from nonstop.migrate.frameworks.fixes import framework_fix
+from nonstop.migrate.frameworks.project import show_path
 from nonstop.migrate.frameworks.render import Unit
 from nonstop.migrate.lint import RULES, FileResult, Finding, LintInputError, LintOptions
-from nonstop.migrate.lint.engine import lint_source
+from nonstop.migrate.lint.engine import lint_source, new_catalog
 from nonstop.migrate.lint.source import Source
-from nonstop.migrate.lint.state import Catalog
 from nonstop.migrate.phases import DEFAULT_PHASE, PHASES, Phase
 
 MARKER = "nonstop_phase"
@@ -43,7 +42,7 @@ def python_phase(path: Path, text: str) -> Phase:
         if value not in PHASES:
             line = text.count("\n", 0, found.start()) + 1
             raise UsageError(
-                f"{_show(str(path))}:{line}: unknown migration phase {value!r} "
+                f"{show_path(str(path))}:{line}: unknown migration phase {value!r} "
                 f"(expected one of {', '.join(PHASES)})"
             )
         return value
@@ -108,14 +107,14 @@ def lint_units(
 ) -> list[FileResult]:
     """Lint migrations in order (column types carry over); results for ``selected`` files
     (all when None), each finding at its operation's line in the Python file."""
-    catalog: Catalog = {}
+    catalog = new_catalog(options)
     results = []
     for unit in units:
         path = Path(unit.file)
         try:
             python = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
-            raise LintInputError(f"{_show(unit.file)}: cannot read: {exc}") from exc
+            raise LintInputError(f"{show_path(unit.file)}: cannot read: {exc}") from exc
         phase = options.phase or python_phase(path, python)
         text = build_text(unit, python.splitlines())
         try:
@@ -125,12 +124,13 @@ def lint_units(
                 options.pg_version,
                 catalog,
                 assume_lock_timeout=options.assume_lock_timeout,
+                schema=options.schema,
             )
         except LintInputError as exc:
             raise _moved_error(exc, unit, text) from exc
         if selected is not None and unit.file not in selected:
             continue
-        shown = _show(unit.file)
+        shown = show_path(unit.file)
         findings = _moved(result.findings, text, shown, framework)
         if framework == "django" and phase == "expand":
             findings = sorted(
@@ -211,7 +211,7 @@ def _moved(findings: list[Finding], text: _Text, shown: str, framework: str) -> 
             continue
         seen.add(key)
         fix = framework_fix(framework, f.rule, f.fix)  # type: ignore[arg-type]
-        out.append(replace(f, file=shown, line=line, column=col, fix=fix, replacement=None))
+        out.append(f._replace(file=shown, line=line, column=col, fix=fix, replacement=None))
     out.sort(key=lambda f: (f.line, f.column, f.rule))
     return out
 
@@ -219,15 +219,9 @@ def _moved(findings: list[Finding], text: _Text, shown: str, framework: str) -> 
 def _moved_error(exc: LintInputError, unit: Unit, text: _Text) -> LintInputError:
     found = _PARSE_ERROR.match(str(exc))
     if found is None:
-        return LintInputError(f"{_show(unit.file)}: {exc}")
+        return LintInputError(f"{show_path(unit.file)}: {exc}")
     line, _ = _place(text, int(found[1]))
     detail = found[3].splitlines()[0]
-    return LintInputError(f"{_show(unit.file)}:{line}: the SQL this operation renders: {detail}")
-
-
-def _show(path: str) -> str:
-    try:
-        rel = os.path.relpath(path)
-    except ValueError:
-        return path
-    return path if rel.startswith("..") else rel
+    return LintInputError(
+        f"{show_path(unit.file)}:{line}: the SQL this operation renders: {detail}"
+    )

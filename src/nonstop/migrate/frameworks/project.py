@@ -166,3 +166,12 @@ def django_project(root: Path, path: Path, settings: str | None) -> Project:
     return Project(
         "django", root, root, tuple(files), (root / "manage.py", settings_file), module, only
     )
+
+
+def show_path(path: str) -> str:
+    """A path as findings show it: relative to the current directory when below it."""
+    try:
+        rel = os.path.relpath(path)
+    except ValueError:
+        return path
+    return path if rel.startswith("..") else rel

@@ -4,18 +4,45 @@ Pure: no database, no clock. Files are parsed with the real PostgreSQL parser (p
 libpg_query); rules (rules.py, one function each) read the tree and the state carried between
 statements (state.py) and report findings with a message, the safe alternative and, where the
 safe sequence is mechanical, the SQL that ``--fix`` writes (fixes.py).
+
+The engine (and with it the parser and the rules) is imported on first use of a name that
+needs it: a lint answered from the cache (frameworks) reads findings without loading pglast.
 """
 
-from nonstop.migrate.lint.engine import (
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from nonstop.migrate.lint.model import (
+    DEFAULT_PG_VERSION,
     FileResult,
+    Finding,
     LintInputError,
-    apply_fixes,
-    describe_rules,
-    lint_files,
-    lint_text,
+    LintOptions,
 )
-from nonstop.migrate.lint.model import DEFAULT_PG_VERSION, Finding, LintOptions
-from nonstop.migrate.lint.registry import RULES
+
+if TYPE_CHECKING:
+    from nonstop.migrate.lint.engine import apply_fixes, describe_rules, lint_files, lint_text
+    from nonstop.migrate.lint.registry import RULES
+
+_LAZY = {
+    "RULES": "nonstop.migrate.lint.registry",
+    "apply_fixes": "nonstop.migrate.lint.engine",
+    "describe_rules": "nonstop.migrate.lint.engine",
+    "lint_files": "nonstop.migrate.lint.engine",
+    "lint_text": "nonstop.migrate.lint.engine",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    importlib.import_module("nonstop.migrate.lint.engine")  # registers the rules
+    return getattr(importlib.import_module(module), name)
+
 
 __all__ = [
     "DEFAULT_PG_VERSION",

@@ -19,17 +19,19 @@ import re
 import shlex
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 from pglast import parser as pg
 
-from nonstop.errors import UsageError
 from nonstop.migrate.errors import MigrationSourceError
 from nonstop.migrate.lint import rules as _rules  # noqa: F401  (registers the rules table)
-from nonstop.migrate.lint.model import Finding, LintOptions
+from nonstop.migrate.lint.model import FileResult, Finding, LintInputError, LintOptions
+from nonstop.migrate.lint.pieces import BadCut, cuts, parsed_pieces
 from nonstop.migrate.lint.registry import DISPATCH, RULES, Context, Statement, dispatch
+from nonstop.migrate.lint.schema import Schema
 from nonstop.migrate.lint.source import Source
 from nonstop.migrate.lint.sqltext import Node
 from nonstop.migrate.lint.state import OBSERVERS, Catalog, State
@@ -39,10 +41,6 @@ from nonstop.migrate.source import bind_batch_bounds, read_sql_file, sql_text_pr
 DIRECTIVE = "nonstop-lint:"
 _EMPTY: Node = {}
 _TABLES = ("OBJECT_TABLE", "OBJECT_MATVIEW", None)
-
-
-class LintInputError(UsageError):
-    """A migration file cannot be read or does not parse (exit code 2)."""
 
 
 @contextmanager
@@ -149,7 +147,7 @@ class _Split:
 
     __slots__ = ("phase", "raw", "spans")
 
-    def __init__(self, raw: str, spans: list[tuple[int, int]], phase: Phase) -> None:
+    def __init__(self, raw: str, spans: dict[int, tuple[int, int]], phase: Phase) -> None:
         self.raw, self.spans, self.phase = raw, spans, phase
 
     def __call__(self, stmt: Statement) -> Node:
@@ -157,52 +155,75 @@ class _Split:
         return _node(stmt.kind, self.raw, at, end, self.phase)
 
 
-def _split(source: Source) -> tuple[str, list[Statement], list[tuple[int, int]]]:
-    """The JSON text, the statements (kinds and positions, no tree yet) and the span of each
-    statement's node in the text."""
-    raw = _parse_json(source)
-    matches = list(_ENTRY.finditer(raw))
-    ends = [m.start() - 1 for m in matches[1:]]  # the comma before the next entry
-    if matches:
-        if not raw.endswith("]}"):
-            raise _UnexpectedJSON("no closing ]}")
-        ends.append(len(raw) - 2)
-    statements, spans, data = [], [], source.data
-    for index, (match, end) in enumerate(zip(matches, ends, strict=True)):
-        tail = _TAIL.search(raw, max(match.start(), end - _TAIL_WINDOW), end)
+_MARK = '{"stmt":{"'
+
+
+@cache
+def _wanted(phase: Phase) -> re.Pattern[str]:
+    """The entries of the statement kinds that some check or the state reads in ``phase``:
+    the others are only counted. Backfill's ``"*"`` rules read every kind."""
+    table = dispatch(phase)
+    if "*" in table:
+        return _ENTRY
+    kinds = {kind for kind in table if not kind.startswith("AT_")} | set(OBSERVERS)
+    return re.compile(r'\{"stmt":\{"(' + "|".join(sorted(kinds)) + r')":')
+
+
+@dataclass(slots=True)
+class _Cut:
+    raw: str  # the JSON text
+    statements: list[Statement]  # kinds and positions, no tree yet
+    spans: dict[int, tuple[int, int]]  # statement index -> its node's span in ``raw``
+    total: int  # statements in the file, read or not
+
+
+def _split(source: Source, phase: Phase | None = None) -> _Cut:
+    """The file's JSON text cut at its statements: every statement, or with ``phase`` only
+    those of the kinds read in that phase (the others are counted, in C: ``str.count``)."""
+    return _cut(_parse_json(source), source, phase)
+
+
+def _cut(raw: str, source: Source, phase: Phase | None, first: int = 0) -> _Cut:
+    """``_split`` of a tree already parsed, whose first statement is statement ``first`` of
+    the file (a piece of it: pieces.py)."""
+    total = raw.count(_MARK)
+    if total and not raw.endswith("]}"):
+        raise _UnexpectedJSON("no closing ]}")
+    pattern = _ENTRY if phase is None else _wanted(phase)
+    cut = _Cut(raw, [], {}, total)
+    index, counted, data = first, 0, source.data
+    for match in pattern.finditer(raw):
+        at = match.start()
+        index += raw.count(_MARK, counted, at)  # the entries before this one
+        counted = at
+        after = raw.find(_MARK, match.end())
+        end = len(raw) - 2 if after == -1 else after - 1  # the comma before the next entry
+        tail = _TAIL.search(raw, max(at, end - _TAIL_WINDOW), end)
         if tail is None:
             raise _UnexpectedJSON(f"no statement end before {end}")
         start = int(tail[1] or 0)
         # stmt_len 0: the last statement, without a semicolon, runs to the end of the file
         length = int(tail[2] or 0) or len(data[start:].rstrip())
-        statements.append(Statement(index, match[1], _EMPTY, start, length, source))
-        spans.append((match.end(), tail.start()))
-    return raw, statements, spans
+        cut.statements.append(Statement(index, match[1], _EMPTY, start, length, source))
+        cut.spans[index] = (match.end(), tail.start())
+    return cut
 
 
 def lazy_statements(source: Source, phase: Phase | None) -> list[Statement]:
     """The statements of a file, each with the part of its tree the rules read in ``phase``
     (None: no tree at all, only kinds and positions)."""
-    raw, statements, spans = _split(source)
+    cut = _split(source)
     if phase is not None:
-        load = _Split(raw, spans, phase)
-        for stmt in statements:
+        load = _Split(cut.raw, cut.spans, phase)
+        for stmt in cut.statements:
             stmt.node = load(stmt)
-    return statements
+    return cut.statements
 
 
 @dataclass(frozen=True, slots=True)
 class Ignore:
     statement: int
     rules: frozenset[str]
-
-
-@dataclass
-class FileResult:
-    source: Source
-    phase: Phase
-    statements: int = 0
-    findings: list[Finding] = field(default_factory=list)
 
 
 def _statements(source: Source, raw: list[Node]) -> list[Statement]:
@@ -256,8 +277,10 @@ def lint_source(
     *,
     assume_lock_timeout: bool = False,
     full_tree: bool = False,
+    schema: Schema | None = None,
 ) -> FileResult:
-    """Every finding in one file, after ignore comments; ``catalog`` carries over between files.
+    """Every finding in one file, after ignore comments; ``catalog`` carries over between files
+    (start it with ``new_catalog``); ``schema`` is the live database's, when there is one.
 
     ``full_tree`` decodes every statement's whole tree instead of only what the rules read
     (the same findings, slower: the reference the fast path is tested against)."""
@@ -268,26 +291,77 @@ def lint_source(
         # The tree lives only inside _walk: it is freed by reference counting before the
         # collector runs again, so the collector never has to traverse it (0.5 s saved on a
         # 20,000-statement file).
-        state = State(phase, pg_version, catalog, lock_timeout=assume_lock_timeout)
-        return _walk(source, state, full_tree)
+        def start() -> State:
+            return State(
+                phase, pg_version, catalog, lock_timeout=assume_lock_timeout, schema=schema
+            )
+
+        return _walk(source, start, full_tree)
 
 
-def _walk(source: Source, state: State, full_tree: bool) -> FileResult:
-    load = None
+def _walk(source: Source, start: Callable[[], State], full_tree: bool) -> FileResult:
+    """Lint with the state ``start()`` gives: in pieces parsed on a second thread (a large
+    file), else parsed at once with only what the rules read decoded, else (``full_tree``, or
+    a parser output laid out unexpectedly) decoded whole."""
+    state = start()
+    # an ignore comment can point at a statement of any kind: then every statement is read
+    reads = None if DIRECTIVE in source.text else state.phase
     if not full_tree:
+        starts = cuts(source.text)
+        if len(starts) > 1:
+            saved = {table: dict(columns) for table, columns in state.catalog.items()}
+            try:
+                return _walk_pieces(source, state, starts, reads)
+            except (BadCut, _UnexpectedJSON):
+                # lint the whole file again from the state it started in
+                state.catalog.clear()
+                state.catalog.update(saved)
+                state = start()
         try:
-            raw, statements, spans = _split(source)
-            load = _Split(raw, spans, state.phase)
+            cut = _split(source, reads)
+            load = _Split(cut.raw, cut.spans, state.phase)
+            return _lint(source, state, cut.statements, cut.total, load)
         except _UnexpectedJSON:
-            full_tree = True
-    if full_tree:
-        statements = _statements(source, parse(source))
+            pass  # raised before any rule ran: the state is untouched
+    statements = _statements(source, parse(source))
+    return _lint(source, state, statements, len(statements), None)
+
+
+def _walk_pieces(
+    source: Source, state: State, starts: list[int], reads: Phase | None
+) -> FileResult:
+    statements: list[Statement] = []
+    findings: list[Finding] = []
+    total = 0
+    for raw in parsed_pieces(source, starts):
+        cut = _cut(raw, source, reads, total)
+        total += cut.total
+        if cut.statements:
+            context = Context(source, state, cut.statements[0], findings)
+            _run_rules(context, cut.statements, _Split(cut.raw, cut.spans, state.phase))
+            statements.extend(cut.statements)
+    return _result(source, state, statements, total, findings)
+
+
+def _lint(
+    source: Source,
+    state: State,
+    statements: list[Statement],
+    total: int,
+    load: Callable[[Statement], Node] | None,
+) -> FileResult:
     findings: list[Finding] = []
     if statements:
         _run_rules(Context(source, state, statements[0], findings), statements, load)
+    return _result(source, state, statements, total, findings)
+
+
+def _result(
+    source: Source, state: State, statements: list[Statement], total: int, found: list[Finding]
+) -> FileResult:
     ignores, problems = _directives(source, statements)
-    result = FileResult(source, state.phase, len(statements))
-    result.findings = problems + [f for f in findings if not _ignored(f, ignores)]
+    result = FileResult(source, state.phase, total)
+    result.findings = problems + [f for f in found if not _ignored(f, ignores)]
     result.findings.sort(key=lambda f: (f.line, f.column, f.rule))
     return result
 
@@ -418,16 +492,22 @@ def lint_text(
         source,
         chosen,
         opts.pg_version,
-        {},
+        new_catalog(opts),
         assume_lock_timeout=opts.assume_lock_timeout,
         full_tree=full_tree,
+        schema=opts.schema,
     ).findings
+
+
+def new_catalog(options: LintOptions) -> Catalog:
+    """The column types a run starts from: the live schema's, else none."""
+    return options.schema.catalog() if options.schema is not None else {}
 
 
 def lint_files(paths: Iterable[Path], options: LintOptions | None = None) -> list[FileResult]:
     """Lint files in order; a table's column types carry from one file to the next."""
     opts = options or LintOptions()
-    catalog: Catalog = {}
+    catalog = new_catalog(opts)
     results = []
     for path in expand_paths(paths):
         source = read(path)
@@ -439,6 +519,7 @@ def lint_files(paths: Iterable[Path], options: LintOptions | None = None) -> lis
                 opts.pg_version,
                 catalog,
                 assume_lock_timeout=opts.assume_lock_timeout,
+                schema=opts.schema,
             )
         )
     return results
@@ -450,7 +531,7 @@ def apply_fixes(text: str, findings: list[Finding]) -> str:
     for the statements after it)."""
     source = Source("", text)
     try:
-        found = _split(source)[1]
+        found = _split(source).statements
     except _UnexpectedJSON:
         found = _statements(source, parse(source))
     statements = {s.index: s for s in found}

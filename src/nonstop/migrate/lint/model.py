@@ -1,11 +1,18 @@
-"""What the linter reports: findings, and the options that change verdicts."""
+"""What the linter reports: findings per file, and the options that change verdicts.
+
+Imports nothing heavy (no parser): a lint answered from the cache reads these only."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal, NamedTuple
 
+from nonstop.errors import UsageError
+from nonstop.migrate.lint.source import Source
 from nonstop.migrate.phases import Phase
+
+if TYPE_CHECKING:
+    from nonstop.migrate.lint.schema import Schema
 
 Severity = Literal["error", "warning"]
 
@@ -13,13 +20,15 @@ Severity = Literal["error", "warning"]
 DEFAULT_PG_VERSION = 16
 
 
-@dataclass(frozen=True, slots=True)
-class Finding:
+class Finding(NamedTuple):
     """One hazard in one statement.
 
     ``message`` says what lock or rewrite the statement causes and what breaks; ``fix`` says the
     safe alternative in words and SQL. ``replacement`` is the SQL that ``--fix`` writes in place of
     the statement when the safe sequence is mechanical, else None.
+
+    A named tuple: immutable like a frozen dataclass, and built 4x faster (a frozen dataclass
+    sets each field through ``object.__setattr__``), which counts at 10,000 findings.
     """
 
     rule: str
@@ -53,3 +62,17 @@ class LintOptions:
     # True when the files are applied by a runner that sets lock_timeout itself (nonstop's
     # migration runner runs every transactional statement under SET LOCAL lock_timeout)
     assume_lock_timeout: bool = False
+    # the live database's catalog (nonstop.migrate.catalog.read_schema); None: offline
+    schema: Schema | None = field(default=None, compare=False)
+
+
+class LintInputError(UsageError):
+    """A migration file cannot be read or does not parse (exit code 2)."""
+
+
+@dataclass
+class FileResult:
+    source: Source
+    phase: Phase
+    statements: int = 0
+    findings: list[Finding] = field(default_factory=list)

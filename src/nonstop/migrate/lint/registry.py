@@ -14,7 +14,7 @@ from functools import cache
 
 from nonstop.migrate.lint.model import Finding, Severity
 from nonstop.migrate.lint.source import Source
-from nonstop.migrate.lint.sqltext import Node
+from nonstop.migrate.lint.sqltext import Node, rel_key
 from nonstop.migrate.lint.state import State
 from nonstop.migrate.phases import PHASES, Phase
 
@@ -58,9 +58,19 @@ class Context:
         replacement: str | None = None,
         insert: bool = False,
         severity: Severity | None = None,
+        table: str | None = None,
     ) -> None:
-        """Record a finding at byte ``location`` (default: the statement's first token)."""
+        """Record a finding at byte ``location`` (default: the statement's first token).
+
+        With a live schema, a finding on ``table`` (default: the statement's relation) names
+        the table's size, and a rule whose cost grows with the table says nothing on one that
+        is empty (schema.py)."""
         rule = RULES[rule_id]
+        if self.state.schema is not None:
+            sized = self._with_size(rule, message, table or self._relation())
+            if sized is None:
+                return
+            message = sized
         at = location if location is not None and location >= self.stmt.start else self.stmt.start
         line, column = self.source.byte_position(at)
         self.findings.append(
@@ -78,6 +88,21 @@ class Context:
             )
         )
 
+    def _with_size(self, rule: Rule, message: str, table: str | None) -> str | None:
+        """The message with the table's size when the schema knows it; None when ``rule``
+        costs nothing on it because it is empty."""
+        assert self.state.schema is not None
+        stats = self.state.schema.stats(table) if table else None
+        if stats is None:
+            return message
+        if rule.sized and stats.empty:
+            return None
+        return f"{message} ({table}: {stats.describe()})"
+
+    def _relation(self) -> str | None:
+        relation = self.stmt.node.get("relation")
+        return rel_key(relation) if isinstance(relation, dict) and "relname" in relation else None
+
 
 Check = Callable[[Context, Node], None]
 
@@ -90,6 +115,8 @@ class Rule:
     targets: tuple[str, ...]
     check: Check | None
     phases: tuple[Phase, ...] = PHASES
+    #: the hazard grows with the table (a scan, a rewrite, a build): none on an empty table
+    sized: bool = False
 
 
 RULES: dict[str, Rule] = {}
@@ -103,12 +130,14 @@ def rule(
     description: str,
     *targets: str,
     phases: tuple[Phase, ...] = PHASES,
+    sized: bool = False,
 ) -> Callable[[Check], Check]:
     """Register ``check`` as rule ``rule_id``, run on every node of the ``targets`` types in
-    migrations of the given ``phases`` (the engine does not call it in other phases)."""
+    migrations of the given ``phases`` (the engine does not call it in other phases).
+    ``sized``: the hazard is a scan, rewrite or build that is instant on an empty table."""
 
     def register(check: Check) -> Check:
-        _add(Rule(rule_id, severity, description, targets, check, phases))
+        _add(Rule(rule_id, severity, description, targets, check, phases, sized))
         for target in targets:
             DISPATCH.setdefault(target, []).append(check)
         return check

@@ -178,6 +178,7 @@ def add_column_not_null(ctx: Context, cmd: Node) -> None:
     "error",
     "A column default that rewrites the table (PostgreSQL < 11)",
     "AT_AddColumn",
+    sized=True,
 )
 def add_column_default(ctx: Context, cmd: Node) -> None:
     if ctx.state.pg_version >= 11:
@@ -217,6 +218,7 @@ _NOT_VOLATILE = {
     "error",
     "A new column whose default must be computed for every row",
     "AT_AddColumn",
+    sized=True,
 )
 def volatile_default(ctx: Context, cmd: Node) -> None:
     column = cmd["def"]["ColumnDef"]
@@ -301,6 +303,7 @@ def _volatile_call(
     "error",
     "SET NOT NULL that scans the table under ACCESS EXCLUSIVE",
     "AT_SetNotNull",
+    sized=True,
 )
 def set_not_null(ctx: Context, cmd: Node) -> None:
     table, table_sql = _table(ctx)
@@ -308,6 +311,8 @@ def set_not_null(ctx: Context, cmd: Node) -> None:
     proven = (table, column) in ctx.state.not_null_checks
     if ctx.state.is_new(table) or (proven and ctx.state.pg_version >= 12):
         return
+    if ctx.state.is_not_null(table, column):
+        return  # NOT NULL already (live schema): nothing to scan, the command changes nothing
     name = quote_ident(column)
     scan = (
         f"SET NOT NULL on {table_sql}.{name} scans the whole table under an ACCESS EXCLUSIVE "
@@ -368,6 +373,7 @@ _INDEXED = {"CONSTR_UNIQUE", "CONSTR_PRIMARY", "CONSTR_EXCLUSION"}
     "A UNIQUE or PRIMARY KEY constraint that builds its index under ACCESS EXCLUSIVE",
     "AT_AddConstraint",
     "AT_AddColumn",
+    sized=True,
 )
 def unique_without_index(ctx: Context, cmd: Node) -> None:
     if _no_constraints(cmd) or _INDEXED.isdisjoint(_contypes(cmd)) or ctx.state.is_new(_key(ctx)):
@@ -486,6 +492,7 @@ def _column_refs(expr: Node) -> list[str]:
     "A FOREIGN KEY validated while writes to both tables block",
     "AT_AddConstraint",
     "AT_AddColumn",
+    sized=True,
 )
 def foreign_key_without_not_valid(ctx: Context, cmd: Node) -> None:
     _validated(
@@ -504,6 +511,7 @@ def foreign_key_without_not_valid(ctx: Context, cmd: Node) -> None:
     "A CHECK constraint validated under ACCESS EXCLUSIVE",
     "AT_AddConstraint",
     "AT_AddColumn",
+    sized=True,
 )
 def check_without_not_valid(ctx: Context, cmd: Node) -> None:
     _validated(
@@ -524,6 +532,7 @@ def check_without_not_valid(ctx: Context, cmd: Node) -> None:
     "error",
     "A column type change that rewrites the table",
     "AT_AlterColumnType",
+    sized=True,
 )
 def change_column_type(ctx: Context, cmd: Node) -> None:
     table, table_sql = _table(ctx)
@@ -564,6 +573,7 @@ def change_column_type(ctx: Context, cmd: Node) -> None:
     "error",
     "CREATE INDEX that blocks writes for the whole build",
     "IndexStmt",
+    sized=True,
 )
 def create_index(ctx: Context, node: Node) -> None:
     if node.get("concurrent") or ctx.state.is_new(rel_key(node["relation"])):
@@ -599,6 +609,7 @@ def drop_index(ctx: Context, node: Node) -> None:
         replacement=fixes.concurrent_index(ctx.stmt.sql, ctx.state.in_transaction)
         if single
         else None,
+        table=ctx.state.index_table(object_key(objects[0])),
     )
 
 
@@ -641,6 +652,7 @@ def concurrently_in_transaction(ctx: Context, node: Node) -> None:
     "error",
     "REINDEX that blocks writes for the whole rebuild",
     "ReindexStmt",
+    sized=True,
 )
 def reindex(ctx: Context, node: Node) -> None:
     if _concurrently("ReindexStmt", node):
@@ -680,7 +692,13 @@ def vacuum_full(ctx: Context, node: Node) -> None:
     )
 
 
-@rule("cluster", "error", "CLUSTER rewrites the table under ACCESS EXCLUSIVE", "ClusterStmt")
+@rule(
+    "cluster",
+    "error",
+    "CLUSTER rewrites the table under ACCESS EXCLUSIVE",
+    "ClusterStmt",
+    sized=True,
+)
 def cluster(ctx: Context, node: Node) -> None:
     ctx.report(
         "cluster",
@@ -703,6 +721,7 @@ _REWRITES = {
     "error",
     "ALTER TABLE forms that rewrite or copy the whole table under ACCESS EXCLUSIVE",
     *_REWRITES,
+    sized=True,
 )
 def table_rewrite(ctx: Context, cmd: Node) -> None:
     if ctx.state.is_new(_key(ctx)):
@@ -874,6 +893,7 @@ def backfill_ddl(ctx: Context, node: Node) -> None:
     "UpdateStmt",
     "DeleteStmt",
     phases=("backfill",),
+    sized=True,
 )
 def unbatched_backfill(ctx: Context, node: Node) -> None:
     if (
@@ -900,6 +920,7 @@ def unbatched_backfill(ctx: Context, node: Node) -> None:
     "UpdateStmt",
     "DeleteStmt",
     phases=("expand", "contract"),
+    sized=True,
 )
 def dml_outside_backfill(ctx: Context, node: Node) -> None:
     if ctx.state.phase == "backfill" or ctx.state.is_new(rel_key(node["relation"])):

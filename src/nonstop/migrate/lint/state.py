@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from nonstop.migrate.lint.schema import Schema
 from nonstop.migrate.lint.sqltext import Node, const_value, names_of, object_key, rel_key
 from nonstop.migrate.lint.types import ColumnType, column_type
 from nonstop.migrate.phases import Phase
@@ -39,6 +40,20 @@ class State:
     in_transaction: bool = False
     pending_checks: dict[str, tuple[str, str]] = field(default_factory=dict)  # NOT VALID
     not_null_checks: set[tuple[str, str]] = field(default_factory=set)  # validated
+    schema: Schema | None = None  # the live database's catalog, when the lint was given one
+
+    def __post_init__(self) -> None:
+        if self.schema is not None:
+            self.not_null_checks |= self.schema.not_null_checks
+            self.pending_checks |= self.schema.pending_checks
+
+    def is_not_null(self, table: str, column: str) -> bool:
+        """True when the live schema says the column is NOT NULL already."""
+        return self.schema is not None and (table, column) in self.schema.not_null
+
+    def index_table(self, index: str) -> str | None:
+        """The table key of an existing index (``public.orders_idx``), from the live schema."""
+        return self.schema.indexes.get(index) if self.schema is not None else None
 
     def is_new(self, table: str) -> bool:
         """True when the table was created earlier in this file: empty, nobody else uses it."""

@@ -69,6 +69,11 @@ def _column_type(name: str, mods: tuple[int, ...], array: bool) -> ColumnType:
     return ColumnType(_ALIASES.get(name, name), mods, array)
 
 
+def named_type(name: str, mods: tuple[int, ...] = (), array: bool = False) -> ColumnType:
+    """The type as the catalog names it (``pg_type.typname``: varchar, int4, timestamptz)."""
+    return _column_type(name, mods, array)
+
+
 def rewrite_free(old: ColumnType, new: ColumnType) -> bool:
     """True when changing a column from ``old`` to ``new`` needs no rewrite and no scan."""
     if old == new:
