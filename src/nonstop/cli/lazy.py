@@ -19,7 +19,6 @@ from collections.abc import Mapping
 from typing import Any
 
 import click
-from click.utils import make_default_short_help
 
 LazyTable = Mapping[str, tuple[str, str]]
 """Command name -> ("module:attribute" of a click command, its short help)."""
@@ -58,7 +57,8 @@ class LazyGroup(click.Group):
 
     def _short_help(self, ctx: click.Context, name: str, limit: int) -> str:
         if name in self.lazy and name not in self.commands:
-            return make_default_short_help(self.lazy[name][1], limit)
+            # click's own shortening of a help text, on a stand-in that imports nothing
+            return click.Command(name, help=self.lazy[name][1]).get_short_help_str(limit)
         command = super().get_command(ctx, name)
         return command.get_short_help_str(limit) if command else ""
 

@@ -42,9 +42,7 @@ COMMANDS: LazyTable = {
 }  # fmt: skip
 
 
-@click.group(
-    cls=LazyGroup, lazy=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]}
-)
+@click.group(cls=LazyGroup, lazy=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="nonstop")
 def cli() -> None:
     """Deploy web services and workers with zero downtime."""
