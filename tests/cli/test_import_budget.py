@@ -20,6 +20,8 @@ from pathlib import Path
 import pytest
 
 from e2e.harness import AgentProcess, Project, free_port
+from nonstop.agent.client import AgentClient
+from nonstop.config import load_config
 
 HEAVY = (
     "aiohttp",
@@ -73,7 +75,9 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
     app = resources.files("nonstop.demo").joinpath("sampleapp.py").read_text()
     (root / "app.py").write_text(app)
     project = Project(root, free_port())
-    project.write_config(start_period="5s")
+    project.write_config(
+        start_period="5s", extra=f'\n[agent]\nlisten = "127.0.0.1:{free_port()}"\n'
+    )
     agent = AgentProcess(project)
     try:
         agent.start()
@@ -133,3 +137,12 @@ def test_the_probe_sees_a_heavy_import(tmp_path: Path) -> None:
     done, heavy = run(["deploy", "v1"], tmp_path)  # no nonstop.toml: exit 2 after loading config
     assert done.returncode == 2, done.stderr
     assert "pydantic" in heavy
+
+
+def test_the_light_client_speaks_to_the_agent_on_both_listeners(running: Project) -> None:
+    """The same answers over the unix socket and over `[agent] listen` (decision 0352)."""
+    host, _, port = load_config(running.paths.config).agent.listen.rpartition(":")
+    unix = AgentClient(running.paths).call("GET", "/v1/rollouts?limit=5")
+    tcp = AgentClient(running.paths, tcp=(host, int(port))).call("GET", "/v1/rollouts?limit=5")
+    assert unix == tcp
+    assert [row["candidate"] for row in tcp] == ["v1"]
