@@ -5,7 +5,8 @@
 Starts a real agent (``nonstop up --detach``) in a temporary project with the bundled sample
 app, deploys one release, then times fresh processes of:
 
-* ``python -c pass``: the interpreter alone, the baseline of the run;
+* ``python -c pass``: the interpreter alone, the baseline of the run; ``python -c 'import
+  click'``: the floor of any click command;
 * ``nonstop --help``; ``nonstop status`` and ``status --json`` (asking the running agent);
 * ``nonstop migrate lint`` on a one-statement file.
 
@@ -109,7 +110,10 @@ def commands(project: Path, before: Path | None) -> dict[str, list[str]]:
         "nonstop status --json": ["status", "--json"],
         "nonstop migrate lint (1 statement)": ["migrate", "lint", lint],
     }
-    cmds = {"python -c pass": [sys.executable, "-c", "pass"]}
+    cmds = {
+        "python -c pass": [sys.executable, "-c", "pass"],
+        "python -c 'import click'": [sys.executable, "-c", "import click"],
+    }
     cmds |= {name: [str(NONSTOP), *a] for name, a in args.items()}
     if before is not None:
         run_old = [sys.executable, "-c", ENTRY.format(src=str(before))]

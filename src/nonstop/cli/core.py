@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -115,6 +114,8 @@ def _log_since(paths: Paths, offset: int) -> str:
 
 
 def spawn_agent(paths: Paths) -> int:
+    import subprocess
+
     paths.ensure()
     with paths.agent_log.open("ab") as log:
         process = subprocess.Popen(
