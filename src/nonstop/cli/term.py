@@ -68,27 +68,14 @@ class Table:
         """The table's lines (``color``: the header bold, as rich's ``table.header`` style)."""
         widths = self.widths()
         rule = ["━" * (w + 2) for w in widths]
-        lines = ["┏" + "┳".join(rule) + "┓", self._header(widths, color)]
-        lines.append("┡" + "╇".join(rule) + "┩")
-        for row in self.rows:
-            lines.append(
-                "│" + "│".join(f" {c.ljust(w)} " for c, w in zip(row, widths, strict=True)) + "│"
-            )
-        lines.append("└" + "┴".join("─" * (w + 2) for w in widths) + "┘")
-        return lines
-
-    def _header(self, widths: list[int], color: bool) -> str:
-        if not color:
-            return (
-                "┃"
-                + "┃".join(f" {h.ljust(w)} " for h, w in zip(self.headers, widths, strict=True))
-                + "┃"
-            )
-        bold = (
-            f"{_HEADER} {_RESET}{_HEADER}{h.ljust(w)}{_RESET}{_HEADER} {_RESET}"
-            for h, w in zip(self.headers, widths, strict=True)
-        )
-        return "┃" + "┃".join(bold) + "┃"
+        style = (_HEADER, _RESET) if color else ("", "")
+        return [
+            "┏" + "┳".join(rule) + "┓",
+            _row(self.headers, widths, "┃", *style),
+            "┡" + "╇".join(rule) + "┩",
+            *(_row(row, widths, "│") for row in self.rows),
+            "└" + "┴".join("─" * (w + 2) for w in widths) + "┘",
+        ]
 
     def cells(self) -> list[str]:
         return [cell for row in (self.headers, *self.rows) for cell in row]
@@ -100,6 +87,16 @@ class Table:
         for row in self.rows:
             table.add_row(*row)
         return table
+
+
+def _row(cells: tuple[str, ...], widths: list[int], bar: str, on: str = "", off: str = "") -> str:
+    """One row: each cell padded to its column, one space each side; ``on``/``off`` wrap the
+    padding and the text separately, as rich writes a styled cell."""
+    padded = (
+        f"{on} {off}{on}{cell.ljust(width)}{off}{on} {off}"
+        for cell, width in zip(cells, widths, strict=True)
+    )
+    return bar + bar.join(padded) + bar
 
 
 class Console:
