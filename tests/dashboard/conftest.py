@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from e2e.conftest import agent, project
+from e2e.conftest import agent, project, router_kind
 from nonstop.migrate.tempdb import TempPostgres, find_pg_bin
 from nonstop_testing import require_binary
 
-__all__ = ["agent", "pg_url", "project"]
+__all__ = ["agent", "pg_url", "project", "router_kind"]
 
 
 @pytest.fixture

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
-import secrets
 import stat
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +34,8 @@ class Paths:
         default = self.state / "agent.sock"
         if len(os.fsencode(default)) <= UNIX_PATH_MAX:
             return default
+        import hashlib  # here: every CLI command computes this path, few need the hash
+
         digest = hashlib.sha256(os.fsencode(self.state)).hexdigest()[:16]
         return Path("/tmp") / f"nonstop-{os.getuid()}" / f"agent-{digest}" / "agent.sock"
 
@@ -77,6 +77,8 @@ class Paths:
 
     def read_or_create_token(self) -> str:
         """The API token (0600), created once and kept across agent restarts."""
+        import secrets
+
         self.ensure()
         try:
             return self.token.read_text().strip()

@@ -4,28 +4,20 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
 
 from nonstop.agent.client import AgentClient
 from nonstop.agent.paths import Paths, find_project
+from nonstop.cli.term import Console
 
-
-def _console(stderr: bool = False) -> Console:
-    """A terminal gets rich output at its width; a pipe or a file gets lines as long as they
-    are (no hard wrap at 80 columns: grep and friends see whole lines)."""
-    stream = sys.stderr if stderr else sys.stdout
-    if stream.isatty():
-        return Console(stderr=stderr, highlight=False)
-    return Console(stderr=stderr, highlight=False, soft_wrap=True, width=4096)
-
-
-console = _console()
-err_console = _console(stderr=True)
+# A terminal gets rich output at its width; a pipe or a file gets lines as long as they are
+# (no hard wrap at 80 columns: grep and friends see whole lines). rich is loaded only for
+# what nonstop.cli.term does not draw itself.
+console = Console()
+err_console = Console(stderr=True)
 
 
 def project_paths() -> Paths:

@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import signal
-import subprocess
 import sys
 import time
-from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich.table import Table
 
 from nonstop.agent.paths import Paths
 from nonstop.cli.common import (
@@ -27,15 +23,23 @@ from nonstop.cli.common import (
     project_paths,
 )
 from nonstop.cli.progress import follow_rollout
-from nonstop.config import load_config, to_wire, validate_env, validate_release_name
-from nonstop.config.schema import RouterConfig
+from nonstop.cli.term import Table
 from nonstop.errors import AgentUnavailable, StateError, UsageError
+
+if TYPE_CHECKING:
+    from nonstop.config.schema import RouterConfig
+
+# Commands that only talk to the agent (status, history, events, promote...) must start fast:
+# nonstop.config (pydantic) and asyncio are imported inside the commands that need them, and
+# tests/cli/test_import_budget.py fails when one of them is loaded on those paths again.
 
 
 @click.command()
 @click.option("--force", is_flag=True, help="Overwrite an existing nonstop.toml.")
 def init(force: bool) -> None:
     """Write a commented example nonstop.toml in the current directory."""
+    from importlib import resources
+
     target = Path.cwd() / "nonstop.toml"
     if target.exists() and not force:
         raise UsageError(f"{target} exists; use --force to overwrite it")
@@ -48,6 +52,10 @@ def init(force: bool) -> None:
 @click.option("--wait", "wait_s", default=30.0, show_default=True, help="Seconds to wait (-d).")
 def up(detach: bool, wait_s: float) -> None:
     """Start the agent: router plus the current release."""
+    import asyncio
+
+    from nonstop.config import load_config
+
     paths = project_paths()
     config = load_config(paths.config)  # bad config: exit 2 here, before anything starts
     agent = client()
@@ -119,6 +127,8 @@ def _log_since(paths: Paths, offset: int) -> str:
 
 
 def spawn_agent(paths: Paths) -> int:
+    import subprocess
+
     paths.ensure()
     with paths.agent_log.open("ab") as log:
         process = subprocess.Popen(
@@ -161,6 +171,8 @@ def down(keep: bool) -> None:
     try:
         status = agent.call("GET", "/v1/status")
     except AgentUnavailable:
+        import asyncio
+
         from nonstop.engine.instances import stop_processes, stray_processes
 
         paths = project_paths()
@@ -203,6 +215,8 @@ def deploy(
     as_json: bool,
 ) -> None:
     """Deploy RELEASE with the configured strategy; exit 0 completed, 1 aborted or rolled back."""
+    from nonstop.config import load_config, to_wire, validate_release_name
+
     validate_release_name(release)
     release_env = parse_env(env)
     paths = project_paths()
@@ -226,6 +240,8 @@ def deploy(
 
 
 def parse_env(pairs: tuple[str, ...]) -> dict[str, str]:
+    from nonstop.config import validate_env
+
     env = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")

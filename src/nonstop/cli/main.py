@@ -1,74 +1,52 @@
 """Entry point of the ``nonstop`` command.
 
-Sub-command groups live in their own modules and are imported only when invoked, so
-``nonstop --help`` stays fast and one broken group cannot take the others down.
+Sub-commands live in their own modules and are imported only when invoked (nonstop.cli.lazy),
+so ``nonstop --help`` and ``nonstop status`` do not load what other commands need.
 """
 
 from __future__ import annotations
 
-import importlib
 import os
 import sys
-import traceback
 
 import click
 
 from nonstop import __version__
+from nonstop.cli.lazy import LazyGroup, LazyTable
 from nonstop.errors import NonstopError
 
-# name -> "module:attribute" of a click command or group
-COMMANDS: dict[str, str] = {
-    **{
-        name: f"nonstop.cli.core:{name}"
-        for name in (
-            "init",
-            "up",
-            "down",
-            "deploy",
-            "status",
-            "history",
-            "events",
-            "logs",
-            "rollback",
-            "abort",
-            "promote",
-            "pause",
-            "resume",
-        )
-    },
-    "demo": "nonstop.cli.demo:demo",
-    "migrate": "nonstop.cli.migrate_entry:migrate",
-    "flags": "nonstop.cli.flags:flags",
-    "verify": "nonstop.cli.verify:verify",
-    "analysis": "nonstop.cli.analysis:analysis",
-    "prune": "nonstop.cli.prune:prune_command",
-    "service": "nonstop.cli.service:service",
-    "doctor": "nonstop.cli.doctor:doctor",
-    "notify": "nonstop.cli.notify:notify",
-    "dashboard": "nonstop.cli.dashboard:dashboard",
-}
+_CORE = "nonstop.cli.core"
+
+# One line per command: name -> ("module:attribute", short help shown by `nonstop --help`).
+# The short help is the first sentence of the command's docstring (a test holds them equal).
+COMMANDS: LazyTable = {
+    "abort": (f"{_CORE}:abort", "Abort the rollout in progress: traffic back to the stable release."),
+    "analysis": ("nonstop.cli.analysis:analysis", "Look into rollout analysis."),
+    "dashboard": ("nonstop.cli.dashboard:dashboard", "Print a one-time login link to the web dashboard ([dashboard] listen)."),
+    "demo": ("nonstop.cli.demo:demo", "Deploy v1, blue-green to v2 and roll back, under load, on a bundled sample app."),
+    "deploy": (f"{_CORE}:deploy", "Deploy RELEASE with the configured strategy; exit 0 completed, 1 aborted or rolled back."),
+    "doctor": ("nonstop.cli.doctor:doctor", "Check this host for the agent: router, ports, kernel, limits, disk."),
+    "down": (f"{_CORE}:down", "Stop the agent and (unless --keep) every instance and the router."),
+    "events": (f"{_CORE}:events", "What the agent did and why."),
+    "flags": ("nonstop.cli.flags:flags", "Feature flags: create, roll out, kill; served to Unleash SDKs on [flags] listen."),
+    "history": (f"{_CORE}:history", "Past rollouts, newest first."),
+    "init": (f"{_CORE}:init", "Write a commented example nonstop.toml in the current directory."),
+    "logs": (f"{_CORE}:logs", "Recent output of instances."),
+    "migrate": ("nonstop.cli.migrate_entry:migrate", "Expand -> backfill -> contract database migrations on PostgreSQL."),
+    "notify": ("nonstop.cli.notify:notify", "Webhook notifications ([[notify]] in nonstop.toml)."),
+    "pause": (f"{_CORE}:pause", "Pause the rollout in progress at its current step."),
+    "promote": (f"{_CORE}:promote", "Move the rollout in progress to its next step."),
+    "prune": ("nonstop.cli.prune:prune_command", "Remove old release copies and logs as [retention] says (never the active, previous or a release in use)."),
+    "resume": (f"{_CORE}:resume", "Resume a paused rollout."),
+    "rollback": (f"{_CORE}:rollback", "Switch back to the previous release (at once while it is warm)."),
+    "service": ("nonstop.cli.service:service", "Run the agent as a systemd service."),
+    "status": (f"{_CORE}:status", "Active release, instances, routes and any rollout in progress."),
+    "up": (f"{_CORE}:up", "Start the agent: router plus the current release."),
+    "verify": ("nonstop.cli.verify:verify", "Prove zero downtime: count the outcome of every request sent at a constant rate."),
+}  # fmt: skip
 
 
-class LazyGroup(click.Group):
-    def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted({*super().list_commands(ctx), *COMMANDS})
-
-    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        if cmd_name in COMMANDS:
-            module_name, attr = COMMANDS[cmd_name].split(":")
-            try:
-                module = importlib.import_module(module_name)
-            except ModuleNotFoundError as exc:
-                if exc.name != module_name:
-                    raise
-                return None
-            command = getattr(module, attr)
-            assert isinstance(command, click.Command)
-            return command
-        return super().get_command(ctx, cmd_name)
-
-
-@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=LazyGroup, lazy=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="nonstop")
 def cli() -> None:
     """Deploy web services and workers with zero downtime."""
@@ -91,6 +69,8 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(130)
     except Exception as exc:  # a defect: still one clear line, the traceback only on request
         if os.environ.get("NONSTOP_DEBUG"):
+            import traceback
+
             traceback.print_exc()
         from nonstop.engine.health import describe
 
