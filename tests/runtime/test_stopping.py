@@ -17,7 +17,7 @@ from nonstop.drivers.runtime.stopping import InstanceProcesses, signal_number
 from nonstop.errors import RuntimeDriverError
 
 # A prefork worker in miniature: the main process owns one pool child in its process group.
-# On SIGTERM the main asks the child to finish its job (SIGUSR1) and exits once it has; a
+# On SIGTERM the main asks the child to finish its job (SIGWINCH) and exits once it has; a
 # child that gets SIGTERM itself dies mid-job, as a Celery pool child does.
 PREFORK = """
 import os, signal, sys, time
@@ -30,12 +30,12 @@ if child == 0:
         print("child finished its job", flush=True)
         os._exit(0)
     signal.signal(signal.SIGTERM, cut)
-    signal.signal(signal.SIGUSR1, finish)
+    signal.signal(signal.SIGWINCH, finish)
     while True:
         time.sleep(0.05)
 def term(*_):
     print("main got SIGTERM", flush=True)
-    os.kill(child, signal.SIGUSR1)
+    os.kill(child, signal.SIGWINCH)
     os.waitpid(child, 0)
     sys.exit(0)
 signal.signal(signal.SIGTERM, term)
