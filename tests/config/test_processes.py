@@ -130,3 +130,25 @@ def test_presets_used_as_meant_have_no_trap(extra: str) -> None:
         text += 'command = "worker"\n'
     process = parse_config(text).processes["worker"]
     assert queue_traps(process) == []
+
+
+@pytest.mark.parametrize(
+    ("command", "signal"),
+    [
+        ("huey_consumer app.huey", "SIGINT"),
+        ("huey_consumer app.huey -g TERM", "SIGTERM"),
+        ("huey_consumer app.huey --graceful-signal=TERM -w 4", "SIGTERM"),
+        ("huey_consumer app.huey -gTERM", "SIGTERM"),
+    ],
+)
+def test_huey_preset_follows_the_consumers_graceful_signal(command: str, signal: str) -> None:
+    text = APP + f'[processes.worker]\ncommand = "{command}"\nqueue = "huey"\n'
+    config = parse_config(text)
+    assert roles(config)["worker"].stop.signal == signal
+    assert queue_traps(config.processes["worker"]) == []
+
+
+def test_celery_remapped_sigterm_is_a_trap() -> None:
+    text = WORKER + 'queue = "celery"\nenv = { REMAP_SIGTERM = "SIGQUIT" }\n'
+    found = warnings(parse_config(text))
+    assert any("cold shutdown" in line for line in found), found

@@ -109,6 +109,8 @@ def stop_rules(process: ProcessConfig) -> StopRules:
     """The role's own settings over its queue preset's over the defaults."""
     preset = PRESETS.get(process.queue or "")
     signal = process.stop_signal or (preset.stop_signal if preset else "SIGTERM")
+    if process.queue == "huey" and not process.stop_signal and _huey_graceful_term(process):
+        signal = "SIGTERM"  # the consumer was told SIGTERM is its graceful signal
     kill_mode = process.kill_mode or (preset.kill_mode if preset else "main")
     return StopRules(
         signal,
@@ -136,9 +138,14 @@ def queue_traps(process: ProcessConfig) -> list[str]:
     """
     rules, timeout = stop_rules(process), float(process.stop_timeout)
     traps = []
-    if process.queue == "huey" and rules.signal == "SIGTERM":
+    if process.queue == "huey" and rules.signal == "SIGTERM" and not _huey_graceful_term(process):
         traps.append(
-            "huey stops at once on SIGTERM, interrupting running tasks; use SIGINT (the preset)"
+            "huey stops at once on SIGTERM, interrupting running tasks; use SIGINT (the preset) "
+            "or run the consumer with -g TERM"
+        )
+    if process.queue == "celery" and process.env.get("REMAP_SIGTERM") == "SIGQUIT":
+        traps.append(
+            "REMAP_SIGTERM=SIGQUIT makes SIGTERM a cold shutdown that cancels running tasks"
         )
     if process.queue in ("celery", "dramatiq") and rules.kill_mode == "group":
         traps.append(
@@ -159,6 +166,11 @@ def queue_traps(process: ProcessConfig) -> list[str]:
     if process.queue == "dramatiq":
         traps += _dramatiq_timeout(process.command, timeout)
     return traps
+
+
+def _huey_graceful_term(process: ProcessConfig) -> bool:
+    """The huey consumer runs with ``-g TERM`` / ``--graceful-signal TERM``."""
+    return bool(re.search(r"(^|\s)(-g\s*|--graceful-signal[=\s])TERM\b", process.command))
 
 
 def _dramatiq_timeout(command: str, timeout: float) -> list[str]:
