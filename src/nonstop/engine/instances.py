@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from nonstop.config.schema import NonstopConfig
+from nonstop.config.units import format_duration
 from nonstop.drivers.runtime.base import InstanceHandle, InstanceSpec, Runtime, StopRules
 from nonstop.drivers.runtime.health import wait_ready
 from nonstop.drivers.runtime.probes import Check, ProbeContext, readiness_check
@@ -355,6 +356,13 @@ class InstanceManager:
                         signal=live.spec.stop_signal,
                         timeout=live.spec.stop_timeout,
                         kill_mode=live.spec.kill_mode,
+                    )
+                if live.role != WEB:  # web instances drained already; workers stop now
+                    whom = "main process" if stop.kill_mode == "main" else "process group"
+                    self.emit(
+                        "info",
+                        f"stopping {live.id}: {stop.signal} to its {whom}, "
+                        f"{format_duration(stop.timeout)} to finish",
                     )
                 report = await self.runtime.stop(
                     live.handle, stop.signal, stop.timeout, kill_mode=stop.kill_mode
