@@ -93,6 +93,11 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
+        with (self.directory / "redis.log").open("ab") as log:
+            self._spawn(log)
+        self._wait_ready()
+
+    def _spawn(self, log: Any) -> None:
         self.process = subprocess.Popen(
             [
                 self.binary,
@@ -102,10 +107,13 @@ class RedisServer:
                 "--save", "",
                 "--appendonly", "no",
             ],
-            stdout=(self.directory / "redis.log").open("ab"),
+            stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )  # fmt: skip
+
+    def _wait_ready(self) -> None:
+        assert self.process is not None
         client = self.client()
         deadline = time.monotonic() + 20
         while True:
