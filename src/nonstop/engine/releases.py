@@ -6,8 +6,8 @@ import asyncio
 import os
 import shutil
 from collections.abc import Mapping
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 from nonstop.config.load import to_wire
 from nonstop.config.schema import NonstopConfig
