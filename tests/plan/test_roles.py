@@ -4,6 +4,8 @@ ready holds every strategy back."""
 
 from __future__ import annotations
 
+import doctest
+import importlib
 from typing import Any
 
 import pytest
@@ -178,3 +180,19 @@ def test_workers_are_not_web_capacity_for_rolling() -> None:
 def test_pending_lists_every_role_that_misses_instances() -> None:
     budgets = {"worker": RoleBudget(2), "beat": RoleBudget(1)}
     assert pending(budgets, {}) == "beat has 0/1 ready, worker has 0/2 ready"
+
+
+@pytest.mark.parametrize(
+    "module",
+    [
+        "nonstop.plan.roles",
+        "nonstop.engine.roles",
+        "nonstop.engine.instances",
+        "nonstop.drivers.runtime.procfs",
+        "nonstop.cli.progress",
+    ],
+)
+def test_worked_examples_in_docstrings_hold(module: str) -> None:
+    result = doctest.testmod(importlib.import_module(module))
+    assert result.attempted >= 1
+    assert result.failed == 0
