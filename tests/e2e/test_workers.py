@@ -169,3 +169,26 @@ def test_a_child_that_left_the_group_is_killed_at_the_deadline_and_reported(
         "v1:worker-1: killed 1 process(es) that had left its process group" in e and str(horse) in e
         for e in events
     ), events
+
+
+def test_a_restarted_agent_adopts_workers_and_leaves_their_escaped_children_alone(
+    project: Project, agent: AgentProcess, ledger: Path
+) -> None:
+    """The stray scan at start-up kills processes of this state dir that belong to no live
+    instance; a live worker's child that left its group is not one of them."""
+    project.write_config(extra=worker_config(ledger, replicas=1))
+    agent.start()
+    deployed(agent, "v1", ESCAPE="v1")
+    before = {i["id"]: i["pid"] for i in agent.status()["instances"]}
+    horse = next(pid for what, _, pid in ledger_lines(ledger) if what == "horse")
+    agent.kill9()
+    agent.start()
+    after = {i["id"]: i["pid"] for i in agent.status()["instances"]}
+    assert after == before  # adopted, web and worker alike
+    roles = {i["id"]: i["role"] for i in agent.status()["instances"]}
+    assert roles["v1:worker-1"] == "worker"
+    stat = procfs.read_stat(horse)
+    assert stat is not None
+    assert not stat.gone
+    events = [e["message"] for e in agent.call("GET", "/v1/events?limit=1000")]
+    assert not any("stray" in e for e in events), events
