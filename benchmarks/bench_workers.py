@@ -64,6 +64,8 @@ class Row:
     twice: int = 0
     left_alive: int = 0
     late_starts: int = 0
+    late_max: float = 0.0
+    """Seconds after its stop signal the last job started on an old worker."""
     longest_stop: float = 0.0
     killed: int = 0
     notes: list[str] = field(default_factory=list)
@@ -163,11 +165,12 @@ def measure_nonstop(row: Row, agent: AgentProcess, entries: list[Entry], sent: l
             stopped[words[1]] = float(event["ts"])
         if "at the stop deadline" in event["message"]:
             row.killed += 1
-    row.late_starts = sum(
-        1
+    late = [
+        e.at - stopping[e.instance]
         for e in entries
         if e.what == "start" and e.instance in stopping and e.at > stopping[e.instance]
-    )
+    ]
+    row.late_starts, row.late_max = len(late), max(late, default=0.0)
     spans = [stopped[i] - stopping[i] for i in stopping if i in stopped]
     row.longest_stop = max(spans, default=0.0)
 
@@ -275,10 +278,16 @@ def report(rows: list[Row], args: argparse.Namespace) -> str:
     for r in rows:
         lines.append(
             f"| {r.library} | {r.mode} | {r.deploys} | {r.sent} | {r.lost} | {r.twice} | "
-            f"{r.left_alive} | {r.late_starts if r.mode == 'nonstop' else '-'} | "
+            f"{r.left_alive} | {_late(r)} | "
             f"{r.longest_stop:.1f} s | {r.killed} |"
         )
     return "\n".join(lines)
+
+
+def _late(row: Row) -> str:
+    if row.mode != "nonstop":
+        return "-"
+    return f"{row.late_starts} (last {row.late_max:.2f} s after)" if row.late_starts else "0"
 
 
 def main() -> None:
