@@ -47,6 +47,7 @@ from jobs_harness import (
     python,
     redis_server,
     wait_all_done,
+    whereabouts,
     worker_command,
 )
 
@@ -89,6 +90,8 @@ def nonstop_run(library: str, url: str, args: argparse.Namespace) -> Row:
             deploy(agent, "v1")
             entries, sent = deploys_under_load(agent, project, library, url, args)
             measure_nonstop(row, agent, entries, sent)
+            lost = judge(sent, entries).lost
+            row.notes += whereabouts(__import__("redis").Redis.from_url(url), library, lost)
         finally:
             agent.cleanup()
     return row
@@ -153,8 +156,8 @@ def measure_nonstop(row: Row, agent: AgentProcess, entries: list[Entry], sent: l
     verdict = judge(sent, entries)
     row.sent, row.lost, row.twice = verdict.sent, len(verdict.lost), len(verdict.twice)
     final = {i["release"] for i in agent.status()["instances"] if i["role"] == "worker"}
-    old_pids = {e.pid for e in entries if e.instance.split(":")[0] not in final}
-    row.left_alive = sum(1 for pid in old_pids if alive(pid))
+    old = {(e.pid, e.instance) for e in entries if e.instance.split(":")[0] not in final}
+    row.left_alive = sum(1 for pid, instance in old if alive(pid, instance))
     events = agent.call("GET", "/v1/events?limit=10000")
     stopping, stopped = {}, {}
     for event in events:
@@ -185,7 +188,7 @@ def baseline_run(library: str, url: str, args: argparse.Namespace) -> Row:
         root = Path(tmp)
         project_files(root, library)
         workers = start_workers(root, library, url, "b1", args.stop_timeout)
-        seen: set[int] = set()
+        seen: set[tuple[int, str]] = set()
         longest = args.stop_timeout / 2
         with SteadyLoad(enqueuer(library, url), args.rate, longest, prefix="base") as load:
             for number in range(2, args.deploys + 2):
@@ -199,9 +202,10 @@ def baseline_run(library: str, url: str, args: argparse.Namespace) -> Row:
         stop_group(workers, row)
     verdict = judge(load.sent, entries)
     row.sent, row.lost, row.twice = verdict.sent, len(verdict.lost), len(verdict.twice)
-    old = {e.pid for e in entries} | seen
-    row.left_alive = sum(1 for pid in old if alive(pid))
-    for pid in old:
+    old = {(e.pid, e.instance) for e in entries} | seen
+    left = [pid for pid, instance in old if alive(pid, instance)]
+    row.left_alive = len(left)
+    for pid in left:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)  # leave the machine clean
     return row
@@ -231,12 +235,21 @@ def start_workers(
     return started
 
 
-def processes_of(workers: list[subprocess.Popen[bytes]]) -> set[int]:
-    """Every process below the workers now (pool children, horses), by parentage."""
+def processes_of(workers: list[subprocess.Popen[bytes]]) -> set[tuple[int, str]]:
+    """Every process of the workers now (pool children, horses, by parentage), with the
+    instance name each carries."""
     from nonstop.drivers.runtime import procfs
 
-    stats = procfs.snapshot()
-    return {w.pid for w in workers} | procfs.descendants([w.pid for w in workers], stats)
+    pids = {w.pid for w in workers}
+    pids |= procfs.descendants(pids, procfs.snapshot())
+    found = set()
+    for pid in pids:
+        environ = procfs.environ(pid)
+        start = environ.find(b"\0NONSTOP_INSTANCE=")
+        if start >= 0:
+            value = environ[start + 18 : environ.index(b"\0", start + 1)]
+            found.add((pid, value.decode()))
+    return found
 
 
 def stop_group(workers: list[subprocess.Popen[bytes]], row: Row) -> None:
@@ -313,6 +326,9 @@ def main() -> None:
                 print(report(rows[-1:], args).splitlines()[-1], flush=True)
     print()
     print(report(rows, args))
+    for row in rows:
+        for note in row.notes:
+            print(f"{row.library} {row.mode}: lost {note}")
 
 
 if __name__ == "__main__":

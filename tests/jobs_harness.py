@@ -278,12 +278,16 @@ def wait_all_done(client: Any, sent: list[str], timeout: float) -> list[Entry]:
         time.sleep(0.2)
 
 
-def alive(pid: int) -> bool:
+def alive(pid: int, instance: str) -> bool:
+    """``pid`` still runs as a process of ``instance`` (its NONSTOP_INSTANCE): a pid the
+    kernel handed to another process since (a new worker's horse, say) does not count."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        environ = Path(f"/proc/{pid}/environ").read_bytes()
     except (OSError, IndexError):
         return False
-    return fields[0] not in ("Z", "X")
+    mine = f"NONSTOP_INSTANCE={instance}\0".encode() in environ + b"\0"
+    return mine and fields[0] not in ("Z", "X")
 
 
 def project_files(root: Path, library: str) -> None:
@@ -292,3 +296,18 @@ def project_files(root: Path, library: str) -> None:
 
 def python() -> str:
     return os.environ.get("NONSTOP_TEST_PYTHON") or __import__("sys").executable
+
+
+def whereabouts(client: Any, library: str, jobs: list[str]) -> list[str]:
+    """Where RQ keeps each of ``jobs`` (its status, and whether it waits in the queue or in
+    RQ's intermediate queue); for other libraries, just the ids."""
+    if library != "rq":
+        return jobs
+    queued = {raw.decode() for raw in client.lrange("rq:queue:jobs", 0, -1)}
+    moved = {raw.decode() for raw in client.lrange("rq:queue:jobs:intermediate", 0, -1)}
+    found = []
+    for job in jobs:
+        status = client.hget(f"rq:job:{job}", "status")
+        place = "queued" if job in queued else "intermediate" if job in moved else "nowhere"
+        found.append(f"{job}: {status.decode() if status else 'no hash'}, {place}")
+    return found

@@ -99,11 +99,11 @@ def test_a_deploy_under_steady_enqueue_loses_and_repeats_no_job(
     verdict = judge(load.sent, entries)
     assert load.errors == []
     assert (verdict.lost, verdict.twice) == ([], []), str(verdict)
-    old = {e.pid for e in entries if e.instance.startswith("v1:")}
+    old = {(e.pid, e.instance) for e in entries if e.instance.startswith("v1:")}
     new = {e.instance for e in entries if e.instance.startswith("v2:")}
     assert old, "the old workers ran no job"
     assert new, "the new workers ran no job"
-    assert [pid for pid in old if alive(pid)] == []
+    assert [pid for pid, instance in old if alive(pid, instance)] == []
     events = [e["message"] for e in agent.call("GET", "/v1/events?limit=2000")]
     killed = [e for e in events if "at the stop deadline" in e]
     assert killed == []  # every old worker ended on its own, within its stop_timeout
