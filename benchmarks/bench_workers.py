@@ -46,6 +46,7 @@ from jobs_harness import (
     project_files,
     python,
     redis_server,
+    stranded,
     wait_all_done,
     whereabouts,
     worker_command,
@@ -62,6 +63,8 @@ class Row:
     deploys: int
     sent: int = 0
     lost: int = 0
+    stranded: int = 0
+    """Of the lost: left by RQ in its intermediate queue, never started (docs/workers.md)."""
     twice: int = 0
     left_alive: int = 0
     late_starts: int = 0
@@ -91,7 +94,9 @@ def nonstop_run(library: str, url: str, args: argparse.Namespace) -> Row:
             entries, sent = deploys_under_load(agent, project, library, url, args)
             measure_nonstop(row, agent, entries, sent)
             lost = judge(sent, entries).lost
-            row.notes += whereabouts(__import__("redis").Redis.from_url(url), library, lost)
+            client = __import__("redis").Redis.from_url(url)
+            row.stranded = len(stranded(client, library, lost))
+            row.notes += whereabouts(client, library, lost)
         finally:
             agent.cleanup()
     return row
@@ -139,7 +144,7 @@ def deploys_under_load(
             deploy(agent, f"v{number}")
             wait_workers_only(agent, f"v{number}")
         time.sleep(args.between)
-    return wait_all_done(client, load.sent, timeout=300), load.sent
+    return wait_all_done(client, load.sent, timeout=300, library=library), load.sent
 
 
 def wait_workers_only(agent: AgentProcess, release: str) -> None:
@@ -198,10 +203,11 @@ def baseline_run(library: str, url: str, args: argparse.Namespace) -> Row:
                 stop_group(workers, row)
                 workers = new
             time.sleep(args.between)
-        entries = wait_all_done(client, load.sent, timeout=300)
+        entries = wait_all_done(client, load.sent, timeout=300, library=library)
         stop_group(workers, row)
     verdict = judge(load.sent, entries)
     row.sent, row.lost, row.twice = verdict.sent, len(verdict.lost), len(verdict.twice)
+    row.stranded = len(stranded(client, library, verdict.lost))
     old = {(e.pid, e.instance) for e in entries} | seen
     left = [pid for pid, instance in old if alive(pid, instance)]
     row.left_alive = len(left)
@@ -284,13 +290,15 @@ def report(rows: list[Row], args: argparse.Namespace) -> str:
         f"command: bench_workers.py --deploys {args.deploys} --rate {args.rate} "
         f"--stop-timeout {args.stop_timeout:g} --between {args.between:g}",
         "",
-        "| library | mode | deploys | jobs | lost | run twice | old processes left | "
+        "| library | mode | deploys | jobs | lost (of which stranded by RQ) | run twice | "
+        "old processes left | "
         "started after stop signal | longest stop | killed at deadline |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
         lines.append(
-            f"| {r.library} | {r.mode} | {r.deploys} | {r.sent} | {r.lost} | {r.twice} | "
+            f"| {r.library} | {r.mode} | {r.deploys} | {r.sent} | {r.lost} ({r.stranded}) | "
+            f"{r.twice} | "
             f"{r.left_alive} | {_late(r)} | "
             f"{r.longest_stop:.1f} s | {r.killed} |"
         )

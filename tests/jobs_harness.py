@@ -267,13 +267,17 @@ def judge(sent: list[str], entries: list[Entry]) -> Verdict:
     return Verdict(len(sent), sum(1 for job in sent if done[job]), lost, twice)
 
 
-def wait_all_done(client: Any, sent: list[str], timeout: float) -> list[Entry]:
-    """Read the ledger until every sent job is done or ``timeout`` passed (then what is)."""
+def wait_all_done(client: Any, sent: list[str], timeout: float, library: str = "") -> list[Entry]:
+    """Read the ledger until every sent job is done (or, for RQ, stranded in its intermediate
+    queue: see :func:`stranded`) or ``timeout`` passed; returns the ledger."""
     deadline = time.monotonic() + timeout
     while True:
         entries = read_ledger(client)
         done = {e.job for e in entries if e.what == "done"}
-        if all(job in done for job in sent) or time.monotonic() > deadline:
+        waiting = [job for job in sent if job not in done]
+        if not waiting or time.monotonic() > deadline:
+            return entries
+        if set(waiting) <= set(stranded(client, library, waiting)):
             return entries
         time.sleep(0.2)
 
@@ -311,3 +315,12 @@ def whereabouts(client: Any, library: str, jobs: list[str]) -> list[str]:
         place = "queued" if job in queued else "intermediate" if job in moved else "nowhere"
         found.append(f"{job}: {status.decode() if status else 'no hash'}, {place}")
     return found
+
+
+def stranded(client: Any, library: str, jobs: list[str]) -> list[str]:
+    """The ones of ``jobs`` RQ left in its intermediate queue without starting them: a worker
+    stopped while blocked in BLMOVE (see docs/workers.md)."""
+    if library != "rq":
+        return []
+    moved = {raw.decode() for raw in client.lrange("rq:queue:jobs:intermediate", 0, -1)}
+    return [job for job in jobs if job in moved]

@@ -94,6 +94,7 @@ def test_readiness_defaults_to_tcp_with_a_port_else_none() -> None:
     [
         ('queue = "huey"\nstop_signal = "SIGTERM"\n', "huey stops at once on SIGTERM"),
         ('queue = "arq"\n', "arq cancels running jobs on SIGTERM unless"),
+        ('queue = "rq"\n', "can strand the next job in the queue's intermediate list"),
         ('queue = "celery"\n', "visibility_timeout is delivered again"),
         (
             'queue = "celery"\nkill_mode = "group"\n',
@@ -119,7 +120,6 @@ def test_queue_traps_are_named(extra: str, trap: str) -> None:
     "extra",
     [
         'queue = "huey"\n',
-        'queue = "rq"\n',
         'queue = "dramatiq"\ncommand = "dramatiq app --worker-shutdown-timeout=25000"\n',
         'command = "x"\n',
     ],

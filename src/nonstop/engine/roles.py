@@ -165,6 +165,12 @@ def queue_traps(process: ProcessConfig) -> list[str]:
         )
     if process.queue == "dramatiq":
         traps += _dramatiq_timeout(process.command, timeout)
+    if process.queue == "rq":
+        traps.append(
+            "an RQ worker stopped while it waits for a job (BLMOVE) can strand the next job in "
+            "the queue's intermediate list; RQ's maintenance later marks it failed ('stuck in "
+            "intermediate queue'): `rq requeue` it"
+        )
     return traps
 
 
