@@ -52,7 +52,7 @@ from jobs_harness import (
     worker_command,
 )
 
-SLOTS = {"celery": (2, 3), "dramatiq": (2, 3), "rq": (4, 1)}
+SLOTS = {"celery": (2, 3), "dramatiq": (2, 3), "rq": (6, 1)}
 BASELINE_KILL = 10.0
 
 
