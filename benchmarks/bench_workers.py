@@ -195,16 +195,18 @@ def baseline_run(library: str, url: str, args: argparse.Namespace) -> Row:
         workers = start_workers(root, library, url, "b1", args.stop_timeout)
         seen: set[tuple[int, str]] = set()
         longest = args.stop_timeout / 2
-        with SteadyLoad(enqueuer(library, url), args.rate, longest, prefix="base") as load:
-            for number in range(2, args.deploys + 2):
+        try:
+            with SteadyLoad(enqueuer(library, url), args.rate, longest, prefix="base") as load:
+                for number in range(2, args.deploys + 2):
+                    time.sleep(args.between)
+                    new = start_workers(root, library, url, f"b{number}", args.stop_timeout)
+                    seen |= processes_of(workers)
+                    stop_group(workers, row)
+                    workers = new
                 time.sleep(args.between)
-                new = start_workers(root, library, url, f"b{number}", args.stop_timeout)
-                seen |= processes_of(workers)
-                stop_group(workers, row)
-                workers = new
-            time.sleep(args.between)
-        entries = wait_all_done(client, load.sent, timeout=300, library=library)
-        stop_group(workers, row)
+            entries = wait_all_done(client, load.sent, timeout=300, library=library)
+        finally:
+            stop_group(workers, row)
     verdict = judge(load.sent, entries)
     row.sent, row.lost, row.twice = verdict.sent, len(verdict.lost), len(verdict.twice)
     row.stranded = len(stranded(client, library, verdict.lost))
