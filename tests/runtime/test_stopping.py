@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
+import sys
 from pathlib import Path
 
 import pytest
 from runtime_helpers import script_spec, wait_until
 
 from nonstop.drivers.runtime import procfs
-from nonstop.drivers.runtime.base import InstanceHandle, StopReport, StopRules
+from nonstop.drivers.runtime.base import InstanceHandle, InstanceSpec, StopReport, StopRules
 from nonstop.drivers.runtime.local import LocalRuntime
 from nonstop.drivers.runtime.stopping import InstanceProcesses, signal_number
 from nonstop.errors import RuntimeDriverError
@@ -181,3 +182,17 @@ async def test_unknown_quiet_signal_and_kill_mode(runtime: LocalRuntime, tmp_pat
     assert runtime.alive(handle)
     assert signal_number("SIGTSTP") == 20
     assert os.getpid() not in InstanceProcesses(handle).refresh(by_tag=True)
+
+
+async def test_under_the_shell_main_means_the_programs_it_runs(
+    runtime: LocalRuntime, tmp_path: Path
+) -> None:
+    """`cd . && python prefork.py`: the shell passes no signal on, so the program it runs gets
+    the stop signal, and its pool child still finishes its job."""
+    script = tmp_path / "prefork.py"
+    script.write_text(PREFORK)
+    spec = InstanceSpec("sh-1", "s", f"cd . && {sys.executable} {script} # {{port}}", str(tmp_path))
+    handle = await runtime.start(spec)
+    await wait_until(lambda: "pool up" in _log(runtime, handle))
+    assert await runtime.stop(handle, "SIGTERM", 10.0) == StopReport()
+    assert "child finished its job" in _log(runtime, handle)

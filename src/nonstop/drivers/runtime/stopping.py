@@ -13,9 +13,9 @@ instance's process group, but not all: RQ's work-horse calls ``setpgrp()``, daem
 The stop signal goes where ``kill_mode`` says (:data:`KILL_MODES`, a registry of small
 functions): ``main`` to the main process only, so a worker's pool children are ended by the
 worker itself after their jobs; ``group`` to the whole group. When the main process is the
-shell running a compound command (``a && b``), which does not forward signals, ``main``
-signals the group. At the deadline every known process is sent SIGKILL and the ones outside
-the group are reported.
+shell running a compound command (``cd app && celery ...``), which does not forward signals,
+``main`` signals the shell's children: the programs it runs, not their own children. At the
+deadline every known process is sent SIGKILL and the ones outside the group are reported.
 """
 
 from __future__ import annotations
@@ -59,11 +59,16 @@ def _signal_group(handle: InstanceHandle, sig: int) -> None:
 
 def _signal_main(handle: InstanceHandle, sig: int) -> None:
     stat = procfs.read_stat(handle.pid)
-    if stat is None or stat.gone or runs_under_shell(handle.pid):
-        _signal_group(handle, sig)  # no main left to ask, or a shell that would not pass it on
+    if stat is None or stat.gone:
+        _signal_group(handle, sig)  # no main left to ask: whatever is left of the group
         return
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(handle.pid, sig)
+    targets = [handle.pid]
+    if runs_under_shell(handle.pid):  # the shell passes no signal on: its programs get it
+        children = [s.pid for s in procfs.snapshot() if s.ppid == handle.pid]
+        targets = children or targets
+    for pid in targets:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
 
 
 KILL_MODES: dict[str, Callable[[InstanceHandle, int], None]] = {
