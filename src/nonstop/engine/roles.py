@@ -161,7 +161,9 @@ def queue_traps(process: ProcessConfig) -> list[str]:
         traps.append(
             "with a Redis or SQS broker, a task still running after the broker's "
             f"visibility_timeout is delivered again: keep it above stop_timeout {timeout:g}s "
-            "plus your longest task"
+            "plus your longest task; tasks already handed to a pool process still start after "
+            "SIGTERM, so allow two of your longest tasks within stop_timeout (or run with "
+            "-O fair --prefetch-multiplier 1)"
         )
     if process.queue == "dramatiq":
         traps += _dramatiq_timeout(process.command, timeout)
