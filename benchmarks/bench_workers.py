@@ -54,6 +54,8 @@ from jobs_harness import (
 
 SLOTS = {"celery": (2, 3), "dramatiq": (2, 3), "rq": (6, 1)}
 BASELINE_KILL = 10.0
+ACKS_LATE = os.environ.get("CELERY_ACKS_LATE") == "1"
+"""Celery tasks acknowledged after they ran (``task_acks_late``) rather than as they start."""
 
 
 @dataclass
@@ -111,7 +113,7 @@ command = "{worker_command(library, python(), stop, slots)}"
 replicas = {replicas}
 queue = "{library}"
 stop_timeout = "{stop:g}s"
-env = {{ REDIS_URL = "{url}" }}
+env = {{ REDIS_URL = "{url}", CELERY_ACKS_LATE = "{int(ACKS_LATE)}" }}
 readiness = {{ kind = "none", min_uptime = "1s" }}
 
 [strategy.rolling]

@@ -46,7 +46,11 @@ MODULES = {
     + """
 from celery import Celery
 app = Celery("jobs", broker=os.environ["REDIS_URL"])
-app.conf.update(worker_hijack_root_logger=False, broker_connection_retry_on_startup=True)
+app.conf.update(
+    worker_hijack_root_logger=False,
+    broker_connection_retry_on_startup=True,
+    task_acks_late=os.environ.get("CELERY_ACKS_LATE") == "1",
+)
 
 @app.task(name="work")
 def work(job_id, seconds):
