@@ -18,28 +18,30 @@ from nonstop.drivers.runtime.stopping import InstanceProcesses, signal_number
 from nonstop.errors import RuntimeDriverError
 
 # A prefork worker in miniature: the main process owns one pool child in its process group.
-# On SIGTERM the main asks the child to finish its job (SIGWINCH) and exits once it has; a
-# child that gets SIGTERM itself dies mid-job, as a Celery pool child does.
+# On SIGTERM the main asks the child to finish its job (a flag file the child polls) and exits
+# once it has; a child that gets SIGTERM itself dies mid-job, as a Celery pool child does.
 PREFORK = """
 import os, signal, sys, time
+flag = sys.argv[0] + ".finish"
 child = os.fork()
 if child == 0:
     def cut(*_):
         print("child killed mid-job", flush=True)
         os._exit(3)
-    def finish(*_):
-        print("child finished its job", flush=True)
-        os._exit(0)
     signal.signal(signal.SIGTERM, cut)
-    signal.signal(signal.SIGWINCH, finish)
-    while True:
-        time.sleep(0.05)
+    open(flag + ".ready", "w").close()
+    while not os.path.exists(flag):
+        time.sleep(0.02)
+    print("child finished its job", flush=True)
+    os._exit(0)
 def term(*_):
     print("main got SIGTERM", flush=True)
-    os.kill(child, signal.SIGWINCH)
+    open(flag, "w").close()
     os.waitpid(child, 0)
     sys.exit(0)
 signal.signal(signal.SIGTERM, term)
+while not os.path.exists(flag + ".ready"):  # both handlers in place before "pool up"
+    time.sleep(0.01)
 print("pool up", flush=True)
 while True:
     time.sleep(0.05)
