@@ -7,6 +7,7 @@
 #   systemd (systemd-analyze)                    -> `nonstop service install`'s unit, verified
 #   chromium, chromium-driver                    -> dashboard tests in a headless browser
 #   openssl                                      -> a self-signed certificate for the HTTPS dashboard test
+#   Redis (redis-server)                         -> the worker tests (Celery, RQ, Dramatiq)
 #   wrk, hey (--bench only)                      -> load tools that are not ours
 #   hyperfine (--bench only)                     -> whole-process timing of CLI commands
 # Only what is missing is installed, with apt-get, and only when running as root.
@@ -26,6 +27,7 @@ command -v systemd-analyze >/dev/null || missing+=(systemd)
 command -v chromium >/dev/null || missing+=(chromium)
 command -v chromedriver >/dev/null || missing+=(chromium-driver)
 command -v openssl >/dev/null || missing+=(openssl)
+command -v redis-server >/dev/null || missing+=(redis-server)
 if [ "$want_bench" = 1 ]; then
   command -v wrk >/dev/null || missing+=(wrk)
   command -v hey >/dev/null || missing+=(hey)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from nonstop.config.load import validate_config
+from nonstop.config.load import to_wire, validate_config
 from nonstop.engine.releases import existing_release, merged_env
 from nonstop.errors import UsageError
 from nonstop.store import open_store
@@ -45,4 +45,17 @@ def test_another_command_or_environment_under_a_kept_name_is_refused(
     )
     with pytest.raises(UsageError, match="release v1 already exists with a different command"):
         existing_release(store, "v1", validate_config({"app": app}), request_env)
+    store.close()
+
+
+def test_another_processes_table_under_a_kept_name_is_refused(tmp_path: Path) -> None:
+    store = open_store(tmp_path)
+    worker = {"worker": {"command": "rq worker", "replicas": 2}}
+    kept = validate_config({"app": APP, "processes": worker})
+    env = merged_env(kept, {"VERSION": "v1"})
+    store.add_release("v1", str(tmp_path), kept.app.command, env, to_wire(kept))
+    assert existing_release(store, "v1", kept, {"VERSION": "v1"}) is not None
+    changed = validate_config({"app": APP, "processes": {"worker": {"command": "rq worker"}}})
+    with pytest.raises(UsageError, match=r"environment or \[processes\]; releases are immutable"):
+        existing_release(store, "v1", changed, {"VERSION": "v1"})
     store.close()

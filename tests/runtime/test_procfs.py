@@ -19,10 +19,10 @@ TAIL = (
     ("comm", "state", "threads", "expected"),
     [
         # a plain name
-        ("python3", "S", 1, ProcStat(4242, "S", 4242, 1, "267336")),
+        ("python3", "S", 1, ProcStat(4242, "S", 1, 4242, 1, "267336")),
         # spaces and parentheses in the name: fields are read after the last ")"
-        ("my (odd) app", "R", 3, ProcStat(4242, "R", 4242, 3, "267336")),
-        ("a) S 9 9 9 (b", "S", 1, ProcStat(4242, "S", 4242, 1, "267336")),
+        ("my (odd) app", "R", 3, ProcStat(4242, "R", 1, 4242, 3, "267336")),
+        ("a) S 9 9 9 (b", "S", 1, ProcStat(4242, "S", 1, 4242, 1, "267336")),
     ],
 )
 def test_parse_stat(comm: str, state: str, threads: int, expected: ProcStat) -> None:

@@ -271,13 +271,15 @@ def status(as_json: bool) -> None:
         f"active release: [bold]{data['active_release'] or '-'}[/]  "
         f"previous: {data['previous_release'] or '-'}  weights: {data['weights'] or 'equal'}"
     )
-    table = Table("instance", "release", "state", "address", "pid", "restarts")
+    table = Table("instance", "release", "role", "state", "address", "pid", "restarts")
     for inst in data["instances"]:
+        role = inst.get("role", "web")
         table.add_row(
             inst["id"],
             inst["release"],
+            role,
             inst["state"],
-            inst["address"] or "-",
+            (inst["address"] if role == "web" else None) or "-",
             str(inst["pid"] or "-"),
             str(inst["restarts"]),
         )

@@ -79,7 +79,7 @@ def follow_rollout(agent: AgentClient, rollout_id: int, *, as_json: bool = False
 def _progress_line(calls: Reconnecting) -> str:
     status = calls.call("GET", "/v1/status")
     rollout = status.get("rollout") or {}
-    ready = sum(1 for i in status["instances"] if i["state"] == "ready")
+    ready = _ready_by_role(status["instances"])
     errors = ""
     measured = (rollout.get("measurements") or {}).get(rollout.get("candidate", ""), {})
     if measured.get("requests"):
@@ -87,8 +87,22 @@ def _progress_line(calls: Reconnecting) -> str:
         errors = f" · {rollout['candidate']} errors {failed}/{measured['requests']}"
     return (
         f"phase {rollout.get('phase', '?')} · weights {status['weights'] or 'equal'} · "
-        f"{ready} ready{errors}"
+        f"{ready}{errors}"
     )
+
+
+def _ready_by_role(instances: list[dict[str, Any]]) -> str:
+    """ "3 ready" for the web role, then "worker 2 ready" for each other role that has some.
+
+    >>> _ready_by_role([{"state": "ready"}, {"state": "ready", "role": "worker"}])
+    '1 ready · worker 1 ready'
+    """
+    counts: dict[str, int] = {"web": 0}
+    for instance in instances:
+        role = instance.get("role", "web")
+        counts[role] = counts.get(role, 0) + (instance["state"] == "ready")
+    others = [f" · {role} {n} ready" for role, n in sorted(counts.items()) if role != "web"]
+    return f"{counts['web']} ready" + "".join(others)
 
 
 def _print_event(event: dict[str, Any], shown: set[str]) -> None:

@@ -15,6 +15,7 @@ from nonstop.config.units import ByteSize, CountOrPercent, Duration
 from nonstop.config.validate import env_problems, excluded_path_problem
 
 SIGNALS = ("SIGTERM", "SIGINT", "SIGQUIT", "SIGHUP", "SIGUSR1", "SIGUSR2", "SIGKILL")
+QUIET_SIGNALS = ("SIGTSTP", "SIGUSR1", "SIGUSR2", "SIGHUP", "SIGINT", "SIGTERM", "SIGQUIT")
 
 
 class Model(BaseModel):
@@ -31,6 +32,8 @@ class AppConfig(Model):
     stop_signal: Literal[SIGNALS] = "SIGTERM"  # type: ignore[valid-type]
     stop_timeout: Duration = 10.0
     """Grace period between the stop signal and SIGKILL."""
+    kill_mode: Literal["main", "group"] = "main"
+    """Who gets ``stop_signal``: the main process, or its whole process group (docs/workers.md)."""
     drain_timeout: Duration = 30.0
     """Longest wait for in-flight requests and long-lived connections after traffic moved off."""
     copy_include: list[str] = Field(default_factory=list)
@@ -356,6 +359,96 @@ class RetentionConfig(Model):
     """Logs of instances that no longer run are deleted when older than this."""
 
 
+class ReadinessConfig(Model):
+    """When an instance of a process role is ready (docs/workers.md)."""
+
+    kind: Literal["http", "tcp", "exec", "none"]
+    path: str | None = None
+    """``http``: the path to GET (default ``health.path``)."""
+    command: str | None = None
+    """``exec``: a shell command run in the instance's directory; exit 0 is a pass."""
+    min_uptime: Duration = 1.0
+    """``none``: ready once the process has stayed up this long."""
+
+    @model_validator(mode="after")
+    def _fits_kind(self) -> ReadinessConfig:
+        if self.kind == "exec" and not self.command:
+            raise ValueError('command: kind "exec" needs a "command" to run')
+        if self.command and self.kind != "exec":
+            raise ValueError(f'command: only kind "exec" runs a command, not "{self.kind}"')
+        if self.path is not None and self.kind != "http":
+            raise ValueError(f'path: only kind "http" probes a path, not "{self.kind}"')
+        if self.path is not None and not self.path.startswith("/"):
+            raise ValueError(f'path: expected a path starting with "/", got "{self.path}"')
+        return self
+
+
+class ProcessConfig(Model):
+    """A process role besides ``[app]`` (the routed ``web`` role): workers, schedulers."""
+
+    command: str = Field(min_length=1)
+    replicas: int = Field(default=1, ge=0, le=256)
+    env: dict[str, str] = Field(default_factory=dict)
+    """On top of ``[app] env`` and the deploy's own."""
+    readiness: ReadinessConfig | None = None
+    """Default: ``tcp`` when the command takes a ``{port}``, else ``none``."""
+    queue: Literal["celery", "rq", "dramatiq", "arq", "huey"] | None = None
+    """A preset for the queue library the role runs: its stop and quiet rules."""
+    stop_signal: Literal[SIGNALS] | None = None  # type: ignore[valid-type]
+    """Default: the queue preset's, else SIGTERM."""
+    stop_timeout: Duration = 30.0
+    """Time the role's processes get to finish their jobs before every one is killed."""
+    kill_mode: Literal["main", "group"] | None = None
+    """Default: the queue preset's, else "main"."""
+    quiet_signal: Literal[QUIET_SIGNALS] | None = None  # type: ignore[valid-type]
+    """Sent when the next release's instances of this role are ready: take no new jobs."""
+    quiet_command: str | None = None
+    """Run instead of a quiet signal (``$NONSTOP_PID`` is the instance's main process)."""
+
+    @field_validator("env", mode="before")
+    @classmethod
+    def _env(cls, value: object) -> object:
+        return AppConfig._env(value)
+
+    @model_validator(mode="after")
+    def _one_quiet(self) -> ProcessConfig:
+        if self.quiet_signal and self.quiet_command:
+            raise ValueError('quiet_command: set "quiet_signal" or "quiet_command", not both')
+        return self
+
+    @property
+    def has_port(self) -> bool:
+        return "{port}" in self.command
+
+    @property
+    def probe(self) -> ReadinessConfig:
+        if self.readiness is not None:
+            return self.readiness
+        return ReadinessConfig(kind="tcp" if self.has_port else "none")
+
+
+ROLE_NAME = r"^[a-z][a-z0-9_]{0,30}$"
+
+
+def _check_roles(processes: dict[str, ProcessConfig]) -> None:
+    import re
+
+    for name, role in processes.items():
+        if not re.fullmatch(ROLE_NAME, name):
+            raise ValueError(
+                f"{name}: a role name is lower-case letters, digits and _ (at most 31), "
+                "starting with a letter"
+            )
+        if name == "web":
+            raise ValueError("web: the web role is [app]; name this role otherwise")
+        kind = role.probe.kind
+        if kind in ("http", "tcp") and not role.has_port:
+            raise ValueError(
+                f'{name}.readiness.kind: "{kind}" probes a port, but the command has no '
+                '"{port}"; use "exec" or "none"'
+            )
+
+
 class NonstopConfig(Model):
     app: AppConfig
     health: HealthConfig = Field(default_factory=HealthConfig)
@@ -369,3 +462,11 @@ class NonstopConfig(Model):
     dashboard: DashboardConfig = Field(default_factory=DashboardConfig)
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
     notify: list[NotifyConfig] = Field(default_factory=list)
+    processes: dict[str, ProcessConfig] = Field(default_factory=dict)
+    """More process roles of every release, by name (``[processes.worker]``)."""
+
+    @field_validator("processes")
+    @classmethod
+    def _roles(cls, value: dict[str, ProcessConfig]) -> dict[str, ProcessConfig]:
+        _check_roles(value)
+        return value

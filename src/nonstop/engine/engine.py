@@ -36,11 +36,13 @@ from nonstop.engine import migrations, releases, retention
 from nonstop.engine.faults import crash_point
 from nonstop.engine.health import Health, PendingEvent, describe
 from nonstop.engine.instances import InstanceManager
+from nonstop.engine.roles import role as role_of
+from nonstop.engine.roles import warnings as role_traps
 from nonstop.engine.routing import route_table
 from nonstop.errors import ConfigError, StateError, UsageError
 from nonstop.notify import notices
 from nonstop.notify.notices import Notice, RolloutRef
-from nonstop.plan import bluegreen
+from nonstop.plan import bluegreen, roles
 from nonstop.plan.model import (
     Action,
     Command,
@@ -368,6 +370,53 @@ class Engine:
         for name in self.instances.releases() - set(self.desired):
             for live in self.instances.serving(name):
                 self.instances.begin_drain(live, now)
+        await self._reconcile_roles(now)
+
+    async def _reconcile_roles(self, now: float) -> None:
+        """Run each non-web role where plan/roles.py says: the leading release gets its
+        replicas, the others leave once those are ready (all at once, or rolling)."""
+        leader = self._leader()
+        wanted = set(self.config_of(leader).processes) if leader else set()
+        for role in sorted(wanted | self.instances.roles()):
+            counts = self.instances.role_counts(role)
+            targets = roles.role_targets(leader, self._role_budget(leader, role), counts)
+            for name in sorted(set(counts) | set(targets)):
+                release = self.store.release(name)
+                if release is not None:
+                    await self.instances.reconcile(release, targets.get(name, 0), now, role)
+
+    def _leader(self) -> str | None:
+        """The release whose non-web roles should run (plan/roles.py)."""
+        view = None
+        if self.active is not None:
+            spec = self.active.spec
+            phase = self.active.state.phase
+            view = roles.RolloutView(spec.strategy, spec.candidate, spec.stable, phase)
+        active = self.store.get("active_release")
+        return roles.leading_release(view, active, self.desired, self.weights)
+
+    def _role_budget(self, leader: str | None, role: str) -> roles.RoleBudget:
+        if leader is None:
+            return roles.RoleBudget(0)
+        config = self.config_of(leader)
+        replicas = role_of(config, role).replicas
+        if self.active is not None and self.active.spec.strategy == "rolling":
+            rolling = config.strategy.rolling
+            return roles.RoleBudget.rolling(replicas, rolling.max_surge, rolling.max_unavailable)
+        return roles.RoleBudget(replicas)
+
+    def _pending(self, candidate: str) -> dict[str, str]:
+        """What the candidate's non-web roles miss while it leads them (plan/roles.py)."""
+        if self._leader() != candidate:
+            return {}
+        config = self.config_of(candidate)
+        budgets = {name: roles.RoleBudget(p.replicas) for name, p in config.processes.items()}
+        counts = {
+            name: self.instances.role_counts(name).get(candidate, roles.RoleCount())
+            for name in budgets
+        }
+        missing = roles.pending(budgets, counts)
+        return {candidate: missing} if missing else {}
 
     # -- rollouts ----------------------------------------------------------------------------
 
@@ -399,7 +448,10 @@ class Engine:
             )
             if applied:
                 self.emit("info", f"expand migrations applied: {', '.join(applied)}")
-            return self._begin(strategy, planner, request.release, active, rollback=False)
+            rollout = self._begin(strategy, planner, request.release, active, rollback=False)
+            for trap in role_traps(config):
+                self.emit("warning", trap)
+            return rollout
 
     async def _new_release(self, request: DeployRequest, config: NonstopConfig) -> Any:
         cwd = releases.copy_release(
@@ -475,6 +527,7 @@ class Engine:
             queries=self._queries(active, now),
             smoke=self._smoke_result(active),
             command=command,
+            pending=self._pending(active.spec.candidate),
         )
         decision = active.planner.decide(active.spec, active.state, observed)
         todo = [a for a in decision.actions if self._changes_something(active, a)]

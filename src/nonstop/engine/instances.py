@@ -26,17 +26,23 @@ import contextlib
 import os
 import signal
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Set
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from nonstop.config.schema import NonstopConfig
-from nonstop.drivers.runtime.base import InstanceHandle, InstanceSpec, Runtime
+from nonstop.config.units import format_duration
+from nonstop.drivers.runtime.base import InstanceHandle, InstanceSpec, Runtime, StopRules
 from nonstop.drivers.runtime.health import wait_ready
+from nonstop.drivers.runtime.probes import Check, ProbeContext, readiness_check
+from nonstop.drivers.runtime.stopping import RUN_TAG
 from nonstop.drivers.runtime.supervise import Supervisor, SupervisorEvent
+from nonstop.engine.roles import WEB
+from nonstop.engine.roles import role as role_of
 from nonstop.errors import RuntimeDriverError
 from nonstop.plan.model import InstanceView
+from nonstop.plan.roles import RoleCount
 from nonstop.store import ReleaseRow, Store
 
 DRAIN_SETTLE = 0.5
@@ -58,6 +64,7 @@ class Live:
     restarted_at: list[float] = field(default_factory=list)
     """When the supervisor restarted it, within the crash-loop window (oldest first)."""
     last_exit: str = ""
+    role: str = WEB
     spec: InstanceSpec | None = field(default=None, repr=False)
     task: asyncio.Task[None] | None = field(default=None, repr=False)
 
@@ -81,12 +88,14 @@ class Live:
             started_at=self.handle.started_at if self.handle else 0.0,
             ready_since=self.ready_since,
             failed=failed,
+            role=self.role,
         )
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "id": self.id,
             "release": self.release,
+            "role": self.role,
             "state": self.state,
             "address": self.handle.address if self.handle else None,
             "pid": self.handle.pid if self.handle else None,
@@ -118,6 +127,7 @@ class InstanceManager:
         self.live: dict[str, Live] = {}
         self._stopping: set[str] = set()
         self._supervisors: dict[str, Supervisor] = {}
+        self._background: set[asyncio.Task[None]] = set()
 
     # -- views -------------------------------------------------------------------------------
 
@@ -135,18 +145,38 @@ class InstanceManager:
         live.restarted_at = [t for t in live.restarted_at if now - t < window]
         return live.crash_loop(now, health.crash_loop_restarts, window)
 
-    def serving(self, release: str) -> list[Live]:
+    def serving(self, release: str, role: str = WEB) -> list[Live]:
         return [
             i
             for i in self.live.values()
-            if i.release == release and i.state not in ("draining", "stopped")
+            if i.release == release and i.role == role and i.state not in ("draining", "stopped")
         ]
 
     def ready_handles(self) -> list[InstanceHandle]:
-        return [i.handle for i in self.live.values() if i.state == "ready" and i.handle]
+        """Handles of the ready web instances: the ones the router may send traffic to."""
+        return [
+            i.handle
+            for i in self.live.values()
+            if i.state == "ready" and i.handle and i.role == WEB
+        ]
 
-    def releases(self) -> set[str]:
-        return {i.release for i in self.live.values() if i.state != "stopped"}
+    def releases(self, role: str = WEB) -> set[str]:
+        return {i.release for i in self.live.values() if i.state != "stopped" and i.role == role}
+
+    def role_counts(self, role: str) -> dict[str, RoleCount]:
+        """Per release (newest instance first), its serving and ready instances of ``role``."""
+        counts: dict[str, RoleCount] = {}
+        for live in sorted(self.live.values(), key=lambda i: -_started(i)):
+            if live.role != role or live.state in ("draining", "stopped"):
+                continue
+            count = counts.get(live.release, RoleCount())
+            ready = count.ready + (1 if live.state == "ready" else 0)
+            counts[live.release] = RoleCount(count.serving + 1, ready)
+        return counts
+
+    def roles(self) -> set[str]:
+        """The non-web roles that have instances."""
+        return {i.role for i in self.live.values() if i.role != WEB and i.state != "stopped"}
 
     # -- recovery ----------------------------------------------------------------------------
 
@@ -160,7 +190,7 @@ class InstanceManager:
                 self.store.set_instance_state(row.id, "stopped")
                 self.emit("info", f"{row.id} was not running when the agent started")
                 continue
-            live = Live(row.id, row.release, handle, row.state, row.ready_since)
+            live = Live(row.id, row.release, handle, row.state, row.ready_since, role=row.role)
             live.drain_deadline = row.drain_deadline
             if row.state == "draining":
                 live.drain_started = time.time() - DRAIN_SETTLE
@@ -193,12 +223,14 @@ class InstanceManager:
 
     # -- scaling -----------------------------------------------------------------------------
 
-    async def reconcile(self, release: ReleaseRow, desired: int, now: float) -> None:
+    async def reconcile(
+        self, release: ReleaseRow, desired: int, now: float, role: str = WEB
+    ) -> None:
         """Start or drain instances of ``release`` until ``desired`` serve (not failed)."""
-        serving = self.serving(release.name)
+        serving = self.serving(release.name, role)
         if len(serving) < desired:
             for _ in range(desired - len(serving)):
-                await self.start(release)
+                await self.start(release, role)
         elif len(serving) > desired:
             # Leave the ones that cannot serve first, then the newest (keeps warm, proven ones).
             order = sorted(
@@ -208,22 +240,25 @@ class InstanceManager:
             for live in order[: len(serving) - desired]:
                 self.begin_drain(live, now)
 
-    async def start(self, release: ReleaseRow) -> Live:
+    async def start(self, release: ReleaseRow, role: str = WEB) -> Live:
         config = self.config_of(release.name)
-        number = self.store.next_instance_number(release.name)
-        instance_id = f"{release.name}-{number}"
-        self.store.upsert_instance(instance_id, release.name, {}, "starting")
-        live = Live(instance_id, release.name, None, "starting")
+        number = self.store.next_instance_number(release.name, role)
+        instance_id = instance_name(release.name, role, number)
+        self.store.upsert_instance(instance_id, release.name, {}, "starting", role=role)
+        live = Live(instance_id, release.name, None, "starting", role=role)
         self.live[instance_id] = live
         live.handle = await self._spawn(live, release, config)
         if live.handle is not None:
-            self.store.upsert_instance(instance_id, release.name, live.handle.to_dict(), "starting")
+            handle = live.handle.to_dict()
+            self.store.upsert_instance(instance_id, release.name, handle, "starting", role=role)
             live.task = asyncio.create_task(self._first_ready(live))
         return live
 
     def _spec(self, live: Live, release: ReleaseRow, config: NonstopConfig) -> InstanceSpec:
+        rules = role_of(config, live.role)
         env = {
             **release.env,
+            **rules.env,
             "NONSTOP_INSTANCE": live.id,
             "NONSTOP_RELEASE": release.name,
             "NONSTOP_STATE_DIR": str(self.state_dir),
@@ -231,11 +266,12 @@ class InstanceManager:
         return InstanceSpec(
             instance_id=live.id,
             release=release.name,
-            command=release.command,
+            command=release.command if live.role == WEB else rules.command,
             cwd=release.cwd,
             env=env,
-            stop_signal=config.app.stop_signal,
-            stop_timeout=config.app.stop_timeout,
+            stop_signal=rules.stop.signal,
+            stop_timeout=rules.stop.timeout,
+            kill_mode=rules.stop.kill_mode,
             log_path=str(self.logs / f"{live.id}.log"),
         )
 
@@ -265,9 +301,31 @@ class InstanceManager:
         if supervisor is not None and live.state != "failed":
             live.task = asyncio.create_task(supervisor.remove(live.id))
         live.state, live.drain_started = "draining", now
-        live.drain_deadline = now + config.app.drain_timeout
+        # Only web instances have traffic to drain; the others go on to their stop rules.
+        live.drain_deadline = now + (config.app.drain_timeout if live.role == WEB else 0.0)
         self.store.set_instance_state(live.id, "draining", drain_deadline=live.drain_deadline)
+        self._quiet(live, config)
         self.on_change()
+
+    def _quiet(self, live: Live, config: NonstopConfig) -> None:
+        """Ask a leaving instance to take no new work, when its role has a quiet step."""
+        rules = role_of(config, live.role).stop
+        if live.handle is None or not (rules.quiet_signal or rules.quiet_command):
+            return
+        task = asyncio.create_task(self._send_quiet(live, live.handle, rules))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _send_quiet(self, live: Live, handle: InstanceHandle, rules: StopRules) -> None:
+        how = rules.quiet_signal or "quiet_command"
+        try:
+            failure = await self.runtime.quiet(handle, rules)
+        except RuntimeDriverError as exc:
+            failure = str(exc)
+        if failure:
+            self.emit("warning", f"{live.id}: could not quiet it ({how}): {failure}")
+        else:
+            self.emit("info", f"quieted {live.id} ({how}): it takes no new work")
 
     async def drain_step(self, in_flight: Mapping[str, int], routed: set[str], now: float) -> None:
         """Stop draining instances whose traffic is gone (or whose deadline passed).
@@ -291,10 +349,26 @@ class InstanceManager:
     async def _stop(self, live: Live) -> None:
         try:
             if live.handle is not None:
-                config = self.config_of(live.release)
-                await self.runtime.stop(
-                    live.handle, config.app.stop_signal, config.app.stop_timeout
+                stop = role_of(self.config_of(live.release), live.role).stop
+                if live.spec is not None:  # the rules it was started with
+                    stop = replace(
+                        stop,
+                        signal=live.spec.stop_signal,
+                        timeout=live.spec.stop_timeout,
+                        kill_mode=live.spec.kill_mode,
+                    )
+                if live.role != WEB:  # web instances drained already; workers stop now
+                    whom = "main process" if stop.kill_mode == "main" else "process group"
+                    self.emit(
+                        "info",
+                        f"stopping {live.id}: {stop.signal} to its {whom}, "
+                        f"{format_duration(stop.timeout)} to finish",
+                    )
+                report = await self.runtime.stop(
+                    live.handle, stop.signal, stop.timeout, kill_mode=stop.kill_mode
                 )
+                if report.describe(live.id):
+                    self.emit("warning", report.describe(live.id))
         finally:
             live.state = "stopped"
             self.store.set_instance_state(live.id, "stopped")
@@ -322,8 +396,9 @@ class InstanceManager:
     async def stop_strays(self, grace: float = 5.0) -> list[int]:
         """Stop every process carrying this state dir and an instance id whose group is not a
         live instance's: SIGTERM to its group, SIGKILL after ``grace`` seconds."""
-        known = {live.handle.pid for live in self.live.values() if live.handle}
-        strays = stray_processes(self.state_dir, known)
+        handles = [live.handle for live in self.live.values() if live.handle]
+        known = {handle.pid for handle in handles}
+        strays = stray_processes(self.state_dir, known, {h.tag for h in handles if h.tag})
         for pid, instance_id in strays.items():
             self.emit("warning", f"stopping stray process {pid} of {instance_id} (not recorded)")
         return await stop_processes(list(strays), grace)
@@ -342,7 +417,9 @@ class InstanceManager:
         over: liveness, restarts with backoff, readiness lost and regained."""
         assert live.handle is not None
         handle, health = live.handle, self.config_of(live.release).health
-        failure = await wait_ready(handle, health, None, lambda: self.runtime.alive(handle))
+        failure = await wait_ready(
+            handle, health, None, lambda: self.runtime.alive(handle), check=self._check(live)
+        )
         if failure is not None:
             exit_reason = self.runtime.exit_reason(handle)
             if exit_reason:
@@ -354,7 +431,8 @@ class InstanceManager:
             self._fail(live, failure)
             return
         self._set_ready(live)
-        self.emit("info", f"{live.id} ready at {handle.address}")
+        where = f"at {handle.address}" if live.role == WEB else f"(pid {handle.pid})"
+        self.emit("info", f"{live.id} ready {where}")
         self._supervise(live, ready=True)
 
     def _supervise(self, live: Live, *, ready: bool) -> None:
@@ -365,7 +443,16 @@ class InstanceManager:
             health = self.config_of(live.release).health
             supervisor = Supervisor(self.runtime, health, self._on_supervisor_event)
             self._supervisors[live.release] = supervisor
-        supervisor.add(live.spec, live.handle, ready=ready)
+        supervisor.add(live.spec, live.handle, ready=ready, check=self._check(live))
+
+    def _check(self, live: Live) -> Check | None:
+        """The readiness check of the instance's role; None: HTTP on ``health.path``."""
+        config = self.config_of(live.release)
+        readiness = role_of(config, live.role).readiness
+        if readiness is None or live.spec is None:
+            return None
+        context = ProbeContext(live.spec.cwd, live.spec.env)
+        return readiness_check(readiness, config.health, context)
 
     def _on_supervisor_event(self, event: SupervisorEvent) -> None:
         live = self.live.get(event.instance_id)
@@ -394,10 +481,26 @@ class InstanceManager:
         self.on_change()
 
 
-def stray_processes(state_dir: Path, known: set[int]) -> dict[int, str]:
+def instance_name(release: str, role: str, number: int) -> str:
+    """``v2-1`` for the web role, ``v2:worker-1`` for another (":" is in no release name).
+
+    >>> instance_name("v2", "web", 1), instance_name("v2", "worker", 3)
+    ('v2-1', 'v2:worker-3')
+    """
+    return f"{release}-{number}" if role == WEB else f"{release}:{role}-{number}"
+
+
+def _started(live: Live) -> float:
+    return live.handle.started_at if live.handle else 0.0
+
+
+def stray_processes(
+    state_dir: Path, known: set[int], tags: Set[str] = frozenset()
+) -> dict[int, str]:
     """pid -> instance id of each process whose environment holds this ``state_dir``'s
-    NONSTOP_STATE_DIR and a NONSTOP_INSTANCE, and whose process group is none of ``known``
-    (the pids of live instances: each leads its own group)."""
+    NONSTOP_STATE_DIR and a NONSTOP_INSTANCE, whose process group is none of ``known``
+    (the pids of live instances: each leads its own group) and whose NONSTOP_RUN is none of
+    ``tags`` (a live instance's child that left its group, such as RQ's work-horse)."""
     marker = f"NONSTOP_STATE_DIR={state_dir}\0".encode()
     found: dict[int, str] = {}
     for entry in Path("/proc").iterdir():
@@ -409,6 +512,8 @@ def stray_processes(state_dir: Path, known: set[int]) -> dict[int, str]:
             continue
         start = environ.find(b"\0NONSTOP_INSTANCE=")
         if b"\0" + marker not in environ or start < 0:
+            continue
+        if any(f"\0{RUN_TAG}={tag}\0".encode() in environ for tag in tags):
             continue
         pid = int(entry.name)
         try:

@@ -7,7 +7,9 @@ import os
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
+from nonstop.config.load import to_wire
 from nonstop.config.schema import NonstopConfig
 from nonstop.config.validate import copy_excludes, validate_env, validate_release_name
 from nonstop.errors import UsageError
@@ -36,13 +38,20 @@ def existing_release(
     check_name(name)
     existing = store.release(name)
     if existing is not None and (
-        existing.command != config.app.command or existing.env != merged_env(config, env)
+        existing.command != config.app.command
+        or existing.env != merged_env(config, env)
+        or _processes(existing.config) != _processes(to_wire(config))
     ):
         raise UsageError(  # bad input (exit 2), not a state of the system
-            f"release {name} already exists with a different command or environment; "
+            f"release {name} already exists with a different command, environment or "
+            "[processes]; "
             "releases are immutable: deploy under a new name"
         )
     return existing
+
+
+def _processes(wire: Mapping[str, Any]) -> Any:
+    return wire.get("processes", {})
 
 
 def merged_env(config: NonstopConfig, env: Mapping[str, str]) -> dict[str, str]:

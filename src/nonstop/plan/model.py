@@ -41,6 +41,8 @@ class InstanceView:
     ready_since: float | None = None
     failed: str | None = None
     """Why the instance cannot serve (exited, readiness deadline passed); None while healthy."""
+    role: str = "web"
+    """The process role: "web" (``[app]``, routed) or a ``[processes.<role>]`` name."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,13 +63,21 @@ class Observed:
     smoke: str | None = None
     """None: not run or still running; "passed"; or "failed: <reason>"."""
     command: Command | None = None
+    pending: Mapping[str, str] = field(default_factory=dict)
+    """Per release, what its other process roles still miss ("worker has 1/2 ready"): such a
+    release counts no ready web instance, so no strategy moves traffic to it (plan/roles.py)."""
 
     def serving(self, release: str) -> list[InstanceView]:
-        """Instances of ``release`` that are not leaving."""
-        return [i for i in self.instances if i.release == release and not i.draining]
+        """Web instances of ``release`` that are not leaving."""
+        return [
+            i for i in self.instances if i.release == release and not i.draining and i.role == "web"
+        ]
 
     def ready(self, release: str, *, since: float | None = None) -> int:
-        """Ready serving instances of ``release`` (with ``since``: ready since then)."""
+        """Ready serving instances of ``release`` (with ``since``: ready since then); none
+        while another role of the release is not ready."""
+        if self.pending.get(release):
+            return 0
         return sum(
             1
             for i in self.serving(release)
@@ -75,10 +85,15 @@ class Observed:
         )
 
     def failed(self, release: str) -> list[InstanceView]:
-        return [i for i in self.serving(release) if i.failed]
+        """Instances of ``release`` that cannot serve, of every role."""
+        return [i for i in self.instances if i.release == release and not i.draining and i.failed]
 
     def draining(self, release: str | None = None) -> int:
-        return sum(1 for i in self.instances if i.draining and release in (None, i.release))
+        return sum(
+            1
+            for i in self.instances
+            if i.draining and i.role == "web" and release in (None, i.release)
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,6 +205,9 @@ def waiting_for(observed: Observed, release: str, want: int) -> str:
         for i in observed.serving(release)
         if not i.ready
     ]
+    pending = observed.pending.get(release)
+    if pending:
+        missing.append(f"waiting for its {pending}")
     detail = "; " + ", ".join(missing) if missing else ""
     return f"{release} has {ready}/{want} ready{detail}"
 

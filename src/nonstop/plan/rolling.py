@@ -222,7 +222,7 @@ def _step(
     old, new = int(data["old"]), int(data["new"])
     events: list[str] = []
     healthy_old = _healthy(observed, old_release)
-    failed_old = len(observed.failed(old_release)) if old_release else 0
+    failed_old = sum(1 for i in observed.serving(old_release) if i.failed) if old_release else 0
     draining = observed.draining(new_release) + (
         observed.draining(old_release) if old_release else 0
     )

@@ -33,7 +33,8 @@ CREATE TABLE IF NOT EXISTS instances (
     state TEXT NOT NULL,
     ready_since REAL,
     drain_deadline REAL,
-    updated_at REAL NOT NULL
+    updated_at REAL NOT NULL,
+    role TEXT NOT NULL DEFAULT 'web'
 );
 CREATE TABLE IF NOT EXISTS rollouts (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -91,6 +92,7 @@ class InstanceRow:
     ready_since: float | None
     drain_deadline: float | None
     updated_at: float
+    role: str = "web"
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +161,9 @@ class Store:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._db = connect(path, SCHEMA)
+        columns = {row["name"] for row in self._db.execute("PRAGMA table_info(instances)")}
+        if "role" not in columns:  # a state dir from before process roles
+            self._db.execute("ALTER TABLE instances ADD COLUMN role TEXT NOT NULL DEFAULT 'web'")
 
     def close(self) -> None:
         self._db.close()
@@ -222,11 +227,12 @@ class Store:
         *,
         ready_since: float | None = None,
         drain_deadline: float | None = None,
+        role: str = "web",
     ) -> None:
         assert state in INSTANCE_STATES, state
         self._db.execute(
             "INSERT INTO instances (id, release, handle, state, ready_since, drain_deadline, "
-            "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
+            "updated_at, role) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
             "handle = excluded.handle, state = excluded.state, ready_since = excluded.ready_since, "
             "drain_deadline = excluded.drain_deadline, updated_at = excluded.updated_at",
             (
@@ -237,6 +243,7 @@ class Store:
                 ready_since,
                 drain_deadline,
                 time.time(),
+                role,
             ),
         )
 
@@ -272,12 +279,13 @@ class Store:
                 r["ready_since"],
                 r["drain_deadline"],
                 r["updated_at"],
+                r["role"],
             )
             for r in rows
         ]
 
-    def next_instance_number(self, release: str) -> int:
-        key = f"instance-seq:{release}"
+    def next_instance_number(self, release: str, role: str = "web") -> int:
+        key = f"instance-seq:{release}" if role == "web" else f"instance-seq:{release}:{role}"
         with self.transaction():
             number = int(self.get(key, 0)) + 1
             self.put(key, number)

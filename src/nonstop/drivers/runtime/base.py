@@ -10,7 +10,46 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
+
+KillMode = Literal["main", "group"]
+
+
+@dataclass(frozen=True, slots=True)
+class StopRules:
+    """How an instance is asked to stop, and when it is made to (docs/workers.md).
+
+    ``kill_mode`` "main" sends ``signal`` to the instance's main process only (its children,
+    a worker pool say, are the program's to end); "group" sends it to the whole process group.
+    At ``timeout`` every process of the instance, children that left its group included, is
+    killed. ``quiet_signal`` / ``quiet_command`` stop intake (no new jobs) ahead of the stop."""
+
+    signal: str = "SIGTERM"
+    timeout: float = 10.0
+    kill_mode: KillMode = "main"
+    quiet_signal: str | None = None
+    quiet_command: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StopReport:
+    """What a stop did: whether the deadline's SIGKILL was needed, and which processes had
+    left the instance's process group (found through its tag or parentage) and were killed."""
+
+    killed: bool = False
+    escaped: tuple[int, ...] = ()
+
+    def describe(self, instance_id: str) -> str:
+        """One sentence for the events, or "" when the program ended on its own in time."""
+        if self.escaped:
+            pids = ", ".join(str(pid) for pid in self.escaped)
+            return (
+                f"{instance_id}: killed {len(self.escaped)} process(es) that had left its "
+                f"process group at the stop deadline (pid {pids})"
+            )
+        if self.killed:
+            return f"{instance_id}: still running at the stop deadline; killed"
+        return ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +62,7 @@ class InstanceSpec:
     env: Mapping[str, str] = field(default_factory=dict)
     stop_signal: str = "SIGTERM"
     stop_timeout: float = 10.0
+    kill_mode: KillMode = "main"
     log_path: str | None = None
     port: int | None = None
     """A fixed port; None picks a free one."""
@@ -38,6 +78,9 @@ class InstanceHandle:
     start_marker: str = ""
     """Identifies this exact process across agent restarts (locally: /proc start time)."""
     started_at: float = 0.0
+    tag: str = ""
+    """A value unique to this run, in every process's environment as NONSTOP_RUN: children
+    that leave the process group (setsid, setpgrp) are still found by it."""
 
     @property
     def address(self) -> str:
@@ -52,6 +95,7 @@ class InstanceHandle:
             "host": self.host,
             "start_marker": self.start_marker,
             "started_at": self.started_at,
+            "tag": self.tag,
         }
 
     @classmethod
@@ -64,6 +108,7 @@ class InstanceHandle:
             host=str(data.get("host", "127.0.0.1")),
             start_marker=str(data.get("start_marker", "")),
             started_at=float(data.get("started_at", 0.0)),
+            tag=str(data.get("tag", "")),
         )
 
 
@@ -72,9 +117,16 @@ class Runtime(Protocol):
         """Start one instance. Raises RuntimeDriverError with the reason (and the tail of its
         output) when it cannot be started at all."""
 
-    async def stop(self, handle: InstanceHandle, signal: str, timeout: float) -> None:
-        """Send ``signal``; after ``timeout`` kill the whole process group. Idempotent: an
-        instance that is already gone is fine."""
+    async def stop(
+        self, handle: InstanceHandle, signal: str, timeout: float, *, kill_mode: KillMode = "main"
+    ) -> StopReport:
+        """Send ``signal`` (to the main process, or the group with ``kill_mode="group"``);
+        at ``timeout`` kill every process of the instance, escaped children included.
+        Idempotent: an instance that is already gone is fine."""
+
+    async def quiet(self, handle: InstanceHandle, rules: StopRules) -> str | None:
+        """Ask the instance to stop taking work (``quiet_signal`` or ``quiet_command``);
+        returns why that failed, or None."""
 
     def alive(self, handle: InstanceHandle) -> bool:
         """The very process in ``handle`` is still running (pid and start marker match)."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import aiohttp
@@ -84,13 +84,15 @@ async def wait_ready(
     alive: Callable[[], bool],
     *,
     session: aiohttp.ClientSession | None = None,
+    check: Callable[[InstanceHandle, float], Awaitable[ProbeResult]] | None = None,
 ) -> str | None:
     """Probe every ``health.interval`` until ``success_threshold`` passes in a row.
 
     ``deadline`` is a ``time.monotonic()`` instant; None means ``start_period`` from now.
     Returns None when ready, else why not: the instance exited, or the deadline passed
-    ("not ready after 60s: last probe: connection refused")."""
-    if session is None:
+    ("not ready after 60s: last probe: connection refused"). ``check`` replaces the HTTP
+    probe of ``health.path`` (a role's readiness probe, drivers/runtime/probes.py)."""
+    if session is None and check is None:
         async with new_session() as own:
             return await wait_ready(handle, health, deadline, alive, session=own)
     began = time.monotonic()
@@ -106,7 +108,10 @@ async def wait_ready(
             waited = format_duration(time.monotonic() - began)
             return f"not ready after {waited}: last probe: {last}"
         budget = min(health.timeout, remaining)
-        result = await probe(url, budget, session=session)
+        if check is not None:
+            result = await check(handle, budget)
+        else:
+            result = await probe(url, budget, session=session)
         if result.ok:
             passes += 1
             if passes >= health.success_threshold:

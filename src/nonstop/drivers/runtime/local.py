@@ -14,6 +14,10 @@ How an instance runs:
 - In its own session and process group (``start_new_session``), stdin from /dev/null and
   stdout/stderr appended to its log file: no pipe ties it to the agent and no signal sent to
   the agent's group reaches it, so instances keep serving when the agent dies.
+- Stopping follows the instance's stop rules (drivers/runtime/stopping.py): the stop signal to
+  the main process (or the group), SIGKILL to every process of the instance at the deadline,
+  children that left the group included (found by the ``NONSTOP_RUN`` tag in their
+  environment and by parentage), and reported.
 - Its handle records the pid and the process start time (/proc/<pid>/stat field 22). A new
   agent re-adopts an instance only when both still match, so a recycled pid is never taken
   for ours, and never signalled.
@@ -35,16 +39,25 @@ import signal
 import socket
 import subprocess
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from nonstop.drivers.runtime import procfs
-from nonstop.drivers.runtime.base import InstanceHandle, InstanceSpec
+from nonstop.drivers.runtime import procfs, stopping
+from nonstop.drivers.runtime.base import (
+    InstanceHandle,
+    InstanceSpec,
+    KillMode,
+    StopReport,
+    StopRules,
+)
 from nonstop.errors import RuntimeDriverError
 
 ADDRESS_IN_USE = re.compile(r"address already in use|EADDRINUSE|errno 98\b", re.IGNORECASE)
 POLL_INTERVAL = 0.05
 KILL_WAIT = 5.0
+QUIET_TIMEOUT = 30.0
+"""Longest run of a ``quiet_command``."""
 """After SIGKILL, how long to wait for the group to vanish before reporting it stuck."""
 
 
@@ -180,6 +193,7 @@ class LocalRuntime:
         self.port_attempts = port_attempts
         self._children: dict[int, _Child] = {}
         self._logs: dict[str, Path] = {}
+        self._specs: dict[str, InstanceSpec] = {}
 
     # -- start ---------------------------------------------------------------------------------
 
@@ -221,12 +235,14 @@ class LocalRuntime:
 
     def _spawn(self, spec: InstanceSpec, port: int, log_path: Path | None) -> InstanceHandle:
         command = spec.command.replace("{port}", str(port))
+        tag = uuid.uuid4().hex
         env = {
             **os.environ,
             **spec.env,
             "PORT": str(port),
             "NONSTOP_RELEASE": spec.release,
             "NONSTOP_INSTANCE": spec.instance_id,
+            stopping.RUN_TAG: tag,
         }
         try:
             with contextlib.ExitStack() as stack:
@@ -257,7 +273,9 @@ class LocalRuntime:
             host=self.host,
             start_marker=procfs.start_marker(popen.pid),
             started_at=time.time(),
+            tag=tag,
         )
+        self._specs[spec.instance_id] = spec
         self._forget_ended(spec.instance_id)
         self._children[popen.pid] = _Child(popen, handle)
         return handle
@@ -334,22 +352,69 @@ class LocalRuntime:
 
     # -- stop ----------------------------------------------------------------------------------
 
-    async def stop(self, handle: InstanceHandle, signal: str, timeout: float) -> None:
-        try:
-            sig = _signal_named(signal)
-        except KeyError:
-            raise RuntimeDriverError(f"unknown stop signal {signal!r}") from None
+    async def stop(
+        self, handle: InstanceHandle, signal: str, timeout: float, *, kill_mode: KillMode = "main"
+    ) -> StopReport:
+        stopping.signal_number(signal)  # an unknown name fails before anything is sent
         if not self._may_signal(handle):
-            return
-        self._signal_group(handle, sig)
-        if await self._wait_group_gone(handle, timeout):
-            return
-        self._signal_group(handle, _signal_named("SIGKILL"))
-        if not await self._wait_group_gone(handle, KILL_WAIT):
+            return StopReport()
+        processes = stopping.InstanceProcesses(handle)
+        processes.refresh(by_tag=True)
+        stopping.send(handle, signal, kill_mode)
+        if await self._wait_gone(processes, timeout):
+            return StopReport()
+        processes.refresh(by_tag=True)
+        report = StopReport(killed=True, escaped=processes.escaped())
+        processes.kill()
+        if not await self._wait_gone(processes, KILL_WAIT):
             raise RuntimeDriverError(
                 f"instance {handle.instance_id} (pid {handle.pid}) survived SIGKILL for "
                 f"{KILL_WAIT:.0f}s; it may be stuck in the kernel (state D)"
             )
+        return report
+
+    async def quiet(self, handle: InstanceHandle, rules: StopRules) -> str | None:
+        """Send ``quiet_signal`` (as ``kill_mode`` says) or run ``quiet_command`` in the
+        instance's directory with its environment; returns why it failed, or None."""
+        if not self.alive(handle):
+            return "not running"
+        if rules.quiet_signal:
+            stopping.send(handle, rules.quiet_signal, rules.kill_mode, "quiet")
+            return None
+        if rules.quiet_command:
+            return await self._run_quiet_command(handle, rules.quiet_command)
+        return None
+
+    async def _run_quiet_command(self, handle: InstanceHandle, command: str) -> str | None:
+        cwd, env = self._instance_context(handle)
+        env = {**env, "NONSTOP_PID": str(handle.pid)}
+        process = await asyncio.create_subprocess_shell(
+            command,
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            async with asyncio.timeout(QUIET_TIMEOUT):
+                _, err = await process.communicate()
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+            return f"quiet_command did not finish within {QUIET_TIMEOUT:g}s"
+        if process.returncode:
+            last = err.decode(errors="replace").strip().splitlines()[-1:] or [""]
+            return f"quiet_command {describe_returncode(process.returncode)}: {last[0]}".strip()
+        return None
+
+    def _instance_context(self, handle: InstanceHandle) -> tuple[str | None, dict[str, str]]:
+        """The directory and environment the instance was started with (when we know it)."""
+        spec = self._specs.get(handle.instance_id)
+        if spec is None:
+            return None, {**os.environ, "NONSTOP_INSTANCE": handle.instance_id}
+        env = {**os.environ, **spec.env, "PORT": str(handle.port)}
+        return spec.cwd, {**env, "NONSTOP_INSTANCE": handle.instance_id}
 
     def _may_signal(self, handle: InstanceHandle) -> bool:
         """The group ``handle.pid`` is ours to signal.
@@ -362,30 +427,17 @@ class LocalRuntime:
         stat = procfs.read_stat(handle.pid)
         return stat is None or stat.gone or stat.start_time == handle.start_marker
 
-    def _signal_group(self, handle: InstanceHandle, sig: int) -> None:
-        try:
-            os.killpg(handle.pid, sig)
-        except ProcessLookupError:
-            pass
-        except PermissionError as exc:
-            raise RuntimeDriverError(
-                f"instance {handle.instance_id}: not allowed to signal process group {handle.pid}"
-            ) from exc
-
-    async def _wait_group_gone(self, handle: InstanceHandle, timeout: float) -> bool:
+    async def _wait_gone(self, processes: stopping.InstanceProcesses, timeout: float) -> bool:
+        """Wait until no process of the instance is left (True) or ``timeout`` passed."""
         deadline = time.monotonic() + timeout
         while True:
-            self._own(handle)
-            if not procfs.group_members(handle.pid):
-                self._own(handle)  # reap our child if it turned zombie since the last poll
+            self._own(processes.handle)  # reap our child as soon as it exits
+            if not processes.refresh():
+                self._own(processes.handle)
                 return True
             if time.monotonic() >= deadline:
                 return False
             await asyncio.sleep(POLL_INTERVAL)
-
-
-def _signal_named(name: str) -> int:
-    return int(signal.Signals[name])
 
 
 def _read_from(path: Path, offset: int) -> str:

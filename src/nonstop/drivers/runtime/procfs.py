@@ -9,6 +9,7 @@ exact process across agent restarts.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 
@@ -17,6 +18,7 @@ class ProcStat:
     pid: int
     state: str
     """One letter: R running, S sleeping, Z zombie, X dead, ..."""
+    ppid: int
     pgrp: int
     num_threads: int
     start_time: str
@@ -48,6 +50,7 @@ def parse_stat(text: str) -> ProcStat:
     return ProcStat(
         pid=pid,
         state=fields[0],
+        ppid=int(fields[1]),
         pgrp=int(fields[2]),
         num_threads=int(fields[17]),
         start_time=fields[19],
@@ -69,13 +72,64 @@ def start_marker(pid: int) -> str:
     return stat.start_time if stat else ""
 
 
+def snapshot() -> list[ProcStat]:
+    """The stat of every live (not zombie) process, read in one pass over /proc."""
+    stats = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            stat = read_stat(int(name))
+            if stat is not None and not stat.gone:
+                stats.append(stat)
+    return stats
+
+
 def group_members(pgrp: int) -> list[int]:
     """Pids of the live (not zombie) processes in process group ``pgrp``."""
-    members = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        stat = read_stat(int(name))
-        if stat is not None and stat.pgrp == pgrp and not stat.gone:
-            members.append(stat.pid)
-    return members
+    return [stat.pid for stat in snapshot() if stat.pgrp == pgrp]
+
+
+def descendants(roots: Iterable[int], stats: Iterable[ProcStat]) -> set[int]:
+    """Pids of every process below ``roots`` in the parent tree of ``stats`` (roots excluded).
+
+    >>> tree = [parse_stat(f"{p} (x) S {pp} {p} {p} 0 -1 0 " + "0 " * 12 + "1 0")
+    ...         for p, pp in ((2, 1), (3, 2), (4, 3), (5, 1))]
+    >>> sorted(descendants([2], tree))
+    [3, 4]
+    """
+    children: dict[int, list[int]] = {}
+    for stat in stats:
+        children.setdefault(stat.ppid, []).append(stat.pid)
+    found: set[int] = set()
+    todo = list(roots)
+    while todo:
+        for child in children.get(todo.pop(), ()):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def environ(pid: int) -> bytes:
+    """``/proc/<pid>/environ`` framed by NUL bytes (``b"\\0A=1\\0B=2\\0"``); empty when it
+    cannot be read (gone, or another user's process)."""
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            return b"\0" + f.read() + b"\0"
+    except OSError:
+        return b""
+
+
+def carrying(variable: str, value: str, stats: Iterable[ProcStat]) -> set[int]:
+    """Pids among ``stats`` whose environment holds ``variable=value`` exactly."""
+    needle = f"\0{variable}={value}\0".encode()
+    return {stat.pid for stat in stats if needle in environ(stat.pid)}
+
+
+def command_line(pid: int) -> list[str]:
+    """The argv of ``pid`` (empty when gone or unreadable)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            raw = f.read()
+    except OSError:
+        return []
+    return [part.decode(errors="replace") for part in raw.split(b"\0") if part]

@@ -24,7 +24,7 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -38,7 +38,9 @@ from nonstop.errors import RuntimeDriverError
 
 log = logging.getLogger(__name__)
 
-EventKind = Literal["ready", "not_ready", "exited", "unhealthy", "restarted", "restart_failed"]
+EventKind = Literal[
+    "ready", "not_ready", "exited", "unhealthy", "restarted", "restart_failed", "killed"
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +88,8 @@ class _Watch:
     attempt: int = 0
     ever_ready: bool = False
     last_probe: ProbeResult | None = None
+    check: Callable[[InstanceHandle, float], Awaitable[ProbeResult]] | None = None
+    """The role's readiness check (drivers/runtime/probes.py); None: HTTP on health.path."""
     task: asyncio.Task[None] | None = None
 
 
@@ -123,9 +127,17 @@ class Supervisor:
 
     # -- the engine's side ---------------------------------------------------------------------
 
-    def add(self, spec: InstanceSpec, handle: InstanceHandle, *, ready: bool = False) -> None:
+    def add(
+        self,
+        spec: InstanceSpec,
+        handle: InstanceHandle,
+        *,
+        ready: bool = False,
+        check: Callable[[InstanceHandle, float], Awaitable[ProbeResult]] | None = None,
+    ) -> None:
         """Watch ``handle`` (started from ``spec``). ``ready=True`` when its readiness probe
-        already passed (the engine waited for it); otherwise the supervisor probes it first."""
+        already passed (the engine waited for it); otherwise the supervisor probes it first.
+        ``check`` replaces the HTTP probe of ``health.path``."""
         if spec.instance_id in self._watches:
             raise RuntimeDriverError(f"instance {spec.instance_id} is already supervised")
         watch = _Watch(
@@ -134,6 +146,7 @@ class Supervisor:
             readiness=Readiness(ready, self.clock(), "" if ready else "starting"),
             up_since=time.monotonic(),
             ever_ready=ready,
+            check=check,
         )
         self._watches[spec.instance_id] = watch
         watch.task = asyncio.create_task(self._run(watch), name=f"supervise {spec.instance_id}")
@@ -212,6 +225,10 @@ class Supervisor:
             await asyncio.sleep(max(0.0, min(self.tick, next_probe - time.monotonic())))
 
     async def _probe(self, watch: _Watch) -> ProbeResult:
+        if watch.check is not None:
+            result = await watch.check(watch.handle, self.health.timeout)
+            watch.last_probe = result
+            return result
         if self._session is None:
             self._session = new_session()
         result = await probe(
@@ -235,7 +252,7 @@ class Supervisor:
         # Stop first: an unhealthy process may still hold the port, and a dead leader may
         # have left children in its process group.
         try:
-            await self.runtime.stop(watch.handle, watch.spec.stop_signal, watch.spec.stop_timeout)
+            await self._stop(watch, watch.handle)
         except RuntimeDriverError as exc:
             # e.g. stuck in the kernel: the restart goes ahead (on a new port if needed)
             self._emit("restart_failed", watch, f"instance {instance_id}: {exc}")
@@ -271,8 +288,17 @@ class Supervisor:
         except asyncio.CancelledError:
             with contextlib.suppress(Exception):
                 orphan = await starting
-                await self.runtime.stop(orphan, watch.spec.stop_signal, watch.spec.stop_timeout)
+                await self._stop(watch, orphan)
             raise
+
+    async def _stop(self, watch: _Watch, handle: InstanceHandle) -> None:
+        spec = watch.spec
+        report = await self.runtime.stop(
+            handle, spec.stop_signal, spec.stop_timeout, kill_mode=spec.kill_mode
+        )
+        message = report.describe(spec.instance_id)
+        if message:
+            self._emit("killed", watch, message)
 
     async def _start_again(self, watch: _Watch) -> InstanceHandle:
         """Same port when it is still free (the router's entry stays valid), else a new one."""

@@ -1,0 +1,119 @@
+"""Readiness probes of process roles, by kind: a registry of small checks.
+
+A check is ``async check(handle, timeout) -> ProbeResult`` and never raises for a failing
+instance. The web role (``[app]``) uses ``http`` on ``health.path``; other roles pick one:
+
+- ``http``: GET the path on the instance's port, 2xx/3xx passes (drivers/runtime/health.py);
+- ``tcp``: the port accepts a connection;
+- ``exec``: a command, run in the instance's directory with its environment plus
+  ``NONSTOP_PID`` (the main process), exits 0 within the timeout;
+- ``none``: the process has stayed up ``min_uptime`` (that it is alive is checked apart).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+
+from nonstop.config.schema import HealthConfig, ReadinessConfig
+from nonstop.config.units import format_duration
+from nonstop.drivers.runtime.base import InstanceHandle
+from nonstop.drivers.runtime.health import ProbeResult, probe
+
+Check = Callable[[InstanceHandle, float], Awaitable[ProbeResult]]
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeContext:
+    """Where an instance runs, for checks that run something beside it."""
+
+    cwd: str
+    env: Mapping[str, str]
+
+
+def _http(readiness: ReadinessConfig, health: HealthConfig, context: ProbeContext) -> Check:
+    path = readiness.path or health.path
+
+    async def check(handle: InstanceHandle, timeout: float) -> ProbeResult:
+        return await probe(f"http://{handle.address}{path}", timeout)
+
+    return check
+
+
+def _tcp(readiness: ReadinessConfig, health: HealthConfig, context: ProbeContext) -> Check:
+    async def check(handle: InstanceHandle, timeout: float) -> ProbeResult:
+        began = time.monotonic()
+        try:
+            async with asyncio.timeout(timeout):
+                _, writer = await asyncio.open_connection(handle.host, handle.port)
+        except TimeoutError:
+            return ProbeResult(False, None, f"timeout after {format_duration(timeout)}", timeout)
+        except OSError as exc:
+            reason = "connection refused" if isinstance(exc, ConnectionRefusedError) else str(exc)
+            return ProbeResult(False, None, reason, time.monotonic() - began)
+        writer.close()
+        return ProbeResult(True, None, "", time.monotonic() - began)
+
+    return check
+
+
+def _exec(readiness: ReadinessConfig, health: HealthConfig, context: ProbeContext) -> Check:
+    command = readiness.command or "true"
+
+    async def check(handle: InstanceHandle, timeout: float) -> ProbeResult:
+        began = time.monotonic()
+        env = {**os.environ, **context.env, "NONSTOP_PID": str(handle.pid)}
+        process = await asyncio.create_subprocess_shell(
+            command,
+            cwd=context.cwd,
+            env=env,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,
+        )
+        try:
+            async with asyncio.timeout(timeout):
+                _, err = await process.communicate()
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+            return ProbeResult(False, None, f"timeout after {format_duration(timeout)}", timeout)
+        elapsed = time.monotonic() - began
+        if process.returncode == 0:
+            return ProbeResult(True, None, "", elapsed)
+        last = (err.decode(errors="replace").strip().splitlines() or [""])[-1][:200]
+        reason = f"command exited with code {process.returncode}" + (f": {last}" if last else "")
+        return ProbeResult(False, None, reason, elapsed)
+
+    return check
+
+
+def _none(readiness: ReadinessConfig, health: HealthConfig, context: ProbeContext) -> Check:
+    uptime = float(readiness.min_uptime)
+
+    async def check(handle: InstanceHandle, timeout: float) -> ProbeResult:
+        up = time.time() - handle.started_at
+        if up >= uptime:
+            return ProbeResult(True)
+        return ProbeResult(False, None, f"up {up:.1f}s of min_uptime {format_duration(uptime)}")
+
+    return check
+
+
+PROBES: dict[str, Callable[[ReadinessConfig, HealthConfig, ProbeContext], Check]] = {
+    "http": _http,
+    "tcp": _tcp,
+    "exec": _exec,
+    "none": _none,
+}
+
+
+def readiness_check(
+    readiness: ReadinessConfig, health: HealthConfig, context: ProbeContext
+) -> Check:
+    """The check for ``readiness.kind`` (timeouts and thresholds come from ``[health]``)."""
+    return PROBES[readiness.kind](readiness, health, context)
