@@ -178,12 +178,23 @@ def test_index_statements_are_read_in_part(node: str, expected: dict[str, object
     assert engine._index_node(node, 0, len(node)) == expected
 
 
-_HEAVY = ("aiohttp", "psycopg", "pydantic", "rich", "alembic", "django", "concurrent")
+_HEAVY = (
+    "aiohttp",
+    "psycopg",
+    "pydantic",
+    "rich",
+    "alembic",
+    "django",
+    "concurrent",
+    "tomllib",
+    "traceback",
+)
 
 
 def test_the_lint_command_imports_only_what_linting_needs(tmp_path: Path) -> None:
     """`nonstop migrate lint FILE`, through the whole CLI: no agent client, no database
-    driver, no config schema, no framework; and no thread pool for a small file."""
+    driver, no config schema (not even the TOML parser without a nonstop.toml), no framework,
+    no traceback module (only a defect prints one); and no thread pool for a small file."""
     path = tmp_path / "0001.sql"
     path.write_text("CREATE INDEX i ON t (a);\n", encoding="utf-8")
     env = {k: v for k, v in os.environ.items() if k not in ("FORCE_COLOR", "TTY_COMPATIBLE")}

@@ -9,7 +9,6 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-import traceback
 
 import click
 
@@ -91,6 +90,8 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(130)
     except Exception as exc:  # a defect: still one clear line, the traceback only on request
         if os.environ.get("NONSTOP_DEBUG"):
+            import traceback  # only here: tokenize and linecache cost every command ~3 ms
+
             traceback.print_exc()
         from nonstop.engine.health import describe
 
