@@ -21,6 +21,7 @@ from nonstop.migrate.lint.source import Source
 from nonstop.migrate.phases import PHASES
 
 from .test_robust import DIVERSE
+from .test_rules import CASES
 
 BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_lint.py"
 
@@ -91,6 +92,15 @@ def test_generated_corpus_same_findings(generated: str, phase: str, pg: int, ass
 @pytest.mark.parametrize("text", [EDGES, DIVERSE, EDGES + ";\n" + DIVERSE.rstrip().rstrip(";")])
 def test_edge_cases_same_findings(text: str, phase: str) -> None:
     _both(text, phase, 16, False)
+
+
+@pytest.mark.parametrize(("sql", "phase", "pg"), [c[1:4] for c in CASES], ids=[c[0] for c in CASES])
+def test_every_rule_table_case_same_findings(sql: str, phase: str, pg: int) -> None:
+    """Each worked example of the rules table, read the fast way and from the full tree."""
+    options = LintOptions(pg_version=pg)
+    fast = lint_text(sql, "m.sql", phase=phase, options=options)  # type: ignore[arg-type]
+    full = lint_text(sql, "m.sql", phase=phase, options=options, full_tree=True)  # type: ignore[arg-type]
+    assert fast == full
 
 
 @pytest.mark.parametrize(

@@ -159,14 +159,13 @@ _MARK = '{"stmt":{"'
 
 
 @cache
-def _wanted(phase: Phase) -> re.Pattern[str]:
-    """The entries of the statement kinds that some check or the state reads in ``phase``:
+def _wanted(phase: Phase | None) -> frozenset[str] | None:
+    """The statement kinds that some check or the state reads in ``phase`` (None: every kind);
     the others are only counted. Backfill's ``"*"`` rules read every kind."""
-    table = dispatch(phase)
+    table = dispatch(phase) if phase is not None else {"*": ()}
     if "*" in table:
-        return _ENTRY
-    kinds = {kind for kind in table if not kind.startswith("AT_")} | set(OBSERVERS)
-    return re.compile(r'\{"stmt":\{"(' + "|".join(sorted(kinds)) + r')":')
+        return None
+    return frozenset(kind for kind in table if not kind.startswith("AT_")) | frozenset(OBSERVERS)
 
 
 @dataclass(slots=True)
@@ -185,28 +184,32 @@ def _split(source: Source, phase: Phase | None = None) -> _Cut:
 
 def _cut(raw: str, source: Source, phase: Phase | None, first: int = 0) -> _Cut:
     """``_split`` of a tree already parsed, whose first statement is statement ``first`` of
-    the file (a piece of it: pieces.py)."""
-    total = raw.count(_MARK)
-    if total and not raw.endswith("]}"):
+    the file (a piece of it: pieces.py).
+
+    One pass of the entry pattern finds every entry; each ends at the comma before the next
+    one (the last: before the closing ``]}``), so no entry's text is searched twice."""
+    if not raw.endswith("]}") and _MARK in raw:
         raise _UnexpectedJSON("no closing ]}")
-    pattern = _ENTRY if phase is None else _wanted(phase)
-    cut = _Cut(raw, [], {}, total)
-    index, counted, data = first, 0, source.data
-    for match in pattern.finditer(raw):
-        at = match.start()
-        index += raw.count(_MARK, counted, at)  # the entries before this one
-        counted = at
-        after = raw.find(_MARK, match.end())
-        end = len(raw) - 2 if after == -1 else after - 1  # the comma before the next entry
-        tail = _TAIL.search(raw, max(at, end - _TAIL_WINDOW), end)
-        if tail is None:
-            raise _UnexpectedJSON(f"no statement end before {end}")
-        start = int(tail[1] or 0)
-        # stmt_len 0: the last statement, without a semicolon, runs to the end of the file
-        length = int(tail[2] or 0) or len(data[start:].rstrip())
-        cut.statements.append(Statement(index, match[1], _EMPTY, start, length, source))
-        cut.spans[index] = (match.end(), tail.start())
+    wanted = _wanted(phase)
+    entries = list(_ENTRY.finditer(raw))
+    ends = [entry.start() - 1 for entry in entries[1:]] + [len(raw) - 2]
+    cut = _Cut(raw, [], {}, len(entries))
+    for index, (entry, end) in enumerate(zip(entries, ends, strict=False), first):
+        if wanted is None or entry[1] in wanted:
+            _add_entry(cut, source, index, entry, end)
     return cut
+
+
+def _add_entry(cut: _Cut, source: Source, index: int, entry: re.Match[str], end: int) -> None:
+    """Statement ``index``, whose entry starts at ``entry`` and ends before ``end``."""
+    tail = _TAIL.search(cut.raw, max(entry.start(), end - _TAIL_WINDOW), end)
+    if tail is None:
+        raise _UnexpectedJSON(f"no statement end before {end}")
+    start = int(tail[1] or 0)
+    # stmt_len 0: the last statement, without a semicolon, runs to the end of the file
+    length = int(tail[2] or 0) or len(source.data[start:].rstrip())
+    cut.statements.append(Statement(index, entry[1], _EMPTY, start, length, source))
+    cut.spans[index] = (entry.end(), tail.start())
 
 
 def lazy_statements(source: Source, phase: Phase | None) -> list[Statement]:
