@@ -4,6 +4,7 @@ cases, in every phase."""
 
 from __future__ import annotations
 
+import gc
 import importlib.util
 import os
 import re
@@ -226,3 +227,31 @@ def test_the_lint_command_imports_only_what_linting_needs(tmp_path: Path) -> Non
     assert done.returncode == 1, done.stderr
     assert done.stderr.endswith("loaded: []"), done.stderr
     assert '"rule": "create-index-without-concurrently"' in done.stdout
+
+
+def test_the_program_freezes_what_is_alive_at_exit_a_caller_of_main_does_not(
+    tmp_path: Path,
+) -> None:
+    """`nonstop` (main with no argv) leaves its objects out of the shutdown collections; a
+    test or tool that calls ``main([...])`` in its own process keeps its collector as it was."""
+    from nonstop.cli.main import main
+
+    path = tmp_path / "0001.sql"
+    path.write_text("SET lock_timeout = '1s';\nCREATE TABLE t (a int);\n", encoding="utf-8")
+    before = gc.get_freeze_count()
+    with pytest.raises(SystemExit) as exited:
+        main(["migrate", "lint", "--format", "json", str(path)])
+    assert exited.value.code == 0
+    assert gc.get_freeze_count() == before
+    code = (
+        "import atexit, gc, sys; "
+        "atexit.register(lambda: sys.stderr.write(f'frozen: {gc.get_freeze_count() > 0}')); "
+        "sys.argv = ['nonstop', 'migrate', 'lint', '--format', 'json', sys.argv[1]]; "
+        "from nonstop.cli.main import main; main()"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.endswith("frozen: True"), done.stderr
+    assert done.stdout.strip() == "[]"
