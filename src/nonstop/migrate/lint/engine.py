@@ -161,9 +161,9 @@ _MARK = '{"stmt":{"'
 def _wanted(phase: Phase | None) -> frozenset[str] | None:
     """The statement kinds that some check or the state reads in ``phase`` (None: every kind);
     the others are only counted. Backfill's ``"*"`` rules read every kind."""
-    table = dispatch(phase) if phase is not None else {"*": ()}
-    if "*" in table:
+    if phase is None or "*" in dispatch(phase):
         return None
+    table = dispatch(phase)
     return frozenset(kind for kind in table if not kind.startswith("AT_")) | frozenset(OBSERVERS)
 
 
@@ -176,7 +176,7 @@ class _Cut(NamedTuple):  # a named tuple: a dataclass takes ~0.4 ms more to defi
 
 def _split(source: Source, phase: Phase | None = None) -> _Cut:
     """The file's JSON text cut at its statements: every statement, or with ``phase`` only
-    those of the kinds read in that phase (the others are counted, in C: ``str.count``)."""
+    those of the kinds read in that phase (the others are only counted)."""
     return _cut(_parse_json(source), source, phase)
 
 
