@@ -4,6 +4,7 @@ cases, in every phase."""
 
 from __future__ import annotations
 
+import gc
 import importlib.util
 import os
 import re
@@ -21,6 +22,7 @@ from nonstop.migrate.lint.source import Source
 from nonstop.migrate.phases import PHASES
 
 from .test_robust import DIVERSE
+from .test_rules import CASES
 
 BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_lint.py"
 
@@ -91,6 +93,15 @@ def test_generated_corpus_same_findings(generated: str, phase: str, pg: int, ass
 @pytest.mark.parametrize("text", [EDGES, DIVERSE, EDGES + ";\n" + DIVERSE.rstrip().rstrip(";")])
 def test_edge_cases_same_findings(text: str, phase: str) -> None:
     _both(text, phase, 16, False)
+
+
+@pytest.mark.parametrize(("sql", "phase", "pg"), [c[1:4] for c in CASES], ids=[c[0] for c in CASES])
+def test_every_rule_table_case_same_findings(sql: str, phase: str, pg: int) -> None:
+    """Each worked example of the rules table, read the fast way and from the full tree."""
+    options = LintOptions(pg_version=pg)
+    fast = lint_text(sql, "m.sql", phase=phase, options=options)  # type: ignore[arg-type]
+    full = lint_text(sql, "m.sql", phase=phase, options=options, full_tree=True)  # type: ignore[arg-type]
+    assert fast == full
 
 
 @pytest.mark.parametrize(
@@ -178,12 +189,23 @@ def test_index_statements_are_read_in_part(node: str, expected: dict[str, object
     assert engine._index_node(node, 0, len(node)) == expected
 
 
-_HEAVY = ("aiohttp", "psycopg", "pydantic", "rich", "alembic", "django", "concurrent")
+_HEAVY = (
+    "aiohttp",
+    "psycopg",
+    "pydantic",
+    "rich",
+    "alembic",
+    "django",
+    "concurrent",
+    "tomllib",
+    "traceback",
+)
 
 
 def test_the_lint_command_imports_only_what_linting_needs(tmp_path: Path) -> None:
     """`nonstop migrate lint FILE`, through the whole CLI: no agent client, no database
-    driver, no config schema, no framework; and no thread pool for a small file."""
+    driver, no config schema (not even the TOML parser without a nonstop.toml), no framework,
+    no traceback module (only a defect prints one); and no thread pool for a small file."""
     path = tmp_path / "0001.sql"
     path.write_text("CREATE INDEX i ON t (a);\n", encoding="utf-8")
     env = {k: v for k, v in os.environ.items() if k not in ("FORCE_COLOR", "TTY_COMPATIBLE")}
@@ -205,3 +227,31 @@ def test_the_lint_command_imports_only_what_linting_needs(tmp_path: Path) -> Non
     assert done.returncode == 1, done.stderr
     assert done.stderr.endswith("loaded: []"), done.stderr
     assert '"rule": "create-index-without-concurrently"' in done.stdout
+
+
+def test_the_program_freezes_what_is_alive_at_exit_a_caller_of_main_does_not(
+    tmp_path: Path,
+) -> None:
+    """`nonstop` (main with no argv) leaves its objects out of the shutdown collections; a
+    test or tool that calls ``main([...])`` in its own process keeps its collector as it was."""
+    from nonstop.cli.main import main
+
+    path = tmp_path / "0001.sql"
+    path.write_text("SET lock_timeout = '1s';\nCREATE TABLE t (a int);\n", encoding="utf-8")
+    before = gc.get_freeze_count()
+    with pytest.raises(SystemExit) as exited:
+        main(["migrate", "lint", "--format", "json", str(path)])
+    assert exited.value.code == 0
+    assert gc.get_freeze_count() == before
+    code = (
+        "import atexit, gc, sys; "
+        "atexit.register(lambda: sys.stderr.write(f'frozen: {gc.get_freeze_count() > 0}')); "
+        "sys.argv = ['nonstop', 'migrate', 'lint', '--format', 'json', sys.argv[1]]; "
+        "from nonstop.cli.main import main; main()"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.endswith("frozen: True"), done.stderr
+    assert done.stdout.strip() == "[]"

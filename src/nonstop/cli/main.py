@@ -6,6 +6,7 @@ so ``nonstop --help`` and ``nonstop status`` do not load what other commands nee
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 
@@ -53,7 +54,21 @@ def cli() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Run the CLI: a NonstopError becomes one clear line and its exit code, not a traceback."""
+    """Run the CLI: a NonstopError becomes one clear line and its exit code, not a traceback.
+
+    As the ``nonstop`` program (``argv`` None) the process ends right after: what is alive then
+    is frozen out of the cyclic collector, whose shutdown passes would otherwise walk every
+    class loaded (pglast alone defines over a thousand) only to free memory the exit frees:
+    ~10 ms of a 0.12 s ``nonstop migrate lint`` of one statement. Objects still die by
+    reference counting at shutdown, so files and sockets are closed as before."""
+    try:
+        _run(argv)
+    finally:
+        if argv is None:
+            gc.freeze()
+
+
+def _run(argv: list[str] | None) -> None:
     try:
         result = cli.main(args=argv, standalone_mode=False)
     except click.exceptions.Abort:
@@ -69,7 +84,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(130)
     except Exception as exc:  # a defect: still one clear line, the traceback only on request
         if os.environ.get("NONSTOP_DEBUG"):
-            import traceback
+            import traceback  # only here: tokenize and linecache cost every command ~3 ms
 
             traceback.print_exc()
         from nonstop.engine.health import describe

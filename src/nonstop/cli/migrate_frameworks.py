@@ -82,13 +82,17 @@ def framework_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 def _migrations_table() -> dict[str, Any]:
     """nonstop.toml's ``[migrations]`` table here, read without full validation: a lint must
-    not fail on an unrelated setting, nor pay for loading the config schema."""
+    not fail on an unrelated setting, nor pay for loading the config schema (nor for importing
+    the TOML parser when there is no such file)."""
+    try:
+        text = Path("nonstop.toml").read_text(encoding="utf-8")
+    except (OSError, ValueError):
+        return {}
     import tomllib
 
-    toml = Path("nonstop.toml")
     try:
-        table = tomllib.loads(toml.read_text(encoding="utf-8")).get("migrations") or {}
-    except (OSError, ValueError):
+        table = tomllib.loads(text).get("migrations") or {}
+    except ValueError:
         return {}
     return table if isinstance(table, dict) else {}
 
