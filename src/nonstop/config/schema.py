@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from nonstop.config.units import ByteSize, CountOrPercent, Duration
 from nonstop.config.validate import env_problems, excluded_path_problem
+from nonstop.fleet.config import FleetConfig
 
 SIGNALS = ("SIGTERM", "SIGINT", "SIGQUIT", "SIGHUP", "SIGUSR1", "SIGUSR2", "SIGKILL")
 
@@ -286,3 +287,4 @@ class NonstopConfig(Model):
     flags: FlagsConfig = Field(default_factory=FlagsConfig)
     agent: AgentConfig = Field(default_factory=AgentConfig)
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
+    fleet: FleetConfig | None = None
