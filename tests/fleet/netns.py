@@ -265,7 +265,9 @@ class TestFleet:
         host.exec("ip", "link", "set", "lo", "up")
 
     def known_hosts_line(self, host: TestHost) -> str:
-        return f"{host.address} {host.host_public_key}"
+        """``address type base64`` (without the key's comment), as OpenSSH records it."""
+        kind, key = host.host_public_key.split()[:2]
+        return f"{host.address} {kind} {key}"
 
     def close(self) -> None:
         if self.closed:

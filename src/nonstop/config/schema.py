@@ -10,9 +10,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from nonstop.config.fleet import FleetConfig
 from nonstop.config.units import ByteSize, CountOrPercent, Duration
 from nonstop.config.validate import env_problems, excluded_path_problem
-from nonstop.fleet.config import FleetConfig
 
 SIGNALS = ("SIGTERM", "SIGINT", "SIGQUIT", "SIGHUP", "SIGUSR1", "SIGUSR2", "SIGKILL")
 
