@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -25,3 +26,28 @@ def make_fleet(tmp_path: Path) -> Iterator[MakeFleet]:
             return fleet
 
         yield make
+
+
+@pytest.fixture(scope="session")
+def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Wheels of this nonstop and its dependencies, built once per test session."""
+    from nonstop.fleet.bootstrap import build_wheelhouse
+
+    folder = tmp_path_factory.mktemp("wheels")
+    build_wheelhouse(folder)
+    return folder
+
+
+def fleet_toml(fleet: TestFleet, *, extra: str = "") -> str:
+    """A nonstop.toml whose [fleet] is the test hosts (the sample app, HAProxy per host)."""
+    hosts = "".join(
+        f'[[fleet.hosts]]\nname = "{h.name}"\naddress = "{h.address}"\n'
+        f'key = "{fleet.client_key}"\npath = "{h.root}/nonstop"\n'
+        f'python = "{sys._base_executable}"\n'
+        for h in fleet.hosts
+    )
+    return (
+        '[app]\nname = "shop"\ncommand = "python3 -m nonstop.demo.sampleapp --port {port}"\n'
+        '[router]\nkind = "haproxy"\n'
+        f"{extra}{hosts}"
+    )

@@ -6,6 +6,7 @@ import pytest
 
 from nonstop.config import parse_config
 from nonstop.errors import ConfigError
+from nonstop.fleet.hostfile import host_toml, to_toml
 
 APP = '[app]\nname = "shop"\ncommand = "python3 app.py --port {port}"\n'
 TWO = (
@@ -151,3 +152,24 @@ def test_a_good_fleet_table_and_its_defaults() -> None:
 
 def test_a_file_without_fleet_has_none() -> None:
     assert parse_config(APP).fleet is None
+
+
+def test_the_host_file_is_the_controllers_without_fleet_and_listens_on_the_host() -> None:
+    config = parse_config(
+        APP
+        + 'env = { GREETING = "a \\"quoted\\" line\\n", "X" = "1" }\n'
+        + '[strategy]\nkind = "canary"\n[strategy.canary]\n'
+        + 'steps = [{ weight = 10, pause = "5s" }, { pause = {} }]\n'
+        + TWO
+        + "[fleet]\nrouter_port = 9000\n"
+    )
+    assert config.fleet is not None
+    text = host_toml(config, config.fleet.host("web2"), config.fleet)
+    again = parse_config(text)
+    assert again.fleet is None
+    assert again.router.listen == "web2.internal:9000"
+    assert again.app == config.app
+    assert again.strategy == config.strategy
+    assert to_toml(
+        {"a b": {"c": [1, 2.5, True]}, "d": {}}
+    ) == '\n["a b"]\nc = [1, 2.5, true]\n\n[d]\n'.lstrip("\n")

@@ -42,6 +42,7 @@ COMMANDS: dict[str, str] = {
     "verify": "nonstop.cli.verify:verify",
     "analysis": "nonstop.cli.analysis:analysis",
     "prune": "nonstop.cli.prune:prune_command",
+    "fleet": "nonstop.cli.fleet:fleet",
 }
 
 

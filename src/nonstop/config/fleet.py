@@ -73,6 +73,8 @@ class HostConfig(Model):
     """Private key file; none: the SSH agent's keys and ~/.ssh/id_* (asyncssh's defaults)."""
     path: str = "/var/lib/nonstop"
     """Where nonstop lives on the host: its venv, the project, the agent's state."""
+    python: str = "python3"
+    """The host's Python (the controller's minor version: the wheels are built there)."""
     roles: list[Role] = Field(default_factory=web_only, min_length=1)
     labels: dict[str, str] = Field(default_factory=dict)
 
@@ -128,6 +130,8 @@ class FrontConfig(Model):
 class FleetConfig(Model):
     hosts: list[HostConfig]
     front: FrontConfig = Field(default_factory=FrontConfig)
+    router_port: int = Field(default=8080, ge=1, le=65535)
+    """Each host's router listens on the host's address at this port (the front sends there)."""
     known_hosts: str = ".nonstop/fleet/known_hosts"
     """Host keys this controller trusts (OpenSSH format); relative to the project."""
     max_unavailable: int = Field(default=1, ge=1)
