@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -17,9 +18,20 @@ from nonstop.cli.common import console, json_option, print_json, project_paths
 from nonstop.config import load_config
 from nonstop.config.fleet import FleetConfig, HostConfig
 from nonstop.config.schema import NonstopConfig
-from nonstop.errors import NonstopError, UsageError
+from nonstop.errors import NonstopError, StateError, UsageError
 from nonstop.fleet.bootstrap import BootstrapReport
+
+if TYPE_CHECKING:
+    from nonstop.fleet.run import FleetProject
+    from nonstop.fleet.store import FleetRollout
 from nonstop.fleet.ssh import HostConnection, HostError, KnownHosts, gather_per_host, require_known
+
+
+def fleet_project() -> FleetProject:
+    from nonstop.fleet.run import FleetProject
+
+    config, fleet_cfg, known = fleet_config()
+    return FleetProject(project_paths(), config, fleet_cfg, known)
 
 
 def fleet_config() -> tuple[NonstopConfig, FleetConfig, KnownHosts]:
@@ -146,3 +158,66 @@ def status(hosts: tuple[str, ...], as_json: bool) -> None:
         line = f"{row.host} ({row.address}): [{colour}]{row.state}[/]"
         line += f" {detail}" if detail else ""
         console.print(line + (f" - {row.why}" if row.why else ""))
+
+
+STRATEGIES = ("rolling", "canary", "bluegreen")
+
+
+@fleet.command()
+@click.argument("release")
+@click.option(
+    "--strategy",
+    type=click.Choice(STRATEGIES),
+    help="Default: [strategy] kind (rolling, canary, bluegreen).",
+)
+def deploy(release: str, strategy: str | None) -> None:
+    """Move every web host to RELEASE (the project's files as they are now), host by host
+    (rolling), canary host(s) first (canary), or all at once (bluegreen, in lockstep)."""
+    from nonstop.config.validate import validate_release_name
+    from nonstop.fleet import run
+
+    validate_release_name(release)
+    project = fleet_project()
+    kind = strategy or project.config.strategy.kind
+    with run.controller_lock(project) as mine:
+        if not mine:
+            raise StateError("a fleet controller is already running for this project")
+        outcome = asyncio.run(run.deploy(project, kind, release, say))  # type: ignore[arg-type]
+    finish(outcome)
+
+
+@fleet.command()
+def resume() -> None:
+    """Continue the fleet rollout: after the controller stopped (it replays its journal), or
+    when it paused for a lost host (it carries on)."""
+    from nonstop.fleet import run
+
+    project = fleet_project()
+    with run.controller_lock(project) as mine:
+        if not mine:
+            rollout = run.request(project, "resume")
+            console.print(f"resume requested for fleet rollout #{rollout.id}")
+            return
+        finish(asyncio.run(run.resume(project, say)))
+
+
+@fleet.command()
+def abort() -> None:
+    """Stop the fleet rollout: every host back on the release it served before."""
+    from nonstop.fleet import run
+
+    rollout = run.request(fleet_project(), "abort")
+    console.print(
+        f"abort requested for fleet rollout #{rollout.id}: the controller moves every host back "
+        "(if none runs, `nonstop fleet resume` does it)"
+    )
+
+
+def say(line: str) -> None:
+    console.print(line)
+
+
+def finish(rollout: FleetRollout) -> None:
+    console.print(f"fleet rollout #{rollout.id} {rollout.status}: {rollout.reason}")
+    if rollout.status != "completed":
+        raise NonstopError(f"the fleet rollout did not complete ({rollout.status})")

@@ -140,6 +140,12 @@ class FleetConfig(Model):
     """Hosts that take the new release first (default: the first host that serves)."""
     on_host_lost: Literal["pause", "continue"] = "pause"
     connect_timeout: Duration = Field(default=10.0, gt=0)
+    analysis_duration: Duration = 30.0
+    """canary: how long the canary hosts serve before the fleet-wide analysis may pass (the
+    thresholds are ``[watch] max_error_rate`` and ``min_requests``, counted at the edge)."""
+    host_watch: Duration = 10.0
+    """How long each host's own rollout watches its instances after switching (its
+    ``[watch] duration`` for fleet deploys): the fleet-wide analysis is the edge's."""
 
     @field_validator("hosts")
     @classmethod
