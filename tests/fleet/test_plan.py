@@ -191,6 +191,14 @@ CASES = [
         ["deploy web1 v1 rollback", "abort web2"],
         "rolling_back",
     ),
+    (
+        "rolling: the candidate fails at the front between batches: roll back",
+        ROLLING,
+        state("wait", 3, done=["web1"]),
+        observe(8, "web1:v2", *ALL_V1[1:], v2=(100, 5)),
+        ["deploy web1 v1 rollback"],
+        "rolling_back",
+    ),
     # rolling back --------------------------------------------------------------------------
     (
         "rolling back: waits while hosts move back",

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import socket
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,8 +90,7 @@ async def bootstrap_all(site: Site, wheelhouse: Path) -> None:
 
 async def stop_edge(site: Site) -> None:
     project = site.fleet_project()
-    config = project.config
-    edge = Edge(project.folder / "edge", project.fleet, config.health.path, 1.0)
+    edge = Edge(project.folder / "edge", project.fleet, 1.0)
     await edge.router.stop()
 
 
@@ -132,3 +135,69 @@ async def test_rolling_under_load_through_the_edge_drops_nothing(site: Site) -> 
     events = FleetStore(site.project / ".nonstop" / "fleet" / "fleet.db").events(second.id)
     batches = [message for _, message in events if message.startswith("batch ")]
     assert batches == ["batch host1", "batch host2", "batch host3"]
+
+
+async def host_rollouts(site: Site, name: str) -> list[dict[str, object]]:
+    project = site.fleet_project()
+    store = project.store()
+    try:
+        async with run.controller(project, store, say) as control:
+            rows: list[dict[str, object]] = await control.links[name].call(
+                "GET", "/v1/rollouts?limit=50"
+            )
+            return rows
+    finally:
+        store.close()
+
+
+async def test_a_bad_canary_host_rolls_back_and_the_others_never_run_it(site: Site) -> None:
+    site.write("v3", error_rate=0.05, extra='canary = ["host1"]\nanalysis_duration = "30s"\n')
+    load = LoadGenerator(f"http://{site.edge}/", 100, group_by_header="X-Release")
+    await load.start()
+    try:
+        outcome = await deploy(site, "canary", "v3")
+    finally:
+        report = await load.stop()
+    assert outcome.status == "rolled_back"
+    assert outcome.reason.startswith("canary analysis failed: ")
+    assert report.failed < 30, report.counts
+    assert set(report.groups) == {"v2", "v3"}
+    for name in ("host2", "host3"):
+        assert all(row["candidate"] != "v3" for row in await host_rollouts(site, name))
+    site.write("v2")
+    assert set(actives(site).values()) == {"v2"}
+
+
+def cli(site: Site, *args: str) -> subprocess.Popen[str]:
+    env = {**os.environ, "NONSTOP_PROJECT": str(site.project)}
+    argv = [sys.executable, "-m", "nonstop.cli", "fleet", *args]
+    return subprocess.Popen(
+        argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+
+
+def test_a_controller_killed_mid_rollout_resumes_from_its_journal(site: Site) -> None:
+    site.write("v4")
+    controller = cli(site, "deploy", "v4", "--strategy", "rolling")
+    store = FleetStore(site.project / ".nonstop" / "fleet" / "fleet.db")
+    deadline = time.monotonic() + 120
+    while True:  # wait for the second batch to be decided, then kill the controller
+        running = store.running()
+        if (
+            running is not None
+            and running.spec["candidate"] == "v4"
+            and "host1" in running.state.done
+        ):
+            break
+        assert controller.poll() is None, controller.stdout.read() if controller.stdout else ""
+        assert time.monotonic() < deadline, "the rollout never reached its second batch"
+        time.sleep(0.05)
+    controller.kill()
+    controller.wait()
+    assert store.running() is not None
+    resumed = cli(site, "resume")
+    output, _ = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, output
+    assert "completed: every host serves v4" in output
+    assert set(actives(site).values()) == {"v4"}
+    store.close()

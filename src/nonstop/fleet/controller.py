@@ -205,6 +205,11 @@ class FleetController:
         strategy["bluegreen"] = bluegreen
         data["strategy"] = strategy
         watch = dict(data.get("watch", {}))
+        # Error rates are judged at the edge, which sees every request of every host; a host's
+        # own watch would also count the edge's connection checks and charge a stray router
+        # answer to the release it just switched to. The host still checks that its
+        # instances stay up (none restarted) for host_watch seconds.
+        watch["max_error_rate"] = 1.0
         watch["duration"] = self.fleet.host_watch
         watch["check_duration"] = min(self.fleet.host_watch, watch.get("check_duration", 10.0))
         data["watch"] = watch

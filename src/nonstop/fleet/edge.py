@@ -7,9 +7,12 @@ host's own router), charged to the release that host serves. Its per-request str
 candidate's error rate over every canary host from here.
 
 A host out of the batch's way has weight 1; a drained host weight 0 (in-flight requests finish,
-no new ones). Active health checks (``[health] path`` through the host's router, every 0.5 s,
-down after 2 failures) take a host whose link is cut out of rotation in about a second, before
-any planner notices. The edge process outlives the controller: a new controller adopts it.
+no new ones). Active health checks connect to each host's router every 0.5 s (down after 2
+failures), so a host whose link is cut leaves rotation in about a second, before any planner
+notices. They only connect: an HTTP check through the host's router would be a request that
+router charges to the release it serves (decision 0340), and a host's own watch would count the
+edge's checks as its traffic. The edge process outlives the controller: a new controller adopts
+it.
 """
 
 from __future__ import annotations
@@ -32,17 +35,13 @@ KEEP_SAMPLES = 200_000
 
 
 class Edge:
-    def __init__(
-        self, state_dir: Path, fleet: FleetConfig, health_path: str, drain_timeout: float
-    ) -> None:
+    def __init__(self, state_dir: Path, fleet: FleetConfig, drain_timeout: float) -> None:
         if fleet.front.kind != "edge" or fleet.front.on != "controller":
             raise UsageError(
                 f'fleet.front: kind "{fleet.front.kind}" on "{fleet.front.on}" is not available '
                 'yet in this version; use kind = "edge" with on = "controller"'
             )
-        settings = RouterSettings(
-            listen=fleet.front.listen, health_path=health_path, drain_timeout=drain_timeout
-        )
+        settings = RouterSettings(listen=fleet.front.listen, drain_timeout=drain_timeout)
         self.router = HAProxyRouter(state_dir, settings)
         self.port = fleet.router_port
         self.hosts = {f"{h.address}:{fleet.router_port}": h.name for h in fleet.web_hosts}

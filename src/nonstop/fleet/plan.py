@@ -9,7 +9,8 @@ decision after a restart has the effect of doing it once.
 Strategies::
 
     rolling    batches of max_unavailable hosts: drain at the front, deploy, ready -> enable;
-               batch_wait between batches; completed when every host serves the candidate
+               batch_wait between batches; completed when every host serves the candidate;
+               the candidate's error rate at the front (all its hosts) is checked throughout
     canary     the canary hosts first (one batch), then analysis on the front's per-release
                stream (the candidate's error rate over every canary host), then the rest as
                rolling; a failed analysis rolls the canary hosts back: the others never run it
@@ -261,7 +262,21 @@ def next_batch(spec: FleetSpec, state: FleetState) -> tuple[str, ...]:
     return tuple(left[: spec.max_unavailable])
 
 
+def edge_errors(spec: FleetSpec, observed: FleetObserved) -> str:
+    """Why the candidate's error rate at the front (since the phase started) fails, or ""."""
+    counts = observed.measurements.get(spec.candidate, ReleaseCounts())
+    if counts.requests < spec.min_requests or counts.error_rate <= spec.max_error_rate:
+        return ""
+    return (
+        f"{spec.candidate} at the front: {counts.errors}/{counts.requests} errors "
+        f"({counts.error_rate:.1%}) > {spec.max_error_rate:.1%}"
+    )
+
+
 def batch(spec: FleetSpec, state: FleetState, observed: FleetObserved) -> FleetDecision:
+    failing = edge_errors(spec, observed)
+    if failing:
+        return abort(spec, state, observed, failing)
     if not state.batch:
         chosen = next_batch(spec, state)
         if not chosen:
@@ -306,6 +321,9 @@ def batch_done(spec: FleetSpec, state: FleetState, observed: FleetObserved) -> F
 
 
 def wait(spec: FleetSpec, state: FleetState, observed: FleetObserved) -> FleetDecision:
+    failing = edge_errors(spec, observed)
+    if failing:
+        return abort(spec, state, observed, failing)
     remaining = spec.batch_wait - (observed.now - state.phase_started_at)
     if remaining > 0 and next_batch(spec, state):
         return FleetDecision(state, wake_in=remaining)

@@ -65,9 +65,7 @@ async def controller(
     project: FleetProject, store: FleetStore, say: Callable[[str], None]
 ) -> AsyncIterator[FleetController]:
     config = project.config
-    edge = Edge(
-        project.folder / "edge", project.fleet, config.health.path, config.app.drain_timeout
-    )
+    edge = Edge(project.folder / "edge", project.fleet, config.app.drain_timeout)
     await edge.start()
     control = FleetController(
         project.paths.project, config, project.fleet, project.known, store, edge, say
