@@ -37,6 +37,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
+from nonstop.analysis.weight import wilson_interval
+
 Strategy = Literal["rolling", "canary", "bluegreen"]
 FleetCommand = Literal["abort", "resume", "promote"]
 Outcome = Literal["completed", "aborted", "rolled_back"]
@@ -50,6 +52,9 @@ BATCH, WAIT, ANALYSIS, PREPARE, SWITCH, BACK = (
     "rolling_back",
 )
 TICK = 0.5
+CONFIDENCE = 0.95
+"""An error rate fails when its Wilson lower bound at this confidence is above the maximum:
+one unlucky error in a few dozen requests is not a verdict (1/36 is 2.8%, its bound 0.1%)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +100,10 @@ class ReleaseCounts:
     @property
     def error_rate(self) -> float:
         return self.errors / self.requests if self.requests else 0.0
+
+    def above(self, limit: float) -> bool:
+        """Shown above ``limit`` with CONFIDENCE (Wilson lower bound)."""
+        return wilson_interval(self.errors, self.requests, CONFIDENCE)[0] > limit
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,7 +274,7 @@ def next_batch(spec: FleetSpec, state: FleetState) -> tuple[str, ...]:
 def edge_errors(spec: FleetSpec, observed: FleetObserved) -> str:
     """Why the candidate's error rate at the front (since the phase started) fails, or ""."""
     counts = observed.measurements.get(spec.candidate, ReleaseCounts())
-    if counts.requests < spec.min_requests or counts.error_rate <= spec.max_error_rate:
+    if counts.requests < spec.min_requests or not counts.above(spec.max_error_rate):
         return ""
     return (
         f"{spec.candidate} at the front: {counts.errors}/{counts.requests} errors "
@@ -336,13 +345,14 @@ def analysis(spec: FleetSpec, state: FleetState, observed: FleetObserved) -> Fle
         if not observed.host(name).reachable:
             return host_trouble(spec, state, observed, f"canary host {name} is unreachable")
     measured = f"{counts.errors}/{counts.requests} errors ({counts.error_rate:.1%})"
-    if counts.requests >= spec.min_requests and counts.error_rate > spec.max_error_rate:
+    if counts.requests >= spec.min_requests and counts.above(spec.max_error_rate):
         why = f"canary analysis failed: {measured} > {spec.max_error_rate:.1%}"
         return abort(spec, state, observed, why)
     elapsed = observed.now - state.phase_started_at
-    if elapsed < spec.analysis_duration or counts.requests < spec.min_requests:
+    enough = counts.requests >= spec.min_requests
+    if elapsed < spec.analysis_duration or not enough or counts.error_rate > spec.max_error_rate:
         if elapsed > spec.deadline:
-            why = f"canary analysis: {counts.requests} requests in {elapsed:.0f}s, too few"
+            why = f"canary analysis undecided after {elapsed:.0f}s: {measured}"
             return abort(spec, state, observed, why)
         return FleetDecision(state)
     event = f"canary analysis passed: {measured} <= {spec.max_error_rate:.1%}"
