@@ -202,6 +202,19 @@ def resume() -> None:
 
 
 @fleet.command()
+def rollback() -> None:
+    """Back to the release the fleet served before its last rollout: host by host, each a
+    switch to its still-running instances. Refused unless that release is warm on every host."""
+    from nonstop.fleet import run
+
+    project = fleet_project()
+    with run.controller_lock(project) as mine:
+        if not mine:
+            raise StateError("a fleet controller is already running for this project")
+        finish(asyncio.run(run.rollback(project, say)))
+
+
+@fleet.command()
 def abort() -> None:
     """Stop the fleet rollout: every host back on the release it served before."""
     from nonstop.fleet import run

@@ -184,8 +184,9 @@ class FleetController:
             return
         if status.get("active_release") == action.release:
             return
-        if action.rollback and status.get("previous_release") == action.release:
-            await link.call("POST", "/v1/rollback")
+        warm = {i["release"] for i in status.get("instances") or [] if i.get("state") == "ready"}
+        if status.get("previous_release") == action.release and action.release in warm:
+            await link.call("POST", "/v1/rollback")  # a weight change: nothing built or started
             return
         path = await self.ensure_sources(link, action.release)
         body = {

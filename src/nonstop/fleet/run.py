@@ -12,7 +12,7 @@ import fcntl
 import os
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -22,7 +22,7 @@ from nonstop.config.schema import NonstopConfig
 from nonstop.errors import StateError
 from nonstop.fleet.controller import FleetController, spec_to_dict
 from nonstop.fleet.edge import Edge
-from nonstop.fleet.plan import FleetSpec, HostView, start
+from nonstop.fleet.plan import FleetSpec, HostView, rollback_problem, start
 from nonstop.fleet.ssh import KnownHosts
 from nonstop.fleet.store import FleetRollout, FleetStore, already_running
 
@@ -136,6 +136,39 @@ async def deploy(
             return await control.run(rollout)
     finally:
         store.close()
+
+
+async def rollback(project: FleetProject, say: Callable[[str], None]) -> FleetRollout:
+    """Back to the release the fleet served before its last completed rollout, host by host,
+    each a switch to instances still running there; refused unless it is warm on every host."""
+    store = project.store()
+    try:
+        if (running := store.running()) is not None:
+            raise StateError(already_running(running))
+        target = previous_release(store)
+        async with controller(project, store, say) as control:
+            names = [h.name for h in project.fleet.web_hosts]
+            probe = FleetSpec("rolling", target, None, tuple(names))
+            views = [await control.observe_host(n, probe, time.time()) for n in names]
+            problem = rollback_problem(target, views)
+            if problem:
+                raise StateError(problem)
+            spec = replace(
+                make_spec(project, "rolling", target, stable_release(views)), batch_wait=0
+            )
+            control.views = {v.name: v for v in views}
+            rollout = store.start(spec_to_dict(spec), start(spec, time.time()))
+            say(f"fleet rollback #{rollout.id}: {spec.stable} -> {target}")
+            return await control.run(rollout)
+    finally:
+        store.close()
+
+
+def previous_release(store: FleetStore) -> str:
+    last = store.latest()
+    if last is None or last.status != "completed" or not last.spec.get("stable"):
+        raise StateError("no previous fleet release to roll back to (no completed fleet rollout)")
+    return str(last.spec["stable"])
 
 
 async def resume(project: FleetProject, say: Callable[[str], None]) -> FleetRollout:
