@@ -163,6 +163,7 @@ JSON_ARGS: dict[str, tuple[str, ...] | str] = {
     "prune": ("prune", "--dry-run"),
     "flags show": "needs a flag: tests/flags",
     "verify": "runs load through a deploy: tests/e2e verify tests",
+    "fleet status": "needs test hosts: tests/fleet/test_bootstrap.py",
     **{
         f"migrate {n}": "needs PostgreSQL: tests/migrate"
         for n in ("complete", "lint", "plan", "rollback", "start", "status")
