@@ -97,6 +97,13 @@ def keygen(path: Path, comment: str) -> Path:
     return path
 
 
+def read_cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
 def used_subnets() -> set[int]:
     """Third octets of 10.203.K.0/24 networks some interface of this machine already has."""
     output = run("ip", "-o", "-4", "addr", "show").stdout
@@ -168,16 +175,27 @@ class TestHost:
                 authorized_keys=authorized_keys,
             )
         )
+        self.launch_sshd()
+
+    def launch_sshd(self) -> None:
+        """Start this host's sshd (again, after ``stop_sshd``: same key, same config)."""
         log = (self.root / "sshd.log").open("ab")
+        config = self.root / "sshd_config"
         argv = ["ip", "netns", "exec", self.netns, SSHD, "-D", "-e", "-f", str(config)]
         self.sshd = subprocess.Popen(argv, stdout=log, stderr=log, start_new_session=True)
         log.close()
         wait_for_port(self.address, 22, time.monotonic() + 30, f"sshd of {self.name}")
 
     def stop_sshd(self) -> None:
+        """Stop the listening sshd and every SSH session it serves (their processes are its
+        session's children: sshd's own per-connection processes)."""
         if self.sshd is not None and self.sshd.poll() is None:
             self.sshd.terminate()
             self.sshd.wait(10)
+        for pid in self.pids():
+            if read_cmdline(pid).startswith("sshd:"):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGTERM)
 
     def kill_everything(self) -> None:
         """SIGKILL every process inside the namespace (what tests started there), and wait."""

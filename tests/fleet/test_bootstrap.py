@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from fleet.conftest import MakeFleet, fleet_toml
-from fleet.netns import TestFleet
+from fleet.netns import TestFleet, read_cmdline
 
 pytestmark = pytest.mark.slow
 
@@ -77,10 +77,3 @@ def test_fleet_commands_without_a_fleet_table_or_with_an_unknown_host(
     unknown = nonstop(project, "fleet", "trust", "web9")
     assert unknown.returncode == 2
     assert 'no host "web9" in [fleet] (hosts: host1)' in unknown.stderr
-
-
-def read_cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except OSError:
-        return ""

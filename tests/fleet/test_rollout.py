@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -13,8 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from fleet.netns import read_cmdline
 from fleet.site import Site, site_of
 from nonstop.fleet import run
+from nonstop.fleet.bootstrap import HostLayout, start_agent
 from nonstop.fleet.plan import FleetState
 from nonstop.fleet.store import FleetStore
 from nonstop.loadgen.generator import LoadGenerator
@@ -149,3 +152,34 @@ async def test_a_host_cut_mid_rollout_pauses_and_abort_leaves_no_mixed_version(s
     assert weights == {"host1": 1, "host2": 0, "host3": 1}
     serving = await site.actives()
     assert (serving["host1"], serving["host3"]) == ("v4", "v4")
+
+
+async def test_the_controller_sees_an_agent_killed_and_ssh_dropped_then_both_back(
+    site: Site,
+) -> None:
+    """Faults the controller must ride out: each shows as an unreachable host, never as its
+    own failure, and the same controller reads the host again once it is back."""
+    project = site.fleet_project()
+    host = site.fleet.hosts[0]
+    store = project.store()
+    spec = run.FleetSpec("rolling", "-", None, ("host1",))
+    try:
+        async with run.controller(project, store, print) as control:
+            before = await control.observe_host("host1", spec, 0)
+            assert before.reachable
+            agent = next(p for p in host.pids() if "nonstop.agent" in read_cmdline(p))
+            os.kill(agent, signal.SIGKILL)
+            assert not (await control.observe_host("host1", spec, 0)).reachable
+            link = control.links["host1"]
+            await link.get()
+            assert link.connection is not None
+            await start_agent(link.connection, HostLayout(project.fleet.host("host1").path))
+            again = await control.observe_host("host1", spec, 0)
+            assert (again.reachable, again.active) == (True, before.active)
+            host.stop_sshd()
+            assert not (await control.observe_host("host1", spec, 0)).reachable
+            host.launch_sshd()
+            back = await control.observe_host("host1", spec, 0)
+            assert (back.reachable, back.active) == (True, before.active)
+    finally:
+        store.close()
