@@ -48,7 +48,9 @@ def test_bootstrap_installs_over_ssh_and_status_reports_each_host(
     assert "agent started" in done.stdout
     status = nonstop(project, "fleet", "status", "--json")
     assert status.returncode == 0, status.stderr
-    rows = {row["host"]: row for row in json.loads(status.stdout)["hosts"]}
+    document = json.loads(status.stdout)
+    assert document["rollout"] is None
+    rows = {row["host"]: row for row in document["hosts"]}
     for host in fleet.hosts:
         row = rows[host.name]
         assert (row["state"], row["version"], row["release"]) == ("ready", "0.1.0", None), row

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -140,9 +140,12 @@ def status(hosts: tuple[str, ...], as_json: bool) -> None:
     _, fleet_cfg, known = fleet_config()
     subset = fleet_cfg.model_copy(update={"hosts": chosen(fleet_cfg, hosts)})
     rows = asyncio.run(fleet_status(subset, known))
+    rollout = latest_rollout()
     if as_json:
-        print_json({"hosts": [row.to_dict() for row in rows]})
+        print_json({"rollout": rollout, "hosts": [row.to_dict() for row in rows]})
         return
+    if rollout:
+        console.print(rollout_line(rollout))
     for row in rows:
         colour = {"ready": "green", "degraded": "yellow"}.get(row.state, "red")
         detail = ", ".join(
@@ -234,3 +237,29 @@ def finish(rollout: FleetRollout) -> None:
     console.print(f"fleet rollout #{rollout.id} {rollout.status}: {rollout.reason}")
     if rollout.status != "completed":
         raise NonstopError(f"the fleet rollout did not complete ({rollout.status})")
+
+
+def latest_rollout() -> dict[str, Any] | None:
+    """The newest fleet rollout in this project's journal (None before the first)."""
+    from nonstop.fleet.run import FleetProject
+
+    folder = project_paths().state / "fleet"
+    if not (folder / "fleet.db").exists():
+        return None
+    store = FleetProject.store_at(folder)
+    try:
+        latest = store.latest()
+        return latest.to_dict() if latest else None
+    finally:
+        store.close()
+
+
+def rollout_line(rollout: dict[str, Any]) -> str:
+    spec, state = rollout["spec"], rollout["state"]
+    line = f"fleet rollout #{rollout['id']} to {spec.get('candidate')}: {rollout['status']}"
+    if rollout["status"] == "running":
+        line += f", {state['phase']}" + (
+            f" ({', '.join(state['batch'])})" if state["batch"] else ""
+        )
+        line += f" - paused: {state['paused']}" if state["paused"] else ""
+    return line + (f" - {rollout['reason']}" if rollout["reason"] else "")

@@ -41,7 +41,11 @@ class FleetProject:
         return self.paths.state / "fleet"
 
     def store(self) -> FleetStore:
-        return FleetStore(self.folder / "fleet.db")
+        return self.store_at(self.folder)
+
+    @staticmethod
+    def store_at(folder: Path) -> FleetStore:
+        return FleetStore(folder / "fleet.db")
 
 
 @contextlib.contextmanager
