@@ -33,7 +33,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
-from fleet.site import Site, site_of  # noqa: E402
+from fleet.site import Site, site_of, under_load  # noqa: E402
 from nonstop.fleet import run  # noqa: E402
 from nonstop.fleet.bootstrap import build_wheelhouse  # noqa: E402
 from nonstop.fleet.edge import Edge  # noqa: E402
@@ -43,16 +43,6 @@ from nonstop.loadgen.generator import LoadGenerator  # noqa: E402
 
 def journal(site: Site) -> FleetStore:
     return FleetStore(site.project / ".nonstop" / "fleet" / "fleet.db")
-
-
-async def under_load(site: Site, rps: float, work: Any) -> tuple[Any, Any]:
-    load = LoadGenerator(f"http://{site.edge}/", rps, group_by_header="X-Release")
-    await load.start()
-    try:
-        result = await work
-    finally:
-        report = await load.stop()
-    return result, report
 
 
 async def rolling(site: Site, rps: float) -> dict[str, Any]:

@@ -9,9 +9,10 @@ import asyncio
 import contextlib
 import shutil
 import socket
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from fleet.conftest import fleet_toml
 from fleet.netns import TestFleet, fleet_of
@@ -21,7 +22,10 @@ from nonstop.fleet import run
 from nonstop.fleet.bootstrap import bootstrap_host
 from nonstop.fleet.edge import Edge
 from nonstop.fleet.ssh import HostConnection, KnownHosts, trust
+from nonstop.loadgen.generator import LoadGenerator
+from nonstop.loadgen.report import LoadReport
 
+T = TypeVar("T")
 SAMPLE_APP = Path(__file__).resolve().parents[2] / "src" / "nonstop" / "demo" / "sampleapp.py"
 
 
@@ -71,6 +75,18 @@ class Site:
                 return await control.links[name].call(method, path)
         finally:
             store.close()
+
+
+async def under_load(site: Site, rps: float, work: Awaitable[T]) -> tuple[T, LoadReport]:
+    """``work`` while constant load runs through the edge; its result and the load's report
+    (responses grouped by the release that answered, ``X-Release``)."""
+    load = LoadGenerator(f"http://{site.edge}/", rps, group_by_header="X-Release")
+    await load.start()
+    try:
+        result = await work
+    finally:
+        report = await load.stop()
+    return result, report
 
 
 def free_port(address: str) -> int:

@@ -15,12 +15,11 @@ from pathlib import Path
 import pytest
 
 from fleet.netns import read_cmdline
-from fleet.site import Site, site_of
+from fleet.site import Site, site_of, under_load
 from nonstop.fleet import run
 from nonstop.fleet.bootstrap import HostLayout, start_agent
 from nonstop.fleet.plan import FleetState
 from nonstop.fleet.store import FleetStore
-from nonstop.loadgen.generator import LoadGenerator
 
 pytestmark = pytest.mark.slow
 
@@ -36,12 +35,7 @@ async def test_rolling_under_load_through_the_edge_drops_nothing(site: Site) -> 
     first = await site.deploy("rolling", "v1")
     assert (first.status, first.reason) == ("completed", "every host serves v1")
     site.write("v2")
-    load = LoadGenerator(f"http://{site.edge}/", 100, group_by_header="X-Release")
-    await load.start()
-    try:
-        second = await site.deploy("rolling", "v2")
-    finally:
-        report = await load.stop()
+    second, report = await under_load(site, 100, site.deploy("rolling", "v2"))
     assert second.status == "completed", second.reason
     assert report.failed == 0, (report.counts, report.status_codes, report.errors)
     assert set(report.groups) == {"v1", "v2"}
@@ -51,12 +45,7 @@ async def test_rolling_under_load_through_the_edge_drops_nothing(site: Site) -> 
 
 
 async def test_fleet_rollback_switches_every_host_back_to_its_warm_release(site: Site) -> None:
-    load = LoadGenerator(f"http://{site.edge}/", 50)
-    await load.start()
-    try:
-        outcome = await run.rollback(site.fleet_project(), print)
-    finally:
-        report = await load.stop()
+    outcome, report = await under_load(site, 50, run.rollback(site.fleet_project(), print))
     assert (outcome.status, outcome.reason) == ("completed", "every host serves v1")
     assert report.failed == 0, report.counts
     assert set((await site.actives()).values()) == {"v1"}
@@ -64,12 +53,7 @@ async def test_fleet_rollback_switches_every_host_back_to_its_warm_release(site:
 
 async def test_a_bad_canary_host_rolls_back_and_the_others_never_run_it(site: Site) -> None:
     site.write("v3", error_rate=0.05, extra='canary = ["host1"]\nanalysis_duration = "30s"\n')
-    load = LoadGenerator(f"http://{site.edge}/", 100, group_by_header="X-Release")
-    await load.start()
-    try:
-        outcome = await site.deploy("canary", "v3")
-    finally:
-        report = await load.stop()
+    outcome, report = await under_load(site, 100, site.deploy("canary", "v3"))
     assert outcome.status == "rolled_back"
     assert outcome.reason.startswith("canary analysis failed: ")
     assert report.failed < 30, report.counts
@@ -128,10 +112,20 @@ async def wait_for_state(
         await asyncio.sleep(0.05)
 
 
-async def test_a_host_cut_mid_rollout_pauses_and_abort_leaves_no_mixed_version(site: Site) -> None:
+async def test_bluegreen_in_lockstep_switches_every_host_in_one_step(site: Site) -> None:
     site.write("v5")
+    outcome, report = await under_load(site, 100, site.deploy("bluegreen", "v5"))
+    assert (outcome.status, outcome.reason) == ("completed", "every host serves v5")
+    assert report.failed == 0, (report.counts, report.status_codes)
+    events = [m for _, m in FleetStore(site.project / ".nonstop/fleet/fleet.db").events(outcome.id)]
+    assert events[:2] == ["every host starts v5", "every host holds it ready: switching all"]
+    assert set((await site.actives()).values()) == {"v5"}
+
+
+async def test_a_host_cut_mid_rollout_pauses_and_abort_leaves_no_mixed_version(site: Site) -> None:
+    site.write("v6")
     project = site.fleet_project()
-    task = asyncio.create_task(site.deploy("rolling", "v5"))
+    task = asyncio.create_task(site.deploy("rolling", "v6"))
     store = project.store()
     host2 = site.fleet.hosts[1]
     try:
@@ -146,12 +140,17 @@ async def test_a_host_cut_mid_rollout_pauses_and_abort_leaves_no_mixed_version(s
         host2.restore()
         store.close()
     assert outcome.status == "rolled_back"
-    assert "host2 unreachable: drained, back on v4 when it answers" in outcome.reason
+    assert "host2 unreachable: drained, back on v5 when it answers" in outcome.reason
     table = (site.project / ".nonstop" / "fleet" / "edge" / "route-table.json").read_text()
     weights = {u["instance_id"]: u["weight"] for u in json.loads(table)["upstreams"]}
     assert weights == {"host1": 1, "host2": 0, "host3": 1}
     serving = await site.actives()
-    assert (serving["host1"], serving["host3"]) == ("v4", "v4")
+    assert (serving["host1"], serving["host3"]) == ("v5", "v5")
+    status = cli(site, "status")
+    output, _ = status.communicate(timeout=120)
+    assert status.returncode == 0, output
+    assert "to v6: rolled_back - aborted by an operator; host2 unreachable" in output
+    assert output.count(": ready nonstop 0.1.0") == 3, output
 
 
 async def test_the_controller_sees_an_agent_killed_and_ssh_dropped_then_both_back(
