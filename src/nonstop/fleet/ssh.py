@@ -173,6 +173,16 @@ class HostConnection:
             self._sockets.cleanup()
             self._sockets = None
 
+    def abort(self) -> None:
+        """Drop the connection at once (it failed): listeners, forwarded sessions, socket dir."""
+        for _, listener in self._forwards.values():
+            listener.close()
+        self._forwards.clear()
+        self.conn.abort()
+        if self._sockets is not None:
+            self._sockets.cleanup()
+            self._sockets = None
+
     async def run(self, command: str, *, check: bool = True, timeout: float = 600.0) -> Ran:
         """Run a shell command on the host; with ``check``, a non-zero exit is a HostError
         quoting the end of its stderr."""
