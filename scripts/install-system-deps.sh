@@ -8,6 +8,7 @@
 #   chromium, chromium-driver                    -> dashboard tests in a headless browser
 #   openssl                                      -> a self-signed certificate for the HTTPS dashboard test
 #   Redis (redis-server)                         -> the worker tests (Celery, RQ, Dramatiq)
+#   openssh-server, openssh-client, iproute2     -> fleet test hosts (sshd in network namespaces)
 #   wrk, hey (--bench only)                      -> load tools that are not ours
 #   hyperfine (--bench only)                     -> whole-process timing of CLI commands
 # Only what is missing is installed, with apt-get, and only when running as root.
@@ -28,6 +29,9 @@ command -v chromium >/dev/null || missing+=(chromium)
 command -v chromedriver >/dev/null || missing+=(chromium-driver)
 command -v openssl >/dev/null || missing+=(openssl)
 command -v redis-server >/dev/null || missing+=(redis-server)
+[ -x /usr/sbin/sshd ] || missing+=(openssh-server)
+command -v ssh-keygen >/dev/null || missing+=(openssh-client)
+command -v ip >/dev/null || [ -x /usr/sbin/ip ] || missing+=(iproute2)
 if [ "$want_bench" = 1 ]; then
   command -v wrk >/dev/null || missing+=(wrk)
   command -v hey >/dev/null || missing+=(hey)

@@ -167,6 +167,7 @@ JSON_ARGS: dict[str, tuple[str, ...] | str] = {
     "flags show": "needs a flag: tests/flags",
     "verify": "runs load through a deploy: tests/e2e verify tests",
     "dashboard": "needs [dashboard] listen: tests/dashboard",
+    "fleet status": "needs test hosts: tests/fleet/test_bootstrap.py",
     **{
         f"migrate {n}": "needs PostgreSQL: tests/migrate"
         for n in ("complete", "lint", "plan", "rollback", "start", "status")

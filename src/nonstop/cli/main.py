@@ -29,6 +29,7 @@ COMMANDS: LazyTable = {
     "doctor": ("nonstop.cli.doctor:doctor", "Check this host for the agent: router, ports, kernel, limits, disk."),
     "down": (f"{_CORE}:down", "Stop the agent and (unless --keep) every instance and the router."),
     "events": (f"{_CORE}:events", "What the agent did and why."),
+    "fleet": ("nonstop.cli.fleet:fleet", "Deploy to many hosts over SSH."),
     "flags": ("nonstop.cli.flags:flags", "Feature flags: create, roll out, kill; served to Unleash SDKs on [flags] listen."),
     "history": (f"{_CORE}:history", "Past rollouts, newest first."),
     "init": (f"{_CORE}:init", "Write a commented example nonstop.toml in the current directory."),

@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from nonstop.config.fleet import FleetConfig
 from nonstop.config.units import ByteSize, CountOrPercent, Duration
 from nonstop.config.validate import env_problems, excluded_path_problem
 
@@ -462,6 +463,7 @@ class NonstopConfig(Model):
     dashboard: DashboardConfig = Field(default_factory=DashboardConfig)
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
     notify: list[NotifyConfig] = Field(default_factory=list)
+    fleet: FleetConfig | None = None
     processes: dict[str, ProcessConfig] = Field(default_factory=dict)
     """More process roles of every release, by name (``[processes.worker]``)."""
 

@@ -1,0 +1,167 @@
+"""Fleet rollouts on 4 real test hosts (network namespaces with sshd, agents, HAProxy per host),
+the edge HAProxy in front, constant load from nonstop.loadgen through the edge.
+
+Scenarios (in this order, on the same hosts):
+
+  rolling   v1 -> v2, rolling with max_unavailable = 1: failed requests (goal 0)
+  canary    v3 with ERROR_RATE=0.05 on the canary host: time from the canary host taking
+            traffic (its "serve" event in the journal) to the rollout ending rolled_back
+            (goal < 15 s), failed requests (goal < 30), and whether another host ever ran v3
+  cut       v4 rolling; while host2 moves, host4's link is cut (ip link set down in its
+            namespace): time until the edge marks host4 DOWN (goal < 2 s, polled every 20 ms
+            through the edge's runtime API); the rollout pauses; abort; then the releases the
+            reachable hosts serve (goal: all on v2, 0 on a mixed version)
+
+Needs root (network namespaces) and the system packages of scripts/install-system-deps.sh.
+
+    .venv/bin/python benchmarks/bench_fleet.py [--rps 300] [--hosts 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests"))
+
+from fleet.site import Site, site_of, under_load  # noqa: E402
+from nonstop.fleet import run  # noqa: E402
+from nonstop.fleet.bootstrap import build_wheelhouse  # noqa: E402
+from nonstop.fleet.edge import Edge  # noqa: E402
+from nonstop.fleet.store import FleetStore  # noqa: E402
+from nonstop.loadgen.generator import LoadGenerator  # noqa: E402
+
+
+def journal(site: Site) -> FleetStore:
+    return FleetStore(site.project / ".nonstop" / "fleet" / "fleet.db")
+
+
+async def rolling(site: Site, rps: float) -> dict[str, Any]:
+    site.write("v1")
+    await site.deploy("rolling", "v1")
+    site.write("v2")
+    started = time.monotonic()
+    outcome, report = await under_load(site, rps, site.deploy("rolling", "v2"))
+    return {
+        "outcome": outcome.status,
+        "seconds": round(time.monotonic() - started, 1),
+        "requests": report.scheduled,
+        "failed": report.failed,
+        "by_release": dict(report.groups),
+    }
+
+
+async def canary(site: Site, rps: float) -> dict[str, Any]:
+    site.write("v3", error_rate=0.05, extra='canary = ["host1"]\n')
+    outcome, report = await under_load(site, rps, site.deploy("canary", "v3"))
+    store = journal(site)
+    events = store.events(outcome.id)
+    store.close()
+    served = next(at for at, message in events if message.startswith("host1 serve v3"))
+    ended = events[-1][0]
+    others = []
+    for host in site.fleet.hosts[1:]:
+        rows = await site.host_call(host.name, "GET", "/v1/rollouts?limit=100")
+        assert isinstance(rows, list)
+        others += [host.name for row in rows if row["candidate"] == "v3"]
+    return {
+        "outcome": outcome.status,
+        "reason": outcome.reason,
+        "canary_serving_to_rolled_back_s": round(ended - served, 2),
+        "failed": report.failed,
+        "requests": report.scheduled,
+        "other_hosts_that_ran_v3": others,
+    }
+
+
+async def edge_marks_down(site: Site, name: str, deadline: float) -> float:
+    """Seconds until the edge's runtime API shows ``name``'s server DOWN."""
+    project = site.fleet_project()
+    edge = Edge(project.folder / "edge", project.fleet, 1.0)
+    host = project.fleet.host(name)
+    server = f"{host.address}:{project.fleet.router_port}"
+    started = time.monotonic()
+    while time.monotonic() < deadline:
+        stat = await edge.router.command("show stat")
+        for line in stat.splitlines():
+            fields = line.split(",")
+            if len(fields) > 17 and fields[1] == server and fields[17].startswith("DOWN"):
+                return time.monotonic() - started
+        await asyncio.sleep(0.02)
+    raise RuntimeError(f"the edge never marked {name} down")
+
+
+async def cut(site: Site, rps: float) -> dict[str, Any]:
+    site.write("v4")
+    project = site.fleet_project()
+    store = journal(site)
+    lost = site.fleet.hosts[3]
+    load = LoadGenerator(f"http://{site.edge}/", rps)
+    await load.start()
+    task = asyncio.create_task(site.deploy("rolling", "v4"))
+    try:
+        await until(store, lambda r: r.state.batch == ("host2",), time.monotonic() + 300)
+        lost.cut()
+        down_after = await edge_marks_down(site, lost.name, time.monotonic() + 30)
+        await until(store, lambda r: bool(r.state.paused), time.monotonic() + 300)
+        run.request(project, "abort")
+        outcome = await asyncio.wait_for(task, 300)
+    finally:
+        report = await load.stop()
+        lost.restore()
+        store.close()
+    serving = await site.actives()
+    reachable = {name: release for name, release in serving.items() if name != lost.name}
+    return {
+        "edge_marked_down_s": round(down_after, 3),
+        "outcome": outcome.status,
+        "reason": outcome.reason,
+        "reachable_hosts_serve": reachable,
+        "mixed": len(set(reachable.values())) > 1,
+        "failed": report.failed,
+        "requests": report.scheduled,
+    }
+
+
+async def until(store: FleetStore, check: Any, deadline: float) -> None:
+    while True:
+        running = store.running()
+        if running is not None and check(running):
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError("the rollout never reached the awaited state")
+        await asyncio.sleep(0.02)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rps", type=float, default=300)
+    parser.add_argument("--hosts", type=int, default=4)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="nonstop-bench-fleet-") as folder:
+        work = Path(folder)
+        wheels = work / "wheels"
+        build_wheelhouse(wheels)
+        with site_of(args.hosts, work / "site", wheels) as site:
+            results = {
+                "machine": f"{platform.node()} nproc={os.cpu_count()} load={os.getloadavg()}",
+                "rps": args.rps,
+                "hosts": args.hosts,
+                "rolling": asyncio.run(rolling(site, args.rps)),
+                "canary": asyncio.run(canary(site, args.rps)),
+                "cut": asyncio.run(cut(site, args.rps)),
+            }
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

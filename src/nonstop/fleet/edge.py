@@ -1,0 +1,89 @@
+"""The edge: an HAProxy in front of the fleet, managed through its runtime API.
+
+It is the same HAProxy driver a single host uses (drivers/router/haproxy.py, decision 0310),
+with hosts where a host has instances: one server per web host (``address:router_port``, the
+host's own router), charged to the release that host serves. Its per-request stream (decision
+0311) gives the fleet planner per-release counts at the front: the canary analysis reads the
+candidate's error rate over every canary host from here.
+
+A host out of the batch's way has weight 1; a drained host weight 0 (in-flight requests finish,
+no new ones). Active health checks connect to each host's router every 0.5 s (down after 2
+failures), so a host whose link is cut leaves rotation in about a second, before any planner
+notices. They only connect: an HTTP check through the host's router would be a request that
+router charges to the release it serves (decision 0340), and a host's own watch would count the
+edge's checks as its traffic. The edge process outlives the controller: a new controller adopts
+it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from collections.abc import Mapping
+from pathlib import Path
+
+from nonstop.config.fleet import FleetConfig
+from nonstop.drivers.router.base import RouteTable, Upstream
+from nonstop.drivers.router.haproxy import HAProxyRouter
+from nonstop.drivers.router.settings import RouterSettings
+from nonstop.errors import UsageError
+from nonstop.fleet.plan import HostView, ReleaseCounts
+
+NO_RELEASE = "-"
+KEEP_SAMPLES = 200_000
+
+
+class Edge:
+    def __init__(self, state_dir: Path, fleet: FleetConfig, drain_timeout: float) -> None:
+        if fleet.front.kind != "edge" or fleet.front.on != "controller":
+            raise UsageError(
+                f'fleet.front: kind "{fleet.front.kind}" on "{fleet.front.on}" is not available '
+                'yet in this version; use kind = "edge" with on = "controller"'
+            )
+        settings = RouterSettings(listen=fleet.front.listen, drain_timeout=drain_timeout)
+        self.router = HAProxyRouter(state_dir, settings)
+        self.port = fleet.router_port
+        self.hosts = {f"{h.address}:{fleet.router_port}": h.name for h in fleet.web_hosts}
+        self.releases: dict[str, str | None] = {}
+        self.samples: deque[tuple[float, str, bool]] = deque(maxlen=KEEP_SAMPLES)
+        self._reader: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self.router.start()
+        self._reader = asyncio.create_task(self._read())
+
+    async def close(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+        await self.router.close()
+
+    async def _read(self) -> None:
+        async for event in self.router.events():
+            host = self.hosts.get(event.upstream or "")
+            release = self.releases.get(host) if host else None
+            error = event.status >= 500 or event.proxy_error
+            self.samples.append((event.ts, release or NO_RELEASE, error))
+
+    def note_releases(self, releases: Mapping[str, str | None]) -> None:
+        self.releases.update(releases)
+
+    def counts_since(self, since: float) -> dict[str, ReleaseCounts]:
+        totals: dict[str, list[int]] = {}
+        for ts, release, error in self.samples:
+            if ts >= since:
+                pair = totals.setdefault(release, [0, 0])
+                pair[0] += 1
+                pair[1] += int(error)
+        return {release: ReleaseCounts(n, e) for release, (n, e) in totals.items()}
+
+    async def apply(self, enabled: tuple[str, ...], views: Mapping[str, HostView]) -> None:
+        upstreams = []
+        for address, name in self.hosts.items():
+            view = views.get(name)
+            release = (view.active if view else None) or NO_RELEASE
+            weight = 1 if name in enabled else 0
+            upstreams.append(Upstream(name, release, address, weight))
+        await self.router.apply(RouteTable(tuple(upstreams)))

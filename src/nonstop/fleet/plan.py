@@ -1,0 +1,453 @@
+"""The fleet planner: one rollout across many hosts, decided from data (pure, like plan/).
+
+``decide(spec, state, observed) -> FleetDecision`` reads no clock and does no I/O. Each host
+runs its own rollout through its own agent (the host-level strategies of plan/); this layer
+decides *which hosts* move *when*, and what the front does meanwhile. Actions are declarative
+and idempotent: ``HostDeploy(web2, v2)`` means "web2 should serve v2", so replaying a journaled
+decision after a restart has the effect of doing it once.
+
+Strategies::
+
+    rolling    batches of max_unavailable hosts: drain at the front, deploy, ready -> enable;
+               batch_wait between batches; completed when every host serves the candidate;
+               the candidate's error rate at the front (all its hosts) is checked throughout
+    canary     the canary hosts first (one batch), then analysis on the front's per-release
+               stream (the candidate's error rate over every canary host), then the rest as
+               rolling; a failed analysis rolls the canary hosts back: the others never run it
+    bluegreen  lockstep: every host starts the candidate held (not switched); once all hold it
+               ready, every host switches in the same decision; any host failing to prepare
+               aborts them all before anyone switched
+
+Abort (a failure, an operator's abort, a lost host with ``on_host_lost = "pause"`` then
+abort) moves every host that runs the candidate back to the stable release, which is warm there
+(kept by the host's agent), and only then ends: 0 hosts on a mixed version. A host that cannot
+be reached stays drained at the front and is listed in the reason; it converges when it answers.
+
+Worked example, rolling, 4 hosts, max_unavailable 1, batch_wait 10 (``t`` in seconds)::
+
+    t0   all on v1                   -> drain web1, deploy v2 on web1     batch [web1]
+    t3   web1 serves v2, ready        -> enable web1                      done [web1], wait
+    t13  batch_wait over             -> drain web2, deploy v2 on web2    batch [web2]
+    ...  web4 serves v2              -> enable web4, finish completed
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+from nonstop.analysis.weight import wilson_interval
+
+Strategy = Literal["rolling", "canary", "bluegreen"]
+FleetCommand = Literal["abort", "resume", "promote"]
+Outcome = Literal["completed", "aborted", "rolled_back"]
+
+BATCH, WAIT, ANALYSIS, PREPARE, SWITCH, BACK = (
+    "batch",
+    "wait",
+    "analysis",
+    "prepare",
+    "switch",
+    "rolling_back",
+)
+TICK = 0.5
+CONFIDENCE = 0.95
+"""An error rate fails when its Wilson lower bound at this confidence is above the maximum:
+one unlucky error in a few dozen requests is not a verdict (1/36 is 2.8%, its bound 0.1%)."""
+
+
+@dataclass(frozen=True, slots=True)
+class FleetSpec:
+    strategy: Strategy
+    candidate: str
+    stable: str | None
+    hosts: tuple[str, ...]
+    """The web hosts, in the order they move (canary hosts first)."""
+    canary: tuple[str, ...] = ()
+    max_unavailable: int = 1
+    batch_wait: float = 0.0
+    on_host_lost: Literal["pause", "continue"] = "pause"
+    max_error_rate: float = 0.02
+    min_requests: int = 50
+    analysis_duration: float = 30.0
+    """Canary: how long the canary hosts serve before the analysis can pass."""
+    deadline: float = 600.0
+    """Longest wait for a host to serve the candidate (or to come back) before giving up."""
+
+
+@dataclass(frozen=True, slots=True)
+class HostView:
+    name: str
+    reachable: bool = True
+    active: str | None = None
+    """The release the host serves (its agent's active release)."""
+    rollout: str | None = None
+    """The candidate of the rollout running on the host, if any."""
+    held: bool = False
+    """Its rollout waits for promotion with the candidate ready (blue-green prepared)."""
+    failed: str | None = None
+    """Why the host's last rollout to our candidate did not complete (None: it did not fail)."""
+    warm: frozenset[str] = frozenset()
+    """Releases with ready instances on the host (what a rollback may switch to at once)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseCounts:
+    requests: int = 0
+    errors: int = 0
+
+    @property
+    def error_rate(self) -> float:
+        return self.errors / self.requests if self.requests else 0.0
+
+    def above(self, limit: float) -> bool:
+        """Shown above ``limit`` with CONFIDENCE (Wilson lower bound)."""
+        return wilson_interval(self.errors, self.requests, CONFIDENCE)[0] > limit
+
+
+@dataclass(frozen=True, slots=True)
+class FleetObserved:
+    now: float
+    hosts: Mapping[str, HostView]
+    measurements: Mapping[str, ReleaseCounts] = field(default_factory=dict)
+    """Per release, at the front, since the current phase started."""
+    command: FleetCommand | None = None
+
+    def host(self, name: str) -> HostView:
+        return self.hosts.get(name) or HostView(name, reachable=False)
+
+
+@dataclass(frozen=True, slots=True)
+class HostDeploy:
+    host: str
+    release: str
+    hold: bool = False
+    """Start it without switching (blue-green lockstep); ``HostPromote`` switches."""
+    rollback: bool = False
+    """Back to a warm release: switch at once, nothing built."""
+    kind: Literal["deploy"] = "deploy"
+
+
+@dataclass(frozen=True, slots=True)
+class HostPromote:
+    host: str
+    kind: Literal["promote"] = "promote"
+
+
+@dataclass(frozen=True, slots=True)
+class HostAbort:
+    host: str
+    kind: Literal["abort"] = "abort"
+
+
+@dataclass(frozen=True, slots=True)
+class FrontHosts:
+    """The hosts the front sends traffic to (all others are drained)."""
+
+    enabled: tuple[str, ...]
+    kind: Literal["front"] = "front"
+
+
+@dataclass(frozen=True, slots=True)
+class FleetFinish:
+    outcome: Outcome
+    reason: str
+    kind: Literal["finish"] = "finish"
+
+
+FleetAction = HostDeploy | HostPromote | HostAbort | FrontHosts | FleetFinish
+ACTION_TYPES: dict[str, type[Any]] = {
+    "deploy": HostDeploy,
+    "promote": HostPromote,
+    "abort": HostAbort,
+    "front": FrontHosts,
+    "finish": FleetFinish,
+}
+
+
+def action_to_dict(action: FleetAction) -> dict[str, Any]:
+    data = {name: getattr(action, name) for name in action.__slots__}
+    if isinstance(action, FrontHosts):
+        data["enabled"] = list(action.enabled)
+    return data
+
+
+def action_from_dict(data: Mapping[str, Any]) -> FleetAction:
+    kind = data["kind"]
+    if kind not in ACTION_TYPES:
+        raise ValueError(f"unknown fleet action kind {kind!r}")
+    fields = {key: value for key, value in data.items() if key != "kind"}
+    if kind == "front":
+        fields["enabled"] = tuple(fields["enabled"])
+    action: FleetAction = ACTION_TYPES[kind](**fields)
+    return action
+
+
+@dataclass(frozen=True, slots=True)
+class FleetState:
+    phase: str
+    phase_started_at: float
+    done: tuple[str, ...] = ()
+    """Hosts that serve the candidate and are back at the front."""
+    batch: tuple[str, ...] = ()
+    lost: tuple[str, ...] = ()
+    """Hosts given up on (``on_host_lost = "continue"``): drained, converged when back."""
+    paused: str = ""
+    """Why the rollout waits for an operator ("" while it runs)."""
+    reason: str = ""
+
+    def enter(self, phase: str, now: float, **changes: Any) -> FleetState:
+        return replace(self, phase=phase, phase_started_at=now, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "phase": self.phase,
+            "phase_started_at": self.phase_started_at,
+            "done": list(self.done),
+            "batch": list(self.batch),
+            "lost": list(self.lost),
+            "paused": self.paused,
+            "reason": self.reason,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> FleetState:
+        return cls(
+            phase=str(data["phase"]),
+            phase_started_at=float(data["phase_started_at"]),
+            done=tuple(data.get("done", ())),
+            batch=tuple(data.get("batch", ())),
+            lost=tuple(data.get("lost", ())),
+            paused=str(data.get("paused", "")),
+            reason=str(data.get("reason", "")),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class FleetDecision:
+    state: FleetState
+    actions: tuple[FleetAction, ...] = ()
+    events: tuple[str, ...] = ()
+    wake_in: float | None = TICK
+
+    @property
+    def finished(self) -> FleetFinish | None:
+        return next((a for a in self.actions if isinstance(a, FleetFinish)), None)
+
+
+def start(spec: FleetSpec, now: float) -> FleetState:
+    first = PREPARE if spec.strategy == "bluegreen" else BATCH
+    return FleetState(first, now)
+
+
+def decide(spec: FleetSpec, state: FleetState, observed: FleetObserved) -> FleetDecision:
+    if state.phase == BACK:
+        return rolling_back(spec, state, observed)
+    if observed.command == "abort":
+        return abort(spec, state, observed, "aborted by an operator")
+    if state.paused:
+        if observed.command != "resume":
+            return FleetDecision(state, wake_in=None)
+        state = replace(state, paused="", phase_started_at=observed.now)
+    phases = {BATCH: batch, WAIT: wait, ANALYSIS: analysis, PREPARE: prepare, SWITCH: switch}
+    return phases[state.phase](spec, state, observed)
+
+
+def serving(spec: FleetSpec, state: FleetState) -> tuple[str, ...]:
+    """Hosts the front should send to: all but the current batch and the lost."""
+    return tuple(h for h in spec.hosts if h not in state.batch and h not in state.lost)
+
+
+def on_release(view: HostView, release: str) -> bool:
+    """The host serves ``release``, with no rollout of its own still moving."""
+    return view.reachable and view.active == release and view.rollout is None
+
+
+def next_batch(spec: FleetSpec, state: FleetState) -> tuple[str, ...]:
+    left = [h for h in spec.hosts if h not in state.done and h not in state.lost]
+    if spec.strategy == "canary" and not state.done:
+        return tuple(h for h in left if h in spec.canary)
+    return tuple(left[: spec.max_unavailable])
+
+
+def edge_errors(spec: FleetSpec, observed: FleetObserved) -> str:
+    """Why the candidate's error rate at the front (since the phase started) fails, or ""."""
+    counts = observed.measurements.get(spec.candidate, ReleaseCounts())
+    if counts.requests < spec.min_requests or not counts.above(spec.max_error_rate):
+        return ""
+    return (
+        f"{spec.candidate} at the front: {counts.errors}/{counts.requests} errors "
+        f"({counts.error_rate:.1%}) > {spec.max_error_rate:.1%}"
+    )
+
+
+def batch(spec: FleetSpec, state: FleetState, observed: FleetObserved) -> FleetDecision:
+    failing = edge_errors(spec, observed)
+    if failing:
+        return abort(spec, state, observed, failing)
+    if not state.batch:
+        chosen = next_batch(spec, state)
+        if not chosen:
+            return finish_completed(spec, state)
+        state = state.enter(BATCH, observed.now, batch=chosen)
+        moves = tuple(HostDeploy(h, spec.candidate) for h in chosen)
+        return FleetDecision(
+            state, (FrontHosts(serving(spec, state)), *moves), (f"batch {', '.join(chosen)}",)
+        )
+    problem = batch_problem(spec, state, observed)
+    if problem:
+        return host_trouble(spec, state, observed, problem)
+    if not all(on_release(observed.host(h), spec.candidate) for h in state.batch):
+        return FleetDecision(state)
+    return batch_done(spec, state, observed)
+
+
+def batch_problem(spec: FleetSpec, state: FleetState, observed: FleetObserved) -> str:
+    for name in state.batch:
+        view = observed.host(name)
+        if not view.reachable:
+            return f"host {name} is unreachable"
+        if view.failed:
+            return f"host {name} failed to serve {spec.candidate}: {view.failed}"
+    waited = observed.now - state.phase_started_at
+    if waited > spec.deadline:
+        return f"batch {', '.join(state.batch)} not serving {spec.candidate} after {waited:.0f}s"
+    return ""
+
+
+def batch_done(spec: FleetSpec, state: FleetState, observed: FleetObserved) -> FleetDecision:
+    moved = state.batch
+    state = state.enter(WAIT, observed.now, done=(*state.done, *moved), batch=())
+    events = (f"{', '.join(moved)} serve {spec.candidate}",)
+    front = FrontHosts(serving(spec, state))
+    if spec.strategy == "canary" and state.done == tuple(h for h in spec.hosts if h in spec.canary):
+        state = state.enter(ANALYSIS, observed.now)
+        return FleetDecision(state, (front,), (*events, "analysis on the canary hosts"))
+    if not next_batch(spec, state):
+        return FleetDecision(state, (front,), events, wake_in=0)
+    return FleetDecision(state, (front,), events, wake_in=spec.batch_wait)
+
+
+def wait(spec: FleetSpec, state: FleetState, observed: FleetObserved) -> FleetDecision:
+    failing = edge_errors(spec, observed)
+    if failing:
+        return abort(spec, state, observed, failing)
+    remaining = spec.batch_wait - (observed.now - state.phase_started_at)
+    if remaining > 0 and next_batch(spec, state):
+        return FleetDecision(state, wake_in=remaining)
+    return batch(spec, state.enter(BATCH, observed.now), observed)
+
+
+def analysis(spec: FleetSpec, state: FleetState, observed: FleetObserved) -> FleetDecision:
+    counts = observed.measurements.get(spec.candidate, ReleaseCounts())
+    for name in state.done:
+        if not observed.host(name).reachable:
+            return host_trouble(spec, state, observed, f"canary host {name} is unreachable")
+    measured = f"{counts.errors}/{counts.requests} errors ({counts.error_rate:.1%})"
+    if counts.requests >= spec.min_requests and counts.above(spec.max_error_rate):
+        why = f"canary analysis failed: {measured} > {spec.max_error_rate:.1%}"
+        return abort(spec, state, observed, why)
+    elapsed = observed.now - state.phase_started_at
+    enough = counts.requests >= spec.min_requests
+    if elapsed < spec.analysis_duration or not enough or counts.error_rate > spec.max_error_rate:
+        if elapsed > spec.deadline:
+            why = f"canary analysis undecided after {elapsed:.0f}s: {measured}"
+            return abort(spec, state, observed, why)
+        return FleetDecision(state)
+    event = f"canary analysis passed: {measured} <= {spec.max_error_rate:.1%}"
+    return FleetDecision(state.enter(BATCH, observed.now), (), (event,), wake_in=0)
+
+
+def prepare(spec: FleetSpec, state: FleetState, observed: FleetObserved) -> FleetDecision:
+    if not state.batch:
+        state = state.enter(PREPARE, observed.now, batch=spec.hosts)
+        moves = tuple(HostDeploy(h, spec.candidate, hold=True) for h in spec.hosts)
+        return FleetDecision(state, moves, ("every host starts " + spec.candidate,))
+    problem = batch_problem(spec, state, observed)
+    if problem:
+        return abort(spec, state, observed, problem)
+    if not all(observed.host(h).held for h in spec.hosts):
+        return FleetDecision(state)
+    state = state.enter(SWITCH, observed.now)
+    promote = tuple(HostPromote(h) for h in spec.hosts)
+    return FleetDecision(state, promote, ("every host holds it ready: switching all",))
+
+
+def switch(spec: FleetSpec, state: FleetState, observed: FleetObserved) -> FleetDecision:
+    if all(on_release(observed.host(h), spec.candidate) for h in spec.hosts):
+        state = state.enter(WAIT, observed.now, done=spec.hosts, batch=())
+        return finish_completed(spec, state)
+    for name in spec.hosts:
+        view = observed.host(name)
+        if view.failed:
+            return abort(spec, state, observed, f"host {name} failed to switch: {view.failed}")
+    return FleetDecision(state)
+
+
+def host_trouble(
+    spec: FleetSpec, state: FleetState, observed: FleetObserved, problem: str
+) -> FleetDecision:
+    """A host of the batch is lost or failed: pause, skip it, or roll back (failed)."""
+    lost = [h for h in state.batch if not observed.host(h).reachable]
+    if not lost or spec.strategy == "canary":
+        return abort(spec, state, observed, problem)
+    if spec.on_host_lost == "continue":
+        state = replace(state, lost=(*state.lost, *lost), batch=())
+        events = (f"{problem}: drained, carrying on without it (on_host_lost = continue)",)
+        return FleetDecision(state, (FrontHosts(serving(spec, state)),), events, wake_in=0)
+    paused = f"{problem}: paused (`nonstop fleet resume` or `nonstop fleet abort`)"
+    return FleetDecision(replace(state, paused=paused), (), (paused,), wake_in=None)
+
+
+def abort(spec: FleetSpec, state: FleetState, observed: FleetObserved, why: str) -> FleetDecision:
+    """Every host back on the stable release; nobody left on a mixed version."""
+    if spec.stable is None:
+        finish = FleetFinish("aborted", f"{why}; no previous release to go back to")
+        return FleetDecision(state, (finish,), (why,), wake_in=None)
+    state = state.enter(BACK, observed.now, reason=why, paused="")
+    actions = [back_action(spec, state, observed.host(h)) for h in spec.hosts]
+    return FleetDecision(state, tuple(a for a in actions if a), (f"{why}: rolling back",))
+
+
+def back_action(spec: FleetSpec, state: FleetState, view: HostView) -> FleetAction | None:
+    assert spec.stable is not None
+    if view.held or (view.rollout == spec.candidate and view.active == spec.stable):
+        return HostAbort(view.name)  # not switched yet: stop its rollout, stable serves
+    if view.active == spec.stable and view.rollout is None and view.reachable:
+        return None
+    return HostDeploy(view.name, spec.stable, rollback=True)
+
+
+def rolling_back(spec: FleetSpec, state: FleetState, observed: FleetObserved) -> FleetDecision:
+    assert spec.stable is not None
+    back = [h for h in spec.hosts if on_release(observed.host(h), spec.stable)]
+    away = [h for h in spec.hosts if not observed.host(h).reachable]
+    if len(back) + len(away) < len(spec.hosts):
+        idle = [observed.host(h) for h in spec.hosts if h not in back and h not in away]
+        redo = (back_action(spec, state, view) for view in idle if view.rollout is None)
+        return FleetDecision(state, tuple(a for a in redo if a))
+    front = FrontHosts(tuple(h for h in spec.hosts if h not in away))
+    reason = state.reason
+    if away:
+        reason += f"; {', '.join(away)} unreachable: drained, back on {spec.stable} when it answers"
+    return FleetDecision(state, (front, FleetFinish("rolled_back", reason)), wake_in=None)
+
+
+def finish_completed(spec: FleetSpec, state: FleetState) -> FleetDecision:
+    front = FrontHosts(serving(spec, state))
+    note = f" ({', '.join(state.lost)} lost: drained)" if state.lost else ""
+    finish = FleetFinish("completed", f"every host serves {spec.candidate}{note}")
+    return FleetDecision(state, (front, finish), wake_in=None)
+
+
+def rollback_problem(target: str, hosts: Sequence[HostView]) -> str | None:
+    """Why the fleet cannot roll back to ``target`` at once, or None: it must be present and
+    warm (ready instances) on every host, so going back builds and starts nothing."""
+    lacking = [h.name for h in hosts if target not in h.warm or not h.reachable]
+    if not lacking:
+        return None
+    return (
+        f"release {target} is not warm on {', '.join(lacking)}: a fleet rollback only targets a "
+        "release every host still runs; deploy it instead (`nonstop fleet deploy " + target + "`)"
+    )

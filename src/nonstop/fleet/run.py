@@ -1,0 +1,202 @@
+"""Starting and resuming fleet rollouts: what ``nonstop fleet deploy | resume | abort`` do.
+
+One controller at a time: it holds ``.nonstop/fleet/controller.lock`` (flock) for as long as it
+runs. A second ``resume`` while one runs only sends the command; after a crash the lock is free
+and ``resume`` takes over from the journal.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Literal
+
+from nonstop.agent.paths import Paths
+from nonstop.config.fleet import FleetConfig
+from nonstop.config.schema import NonstopConfig
+from nonstop.errors import StateError
+from nonstop.fleet.controller import FleetController, spec_to_dict
+from nonstop.fleet.edge import Edge
+from nonstop.fleet.plan import FleetSpec, HostView, rollback_problem, start
+from nonstop.fleet.ssh import KnownHosts
+from nonstop.fleet.store import FleetRollout, FleetStore, already_running
+
+Strategy = Literal["rolling", "canary", "bluegreen"]
+
+
+@dataclass(frozen=True, slots=True)
+class FleetProject:
+    paths: Paths
+    config: NonstopConfig
+    fleet: FleetConfig
+    known: KnownHosts
+
+    @property
+    def folder(self) -> Path:
+        return self.paths.state / "fleet"
+
+    def store(self) -> FleetStore:
+        return self.store_at(self.folder)
+
+    @staticmethod
+    def store_at(folder: Path) -> FleetStore:
+        return FleetStore(folder / "fleet.db")
+
+
+@contextlib.contextmanager
+def controller_lock(project: FleetProject) -> Iterator[bool]:
+    """True when this process now is the controller; False when another one runs."""
+    project.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(project.folder / "controller.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)
+
+
+@contextlib.asynccontextmanager
+async def controller(
+    project: FleetProject, store: FleetStore, say: Callable[[str], None]
+) -> AsyncIterator[FleetController]:
+    config = project.config
+    edge = Edge(project.folder / "edge", project.fleet, config.app.drain_timeout)
+    await edge.start()
+    control = FleetController(
+        project.paths.project, config, project.fleet, project.known, store, edge, say
+    )
+    try:
+        yield control
+    finally:
+        await control.close()
+        await edge.close()
+
+
+def stable_release(views: list[HostView]) -> str | None:
+    """The release every host serves now; StateError when a host is away or they differ."""
+    away = [v.name for v in views if not v.reachable]
+    if away:
+        raise StateError(
+            f"{', '.join(away)} unreachable: a fleet rollout starts with every host answering "
+            "(`nonstop fleet status` says why)"
+        )
+    serving = {v.active for v in views}
+    if len(serving) > 1:
+        detail = ", ".join(f"{v.name} {v.active or 'none'}" for v in views)
+        raise StateError(f"the hosts serve different releases ({detail}): deploy one to all")
+    return serving.pop()
+
+
+def make_spec(
+    project: FleetProject, strategy: Strategy, release: str, stable: str | None
+) -> FleetSpec:
+    fleet, config = project.fleet, project.config
+    hosts = [h.name for h in fleet.web_hosts]
+    canary = tuple(fleet.canary_hosts) if strategy == "canary" else ()
+    ordered = [h for h in hosts if h in canary] + [h for h in hosts if h not in canary]
+    return FleetSpec(
+        strategy,
+        release,
+        stable,
+        tuple(ordered),
+        canary,
+        max_unavailable=fleet.max_unavailable,
+        batch_wait=fleet.batch_wait,
+        on_host_lost=fleet.on_host_lost,
+        max_error_rate=config.watch.max_error_rate,
+        min_requests=config.watch.min_requests,
+        analysis_duration=fleet.analysis_duration,
+        deadline=config.strategy.progress_deadline,
+    )
+
+
+async def deploy(
+    project: FleetProject, strategy: Strategy, release: str, say: Callable[[str], None]
+) -> FleetRollout:
+    store = project.store()
+    try:
+        running = store.running()
+        if running is not None:
+            raise StateError(already_running(running))
+        async with controller(project, store, say) as control:
+            names = [h.name for h in project.fleet.web_hosts]
+            probe = FleetSpec(strategy, release, None, tuple(names))
+            views = [await control.observe_host(n, probe, time.time()) for n in names]
+            spec = make_spec(project, strategy, release, stable_release(views))
+            control.views = {v.name: v for v in views}
+            rollout = store.start(spec_to_dict(spec), start(spec, time.time()))
+            say(
+                f"fleet rollout #{rollout.id}: {spec.stable or 'nothing'} -> {release} ({strategy})"
+            )
+            return await control.run(rollout)
+    finally:
+        store.close()
+
+
+async def rollback(project: FleetProject, say: Callable[[str], None]) -> FleetRollout:
+    """Back to the release the fleet served before its last completed rollout, host by host,
+    each a switch to instances still running there; refused unless it is warm on every host."""
+    store = project.store()
+    try:
+        if (running := store.running()) is not None:
+            raise StateError(already_running(running))
+        target = previous_release(store)
+        async with controller(project, store, say) as control:
+            names = [h.name for h in project.fleet.web_hosts]
+            probe = FleetSpec("rolling", target, None, tuple(names))
+            views = [await control.observe_host(n, probe, time.time()) for n in names]
+            problem = rollback_problem(target, views)
+            if problem:
+                raise StateError(problem)
+            spec = replace(
+                make_spec(project, "rolling", target, stable_release(views)), batch_wait=0
+            )
+            control.views = {v.name: v for v in views}
+            rollout = store.start(spec_to_dict(spec), start(spec, time.time()))
+            say(f"fleet rollback #{rollout.id}: {spec.stable} -> {target}")
+            return await control.run(rollout)
+    finally:
+        store.close()
+
+
+def previous_release(store: FleetStore) -> str:
+    last = store.latest()
+    if last is None or last.status != "completed" or not last.spec.get("stable"):
+        raise StateError("no previous fleet release to roll back to (no completed fleet rollout)")
+    return str(last.spec["stable"])
+
+
+async def resume(project: FleetProject, say: Callable[[str], None]) -> FleetRollout:
+    store = project.store()
+    try:
+        rollout = store.running()
+        if rollout is None:
+            raise StateError("no fleet rollout is running: nothing to resume")
+        store.command(rollout.id, "resume")
+        say(f"resuming fleet rollout #{rollout.id} to {rollout.spec['candidate']}")
+        async with controller(project, store, say) as control:
+            return await control.run(rollout)
+    finally:
+        store.close()
+
+
+def request(project: FleetProject, command: Literal["abort", "resume"]) -> FleetRollout:
+    """Queue ``command`` for the running controller."""
+    store = project.store()
+    try:
+        rollout = store.running()
+        if rollout is None:
+            raise StateError(f"no fleet rollout is running: nothing to {command}")
+        store.command(rollout.id, command)
+        return rollout
+    finally:
+        store.close()

@@ -1,0 +1,130 @@
+"""A whole test site: N test hosts bootstrapped with nonstop, a project, and the edge's address.
+
+Shared by tests/fleet/test_rollout.py and benchmarks/bench_fleet.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import socket
+from collections.abc import Awaitable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+from fleet.conftest import fleet_toml
+from fleet.netns import TestFleet, fleet_of
+from nonstop.agent.paths import Paths
+from nonstop.config import load_config
+from nonstop.fleet import run
+from nonstop.fleet.bootstrap import bootstrap_host
+from nonstop.fleet.edge import Edge
+from nonstop.fleet.ssh import HostConnection, KnownHosts, trust
+from nonstop.loadgen.generator import LoadGenerator
+from nonstop.loadgen.report import LoadReport
+
+T = TypeVar("T")
+SAMPLE_APP = Path(__file__).resolve().parents[2] / "src" / "nonstop" / "demo" / "sampleapp.py"
+
+
+@dataclass
+class Site:
+    fleet: TestFleet
+    project: Path
+    edge: str
+
+    def write(self, version: str, *, error_rate: float = 0.0, extra: str = "") -> None:
+        """nonstop.toml for ``version`` of the sample app (``extra`` goes into [fleet])."""
+        env = f'env = {{ VERSION = "{version}", ERROR_RATE = "{error_rate}" }}\n'
+        toml = fleet_toml(self.fleet, extra=f'[fleet]\nbatch_wait = "1s"\n{extra}')
+        toml = toml.replace("python3 -m nonstop.demo.sampleapp", "python3 app.py")
+        head, _, rest = toml.partition("[router]")
+        front = f'[fleet.front]\nlisten = "{self.edge}"\n'
+        health = '[health]\ninterval = "0.2s"\n[watch]\nmin_requests = 20\nmax_error_rate = 0.02\n'
+        (self.project / "nonstop.toml").write_text(head + env + health + "[router]" + rest + front)
+
+    def fleet_project(self) -> run.FleetProject:
+        paths = Paths(self.project)
+        config = load_config(paths.config)
+        assert config.fleet is not None
+        known = KnownHosts(self.project / ".nonstop" / "fleet" / "known_hosts")
+        return run.FleetProject(paths, config, config.fleet, known)
+
+    async def deploy(self, strategy: run.Strategy, release: str) -> run.FleetRollout:
+        return await run.deploy(self.fleet_project(), strategy, release, print)
+
+    async def actives(self) -> dict[str, str | None]:
+        """The release each host's agent serves now."""
+        project = self.fleet_project()
+        store = project.store()
+        try:
+            async with run.controller(project, store, print) as control:
+                names = tuple(h.name for h in self.fleet.hosts)
+                spec = run.FleetSpec("rolling", "-", None, names)
+                return {n: (await control.observe_host(n, spec, 0)).active for n in names}
+        finally:
+            store.close()
+
+    async def host_call(self, name: str, method: str, path: str) -> object:
+        project = self.fleet_project()
+        store = project.store()
+        try:
+            async with run.controller(project, store, print) as control:
+                return await control.links[name].call(method, path)
+        finally:
+            store.close()
+
+
+async def under_load(site: Site, rps: float, work: Awaitable[T]) -> tuple[T, LoadReport]:
+    """``work`` while constant load runs through the edge; its result and the load's report
+    (responses grouped by the release that answered, ``X-Release``)."""
+    load = LoadGenerator(f"http://{site.edge}/", rps, group_by_header="X-Release")
+    await load.start()
+    try:
+        result = await work
+    finally:
+        report = await load.stop()
+    return result, report
+
+
+def free_port(address: str) -> int:
+    with socket.socket() as probe:
+        probe.bind((address, 0))
+        return int(probe.getsockname()[1])
+
+
+@contextlib.contextmanager
+def site_of(count: int, workdir: Path, wheelhouse: Path) -> Iterator[Site]:
+    """``count`` bootstrapped test hosts and a project; everything stopped after."""
+    with fleet_of(count, workdir / "hosts") as fleet:
+        project = workdir / "project"
+        project.mkdir()
+        shutil.copy(SAMPLE_APP, project / "app.py")
+        here = Site(fleet, project, f"{fleet.gateway}:{free_port(fleet.gateway)}")
+        here.write("v0")
+        try:
+            asyncio.run(bootstrap_all(here, wheelhouse))
+            yield here
+        finally:
+            asyncio.run(stop_edge(here))
+
+
+async def bootstrap_all(site: Site, wheelhouse: Path) -> None:
+    project = site.fleet_project()
+    wheels = sorted(wheelhouse.glob("*.whl"))
+
+    async def one(name: str) -> None:
+        host = project.fleet.host(name)
+        await trust(host, project.known, 10)
+        async with await HostConnection.open(host, project.known) as connection:
+            await bootstrap_host(connection, wheels, project.config, project.fleet)
+
+    await asyncio.gather(*(one(h.name) for h in site.fleet.hosts))
+
+
+async def stop_edge(site: Site) -> None:
+    project = site.fleet_project()
+    if (project.folder / "edge").exists():
+        await Edge(project.folder / "edge", project.fleet, 1.0).router.stop()

@@ -1,0 +1,427 @@
+"""The fleet planner from tables: each row is (spec, state, what is observed) -> what to do.
+
+Hosts are written as ``"name:active[>rollout][*held][!failed][~unreachable]"``, e.g.
+``"web2:v1>v2"`` is web2 serving v1 with a rollout to v2 moving, ``"web3:v1~"`` web3 unreachable.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+from nonstop.fleet.plan import (
+    FleetDecision,
+    FleetObserved,
+    FleetSpec,
+    FleetState,
+    HostView,
+    ReleaseCounts,
+    action_from_dict,
+    action_to_dict,
+    decide,
+    rollback_problem,
+    start,
+)
+
+FOUR = ("web1", "web2", "web3", "web4")
+ROLLING = FleetSpec("rolling", "v2", "v1", FOUR, max_unavailable=1, batch_wait=10)
+CANARY = replace(ROLLING, strategy="canary", canary=("web1",), min_requests=20, analysis_duration=5)
+BLUEGREEN = replace(ROLLING, strategy="bluegreen")
+
+
+def host(text: str) -> HostView:
+    name, _, rest = text.partition(":")
+    reachable = not rest.endswith("~")
+    rest = rest.rstrip("~")
+    rest, _, failed = rest.partition("!")
+    held = rest.endswith("*")
+    active, _, rollout = rest.rstrip("*").partition(">")
+    warm = frozenset(r for r in (active, rollout) if r)
+    return HostView(name, reachable, active or None, rollout or None, held, failed or None, warm)
+
+
+def observe(
+    now: float, *hosts: str, command: Any = None, **counts: tuple[int, int]
+) -> FleetObserved:
+    views = {view.name: view for view in map(host, hosts)}
+    measured = {release: ReleaseCounts(*pair) for release, pair in counts.items()}
+    return FleetObserved(now, views, measured, command)
+
+
+def state(phase: str, at: float = 0, **fields: Any) -> FleetState:
+    return FleetState(
+        phase, at, **{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}
+    )
+
+
+def acts(decision: FleetDecision) -> list[str]:
+    """Actions in a short form: ``deploy web1 v2``, ``front web2,web3``, ``finish completed``."""
+    out = []
+    for action in decision.actions:
+        data = action_to_dict(action)
+        assert action_from_dict(data) == action  # journaled actions read back as they were
+        kind = data.pop("kind")
+        if kind == "front":
+            out.append("front " + ",".join(data["enabled"]))
+        elif kind == "finish":
+            out.append(f"finish {data['outcome']}")
+        elif kind == "deploy":
+            flags = "".join(f" {k}" for k in ("hold", "rollback") if data[k])
+            out.append(f"deploy {data['host']} {data['release']}{flags}")
+        else:
+            out.append(f"{kind} {data['host']}")
+    return out
+
+
+ALL_V1 = ("web1:v1", "web2:v1", "web3:v1", "web4:v1")
+
+CASES = [
+    # rolling, max_unavailable 1, batch_wait 10 -------------------------------------------
+    (
+        "rolling: first batch drains web1 and deploys it",
+        ROLLING,
+        state("batch"),
+        observe(0, *ALL_V1),
+        ["front web2,web3,web4", "deploy web1 v2"],
+        "batch",
+    ),
+    (
+        "rolling: waits while web1's own rollout moves",
+        ROLLING,
+        state("batch", batch=["web1"]),
+        observe(2, "web1:v1>v2", *ALL_V1[1:]),
+        [],
+        "batch",
+    ),
+    (
+        "rolling: web1 serves v2 -> back at the front, then batch_wait",
+        ROLLING,
+        state("batch", batch=["web1"]),
+        observe(3, "web1:v2", *ALL_V1[1:]),
+        ["front web1,web2,web3,web4"],
+        "wait",
+    ),
+    (
+        "rolling: batch_wait not over: nothing",
+        ROLLING,
+        state("wait", 3, done=["web1"]),
+        observe(8, "web1:v2", *ALL_V1[1:]),
+        [],
+        "wait",
+    ),
+    (
+        "rolling: batch_wait over: next batch",
+        ROLLING,
+        state("wait", 3, done=["web1"]),
+        observe(13, "web1:v2", *ALL_V1[1:]),
+        ["front web1,web3,web4", "deploy web2 v2"],
+        "batch",
+    ),
+    (
+        "rolling: max_unavailable 2 takes two hosts at once",
+        replace(ROLLING, max_unavailable=2),
+        state("batch"),
+        observe(0, *ALL_V1),
+        ["front web3,web4", "deploy web1 v2", "deploy web2 v2"],
+        "batch",
+    ),
+    (
+        "rolling: the last host done: completed, no wait",
+        ROLLING,
+        state("batch", done=["web1", "web2", "web3"], batch=["web4"]),
+        observe(50, "web1:v2", "web2:v2", "web3:v2", "web4:v2"),
+        ["front web1,web2,web3,web4"],
+        "wait",
+    ),
+    (
+        "rolling: nothing left: finish completed",
+        ROLLING,
+        state("wait", 50, done=list(FOUR)),
+        observe(50, "web1:v2", "web2:v2", "web3:v2", "web4:v2"),
+        ["front web1,web2,web3,web4", "finish completed"],
+        "batch",
+    ),
+    (
+        "rolling: a host of the batch fails (its own rollout put it back): web1 back to v1",
+        ROLLING,
+        state("batch", done=["web1"], batch=["web2"]),
+        observe(20, "web1:v2", "web2:v1!exited with code 1", "web3:v1", "web4:v1"),
+        ["deploy web1 v1 rollback"],
+        "rolling_back",
+    ),
+    (
+        "rolling: a host lost mid-batch pauses (on_host_lost = pause), drained",
+        ROLLING,
+        state("batch", done=["web1"], batch=["web2"]),
+        observe(20, "web1:v2", "web2:v1>v2~", "web3:v1", "web4:v1"),
+        [],
+        "batch",
+    ),
+    (
+        "rolling: a lost host with on_host_lost = continue: drained, carry on",
+        replace(ROLLING, on_host_lost="continue"),
+        state("batch", done=["web1"], batch=["web2"]),
+        observe(20, "web1:v2", "web2:v1>v2~", "web3:v1", "web4:v1"),
+        ["front web1,web3,web4"],
+        "batch",
+    ),
+    (
+        "rolling: continue skips the lost host in later batches",
+        replace(ROLLING, on_host_lost="continue"),
+        state("wait", 20, done=["web1"], lost=["web2"]),
+        observe(40, "web1:v2", "web2:v1~", "web3:v1", "web4:v1"),
+        ["front web1,web4", "deploy web3 v2"],
+        "batch",
+    ),
+    (
+        "rolling: deadline passed for the batch: its rollout is aborted",
+        replace(ROLLING, deadline=60),
+        state("batch", 0, batch=["web1"]),
+        observe(61, "web1:v1>v2", *ALL_V1[1:]),
+        ["abort web1"],
+        "rolling_back",
+    ),
+    (
+        "rolling: operator abort mid-batch: the moving host's rollout is aborted",
+        ROLLING,
+        state("batch", done=["web1"], batch=["web2"]),
+        observe(20, "web1:v2", "web2:v1>v2", "web3:v1", "web4:v1", command="abort"),
+        ["deploy web1 v1 rollback", "abort web2"],
+        "rolling_back",
+    ),
+    (
+        "rolling: the candidate fails at the front between batches: roll back",
+        ROLLING,
+        state("wait", 3, done=["web1"]),
+        observe(8, "web1:v2", *ALL_V1[1:], v2=(100, 10)),
+        ["deploy web1 v1 rollback"],
+        "rolling_back",
+    ),
+    # rolling back --------------------------------------------------------------------------
+    (
+        "rolling back: waits while hosts move back",
+        ROLLING,
+        state("rolling_back", reason="x"),
+        observe(21, "web1:v2>v1", "web2:v1", "web3:v1", "web4:v1"),
+        [],
+        "rolling_back",
+    ),
+    (
+        "rolling back: all on v1: finished, every host at the front",
+        ROLLING,
+        state("rolling_back", reason="x"),
+        observe(25, *ALL_V1),
+        ["front web1,web2,web3,web4", "finish rolled_back"],
+        "rolling_back",
+    ),
+    (
+        "rolling back: an unreachable host stays drained; the rest on v1 end it",
+        ROLLING,
+        state("rolling_back", reason="x"),
+        observe(25, "web1:v1", "web2:v2~", "web3:v1", "web4:v1"),
+        ["front web1,web3,web4", "finish rolled_back"],
+        "rolling_back",
+    ),
+    (
+        "rolling back: a host that came back on v2 is sent back again",
+        ROLLING,
+        state("rolling_back", reason="x"),
+        observe(25, "web1:v1", "web2:v2", "web3:v1", "web4:v1"),
+        ["deploy web2 v1 rollback"],
+        "rolling_back",
+    ),
+    # canary --------------------------------------------------------------------------------
+    (
+        "canary: the canary host first",
+        CANARY,
+        state("batch"),
+        observe(0, *ALL_V1),
+        ["front web2,web3,web4", "deploy web1 v2"],
+        "batch",
+    ),
+    (
+        "canary: web1 serves v2: analysis starts, web1 back at the front",
+        CANARY,
+        state("batch", batch=["web1"]),
+        observe(3, "web1:v2", *ALL_V1[1:]),
+        ["front web1,web2,web3,web4"],
+        "analysis",
+    ),
+    (
+        "canary: 10/100 errors (bound 5.5%) > 2%: web1 back to v1, the others never ran v2",
+        CANARY,
+        state("analysis", 3, done=["web1"]),
+        observe(5, "web1:v2", *ALL_V1[1:], v2=(100, 10)),
+        ["deploy web1 v1 rollback"],
+        "rolling_back",
+    ),
+    (
+        "canary: 3/100 (3%, bound 1%) after the duration: undecided, keep measuring",
+        CANARY,
+        state("analysis", 3, done=["web1"]),
+        observe(9, "web1:v2", *ALL_V1[1:], v2=(100, 3)),
+        [],
+        "analysis",
+    ),
+    (
+        "canary: undecided past the deadline: roll back",
+        replace(CANARY, deadline=60),
+        state("analysis", 3, done=["web1"]),
+        observe(64, "web1:v2", *ALL_V1[1:], v2=(1000, 30)),
+        ["deploy web1 v1 rollback"],
+        "rolling_back",
+    ),
+    (
+        "canary: too few requests to judge: keep measuring",
+        CANARY,
+        state("analysis", 3, done=["web1"]),
+        observe(9, "web1:v2", *ALL_V1[1:], v2=(10, 1)),
+        [],
+        "analysis",
+    ),
+    (
+        "canary: healthy for analysis_duration: the rest roll",
+        CANARY,
+        state("analysis", 3, done=["web1"]),
+        observe(9, "web1:v2", *ALL_V1[1:], v2=(200, 1)),
+        [],
+        "batch",
+    ),
+    (
+        "canary: then batches of max_unavailable",
+        CANARY,
+        state("batch", 9, done=["web1"]),
+        observe(9, "web1:v2", *ALL_V1[1:]),
+        ["front web1,web3,web4", "deploy web2 v2"],
+        "batch",
+    ),
+    (
+        "canary: the canary host lost during analysis: roll back, no pause",
+        CANARY,
+        state("analysis", 3, done=["web1"]),
+        observe(5, "web1:v2~", *ALL_V1[1:]),
+        ["deploy web1 v1 rollback"],
+        "rolling_back",
+    ),
+    # blue-green in lockstep ----------------------------------------------------------------
+    (
+        "bluegreen: every host starts v2 held",
+        BLUEGREEN,
+        state("prepare"),
+        observe(0, *ALL_V1),
+        [
+            "deploy web1 v2 hold",
+            "deploy web2 v2 hold",
+            "deploy web3 v2 hold",
+            "deploy web4 v2 hold",
+        ],
+        "prepare",
+    ),
+    (
+        "bluegreen: three of four hold it ready: no switch yet",
+        BLUEGREEN,
+        state("prepare", batch=list(FOUR)),
+        observe(5, "web1:v1>v2*", "web2:v1>v2*", "web3:v1>v2*", "web4:v1>v2"),
+        [],
+        "prepare",
+    ),
+    (
+        "bluegreen: all hold it ready: every host switches in one decision",
+        BLUEGREEN,
+        state("prepare", batch=list(FOUR)),
+        observe(6, "web1:v1>v2*", "web2:v1>v2*", "web3:v1>v2*", "web4:v1>v2*"),
+        ["promote web1", "promote web2", "promote web3", "promote web4"],
+        "switch",
+    ),
+    (
+        "bluegreen: one host fails to prepare: all abort before anyone switched",
+        BLUEGREEN,
+        state("prepare", batch=list(FOUR)),
+        observe(6, "web1:v1>v2*", "web2:v1>v2*", "web3:v1>v2*", "web4:v1!smoke test failed"),
+        ["abort web1", "abort web2", "abort web3"],
+        "rolling_back",
+    ),
+    (
+        "bluegreen: all switched: completed",
+        BLUEGREEN,
+        state("switch", 6, batch=list(FOUR)),
+        observe(7, "web1:v2", "web2:v2", "web3:v2", "web4:v2"),
+        ["front web1,web2,web3,web4", "finish completed"],
+        "wait",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("spec", "before", "observed", "expected", "phase"),
+    [case[1:] for case in CASES],
+    ids=[case[0] for case in CASES],
+)
+def test_decide(
+    spec: FleetSpec, before: FleetState, observed: FleetObserved, expected: list[str], phase: str
+) -> None:
+    decision = decide(spec, before, observed)
+    assert acts(decision) == expected
+    assert decision.state.phase == phase
+    assert FleetState.from_dict(decision.state.to_dict()) == decision.state
+
+
+def test_a_paused_rollout_waits_for_resume_then_carries_on() -> None:
+    paused = decide(
+        ROLLING,
+        state("batch", done=["web1"], batch=["web2"]),
+        observe(20, "web1:v2", "web2:v1~", "web3:v1", "web4:v1"),
+    )
+    assert "host web2 is unreachable: paused" in paused.state.paused
+    assert paused.wake_in is None
+    still = decide(ROLLING, paused.state, observe(30, "web1:v2", "web2:v1", "web3:v1", "web4:v1"))
+    assert (still.actions, still.state) == ((), paused.state)
+    resumed = decide(
+        ROLLING,
+        paused.state,
+        observe(40, "web1:v2", "web2:v2", "web3:v1", "web4:v1", command="resume"),
+    )
+    assert acts(resumed) == ["front web1,web2,web3,web4"]
+    assert resumed.state.done == ("web1", "web2")
+
+
+def test_replaying_a_decision_changes_nothing() -> None:
+    """Idempotence: deciding again from the new state and the same world adds no new move."""
+    first = decide(ROLLING, start(ROLLING, 0), observe(0, *ALL_V1))
+    again = decide(ROLLING, first.state, observe(0, "web1:v1>v2", *ALL_V1[1:]))
+    assert again.actions == ()
+
+
+def test_a_simulated_rolling_never_has_more_than_max_unavailable_hosts_out() -> None:
+    """Drive the planner with a world that obeys it; at every step at most max_unavailable
+    hosts are drained, and the end is every host on v2."""
+    spec = replace(ROLLING, max_unavailable=2, batch_wait=0)
+    world = {name: "v1" for name in FOUR}
+    now, current = 0.0, start(spec, 0)
+    for _ in range(50):
+        decision = decide(spec, current, observe(now, *(f"{h}:{r}" for h, r in world.items())))
+        for action in decision.actions:
+            data = action_to_dict(action)
+            if data["kind"] == "deploy":
+                world[data["host"]] = data["release"]
+            if data["kind"] == "front":
+                assert len(FOUR) - len(data["enabled"]) <= 2
+        current, now = decision.state, now + 1
+        if decision.finished:
+            assert decision.finished.outcome == "completed"
+            assert set(world.values()) == {"v2"}
+            return
+    pytest.fail("the rollout never finished")
+
+
+def test_rollback_targets_only_a_release_warm_on_every_host() -> None:
+    hosts = [host("web1:v2>v1"), host("web2:v2>v1"), host("web3:v2")]
+    assert rollback_problem("v2", hosts) is None
+    problem = rollback_problem("v1", hosts)
+    assert problem == (
+        "release v1 is not warm on web3: a fleet rollback only targets a release every host "
+        "still runs; deploy it instead (`nonstop fleet deploy v1`)"
+    )
+    assert rollback_problem("v2", [*hosts[:2], host("web3:v2~")]) is not None

@@ -1,0 +1,184 @@
+"""Fleet rollouts on real test hosts: sshd, agents, HAProxy per host, the edge in front."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from fleet.netns import read_cmdline
+from fleet.site import Site, site_of, under_load
+from nonstop.fleet import run
+from nonstop.fleet.bootstrap import HostLayout, start_agent
+from nonstop.fleet.plan import FleetState
+from nonstop.fleet.store import FleetStore
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory, wheelhouse: Path) -> Iterator[Site]:
+    with site_of(3, tmp_path_factory.mktemp("site"), wheelhouse) as here:
+        yield here
+
+
+async def test_rolling_under_load_through_the_edge_drops_nothing(site: Site) -> None:
+    site.write("v1")
+    first = await site.deploy("rolling", "v1")
+    assert (first.status, first.reason) == ("completed", "every host serves v1")
+    site.write("v2")
+    second, report = await under_load(site, 100, site.deploy("rolling", "v2"))
+    assert second.status == "completed", second.reason
+    assert report.failed == 0, (report.counts, report.status_codes, report.errors)
+    assert set(report.groups) == {"v1", "v2"}
+    events = FleetStore(site.project / ".nonstop" / "fleet" / "fleet.db").events(second.id)
+    batches = [message for _, message in events if message.startswith("batch ")]
+    assert batches == ["batch host1", "batch host2", "batch host3"]
+
+
+async def test_fleet_rollback_switches_every_host_back_to_its_warm_release(site: Site) -> None:
+    outcome, report = await under_load(site, 50, run.rollback(site.fleet_project(), print))
+    assert (outcome.status, outcome.reason) == ("completed", "every host serves v1")
+    assert report.failed == 0, report.counts
+    assert set((await site.actives()).values()) == {"v1"}
+
+
+async def test_a_bad_canary_host_rolls_back_and_the_others_never_run_it(site: Site) -> None:
+    site.write("v3", error_rate=0.05, extra='canary = ["host1"]\nanalysis_duration = "30s"\n')
+    outcome, report = await under_load(site, 100, site.deploy("canary", "v3"))
+    assert outcome.status == "rolled_back"
+    assert outcome.reason.startswith("canary analysis failed: ")
+    assert report.failed < 30, report.counts
+    assert set(report.groups) == {"v1", "v3"}
+    for name in ("host2", "host3"):
+        rows = await site.host_call(name, "GET", "/v1/rollouts?limit=50")
+        assert isinstance(rows, list)
+        assert all(row["candidate"] != "v3" for row in rows)
+    assert set((await site.actives()).values()) == {"v1"}
+
+
+def cli(site: Site, *args: str) -> subprocess.Popen[str]:
+    env = {**os.environ, "NONSTOP_PROJECT": str(site.project)}
+    argv = [sys.executable, "-m", "nonstop.cli", "fleet", *args]
+    return subprocess.Popen(
+        argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+
+
+def test_a_controller_killed_mid_rollout_resumes_from_its_journal(site: Site) -> None:
+    site.write("v4")
+    controller = cli(site, "deploy", "v4", "--strategy", "rolling")
+    store = FleetStore(site.project / ".nonstop" / "fleet" / "fleet.db")
+    deadline = time.monotonic() + 120
+    while True:  # wait for the second batch to be decided, then kill the controller
+        running = store.running()
+        if (
+            running is not None
+            and running.spec["candidate"] == "v4"
+            and "host1" in running.state.done
+        ):
+            break
+        assert controller.poll() is None, controller.stdout.read() if controller.stdout else ""
+        assert time.monotonic() < deadline, "the rollout never reached its second batch"
+        time.sleep(0.05)
+    controller.kill()
+    controller.communicate()
+    assert store.running() is not None
+    resumed = cli(site, "resume")
+    output, _ = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, output
+    assert "completed: every host serves v4" in output
+    assert set(asyncio.run(site.actives()).values()) == {"v4"}
+    store.close()
+
+
+async def wait_for_state(
+    store: FleetStore, check: Callable[[FleetState], bool], what: str, deadline: float
+) -> None:
+    """Poll the journal until the running rollout's state satisfies ``check``."""
+    while True:
+        running = store.running()
+        if running is not None and check(running.state):
+            return
+        assert time.monotonic() < deadline, f"the rollout never reached: {what}"
+        await asyncio.sleep(0.05)
+
+
+async def test_bluegreen_in_lockstep_switches_every_host_in_one_step(site: Site) -> None:
+    site.write("v5")
+    outcome, report = await under_load(site, 100, site.deploy("bluegreen", "v5"))
+    assert (outcome.status, outcome.reason) == ("completed", "every host serves v5")
+    assert report.failed == 0, (report.counts, report.status_codes)
+    events = [m for _, m in FleetStore(site.project / ".nonstop/fleet/fleet.db").events(outcome.id)]
+    assert events[:2] == ["every host starts v5", "every host holds it ready: switching all"]
+    assert set((await site.actives()).values()) == {"v5"}
+
+
+async def test_a_host_cut_mid_rollout_pauses_and_abort_leaves_no_mixed_version(site: Site) -> None:
+    site.write("v6")
+    project = site.fleet_project()
+    task = asyncio.create_task(site.deploy("rolling", "v6"))
+    store = project.store()
+    host2 = site.fleet.hosts[1]
+    try:
+        deadline = time.monotonic() + 180
+        await wait_for_state(store, lambda s: s.batch == ("host2",), "batch host2", deadline)
+        host2.cut()
+        paused = "host2 is unreachable: paused"
+        await wait_for_state(store, lambda s: paused in s.paused, paused, deadline)
+        run.request(project, "abort")
+        outcome = await asyncio.wait_for(task, 180)
+    finally:
+        host2.restore()
+        store.close()
+    assert outcome.status == "rolled_back"
+    assert "host2 unreachable: drained, back on v5 when it answers" in outcome.reason
+    table = (site.project / ".nonstop" / "fleet" / "edge" / "route-table.json").read_text()
+    weights = {u["instance_id"]: u["weight"] for u in json.loads(table)["upstreams"]}
+    assert weights == {"host1": 1, "host2": 0, "host3": 1}
+    serving = await site.actives()
+    assert (serving["host1"], serving["host3"]) == ("v5", "v5")
+    status = cli(site, "status")
+    output, _ = status.communicate(timeout=120)
+    assert status.returncode == 0, output
+    assert "to v6: rolled_back - aborted by an operator; host2 unreachable" in output
+    assert output.count(": ready nonstop 0.1.0") == 3, output
+
+
+async def test_the_controller_sees_an_agent_killed_and_ssh_dropped_then_both_back(
+    site: Site,
+) -> None:
+    """Faults the controller must ride out: each shows as an unreachable host, never as its
+    own failure, and the same controller reads the host again once it is back."""
+    project = site.fleet_project()
+    host = site.fleet.hosts[0]
+    store = project.store()
+    spec = run.FleetSpec("rolling", "-", None, ("host1",))
+    try:
+        async with run.controller(project, store, print) as control:
+            before = await control.observe_host("host1", spec, 0)
+            assert before.reachable
+            agent = next(p for p in host.pids() if "nonstop.agent" in read_cmdline(p))
+            os.kill(agent, signal.SIGKILL)
+            assert not (await control.observe_host("host1", spec, 0)).reachable
+            link = control.links["host1"]
+            await link.get()
+            assert link.connection is not None
+            await start_agent(link.connection, HostLayout(project.fleet.host("host1").path))
+            again = await control.observe_host("host1", spec, 0)
+            assert (again.reachable, again.active) == (True, before.active)
+            host.stop_sshd()
+            assert not (await control.observe_host("host1", spec, 0)).reachable
+            host.launch_sshd()
+            back = await control.observe_host("host1", spec, 0)
+            assert (back.reachable, back.active) == (True, before.active)
+    finally:
+        store.close()
