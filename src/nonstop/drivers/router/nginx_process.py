@@ -9,7 +9,7 @@ import signal
 import subprocess
 from pathlib import Path
 
-from nonstop.drivers.router.process import binary_version, find_binary
+from nonstop.drivers.router.process import binary_version, find_binary, start_time
 from nonstop.errors import RouterError
 
 SEARCHED = ["nginx", "/usr/sbin/nginx", "/usr/local/sbin/nginx"]
@@ -105,6 +105,45 @@ def serving_workers(home: Path) -> set[int]:
         for pid in members(home)
         if (name := title(pid)).startswith("nginx: worker") and "shutting down" not in name
     }
+
+
+def old_workers(home: Path) -> list[int]:
+    """nginx's workers (of :func:`members`) of older configs, shutting down but still holding
+    connections, oldest first."""
+    found = []
+    for pid in members(home):
+        name, started = title(pid), start_time(pid)
+        if name.startswith("nginx: worker") and "shutting down" in name and started is not None:
+            found.append((int(started), pid))
+    return [pid for _, pid in sorted(found)]
+
+
+def to_stop(
+    oldest_first: list[int],
+    old_since: dict[int, float],
+    now: float,
+    keep: int,
+    drain_timeout: float,
+) -> list[int]:
+    """The old workers to stop: beyond the ``keep`` newest, those old (``old_since``, monotonic
+    seconds) for ``drain_timeout`` at least, so a request never loses its drain time.
+
+    Worked examples (workers oldest first, all old since 0, keep 2)::
+
+        [1, 2, 3, 4], now 40, drain 30  -> [1, 2]
+        [1, 2, 3, 4], now 10, drain 30  -> []      (none drained long enough)
+        [1, 2],       now 40, drain 30  -> []      (no more than keep)
+    """
+    excess = oldest_first[: max(0, len(oldest_first) - keep)]
+    return [pid for pid in excess if now - old_since.get(pid, now) >= drain_timeout]
+
+
+def terminate(pids: list[int]) -> None:
+    """SIGTERM to old workers: nginx closes at once every connection such a worker holds, and
+    its master starts none in its place (only a serving worker is replaced)."""
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
 
 
 def kill_all(home: Path, sig: signal.Signals) -> None:
