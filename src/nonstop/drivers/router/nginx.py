@@ -38,6 +38,7 @@ from nonstop.drivers.router.nginx_config import NginxFiles, NginxTuning, build_c
 from nonstop.drivers.router.nginx_log import SyslogListener
 from nonstop.drivers.router.nginx_process import (
     check_config,
+    connections_by_process,
     find_nginx,
     kill_all,
     last_error,
@@ -161,15 +162,18 @@ class NginxRouter(ManagedRouter):
     async def _retire_old_workers(self) -> None:
         """An old worker lives as long as one connection it holds (no worker_shutdown_timeout
         unless ``stream_grace``: decision 0460), so reloads while clients keep opening
-        WebSockets would leave one more process each time, about 6 MiB apiece. Keep the
-        ``tuning.old_workers`` newest, and stop an older one once it has been old for the drain
-        timeout: its clients reconnect to the current worker (decision 0425)."""
+        WebSockets would leave one more process each time, about 6 MiB apiece. Keep no more
+        than ``tuning.old_workers``: stop those beyond, once old for the drain timeout, that
+        hold the fewest connections; their clients reconnect to the current worker
+        (decision 0425)."""
         workers = await asyncio.to_thread(old_workers, self.state_dir)
         now = time.monotonic()
         self._old_since = {pid: self._old_since.get(pid, now) for pid in workers}
-        due = to_stop(
-            workers, self._old_since, now, self.tuning.old_workers, self.tuning.drain_timeout
-        )
+        if len(workers) <= self.tuning.old_workers:
+            return
+        held = await asyncio.to_thread(connections_by_process, workers, sorted(self._addresses))
+        keep, drain = self.tuning.old_workers, self.tuning.drain_timeout
+        due = to_stop(workers, self._old_since, held, now, keep, drain)
         await asyncio.to_thread(terminate, due)
         self.workers_retired += len(due)
 
