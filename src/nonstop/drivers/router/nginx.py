@@ -14,11 +14,11 @@ Files in ``state_dir``::
 
 ``apply(table)`` writes the config for the table (nginx_config.py), has nginx check it
 (``nginx -t``) and sends SIGHUP: new workers route the new table, old workers finish the requests
-and streams they hold (bounded only with ``stream_grace``, decision 0460; at most
-``tuning.old_workers`` of them linger, the oldest beyond that are stopped, decision 0425). nginx
-has no admin API: ``in_flight()`` counts the established connections of nginx's processes to
-each upstream in /proc (upstream connections are not kept alive, so one is one request or
-stream).
+and streams they hold (bounded only with ``stream_grace``, decision 0460; no more than
+``tuning.old_workers`` of them linger past the drain timeout: those beyond holding the fewest
+connections are stopped, decision 0425). nginx has no admin API: ``in_flight()`` counts the
+established connections of nginx's processes to each upstream in /proc (upstream connections
+are not kept alive, so one is one request or stream).
 nginx runs in its own session and outlives the agent; a new agent's ``start()`` adopts it (same
 pid and start time, an nginx binary, its own pid file naming it) and reloads the saved table, so
 new workers log to the new agent's socket.
