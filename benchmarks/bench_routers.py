@@ -15,11 +15,17 @@ resends a request once when a reused keep-alive connection turns out closed, not
 which connection resets (closed or reset with no response byte), failed after one more resend of
 such a request (what a client that retries idempotent requests sees), p99 quiet and during the
 changes, the changes' apply() median and max, the router's RSS (every process of it, workers
-shutting down included) before and after the changes, and how many WebSockets still echo after
-the last change.
+shutting down included) and how many processes that is, before the changes, after them with
+the WebSockets still open, and once the WebSockets closed, and how many WebSockets still echo
+after the last change.
+
+``--late-websockets N`` opens N more WebSockets while the changes run, one every
+``changes / N`` changes, each held open to the end: a reloading router's old configuration
+(Caddy) or old worker (nginx) that holds one of them stays alive until it closes, so this is
+what a router carries when clients keep connecting between changes.
 
     .venv/bin/python benchmarks/bench_routers.py [--changes 1000] [--loops 8] [--websockets 50]
-        [--kinds caddy,haproxy,nginx] [--json]
+        [--late-websockets 0] [--kinds caddy,haproxy,nginx] [--json]
 """
 
 from __future__ import annotations
@@ -91,11 +97,17 @@ class Outcome:
     reasons: dict[str, int]
     p99_ms: tuple[float, float]
     """Quiet (before the changes, same router, same clients: the baseline), during the changes."""
-    rss_mib: tuple[float, float]
-    """Every process of the router (old workers still draining included), before and after."""
+    rss_mib: tuple[float, float, float]
+    """Every process of the router (old workers still draining included): before the changes,
+    after them (the WebSockets still open), once the WebSockets closed."""
+    processes: tuple[int, int, int]
+    """How many processes those are, at the same three moments."""
     websockets: int
     websockets_alive: int
     """Still echoing after the last change."""
+    late_websockets: int
+    late_websockets_alive: int
+    """Of those opened during the changes, still echoing after the last change."""
     websockets_lost_after_s: float | None
     """Median seconds from the first change to the loss of a WebSocket that was lost."""
 
@@ -175,23 +187,28 @@ async def _one_websocket(
                 await asyncio.wait_for(stop.wait(), 1.0)
 
 
-def tree_rss(pid: int | None) -> float:
-    """RSS in MiB of ``pid`` and every process descending from it."""
-    if pid is None:
-        return 0.0
+def tree(pid: int | None) -> tuple[int, float]:
+    """How many processes ``pid`` and its descendants are, and their RSS in MiB."""
+    family = descendants(pid) if pid is not None else set()
+    return len(family), sum(_rss_kib(p) for p in family) / 1024
+
+
+def descendants(pid: int) -> set[int]:
+    """``pid`` and every live process descending from it."""
     parents: dict[int, int] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields_ = stat.read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        parents[int(stat.parent.name)] = int(fields_[1])
+        if fields_[0] != "Z":  # a zombie holds no memory
+            parents[int(stat.parent.name)] = int(fields_[1])
     family, grew = {pid}, True
     while grew:
         more = {child for child, parent in parents.items() if parent in family} - family
         family |= more
         grew = bool(more)
-    return sum(_rss_kib(p) for p in family) / 1024
+    return family & set(parents) if pid in parents else set()
 
 
 def _rss_kib(pid: int) -> int:
@@ -238,9 +255,10 @@ async def _measure(
     await asyncio.sleep(args.quiet)
     stop.set()
     await load
-    rss_before = tree_rss(router.pid)
+    before = tree(router.pid)
     clients, changed = await _changes(router, a, b, args)
     consumer.cancel()
+    closed = await _settled(router.pid)
     return Outcome(
         kind=kind,
         version=router.version or "",
@@ -250,38 +268,59 @@ async def _measure(
         failed_after_resend=clients.after_resend,
         reasons=dict(clients.reasons.most_common(5)),
         p99_ms=(quiet.p99(), clients.p99()),
-        rss_mib=(rss_before, tree_rss(router.pid)),
+        processes=(before[0], changed.pop("processes_after"), closed[0]),
+        rss_mib=(before[1], changed.pop("rss_after"), closed[1]),
         **changed,
     )
+
+
+async def _settled(pid: int | None) -> tuple[int, float]:
+    """:func:`tree` once the processes stopped exiting after the WebSockets closed (its count
+    unchanged for 2 s), or after 30 s."""
+    last, seen = tree(pid), time.monotonic()
+    deadline = seen + 30
+    while time.monotonic() < deadline and time.monotonic() - seen < 2:
+        await asyncio.sleep(0.25)
+        now = tree(pid)
+        if now[0] != last[0]:
+            seen = time.monotonic()
+        last = now
+    return last
 
 
 async def _changes(
     router: ManagedRouter, a: str, b: str, args: argparse.Namespace
 ) -> tuple[Clients, dict[str, Any]]:
     """The changes under load with the WebSockets open: the clients, and what the changes and
-    the WebSockets measured (Outcome's fields)."""
+    the WebSockets measured (Outcome's fields, and the router's processes after the changes)."""
     # Only A is routed while the WebSockets connect, so every one of them is on A.
     await router.apply(RouteTable((Upstream("a", "v1", a, 1),)))
     stop, ws_stop = asyncio.Event(), asyncio.Event()
-    sockets = asyncio.create_task(
-        hold_websockets(f"ws://{router.listen}/ws", args.websockets, ws_stop)
-    )
+    url = f"ws://{router.listen}/ws"
+    sockets = asyncio.create_task(hold_websockets(url, args.websockets, ws_stop))
     await asyncio.sleep(1.0)
     clients = Clients(f"http://{router.listen}/", args.loops)
     load = asyncio.create_task(clients.run_until(stop))
-    applies: list[float] = []
-    start, start_monotonic = time.perf_counter(), time.monotonic()
-    for table in tables(a, b, args.changes):
-        t0 = time.perf_counter()
-        await router.apply(table)
-        applies.append(time.perf_counter() - t0)
-        await asyncio.sleep(args.gap)
-    took = time.perf_counter() - start
-    await asyncio.sleep(1.0)
-    stop.set()
-    ws_stop.set()
-    await load
-    lost = [at - start_monotonic for at in await sockets if at is not None]
+    async with aiohttp.ClientSession() as session:
+        late: list[asyncio.Task[float | None]] = []
+        every = max(1, args.changes // args.late_websockets) if args.late_websockets else 0
+        applies: list[float] = []
+        start, start_monotonic = time.perf_counter(), time.monotonic()
+        for n, table in enumerate(tables(a, b, args.changes)):
+            if every and n % every == 0 and len(late) < args.late_websockets:
+                late.append(asyncio.create_task(_one_websocket(session, url, ws_stop, 1000 + n)))
+            t0 = time.perf_counter()
+            await router.apply(table)
+            applies.append(time.perf_counter() - t0)
+            await asyncio.sleep(args.gap)
+        took = time.perf_counter() - start
+        await asyncio.sleep(1.0)
+        processes, rss = tree(router.pid)
+        stop.set()
+        ws_stop.set()
+        await load
+        lost = [at - start_monotonic for at in await sockets if at is not None]
+        late_done = await asyncio.gather(*late, return_exceptions=True)
     return clients, {
         "changes": args.changes,
         "changes_seconds": took,
@@ -289,6 +328,10 @@ async def _changes(
         "websockets": args.websockets,
         "websockets_alive": args.websockets - len(lost),
         "websockets_lost_after_s": statistics.median(lost) if lost else None,
+        "late_websockets": len(late),
+        "late_websockets_alive": sum(1 for r in late_done if r is None),
+        "processes_after": processes,
+        "rss_after": rss,
     }
 
 
@@ -300,7 +343,10 @@ def report(out: Outcome) -> str:
         f"  requests {out.requests}: failed {out.failed} (resets {out.resets}), failed after "
         f"one resend {out.failed_after_resend}; {out.reasons or ''}\n"
         f"  p99 quiet {out.p99_ms[0]:.2f} ms, during changes {out.p99_ms[1]:.2f} ms\n"
-        f"  router RSS {out.rss_mib[0]:.1f} MiB before, {out.rss_mib[1]:.1f} MiB after\n"
+        f"  router processes / RSS: before {out.processes[0]} / {out.rss_mib[0]:.1f} MiB, after "
+        f"the changes {out.processes[1]} / {out.rss_mib[1]:.1f} MiB, once the websockets closed "
+        f"{out.processes[2]} / {out.rss_mib[2]:.1f} MiB\n"
+        f"  late websockets alive: {out.late_websockets_alive} of {out.late_websockets}\n"
         f"  websockets alive after the changes: {out.websockets_alive} of {out.websockets}"
         + (
             f"; the others lost {out.websockets_lost_after_s:.1f} s (median) after the first"
@@ -321,6 +367,9 @@ def main() -> None:
     parser.add_argument("--loops", type=int, default=8, help="keep-alive client loops")
     parser.add_argument("--quiet", type=float, default=5.0, help="seconds of the baseline")
     parser.add_argument("--websockets", type=int, default=50)
+    parser.add_argument(
+        "--late-websockets", type=int, default=0, help="opened during the changes, spread evenly"
+    )
     parser.add_argument("--kinds", default=",".join(ROUTERS))
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()

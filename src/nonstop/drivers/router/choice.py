@@ -5,9 +5,11 @@ Caddy reload, and a reload resets the connections the kernel queued on the old l
 unless ``net.ipv4.tcp_migrate_req`` is 1 (Linux 5.14+). So when the router is Caddy *by
 default* (``[router] kind`` not set) and that setting is not 1, ``up`` says so once, and names
 the routers installed here that change routes without that race: HAProxy first (weights change
-without a reload: no resets, WebSockets kept), then nginx (its reloads keep the listening socket:
-no resets; WebSockets end at the drain timeout after a change). Anyone who chose a kind hears
-nothing.
+without a reload: no resets, no latency bump, every WebSocket kept in one process), then nginx
+(its reloads keep the listening socket: no resets; WebSockets are kept too, but each reload that
+finds some open leaves an old worker process, at most 16, decision 0425). Caddy keeps
+WebSockets across reloads as well (decision 0460): they are not what the note is about. Anyone
+who chose a kind hears nothing.
 
 Worked examples (``note(kind, chosen, installed, migrate_req)``)::
 

@@ -14,9 +14,11 @@ Files in ``state_dir``::
 
 ``apply(table)`` writes the config for the table (nginx_config.py), has nginx check it
 (``nginx -t``) and sends SIGHUP: new workers route the new table, old workers finish the requests
-and streams they hold (bounded only with ``stream_grace``, decision 0460). nginx has no
-admin API: ``in_flight()`` counts the established connections of nginx's processes to each
-upstream in /proc (upstream connections are not kept alive, so one is one request or stream).
+and streams they hold (bounded only with ``stream_grace``, decision 0460; no more than
+``tuning.old_workers`` of them linger past the drain timeout: those beyond holding the fewest
+connections are stopped, decision 0425). nginx has no admin API: ``in_flight()`` counts the
+established connections of nginx's processes to each upstream in /proc (upstream connections
+are not kept alive, so one is one request or stream).
 nginx runs in its own session and outlives the agent; a new agent's ``start()`` adopts it (same
 pid and start time, an nginx binary, its own pid file naming it) and reloads the saved table, so
 new workers log to the new agent's socket.
@@ -36,13 +38,17 @@ from nonstop.drivers.router.nginx_config import NginxFiles, NginxTuning, build_c
 from nonstop.drivers.router.nginx_log import SyslogListener
 from nonstop.drivers.router.nginx_process import (
     check_config,
+    connections_by_process,
     find_nginx,
     kill_all,
     last_error,
     members,
     nginx_version,
+    old_workers,
     open_connections,
     serving_workers,
+    terminate,
+    to_stop,
 )
 from nonstop.drivers.router.process import ProcessRecord, kill
 from nonstop.drivers.router.settings import RouterSettings
@@ -72,6 +78,10 @@ class NginxRouter(ManagedRouter):
         """Every upstream address routed since this agent started: in_flight() looks at these."""
         self._reload_needed = True
         """The reader's socket is new: running workers must be replaced to log to it."""
+        self.workers_retired = 0
+        """Old workers stopped because more than ``tuning.old_workers`` lingered (decision 0425)."""
+        self._old_since: dict[int, float] = {}
+        """When (monotonic) each old worker was first seen shutting down."""
 
     async def in_flight(self) -> dict[str, int]:
         """Established connections of nginx's processes (old workers included) per upstream;
@@ -141,12 +151,31 @@ class NginxRouter(ManagedRouter):
         while time.monotonic() < deadline:
             serving = await asyncio.to_thread(serving_workers, self.state_dir)
             if serving and not serving & old:
+                await self._retire_old_workers()
                 return
             await asyncio.sleep(0.02)
         raise RouterError(
             f"nginx did not replace its workers within {self.start_timeout:g} s of a reload; "
             f"see {self.log_file}: {last_error(self.log_file)}"
         )
+
+    async def _retire_old_workers(self) -> None:
+        """An old worker lives as long as one connection it holds (no worker_shutdown_timeout
+        unless ``stream_grace``: decision 0460), so reloads while clients keep opening
+        WebSockets would leave one more process each time, about 6 MiB apiece. Keep no more
+        than ``tuning.old_workers``: stop those beyond, once old for the drain timeout, that
+        hold the fewest connections; their clients reconnect to the current worker
+        (decision 0425)."""
+        workers = await asyncio.to_thread(old_workers, self.state_dir)
+        now = time.monotonic()
+        self._old_since = {pid: self._old_since.get(pid, now) for pid in workers}
+        if len(workers) <= self.tuning.old_workers:
+            return
+        held = await asyncio.to_thread(connections_by_process, workers, sorted(self._addresses))
+        keep, drain = self.tuning.old_workers, self.tuning.drain_timeout
+        due = to_stop(workers, self._old_since, held, now, keep, drain)
+        await asyncio.to_thread(terminate, due)
+        self.workers_retired += len(due)
 
     async def _before_start(self) -> None:
         await self._listener.start()  # nginx's workers send to it as soon as they run

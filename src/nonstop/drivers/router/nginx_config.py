@@ -48,11 +48,15 @@ TAG = "nonstop"
 @dataclass(frozen=True, slots=True, kw_only=True)
 class NginxTuning(ProxyTimings):
     """``mark_down_for``: how long a server that failed a connection stays out (fail_timeout).
-    ``connect_timeout``: how long nginx waits for a connection before trying the next server."""
+    ``connect_timeout``: how long nginx waits for a connection before trying the next server.
+    ``old_workers``: how many workers of older configs may linger, each holding the long-lived
+    connections it had at its reload; after a reload, those beyond that many holding the
+    fewest connections are stopped and those closed (decision 0425)."""
 
     mark_down_for: float = 2.0
     connect_timeout: float = 1.0
     retries: int = 3
+    old_workers: int = 16
 
 
 @dataclass(frozen=True, slots=True)

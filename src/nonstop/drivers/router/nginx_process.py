@@ -9,7 +9,7 @@ import signal
 import subprocess
 from pathlib import Path
 
-from nonstop.drivers.router.process import binary_version, find_binary
+from nonstop.drivers.router.process import binary_version, find_binary, start_time
 from nonstop.errors import RouterError
 
 SEARCHED = ["nginx", "/usr/sbin/nginx", "/usr/local/sbin/nginx"]
@@ -107,6 +107,56 @@ def serving_workers(home: Path) -> set[int]:
     }
 
 
+def old_workers(home: Path) -> list[int]:
+    """nginx's workers (of :func:`members`) of older configs, shutting down but still holding
+    connections, oldest first."""
+    found = []
+    for pid in members(home):
+        name, started = title(pid), start_time(pid)
+        if name.startswith("nginx: worker") and "shutting down" in name and started is not None:
+            found.append((int(started), pid))
+    return [pid for _, pid in sorted(found)]
+
+
+def to_stop(
+    oldest_first: list[int],
+    old_since: dict[int, float],
+    held: dict[int, int],
+    now: float,
+    keep: int,
+    drain_timeout: float,
+) -> list[int]:
+    """The old workers to stop so that no more than ``keep`` remain: those holding the fewest
+    connections (``held``; oldest first among equals), each process freed closing as few as it
+    can, and of them only those old (``old_since``, monotonic seconds) for ``drain_timeout`` at
+    least, so that a request never loses its drain time; the others are stopped at a later
+    reload.
+
+    Worked examples (workers oldest first, keep 2, drain 30)::
+
+        [1, 2, 3, 4], all old since 0, held 1 each,          now 40 -> [1, 2]
+        [1, 2, 3, 4], all old since 0, held {1: 50, else 1},  now 40 -> [2, 3]
+        [1, 2, 3, 4], all old since 0, held 1 each,          now 10 -> []  (not drained yet)
+        [1, 2, 3, 4], 4 old since 35, held {3: 0, 4: 0, else 5}, now 40 -> [3]  (4 later)
+        [1, 2],       all old since 0, held 1 each,          now 40 -> []  (no more than keep)
+    """
+    excess = max(0, len(oldest_first) - keep)
+    chosen = set(sorted(oldest_first, key=lambda pid: held.get(pid, 0))[:excess])
+    return [
+        pid
+        for pid in oldest_first
+        if pid in chosen and now - old_since.get(pid, now) >= drain_timeout
+    ]
+
+
+def terminate(pids: list[int]) -> None:
+    """SIGTERM to old workers: nginx closes at once every connection such a worker holds, and
+    its master starts none in its place (only a serving worker is replaced)."""
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+
+
 def kill_all(home: Path, sig: signal.Signals) -> None:
     """Signal every nginx process of :func:`members` (orphaned workers included)."""
     for pid in members(home):
@@ -129,26 +179,47 @@ def open_connections(pids: list[int], addresses: list[str]) -> dict[str, int]:
     """Established TCP connections from the processes ``pids`` to each of ``addresses``
     (IPv4 ``a.b.c.d:port``), from /proc: nginx opens one connection per proxied request or
     stream (no upstream keep-alive), so this is what is in flight on each upstream."""
-    inodes: set[str] = set()
-    for pid in pids:
-        with contextlib.suppress(OSError):
-            for fd in Path(f"/proc/{pid}/fd").iterdir():
-                with contextlib.suppress(OSError):
-                    target = os.readlink(fd)
-                    if target.startswith("socket:["):
-                        inodes.add(target[8:-1])
-    wanted = {hexed: address for address in addresses if (hexed := _hex_address(address))}
     counts = dict.fromkeys(addresses, 0)
+    owned = set().union(*(_socket_inodes(pid) for pid in pids))
+    for inode, address in _established(addresses).items():
+        if inode in owned:
+            counts[address] += 1
+    return counts
+
+
+def connections_by_process(pids: list[int], addresses: list[str]) -> dict[int, int]:
+    """How many established connections to ``addresses`` each of ``pids`` holds (as
+    :func:`open_connections` counts them)."""
+    established = _established(addresses)
+    return {pid: len(_socket_inodes(pid) & established.keys()) for pid in pids}
+
+
+def _socket_inodes(pid: int) -> set[str]:
+    inodes = set()
+    with contextlib.suppress(OSError):
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            with contextlib.suppress(OSError):
+                target = os.readlink(fd)
+                if target.startswith("socket:["):
+                    inodes.add(target[8:-1])
+    return inodes
+
+
+def _established(addresses: list[str]) -> dict[str, str]:
+    """The inode of every established IPv4 TCP connection to one of ``addresses``, and that
+    address."""
+    wanted = {hexed: address for address in addresses if (hexed := _hex_address(address))}
+    found: dict[str, str] = {}
     try:
         rows = Path("/proc/net/tcp").read_text().splitlines()[1:]
     except OSError:
-        return counts
+        return found
     for row in rows:
         fields = row.split()
-        if len(fields) < 10 or fields[3] != "01" or fields[9] not in inodes:
+        if len(fields) < 10 or fields[3] != "01":
             continue
         host, _, port = fields[2].partition(":")
         address = wanted.get((host, int(port, 16)))
         if address is not None:
-            counts[address] += 1
-    return counts
+            found[fields[9]] = address
+    return found
