@@ -209,3 +209,48 @@ def test_verify_excuses_abrupt_closures_on_the_instance_the_agent_saw_die(
     assert report["abrupt"] == []
     assert report["abrupt_on_died_instances"] >= 1
     assert result.returncode == 0, report["verdict"]
+
+
+def test_bluegreen_moves_the_clients_of_the_release_kept_warm_and_can_roll_back(
+    project: Project, agent: AgentProcess
+) -> None:
+    """Blue-green with the default keep_previous (5 minutes): the previous release stays warm,
+    and at its drain deadline gets ``[app] quiet_signal``; the sample app closes its WebSockets
+    (1001 and a hint) and keeps serving, so every client is on v2 long before it retires, and
+    a rollback to it afterwards is served by the same, still running instances."""
+    project.write_config()
+    text = (project.root / "nonstop.toml").read_text()
+    text = text.replace('keep_previous = "120s"\n', "")  # the default: 5 minutes
+    quiet = 'drain_timeout = "5s"\nquiet_signal = "SIGUSR1"\n'
+    text = text.replace('drain_timeout = "5s"\n', quiet)
+    (project.root / "nonstop.toml").write_text(text)
+    agent.start()
+    first_deploy(agent)
+    v1 = {i["id"]: i["pid"] for i in instances(agent, "v1")}
+    with holding(project) as ws:
+        assert ws.all_on("v1"), ws.holder.snapshot()
+        before = ws.opened()
+        deploy(agent, "v2")
+        # drain_timeout 5 s and a 1 s reconnect window, against 5 minutes of keep_previous.
+        assert ws.all_on("v2"), ws.holder.snapshot()
+        assert_closed_gracefully_only_on(ws.closed_since(before), retired=set(v1))
+        warm = {i["id"]: i["pid"] for i in instances(agent, "v1")}
+        assert warm == v1, "the previous release is still warm, the same processes"
+        assert "v1" in agent.status()["retire"]
+        assert _wait(lambda: _quieted(agent, set(v1))), agent.call("GET", "/v1/events")
+        report = ws.stop(set())
+    assert report.abrupt == [], report.to_dict()
+    assert report.ended_on == {"v2": CLIENTS}
+    done = agent.wait_rollout(agent.call("POST", "/v1/rollback")["id"], timeout=120)
+    assert done["status"] == "completed", done
+    assert {i["id"]: i["pid"] for i in instances(agent, "v1")} == v1
+    with holding(project) as ws:
+        assert ws.all_on("v1"), ws.holder.snapshot()
+        assert ws.stop(set()).abrupt == []
+
+
+def _quieted(agent: AgentProcess, ids: set[str]) -> bool:
+    """Each of ``ids`` was quieted exactly once (the events say so)."""
+    messages = [str(e["message"]) for e in agent.call("GET", "/v1/events")]
+    counts = {i: sum(m.startswith(f"quieted {i} ") for m in messages) for i in ids}
+    return all(n == 1 for n in counts.values())
