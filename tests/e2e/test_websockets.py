@@ -211,13 +211,19 @@ def test_verify_excuses_abrupt_closures_on_the_instance_the_agent_saw_die(
     assert result.returncode == 0, report["verdict"]
 
 
+@pytest.mark.parametrize(
+    ("router_kind", "restart"),
+    [("caddy", False), ("haproxy", False), ("caddy", True)],
+    ids=["caddy", "haproxy", "caddy-agent-restarted"],
+)
 def test_bluegreen_moves_the_clients_of_the_release_kept_warm_and_can_roll_back(
-    project: Project, agent: AgentProcess
+    project: Project, agent: AgentProcess, restart: bool
 ) -> None:
     """Blue-green with the default keep_previous (5 minutes): the previous release stays warm,
     and at its drain deadline gets ``[app] quiet_signal``; the sample app closes its WebSockets
     (1001 and a hint) and keeps serving, so every client is on v2 long before it retires, and
-    a rollback to it afterwards is served by the same, still running instances."""
+    a rollback to it afterwards is served by the same, still running instances. With the agent
+    killed right after the switch, the agent that comes back sends it, once."""
     project.write_config()
     text = (project.root / "nonstop.toml").read_text()
     text = text.replace('keep_previous = "120s"\n', "")  # the default: 5 minutes
@@ -231,6 +237,9 @@ def test_bluegreen_moves_the_clients_of_the_release_kept_warm_and_can_roll_back(
         assert ws.all_on("v1"), ws.holder.snapshot()
         before = ws.opened()
         deploy(agent, "v2")
+        if restart:
+            agent.kill9()
+            agent.start()
         # drain_timeout 5 s and a 1 s reconnect window, against 5 minutes of keep_previous.
         assert ws.all_on("v2"), ws.holder.snapshot()
         assert_closed_gracefully_only_on(ws.closed_since(before), retired=set(v1))
@@ -238,6 +247,7 @@ def test_bluegreen_moves_the_clients_of_the_release_kept_warm_and_can_roll_back(
         assert warm == v1, "the previous release is still warm, the same processes"
         assert "v1" in agent.status()["retire"]
         assert _wait(lambda: _quieted(agent, set(v1))), agent.call("GET", "/v1/events")
+        assert sorted(agent.status()["warm_quiet"]["v1"]["sent"]) == sorted(v1)
         report = ws.stop(set())
     assert report.abrupt == [], report.to_dict()
     assert report.ended_on == {"v2": CLIENTS}

@@ -834,6 +834,7 @@ class Engine:
             "weights": self.weights,
             "desired": self.desired,
             "retire": self.store.get("retire", {}),
+            "warm_quiet": self.store.get("warm_quiet", {}),
             "instances": self._instances_status(),
             "routes": [
                 {
