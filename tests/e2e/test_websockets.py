@@ -92,7 +92,7 @@ def configure(project: Project, router: str, strategy: str) -> None:
     project.write_config(extra=CANARY if strategy == "canary" else ROLLING)
     text = (project.root / "nonstop.toml").read_text()
     text = text.replace('kind = "bluegreen"', f'kind = "{strategy}"')
-    text = text.replace("[router]\n", f'[router]\nkind = "{router}"\n')
+    text = text.replace(f'[router]\nkind = "{project.router}"\n', f'[router]\nkind = "{router}"\n')
     text = text.replace('keep_previous = "120s"', 'keep_previous = "0s"')
     (project.root / "nonstop.toml").write_text(text)
 
