@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from nonstop.plan.warm import WarmQuiet, due, dump, keep_only, load, mark_sent
+from nonstop.plan.warm import WarmQuiet, due, dump, keep_only, load, mark_sent, switched
 
 V1 = {"v1": WarmQuiet(130.0)}
 V1_HALF = {"v1": WarmQuiet(130.0, ("v1-1",))}
@@ -67,3 +67,30 @@ def test_keep_only_the_releases_still_kept_warm() -> None:
     both = {"v1": WarmQuiet(1.0), "v2": WarmQuiet(2.0)}
     assert keep_only(both, {"v2", "v3"}) == {"v2": WarmQuiet(2.0)}
     assert keep_only(both, set()) == {}
+
+
+@pytest.mark.parametrize(
+    ("entries", "before", "after", "candidate", "expected"),
+    [
+        pytest.param({}, {"v1": 100}, {"v2": 100}, "v2", V1, id="blue-green switch"),
+        pytest.param(V1_HALF, {"v1": 100}, {"v2": 100}, "v2", V1_HALF, id="replayed: kept"),
+        pytest.param(V1_HALF, {"v2": 100}, {"v1": 100}, "v2", {}, id="back to it: none"),
+        pytest.param(
+            V1, {"v2": 100}, {"v1": 100}, "v1", {"v2": WarmQuiet(130.0)}, id="rollback switch"
+        ),
+        pytest.param({}, {"v1": 100}, {"v1": 90, "v2": 10}, "v2", {}, id="canary step"),
+        pytest.param({}, {"v1": 10, "v2": 90}, {"v2": 100}, "v2", V1, id="canary at 100%"),
+        pytest.param({}, {"v1": 100, "v2": 0}, {"v1": 100}, "v2", {}, id="candidate given up"),
+        pytest.param({}, {}, {"v1": 100}, "v1", {}, id="first deploy"),
+        pytest.param(V1, {"v2": 100}, {"v2": 100}, "v3", V1, id="unchanged"),
+    ],
+)
+def test_switched(
+    entries: dict[str, WarmQuiet],
+    before: dict[str, int],
+    after: dict[str, int],
+    candidate: str,
+    expected: dict[str, WarmQuiet],
+) -> None:
+    """The drain deadline is the switch (t=100) plus the release's drain_timeout (30 s)."""
+    assert switched(entries, before, after, candidate, 100.0, lambda _: 30.0) == expected

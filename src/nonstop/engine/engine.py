@@ -608,7 +608,10 @@ class Engine:
             self.store.put("desired", desired)
             await self._reconcile(self.clock())
         elif isinstance(action, SetWeights):
-            self.store.put("weights", dict(action.weights) if action.weights is not None else None)
+            with self.store.transaction():
+                self._warm_quiet_at_switch(active.spec.candidate, action.weights)
+                weights = dict(action.weights) if action.weights is not None else None
+                self.store.put("weights", weights)
             await self._sync_routes()
         elif isinstance(action, RunSmoke):
             self.store.put(f"smoke:{active.row.id}", "running")
@@ -660,15 +663,27 @@ class Engine:
         self.store.put("desired", desired)
         self.store.put("retire", retire)
         self.store.put("weights", {spec.candidate: 100})
-        self._keep_warm_quiet(set(retire))
+        self._keep_warm_quiet(set(desired))
+
+    def _warm_quiet_at_switch(self, candidate: str, weights: Mapping[str, int] | None) -> None:
+        """A release the switch takes out of the table (the candidate aside) gets its quiet
+        step at its drain deadline; one the switch routes to again loses it (plan/warm.py)."""
+        before = self.weights or {}
+        after = dict(weights or {})
+        entries = warm.load(self.store.get("warm_quiet"))
+        left = warm.switched(entries, before, after, candidate, self.clock(), self._drain_of)
+        if left != entries:
+            self.store.put("warm_quiet", warm.dump(left))
+
+    def _drain_of(self, release: str) -> float:
+        return float(self.config_of(release).app.drain_timeout)
 
     def _quiet_when_drained(self, kept: str, candidate: str, now: float) -> None:
         """The kept-warm release's web instances get their quiet step at its drain deadline
-        (plan/warm.py); a release that becomes active again loses its pending one."""
+        (set at the switch already, else now); the new active release has none."""
         entries = warm.load(self.store.get("warm_quiet"))
         entries.pop(candidate, None)
-        drain = self.config_of(kept).app.drain_timeout
-        entries[kept] = warm.WarmQuiet(now + drain)
+        entries.setdefault(kept, warm.WarmQuiet(now + self._drain_of(kept)))
         self.store.put("warm_quiet", warm.dump(entries))
 
     def _keep_warm_quiet(self, kept: set[str]) -> None:
@@ -764,8 +779,8 @@ class Engine:
         if gone:  # scaled to 0 by a later rollout: nothing left to retire
             retire = {n: at for n, at in retire.items() if n not in gone}
             self.store.put("retire", retire)
-        self._keep_warm_quiet(set(retire))
-        self._quiet_warm(involved, now)
+        self._keep_warm_quiet(set(self.desired))
+        self._quiet_warm(involved, now)  # not during a watch: it may still roll back to it
         if self.revive_router_in_tick:
             await self.revive_router()
 
