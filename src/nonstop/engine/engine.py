@@ -801,9 +801,13 @@ class Engine:
                 self._quieting.add(instance)
 
     def _quiet_sent(self, live: Live) -> None:
+        """Record a delivered quiet step; a store that cannot write now means it is sent again
+        later (at least once), never an error in the sending task."""
         self._quieting.discard(live.id)
-        entries = warm.mark_sent(warm.load(self.store.get("warm_quiet")), live.release, live.id)
-        self.store.put("warm_quiet", warm.dump(entries))
+        with contextlib.suppress(Exception):
+            stored = warm.load(self.store.get("warm_quiet"))
+            entries = warm.mark_sent(stored, live.release, live.id)
+            self.store.put("warm_quiet", warm.dump(entries))
 
     async def revive_router(self) -> None:
         """Restart the router when it does not answer, and give it the routing table."""
