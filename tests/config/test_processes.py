@@ -47,6 +47,11 @@ ERRORS = [
     (WORKER + 'env = { "1X" = "y" }\n', 'processes.worker.env: "1X": not a valid variable name'),
     (WORKER + "replicas = 300\n", "processes.worker.replicas: expected a value <= 256"),
     (APP + 'kill_mode = "pool"\n', "app.kill_mode: expected one of main, group"),
+    (
+        APP + 'quiet_signal = "SIGUSR1"\nquiet_command = "x"\n',
+        'app.quiet_command: set "quiet_signal" or "quiet_command", not both',
+    ),
+    (APP + 'quiet_signal = "USR1"\n', "app.quiet_signal: expected one of SIGTSTP"),
 ]
 
 
@@ -78,6 +83,13 @@ def test_web_role_is_app_and_keeps_its_defaults() -> None:
     web = roles(parse_config(APP))["web"]
     assert (web.command, web.replicas, web.readiness) == ("python3 app.py --port {port}", 1, None)
     assert web.stop == StopRules("SIGTERM", 10.0, "main")
+
+
+def test_the_web_roles_quiet_step_is_apps() -> None:
+    web = roles(parse_config(APP + 'quiet_signal = "SIGUSR1"\n'))["web"]
+    assert web.stop == StopRules("SIGTERM", 10.0, "main", "SIGUSR1")
+    web = roles(parse_config(APP + 'quiet_command = "touch quiet"\n'))["web"]
+    assert web.stop == StopRules("SIGTERM", 10.0, "main", None, "touch quiet")
 
 
 def test_readiness_defaults_to_tcp_with_a_port_else_none() -> None:

@@ -92,14 +92,14 @@ def configure(project: Project, router: str, strategy: str) -> None:
     project.write_config(extra=CANARY if strategy == "canary" else ROLLING)
     text = (project.root / "nonstop.toml").read_text()
     text = text.replace('kind = "bluegreen"', f'kind = "{strategy}"')
-    text = text.replace("[router]\n", f'[router]\nkind = "{router}"\n')
+    text = text.replace(f'[router]\nkind = "{project.router}"\n', f'[router]\nkind = "{router}"\n')
     text = text.replace('keep_previous = "120s"', 'keep_previous = "0s"')
     (project.root / "nonstop.toml").write_text(text)
 
 
 def deploy(agent: AgentProcess, release: str) -> None:
     done = agent.wait_rollout(agent.deploy(release)["id"], timeout=120)
-    assert done["status"] == "completed", done
+    assert done["status"] == "completed", (done["status"], done.get("reason"))
 
 
 def instances(agent: AgentProcess, release: str) -> list[dict[str, Any]]:
@@ -209,3 +209,76 @@ def test_verify_excuses_abrupt_closures_on_the_instance_the_agent_saw_die(
     assert report["abrupt"] == []
     assert report["abrupt_on_died_instances"] >= 1
     assert result.returncode == 0, report["verdict"]
+
+
+@pytest.mark.parametrize(
+    ("router_kind", "restart", "watch"),
+    [
+        ("caddy", False, "1s"),
+        ("haproxy", False, "1s"),
+        ("caddy", True, "1s"),
+        ("caddy", False, "20s"),
+    ],
+    ids=["caddy", "haproxy", "caddy-agent-restarted", "caddy-quiet-during-the-watch"],
+)
+def test_bluegreen_moves_the_clients_of_the_release_kept_warm_and_can_roll_back(
+    project: Project, agent: AgentProcess, restart: bool, watch: str
+) -> None:
+    """Blue-green with the default keep_previous (5 minutes): the previous release stays warm,
+    and at its drain deadline gets ``[app] quiet_signal``; the sample app closes its WebSockets
+    (1001 and a hint) and keeps serving, so every client is on v2 long before it retires, and
+    a rollback to it afterwards is served by the same, still running instances. With the agent
+    killed right after the switch, the agent that comes back sends it, once. With a watch
+    longer than the drain timeout, the step waits for the rollout to complete (it could still
+    roll back to v1)."""
+    project.write_config(watch=watch)
+    text = (project.root / "nonstop.toml").read_text()
+    text = text.replace('keep_previous = "120s"\n', "")  # the default: 5 minutes
+    quiet = 'drain_timeout = "5s"\nquiet_signal = "SIGUSR1"\n'
+    text = text.replace('drain_timeout = "5s"\n', quiet)
+    (project.root / "nonstop.toml").write_text(text)
+    agent.start()
+    first_deploy(agent)
+    v1 = {i["id"]: i["pid"] for i in instances(agent, "v1")}
+    with holding(project) as ws:
+        assert ws.all_on("v1"), ws.holder.snapshot()
+        before = ws.opened()
+        deploy(agent, "v2")
+        if restart:
+            agent.kill9()
+            agent.start()
+        # drain_timeout 5 s and a 1 s reconnect window, against 5 minutes of keep_previous.
+        assert ws.all_on("v2"), ws.holder.snapshot()
+        assert_closed_gracefully_only_on(ws.closed_since(before), retired=set(v1))
+        warm = {i["id"]: i["pid"] for i in instances(agent, "v1")}
+        assert warm == v1, "the previous release is still warm, the same processes"
+        assert "v1" in agent.status()["retire"]
+        assert _wait(lambda: _quieted(agent, set(v1))), agent.call("GET", "/v1/events")
+        assert sorted(agent.status()["warm_quiet"]["v1"]["sent"]) == sorted(v1)
+        if watch != "1s":
+            assert _quieted_after_completion(agent, set(v1))
+        report = ws.stop(set())
+    assert report.abrupt == [], report.to_dict()
+    assert report.ended_on == {"v2": CLIENTS}
+    done = agent.wait_rollout(agent.call("POST", "/v1/rollback")["id"], timeout=120)
+    assert done["status"] == "completed", done
+    assert {i["id"]: i["pid"] for i in instances(agent, "v1")} == v1
+    with holding(project) as ws:
+        assert ws.all_on("v1"), ws.holder.snapshot()
+        assert ws.stop(set()).abrupt == []
+
+
+def _quieted(agent: AgentProcess, ids: set[str]) -> bool:
+    """Each of ``ids`` was quieted exactly once (the events say so)."""
+    messages = [str(e["message"]) for e in agent.call("GET", "/v1/events")]
+    counts = {i: sum(m.startswith(f"quieted {i} ") for m in messages) for i in ids}
+    return all(n == 1 for n in counts.values())
+
+
+def _quieted_after_completion(agent: AgentProcess, ids: set[str]) -> bool:
+    """Every one of ``ids`` was quieted after the rollout to v2 (the last one) completed."""
+    events = agent.call("GET", "/v1/events")
+    order = [str(e["message"]) for e in sorted(events, key=lambda e: e["id"])]
+    done = max(n for n, m in enumerate(order) if m.startswith("rollout") and " completed" in m)
+    quiet = [n for n, m in enumerate(order) if any(m.startswith(f"quieted {i} ") for i in ids)]
+    return len(quiet) == len(ids) and min(quiet) > done

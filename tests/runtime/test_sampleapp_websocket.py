@@ -102,3 +102,33 @@ async def test_a_plain_get_on_ws_is_refused_with_a_sentence(
     handle = await _ready(runtime, tmp_path)
     status, _headers, body = await http_get(f"http://{handle.address}/ws")
     assert (status, body) == (400, "a WebSocket handshake is expected here (Upgrade: websocket)\n")
+
+
+async def test_the_quiet_signal_closes_websockets_and_the_app_goes_on_serving(
+    runtime: LocalRuntime, tmp_path: Path
+) -> None:
+    """SIGUSR1 (``[app] quiet_signal`` for a release kept warm): every WebSocket gets 1001 and
+    a hint, /health and / still answer, a new WebSocket is accepted, and SIGTERM still stops."""
+    handle = await _ready(runtime, tmp_path, WS_RECONNECT_WINDOW="2")
+    url = f"http://{handle.address}/ws"
+    async with aiohttp.ClientSession() as session:
+        sockets = [await session.ws_connect(url) for _ in range(2)]
+        for ws in sockets:
+            await ws.receive_str(timeout=5)  # hello
+        os.kill(handle.pid, signal.SIGUSR1)
+        for ws in sockets:
+            closed = await ws.receive(timeout=10)
+            assert (closed.type, closed.data) == (aiohttp.WSMsgType.CLOSE, 1001)
+            assert str(closed.extra).startswith("reconnect-after-ms=")
+            await ws.close()
+        assert runtime.alive(handle)
+        assert (await http_get(f"http://{handle.address}/health"))[0] == 200
+        assert (await http_get(f"http://{handle.address}/"))[0] == 200
+        again = await session.ws_connect(url)
+        assert json.loads(await again.receive_str(timeout=5))["type"] == "hello"
+        os.kill(handle.pid, signal.SIGTERM)
+        closed = await again.receive(timeout=10)
+        assert (closed.type, closed.data) == (aiohttp.WSMsgType.CLOSE, 1001)
+        await again.close()
+    await wait_until(lambda: not runtime.alive(handle))
+    assert runtime.exit_reason(handle) == "exited with code 0"

@@ -23,6 +23,11 @@ class Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def one_quiet_step(quiet_signal: str | None, quiet_command: str | None) -> None:
+    if quiet_signal and quiet_command:
+        raise ValueError('quiet_command: set "quiet_signal" or "quiet_command", not both')
+
+
 class AppConfig(Model):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     command: str = Field(min_length=1)
@@ -37,6 +42,11 @@ class AppConfig(Model):
     """Who gets ``stop_signal``: the main process, or its whole process group (docs/workers.md)."""
     drain_timeout: Duration = 30.0
     """Longest wait for in-flight requests and long-lived connections after traffic moved off."""
+    quiet_signal: Literal[QUIET_SIGNALS] | None = None  # type: ignore[valid-type]
+    """Sent once to a release kept warm for rollback when its drain deadline passes: close
+    long-lived connections (WebSockets), keep answering HTTP (docs/websockets.md)."""
+    quiet_command: str | None = None
+    """Run instead of a quiet signal (``$NONSTOP_PID`` is the instance's main process)."""
     copy_include: list[str] = Field(default_factory=list)
     """Names left out of a release copy by default (``.venv``, ``node_modules``...) to copy."""
     copy_exclude: list[str] = Field(default_factory=list)
@@ -58,6 +68,11 @@ class AppConfig(Model):
         )
         if problem is not None and not self.build:  # a build may create it in the release
             raise ValueError(problem)
+        return self
+
+    @model_validator(mode="after")
+    def _one_quiet(self) -> AppConfig:
+        one_quiet_step(self.quiet_signal, self.quiet_command)
         return self
 
     @field_validator("env", mode="before")
@@ -413,8 +428,7 @@ class ProcessConfig(Model):
 
     @model_validator(mode="after")
     def _one_quiet(self) -> ProcessConfig:
-        if self.quiet_signal and self.quiet_command:
-            raise ValueError('quiet_command: set "quiet_signal" or "quiet_command", not both')
+        one_quiet_step(self.quiet_signal, self.quiet_command)
         return self
 
     @property

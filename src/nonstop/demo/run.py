@@ -34,6 +34,7 @@ command = "{python} app.py --port {{port}}"
 replicas = 2
 stop_timeout = "5s"
 drain_timeout = "10s"
+quiet_signal = "SIGUSR1"
 
 [health]
 path = "/health"

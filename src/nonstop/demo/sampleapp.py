@@ -32,6 +32,9 @@ On SIGTERM (graceful, the default): /health turns 503, the listening socket clos
 WebSocket is closed with 1001 and a reconnect hint, requests in flight (streams included)
 finish, then the process exits 0. With ``--no-graceful`` SIGTERM
 keeps its default action: the process dies at once and in-flight requests are cut off.
+
+On SIGUSR1 (the quiet signal): every WebSocket is closed the same way, and the app goes on
+serving HTTP and accepting new WebSockets (a release kept warm for rollback, docs/websockets.md).
 """
 
 from __future__ import annotations
@@ -521,6 +524,11 @@ class Server(ThreadingHTTPServer):
     request_queue_size = 128
 
 
+QUIET_SIGNAL = signal.SIGUSR1
+"""Close every WebSocket (1001 and a reconnect hint) and go on serving: what nonstop sends a
+release kept warm for rollback once its drain deadline passed (``[app] quiet_signal``)."""
+
+
 def serve(settings: Settings) -> int:
     """Serve until SIGTERM/SIGINT (graceful) and return the exit code."""
     app = App(settings)
@@ -534,7 +542,8 @@ def serve(settings: Settings) -> int:
         return 1
     # The main thread waits for the stop signals with sigwait; blocking them first (threads
     # inherit the mask) means no handler ever runs inside a lock some thread holds.
-    waited = {signal.SIGTERM, signal.SIGINT} if settings.graceful else {signal.SIGINT}
+    stops = {signal.SIGTERM, signal.SIGINT} if settings.graceful else {signal.SIGINT}
+    waited = stops | {QUIET_SIGNAL}
     signal.pthread_sigmask(signal.SIG_BLOCK, waited)
     if settings.crash_after is not None:
         _crash_later(settings.crash_after)
@@ -546,7 +555,9 @@ def serve(settings: Settings) -> int:
         file=sys.stderr,
         flush=True,
     )
-    signal.sigwait(waited)
+    while signal.sigwait(waited) == QUIET_SIGNAL:
+        closed = app.websockets.close_all()
+        print(f"sampleapp: quiet, closed {closed} websockets", file=sys.stderr, flush=True)
     app.draining.set()
     server.shutdown()
     server.server_close()

@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import os
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Set
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -35,14 +35,15 @@ from nonstop.drivers.router.base import Router, RouteTable
 from nonstop.engine import migrations, releases, retention
 from nonstop.engine.faults import crash_point
 from nonstop.engine.health import Health, PendingEvent, describe
-from nonstop.engine.instances import InstanceManager
+from nonstop.engine.instances import InstanceManager, Live
+from nonstop.engine.roles import WEB as WEB_ROLE
 from nonstop.engine.roles import role as role_of
 from nonstop.engine.roles import warnings as role_traps
 from nonstop.engine.routing import route_table
 from nonstop.errors import ConfigError, StateError, UsageError
 from nonstop.notify import notices
 from nonstop.notify.notices import Notice, RolloutRef
-from nonstop.plan import bluegreen, roles
+from nonstop.plan import bluegreen, roles, warm
 from nonstop.plan.model import (
     Action,
     Command,
@@ -199,6 +200,8 @@ class Engine:
         self._lock = asyncio.Lock()
         self._router_failures = 0
         self._background: set[asyncio.Task[None]] = set()
+        self._quieting: set[str] = set()
+        """Kept-warm instances whose quiet step is being delivered now."""
         self.health = Health(clock)
         self.revive_router_in_tick = True
         """False when the agent runs router revival as its own task (it does)."""
@@ -605,7 +608,10 @@ class Engine:
             self.store.put("desired", desired)
             await self._reconcile(self.clock())
         elif isinstance(action, SetWeights):
-            self.store.put("weights", dict(action.weights) if action.weights is not None else None)
+            with self.store.transaction():
+                self._warm_quiet_at_switch(active.spec.candidate, action.weights)
+                weights = dict(action.weights) if action.weights is not None else None
+                self.store.put("weights", weights)
             await self._sync_routes()
         elif isinstance(action, RunSmoke):
             self.store.put(f"smoke:{active.row.id}", "running")
@@ -648,6 +654,7 @@ class Engine:
             if spec.stable in desired:
                 keep = spec.config.strategy.bluegreen.keep_previous
                 retire[spec.stable] = now + keep
+                self._quiet_when_drained(spec.stable, spec.candidate, now)
         for name in list(desired):
             if name not in (spec.candidate, spec.stable):
                 desired.pop(name)  # anything older than the previous release goes
@@ -656,6 +663,34 @@ class Engine:
         self.store.put("desired", desired)
         self.store.put("retire", retire)
         self.store.put("weights", {spec.candidate: 100})
+        self._keep_warm_quiet(set(desired))
+
+    def _warm_quiet_at_switch(self, candidate: str, weights: Mapping[str, int] | None) -> None:
+        """A release the switch takes out of the table (the candidate aside) gets its quiet
+        step at its drain deadline; one the switch routes to again loses it (plan/warm.py)."""
+        before = self.weights or {}
+        after = dict(weights or {})
+        entries = warm.load(self.store.get("warm_quiet"))
+        left = warm.switched(entries, before, after, candidate, self.clock(), self._drain_of)
+        if left != entries:
+            self.store.put("warm_quiet", warm.dump(left))
+
+    def _drain_of(self, release: str) -> float:
+        return float(self.config_of(release).app.drain_timeout)
+
+    def _quiet_when_drained(self, kept: str, candidate: str, now: float) -> None:
+        """The kept-warm release's web instances get their quiet step at its drain deadline
+        (set at the switch already, else now); the new active release has none."""
+        entries = warm.load(self.store.get("warm_quiet"))
+        entries.pop(candidate, None)
+        entries.setdefault(kept, warm.WarmQuiet(now + self._drain_of(kept)))
+        self.store.put("warm_quiet", warm.dump(entries))
+
+    def _keep_warm_quiet(self, kept: set[str]) -> None:
+        entries = warm.load(self.store.get("warm_quiet"))
+        left = warm.keep_only(entries, kept)
+        if left != entries:
+            self.store.put("warm_quiet", warm.dump(left))
 
     async def _run_smoke(self, active: Active, release: str) -> None:
         config = active.spec.config.strategy.bluegreen
@@ -742,9 +777,37 @@ class Engine:
         desired = self.desired
         gone = [name for name in retire if name not in desired and name not in involved]
         if gone:  # scaled to 0 by a later rollout: nothing left to retire
-            self.store.put("retire", {n: at for n, at in retire.items() if n not in gone})
+            retire = {n: at for n, at in retire.items() if n not in gone}
+            self.store.put("retire", retire)
+        self._keep_warm_quiet(set(self.desired))
+        self._quiet_warm(involved, now)  # not during a watch: it may still roll back to it
         if self.revive_router_in_tick:
             await self.revive_router()
+
+    def _quiet_warm(self, involved: Set[str | None], now: float) -> None:
+        """Send the quiet step to kept-warm web instances whose drain deadline passed, once
+        each (plan/warm.py); the record is written once it is delivered."""
+        entries = warm.load(self.store.get("warm_quiet"))
+        if not entries:
+            return
+        lives = {
+            live.id: live
+            for live in self.instances.live.values()
+            if live.role == WEB_ROLE and live.state == "ready" and live.release in entries
+        }
+        candidates = [(i, live.release) for i, live in lives.items() if i not in self._quieting]
+        for instance in warm.due(entries, candidates, involved, now):
+            if self.instances.quiet_warm(lives[instance], self._quiet_sent):
+                self._quieting.add(instance)
+
+    def _quiet_sent(self, live: Live) -> None:
+        """Record a delivered quiet step; a store that cannot write now means it is sent again
+        later (at least once), never an error in the sending task."""
+        self._quieting.discard(live.id)
+        with contextlib.suppress(Exception):
+            stored = warm.load(self.store.get("warm_quiet"))
+            entries = warm.mark_sent(stored, live.release, live.id)
+            self.store.put("warm_quiet", warm.dump(entries))
 
     async def revive_router(self) -> None:
         """Restart the router when it does not answer, and give it the routing table."""
@@ -790,6 +853,7 @@ class Engine:
             "weights": self.weights,
             "desired": self.desired,
             "retire": self.store.get("retire", {}),
+            "warm_quiet": self.store.get("warm_quiet", {}),
             "instances": self._instances_status(),
             "routes": [
                 {

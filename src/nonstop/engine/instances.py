@@ -308,15 +308,41 @@ class InstanceManager:
         self.on_change()
 
     def _quiet(self, live: Live, config: NonstopConfig) -> None:
-        """Ask a leaving instance to take no new work, when its role has a quiet step."""
-        rules = role_of(config, live.role).stop
+        """Ask a leaving worker to take no new work, when its role has a quiet step. A web
+        instance's quiet step is for a release kept warm (:meth:`quiet_warm`); a draining one
+        closes its connections on its stop signal at the drain deadline."""
+        if live.role != WEB:
+            self._start_quiet(live, role_of(config, live.role).stop, "it takes no new work")
+
+    def quiet_warm(self, live: Live, sent: Callable[[Live], None]) -> bool:
+        """Send the web role's quiet step to a web instance kept warm for rollback (it closes
+        its long-lived connections, keeps serving HTTP); ``sent`` is called once it is
+        delivered. False when the release sets no quiet step."""
+        rules = role_of(self.config_of(live.release), WEB).stop
+        return self._start_quiet(live, rules, "kept warm, it closes its connections", sent)
+
+    def _start_quiet(
+        self,
+        live: Live,
+        rules: StopRules,
+        what: str,
+        sent: Callable[[Live], None] | None = None,
+    ) -> bool:
         if live.handle is None or not (rules.quiet_signal or rules.quiet_command):
-            return
-        task = asyncio.create_task(self._send_quiet(live, live.handle, rules))
+            return False
+        task = asyncio.create_task(self._send_quiet(live, live.handle, rules, what, sent))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+        return True
 
-    async def _send_quiet(self, live: Live, handle: InstanceHandle, rules: StopRules) -> None:
+    async def _send_quiet(
+        self,
+        live: Live,
+        handle: InstanceHandle,
+        rules: StopRules,
+        what: str,
+        sent: Callable[[Live], None] | None,
+    ) -> None:
         how = rules.quiet_signal or "quiet_command"
         try:
             failure = await self.runtime.quiet(handle, rules)
@@ -325,7 +351,9 @@ class InstanceManager:
         if failure:
             self.emit("warning", f"{live.id}: could not quiet it ({how}): {failure}")
         else:
-            self.emit("info", f"quieted {live.id} ({how}): it takes no new work")
+            self.emit("info", f"quieted {live.id} ({how}): {what}")
+        if sent is not None:
+            sent(live)
 
     async def drain_step(self, in_flight: Mapping[str, int], routed: set[str], now: float) -> None:
         """Stop draining instances whose traffic is gone (or whose deadline passed).

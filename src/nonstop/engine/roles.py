@@ -81,7 +81,13 @@ def roles(config: NonstopConfig) -> dict[str, Role]:
         app.command,
         app.replicas,
         {},
-        StopRules(app.stop_signal, float(app.stop_timeout), app.kill_mode),
+        StopRules(
+            app.stop_signal,
+            float(app.stop_timeout),
+            app.kill_mode,
+            app.quiet_signal,
+            app.quiet_command,
+        ),
         None,
     )
     found = {WEB: web}
