@@ -43,7 +43,7 @@ def flags_project(tmp_path: Path) -> FlagsProject:
     root.mkdir()
     app = resources.files("nonstop.demo").joinpath("sampleapp.py").read_text()
     (root / "app.py").write_text(app)
-    project = FlagsProject(root, free_port(), free_port())
+    project = FlagsProject(root, free_port(), flags_port=free_port())
     project.write_config(extra=f'\n[flags]\nlisten = "127.0.0.1:{project.flags_port}"\n')
     return project
 
