@@ -57,6 +57,32 @@ def error_response(message: str, status: int) -> web.Response:
     return json_response({"error": message}, status)
 
 
+async def answer_errors(
+    request: web.Request, handler: Handler, who: str, hint: str = ""
+) -> web.StreamResponse:
+    """``handler``'s answer, with every error turned into a JSON one: 409 for a state conflict,
+    400 for bad input, the HTTP error's own status, 500 otherwise - never a plain traceback
+    (that goes to agent.log)."""
+    try:
+        return await handler(request)
+    except StateError as exc:
+        return error_response(str(exc), 409)
+    except UsageError as exc:
+        return error_response(str(exc), 400)
+    except NonstopError as exc:
+        return error_response(str(exc), 500)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return error_response(f"{request.method} {request.path}: {exc.reason}", exc.status)
+    except Exception as exc:
+        with contextlib.suppress(OSError):  # agent.log may sit on a full disk
+            print(f"error: {who}: {request.method} {request.path} failed:", file=sys.stderr)
+            traceback.print_exc(file=sys.stderr)
+        text = f"{who} failed on {request.method} {request.path}: {describe(exc)}"
+        return error_response(f"{text} {hint}".rstrip(), 500)
+
+
 def auth_middleware(token: str, open_paths: frozenset[str]) -> Any:
     expected = f"Bearer {token}".encode()
 
@@ -66,27 +92,9 @@ def auth_middleware(token: str, open_paths: frozenset[str]) -> Any:
             given = request.headers.get("Authorization", "").encode()
             if not hmac.compare_digest(given, expected):
                 return error_response("missing or wrong token (see .nonstop/token)", 401)
-        try:
-            return await handler(request)
-        except StateError as exc:
-            return error_response(str(exc), 409)
-        except UsageError as exc:
-            return error_response(str(exc), 400)
-        except NonstopError as exc:
-            return error_response(str(exc), 500)
-        except web.HTTPException as exc:
-            if exc.status < 400:
-                raise
-            return error_response(f"{request.method} {request.path}: {exc.reason}", exc.status)
-        except Exception as exc:  # never a plain-text traceback to the client
-            with contextlib.suppress(OSError):  # agent.log may sit on a full disk
-                print(f"error: {request.method} {request.path} failed:", file=sys.stderr)
-                traceback.print_exc(file=sys.stderr)
-            return error_response(
-                f"the agent failed on {request.method} {request.path}: {describe(exc)} "
-                "(details in .nonstop/logs/agent.log)",
-                500,
-            )
+        return await answer_errors(
+            request, handler, "the agent", "(details in .nonstop/logs/agent.log)"
+        )
 
     return middleware
 

@@ -23,9 +23,7 @@ import hmac
 import ipaddress
 import socket
 import ssl
-import sys
 import time
-import traceback
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -33,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from nonstop.agent.api import Handler, error_response, int_value, json_response
+from nonstop.agent.api import Handler, answer_errors, error_response, int_value, json_response
 from nonstop.agent.dashboard import sse, views
 from nonstop.agent.dashboard.auth import LoginTokens, Session, Sessions
 from nonstop.config.validate import host_port
@@ -223,23 +221,7 @@ class Dashboard:
         return None
 
     async def _handle(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        try:
-            return await handler(request)
-        except StateError as exc:
-            return error_response(str(exc), 409)
-        except UsageError as exc:
-            return error_response(str(exc), 400)
-        except NonstopError as exc:
-            return error_response(str(exc), 500)
-        except web.HTTPException as exc:
-            if exc.status < 400:
-                raise
-            return error_response(f"{request.method} {request.path}: {exc.reason}", exc.status)
-        except Exception as exc:  # never a plain-text traceback to the browser
-            with contextlib.suppress(OSError):  # agent.log may sit on a full disk
-                print(f"error: dashboard {request.method} {request.path} failed:", file=sys.stderr)
-                traceback.print_exc(file=sys.stderr)
-            return error_response(f"the dashboard failed: {describe(exc)}", 500)
+        return await answer_errors(request, handler, "the dashboard")
 
     # -- login ---------------------------------------------------------------------------------
 
