@@ -23,10 +23,10 @@ from dashboard.scenario import (
     migrations_project,
     rollout_phase,
     start_browser,
-    wait_for,
 )
 from e2e.harness import AgentProcess, Project, free_port
 from e2e.test_bluegreen import first_deploy, load
+from nonstop_testing import wait_for
 
 pytestmark = pytest.mark.slow
 
