@@ -53,7 +53,7 @@ def worker_config(ledger: Path, replicas: int = 2, rolling: bool = False) -> str
 [processes.worker]
 command = "{sys.executable} worker.py"
 replicas = {replicas}
-stop_timeout = "1s"
+stop_timeout = "5s"
 quiet_signal = "SIGTSTP"
 env = {{ LEDGER = "{ledger}" }}
 readiness = {{ kind = "none", min_uptime = "200ms" }}
