@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import sys
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -12,6 +14,18 @@ import pytest
 from fleet.netns import TestFleet, fleet_of
 
 MakeFleet = Callable[[int], TestFleet]
+
+
+@pytest.fixture(autouse=True)
+def collect_forwarded_sockets() -> Iterator[None]:
+    """After each fleet test (its event loop closed), collect what asyncssh's local forwarder
+    leaves unclosed: an accepted connection on the forwarded agent socket whose SSH channel was
+    cut. Collected here, its ResourceWarning stays with the test that caused it instead of
+    surfacing, as an unraisable exception, in whichever test the collector next runs in."""
+    yield
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        gc.collect()
 
 
 @pytest.fixture
