@@ -41,6 +41,7 @@ from jobs_harness import (
     Entry,
     SteadyLoad,
     alive,
+    configure_workers,
     enqueuer,
     judge,
     project_files,
@@ -105,25 +106,8 @@ def nonstop_run(library: str, url: str, args: argparse.Namespace) -> Row:
 
 
 def write_config(project: Project, library: str, url: str, stop: float, strategy: str) -> None:
-    replicas, slots = SLOTS[library]
-    project.write_config(
-        extra=f"""
-[processes.worker]
-command = "{worker_command(library, python(), stop, slots)}"
-replicas = {replicas}
-queue = "{library}"
-stop_timeout = "{stop:g}s"
-env = {{ REDIS_URL = "{url}", CELERY_ACKS_LATE = "{int(ACKS_LATE)}" }}
-readiness = {{ kind = "none", min_uptime = "1s" }}
-
-[strategy.rolling]
-max_surge = 1
-max_unavailable = 0
-"""
-    )
-    config = project.root / "nonstop.toml"
-    config.write_text(config.read_text().replace('kind = "bluegreen"', f'kind = "{strategy}"'))
-    project_files(project.root, library)
+    env = {"REDIS_URL": url, "CELERY_ACKS_LATE": str(int(ACKS_LATE))}
+    configure_workers(project, library, stop, SLOTS[library], strategy, env)
 
 
 def deploy(agent: AgentProcess, release: str) -> None:

@@ -302,6 +302,39 @@ def project_files(root: Path, library: str) -> None:
     (root / "jobs.py").write_text(MODULES[library])
 
 
+def configure_workers(
+    project: Any,
+    library: str,
+    stop: float,
+    shape: tuple[int, int],
+    strategy: str,
+    env: dict[str, str],
+) -> None:
+    """The project of an e2e ``Project`` as a ``library`` worker role: ``shape`` is (replicas,
+    jobs at once per instance), ``stop`` its stop timeout in seconds, ``env`` its environment
+    (REDIS_URL at least); blue-green or rolling with a surge of one."""
+    replicas, slots = shape
+    pairs = ", ".join(f'{key} = "{value}"' for key, value in env.items())
+    project.write_config(
+        extra=f"""
+[processes.worker]
+command = "{worker_command(library, python(), stop, slots)}"
+replicas = {replicas}
+queue = "{library}"
+stop_timeout = "{stop:g}s"
+env = {{ {pairs} }}
+readiness = {{ kind = "none", min_uptime = "1s" }}
+
+[strategy.rolling]
+max_surge = 1
+max_unavailable = 0
+"""
+    )
+    config = project.root / "nonstop.toml"
+    config.write_text(config.read_text().replace('kind = "bluegreen"', f'kind = "{strategy}"'))
+    project_files(project.root, library)
+
+
 def python() -> str:
     return os.environ.get("NONSTOP_TEST_PYTHON") or __import__("sys").executable
 

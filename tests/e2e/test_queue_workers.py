@@ -18,14 +18,12 @@ from jobs_harness import (
     RedisServer,
     SteadyLoad,
     alive,
+    configure_workers,
     enqueuer,
     judge,
-    project_files,
-    python,
     redis_server,
     stranded,
     wait_all_done,
-    worker_command,
 )
 from nonstop_testing import require_binary
 
@@ -47,26 +45,7 @@ def redis() -> Iterator[RedisServer]:
 
 
 def configure(project: Project, library: str, url: str, strategy: str) -> None:
-    replicas, slots = SLOTS[library]
-    command = worker_command(library, python(), STOP_TIMEOUT, slots)
-    project.write_config(
-        extra=f"""
-[processes.worker]
-command = "{command}"
-replicas = {replicas}
-queue = "{library}"
-stop_timeout = "{STOP_TIMEOUT:g}s"
-env = {{ REDIS_URL = "{url}" }}
-readiness = {{ kind = "none", min_uptime = "1s" }}
-
-[strategy.rolling]
-max_surge = 1
-max_unavailable = 0
-"""
-    )
-    config = project.root / "nonstop.toml"
-    config.write_text(config.read_text().replace('kind = "bluegreen"', f'kind = "{strategy}"'))
-    project_files(project.root, library)
+    configure_workers(project, library, STOP_TIMEOUT, SLOTS[library], strategy, {"REDIS_URL": url})
 
 
 def wait_for(predicate: Any, what: str, timeout: float = 60) -> None:
