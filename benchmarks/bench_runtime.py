@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from nonstop.config.schema import HealthConfig
@@ -65,6 +66,13 @@ def machine() -> str:
     return f"nproc={os.cpu_count()} cpu={cpu!r} python={platform.python_version()}"
 
 
+def running(runtime: LocalRuntime, handle: InstanceHandle) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        return (await runtime.status(handle)).running
+
+    return check
+
+
 async def start_to_ready(runtime: LocalRuntime, cwd: str, runs: int) -> list[float]:
     health = HealthConfig(interval=0.01, timeout=1.0)
     times = []
@@ -77,7 +85,7 @@ async def start_to_ready(runtime: LocalRuntime, cwd: str, runs: int) -> list[flo
         )
         began = time.perf_counter()
         handle = await runtime.start(spec)
-        reason = await wait_ready(handle, health, None, lambda h=handle: runtime.alive(h))
+        reason = await wait_ready(handle, health, None, running(runtime, handle))
         times.append(time.perf_counter() - began)
         assert reason is None, reason
         await runtime.stop(handle, "SIGTERM", 5.0)
@@ -165,10 +173,7 @@ async def main() -> None:
         try:
             for handle in (app, base):
                 health = HealthConfig(path="/", interval=0.01)
-                assert (
-                    await wait_ready(handle, health, None, lambda h=handle: runtime.alive(h))
-                    is None
-                )
+                assert await wait_ready(handle, health, None, running(runtime, handle)) is None
             app_rps = wrk(app.address, args.duration)
             bare_rps = wrk(base.address, args.duration)
             print(f"\nwrk -t1 -c8 {args.duration:g}s: sample app {app_rps:.0f} req/s, "

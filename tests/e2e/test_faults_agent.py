@@ -26,6 +26,8 @@ import aiohttp
 import pytest
 
 from e2e.harness import AgentProcess, Project, free_port
+from nonstop.drivers.runtime.base import InstanceHandle
+from nonstop.drivers.runtime.localref import LocalRef
 from nonstop.store import open_store
 from nonstop_testing import wait_for
 
@@ -44,6 +46,11 @@ def instance_processes(state: Path) -> set[int]:
             if b"\0" + marker in environ and b"\0NONSTOP_INSTANCE=" in environ:
                 found.add(int(entry.name))
     return found
+
+
+def stored_pid(handle: dict[str, object]) -> int:
+    """The pid inside a stored handle's opaque reference (the local runtime's)."""
+    return LocalRef.of(InstanceHandle.from_dict(handle)).pid
 
 
 def start_stray(state: Path, instance: str) -> subprocess.Popen[bytes]:
@@ -140,7 +147,7 @@ def test_a_full_disk_degrades_the_agent_and_loses_nothing(
     def store_knows_every_pid() -> bool:
         store = open_store(small_disk)
         try:
-            recorded = {row.id: row.handle.get("pid") for row in store.instances()}
+            recorded = {row.id: stored_pid(row.handle) for row in store.instances()}
         finally:
             store.close()
         return recorded == {i["id"]: i["pid"] for i in agent.status()["instances"]}

@@ -13,7 +13,7 @@ def instances(**counts: int) -> list[InstanceHandle]:
     for release, n in counts.items():
         for i in range(1, n + 1):
             port += 1
-            handles.append(InstanceHandle(f"{release}-{i}", release, pid=port, port=port))
+            handles.append(InstanceHandle(f"{release}-{i}", release, "127.0.0.1", port))
     return handles
 
 

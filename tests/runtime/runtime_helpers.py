@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
 import pytest
 
-from nonstop.drivers.runtime.base import InstanceSpec
+from nonstop.drivers.runtime.base import InstanceHandle, InstanceSpec, Runtime
+from nonstop.drivers.runtime.localref import LocalRef
 
 SAMPLEAPP = f"{sys.executable} -m nonstop.demo.sampleapp --port {{port}}"
 
@@ -57,3 +58,29 @@ async def http_get(url: str, timeout: float = 5.0) -> tuple[int, dict[str, str],
         session.get(url, timeout=aiohttp.ClientTimeout(total=timeout)) as response,
     ):
         return response.status, dict(response.headers), await response.text()
+
+
+def running(runtime: Runtime, handle: InstanceHandle) -> Callable[[], Awaitable[bool]]:
+    """``wait_ready``'s liveness check: the runtime's status of ``handle`` is "running"."""
+
+    async def check() -> bool:
+        return (await runtime.status(handle)).running
+
+    return check
+
+
+async def always() -> bool:
+    return True
+
+
+def pid_of(handle: InstanceHandle) -> int:
+    """The main process of a local instance (from its handle's opaque reference)."""
+    return LocalRef.of(handle).pid
+
+
+def local_handle(
+    instance_id: str, release: str, port: int, *, pid: int = 0, started_at: float = 0.0
+) -> InstanceHandle:
+    """A handle as the local runtime writes it, for checks that only read its address."""
+    ref = LocalRef(instance_id, pid).dumps()
+    return InstanceHandle(instance_id, release, "127.0.0.1", port, ref, started_at)

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from runtime_helpers import sample_spec, wait_until
+from runtime_helpers import always, local_handle, pid_of, running, sample_spec, wait_until
 
 from nonstop.config.schema import HealthConfig
 from nonstop.drivers.runtime.base import InstanceHandle
@@ -20,14 +20,12 @@ FAST = HealthConfig(interval=0.05, timeout=1.0)
 
 
 def _at(port: int) -> InstanceHandle:
-    return InstanceHandle("x-1", "x", pid=0, port=port)
+    return local_handle("x-1", "x", port)
 
 
 async def test_probe_outcomes(runtime: LocalRuntime, tmp_path: Path, silent_server: int) -> None:
     handle = await runtime.start(sample_spec(tmp_path, FAIL_HEALTH="1"))
-    assert (
-        await wait_ready(handle, FAST.model_copy(update={"path": "/"}), None, lambda: True) is None
-    )
+    assert await wait_ready(handle, FAST.model_copy(update={"path": "/"}), None, always) is None
     base = f"http://{handle.address}"
     closed = free_port()
     async with new_session() as session:
@@ -67,13 +65,13 @@ async def test_a_redirect_counts_as_up() -> None:
 async def test_wait_ready_after_startup_delay(runtime: LocalRuntime, tmp_path: Path) -> None:
     handle = await runtime.start(sample_spec(tmp_path, STARTUP_DELAY="0.4"))
     health = FAST.model_copy(update={"success_threshold": 2})
-    assert await wait_ready(handle, health, None, lambda: runtime.alive(handle)) is None
+    assert await wait_ready(handle, health, None, running(runtime, handle)) is None
     assert (await probe(f"http://{handle.address}/health", 1.0)).ok
 
 
 async def test_wait_ready_deadline(runtime: LocalRuntime, tmp_path: Path) -> None:
     handle = await runtime.start(sample_spec(tmp_path, FAIL_HEALTH="1"))
-    reason = await wait_ready(handle, FAST, time.monotonic() + 0.5, lambda: runtime.alive(handle))
+    reason = await wait_ready(handle, FAST, time.monotonic() + 0.5, running(runtime, handle))
     assert reason is not None
     assert reason.startswith("not ready after ")
     assert reason.endswith(": last probe: status 503")
@@ -82,7 +80,7 @@ async def test_wait_ready_deadline(runtime: LocalRuntime, tmp_path: Path) -> Non
 
 async def test_wait_ready_start_period_with_nothing_listening() -> None:
     health = FAST.model_copy(update={"start_period": 0.3})
-    reason = await wait_ready(_at(free_port()), health, None, lambda: True)
+    reason = await wait_ready(_at(free_port()), health, None, always)
     assert reason is not None
     assert reason.endswith(": last probe: connection refused")
 
@@ -94,14 +92,14 @@ async def test_wait_ready_instance_exits(runtime: LocalRuntime, tmp_path: Path) 
     waits until the kernel has it as exited: whatever the load on the machine, the probes
     before the death were answered (503) and none met the dead port."""
     handle = await runtime.start(sample_spec(tmp_path, FAIL_HEALTH="1"))
-    await wait_until(lambda: any("listening on" in line for line in runtime.log_tail(handle)))
+    await wait_until(lambda: any("listening on" in line for line in runtime.read_log(handle)))
     checks = 0
 
-    def alive() -> bool:
+    async def alive() -> bool:
         nonlocal checks
         checks += 1
         if checks == 3:
-            os.killpg(handle.pid, signal.SIGKILL)
+            os.killpg(pid_of(handle), signal.SIGKILL)
             deadline = time.monotonic() + 30
             while runtime.alive(handle) and time.monotonic() < deadline:
                 time.sleep(0.01)
@@ -118,11 +116,11 @@ async def test_wait_ready_notices_a_crash(runtime: LocalRuntime, tmp_path: Path)
     scheduler (a 503, a refused connection once the port closed, or none yet if the app was
     still starting), so only the exit itself is pinned here; the exact text is above."""
     handle = await runtime.start(sample_spec(tmp_path, FAIL_HEALTH="1", CRASH_AFTER="0.3"))
-    reason = await wait_ready(handle, FAST, None, lambda: runtime.alive(handle))
+    reason = await wait_ready(handle, FAST, None, running(runtime, handle))
     assert reason is not None
     assert reason.startswith("exited before it was ready (last probe: "), reason
     assert runtime.exit_reason(handle) == "exited with code 1"
-    assert "crashing as asked (CRASH_AFTER=0.3)" in runtime.log_tail(handle, 3)[-1]
+    assert "crashing as asked (CRASH_AFTER=0.3)" in runtime.read_log(handle, 3)[-1]
 
 
 @pytest.mark.parametrize("threshold", [1, 3])
@@ -132,7 +130,7 @@ async def test_success_threshold_counts_passes(
     """Ready after exactly ``threshold`` passes in a row: the app's own counter shows them."""
     handle = await runtime.start(sample_spec(tmp_path))
     health = FAST.model_copy(update={"success_threshold": threshold, "path": "/"})
-    assert await wait_ready(handle, health, None, lambda: runtime.alive(handle)) is None
+    assert await wait_ready(handle, health, None, running(runtime, handle)) is None
     async with new_session() as session, session.get(f"http://{handle.address}/metrics") as r:
         text = await r.text()
     assert f'http_requests_total{{status="200",release="v1"}} {threshold}' in text

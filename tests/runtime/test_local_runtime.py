@@ -10,10 +10,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from runtime_helpers import http_get, sample_spec, script_spec, wait_until
+from runtime_helpers import http_get, pid_of, running, sample_spec, script_spec, wait_until
 
 from nonstop.config.schema import HealthConfig
-from nonstop.drivers.runtime.base import InstanceHandle, InstanceSpec
+from nonstop.drivers.runtime.base import InstanceHandle, InstanceSpec, InstanceStatus
 from nonstop.drivers.runtime.health import wait_ready
 from nonstop.drivers.runtime.local import (
     LocalRuntime,
@@ -22,6 +22,7 @@ from nonstop.drivers.runtime.local import (
     port_in_use,
     shell_command,
 )
+from nonstop.drivers.runtime.localref import LocalRef
 from nonstop.errors import RuntimeDriverError
 
 IGNORES_SIGTERM = """
@@ -75,10 +76,11 @@ async def test_start_serve_stop_the_sample_app(runtime: LocalRuntime, tmp_path: 
     handle = await runtime.start(sample_spec(tmp_path, "v2-1", "v2"))
     assert runtime.alive(handle)
     assert runtime.exit_reason(handle) is None
-    assert handle.start_marker
+    assert LocalRef.of(handle).start_marker
+    assert runtime.facts(handle) == {"pid": pid_of(handle)}
     assert (handle.release, handle.instance_id) == ("v2", "v2-1")
     assert (
-        await wait_ready(handle, HealthConfig(interval=0.05), None, lambda: runtime.alive(handle))
+        await wait_ready(handle, HealthConfig(interval=0.05), None, running(runtime, handle))
         is None
     )
     status, headers, body = await http_get(f"http://{handle.address}/")
@@ -87,7 +89,7 @@ async def test_start_serve_stop_the_sample_app(runtime: LocalRuntime, tmp_path: 
     await runtime.stop(handle, "SIGTERM", 5.0)
     assert not runtime.alive(handle)
     assert runtime.exit_reason(handle) == "exited with code 0"  # graceful: drained, exit 0
-    assert "drained, exiting" in runtime.log_tail(handle, 5)[-1]
+    assert "drained, exiting" in runtime.read_log(handle, 5)[-1]
     assert not port_in_use(handle.port)
     await runtime.stop(handle, "SIGTERM", 5.0)  # idempotent
 
@@ -103,13 +105,13 @@ async def test_environment_directory_and_port(runtime: LocalRuntime, tmp_path: P
     handle = await runtime.start(spec)
     await wait_until(lambda: not runtime.alive(handle))
     p = handle.port
-    assert runtime.log_tail(handle, 1) == [f"port={p} {p} r7 env-1 bar {tmp_path}"]
+    assert runtime.read_log(handle, 1) == [f"port={p} {p} r7 env-1 bar {tmp_path}"]
     assert runtime.exit_reason(handle) == "exited with code 0"
 
 
 async def test_stop_escalates_to_sigkill(runtime: LocalRuntime, tmp_path: Path) -> None:
     handle = await runtime.start(script_spec(tmp_path, IGNORES_SIGTERM))
-    await wait_until(lambda: runtime.log_tail(handle, 1) == ["ignoring SIGTERM"])
+    await wait_until(lambda: runtime.read_log(handle, 1) == ["ignoring SIGTERM"])
     await runtime.stop(handle, "SIGTERM", 0.3)
     assert not runtime.alive(handle)
     assert runtime.exit_reason(handle) == "killed by SIGKILL"
@@ -119,9 +121,9 @@ async def test_stop_reaches_the_whole_process_group(runtime: LocalRuntime, tmp_p
     """A compound command runs under the shell; stop must also end the shell's children."""
     spec = InstanceSpec("grp-1", "g", "sleep 30 & sleep 30; echo {port}", str(tmp_path))
     handle = await runtime.start(spec)
-    await wait_until(lambda: len(_group(handle.pid)) == 3)  # sh + two sleeps
+    await wait_until(lambda: len(_group(pid_of(handle))) == 3)  # sh + two sleeps
     await runtime.stop(handle, "SIGTERM", 5.0)
-    assert _group(handle.pid) == []
+    assert _group(pid_of(handle)) == []
 
 
 def _group(pgid: int) -> list[int]:
@@ -136,22 +138,25 @@ async def test_a_new_runtime_adopts_by_pid_and_start_marker(
     handle = await runtime.start(sample_spec(tmp_path))
     # start() returns once the port accepts (or after bind_grace): the app may not handle
     # SIGTERM yet, and one killed by it would not exit 0. It says so once it does.
-    await wait_until(lambda: any("listening on" in line for line in runtime.log_tail(handle)))
+    await wait_until(lambda: any("listening on" in line for line in runtime.read_log(handle)))
     stored = InstanceHandle.from_dict(json.loads(json.dumps(handle.to_dict())))
     adopter = LocalRuntime()
-    assert adopter.alive(stored)
+    assert await adopter.adopt(stored) == InstanceStatus("running")
     assert adopter.exit_reason(stored) is None
 
-    recycled = dataclasses.replace(stored, start_marker=str(int(stored.start_marker) + 1))
-    assert not adopter.alive(recycled)
+    ref = LocalRef.of(stored)
+    other = dataclasses.replace(ref, start_marker=str(int(ref.start_marker) + 1))
+    recycled = dataclasses.replace(stored, reference=other.dumps())
+    assert await adopter.adopt(recycled) == InstanceStatus("exited", "exited")
     await adopter.stop(recycled, "SIGKILL", 1.0)  # not ours: must not be signalled
     assert runtime.alive(handle)
 
     await adopter.stop(stored, "SIGTERM", 5.0)
     assert not adopter.alive(stored)
-    assert adopter.exit_reason(stored) == "exited"  # not our child: no exit status to read
+    # not our child: no exit status to read
+    assert await adopter.status(stored) == InstanceStatus("exited", "exited")
     assert not runtime.alive(handle)
-    assert runtime.exit_reason(handle) == "exited with code 0"
+    assert await runtime.status(handle) == InstanceStatus("exited", "exited with code 0")
 
 
 async def test_instances_outlive_the_agent(tmp_path: Path) -> None:
@@ -178,7 +183,7 @@ import time; time.sleep(60)
     try:
         assert adopter.alive(handle)
         health = HealthConfig(interval=0.05)
-        assert await wait_ready(handle, health, None, lambda: adopter.alive(handle)) is None
+        assert await wait_ready(handle, health, None, running(adopter, handle)) is None
     finally:
         await adopter.stop(handle, "SIGTERM", 5.0)
     assert not adopter.alive(handle)
@@ -191,7 +196,7 @@ async def test_a_command_that_exits_at_once(runtime: LocalRuntime, tmp_path: Pat
     handle = await runtime.start(spec)
     await wait_until(lambda: not runtime.alive(handle))
     assert runtime.exit_reason(handle) == "exited with code 3"
-    assert runtime.log_tail(handle, 10) == ["cannot open config.yml"]
+    assert runtime.read_log(handle, 10) == ["cannot open config.yml"]
 
 
 async def test_a_fixed_port_already_taken(runtime: LocalRuntime, tmp_path: Path) -> None:
@@ -228,7 +233,7 @@ runpy.run_module("nonstop.demo.sampleapp", run_name="__main__")
 """
     handle = await runtime.start(script_spec(tmp_path, source))
     assert runtime.alive(handle)
-    assert runtime.log_tail(handle, 10)[0] == "OSError: [Errno 98] Address already in use"
+    assert runtime.read_log(handle, 10)[0] == "OSError: [Errno 98] Address already in use"
 
 
 async def test_missing_directory(runtime: LocalRuntime, tmp_path: Path) -> None:

@@ -7,10 +7,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from runtime_helpers import sample_spec, script_spec, wait_until
+from runtime_helpers import local_handle, running, sample_spec, script_spec, wait_until
 
 from nonstop.config.schema import HealthConfig, ReadinessConfig
-from nonstop.drivers.runtime.base import InstanceHandle
 from nonstop.drivers.runtime.health import wait_ready
 from nonstop.drivers.runtime.local import LocalRuntime, free_port
 from nonstop.drivers.runtime.probes import Check, ProbeContext, readiness_check
@@ -21,23 +20,24 @@ SLEEPER = "import time\nwhile True:\n    time.sleep(0.05)\n"
 
 def check(kind: str, tmp_path: Path, **settings: Any) -> Check:
     readiness = ReadinessConfig(kind=kind, **settings)
-    return readiness_check(readiness, FAST, ProbeContext(str(tmp_path), {"ROLE": "worker"}))
+    context = ProbeContext(str(tmp_path), {"ROLE": "worker"}, LocalRuntime().facts)
+    return readiness_check(readiness, FAST, context)
 
 
 async def test_tcp_passes_when_the_port_accepts(tmp_path: Path) -> None:
     probe = check("tcp", tmp_path)
-    closed = InstanceHandle("t-1", "t", 1, free_port())
+    closed = local_handle("t-1", "t", free_port())
     result = await probe(closed, 1.0)
     assert (result.ok, result.reason) == (False, "connection refused")
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         sock.listen()
-        listening = InstanceHandle("t-1", "t", 1, sock.getsockname()[1])
+        listening = local_handle("t-1", "t", sock.getsockname()[1])
         assert (await probe(listening, 1.0)).ok
 
 
 async def test_exec_runs_in_the_instance_directory_with_its_environment(tmp_path: Path) -> None:
-    handle = InstanceHandle("w-1", "w", 4242, 0)
+    handle = local_handle("w-1", "w", 0, pid=4242)
     (tmp_path / "ready").write_text("")
     command = 'test -f ready && test "$ROLE" = worker && test "$NONSTOP_PID" = 4242'
     assert (await check("exec", tmp_path, command=command)(handle, 2.0)).ok
@@ -49,18 +49,18 @@ async def test_exec_runs_in_the_instance_directory_with_its_environment(tmp_path
 
 async def test_none_waits_for_min_uptime(tmp_path: Path) -> None:
     probe = check("none", tmp_path, min_uptime=60)
-    young = InstanceHandle("w-1", "w", 1, 0, started_at=time.time())
+    young = local_handle("w-1", "w", 0, started_at=time.time())
     result = await probe(young, 1.0)
     assert not result.ok
     assert "of min_uptime 1m" in result.reason
-    old = InstanceHandle("w-1", "w", 1, 0, started_at=time.time() - 61)
+    old = local_handle("w-1", "w", 0, started_at=time.time() - 61)
     assert (await probe(old, 1.0)).ok
 
 
 async def test_http_probes_the_role_path(runtime: LocalRuntime, tmp_path: Path) -> None:
     handle = await runtime.start(sample_spec(tmp_path))
     probe = check("http", tmp_path, path="/health")
-    reason = await wait_ready(handle, FAST, None, lambda: runtime.alive(handle), check=probe)
+    reason = await wait_ready(handle, FAST, None, running(runtime, handle), check=probe)
     assert reason is None
     missing = await check("http", tmp_path, path="/nope")(handle, 1.0)
     assert missing.reason == "status 404"
@@ -72,9 +72,9 @@ async def test_wait_ready_with_a_role_check_notices_an_exit(
     handle = await runtime.start(script_spec(tmp_path, "import sys\nsys.exit(2)\n"))
     await wait_until(lambda: not runtime.alive(handle))
     probe = check("none", tmp_path, min_uptime=5)
-    reason = await wait_ready(handle, FAST, None, lambda: runtime.alive(handle), check=probe)
+    reason = await wait_ready(handle, FAST, None, running(runtime, handle), check=probe)
     assert reason is not None
     assert reason.startswith("exited before it was ready")
     worker = await runtime.start(script_spec(tmp_path, SLEEPER, "w-2"))
     quick = check("none", tmp_path, min_uptime=0.1)
-    assert await wait_ready(worker, FAST, None, lambda: runtime.alive(worker), check=quick) is None
+    assert await wait_ready(worker, FAST, None, running(runtime, worker), check=quick) is None

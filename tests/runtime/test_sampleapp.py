@@ -10,7 +10,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from runtime_helpers import http_get, sample_spec, wait_until
+from runtime_helpers import http_get, pid_of, running, sample_spec, wait_until
 
 from nonstop.config.schema import HealthConfig
 from nonstop.demo.sampleapp import Metrics, parse_args, should_fail
@@ -95,7 +95,7 @@ def test_bad_settings(
 
 async def _ready(runtime: LocalRuntime, tmp_path: Path, **env: str) -> InstanceHandle:
     handle = await runtime.start(sample_spec(tmp_path, **env))
-    assert await wait_ready(handle, FAST, None, lambda: runtime.alive(handle)) is None
+    assert await wait_ready(handle, FAST, None, running(runtime, handle)) is None
     return handle
 
 
@@ -136,7 +136,7 @@ async def test_flags(runtime: LocalRuntime, tmp_path: Path) -> None:
     spec = sample_spec(tmp_path, "v9-1", "v9")
     spec = dataclasses.replace(spec, command=spec.command + " --version nine --error-rate 1")
     handle = await runtime.start(spec)
-    assert await wait_ready(handle, FAST, None, lambda: runtime.alive(handle)) is None
+    assert await wait_ready(handle, FAST, None, running(runtime, handle)) is None
     status, headers, body = await http_get(f"http://{handle.address}/")
     assert (status, body, headers["X-Release"]) == (500, "version=nine instance=v9-1\n", "v9")
 
@@ -149,7 +149,7 @@ async def test_graceful_sigterm_finishes_in_flight(runtime: LocalRuntime, tmp_pa
             await first.read()
         slow = asyncio.create_task(_fetch(busy, f"{base}/slow?ms=800"))
         await _wait_in_flight(handle, 1)
-        os.kill(handle.pid, signal.SIGTERM)
+        os.kill(pid_of(handle), signal.SIGTERM)
         # on the kept-alive connection: "ok" until the app has taken the signal in, then
         # "draining" (and the connection closes)
         for _ in range(100):
@@ -168,7 +168,7 @@ async def test_no_graceful_drops_in_flight(runtime: LocalRuntime, tmp_path: Path
     async with aiohttp.ClientSession() as session:
         slow = asyncio.create_task(_fetch(session, f"http://{handle.address}/slow?ms=3000"))
         await _wait_in_flight(handle, 1)
-        os.kill(handle.pid, signal.SIGTERM)
+        os.kill(pid_of(handle), signal.SIGTERM)
         # the connection is cut (aiohttp may retry a GET once, then finds the port closed)
         with pytest.raises(aiohttp.ClientError):  # disconnected, reset or refused
             await slow

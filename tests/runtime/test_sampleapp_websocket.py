@@ -10,7 +10,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from runtime_helpers import http_get, sample_spec, wait_until
+from runtime_helpers import http_get, pid_of, running, sample_spec, wait_until
 
 from nonstop.config.schema import HealthConfig
 from nonstop.demo.sampleapp import (
@@ -64,7 +64,7 @@ def test_reconnect_hints_spread_over_the_window(draw: float, hint: str) -> None:
 
 async def _ready(runtime: LocalRuntime, tmp_path: Path, **env: str) -> InstanceHandle:
     handle = await runtime.start(sample_spec(tmp_path, **env))
-    assert await wait_ready(handle, FAST, None, lambda: runtime.alive(handle)) is None
+    assert await wait_ready(handle, FAST, None, running(runtime, handle)) is None
     return handle
 
 
@@ -85,7 +85,7 @@ async def test_hello_echo_and_a_1001_with_a_hint_on_sigterm(
             )
         await sockets[0].send_str("ping me")
         assert await sockets[0].receive_str(timeout=5) == "ping me"
-        os.kill(handle.pid, signal.SIGTERM)
+        os.kill(pid_of(handle), signal.SIGTERM)
         for ws in sockets:
             closed = await ws.receive(timeout=10)
             assert (closed.type, closed.data) == (aiohttp.WSMsgType.CLOSE, 1001)
@@ -115,7 +115,7 @@ async def test_the_quiet_signal_closes_websockets_and_the_app_goes_on_serving(
         sockets = [await session.ws_connect(url) for _ in range(2)]
         for ws in sockets:
             await ws.receive_str(timeout=5)  # hello
-        os.kill(handle.pid, signal.SIGUSR1)
+        os.kill(pid_of(handle), signal.SIGUSR1)
         for ws in sockets:
             closed = await ws.receive(timeout=10)
             assert (closed.type, closed.data) == (aiohttp.WSMsgType.CLOSE, 1001)
@@ -126,7 +126,7 @@ async def test_the_quiet_signal_closes_websockets_and_the_app_goes_on_serving(
         assert (await http_get(f"http://{handle.address}/"))[0] == 200
         again = await session.ws_connect(url)
         assert json.loads(await again.receive_str(timeout=5))["type"] == "hello"
-        os.kill(handle.pid, signal.SIGTERM)
+        os.kill(pid_of(handle), signal.SIGTERM)
         closed = await again.receive(timeout=10)
         assert (closed.type, closed.data) == (aiohttp.WSMsgType.CLOSE, 1001)
         await again.close()

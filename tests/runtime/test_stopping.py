@@ -9,11 +9,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from runtime_helpers import script_spec, wait_until
+from runtime_helpers import pid_of, script_spec, wait_until
 
 from nonstop.drivers.runtime import procfs
 from nonstop.drivers.runtime.base import InstanceHandle, InstanceSpec, StopReport, StopRules
 from nonstop.drivers.runtime.local import LocalRuntime
+from nonstop.drivers.runtime.localref import LocalRef
 from nonstop.drivers.runtime.stopping import InstanceProcesses, signal_number
 from nonstop.errors import RuntimeDriverError
 
@@ -92,7 +93,7 @@ while True:
 
 
 def _log(runtime: LocalRuntime, handle: InstanceHandle) -> list[str]:
-    return runtime.log_tail(handle, 20)
+    return runtime.read_log(handle, 20)
 
 
 @pytest.mark.parametrize(
@@ -107,7 +108,7 @@ async def test_kill_mode_decides_who_gets_the_stop_signal(
     report = await runtime.stop(handle, "SIGTERM", 10.0, kill_mode=kill_mode)  # type: ignore[arg-type]
     assert report == StopReport()
     assert child_says in _log(runtime, handle)
-    assert procfs.group_members(handle.pid) == []
+    assert procfs.group_members(pid_of(handle)) == []
 
 
 async def test_escaped_child_finishes_before_the_stop_returns(
@@ -150,10 +151,12 @@ async def test_daemon_whose_parent_is_gone_is_found_by_its_tag(
     daemon = int(next(line for line in _log(runtime, handle) if "daemon" in line).split()[1])
     stat = procfs.read_stat(daemon)
     assert stat is not None
-    assert stat.ppid != handle.pid
-    assert stat.pgrp != handle.pid
-    assert daemon not in InstanceProcesses(handle).refresh()  # not by group nor parentage
-    assert daemon in InstanceProcesses(handle).refresh(by_tag=True)
+    assert stat.ppid != pid_of(handle)
+    assert stat.pgrp != pid_of(handle)
+    assert (
+        daemon not in InstanceProcesses(LocalRef.of(handle)).refresh()
+    )  # not by group nor parentage
+    assert daemon in InstanceProcesses(LocalRef.of(handle)).refresh(by_tag=True)
     report = await runtime.stop(handle, "SIGTERM", 0.3)
     assert report.escaped == (daemon,)
     await wait_until(lambda: procfs.read_stat(daemon) is None or procfs.read_stat(daemon).gone)  # type: ignore[union-attr]
@@ -167,7 +170,7 @@ async def test_quiet_signal_and_quiet_command(runtime: LocalRuntime, tmp_path: P
     marker = tmp_path / "quieted"
     command = f'echo "$NONSTOP_INSTANCE $NONSTOP_PID" > {marker}'
     assert await runtime.quiet(handle, StopRules(quiet_command=command)) is None
-    assert marker.read_text() == f"s-1 {handle.pid}\n"
+    assert marker.read_text() == f"s-1 {pid_of(handle)}\n"
     failing = await runtime.quiet(handle, StopRules(quiet_command="echo nope >&2; exit 4"))
     assert failing == "quiet_command exited with code 4: nope"
     assert runtime.alive(handle)
@@ -183,7 +186,7 @@ async def test_unknown_quiet_signal_and_kill_mode(runtime: LocalRuntime, tmp_pat
         await runtime.stop(handle, "SIGTERM", 1.0, kill_mode="all")  # type: ignore[arg-type]
     assert runtime.alive(handle)
     assert signal_number("SIGTSTP") == 20
-    assert os.getpid() not in InstanceProcesses(handle).refresh(by_tag=True)
+    assert os.getpid() not in InstanceProcesses(LocalRef.of(handle)).refresh(by_tag=True)
 
 
 async def test_under_the_shell_main_means_the_programs_it_runs(

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
-from runtime_helpers import sample_spec, script_spec, wait_until
+from runtime_helpers import pid_of, sample_spec, script_spec, wait_until
 
 from nonstop.config.schema import HealthConfig
 from nonstop.drivers.runtime.base import InstanceHandle, InstanceSpec
@@ -129,7 +129,7 @@ async def test_crashing_instance_is_restarted_with_backoff(
     # a new process on the same (free) port, reported for re-routing
     assert restarted.handle is not None
     assert restarted.handle.port == handle.port
-    assert restarted.handle.pid != handle.pid
+    assert pid_of(restarted.handle) != pid_of(handle)
     # invariant 1: not ready after the restart until its own probe passed
     assert (at_restart.ready, at_restart.reason, at_restart.restarts) == (False, "starting", 1)
     assert at_ready.ready
@@ -180,7 +180,7 @@ async def test_restart_moves_to_a_new_port_when_the_old_one_is_taken(
     assert restarted.handle is not None
     assert restarted.handle.port != handle.port
     assert restarted.message == (
-        f"instance w-1 restarted (pid {restarted.handle.pid}, port {restarted.handle.port})"
+        f"instance w-1 restarted (pid {pid_of(restarted.handle)}, port {restarted.handle.port})"
     )
 
 

@@ -157,7 +157,7 @@ class Agent:
             lock.release()
 
     async def _serve(self) -> None:
-        from nonstop.drivers.runtime.local import LocalRuntime
+        from nonstop.drivers.runtime.registry import RuntimeContext, make_runtime
 
         token = self.paths.read_or_create_token()
         self.paths.ensure_socket_dir()
@@ -167,7 +167,9 @@ class Agent:
         store = open_store(self.paths.state)
         router = make_router(self.paths, self.config)
         stats = RequestStats()
-        runtime = LocalRuntime(log_dir=self.paths.logs)
+        runtime = make_runtime(
+            self.config.runtime.kind, RuntimeContext(self.paths.state, self.paths.logs)
+        )
 
         def instances(engine: Engine) -> InstanceManager:
             return AdoptOnce(

@@ -28,6 +28,7 @@ from nonstop.errors import AgentUnavailable, StateError, UsageError
 
 if TYPE_CHECKING:
     from nonstop.config.schema import RouterConfig
+    from nonstop.drivers.runtime.base import Runtime
 
 # Commands that only talk to the agent (status, history, events, promote...) must start fast:
 # nonstop.config (pydantic) and asyncio are imported inside the commands that need them, and
@@ -161,6 +162,19 @@ def _pid_alive(pid: int) -> bool:
     return finished == 0
 
 
+def _runtime(paths: Paths) -> Runtime:
+    """The project's runtime, for sweeping what no agent watches: the configured kind, or the
+    local one when the config does not load (``down`` must still clean up then)."""
+    from nonstop.config import load_config
+    from nonstop.drivers.runtime.registry import RuntimeContext, make_runtime
+
+    try:
+        kind = load_config(paths.config).runtime.kind
+    except UsageError:
+        kind = "local"
+    return make_runtime(kind, RuntimeContext(paths.state))
+
+
 @click.command()
 @click.option(
     "--keep", is_flag=True, help="Stop only the agent; instances and router keep serving."
@@ -173,14 +187,8 @@ def down(keep: bool) -> None:
     except AgentUnavailable:
         import asyncio
 
-        from nonstop.engine.instances import stop_processes, stray_processes
-
         paths = project_paths()
-        stopped = (
-            []
-            if keep
-            else asyncio.run(stop_processes(list(stray_processes(paths.state, set())), 5.0))
-        )
+        stopped = [] if keep else asyncio.run(_runtime(paths).sweep_strays([]))
         extra = f"; stopped {len(stopped)} leftover instance process(es)" if stopped else ""
         console.print(f"no agent is running for {paths.project}: nothing to stop{extra}")
         return

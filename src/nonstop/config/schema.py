@@ -128,6 +128,12 @@ class RouterConfig(Model):
         return value
 
 
+class RuntimeConfig(Model):
+    kind: Literal["local"] = "local"
+    """Where instances run: "local" processes on this machine (the only kind so far; the
+    registry in drivers/runtime/registry.py lists the kinds, decision 0500)."""
+
+
 class WatchConfig(Model):
     """After traffic reaches 100%: watch the new release and roll back on its own."""
 
@@ -468,6 +474,7 @@ class NonstopConfig(Model):
     app: AppConfig
     health: HealthConfig = Field(default_factory=HealthConfig)
     router: RouterConfig = Field(default_factory=RouterConfig)
+    runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
     strategy: StrategyConfig = Field(default_factory=StrategyConfig)
     watch: WatchConfig = Field(default_factory=WatchConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)

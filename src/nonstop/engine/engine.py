@@ -244,7 +244,7 @@ class Engine:
 
     def store_recovered(self) -> None:
         """The store writes again: record every live instance as it is now (a restart while
-        it could not write changed a pid the store still has the old one of), then say so."""
+        it could not write changed a handle the store still has the old one of), then say so."""
         lost = self.health.dropped
         self.health.dropped = 0
         note = f"; {lost} older events were dropped" if lost else ""
@@ -825,7 +825,7 @@ class Engine:
         views = {view.id: view for view in self.instances.views()}
         rows = []
         for live in self.instances.live.values():
-            row = live.to_dict()
+            row = live.to_dict(self.instances.facts(live))
             view = views.get(live.id)
             if view is not None and view.failed:
                 row["failed"] = view.failed

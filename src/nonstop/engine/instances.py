@@ -22,21 +22,23 @@ processes that exist. Its safety rules, with the invariant each one serves:
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
-import signal
 import time
-from collections.abc import Callable, Mapping, Set
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from nonstop.config.schema import NonstopConfig
 from nonstop.config.units import format_duration
-from nonstop.drivers.runtime.base import InstanceHandle, InstanceSpec, Runtime, StopRules
+from nonstop.drivers.runtime.base import (
+    InstanceHandle,
+    InstanceSpec,
+    Runtime,
+    StopRules,
+    describe_facts,
+)
 from nonstop.drivers.runtime.health import wait_ready
 from nonstop.drivers.runtime.probes import Check, ProbeContext, readiness_check
-from nonstop.drivers.runtime.stopping import RUN_TAG
 from nonstop.drivers.runtime.supervise import Supervisor, SupervisorEvent
 from nonstop.engine.roles import WEB
 from nonstop.engine.roles import role as role_of
@@ -91,14 +93,17 @@ class Live:
             role=self.role,
         )
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, facts: Mapping[str, str | int] | None = None) -> dict[str, Any]:
+        """The instance for status; ``facts`` are its runtime's (Runtime.facts: locally the
+        pid, which the API has always shown as ``pid``)."""
         return {
             "id": self.id,
             "release": self.release,
             "role": self.role,
             "state": self.state,
             "address": self.handle.address if self.handle else None,
-            "pid": self.handle.pid if self.handle else None,
+            "pid": None,
+            **(facts or {}),
             "ready_since": self.ready_since,
             "drain_deadline": self.drain_deadline,
             "failed": self.failed,
@@ -180,13 +185,17 @@ class InstanceManager:
 
     # -- recovery ----------------------------------------------------------------------------
 
+    def facts(self, live: Live) -> Mapping[str, str | int]:
+        """What the runtime shows of the instance (locally its pid); {} before it started."""
+        return self.runtime.facts(live.handle) if live.handle else {}
+
     async def adopt(self) -> None:
-        """Take over the instances a previous agent left running (pid + start marker checked)."""
+        """Take over the instances a previous agent left running (the runtime checks each is
+        the very one the store recorded). A row without a reference was started just before
+        that agent died: the stray sweep after recovery stops its process, if any."""
         for row in self.store.instances():
-            handle = InstanceHandle.from_dict(row.handle) if row.handle.get("pid") else None
-            if handle is None or not self.runtime.alive(handle):
-                if handle is None:
-                    self._kill_orphan(row.id)
+            handle = InstanceHandle.from_dict(row.handle) if row.handle.get("reference") else None
+            if handle is None or not (await self.runtime.adopt(handle)).running:
                 self.store.set_instance_state(row.id, "stopped")
                 self.emit("info", f"{row.id} was not running when the agent started")
                 continue
@@ -202,24 +211,8 @@ class InstanceManager:
                 self._supervise(live, ready=row.state == "ready")
             elif row.state == "starting" and live.spec is not None:
                 live.task = asyncio.create_task(self._first_ready(live))
-            self.emit("info", f"adopted {row.id} (pid {handle.pid}, {row.state})")
-
-    def _kill_orphan(self, instance_id: str) -> None:
-        """A process may have been started right before the agent died, before its pid was
-        recorded: find it by the NONSTOP_INSTANCE it carries in its environment."""
-        needle = f"NONSTOP_INSTANCE={instance_id}\0".encode()
-        state = f"NONSTOP_STATE_DIR={self.state_dir}\0".encode()
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                environ = (entry / "environ").read_bytes() + b"\0"
-            except OSError:
-                continue
-            if needle in environ and state in environ:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(int(entry.name), signal.SIGKILL)
-                self.emit("warning", f"killed orphan process {entry.name} of {instance_id}")
+            facts = describe_facts({**self.runtime.facts(handle), "state": row.state})
+            self.emit("info", f"adopted {row.id} ({facts})")
 
     # -- scaling -----------------------------------------------------------------------------
 
@@ -421,15 +414,14 @@ class InstanceManager:
                 self.emit("error", f"an instance did not stop cleanly: {result}")
         await self.stop_strays()
 
-    async def stop_strays(self, grace: float = 5.0) -> list[int]:
-        """Stop every process carrying this state dir and an instance id whose group is not a
-        live instance's: SIGTERM to its group, SIGKILL after ``grace`` seconds."""
+    async def stop_strays(self) -> list[str]:
+        """Ask the runtime to stop what it runs for this state dir that no live instance
+        accounts for (runtime.sweep_strays); each one is a warning event."""
         handles = [live.handle for live in self.live.values() if live.handle]
-        known = {handle.pid for handle in handles}
-        strays = stray_processes(self.state_dir, known, {h.tag for h in handles if h.tag})
-        for pid, instance_id in strays.items():
-            self.emit("warning", f"stopping stray process {pid} of {instance_id} (not recorded)")
-        return await stop_processes(list(strays), grace)
+        stopped = await self.runtime.sweep_strays(handles)
+        for message in stopped:
+            self.emit("warning", message)
+        return stopped
 
     async def close(self) -> None:
         """Stop watching (instances keep running: the next agent adopts them)."""
@@ -445,21 +437,23 @@ class InstanceManager:
         over: liveness, restarts with backoff, readiness lost and regained."""
         assert live.handle is not None
         handle, health = live.handle, self.config_of(live.release).health
-        failure = await wait_ready(
-            handle, health, None, lambda: self.runtime.alive(handle), check=self._check(live)
-        )
+
+        async def alive() -> bool:
+            return not (await self.runtime.status(handle)).exited
+
+        failure = await wait_ready(handle, health, None, alive, check=self._check(live))
         if failure is not None:
-            exit_reason = self.runtime.exit_reason(handle)
-            if exit_reason:
-                failure = f"{failure}; {exit_reason}"
-            tail = getattr(self.runtime, "log_tail", None)
-            lines = tail(handle, 3) if tail else []
+            status = await self.runtime.status(handle)
+            if status.exited:
+                failure = f"{failure}; {status.reason or 'exited'}"
+            lines = await self.runtime.log_tail(handle, 3)
             if lines:
                 failure += " | last output: " + " / ".join(line.strip() for line in lines)
             self._fail(live, failure)
             return
         self._set_ready(live)
-        where = f"at {handle.address}" if live.role == WEB else f"(pid {handle.pid})"
+        facts = describe_facts(self.runtime.facts(handle))
+        where = f"at {handle.address}" if live.role == WEB else f"({facts})"
         self.emit("info", f"{live.id} ready {where}")
         self._supervise(live, ready=True)
 
@@ -479,7 +473,7 @@ class InstanceManager:
         readiness = role_of(config, live.role).readiness
         if readiness is None or live.spec is None:
             return None
-        context = ProbeContext(live.spec.cwd, live.spec.env)
+        context = ProbeContext(live.spec.cwd, live.spec.env, self.runtime.facts)
         return readiness_check(readiness, config.health, context)
 
     def _on_supervisor_event(self, event: SupervisorEvent) -> None:
@@ -520,68 +514,3 @@ def instance_name(release: str, role: str, number: int) -> str:
 
 def _started(live: Live) -> float:
     return live.handle.started_at if live.handle else 0.0
-
-
-def stray_processes(
-    state_dir: Path, known: set[int], tags: Set[str] = frozenset()
-) -> dict[int, str]:
-    """pid -> instance id of each process whose environment holds this ``state_dir``'s
-    NONSTOP_STATE_DIR and a NONSTOP_INSTANCE, whose process group is none of ``known``
-    (the pids of live instances: each leads its own group) and whose NONSTOP_RUN is none of
-    ``tags`` (a live instance's child that left its group, such as RQ's work-horse)."""
-    marker = f"NONSTOP_STATE_DIR={state_dir}\0".encode()
-    found: dict[int, str] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            environ = b"\0" + (entry / "environ").read_bytes() + b"\0"
-        except OSError:
-            continue
-        start = environ.find(b"\0NONSTOP_INSTANCE=")
-        if b"\0" + marker not in environ or start < 0:
-            continue
-        if any(f"\0{RUN_TAG}={tag}\0".encode() in environ for tag in tags):
-            continue
-        pid = int(entry.name)
-        try:
-            group = os.getpgid(pid)
-        except ProcessLookupError:
-            continue
-        if group in known or pid in known:
-            continue
-        value = environ[start + 18 : environ.index(b"\0", start + 1)]
-        found[pid] = value.decode(errors="replace")
-    return found
-
-
-async def stop_processes(pids: list[int], grace: float) -> list[int]:
-    """SIGTERM each pid's process group (the pid alone when it leads none), SIGKILL what is
-    left after ``grace`` seconds; returns the pids that were signalled."""
-
-    def signal_all(sig: int) -> list[int]:
-        sent = []
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                if os.getpgid(pid) == pid:
-                    os.killpg(pid, sig)
-                else:
-                    os.kill(pid, sig)
-                sent.append(pid)
-        return sent
-
-    sent = signal_all(signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and any(_running(pid) for pid in sent):
-        await asyncio.sleep(0.05)
-    signal_all(signal.SIGKILL)
-    return sent
-
-
-def _running(pid: int) -> bool:
-    """True while ``pid`` exists and is not a zombie."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return False
-    return fields[0] != "Z"

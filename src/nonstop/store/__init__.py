@@ -39,19 +39,30 @@ def active_release(state_dir: Path) -> str | None:
 def live_instances(state_dir: Path) -> list[tuple[str, str]]:
     """``(release, instance_id)`` of every recorded instance whose very process is alive.
 
-    Reads the store and checks each process directly (pid and start marker), so the answer is
-    right even while the agent itself is down: instances outlive the agent."""
+    Reads the store and asks each instance's runtime (by the kind its handle records) directly,
+    so the answer is right even while the agent itself is down: instances outlive the agent.
+    Synchronous, for the migration gate; it runs outside any event loop (a thread of the
+    agent's, or the CLI)."""
+    import asyncio
+
     from nonstop.drivers.runtime.base import InstanceHandle
-    from nonstop.drivers.runtime.local import LocalRuntime
+    from nonstop.drivers.runtime.registry import RuntimeContext, make_runtime
 
     if not (state_dir / STATE_DB).exists():
         return []
     store = open_store(state_dir)
     try:
-        rows = store.instances()
+        rows = [row for row in store.instances() if row.handle.get("reference")]
     finally:
         store.close()
-    runtime = LocalRuntime()
-    return [
-        (row.release, row.id) for row in rows if runtime.alive(InstanceHandle.from_dict(row.handle))
-    ]
+
+    async def alive() -> list[tuple[str, str]]:
+        found = []
+        for row in rows:
+            handle = InstanceHandle.from_dict(row.handle)
+            runtime = make_runtime(handle.runtime, RuntimeContext(state_dir))
+            if (await runtime.adopt(handle)).running:
+                found.append((row.release, row.id))
+        return found
+
+    return asyncio.run(alive())

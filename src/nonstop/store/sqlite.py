@@ -1,9 +1,10 @@
 """Durable state under ``.nonstop/state.db`` (SQLite, WAL, synchronous=FULL).
 
-Everything the agent needs to come back after ``kill -9`` lives here: releases, instances (pid,
-port, start marker), rollouts with their planner state, the journal of actions (intended, then
-done) and events. Writes commit before their effect happens (invariant 4): the engine records
-"intended" before it touches the router or a process, and "done" after.
+Everything the agent needs to come back after ``kill -9`` lives here: releases, instances
+(address and the runtime's opaque reference), rollouts with their planner state, the journal of
+actions (intended, then done) and events. Writes commit before their effect happens
+(invariant 4): the engine records "intended" before it touches the router or a process, and
+"done" after.
 """
 
 from __future__ import annotations
@@ -164,6 +165,19 @@ class Store:
         columns = {row["name"] for row in self._db.execute("PRAGMA table_info(instances)")}
         if "role" not in columns:  # a state dir from before process roles
             self._db.execute("ALTER TABLE instances ADD COLUMN role TEXT NOT NULL DEFAULT 'web'")
+        self._upgrade_handles()
+
+    def _upgrade_handles(self) -> None:
+        """Rewrite instance handles an older agent wrote (pid, start marker and tag in the
+        open) into opaque runtime references, so this agent adopts that agent's instances."""
+        from nonstop.drivers.runtime.localref import upgrade_handle
+
+        rows = self._db.execute("SELECT id, handle FROM instances").fetchall()
+        upgraded = [(row["id"], upgrade_handle(json.loads(row["handle"]))) for row in rows]
+        changes = [(json.dumps(handle), id_) for id_, handle in upgraded if handle is not None]
+        if changes:
+            with immediate(self._db) as db:
+                db.executemany("UPDATE instances SET handle = ? WHERE id = ?", changes)
 
     def close(self) -> None:
         self._db.close()

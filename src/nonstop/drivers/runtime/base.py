@@ -1,14 +1,15 @@
 """The runtime port: start, watch and stop instances of a release.
 
-Local processes are the default adapter (drivers/runtime/local.py); ssh hosts and Kubernetes
-implement the same port later. Handles are plain data persisted in the store, so a restarted
-agent re-adopts instances it did not start itself (checking pid *and* start time, so a recycled
-pid is never mistaken for ours).
+Local processes are the default adapter (drivers/runtime/local.py); ssh hosts and containers
+implement the same port later and register a kind (drivers/runtime/registry.py). Handles are
+plain data persisted in the store: an address and an opaque reference only the runtime reads,
+so a restarted agent re-adopts instances it did not start itself (locally checking pid *and*
+start time, so a recycled pid is never mistaken for ours). The engine never sees a pid.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -70,17 +71,22 @@ class InstanceSpec:
 
 @dataclass(frozen=True, slots=True)
 class InstanceHandle:
+    """What the engine knows of a running instance: where it answers, and a reference only the
+    runtime that started it reads.
+
+    ``reference`` is the runtime's own serialised identity of the instance (locally the pid,
+    the process start time and the run tag; a container runtime would keep a container id).
+    The store persists it as opaque text and a restarted agent hands it back to
+    :meth:`Runtime.adopt`; nothing outside the runtime parses it."""
+
     instance_id: str
     release: str
-    pid: int
+    host: str
     port: int
-    host: str = "127.0.0.1"
-    start_marker: str = ""
-    """Identifies this exact process across agent restarts (locally: /proc start time)."""
+    reference: str = ""
     started_at: float = 0.0
-    tag: str = ""
-    """A value unique to this run, in every process's environment as NONSTOP_RUN: children
-    that leave the process group (setsid, setpgrp) are still found by it."""
+    runtime: str = "local"
+    """The registry kind of the runtime that started it (drivers/runtime/registry.py)."""
 
     @property
     def address(self) -> str:
@@ -90,12 +96,11 @@ class InstanceHandle:
         return {
             "instance_id": self.instance_id,
             "release": self.release,
-            "pid": self.pid,
-            "port": self.port,
             "host": self.host,
-            "start_marker": self.start_marker,
+            "port": self.port,
+            "reference": self.reference,
             "started_at": self.started_at,
-            "tag": self.tag,
+            "runtime": self.runtime,
         }
 
     @classmethod
@@ -103,19 +108,61 @@ class InstanceHandle:
         return cls(
             instance_id=str(data["instance_id"]),
             release=str(data["release"]),
-            pid=int(data["pid"]),
-            port=int(data["port"]),
             host=str(data.get("host", "127.0.0.1")),
-            start_marker=str(data.get("start_marker", "")),
+            port=int(data["port"]),
+            reference=str(data.get("reference", "")),
             started_at=float(data.get("started_at", 0.0)),
-            tag=str(data.get("tag", "")),
+            runtime=str(data.get("runtime", "local")),
         )
 
 
+Phase = Literal["running", "exited", "unknown"]
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceStatus:
+    """What a runtime says of an instance right now.
+
+    "running": the very instance of the handle runs; "exited": it ended (``reason`` says how
+    when known: "exited with code 3", "killed by SIGKILL"), or the handle names something that
+    is not ours any more; "unknown": the runtime could not tell (a remote host that does not
+    answer). The engine treats "unknown" as neither dead nor routable-by-default: it keeps the
+    instance and asks again."""
+
+    phase: Phase
+    reason: str = ""
+
+    @property
+    def running(self) -> bool:
+        return self.phase == "running"
+
+    @property
+    def exited(self) -> bool:
+        return self.phase == "exited"
+
+
+RUNNING = InstanceStatus("running")
+
+
 class Runtime(Protocol):
+    """The port every runtime kind implements (docs/decisions/0500-runtime-port.md).
+
+    Every method is async, so a runtime that asks a remote host or a container engine fits
+    without blocking the agent's loop."""
+
+    kind: str
+
     async def start(self, spec: InstanceSpec) -> InstanceHandle:
         """Start one instance. Raises RuntimeDriverError with the reason (and the tail of its
         output) when it cannot be started at all."""
+
+    async def status(self, handle: InstanceHandle) -> InstanceStatus:
+        """Running, exited (with why), or unknown, for the very instance of ``handle``."""
+
+    async def adopt(self, handle: InstanceHandle) -> InstanceStatus:
+        """Re-attach to an instance a previous agent started (its handle came from the store).
+        Checks identity: a handle whose instance is gone, or whose reference now names
+        something else (a recycled pid), is "exited" and is never signalled."""
 
     async def stop(
         self, handle: InstanceHandle, signal: str, timeout: float, *, kill_mode: KillMode = "main"
@@ -128,8 +175,18 @@ class Runtime(Protocol):
         """Ask the instance to stop taking work (``quiet_signal`` or ``quiet_command``);
         returns why that failed, or None."""
 
-    def alive(self, handle: InstanceHandle) -> bool:
-        """The very process in ``handle`` is still running (pid and start marker match)."""
+    async def sweep_strays(self, known: Sequence[InstanceHandle]) -> list[str]:
+        """Stop whatever this runtime started for this state dir that none of ``known``
+        accounts for (an instance started just before an agent crashed, before its handle was
+        written); returns one sentence per process stopped."""
 
-    def exit_reason(self, handle: InstanceHandle) -> str | None:
-        """Why a dead instance ended ("exited with code 3", "killed by SIGKILL") if known."""
+    async def log_tail(self, handle: InstanceHandle, n: int = 20) -> list[str]:
+        """The last ``n`` lines the instance wrote, oldest first ([] when unknown)."""
+
+    def facts(self, handle: InstanceHandle) -> Mapping[str, str | int]:
+        """What people may want to see of the instance in status ({"pid": 1234} locally)."""
+
+
+def describe_facts(facts: Mapping[str, str | int]) -> str:
+    """``{"pid": 12}`` -> "pid 12", for event messages."""
+    return ", ".join(f"{key} {value}" for key, value in facts.items())

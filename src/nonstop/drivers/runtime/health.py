@@ -81,7 +81,7 @@ async def wait_ready(
     handle: InstanceHandle,
     health: HealthConfig,
     deadline: float | None,
-    alive: Callable[[], bool],
+    alive: Callable[[], Awaitable[bool]],
     *,
     session: aiohttp.ClientSession | None = None,
     check: Callable[[InstanceHandle, float], Awaitable[ProbeResult]] | None = None,
@@ -101,7 +101,7 @@ async def wait_ready(
     url = health_url(handle, health)
     passes, last = 0, "no probe yet"
     while True:
-        if not alive():
+        if not await alive():
             return f"exited before it was ready (last probe: {last})"
         remaining = deadline - time.monotonic()
         if remaining <= 0:

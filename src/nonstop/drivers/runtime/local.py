@@ -18,9 +18,13 @@ How an instance runs:
   the main process (or the group), SIGKILL to every process of the instance at the deadline,
   children that left the group included (found by the ``NONSTOP_RUN`` tag in their
   environment and by parentage), and reported.
-- Its handle records the pid and the process start time (/proc/<pid>/stat field 22). A new
-  agent re-adopts an instance only when both still match, so a recycled pid is never taken
-  for ours, and never signalled.
+- Its handle's opaque reference (drivers/runtime/localref.py) records the pid, the process
+  start time (/proc/<pid>/stat field 22) and the run tag. A new agent re-adopts an instance only
+  when pid and start time still match, so a recycled pid is never taken for ours, and never
+  signalled.
+- Processes of this state dir that no live handle accounts for (started just before an agent
+  crash, before their handle was written) are found by ``NONSTOP_STATE_DIR`` and
+  ``NONSTOP_INSTANCE`` in their environment and stopped by :meth:`LocalRuntime.sweep_strays`.
 
 Free ports are found by binding port 0 and closing the socket; another program may take the
 port before the instance binds it. When an instance exits within ``bind_grace`` seconds and its
@@ -40,17 +44,21 @@ import socket
 import subprocess
 import time
 import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from nonstop.drivers.runtime import procfs, stopping
+from nonstop.drivers.runtime import procfs, stopping, strays
 from nonstop.drivers.runtime.base import (
+    RUNNING,
     InstanceHandle,
     InstanceSpec,
+    InstanceStatus,
     KillMode,
     StopReport,
     StopRules,
 )
+from nonstop.drivers.runtime.localref import LocalRef
 from nonstop.errors import RuntimeDriverError
 
 ADDRESS_IN_USE = re.compile(r"address already in use|EADDRINUSE|errno 98\b", re.IGNORECASE)
@@ -170,24 +178,30 @@ def describe_returncode(code: int) -> str:
 class _Child:
     popen: subprocess.Popen[bytes]
     handle: InstanceHandle
+    ref: LocalRef
 
     @property
     def start_marker(self) -> str:
-        return self.handle.start_marker
+        return self.ref.start_marker
 
 
 class LocalRuntime:
     """Runs instances as local processes; see the module docstring for the contract."""
 
+    kind = "local"
+
     def __init__(
         self,
         *,
         log_dir: str | Path | None = None,
+        state_dir: str | Path | None = None,
         host: str = "127.0.0.1",
         bind_grace: float = 0.3,
         port_attempts: int = 3,
     ) -> None:
         self.log_dir = Path(log_dir) if log_dir is not None else None
+        self.state_dir = Path(state_dir) if state_dir is not None else None
+        """The state dir whose stray processes :meth:`sweep_strays` stops (None: none)."""
         self.host = host
         self.bind_grace = bind_grace
         self.port_attempts = port_attempts
@@ -215,7 +229,7 @@ class LocalRuntime:
             handle = self._spawn(spec, free_port(self.host), log_path)
             if not await self._lost_port_race(handle, log_path, offset):
                 return handle
-        last = " | ".join(self.log_tail(handle, 1))
+        last = " | ".join(self.read_log(handle, 1))
         raise RuntimeDriverError(
             f'instance {spec.instance_id}: exited with "address already in use" on '
             f"{self.port_attempts} free ports in a row (does the command use {{port}}?); "
@@ -244,6 +258,8 @@ class LocalRuntime:
             "NONSTOP_INSTANCE": spec.instance_id,
             stopping.RUN_TAG: tag,
         }
+        if self.state_dir is not None:
+            env[strays.STATE_DIR] = str(self.state_dir)
         try:
             with contextlib.ExitStack() as stack:
                 out = (
@@ -265,19 +281,19 @@ class LocalRuntime:
             raise RuntimeDriverError(
                 f"instance {spec.instance_id}: cannot start {command!r}: {exc.strerror or exc}"
             ) from exc
+        ref = LocalRef(spec.instance_id, popen.pid, procfs.start_marker(popen.pid), tag)
         handle = InstanceHandle(
             instance_id=spec.instance_id,
             release=spec.release,
-            pid=popen.pid,
-            port=port,
             host=self.host,
-            start_marker=procfs.start_marker(popen.pid),
+            port=port,
+            reference=ref.dumps(),
             started_at=time.time(),
-            tag=tag,
+            runtime=self.kind,
         )
         self._specs[spec.instance_id] = spec
         self._forget_ended(spec.instance_id)
-        self._children[popen.pid] = _Child(popen, handle)
+        self._children[popen.pid] = _Child(popen, handle, ref)
         return handle
 
     def _forget_ended(self, instance_id: str) -> None:
@@ -295,7 +311,7 @@ class LocalRuntime:
         """True when the instance exited at once because its port was taken meanwhile."""
         deadline = time.monotonic() + self.bind_grace
         while time.monotonic() < deadline:
-            if not self.alive(handle):
+            if not self._alive(LocalRef.of(handle)):
                 return log is not None and bool(ADDRESS_IN_USE.search(_read_from(log, offset)))
             if await asyncio.to_thread(_accepts, handle.host, handle.port):
                 return False
@@ -304,35 +320,73 @@ class LocalRuntime:
 
     # -- inspect -------------------------------------------------------------------------------
 
-    def _own(self, handle: InstanceHandle) -> subprocess.Popen[bytes] | None:
-        """Our own child process for ``handle`` (reaped if it has exited), or None."""
-        child = self._children.get(handle.pid)
-        if child is None or child.start_marker != handle.start_marker:
+    def _own(self, ref: LocalRef) -> subprocess.Popen[bytes] | None:
+        """Our own child process for ``ref`` (reaped if it has exited), or None."""
+        child = self._children.get(ref.pid)
+        if child is None or child.start_marker != ref.start_marker:
             return None
         child.popen.poll()
         return child.popen
 
     def started(self) -> list[InstanceHandle]:
         """Handles of the instances this object started that are still alive."""
-        return [child.handle for child in self._children.values() if self.alive(child.handle)]
+        return [child.handle for child in self._children.values() if self._alive(child.ref)]
 
-    def alive(self, handle: InstanceHandle) -> bool:
-        self._own(handle)
-        stat = procfs.read_stat(handle.pid)
+    def _alive(self, ref: LocalRef) -> bool:
+        """The very process of ``ref`` runs (pid and start marker match; a cheap /proc read)."""
+        self._own(ref)
+        stat = procfs.read_stat(ref.pid)
         return (
             stat is not None
             and not stat.gone
-            and bool(handle.start_marker)
-            and stat.start_time == handle.start_marker
+            and bool(ref.start_marker)
+            and stat.start_time == ref.start_marker
         )
 
+    def alive(self, handle: InstanceHandle) -> bool:
+        """Synchronous check for local callers (tests, benchmarks); the port's is status()."""
+        return self._alive(LocalRef.of(handle))
+
     def exit_reason(self, handle: InstanceHandle) -> str | None:
-        if self.alive(handle):
+        """Why the instance ended, None while it runs (synchronous, local callers only)."""
+        ref = LocalRef.of(handle)
+        if self._alive(ref):
             return None
-        popen = self._own(handle)
+        popen = self._own(ref)
         if popen is not None and popen.returncode is not None:
             return describe_returncode(popen.returncode)
         return "exited"
+
+    async def status(self, handle: InstanceHandle) -> InstanceStatus:
+        reason = self.exit_reason(handle)
+        return RUNNING if reason is None else InstanceStatus("exited", reason)
+
+    async def adopt(self, handle: InstanceHandle) -> InstanceStatus:
+        """Locally, adopting needs nothing but the identity check: the process is not our
+        child (the agent that started it is gone), so its exit status is not known."""
+        try:
+            ref = LocalRef.of(handle)
+        except RuntimeDriverError as exc:
+            return InstanceStatus("exited", str(exc))
+        return RUNNING if self._alive(ref) else InstanceStatus("exited", "exited")
+
+    def facts(self, handle: InstanceHandle) -> Mapping[str, str | int]:
+        return {"pid": LocalRef.of(handle).pid}
+
+    async def sweep_strays(self, known: Sequence[InstanceHandle]) -> list[str]:
+        """Stop every process of this state dir whose group is no live instance's (see the
+        module docstring): SIGTERM to its group, SIGKILL after 5 s."""
+        if self.state_dir is None:
+            return []
+        refs = [LocalRef.of(handle) for handle in known if handle.reference]
+        found = strays.stray_processes(
+            self.state_dir, {ref.pid for ref in refs}, {ref.tag for ref in refs if ref.tag}
+        )
+        await strays.stop_processes(list(found), strays.GRACE)
+        return [
+            f"stopping stray process {pid} of {instance_id} (not recorded)"
+            for pid, instance_id in found.items()
+        ]
 
     def log_path(self, handle: InstanceHandle) -> Path | None:
         if handle.instance_id in self._logs:
@@ -341,7 +395,10 @@ class LocalRuntime:
             return self.log_dir / f"{handle.instance_id}.log"
         return None
 
-    def log_tail(self, handle: InstanceHandle, n: int = 20) -> list[str]:
+    async def log_tail(self, handle: InstanceHandle, n: int = 20) -> list[str]:
+        return self.read_log(handle, n)
+
+    def read_log(self, handle: InstanceHandle, n: int = 20) -> list[str]:
         """The last ``n`` lines the instance wrote (stdout and stderr), oldest first."""
         path = self.log_path(handle)
         if path is None or not path.exists() or n <= 0:
@@ -356,11 +413,12 @@ class LocalRuntime:
         self, handle: InstanceHandle, signal: str, timeout: float, *, kill_mode: KillMode = "main"
     ) -> StopReport:
         stopping.signal_number(signal)  # an unknown name fails before anything is sent
-        if not self._may_signal(handle):
+        ref = LocalRef.of(handle)
+        if not self._may_signal(ref):
             return StopReport()
-        processes = stopping.InstanceProcesses(handle)
+        processes = stopping.InstanceProcesses(ref)
         processes.refresh(by_tag=True)
-        stopping.send(handle, signal, kill_mode)
+        stopping.send(ref, signal, kill_mode)
         if await self._wait_gone(processes, timeout):
             return StopReport()
         processes.refresh(by_tag=True)
@@ -368,7 +426,7 @@ class LocalRuntime:
         processes.kill()
         if not await self._wait_gone(processes, KILL_WAIT):
             raise RuntimeDriverError(
-                f"instance {handle.instance_id} (pid {handle.pid}) survived SIGKILL for "
+                f"instance {handle.instance_id} (pid {ref.pid}) survived SIGKILL for "
                 f"{KILL_WAIT:.0f}s; it may be stuck in the kernel (state D)"
             )
         return report
@@ -376,10 +434,11 @@ class LocalRuntime:
     async def quiet(self, handle: InstanceHandle, rules: StopRules) -> str | None:
         """Send ``quiet_signal`` (as ``kill_mode`` says) or run ``quiet_command`` in the
         instance's directory with its environment; returns why it failed, or None."""
-        if not self.alive(handle):
+        ref = LocalRef.of(handle)
+        if not self._alive(ref):
             return "not running"
         if rules.quiet_signal:
-            stopping.send(handle, rules.quiet_signal, rules.kill_mode, "quiet")
+            stopping.send(ref, rules.quiet_signal, rules.kill_mode, "quiet")
             return None
         if rules.quiet_command:
             return await self._run_quiet_command(handle, rules.quiet_command)
@@ -387,7 +446,7 @@ class LocalRuntime:
 
     async def _run_quiet_command(self, handle: InstanceHandle, command: str) -> str | None:
         cwd, env = self._instance_context(handle)
-        env = {**env, "NONSTOP_PID": str(handle.pid)}
+        env = {**env, "NONSTOP_PID": str(LocalRef.of(handle).pid)}
         process = await asyncio.create_subprocess_shell(
             command,
             cwd=cwd,
@@ -416,16 +475,16 @@ class LocalRuntime:
         env = {**os.environ, **spec.env, "PORT": str(handle.port)}
         return spec.cwd, {**env, "NONSTOP_INSTANCE": handle.instance_id}
 
-    def _may_signal(self, handle: InstanceHandle) -> bool:
-        """The group ``handle.pid`` is ours to signal.
+    def _may_signal(self, ref: LocalRef) -> bool:
+        """The group ``ref.pid`` is ours to signal.
 
         Safe when the leader is ours (start time matches) or gone: Linux does not hand out a
         pid while a process group of that number still has members, so the group's remaining
         processes are still the instance's. A live leader with another start time is a
         stranger that got the recycled pid: never signal it."""
-        self._own(handle)
-        stat = procfs.read_stat(handle.pid)
-        return stat is None or stat.gone or stat.start_time == handle.start_marker
+        self._own(ref)
+        stat = procfs.read_stat(ref.pid)
+        return stat is None or stat.gone or stat.start_time == ref.start_marker
 
     async def _wait_gone(self, processes: stopping.InstanceProcesses, timeout: float) -> bool:
         """Wait until no process of the instance is left (True) or ``timeout`` passed."""

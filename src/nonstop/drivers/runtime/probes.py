@@ -32,6 +32,8 @@ class ProbeContext:
 
     cwd: str
     env: Mapping[str, str]
+    facts: Callable[[InstanceHandle], Mapping[str, str | int]] = lambda handle: {}
+    """The runtime's facts of an instance (Runtime.facts): ``exec`` passes its pid on."""
 
 
 def _http(readiness: ReadinessConfig, health: HealthConfig, context: ProbeContext) -> Check:
@@ -65,7 +67,8 @@ def _exec(readiness: ReadinessConfig, health: HealthConfig, context: ProbeContex
 
     async def check(handle: InstanceHandle, timeout: float) -> ProbeResult:
         began = time.monotonic()
-        env = {**os.environ, **context.env, "NONSTOP_PID": str(handle.pid)}
+        pid = context.facts(handle).get("pid")
+        env = {**os.environ, **context.env, **({"NONSTOP_PID": str(pid)} if pid else {})}
         process = await asyncio.create_subprocess_shell(
             command,
             cwd=context.cwd,

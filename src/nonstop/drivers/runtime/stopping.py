@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from nonstop.drivers.runtime import procfs
-from nonstop.drivers.runtime.base import InstanceHandle
+from nonstop.drivers.runtime.localref import LocalRef
 from nonstop.errors import RuntimeDriverError
 
 RUN_TAG = "NONSTOP_RUN"
@@ -46,7 +46,7 @@ def runs_under_shell(pid: int) -> bool:
     return procfs.command_line(pid)[:2] == ["/bin/sh", "-c"]
 
 
-def _signal_group(handle: InstanceHandle, sig: int) -> None:
+def _signal_group(handle: LocalRef, sig: int) -> None:
     try:
         os.killpg(handle.pid, sig)
     except ProcessLookupError:
@@ -57,7 +57,7 @@ def _signal_group(handle: InstanceHandle, sig: int) -> None:
         ) from exc
 
 
-def _signal_main(handle: InstanceHandle, sig: int) -> None:
+def _signal_main(handle: LocalRef, sig: int) -> None:
     stat = procfs.read_stat(handle.pid)
     if stat is None or stat.gone:
         _signal_group(handle, sig)  # no main left to ask: whatever is left of the group
@@ -71,14 +71,14 @@ def _signal_main(handle: InstanceHandle, sig: int) -> None:
             os.kill(pid, sig)
 
 
-KILL_MODES: dict[str, Callable[[InstanceHandle, int], None]] = {
+KILL_MODES: dict[str, Callable[[LocalRef, int], None]] = {
     "main": _signal_main,
     "group": _signal_group,
 }
 """Where the stop (and quiet) signal goes, by ``kill_mode``."""
 
 
-def send(handle: InstanceHandle, signal_name: str, kill_mode: str, role: str = "stop") -> None:
+def send(handle: LocalRef, signal_name: str, kill_mode: str, role: str = "stop") -> None:
     """Send ``signal_name`` (the ``role`` signal: stop, quiet) the way ``kill_mode`` says."""
     try:
         deliver = KILL_MODES[kill_mode]
@@ -92,7 +92,7 @@ def send(handle: InstanceHandle, signal_name: str, kill_mode: str, role: str = "
 class InstanceProcesses:
     """The live processes of one instance, as ``pid -> start time`` (module docstring)."""
 
-    handle: InstanceHandle
+    handle: LocalRef
     known: dict[int, str] = field(default_factory=dict)
 
     def refresh(self, *, by_tag: bool = False) -> dict[int, str]:

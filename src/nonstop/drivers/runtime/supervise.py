@@ -1,8 +1,9 @@
 """Keep instances running: restart the ones that die or stop answering, with backoff.
 
-One watch task per instance checks, every ``tick`` (0.2 s), that the process is alive (a cheap
-/proc read locally) and probes the health path: every ``health.interval`` while the instance
-is not ready, every ``health.liveness_interval`` once it is. An instance
+One watch task per instance asks the runtime, every ``tick`` (0.2 s), for the instance's status
+(a cheap /proc read locally; "unknown" counts as not exited) and probes the health path:
+every ``health.interval`` while the instance is not ready, every ``health.liveness_interval``
+once it is. An instance
 
 - becomes ready after ``success_threshold`` passing probes in a row, and only then: after a
   restart it is "not ready" until its own probes pass again (invariant 1: the engine routes
@@ -32,7 +33,7 @@ import aiohttp
 
 from nonstop.config.schema import HealthConfig
 from nonstop.config.units import format_duration
-from nonstop.drivers.runtime.base import InstanceHandle, InstanceSpec, Runtime
+from nonstop.drivers.runtime.base import InstanceHandle, InstanceSpec, Runtime, describe_facts
 from nonstop.drivers.runtime.health import ProbeResult, health_url, new_session, probe
 from nonstop.errors import RuntimeDriverError
 
@@ -197,8 +198,9 @@ class Supervisor:
         health, passes, fails = self.health, 0, 0
         next_probe = time.monotonic()
         while True:
-            if not self.runtime.alive(watch.handle):
-                return "exited", self.runtime.exit_reason(watch.handle) or "exited"
+            status = await self.runtime.status(watch.handle)
+            if status.exited:
+                return "exited", status.reason or "exited"
             now = time.monotonic()
             if now >= next_probe:
                 result = await self._probe(watch)
@@ -276,7 +278,8 @@ class Supervisor:
         self._emit(
             "restarted",
             watch,
-            f"instance {instance_id} restarted (pid {handle.pid}, port {handle.port})",
+            f"instance {instance_id} restarted "
+            f"({describe_facts({**self.runtime.facts(handle), 'port': handle.port})})",
         )
 
     async def _start_shielded(self, watch: _Watch) -> InstanceHandle:
