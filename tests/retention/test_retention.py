@@ -21,7 +21,7 @@ from nonstop.engine.retention import (
     rotate_log,
     state_dir_size,
 )
-from nonstop.store import Store, open_store
+from nonstop.store import DesiredState, Store, open_store
 
 RELEASES = [(f"v{i}", float(i)) for i in range(1, 9)]
 
@@ -109,8 +109,7 @@ def state(tmp_path: Path) -> Path:
     store = open_store(state)
     for i in range(1, 9):
         _release(store, state, f"v{i}")
-    store.put("active_release", "v8")
-    store.put("previous_release", "v7")
+    store.save_desired_state(DesiredState(active_release="v8", previous_release="v7"))
     store.upsert_instance("v3-1", "v3", {}, "ready")
     store.start_rollout("bluegreen", "v2", "v8", {})
     logs = state / "logs"
@@ -154,8 +153,10 @@ def test_prune_keeps_what_is_needed_and_removes_the_rest(state: Path) -> None:
 def test_protected_releases_are_read_from_the_store(state: Path) -> None:
     store = open_store(state)
     # a retire entry outlives the release's desired replicas: it protects nothing by itself
-    store.put("retire", {"v1": 1.0, "v6": 2.0})
-    store.put("desired", {"v6": 2, "v8": 2})
+    desired = store.desired_state()
+    desired.retire = {"v1": 1.0, "v6": 2.0}
+    desired.replicas = {"v6": 2, "v8": 2}
+    store.save_desired_state(desired)
     protected = protected_releases(store, ["v5"])
     assert protected == {
         "v8": "the active release",

@@ -370,7 +370,7 @@ class Agent:
 
     def _flag_error_rate(self, since: float) -> tuple[int, int]:
         """(errors, requests) of the active release since ``since``, for guarded flag rollouts."""
-        release = self.engine.store.get("active_release")
+        release = self.engine.store.desired_state().active_release
         if not release:
             return 0, 0
         measurement = self.stats.snapshot(str(release), since, time.time())

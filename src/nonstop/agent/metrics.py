@@ -121,9 +121,9 @@ class AgentCollector:
         active = GaugeMetricFamily(
             "nonstop_active_release", "1 for the release that serves.", labels=["release"]
         )
-        name = self.state.engine.store.get("active_release")
-        if name:
-            active.add_metric([str(name)], 1)
+        serving = self.state.engine.store.desired_state().active_release
+        if serving:
+            active.add_metric([serving], 1)
         yield active
 
     def _rollout(self) -> Iterator[Metric]:

@@ -274,12 +274,12 @@ class Engine:
 
     @property
     def desired(self) -> dict[str, int]:
-        return dict(self.store.get("desired", {}))
+        """Web replicas wanted per release (from the store's typed desired state)."""
+        return self.store.desired_state().replicas
 
     @property
     def weights(self) -> dict[str, int] | None:
-        value = self.store.get("weights")
-        return dict(value) if value is not None else None
+        return self.store.desired_state().weights
 
     # -- start and recovery ------------------------------------------------------------------
 
@@ -395,8 +395,8 @@ class Engine:
             spec = self.active.spec
             phase = self.active.state.phase
             view = roles.RolloutView(spec.strategy, spec.candidate, spec.stable, phase)
-        active = self.store.get("active_release")
-        return roles.leading_release(view, active, self.desired, self.weights)
+        state = self.store.desired_state()
+        return roles.leading_release(view, state.active_release, state.replicas, state.weights)
 
     def _role_budget(self, leader: str | None, role: str) -> roles.RoleBudget:
         if leader is None:
@@ -441,7 +441,7 @@ class Engine:
             row = releases.existing_release(self.store, request.release, config, request.env)
             if row is None:
                 row = await self._new_release(request, config)
-            active = self.store.get("active_release")
+            active = self.store.desired_state().active_release
             if active == request.release:
                 raise StateError(f"{request.release} is already the active release")
             if active is None:
@@ -502,8 +502,8 @@ class Engine:
                 self.store.put(f"command:{self.active.row.id}", "rollback")
                 self.wake()
                 return self.active.row
-            previous = self.store.get("previous_release")
-            active = self.store.get("active_release")
+            state = self.store.desired_state()
+            previous, active = state.previous_release, state.active_release
             if not previous or previous == active:
                 raise StateError("there is no previous release to roll back to")
             return self._begin("bluegreen", bluegreen, previous, active, rollback=True)
@@ -600,18 +600,19 @@ class Engine:
 
     async def _execute(self, active: Active, action: Action) -> None:
         if isinstance(action, ScaleRelease):
-            desired = self.desired
+            state = self.store.desired_state()
             if action.replicas:
-                desired[action.release] = action.replicas
+                state.replicas[action.release] = action.replicas
             else:
-                desired.pop(action.release, None)
-            self.store.put("desired", desired)
+                state.replicas.pop(action.release, None)
+            self.store.save_desired_state(state)
             await self._reconcile(self.clock())
         elif isinstance(action, SetWeights):
             with self.store.transaction():
                 self._warm_quiet_at_switch(active.spec.candidate, action.weights)
-                weights = dict(action.weights) if action.weights is not None else None
-                self.store.put("weights", weights)
+                state = self.store.desired_state()
+                state.weights = dict(action.weights) if action.weights is not None else None
+                self.store.save_desired_state(state)
             await self._sync_routes()
         elif isinstance(action, RunSmoke):
             self.store.put(f"smoke:{active.row.id}", "running")
@@ -644,13 +645,14 @@ class Engine:
 
     def _promote_records(self, spec: RolloutSpec, now: float) -> None:
         """The candidate is the active release; the old one stays warm for keep_previous."""
-        self.store.put("active_release", spec.candidate)
-        desired = self.desired
+        state = self.store.desired_state()
+        state.active_release = spec.candidate
+        desired = state.replicas
         desired.setdefault(spec.candidate, spec.replicas)
-        retire: dict[str, float] = dict(self.store.get("retire", {}))
+        retire = state.retire
         retire.pop(spec.candidate, None)
         if spec.stable and spec.stable != spec.candidate:
-            self.store.put("previous_release", spec.stable)
+            state.previous_release = spec.stable
             if spec.stable in desired:
                 keep = spec.config.strategy.bluegreen.keep_previous
                 retire[spec.stable] = now + keep
@@ -659,10 +661,9 @@ class Engine:
             if name not in (spec.candidate, spec.stable):
                 desired.pop(name)  # anything older than the previous release goes
         # Only releases that still have instances wait to retire; the candidate has it all.
-        retire = {name: at for name, at in retire.items() if name in desired}
-        self.store.put("desired", desired)
-        self.store.put("retire", retire)
-        self.store.put("weights", {spec.candidate: 100})
+        state.retire = {name: at for name, at in retire.items() if name in desired}
+        state.weights = {spec.candidate: 100}
+        self.store.save_desired_state(state)
         self._keep_warm_quiet(set(desired))
 
     def _warm_quiet_at_switch(self, candidate: str, weights: Mapping[str, int] | None) -> None:
@@ -745,10 +746,11 @@ class Engine:
         charging = [s for s in self.sources if isinstance(s, ChargingSource)]
         if not charging:
             return
-        weights = self.weights
+        state = self.store.desired_state()
+        weights = state.weights
         if weights is None:
-            active = self.store.get("active_release")
-            weights = {str(active): 100} if active else None
+            active = state.active_release
+            weights = {active: 100} if active else None
         for source in charging:
             source.observe_weights(weights)
 
@@ -762,24 +764,21 @@ class Engine:
     # -- housekeeping ------------------------------------------------------------------------
 
     async def _housekeeping(self, now: float) -> None:
-        retire: dict[str, float] = dict(self.store.get("retire", {}))
-        due = [name for name, at in retire.items() if at <= now]
+        state = self.store.desired_state()
+        due = [name for name, at in state.retire.items() if at <= now]
         involved = {self.active.spec.candidate, self.active.spec.stable} if self.active else set()
         for name in due:
             if name in involved:
                 continue
-            desired = self.desired
-            if desired.pop(name, None) is not None:
-                self.store.put("desired", desired)
+            if state.replicas.pop(name, None) is not None:
                 self.emit("info", f"retiring {name}: keep_previous elapsed")
-            retire.pop(name)
-            self.store.put("retire", retire)
-        desired = self.desired
-        gone = [name for name in retire if name not in desired and name not in involved]
+            state.retire.pop(name)
+            self.store.save_desired_state(state)
+        gone = [n for n in state.retire if n not in state.replicas and n not in involved]
         if gone:  # scaled to 0 by a later rollout: nothing left to retire
-            retire = {n: at for n, at in retire.items() if n not in gone}
-            self.store.put("retire", retire)
-        self._keep_warm_quiet(set(self.desired))
+            state.retire = {n: at for n, at in state.retire.items() if n not in gone}
+            self.store.save_desired_state(state)
+        self._keep_warm_quiet(set(state.replicas))
         self._quiet_warm(involved, now)  # not during a watch: it may still roll back to it
         if self.revive_router_in_tick:
             await self.revive_router()
@@ -847,12 +846,13 @@ class Engine:
                     name: m.to_dict() for name, m in self._measure(active, now).items()
                 },
             }
+        state = self.store.desired_state()
         return {
-            "active_release": self.store.get("active_release"),
-            "previous_release": self.store.get("previous_release"),
-            "weights": self.weights,
-            "desired": self.desired,
-            "retire": self.store.get("retire", {}),
+            "active_release": state.active_release,
+            "previous_release": state.previous_release,
+            "weights": state.weights,
+            "desired": state.replicas,
+            "retire": state.retire,
             "warm_quiet": self.store.get("warm_quiet", {}),
             "instances": self._instances_status(),
             "routes": [

@@ -159,14 +159,15 @@ def protected_releases(store: Store, live_releases: Iterable[str] = ()) -> dict[
         if isinstance(name, str) and name:
             reasons.setdefault(name, why)
 
-    add(store.get("active_release"), "the active release")
-    add(store.get("previous_release"), "the previous release (rollback target)")
+    state = store.desired_state()
+    add(state.active_release, "the active release")
+    add(state.previous_release, "the previous release (rollback target)")
     running = store.running_rollout()
     if running is not None:
         add(running.candidate, f"in the running rollout {running.id}")
         add(running.stable, f"in the running rollout {running.id}")
-    retire = dict(store.get("retire", {}))  # may still name releases no longer desired
-    for name in dict(store.get("desired", {})):
+    retire = state.retire  # may still name releases no longer desired
+    for name in state.replicas:
         add(name, "kept warm (keep_previous)" if name in retire else "has desired replicas")
     for row in store.instances():
         add(row.release, f"has a live instance ({row.id})")

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from nonstop.store.desired import DesiredState
 from nonstop.store.sqlite import InstanceRow, ReleaseRow, RolloutInProgress, RolloutRow, Store
 
 STATE_DB = "state.db"
 
 __all__ = [
+    "DesiredState",
     "InstanceRow",
     "ReleaseRow",
     "RolloutInProgress",
@@ -30,8 +32,7 @@ def active_release(state_dir: Path) -> str | None:
         return None
     store = open_store(state_dir)
     try:
-        value = store.get("active_release")
-        return str(value) if value else None
+        return store.desired_state().active_release
     finally:
         store.close()
 

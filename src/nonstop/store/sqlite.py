@@ -18,6 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from nonstop.store.desired import LEGACY_KEYS, DesiredState, fold_legacy
+
+DESIRED_KEY = "desired_state"
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS releases (
     name TEXT PRIMARY KEY,
@@ -166,6 +170,7 @@ class Store:
         if "role" not in columns:  # a state dir from before process roles
             self._db.execute("ALTER TABLE instances ADD COLUMN role TEXT NOT NULL DEFAULT 'web'")
         self._upgrade_handles()
+        self._fold_desired_state()
 
     def _upgrade_handles(self) -> None:
         """Rewrite instance handles an older agent wrote (pid, start marker and tag in the
@@ -184,6 +189,30 @@ class Store:
 
     def transaction(self) -> AbstractContextManager[sqlite3.Connection]:
         return immediate(self._db)
+
+    def _fold_desired_state(self) -> None:
+        """Move an older state dir's desired-state keys into the one typed record."""
+        placeholders = ", ".join("?" for _ in LEGACY_KEYS)
+        rows = self._db.execute(
+            f"SELECT key, value FROM kv WHERE key IN ({placeholders})", LEGACY_KEYS
+        ).fetchall()
+        if not rows:
+            return
+        state = fold_legacy({row["key"]: json.loads(row["value"]) for row in rows})
+        with immediate(self._db) as db:
+            if self.get(DESIRED_KEY) is None:
+                self.put(DESIRED_KEY, state.to_dict())
+            db.execute(f"DELETE FROM kv WHERE key IN ({placeholders})", LEGACY_KEYS)
+
+    # -- desired state -----------------------------------------------------------------------
+
+    def desired_state(self) -> DesiredState:
+        """The engine's desired state (store/desired.py); its only reader."""
+        return DesiredState.from_dict(self.get(DESIRED_KEY) or {})
+
+    def save_desired_state(self, state: DesiredState) -> None:
+        """Its only writer: the whole record in one write, so readers never see half of it."""
+        self.put(DESIRED_KEY, state.to_dict())
 
     # -- key/value ---------------------------------------------------------------------------
 
