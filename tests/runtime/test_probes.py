@@ -66,6 +66,18 @@ async def test_http_probes_the_role_path(runtime: LocalRuntime, tmp_path: Path) 
     assert missing.reason == "status 404"
 
 
+async def test_the_web_role_probes_health_path_over_http(
+    runtime: LocalRuntime, tmp_path: Path
+) -> None:
+    """No readiness table (the web role): the registry's http check on ``health.path``."""
+    handle = await runtime.start(sample_spec(tmp_path, FAIL_HEALTH="1"))
+    context = ProbeContext(str(tmp_path), {}, runtime.facts)
+    web = readiness_check(None, FAST.model_copy(update={"path": "/"}), context)
+    assert await wait_ready(handle, FAST, None, running(runtime, handle), check=web) is None
+    failing = readiness_check(None, FAST, context)  # /health answers 503 with FAIL_HEALTH
+    assert (await failing(handle, 1.0)).reason == "status 503"
+
+
 async def test_wait_ready_with_a_role_check_notices_an_exit(
     runtime: LocalRuntime, tmp_path: Path
 ) -> None:

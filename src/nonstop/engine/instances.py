@@ -35,11 +35,12 @@ from nonstop.drivers.runtime.base import (
     InstanceSpec,
     Runtime,
     StopRules,
+    Supervision,
     describe_facts,
 )
 from nonstop.drivers.runtime.health import wait_ready
 from nonstop.drivers.runtime.probes import Check, ProbeContext, readiness_check
-from nonstop.drivers.runtime.supervise import Supervisor, SupervisorEvent
+from nonstop.drivers.runtime.supervise import SupervisorEvent
 from nonstop.engine.roles import WEB
 from nonstop.engine.roles import role as role_of
 from nonstop.errors import RuntimeDriverError
@@ -131,7 +132,7 @@ class InstanceManager:
         self.emit = emit
         self.live: dict[str, Live] = {}
         self._stopping: set[str] = set()
-        self._supervisors: dict[str, Supervisor] = {}
+        self._supervisors: dict[str, Supervision] = {}
         self._background: set[asyncio.Task[None]] = set()
 
     # -- views -------------------------------------------------------------------------------
@@ -463,17 +464,16 @@ class InstanceManager:
         supervisor = self._supervisors.get(live.release)
         if supervisor is None:
             health = self.config_of(live.release).health
-            supervisor = Supervisor(self.runtime, health, self._on_supervisor_event)
+            supervisor = self.runtime.supervise(health, self._on_supervisor_event)
             self._supervisors[live.release] = supervisor
         supervisor.add(live.spec, live.handle, ready=ready, check=self._check(live))
 
-    def _check(self, live: Live) -> Check | None:
-        """The readiness check of the instance's role; None: HTTP on ``health.path``."""
+    def _check(self, live: Live) -> Check:
+        """The readiness check of the instance's role, from the probe registry."""
         config = self.config_of(live.release)
         readiness = role_of(config, live.role).readiness
-        if readiness is None or live.spec is None:
-            return None
-        context = ProbeContext(live.spec.cwd, live.spec.env, self.runtime.facts)
+        cwd, env = (live.spec.cwd, live.spec.env) if live.spec else ("", {})
+        context = ProbeContext(cwd, env, self.runtime.facts)
         return readiness_check(readiness, config.health, context)
 
     def _on_supervisor_event(self, event: SupervisorEvent) -> None:

@@ -9,9 +9,14 @@ start time, so a recycled pid is never mistaken for ours). The engine never sees
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+if TYPE_CHECKING:
+    from nonstop.config.schema import HealthConfig
+    from nonstop.drivers.runtime.health import ProbeResult
+    from nonstop.drivers.runtime.supervise import SupervisorEvent
 
 KillMode = Literal["main", "group"]
 
@@ -144,6 +149,29 @@ class InstanceStatus:
 RUNNING = InstanceStatus("running")
 
 
+class Supervision(Protocol):
+    """Keeps a runtime's instances running (restarts with backoff, readiness regained and
+    lost); what it sees reaches the engine as SupervisorEvents, with the new handle on a
+    restart. The local runtime's is drivers/runtime/supervise.py."""
+
+    def add(
+        self,
+        spec: InstanceSpec,
+        handle: InstanceHandle,
+        *,
+        ready: bool = False,
+        check: Callable[[InstanceHandle, float], Awaitable[ProbeResult]] | None = None,
+    ) -> None:
+        """Watch ``handle``; ``ready`` when its readiness check already passed; ``check`` is
+        the role's readiness probe (None: HTTP on ``health.path``)."""
+
+    async def remove(self, instance_id: str) -> None:
+        """Stop watching it (it keeps running: stopping is the engine's call)."""
+
+    async def close(self) -> None:
+        """Stop watching everything (instances keep running for the next agent)."""
+
+
 class Runtime(Protocol):
     """The port every runtime kind implements (docs/decisions/0500-runtime-port.md).
 
@@ -185,6 +213,13 @@ class Runtime(Protocol):
 
     def facts(self, handle: InstanceHandle) -> Mapping[str, str | int]:
         """What people may want to see of the instance in status ({"pid": 1234} locally)."""
+
+    def supervise(
+        self, health: HealthConfig, on_event: Callable[[SupervisorEvent], None]
+    ) -> Supervision:
+        """The supervision of this runtime's instances under ``health`` (restart, backoff,
+        readiness), reporting through ``on_event``: a runtime whose platform restarts
+        instances itself (containers) reports those restarts here instead."""
 
 
 def describe_facts(facts: Mapping[str, str | int]) -> str:

@@ -44,9 +44,10 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from nonstop.drivers.runtime import procfs, stopping, strays
 from nonstop.drivers.runtime.base import (
@@ -57,9 +58,14 @@ from nonstop.drivers.runtime.base import (
     KillMode,
     StopReport,
     StopRules,
+    Supervision,
 )
 from nonstop.drivers.runtime.localref import LocalRef
 from nonstop.errors import RuntimeDriverError
+
+if TYPE_CHECKING:
+    from nonstop.config.schema import HealthConfig
+    from nonstop.drivers.runtime.supervise import SupervisorEvent
 
 ADDRESS_IN_USE = re.compile(r"address already in use|EADDRINUSE|errno 98\b", re.IGNORECASE)
 POLL_INTERVAL = 0.05
@@ -372,6 +378,14 @@ class LocalRuntime:
 
     def facts(self, handle: InstanceHandle) -> Mapping[str, str | int]:
         return {"pid": LocalRef.of(handle).pid}
+
+    def supervise(
+        self, health: HealthConfig, on_event: Callable[[SupervisorEvent], None]
+    ) -> Supervision:
+        """Local supervision: a watch task per instance in this process (supervise.py)."""
+        from nonstop.drivers.runtime.supervise import Supervisor
+
+        return Supervisor(self, health, on_event)
 
     async def sweep_strays(self, known: Sequence[InstanceHandle]) -> list[str]:
         """Stop every process of this state dir whose group is no live instance's (see the

@@ -1,7 +1,11 @@
 """Readiness probes of process roles, by kind: a registry of small checks.
 
-A check is ``async check(handle, timeout) -> ProbeResult`` and never raises for a failing
-instance. The web role (``[app]``) uses ``http`` on ``health.path``; other roles pick one:
+The port: a check is ``async check(handle, timeout) -> ProbeResult`` and never raises for a
+failing instance; :func:`readiness_check` builds one from a role's ``readiness`` through the
+:data:`PROBES` registry, and the engine asks it for every role (the web role, ``[app]``, has no
+``readiness`` table: ``http`` on ``health.path``). A check reaches the instance only through
+its handle's address and the runtime's ``facts``, never through a pid of its own. Other roles
+pick one:
 
 - ``http``: GET the path on the instance's port, 2xx/3xx passes (drivers/runtime/health.py);
 - ``tcp``: the port accepts a connection;
@@ -115,8 +119,14 @@ PROBES: dict[str, Callable[[ReadinessConfig, HealthConfig, ProbeContext], Check]
 }
 
 
+WEB_READINESS = ReadinessConfig(kind="http")
+"""The web role's readiness: HTTP on ``health.path``."""
+
+
 def readiness_check(
-    readiness: ReadinessConfig, health: HealthConfig, context: ProbeContext
+    readiness: ReadinessConfig | None, health: HealthConfig, context: ProbeContext
 ) -> Check:
-    """The check for ``readiness.kind`` (timeouts and thresholds come from ``[health]``)."""
+    """The check for ``readiness.kind`` (None: the web role's); timeouts and thresholds come
+    from ``[health]``."""
+    readiness = readiness or WEB_READINESS
     return PROBES[readiness.kind](readiness, health, context)
