@@ -38,6 +38,7 @@ from nonstop.drivers.runtime.base import (
     Supervision,
     describe_facts,
 )
+from nonstop.drivers.runtime.drainers import drainer_for
 from nonstop.drivers.runtime.health import wait_ready
 from nonstop.drivers.runtime.probes import Check, ProbeContext, readiness_check
 from nonstop.drivers.runtime.supervise import SupervisorEvent
@@ -296,17 +297,18 @@ class InstanceManager:
             live.task = asyncio.create_task(supervisor.remove(live.id))
         live.state, live.drain_started = "draining", now
         # Only web instances have traffic to drain; the others go on to their stop rules.
-        live.drain_deadline = now + (config.app.drain_timeout if live.role == WEB else 0.0)
+        drainer = drainer_for(live.role == WEB)
+        live.drain_deadline = drainer.deadline(now, config.app.drain_timeout)
         self.store.set_instance_state(live.id, "draining", drain_deadline=live.drain_deadline)
-        self._quiet(live, config)
+        if drainer.quiets:
+            self._quiet(live, config)
         self.on_change()
 
     def _quiet(self, live: Live, config: NonstopConfig) -> None:
         """Ask a leaving worker to take no new work, when its role has a quiet step. A web
         instance's quiet step is for a release kept warm (:meth:`quiet_warm`); a draining one
         closes its connections on its stop signal at the drain deadline."""
-        if live.role != WEB:
-            self._start_quiet(live, role_of(config, live.role).stop, "it takes no new work")
+        self._start_quiet(live, role_of(config, live.role).stop, "it takes no new work")
 
     def quiet_warm(self, live: Live, sent: Callable[[Live], None]) -> bool:
         """Send the web role's quiet step to a web instance kept warm for rollback (it closes
@@ -360,7 +362,7 @@ class InstanceManager:
             assert live.drain_started is not None
             assert live.drain_deadline is not None
             address = live.handle.address if live.handle else ""
-            busy = in_flight.get(address, 0) + (1 if address in routed else 0)
+            busy = drainer_for(live.role == WEB).busy(address, in_flight, routed)
             settled = now - live.drain_started >= DRAIN_SETTLE
             if (settled and busy == 0) or now >= live.drain_deadline:
                 if busy:
