@@ -149,6 +149,10 @@ class InstanceStatus:
 RUNNING = InstanceStatus("running")
 
 
+ReadinessCheck = Callable[[InstanceHandle, float], Awaitable["ProbeResult"]]
+"""A role's readiness check (drivers/runtime/probes.py)."""
+
+
 class Supervision(Protocol):
     """Keeps a runtime's instances running (restarts with backoff, readiness regained and
     lost); what it sees reaches the engine as SupervisorEvents, with the new handle on a
@@ -160,7 +164,7 @@ class Supervision(Protocol):
         handle: InstanceHandle,
         *,
         ready: bool = False,
-        check: Callable[[InstanceHandle, float], Awaitable[ProbeResult]] | None = None,
+        check: ReadinessCheck | None = None,
     ) -> None:
         """Watch ``handle``; ``ready`` when its readiness check already passed; ``check`` is
         the role's readiness probe (None: HTTP on ``health.path``)."""

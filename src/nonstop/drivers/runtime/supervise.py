@@ -33,7 +33,13 @@ import aiohttp
 
 from nonstop.config.schema import HealthConfig
 from nonstop.config.units import format_duration
-from nonstop.drivers.runtime.base import InstanceHandle, InstanceSpec, Runtime, describe_facts
+from nonstop.drivers.runtime.base import (
+    InstanceHandle,
+    InstanceSpec,
+    ReadinessCheck,
+    Runtime,
+    describe_facts,
+)
 from nonstop.drivers.runtime.health import ProbeResult, health_url, new_session, probe
 from nonstop.errors import RuntimeDriverError
 
@@ -134,7 +140,7 @@ class Supervisor:
         handle: InstanceHandle,
         *,
         ready: bool = False,
-        check: Callable[[InstanceHandle, float], Awaitable[ProbeResult]] | None = None,
+        check: ReadinessCheck | None = None,
     ) -> None:
         """Watch ``handle`` (started from ``spec``). ``ready=True`` when its readiness probe
         already passed (the engine waited for it); otherwise the supervisor probes it first.
