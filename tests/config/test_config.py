@@ -28,6 +28,10 @@ ERRORS = [
         APP + '[router]\nkind = "envoy"\n',
         'router.kind: expected one of caddy, haproxy, nginx, got "envoy"',
     ),
+    (
+        APP + '[runtime]\nkind = "docker"\n',
+        'runtime.kind: expected one of local, got "docker"',
+    ),
     (APP + '[health]\npath = "health"\n', 'health.path: expected a path starting with "/"'),
     (APP + '[health]\ninterval = "5 parsecs"\n', "health.interval: expected a duration"),
     (APP + "[health]\ntimeout = -1\n", "health.timeout: expected a non-negative duration"),
