@@ -71,6 +71,8 @@ async def test_wait_ready_after_startup_delay(runtime: LocalRuntime, tmp_path: P
 
 async def test_wait_ready_deadline(runtime: LocalRuntime, tmp_path: Path) -> None:
     handle = await runtime.start(sample_spec(tmp_path, FAIL_HEALTH="1"))
+    # bound before the deadline starts, so the last probe meets the app's 503 on any machine
+    await wait_until(lambda: any("listening on" in line for line in runtime.read_log(handle)))
     reason = await wait_ready(handle, FAST, time.monotonic() + 0.5, running(runtime, handle))
     assert reason is not None
     assert reason.startswith("not ready after ")

@@ -108,6 +108,12 @@ def supervise(runtime: LocalRuntime, rec: Recorder, health: HealthConfig = FAST)
     return rec.supervisor
 
 
+async def listening(runtime: LocalRuntime, handle: InstanceHandle) -> None:
+    """The sample app has bound its port (start() returns after at most bind_grace, 0.3 s,
+    which a loaded machine may not be enough for)."""
+    await wait_until(lambda: any("listening on" in line for line in runtime.read_log(handle)))
+
+
 async def test_crashing_instance_is_restarted_with_backoff(
     runtime: LocalRuntime, recorder: Recorder, tmp_path: Path
 ) -> None:
@@ -144,6 +150,7 @@ async def test_failing_liveness_restarts_a_running_instance(
 ) -> None:
     spec = sample_spec(tmp_path, FAIL_HEALTH="1")
     handle = await runtime.start(spec)
+    await listening(runtime, handle)  # every probe meets the app's 503, not a closed port
     supervisor = supervise(runtime, recorder)
     supervisor.add(spec, handle, ready=True)  # as if it had passed, then started failing
     await wait_until(lambda: "restarted" in recorder.kinds(), timeout=10)
@@ -194,6 +201,7 @@ async def test_not_ready_within_start_period(
 ) -> None:
     spec = sample_spec(tmp_path, FAIL_HEALTH="1")
     handle = await runtime.start(spec)
+    await listening(runtime, handle)  # the last probe before 300ms meets the app's 503
     supervisor = supervise(runtime, recorder, FAST.model_copy(update={"start_period": 0.3}))
     supervisor.add(spec, handle)
     await wait_until(lambda: "unhealthy" in recorder.kinds(), timeout=10)
