@@ -269,6 +269,41 @@ async def test_request_stats_fold_the_stream_per_release(
     assert 0 <= p50 <= p100  # nginx and HAProxy log whole milliseconds: a fast request is 0
 
 
+async def test_a_websocket_is_one_stream_event_at_its_close_never_a_request(
+    router: ManagedRouter, client: aiohttp.ClientSession, backends: MakeBackend
+) -> None:
+    """Decision 0510: the router logs an upgraded connection once, when it ends, with its
+    whole life as the duration and status 101; folded, it is a stream of its upstream's
+    release, not a request, not a latency. Held open past a request on the same router, so its
+    event comes after that request's."""
+    a = await backends("A")
+    routes = table(a.upstream(1, "v1"))
+    await router.apply(routes)
+    stats = RequestStats()
+    stats.observe_table(routes)
+    collector = Collector(router)
+    try:
+        since = time.time()
+        async with client.ws_connect(url(router, "/ws")) as ws:
+            await ws.send_str("one")
+            assert await ws.receive_str() == "A:one"
+            assert await get(client, router) == (200, "A")
+            assert await wait_for(lambda: _settled(collector, 1))
+        events = await collector.until(2)
+    finally:
+        await collector.close()
+    assert [(e.upstream, e.status) for e in events] == [(a.address, 200), (a.address, 101)]
+    for event in events:
+        stats.record(event)
+    v1 = stats.snapshot("v1", since - 1, time.time() + 1)
+    assert (v1.requests, v1.status, v1.streams) == (1, {"2xx": 1}, 1)
+    assert stats.requests(since - 1, time.time() + 1) == 1
+
+
+async def _settled(collector: Collector, count: int) -> bool:
+    return len(collector.events) >= count
+
+
 async def test_a_killed_router_comes_back_with_the_last_table(
     router: ManagedRouter, client: aiohttp.ClientSession, backends: MakeBackend
 ) -> None:

@@ -780,7 +780,9 @@ class Engine:
             retire = {n: at for n, at in retire.items() if n not in gone}
             self.store.put("retire", retire)
         self._keep_warm_quiet(set(self.desired))
-        self._quiet_warm(involved, now)  # not during a watch: it may still roll back to it
+        # Only a rollback's own candidate waits: the previous release is quieted during the
+        # watch too, its streams' closes are not traffic (decision 0510).
+        self._quiet_warm({self.active.spec.candidate} if self.active else set(), now)
         if self.revive_router_in_tick:
             await self.revive_router()
 
