@@ -185,6 +185,43 @@ async def test_stream_grace_closes_a_removed_upstreams_websocket(
         )
 
 
+async def test_a_silent_websocket_outlives_the_upstream_timeout(
+    make_router: MakeRouter, client: aiohttp.ClientSession, backends: MakeBackend
+) -> None:
+    """A WebSocket that carries nothing for longer than ``upstream_timeout`` (a response's
+    bound) stays open: upgraded connections have their own ``stream_idle_timeout`` (an hour by
+    default). nginx's proxy_read_timeout used to close it after ``upstream_timeout``."""
+    router = await make_router(upstream_timeout=1.0)
+    a = await backends("A")
+    await router.apply(table(a.upstream(1)))
+    async with client.ws_connect(url(router, "/ws")) as ws:
+        await asyncio.sleep(2.5)  # the scenario: silent for 2.5 upstream timeouts
+        await ws.send_str("still")
+        assert await ws.receive_str(timeout=5) == "A:still"
+
+
+async def test_a_websocket_silent_past_stream_idle_timeout_is_closed(
+    kind: str, make_router: MakeRouter, client: aiohttp.ClientSession, backends: MakeBackend
+) -> None:
+    """HAProxy (``timeout tunnel``) and nginx (``proxy_read_timeout`` of upgrade requests)
+    close a WebSocket silent for ``stream_idle_timeout``, while a request slower than it but
+    within ``upstream_timeout`` is answered."""
+    if kind == "caddy":
+        pytest.skip("Caddy has no idle timeout on streams: it never closes a silent one")
+    router = await make_router(upstream_timeout=30.0, stream_idle_timeout=1.0)
+    a = await backends("A")
+    await router.apply(table(a.upstream(1)))
+    async with client.ws_connect(url(router, "/ws")) as ws:
+        message = await ws.receive(timeout=15)  # bounded: the idle timeout is 1 s
+        assert message.type in (
+            aiohttp.WSMsgType.CLOSE,
+            aiohttp.WSMsgType.CLOSED,
+            aiohttp.WSMsgType.ERROR,
+        )
+    async with client.get(url(router, "/?sleep=1.5")) as response:
+        assert (response.status, await response.text()) == (200, "A")
+
+
 async def test_a_dead_upstream_is_retried_on_the_other(
     router: ManagedRouter, client: aiohttp.ClientSession, backends: MakeBackend
 ) -> None:

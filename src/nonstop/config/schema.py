@@ -118,6 +118,9 @@ class RouterConfig(Model):
     """How long a WebSocket or stream may outlive the routing change that removed its instance
     before the router closes it; unset: until the instance (stopped at its drain deadline) or
     the client ends it (docs/websockets.md, decision 0460)."""
+    stream_idle_timeout: Duration = Field(default=3600.0, gt=0)
+    """How long a WebSocket may stay silent before the router closes it (HAProxy, nginx;
+    Caddy never closes an idle stream). Requests keep ``upstream_timeout`` (docs/websockets.md)."""
 
     @field_validator("listen")
     @classmethod
