@@ -44,6 +44,7 @@ ERRORS = [
         WORKER + 'quiet_signal = "SIGTSTP"\nquiet_command = "x"\n',
         'processes.worker.quiet_command: set "quiet_signal" or "quiet_command", not both',
     ),
+    (WORKER + 'quiet_grace = "soon"\n', "processes.worker.quiet_grace: expected a duration such"),
     (WORKER + 'env = { "1X" = "y" }\n', 'processes.worker.env: "1X": not a valid variable name'),
     (WORKER + "replicas = 300\n", "processes.worker.replicas: expected a value <= 256"),
     (APP + 'kill_mode = "pool"\n', "app.kill_mode: expected one of main, group"),
@@ -77,6 +78,20 @@ def test_bad_roles_name_the_path(text: str, expected: str) -> None:
 )
 def test_stop_rules_resolve_role_then_preset_then_default(extra: str, stop: StopRules) -> None:
     assert roles(parse_config(WORKER + extra))["worker"].stop == stop
+
+
+@pytest.mark.parametrize(
+    ("extra", "grace"),
+    [
+        ("", 0.0),
+        ('quiet_signal = "SIGTSTP"\n', 5.0),
+        ('quiet_command = "celery control cancel_consumer q"\n', 5.0),
+        ('quiet_signal = "SIGTSTP"\nquiet_grace = "20s"\n', 20.0),
+        ('quiet_signal = "SIGTSTP"\nquiet_grace = 0\n', 0.0),
+    ],
+)
+def test_quiet_grace_defaults_to_5s_with_a_quiet_step(extra: str, grace: float) -> None:
+    assert roles(parse_config(WORKER + extra))["worker"].quiet_grace == grace
 
 
 def test_web_role_is_app_and_keeps_its_defaults() -> None:

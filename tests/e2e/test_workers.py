@@ -55,9 +55,16 @@ command = "{sys.executable} worker.py"
 replicas = {replicas}
 stop_timeout = "5s"
 quiet_signal = "SIGTSTP"
+quiet_grace = "1s"
 env = {{ LEDGER = "{ledger}" }}
 readiness = {{ kind = "none", min_uptime = "200ms" }}
 {strategy}"""
+
+
+def ledger_times(ledger: Path) -> dict[tuple[str, str], float]:
+    """(what, instance) -> when the worker wrote it (the last such line)."""
+    lines = ledger.read_text().splitlines() if ledger.exists() else []
+    return {(w[0], w[1]): float(w[3]) for w in (line.split() for line in lines)}
 
 
 def ledger_lines(ledger: Path) -> list[tuple[str, str, int]]:
@@ -115,6 +122,8 @@ def test_workers_move_with_the_release_and_come_back_on_rollback(
     for old in ("v1:worker-1", "v1:worker-2"):
         mine = [what for what, instance, _ in lines if instance == old]
         assert mine == ["start", "quiet", "stop"], (old, lines)  # quieted, then stopped
+        times = ledger_times(ledger)  # quiet_grace 1 s: the stop signal came no sooner
+        assert times[("stop", old)] - times[("quiet", old)] >= 1.0, times
     # New workers were started (and ready) before any old one was quieted.
     first_quiet = next(i for i, line in enumerate(lines) if line[0] == "quiet")
     v2_starts = [i for i, line in enumerate(lines) if line[:2] == ("start", "v2:worker-1")]

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import signal
 import time
@@ -126,6 +127,12 @@ class InstanceManager:
         self.emit = emit
         self.live: dict[str, Live] = {}
         self._stopping: set[str] = set()
+        self._quiet_until: dict[str, float] = {}
+        """Worker id -> the earliest time its stop signal may go: infinity while its quiet
+        step is on its way, then (at the next drain step) that moment + ``_quiet_grace``."""
+        self._quiet_grace: dict[str, float] = {}
+        """Worker id -> its role's ``quiet_grace``, once its quiet step was delivered (0 when
+        the step failed: nothing is gained by waiting for a worker that was not quieted)."""
         self._supervisors: dict[str, Supervisor] = {}
         self._background: set[asyncio.Task[None]] = set()
 
@@ -311,8 +318,11 @@ class InstanceManager:
         """Ask a leaving worker to take no new work, when its role has a quiet step. A web
         instance's quiet step is for a release kept warm (:meth:`quiet_warm`); a draining one
         closes its connections on its stop signal at the drain deadline."""
-        if live.role != WEB:
-            self._start_quiet(live, role_of(config, live.role).stop, "it takes no new work")
+        if live.role == WEB:
+            return
+        role = role_of(config, live.role)
+        if self._start_quiet(live, role.stop, "it takes no new work", grace=role.quiet_grace):
+            self._quiet_until[live.id] = math.inf
 
     def quiet_warm(self, live: Live, sent: Callable[[Live], None]) -> bool:
         """Send the web role's quiet step to a web instance kept warm for rollback (it closes
@@ -327,10 +337,11 @@ class InstanceManager:
         rules: StopRules,
         what: str,
         sent: Callable[[Live], None] | None = None,
+        grace: float = 0.0,
     ) -> bool:
         if live.handle is None or not (rules.quiet_signal or rules.quiet_command):
             return False
-        task = asyncio.create_task(self._send_quiet(live, live.handle, rules, what, sent))
+        task = asyncio.create_task(self._send_quiet(live, live.handle, rules, what, sent, grace))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
         return True
@@ -342,14 +353,22 @@ class InstanceManager:
         rules: StopRules,
         what: str,
         sent: Callable[[Live], None] | None,
+        grace: float = 0.0,
     ) -> None:
         how = rules.quiet_signal or "quiet_command"
         try:
             failure = await self.runtime.quiet(handle, rules)
         except RuntimeDriverError as exc:
             failure = str(exc)
+        finally:  # the stop waits for the step's outcome, never for a lost task
+            if live.id in self._quiet_until:
+                self._quiet_grace[live.id] = grace
         if failure:
+            if live.id in self._quiet_grace:
+                self._quiet_grace[live.id] = 0.0
             self.emit("warning", f"{live.id}: could not quiet it ({how}): {failure}")
+        elif grace and live.id in self._quiet_until:
+            self.emit("info", f"quieted {live.id} ({how}): {what}; stop signal in {grace:g}s")
         else:
             self.emit("info", f"quieted {live.id} ({how}): {what}")
         if sent is not None:
@@ -368,6 +387,10 @@ class InstanceManager:
             address = live.handle.address if live.handle else ""
             busy = in_flight.get(address, 0) + (1 if address in routed else 0)
             settled = now - live.drain_started >= DRAIN_SETTLE
+            if live.id in self._quiet_grace:  # delivered: its grace counts from now
+                self._quiet_until[live.id] = now + self._quiet_grace.pop(live.id)
+            if now < self._quiet_until.get(live.id, 0.0):
+                continue  # a worker's quiet step is on its way, or its quiet_grace runs
             if (settled and busy == 0) or now >= live.drain_deadline:
                 if busy:
                     self.emit("warning", f"{live.id}: drain deadline passed with {busy} in flight")
@@ -402,6 +425,8 @@ class InstanceManager:
             self.store.set_instance_state(live.id, "stopped")
             self.live.pop(live.id, None)
             self._stopping.discard(live.id)
+            self._quiet_until.pop(live.id, None)
+            self._quiet_grace.pop(live.id, None)
             self.emit("info", f"stopped {live.id}")
             self.on_change()
 

@@ -67,6 +67,8 @@ class Role:
     stop: StopRules
     readiness: ReadinessConfig | None
     """None for the web role: HTTP on ``health.path``."""
+    quiet_grace: float = 0.0
+    """Seconds from the quiet step's delivery to the stop signal (workers only)."""
 
     @property
     def web(self) -> bool:
@@ -99,6 +101,7 @@ def roles(config: NonstopConfig) -> dict[str, Role]:
             dict(process.env),
             stop_rules(process),
             process.probe,
+            process.grace,
         )
     return found
 
