@@ -123,6 +123,13 @@ def test_readiness_defaults_to_tcp_with_a_port_else_none() -> None:
         ('queue = "arq"\n', "arq cancels running jobs on SIGTERM unless"),
         ('queue = "rq"\n', "can strand the next job in the queue's intermediate list"),
         ('queue = "celery"\n', "visibility_timeout is delivered again"),
+        ('queue = "celery"\n', "without a quiet step, tasks the worker holds at its stop"),
+        ('queue = "celery"\n', "without --prefetch-multiplier 1 (and -O fair)"),
+        (
+            'queue = "celery"\ncommand = "celery -A a worker"\n'
+            'quiet_command = "celery -A a control cancel_consumer q -d x"\n',
+            "without -n all instances on a host are celery@<host>",
+        ),
         (
             'queue = "celery"\nkill_mode = "group"\n',
             'kill_mode "group" sends SIGTERM to the celery',
@@ -173,6 +180,19 @@ def test_huey_preset_follows_the_consumers_graceful_signal(command: str, signal:
     config = parse_config(text)
     assert roles(config)["worker"].stop.signal == signal
     assert queue_traps(config.processes["worker"]) == []
+
+
+def test_celery_as_recommended_has_only_the_visibility_timeout_trap() -> None:
+    text = WORKER.replace(
+        '"rq worker"',
+        '"celery -A a worker -O fair --prefetch-multiplier 1 -n $NONSTOP_INSTANCE@%h"',
+    ) + (
+        'queue = "celery"\nquiet_command = "celery -A a control cancel_consumer celery '
+        '-d $NONSTOP_INSTANCE@$(hostname)"\n'
+    )
+    traps = queue_traps(parse_config(text).processes["worker"])
+    assert len(traps) == 1, traps
+    assert "visibility_timeout" in traps[0]
 
 
 def test_celery_remapped_sigterm_is_a_trap() -> None:
