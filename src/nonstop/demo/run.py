@@ -4,6 +4,12 @@ In a temporary directory: start an agent, deploy v1, then a blue-green deploy of
 rollback to v1 while a constant-rate load runs through the router and WebSocket clients hold
 connections to /ws; print one row per step (duration, requests, failed, p99, what happened to
 the WebSockets) and clean up every process it started.
+
+The WebSocket story: a switch closes no connection; the release switched away from stays warm
+for rollback and, at its drain deadline (2 s here), gets the app's quiet signal (SIGUSR1): it
+closes its WebSockets with 1001 and a reconnect hint, and the clients reconnect to the release
+that now serves. A step's row is written once every client is there (or says that they are
+not).
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import socket
 import sys
 import tempfile
 import time
+from collections import Counter
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -26,6 +33,12 @@ from nonstop.loadgen.generator import LoadGenerator
 from nonstop.loadgen.websockets import WebSocketHolder, WebSocketReport
 
 WS_CLIENTS = 20
+DRAIN = 2.0
+"""The demo's drain timeout: its requests take a millisecond, and the kept-warm side's clients
+move at this deadline (docs/websockets.md)."""
+MOVE_TIMEOUT = 20.0
+"""How long a step waits for every client to be on the serving release: the drain deadline,
+the app's 1 s reconnect window and a loaded machine's delays, generously."""
 
 CONFIG = """\
 [app]
@@ -33,7 +46,7 @@ name = "demo"
 command = "{python} app.py --port {{port}}"
 replicas = 2
 stop_timeout = "5s"
-drain_timeout = "10s"
+drain_timeout = "{drain:g}s"
 quiet_signal = "SIGUSR1"
 
 [health]
@@ -67,16 +80,24 @@ class StepResult:
     p99_ms: float | None
     detail: str
     websockets: WebSocketReport | None = None
+    serving: str = ""
+    """The release that serves once the step is over: where the clients should end."""
 
     def ws_summary(self) -> str:
-        """``20 held: 0 closed, 0 abrupt; still on v1 20``: a routing change closes no
-        connection; clients move when the instance they are on retires (docs/websockets.md)."""
+        """``20 closed by v1 (1001), 0 abrupt; all 20 now on v2``: the side switched
+        away from was quieted at its drain deadline and its clients reconnected. Clients that
+        did not get there are named: ``... still on v1 3 (kept warm, not yet quieted)``."""
         ws = self.websockets
         if ws is None:
             return "-"
-        ended = ", ".join(f"{k} {v}" for k, v in ws.ended_on.items())
-        closed = f"{len(ws.closed)} closed, {len(ws.abrupt)} abrupt"
-        return f"{ws.clients} held: {closed}; still on {ended}"
+        by = Counter(c.release for c in ws.closed if not c.abrupt)
+        closed = ", ".join(f"{n} closed by {r} (1001)" for r, n in sorted(by.items()))
+        head = f"{closed or '0 closed'}, {len(ws.abrupt)} abrupt"
+        moved = ws.ended_on.get(self.serving, 0)
+        if moved == ws.clients:
+            return f"{head}; all {moved} now on {self.serving}"
+        behind = ", ".join(f"{r} {n}" for r, n in ws.ended_on.items() if r != self.serving)
+        return f"{head}; {moved} on {self.serving}, still on {behind} (kept warm, not yet quieted)"
 
 
 def free_port() -> int:
@@ -97,7 +118,8 @@ def write_project(root: Path, port: int) -> Paths:
     app = resources.files("nonstop.demo").joinpath("sampleapp.py").read_text()
     (root / "app.py").write_text(app)
     (root / "smoke.py").write_text(SMOKE)
-    (root / "nonstop.toml").write_text(CONFIG.format(python=sys.executable, port=port))
+    text = CONFIG.format(python=sys.executable, port=port, drain=DRAIN)
+    (root / "nonstop.toml").write_text(text)
     return Paths(root)
 
 
@@ -117,6 +139,7 @@ async def step(
     call: tuple[str, str, dict[str, Any] | None],
     url: str | None,
     rps: float,
+    serving: str = "",
 ) -> StepResult:
     """Run one agent call to completion, under load when ``url`` is given."""
     load = LoadGenerator(url, rps, timeout=5.0) if url else None
@@ -133,13 +156,14 @@ async def step(
     ws = None
     if load and holder:
         await asyncio.sleep(1.0)  # and keeps flowing after
+        await holder.wait_all_on({serving}, MOVE_TIMEOUT)  # the report says if they did not
         report = await load.stop()
         ws = await holder.stop()
         requests, failed, p99 = report.scheduled, report.failed, report.latency_scheduled.p99
     else:
         requests, failed, p99 = 0, 0, None
     ok = final["status"] == "completed" and failed == 0 and (ws is None or ws.passed)
-    return StepResult(name, ok, seconds, requests, failed, p99, final["reason"] or "", ws)
+    return StepResult(name, ok, seconds, requests, failed, p99, final["reason"] or "", ws, serving)
 
 
 async def run_demo(root: Path, rps: float) -> list[StepResult]:
@@ -168,14 +192,11 @@ async def run_demo(root: Path, rps: float) -> list[StepResult]:
                 "env": {"VERSION": release},
                 "config": config,
             }
-            results.append(
-                await step(
-                    name, agent, ("POST", "/v1/deploy", body), url if under_load else None, rps
-                )
-            )
-        results.append(
-            await step("rollback to v1", agent, ("POST", "/v1/rollback", None), url, rps)
-        )
+            target = url if under_load else None
+            call = ("POST", "/v1/deploy", body)
+            results.append(await step(name, agent, call, target, rps, serving=release))
+        rollback = ("POST", "/v1/rollback", None)
+        results.append(await step("rollback to v1", agent, rollback, url, rps, serving="v1"))
     finally:
         await agent.request("POST", "/v1/shutdown", {"stop_instances": True})
         await _wait_gone(paths)
