@@ -37,6 +37,7 @@ from nonstop.engine.faults import crash_point
 from nonstop.engine.health import Health, PendingEvent, describe
 from nonstop.engine.instances import InstanceManager, Live
 from nonstop.engine.roles import WEB as WEB_ROLE
+from nonstop.engine.roles import check_kind
 from nonstop.engine.roles import role as role_of
 from nonstop.engine.roles import warnings as role_traps
 from nonstop.engine.routing import route_table
@@ -828,6 +829,7 @@ class Engine:
         rows = []
         for live in self.instances.live.values():
             row = live.to_dict()
+            row["check"] = check_kind(self.instances.config_of(live.release), live.role)
             view = views.get(live.id)
             if view is not None and view.failed:
                 row["failed"] = view.failed

@@ -114,6 +114,13 @@ def role(config: NonstopConfig, name: str) -> Role:
     return found
 
 
+def check_kind(config: NonstopConfig, name: str) -> str:
+    """The kind of check that keeps watching role ``name``'s instances once ready (``status``
+    shows it: with ``none``, a worker that stops working but not running goes unnoticed)."""
+    readiness = role(config, name).readiness
+    return "http" if readiness is None else readiness.kind
+
+
 def stop_rules(process: ProcessConfig) -> StopRules:
     """The role's own settings over its queue preset's over the defaults."""
     preset = PRESETS.get(process.queue or "")
