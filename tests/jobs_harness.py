@@ -77,6 +77,15 @@ CELERY_QUIET = (
 the instance, ``-n``) stops consuming; the command exits 0 once the worker replied."""
 
 
+def celery_role(python: str, longest: float) -> str:
+    """The ``[processes.worker]`` lines that make Celery hold nothing at its stop signal
+    (docs/workers.md): the quiet step, and a grace one second above the longest job."""
+    return (
+        f'quiet_command = "{CELERY_QUIET.format(python=python)}"\n'
+        f'quiet_grace = "{longest + 1:g}s"\n'
+    )
+
+
 def worker_command(library: str, python: str, stop_timeout: float, slots: int) -> str:
     """The worker command of ``library`` with ``slots`` jobs at once per instance. Celery's
     node is named after the instance (so a quiet step reaches it alone), takes one message per

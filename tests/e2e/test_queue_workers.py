@@ -15,11 +15,11 @@ import pytest
 
 from e2e.harness import AgentProcess, Project, free_port
 from jobs_harness import (
-    CELERY_QUIET,
     Entry,
     RedisServer,
     SteadyLoad,
     alive,
+    celery_role,
     configure_workers,
     enqueuer,
     judge,
@@ -47,9 +47,7 @@ def redis() -> Iterator[RedisServer]:
         yield server
 
 
-CELERY_ROLE = f"""quiet_command = "{CELERY_QUIET.format(python=python())}"
-quiet_grace = "{LONGEST_JOB + 1:g}s"
-"""
+CELERY_ROLE = celery_role(python(), LONGEST_JOB)
 """Celery as docs/workers.md recommends: late acks, one message per free pool process, a quiet
 step that cancels this instance's consumer and a grace longer than the longest task, so the
 stop signal finds no task in hand, and the warm shutdown has none to put back."""
