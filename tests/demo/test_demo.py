@@ -56,7 +56,8 @@ def test_the_demo_moves_every_websocket_client_to_the_release_that_serves() -> N
     """``nonstop demo`` as ``make demo`` runs it: blue-green to v2, then a rollback to v1,
     under load with 20 WebSocket clients. It exits 0 (no failed request, no abrupt close), and
     after each step every client is on the release that serves, moved by the kept-warm side's
-    quiet signal at its drain deadline."""
+    quiet signal at its drain deadline. The worker role moves too: every job enqueued during a
+    step is done once, none lost, none twice."""
     env = {**os.environ, "COLUMNS": "240", "NO_COLOR": "1"}
     result = subprocess.run(
         [sys.executable, "-m", "nonstop.cli", "demo"],
@@ -69,4 +70,6 @@ def test_the_demo_moves_every_websocket_client_to_the_release_that_serves() -> N
     rows = {line.split("│")[1].strip(): line for line in result.stdout.splitlines() if "│" in line}
     assert "20 closed by v1 (1001), 0 abrupt; all 20 now on v2" in rows["blue-green deploy v2"]
     assert "20 closed by v2 (1001), 0 abrupt; all 20 now on v1" in rows["rollback to v1"]
+    for row in ("blue-green deploy v2", "rollback to v1"):  # the worker role's ledger
+        assert " done, 0 lost, 0 twice" in rows[row], rows[row]
     assert "zero downtime" in result.stdout

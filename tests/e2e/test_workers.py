@@ -80,11 +80,13 @@ def workers(status: dict[str, Any]) -> dict[str, str]:
 
 
 def most_at_once(ledger: Path) -> int:
+    """Most workers taking work at once: from start to quiet (or stop, without one). A quieted
+    worker, in its quiet_grace or finishing its jobs, takes none (docs/workers.md)."""
     running, most = set(), 0
     for what, instance, _ in ledger_lines(ledger):
         if what == "start":
             running.add(instance)
-        elif what == "stop":
+        elif what in ("quiet", "stop"):
             running.discard(instance)
         most = max(most, len(running))
     return most
