@@ -55,9 +55,9 @@ def test_the_websocket_column_says_where_the_clients_ended(
 def test_the_demo_moves_every_websocket_client_to_the_release_that_serves() -> None:
     """``nonstop demo`` as ``make demo`` runs it (at 50 requests/s: the machine is shared):
     blue-green to v2, then a rollback to v1, under load with 20 WebSocket clients. It exits 0
-    (no failed request, no abrupt close), and after each step every client is on the release that serves, moved by the kept-warm side's
-    quiet signal at its drain deadline. The worker role moves too: every job enqueued during a
-    step is done once, none lost, none twice."""
+    (no failed request, no abrupt close), and after each step every client is on the release
+    that serves, moved by the kept-warm side's quiet signal at its drain deadline. The worker
+    role moves too: every job enqueued during a step is done once, none lost, none twice."""
     env = {**os.environ, "COLUMNS": "240", "NO_COLOR": "1"}
     result = subprocess.run(
         [sys.executable, "-m", "nonstop.cli", "demo", "--rps", "50"],
