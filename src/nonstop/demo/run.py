@@ -184,13 +184,15 @@ sys.exit(0 if body.startswith("version=") else 1)
 """
 
 
-def write_project(root: Path, port: int) -> Paths:
+def write_project(root: Path, port: int, jobs: Path) -> Paths:
+    """The project in ``root``; the worker role's queue in ``jobs``, outside it (a deploy
+    copies the project: a queue inside would be copied, and change under the copy)."""
     app = resources.files("nonstop.demo").joinpath("sampleapp.py").read_text()
     (root / "app.py").write_text(app)
     (root / "smoke.py").write_text(SMOKE)
     worker = resources.files("nonstop.demo").joinpath("worker.py").read_text()
     (root / "worker.py").write_text(worker)
-    text = CONFIG.format(python=sys.executable, port=port, drain=DRAIN, jobs=root / "jobs")
+    text = CONFIG.format(python=sys.executable, port=port, drain=DRAIN, jobs=jobs)
     (root / "nonstop.toml").write_text(text)
     return Paths(root)
 
@@ -249,7 +251,9 @@ async def run_demo(root: Path, rps: float) -> list[StepResult]:
     from nonstop.cli.core import spawn_agent
 
     port = free_port()
-    paths = write_project(root, port)
+    jobs, root = root / "jobs", root / "project"
+    root.mkdir()
+    paths = write_project(root, port, jobs)
     spawn_agent(paths)
     agent = AgentClient(paths)
     deadline = time.monotonic() + 30
@@ -273,9 +277,9 @@ async def run_demo(root: Path, rps: float) -> list[StepResult]:
             }
             target = url if under_load else None
             call = ("POST", "/v1/deploy", body)
-            results.append(await step(name, agent, call, target, rps, release, root / "jobs"))
+            results.append(await step(name, agent, call, target, rps, release, jobs))
         rollback = ("POST", "/v1/rollback", None)
-        results.append(await step("rollback to v1", agent, rollback, url, rps, "v1", root / "jobs"))
+        results.append(await step("rollback to v1", agent, rollback, url, rps, "v1", jobs))
     finally:
         await agent.request("POST", "/v1/shutdown", {"stop_instances": True})
         await _wait_gone(paths)
