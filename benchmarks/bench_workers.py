@@ -41,6 +41,7 @@ from jobs_harness import (
     Entry,
     SteadyLoad,
     alive,
+    celery_role,
     configure_workers,
     enqueuer,
     judge,
@@ -107,7 +108,8 @@ def nonstop_run(library: str, url: str, args: argparse.Namespace) -> Row:
 
 def write_config(project: Project, library: str, url: str, stop: float, strategy: str) -> None:
     env = {"REDIS_URL": url, "CELERY_ACKS_LATE": str(int(ACKS_LATE))}
-    configure_workers(project, library, stop, SLOTS[library], strategy, env)
+    extra = celery_role(python(), stop / 2) if library == "celery" else ""
+    configure_workers(project, library, stop, SLOTS[library], strategy, env, extra)
 
 
 def deploy(agent: AgentProcess, release: str) -> None:

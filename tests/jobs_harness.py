@@ -69,12 +69,34 @@ def work(job_id, seconds):
 }
 
 
+CELERY_QUIET = (
+    "{python} -m celery -A jobs control cancel_consumer celery "
+    "-d $NONSTOP_INSTANCE@$(hostname) --timeout 10"
+)
+"""Celery's quiet step as docs/workers.md recommends it: this instance's node (named after
+the instance, ``-n``) stops consuming; the command exits 0 once the worker replied."""
+
+
+def celery_role(python: str, longest: float) -> str:
+    """The ``[processes.worker]`` lines that make Celery hold nothing at its stop signal
+    (docs/workers.md): the quiet step, and a grace one second above the longest job."""
+    return (
+        f'quiet_command = "{CELERY_QUIET.format(python=python)}"\n'
+        f'quiet_grace = "{longest + 1:g}s"\n'
+    )
+
+
 def worker_command(library: str, python: str, stop_timeout: float, slots: int) -> str:
-    """The worker command of ``library`` with ``slots`` jobs at once per instance."""
+    """The worker command of ``library`` with ``slots`` jobs at once per instance. Celery's
+    node is named after the instance (so a quiet step reaches it alone), takes one message per
+    free pool process (``--prefetch-multiplier 1 -O fair``: nothing waits in its buffer)."""
     if library == "rq":
         return f"{python} -m rq.cli worker --url $REDIS_URL --path . jobs"
     if library == "celery":
-        return f"{python} -m celery -A jobs worker -c {slots} --pool prefork -Q celery -l warning"
+        return (
+            f"{python} -m celery -A jobs worker -c {slots} --pool prefork -Q celery -l warning "
+            "-O fair --prefetch-multiplier 1 -n $NONSTOP_INSTANCE@%h"
+        )
     shutdown_ms = int(stop_timeout * 1000 * 0.8)
     return (
         f"{python} -m dramatiq jobs --processes 1 --threads {slots} "
@@ -309,6 +331,7 @@ def configure_workers(
     shape: tuple[int, int],
     strategy: str,
     env: dict[str, str],
+    role_extra: str = "",
 ) -> None:
     """The project of an e2e ``Project`` as a ``library`` worker role: ``shape`` is (replicas,
     jobs at once per instance), ``stop`` its stop timeout in seconds, ``env`` its environment
@@ -324,7 +347,7 @@ queue = "{library}"
 stop_timeout = "{stop:g}s"
 env = {{ {pairs} }}
 readiness = {{ kind = "none", min_uptime = "1s" }}
-
+{role_extra}
 [strategy.rolling]
 max_surge = 1
 max_unavailable = 0

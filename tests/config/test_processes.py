@@ -44,6 +44,7 @@ ERRORS = [
         WORKER + 'quiet_signal = "SIGTSTP"\nquiet_command = "x"\n',
         'processes.worker.quiet_command: set "quiet_signal" or "quiet_command", not both',
     ),
+    (WORKER + 'quiet_grace = "soon"\n', "processes.worker.quiet_grace: expected a duration such"),
     (WORKER + 'env = { "1X" = "y" }\n', 'processes.worker.env: "1X": not a valid variable name'),
     (WORKER + "replicas = 300\n", "processes.worker.replicas: expected a value <= 256"),
     (APP + 'kill_mode = "pool"\n', "app.kill_mode: expected one of main, group"),
@@ -79,6 +80,20 @@ def test_stop_rules_resolve_role_then_preset_then_default(extra: str, stop: Stop
     assert roles(parse_config(WORKER + extra))["worker"].stop == stop
 
 
+@pytest.mark.parametrize(
+    ("extra", "grace"),
+    [
+        ("", 0.0),
+        ('quiet_signal = "SIGTSTP"\n', 5.0),
+        ('quiet_command = "celery control cancel_consumer q"\n', 5.0),
+        ('quiet_signal = "SIGTSTP"\nquiet_grace = "20s"\n', 20.0),
+        ('quiet_signal = "SIGTSTP"\nquiet_grace = 0\n', 0.0),
+    ],
+)
+def test_quiet_grace_defaults_to_5s_with_a_quiet_step(extra: str, grace: float) -> None:
+    assert roles(parse_config(WORKER + extra))["worker"].quiet_grace == grace
+
+
 def test_web_role_is_app_and_keeps_its_defaults() -> None:
     web = roles(parse_config(APP))["web"]
     assert (web.command, web.replicas, web.readiness) == ("python3 app.py --port {port}", 1, None)
@@ -108,6 +123,13 @@ def test_readiness_defaults_to_tcp_with_a_port_else_none() -> None:
         ('queue = "arq"\n', "arq cancels running jobs on SIGTERM unless"),
         ('queue = "rq"\n', "can strand the next job in the queue's intermediate list"),
         ('queue = "celery"\n', "visibility_timeout is delivered again"),
+        ('queue = "celery"\n', "without a quiet step, tasks the worker holds at its stop"),
+        ('queue = "celery"\n', "without --prefetch-multiplier 1 (and -O fair)"),
+        (
+            'queue = "celery"\ncommand = "celery -A a worker"\n'
+            'quiet_command = "celery -A a control cancel_consumer q -d x"\n',
+            "without -n all instances on a host are celery@<host>",
+        ),
         (
             'queue = "celery"\nkill_mode = "group"\n',
             'kill_mode "group" sends SIGTERM to the celery',
@@ -158,6 +180,19 @@ def test_huey_preset_follows_the_consumers_graceful_signal(command: str, signal:
     config = parse_config(text)
     assert roles(config)["worker"].stop.signal == signal
     assert queue_traps(config.processes["worker"]) == []
+
+
+def test_celery_as_recommended_has_only_the_visibility_timeout_trap() -> None:
+    text = WORKER.replace(
+        '"rq worker"',
+        '"celery -A a worker -O fair --prefetch-multiplier 1 -n $NONSTOP_INSTANCE@%h"',
+    ) + (
+        'queue = "celery"\nquiet_command = "celery -A a control cancel_consumer celery '
+        '-d $NONSTOP_INSTANCE@$(hostname)"\n'
+    )
+    traps = queue_traps(parse_config(text).processes["worker"])
+    assert len(traps) == 1, traps
+    assert "visibility_timeout" in traps[0]
 
 
 def test_celery_remapped_sigterm_is_a_trap() -> None:

@@ -15,12 +15,15 @@ import pytest
 
 from e2e.harness import AgentProcess, Project, free_port
 from jobs_harness import (
+    Entry,
     RedisServer,
     SteadyLoad,
     alive,
+    celery_role,
     configure_workers,
     enqueuer,
     judge,
+    python,
     redis_server,
     stranded,
     wait_all_done,
@@ -44,8 +47,17 @@ def redis() -> Iterator[RedisServer]:
         yield server
 
 
+CELERY_ROLE = celery_role(python(), LONGEST_JOB)
+"""Celery as docs/workers.md recommends: late acks, one message per free pool process, a quiet
+step that cancels this instance's consumer and a grace longer than the longest task, so the
+stop signal finds no task in hand, and the warm shutdown has none to put back."""
+
+
 def configure(project: Project, library: str, url: str, strategy: str) -> None:
-    configure_workers(project, library, STOP_TIMEOUT, SLOTS[library], strategy, {"REDIS_URL": url})
+    env, extra = {"REDIS_URL": url}, ""
+    if library == "celery":
+        env, extra = {**env, "CELERY_ACKS_LATE": "1"}, CELERY_ROLE
+    configure_workers(project, library, STOP_TIMEOUT, SLOTS[library], strategy, env, extra)
 
 
 def wait_for(predicate: Any, what: str, timeout: float = 60) -> None:
@@ -86,14 +98,7 @@ def test_a_deploy_under_steady_enqueue_loses_and_repeats_no_job(
     # RQ's own shutdown race (docs/workers.md) may strand a job it never started; it is told
     # apart, not counted as lost by nonstop.
     lost = [job for job in verdict.lost if job not in stranded(redis.client(), library, sent)]
-    twice = verdict.twice
-    if library == "celery":
-        # Celery's warm shutdown can put back a task an old worker had just started, which a
-        # new one then runs again: about one in 2,000 jobs over ten deploys, with early or
-        # late acks (docs/benchmarks/workers.md). Such a job is told apart, not ignored.
-        first = {e.job: e.instance for e in reversed(entries) if e.what == "start"}
-        twice = [job for job in twice if not first[job].startswith("v1:")]
-    assert (lost, twice) == ([], []), str(verdict)
+    assert (lost, verdict.twice) == ([], []), str(verdict)
     old = {(e.pid, e.instance) for e in entries if e.instance.startswith("v1:")}
     new = {e.instance for e in entries if e.instance.startswith("v2:")}
     assert old, "the old workers ran no job"
@@ -103,3 +108,17 @@ def test_a_deploy_under_steady_enqueue_loses_and_repeats_no_job(
     killed = [e for e in events if "at the stop deadline" in e]
     assert killed == []  # every old worker ended on its own, within its stop_timeout
     assert any(e.startswith("stopping v1:worker-1: ") for e in events), events
+    if library == "celery":
+        assert started_after_quiet(agent, entries) == []
+
+
+def started_after_quiet(agent: AgentProcess, entries: list[Entry]) -> list[Entry]:
+    """Jobs an old worker started after its quiet step was acknowledged (the agent records
+    "quieted <instance>" once the quiet command exited 0, after the worker's reply)."""
+    quieted = {
+        str(e["message"]).split()[1]: float(e["ts"])
+        for e in agent.call("GET", "/v1/events?limit=2000")
+        if str(e["message"]).startswith("quieted v1:")
+    }
+    assert quieted, "no old worker was quieted"
+    return [e for e in entries if e.what == "start" and e.at > quieted.get(e.instance, e.at)]

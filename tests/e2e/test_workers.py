@@ -7,6 +7,9 @@ here depends on timing."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -55,9 +58,16 @@ command = "{sys.executable} worker.py"
 replicas = {replicas}
 stop_timeout = "5s"
 quiet_signal = "SIGTSTP"
+quiet_grace = "1s"
 env = {{ LEDGER = "{ledger}" }}
 readiness = {{ kind = "none", min_uptime = "200ms" }}
 {strategy}"""
+
+
+def ledger_times(ledger: Path) -> dict[tuple[str, str], float]:
+    """(what, instance) -> when the worker wrote it (the last such line)."""
+    lines = ledger.read_text().splitlines() if ledger.exists() else []
+    return {(w[0], w[1]): float(w[3]) for w in (line.split() for line in lines)}
 
 
 def ledger_lines(ledger: Path) -> list[tuple[str, str, int]]:
@@ -70,11 +80,13 @@ def workers(status: dict[str, Any]) -> dict[str, str]:
 
 
 def most_at_once(ledger: Path) -> int:
+    """Most workers taking work at once: from start to quiet (or stop, without one). A quieted
+    worker, in its quiet_grace or finishing its jobs, takes none (docs/workers.md)."""
     running, most = set(), 0
     for what, instance, _ in ledger_lines(ledger):
         if what == "start":
             running.add(instance)
-        elif what == "stop":
+        elif what in ("quiet", "stop"):
             running.discard(instance)
         most = max(most, len(running))
     return most
@@ -115,6 +127,8 @@ def test_workers_move_with_the_release_and_come_back_on_rollback(
     for old in ("v1:worker-1", "v1:worker-2"):
         mine = [what for what, instance, _ in lines if instance == old]
         assert mine == ["start", "quiet", "stop"], (old, lines)  # quieted, then stopped
+        times = ledger_times(ledger)  # quiet_grace 1 s: the stop signal came no sooner
+        assert times[("stop", old)] - times[("quiet", old)] >= 1.0, times
     # New workers were started (and ready) before any old one was quieted.
     first_quiet = next(i for i, line in enumerate(lines) if line[0] == "quiet")
     v2_starts = [i for i, line in enumerate(lines) if line[:2] == ("start", "v2:worker-1")]
@@ -192,3 +206,67 @@ def test_a_restarted_agent_adopts_workers_and_leaves_their_escaped_children_alon
     assert not stat.gone
     events = [e["message"] for e in agent.call("GET", "/v1/events?limit=1000")]
     assert not any("stray" in e for e in events), events
+
+
+HEARTBEAT = """\
+import os, pathlib, time
+beat = pathlib.Path("beat-" + os.environ["NONSTOP_INSTANCE"].replace(":", "_"))
+while True:
+    beat.touch()
+    time.sleep(0.1)
+"""
+FRESH = """\
+import os, pathlib, sys, time
+beat = pathlib.Path("beat-" + os.environ["NONSTOP_INSTANCE"].replace(":", "_"))
+sys.exit(0 if beat.exists() and time.time() - beat.stat().st_mtime < 1.5 else 1)
+"""
+
+
+def test_a_sigstopped_worker_is_detected_and_replaced(
+    project: Project, agent: AgentProcess
+) -> None:
+    """A hung worker: SIGSTOP to the main process. With an ``exec`` probe that checks a
+    heartbeat the worker writes, the beat goes stale; with ``none``, the process is seen
+    stopped (state T). Either way liveness fails, and supervision replaces it (SIGKILL at its
+    stop deadline: a stopped process cannot act on SIGTERM). A deadlocked worker that is not
+    stopped would pass ``none``: docs/workers.md."""
+    (project.root / "beat.py").write_text(HEARTBEAT)
+    (project.root / "fresh.py").write_text(FRESH)
+    project.write_config(
+        extra=f"""
+[processes.beat]
+command = "{sys.executable} beat.py"
+stop_timeout = "1s"
+readiness = {{ kind = "exec", command = "{sys.executable} fresh.py" }}
+
+[processes.plain]
+command = "{sys.executable} beat.py"
+stop_timeout = "1s"
+"""
+    )
+    text = (project.root / "nonstop.toml").read_text()
+    text = text.replace('interval = "100ms"\n', 'interval = "100ms"\nliveness_interval = "200ms"\n')
+    (project.root / "nonstop.toml").write_text(text)
+    agent.start()
+    deployed(agent, "v1")
+    before = {i["id"]: i for i in agent.status()["instances"] if i["role"] in ("beat", "plain")}
+    assert sorted(before) == ["v1:beat-1", "v1:plain-1"]
+    assert [before[i]["check"] for i in sorted(before)] == ["exec", "none"]  # status says it
+    for instance in before.values():
+        os.kill(instance["pid"], signal.SIGSTOP)
+
+    def replaced() -> bool:
+        now = {i["id"]: i for i in agent.status()["instances"]}
+        return all(
+            now[i]["restarts"] >= 1 and now[i]["state"] == "ready" and now[i]["pid"] != old["pid"]
+            for i, old in before.items()
+        )
+
+    try:
+        wait_for(replaced, "both stopped workers replaced", timeout=60)
+    finally:
+        for instance in before.values():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(instance["pid"], signal.SIGCONT)
+    events = " ".join(e["message"] for e in agent.call("GET", "/v1/events?limit=1000"))
+    assert "its main process is stopped" in events, events

@@ -17,7 +17,10 @@ WARM = [("v1-1", "v1"), ("v1-2", "v1")]
         pytest.param(V1, WARM, set(), 129.9, [], id="before the drain deadline"),
         pytest.param(V1, WARM, set(), 130.0, ["v1-1", "v1-2"], id="at the deadline: all"),
         pytest.param(V1_HALF, WARM, set(), 131.0, ["v1-2"], id="after a restart: the rest"),
-        pytest.param(V1, WARM, {"v1", "v2"}, 131.0, [], id="a rollback to it runs"),
+        pytest.param(V1, WARM, {"v1"}, 131.0, [], id="a rollback to it runs"),
+        pytest.param(
+            V1, WARM, {"v2"}, 131.0, ["v1-1", "v1-2"], id="the rollout away from it still watches"
+        ),
         pytest.param({}, WARM, set(), 131.0, [], id="no entry: not kept warm"),
         pytest.param(V1, [("v2-1", "v2")], set(), 131.0, [], id="only the warm release"),
         pytest.param(

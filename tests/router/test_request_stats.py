@@ -141,6 +141,47 @@ def test_draining_addresses_keep_their_release() -> None:
     assert stats.snapshot("v3", 100, 102).requests == 1
 
 
+# (events, release) -> (requests, status, streams, p100 latency ms or None, service requests)
+STREAM_CASES = [
+    pytest.param(
+        [ev(100.2, A, 101, ms=40_000.0)] * 30,
+        "v1",
+        (0, {}, 30, None, 0),
+        id="thirty websockets of the old release close after the switch: no traffic",
+    ),
+    pytest.param(
+        [ev(100.2, B, 200, ms=2.0)] * 5 + [ev(100.4, B, 101, ms=90_000.0)],
+        "v2",
+        (5, {"2xx": 5}, 1, 2.0, 5),
+        id="a long-lived stream is not a 90 s request",
+    ),
+    pytest.param(
+        [ev(100.2, B, 502, ms=1.0), ev(100.3, B, 101, ms=5.0)],
+        "v2",
+        (1, {"5xx": 1}, 1, 1.0, 1),
+        id="a failed upgrade is a request like any other",
+    ),
+]
+
+
+@pytest.mark.parametrize(("events", "release", "expected"), STREAM_CASES)
+def test_upgraded_streams_are_counted_apart_from_requests(
+    events: list[RequestEvent],
+    release: str,
+    expected: tuple[int, dict[str, int], int, float | None, int],
+) -> None:
+    stats = stats_with(*events)
+    m = stats.snapshot(release, 100, 101)
+    p100 = m.latency(100)
+    got = (m.requests, dict(m.status), m.streams, p100, stats.requests(100, 101))
+    assert got[:3] + got[4:] == expected[:3] + expected[4:]
+    assert (p100 is None) == (expected[3] is None)
+    if p100 is not None and expected[3] is not None:
+        assert p100 == pytest.approx(expected[3], rel=0.01)
+    assert stats.totals()[release].streams == expected[2]
+    assert samples(stats)[("nonstop_streams_ended_total", (("release", release),))] == expected[2]
+
+
 def test_window_must_be_positive() -> None:
     with pytest.raises(ValueError, match="window must be at least 1 second, got 0"):
         RequestStats(window=0)

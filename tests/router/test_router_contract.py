@@ -185,6 +185,43 @@ async def test_stream_grace_closes_a_removed_upstreams_websocket(
         )
 
 
+async def test_a_silent_websocket_outlives_the_upstream_timeout(
+    make_router: MakeRouter, client: aiohttp.ClientSession, backends: MakeBackend
+) -> None:
+    """A WebSocket that carries nothing for longer than ``upstream_timeout`` (a response's
+    bound) stays open: upgraded connections have their own ``stream_idle_timeout`` (an hour by
+    default). nginx's proxy_read_timeout used to close it after ``upstream_timeout``."""
+    router = await make_router(upstream_timeout=1.0)
+    a = await backends("A")
+    await router.apply(table(a.upstream(1)))
+    async with client.ws_connect(url(router, "/ws")) as ws:
+        await asyncio.sleep(2.5)  # the scenario: silent for 2.5 upstream timeouts
+        await ws.send_str("still")
+        assert await ws.receive_str(timeout=5) == "A:still"
+
+
+async def test_a_websocket_silent_past_stream_idle_timeout_is_closed(
+    kind: str, make_router: MakeRouter, client: aiohttp.ClientSession, backends: MakeBackend
+) -> None:
+    """HAProxy (``timeout tunnel``) and nginx (``proxy_read_timeout`` of upgrade requests)
+    close a WebSocket silent for ``stream_idle_timeout``, while a request slower than it but
+    within ``upstream_timeout`` is answered."""
+    if kind == "caddy":
+        pytest.skip("Caddy has no idle timeout on streams: it never closes a silent one")
+    router = await make_router(upstream_timeout=30.0, stream_idle_timeout=1.0)
+    a = await backends("A")
+    await router.apply(table(a.upstream(1)))
+    async with client.ws_connect(url(router, "/ws")) as ws:
+        message = await ws.receive(timeout=15)  # bounded: the idle timeout is 1 s
+        assert message.type in (
+            aiohttp.WSMsgType.CLOSE,
+            aiohttp.WSMsgType.CLOSED,
+            aiohttp.WSMsgType.ERROR,
+        )
+    async with client.get(url(router, "/?sleep=1.5")) as response:
+        assert (response.status, await response.text()) == (200, "A")
+
+
 async def test_a_dead_upstream_is_retried_on_the_other(
     router: ManagedRouter, client: aiohttp.ClientSession, backends: MakeBackend
 ) -> None:
@@ -267,6 +304,41 @@ async def test_request_stats_fold_the_stream_per_release(
     assert p50 is not None
     assert p100 is not None
     assert 0 <= p50 <= p100  # nginx and HAProxy log whole milliseconds: a fast request is 0
+
+
+async def test_a_websocket_is_one_stream_event_at_its_close_never_a_request(
+    router: ManagedRouter, client: aiohttp.ClientSession, backends: MakeBackend
+) -> None:
+    """Decision 0510: the router logs an upgraded connection once, when it ends, with its
+    whole life as the duration and status 101; folded, it is a stream of its upstream's
+    release, not a request, not a latency. Held open past a request on the same router, so its
+    event comes after that request's."""
+    a = await backends("A")
+    routes = table(a.upstream(1, "v1"))
+    await router.apply(routes)
+    stats = RequestStats()
+    stats.observe_table(routes)
+    collector = Collector(router)
+    try:
+        since = time.time()
+        async with client.ws_connect(url(router, "/ws")) as ws:
+            await ws.send_str("one")
+            assert await ws.receive_str() == "A:one"
+            assert await get(client, router) == (200, "A")
+            assert await wait_for(lambda: _settled(collector, 1))
+        events = await collector.until(2)
+    finally:
+        await collector.close()
+    assert [(e.upstream, e.status) for e in events] == [(a.address, 200), (a.address, 101)]
+    for event in events:
+        stats.record(event)
+    v1 = stats.snapshot("v1", since - 1, time.time() + 1)
+    assert (v1.requests, v1.status, v1.streams) == (1, {"2xx": 1}, 1)
+    assert stats.requests(since - 1, time.time() + 1) == 1
+
+
+async def _settled(collector: Collector, count: int) -> bool:
+    return len(collector.events) >= count
 
 
 async def test_a_killed_router_comes_back_with_the_last_table(

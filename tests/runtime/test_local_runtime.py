@@ -282,6 +282,18 @@ except OSError as exc:
     )
 
 
+async def test_a_command_without_port_is_not_watched_for_a_port_race(
+    runtime: LocalRuntime, tmp_path: Path
+) -> None:
+    """A worker's command has no {port}: its "address already in use" is its own business
+    (supervision sees it exit), not a lost race, so it starts once and is not retried."""
+    spec = InstanceSpec("w-1", "w", "echo 'Address already in use'; exit 1", str(tmp_path))
+    handle = await runtime.start(spec)
+    await wait_until(lambda: not runtime.alive(handle))
+    assert runtime.exit_reason(handle) == "exited with code 1"
+    assert len(runtime.log_tail(handle, 10)) == 1  # one run, not port_attempts of them
+
+
 async def test_only_the_latest_ended_run_keeps_its_exit_status(
     runtime: LocalRuntime, tmp_path: Path
 ) -> None:

@@ -94,6 +94,7 @@ def make_router(paths: Paths, config: NonstopConfig) -> Router:
         upstream_timeout=config.router.upstream_timeout,
         health_path=config.health.path,
         stream_grace=config.router.stream_grace,
+        stream_idle_timeout=config.router.stream_idle_timeout,
     )
     return registry.make_router(config.router.kind, paths.state / "router", settings)
 
@@ -103,6 +104,7 @@ ROUTER_SETTINGS = (
     ("router", "kind"),
     ("router", "upstream_timeout"),
     ("router", "stream_grace"),
+    ("router", "stream_idle_timeout"),
 )
 """What the running router was started with: a deploy that changes one is refused. The
 router's own health checks use the agent's ``health.path`` too (checked below)."""

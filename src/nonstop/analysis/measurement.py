@@ -44,6 +44,10 @@ class Measurement:
     latency_ms: Mapping[float, float] = field(default_factory=dict)
     complete: bool = True
     latency_le: Mapping[float, int] = field(default_factory=dict)
+    streams: int = 0
+    """Upgraded connections (WebSockets) that ended in the window: shown, never judged. Their
+    one log line comes at the close, with the connection's whole life as its duration, so
+    they are neither requests nor latencies (drivers/metrics/request_stats.py)."""
 
     def slower_than(self, bound_ms: float) -> tuple[int, int] | None:
         """``(requests slower than bound_ms, requests with a latency)`` when the source counted
@@ -83,6 +87,7 @@ class Measurement:
             "latency_ms": {str(k): v for k, v in self.latency_ms.items()},
             "complete": self.complete,
             "latency_le": {str(k): v for k, v in self.latency_le.items()},
+            "streams": self.streams,
         }
 
     @classmethod
@@ -103,4 +108,5 @@ class Measurement:
             latency_ms={float(k): float(v) for k, v in latency.items()},
             complete=bool(data.get("complete", True)),
             latency_le={float(k): int(v) for k, v in le.items()},
+            streams=int(data.get("streams", 0)),  # type: ignore[call-overload]
         )

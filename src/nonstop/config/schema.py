@@ -118,6 +118,9 @@ class RouterConfig(Model):
     """How long a WebSocket or stream may outlive the routing change that removed its instance
     before the router closes it; unset: until the instance (stopped at its drain deadline) or
     the client ends it (docs/websockets.md, decision 0460)."""
+    stream_idle_timeout: Duration = Field(default=3600.0, gt=0)
+    """How long a WebSocket may stay silent before the router closes it (HAProxy, nginx;
+    Caddy never closes an idle stream). Requests keep ``upstream_timeout`` (docs/websockets.md)."""
 
     @field_validator("listen")
     @classmethod
@@ -405,6 +408,11 @@ class ReadinessConfig(Model):
         return self
 
 
+DEFAULT_QUIET_GRACE = 5.0
+"""Seconds a quieted worker keeps running before its stop signal: jobs it had already taken
+(a prefetch, a job between dequeue and start) start and finish while it takes no new ones."""
+
+
 class ProcessConfig(Model):
     """A process role besides ``[app]`` (the routed ``web`` role): workers, schedulers."""
 
@@ -426,11 +434,21 @@ class ProcessConfig(Model):
     """Sent when the next release's instances of this role are ready: take no new jobs."""
     quiet_command: str | None = None
     """Run instead of a quiet signal (``$NONSTOP_PID`` is the instance's main process)."""
+    quiet_grace: Duration | None = Field(default=None, ge=0)
+    """From the quiet step's delivery to the stop signal. Default: 5 s with a quiet step, 0
+    without one (:data:`DEFAULT_QUIET_GRACE`)."""
 
     @field_validator("env", mode="before")
     @classmethod
     def _env(cls, value: object) -> object:
         return AppConfig._env(value)
+
+    @property
+    def grace(self) -> float:
+        """``quiet_grace`` resolved: seconds between the quiet step and the stop signal."""
+        if self.quiet_grace is not None:
+            return float(self.quiet_grace)
+        return DEFAULT_QUIET_GRACE if (self.quiet_signal or self.quiet_command) else 0.0
 
     @model_validator(mode="after")
     def _one_quiet(self) -> ProcessConfig:

@@ -1,19 +1,28 @@
 """``nonstop demo``: the whole story on the bundled sample app, measured.
 
 In a temporary directory: start an agent, deploy v1, then a blue-green deploy of v2 and a
-rollback to v1 while a constant-rate load runs through the router and WebSocket clients hold
-connections to /ws; print one row per step (duration, requests, failed, p99, what happened to
-the WebSockets) and clean up every process it started.
+rollback to v1 while a constant-rate load runs through the router, WebSocket clients hold
+connections to /ws and jobs go into the worker role's queue (demo/worker.py); print one row
+per step (duration, requests, failed, p99, what happened to the WebSockets, the jobs done,
+lost and run twice) and clean up every process it started.
+
+The WebSocket story: a switch closes no connection; the release switched away from stays warm
+for rollback and, at its drain deadline (2 s here), gets the app's quiet signal (SIGUSR1): it
+closes its WebSockets with 1001 and a reconnect hint, and the clients reconnect to the release
+that now serves. A step's row is written once every client is there (or says that they are
+not).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import socket
 import sys
 import tempfile
 import time
+from collections import Counter
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -26,6 +35,16 @@ from nonstop.loadgen.generator import LoadGenerator
 from nonstop.loadgen.websockets import WebSocketHolder, WebSocketReport
 
 WS_CLIENTS = 20
+DRAIN = 2.0
+"""The demo's drain timeout: its requests take a millisecond, and the kept-warm side's clients
+move at this deadline (docs/websockets.md)."""
+JOB_RATE = 20.0
+"""Jobs a second into the worker role's queue during a step under load."""
+JOBS_TIMEOUT = 20.0
+"""How long a step waits for its jobs to be done before it counts the missing as lost."""
+MOVE_TIMEOUT = 20.0
+"""How long a step waits for every client to be on the serving release: the drain deadline,
+the app's 1 s reconnect window and a loaded machine's delays, generously."""
 
 CONFIG = """\
 [app]
@@ -33,8 +52,16 @@ name = "demo"
 command = "{python} app.py --port {{port}}"
 replicas = 2
 stop_timeout = "5s"
-drain_timeout = "10s"
+drain_timeout = "{drain:g}s"
 quiet_signal = "SIGUSR1"
+
+[processes.worker]
+command = "{python} worker.py"
+replicas = 2
+quiet_signal = "SIGTSTP"
+quiet_grace = "1s"
+stop_timeout = "5s"
+env = {{ JOBS_DIR = "{jobs}" }}
 
 [health]
 path = "/health"
@@ -57,6 +84,54 @@ max_error_rate = 0.02
 """
 
 
+@dataclass(frozen=True)
+class JobCount:
+    sent: int
+    done: int
+    lost: int
+    twice: int
+
+
+class JobFeeder:
+    """Enqueue a job (0.2 s long) into the worker role's directory queue ``rate`` times a
+    second while a step runs, then count the ledger (demo/worker.py) once all are done."""
+
+    def __init__(self, jobs: Path, prefix: str, rate: float = JOB_RATE) -> None:
+        self.pending, self.done = jobs / "pending", jobs / "done"
+        self.pending.mkdir(parents=True, exist_ok=True)
+        self.prefix, self.rate = prefix, rate
+        self.sent: list[str] = []
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._feed())
+
+    async def _feed(self) -> None:
+        while True:
+            name = f"{self.prefix}-{len(self.sent) + 1:05d}"
+            staged = self.pending.parent / f".{name}"
+            staged.write_text("0.2")
+            staged.rename(self.pending / name)  # whole, or not at all, for the workers
+            self.sent.append(name)
+            await asyncio.sleep(1.0 / self.rate)
+
+    async def stop(self, timeout: float = JOBS_TIMEOUT) -> JobCount:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        deadline = time.monotonic() + timeout
+        while self._finished() < len(self.sent) and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        runs = Counter(entry.name.split(".", 1)[0] for entry in self.done.iterdir())
+        done = sum(1 for job in self.sent if runs[job])
+        twice = sum(1 for job in self.sent if runs[job] > 1)
+        return JobCount(len(self.sent), done, len(self.sent) - done, twice)
+
+    def _finished(self) -> int:
+        return len({e.name.split(".", 1)[0] for e in self.done.iterdir()} & set(self.sent))
+
+
 @dataclass
 class StepResult:
     step: str
@@ -67,16 +142,32 @@ class StepResult:
     p99_ms: float | None
     detail: str
     websockets: WebSocketReport | None = None
+    serving: str = ""
+    """The release that serves once the step is over: where the clients should end."""
+    jobs: JobCount | None = None
+
+    def jobs_summary(self) -> str:
+        """``120 done, 0 lost, 0 twice``."""
+        if self.jobs is None:
+            return "-"
+        j = self.jobs
+        return f"{j.done} done, {j.lost} lost, {j.twice} twice"
 
     def ws_summary(self) -> str:
-        """``20 held: 0 closed, 0 abrupt; still on v1 20``: a routing change closes no
-        connection; clients move when the instance they are on retires (docs/websockets.md)."""
+        """``20 closed by v1 (1001), 0 abrupt; all 20 now on v2``: the side switched
+        away from was quieted at its drain deadline and its clients reconnected. Clients that
+        did not get there are named: ``... still on v1 3 (kept warm, not yet quieted)``."""
         ws = self.websockets
         if ws is None:
             return "-"
-        ended = ", ".join(f"{k} {v}" for k, v in ws.ended_on.items())
-        closed = f"{len(ws.closed)} closed, {len(ws.abrupt)} abrupt"
-        return f"{ws.clients} held: {closed}; still on {ended}"
+        by = Counter(c.release for c in ws.closed if not c.abrupt)
+        closed = ", ".join(f"{n} closed by {r} (1001)" for r, n in sorted(by.items()))
+        head = f"{closed or '0 closed'}, {len(ws.abrupt)} abrupt"
+        moved = ws.ended_on.get(self.serving, 0)
+        if moved == ws.clients:
+            return f"{head}; all {moved} now on {self.serving}"
+        behind = ", ".join(f"{r} {n}" for r, n in ws.ended_on.items() if r != self.serving)
+        return f"{head}; {moved} on {self.serving}, still on {behind} (kept warm, not yet quieted)"
 
 
 def free_port() -> int:
@@ -93,11 +184,16 @@ sys.exit(0 if body.startswith("version=") else 1)
 """
 
 
-def write_project(root: Path, port: int) -> Paths:
+def write_project(root: Path, port: int, jobs: Path) -> Paths:
+    """The project in ``root``; the worker role's queue in ``jobs``, outside it (a deploy
+    copies the project: a queue inside would be copied, and change under the copy)."""
     app = resources.files("nonstop.demo").joinpath("sampleapp.py").read_text()
     (root / "app.py").write_text(app)
     (root / "smoke.py").write_text(SMOKE)
-    (root / "nonstop.toml").write_text(CONFIG.format(python=sys.executable, port=port))
+    worker = resources.files("nonstop.demo").joinpath("worker.py").read_text()
+    (root / "worker.py").write_text(worker)
+    text = CONFIG.format(python=sys.executable, port=port, drain=DRAIN, jobs=jobs)
+    (root / "nonstop.toml").write_text(text)
     return Paths(root)
 
 
@@ -117,11 +213,16 @@ async def step(
     call: tuple[str, str, dict[str, Any] | None],
     url: str | None,
     rps: float,
+    serving: str = "",
+    jobs: Path | None = None,
 ) -> StepResult:
     """Run one agent call to completion, under load when ``url`` is given."""
     load = LoadGenerator(url, rps, timeout=5.0) if url else None
     holder = WebSocketHolder(url.replace("http", "ws", 1) + "ws", WS_CLIENTS) if url else None
+    feeder = JobFeeder(jobs, serving) if url and jobs else None
     if load and holder:
+        if feeder:
+            feeder.start()
         await load.start()
         await holder.start()
         await holder.wait_connected(10.0)
@@ -133,20 +234,26 @@ async def step(
     ws = None
     if load and holder:
         await asyncio.sleep(1.0)  # and keeps flowing after
+        await holder.wait_all_on({serving}, MOVE_TIMEOUT)  # the report says if they did not
         report = await load.stop()
         ws = await holder.stop()
+        counted = await feeder.stop() if feeder else None
         requests, failed, p99 = report.scheduled, report.failed, report.latency_scheduled.p99
     else:
-        requests, failed, p99 = 0, 0, None
+        requests, failed, p99, counted = 0, 0, None, None
     ok = final["status"] == "completed" and failed == 0 and (ws is None or ws.passed)
-    return StepResult(name, ok, seconds, requests, failed, p99, final["reason"] or "", ws)
+    ok = ok and (counted is None or counted.lost == counted.twice == 0)
+    detail = final["reason"] or ""
+    return StepResult(name, ok, seconds, requests, failed, p99, detail, ws, serving, counted)
 
 
 async def run_demo(root: Path, rps: float) -> list[StepResult]:
     from nonstop.cli.core import spawn_agent
 
     port = free_port()
-    paths = write_project(root, port)
+    jobs, root = root / "jobs", root / "project"
+    root.mkdir()
+    paths = write_project(root, port, jobs)
     spawn_agent(paths)
     agent = AgentClient(paths)
     deadline = time.monotonic() + 30
@@ -168,14 +275,11 @@ async def run_demo(root: Path, rps: float) -> list[StepResult]:
                 "env": {"VERSION": release},
                 "config": config,
             }
-            results.append(
-                await step(
-                    name, agent, ("POST", "/v1/deploy", body), url if under_load else None, rps
-                )
-            )
-        results.append(
-            await step("rollback to v1", agent, ("POST", "/v1/rollback", None), url, rps)
-        )
+            target = url if under_load else None
+            call = ("POST", "/v1/deploy", body)
+            results.append(await step(name, agent, call, target, rps, release, jobs))
+        rollback = ("POST", "/v1/rollback", None)
+        results.append(await step("rollback to v1", agent, rollback, url, rps, "v1", jobs))
     finally:
         await agent.request("POST", "/v1/shutdown", {"stop_instances": True})
         await _wait_gone(paths)
@@ -207,7 +311,7 @@ def main(rps: float = 200, keep: bool = False) -> int:
     finally:
         if not keep:
             shutil.rmtree(root, ignore_errors=True)
-    table = Table("step", "result", "duration", "requests", "failed", "p99", "websockets")
+    table = Table("step", "result", "duration", "requests", "failed", "p99", "websockets", "jobs")
     for r in results:
         table.add_row(
             r.step,
@@ -217,6 +321,7 @@ def main(rps: float = 200, keep: bool = False) -> int:
             str(r.failed) if r.requests else "-",
             f"{r.p99_ms:.1f} ms" if r.p99_ms is not None else "-",
             r.ws_summary(),
+            r.jobs_summary(),
         )
     console.print(table)
     total = sum(r.requests for r in results)

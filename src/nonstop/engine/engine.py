@@ -37,6 +37,7 @@ from nonstop.engine.faults import crash_point
 from nonstop.engine.health import Health, PendingEvent, describe
 from nonstop.engine.instances import InstanceManager, Live
 from nonstop.engine.roles import WEB as WEB_ROLE
+from nonstop.engine.roles import check_kind
 from nonstop.engine.roles import role as role_of
 from nonstop.engine.roles import warnings as role_traps
 from nonstop.engine.routing import route_table
@@ -779,7 +780,9 @@ class Engine:
             state.retire = {n: at for n, at in state.retire.items() if n not in gone}
             self.store.save_desired_state(state)
         self._keep_warm_quiet(set(state.replicas))
-        self._quiet_warm(involved, now)  # not during a watch: it may still roll back to it
+        # Only a rollback's own candidate waits: the previous release is quieted during the
+        # watch too, its streams' closes are not traffic (decision 0510).
+        self._quiet_warm({self.active.spec.candidate} if self.active else set(), now)
         if self.revive_router_in_tick:
             await self.revive_router()
 
@@ -825,6 +828,7 @@ class Engine:
         rows = []
         for live in self.instances.live.values():
             row = live.to_dict(self.instances.facts(live))
+            row["check"] = check_kind(self.instances.config_of(live.release), live.role)
             view = views.get(live.id)
             if view is not None and view.failed:
                 row["failed"] = view.failed

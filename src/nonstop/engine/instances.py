@@ -22,6 +22,7 @@ processes that exist. Its safety rules, with the invariant each one serves:
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -133,6 +134,12 @@ class InstanceManager:
         self.emit = emit
         self.live: dict[str, Live] = {}
         self._stopping: set[str] = set()
+        self._quiet_until: dict[str, float] = {}
+        """Worker id -> the earliest time its stop signal may go: infinity while its quiet
+        step is on its way, then (at the next drain step) that moment + ``_quiet_grace``."""
+        self._quiet_grace: dict[str, float] = {}
+        """Worker id -> its role's ``quiet_grace``, once its quiet step was delivered (0 when
+        the step failed: nothing is gained by waiting for a worker that was not quieted)."""
         self._supervisors: dict[str, Supervision] = {}
         self._background: set[asyncio.Task[None]] = set()
 
@@ -308,7 +315,11 @@ class InstanceManager:
         """Ask a leaving worker to take no new work, when its role has a quiet step. A web
         instance's quiet step is for a release kept warm (:meth:`quiet_warm`); a draining one
         closes its connections on its stop signal at the drain deadline."""
-        self._start_quiet(live, role_of(config, live.role).stop, "it takes no new work")
+        if live.role == WEB:
+            return
+        role = role_of(config, live.role)
+        if self._start_quiet(live, role.stop, "it takes no new work", grace=role.quiet_grace):
+            self._quiet_until[live.id] = math.inf
 
     def quiet_warm(self, live: Live, sent: Callable[[Live], None]) -> bool:
         """Send the web role's quiet step to a web instance kept warm for rollback (it closes
@@ -323,10 +334,11 @@ class InstanceManager:
         rules: StopRules,
         what: str,
         sent: Callable[[Live], None] | None = None,
+        grace: float = 0.0,
     ) -> bool:
         if live.handle is None or not (rules.quiet_signal or rules.quiet_command):
             return False
-        task = asyncio.create_task(self._send_quiet(live, live.handle, rules, what, sent))
+        task = asyncio.create_task(self._send_quiet(live, live.handle, rules, what, sent, grace))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
         return True
@@ -338,14 +350,22 @@ class InstanceManager:
         rules: StopRules,
         what: str,
         sent: Callable[[Live], None] | None,
+        grace: float = 0.0,
     ) -> None:
         how = rules.quiet_signal or "quiet_command"
         try:
             failure = await self.runtime.quiet(handle, rules)
         except RuntimeDriverError as exc:
             failure = str(exc)
+        finally:  # the stop waits for the step's outcome, never for a lost task
+            if live.id in self._quiet_until:
+                self._quiet_grace[live.id] = grace
         if failure:
+            if live.id in self._quiet_grace:
+                self._quiet_grace[live.id] = 0.0
             self.emit("warning", f"{live.id}: could not quiet it ({how}): {failure}")
+        elif grace and live.id in self._quiet_until:
+            self.emit("info", f"quieted {live.id} ({how}): {what}; stop signal in {grace:g}s")
         else:
             self.emit("info", f"quieted {live.id} ({how}): {what}")
         if sent is not None:
@@ -364,6 +384,10 @@ class InstanceManager:
             address = live.handle.address if live.handle else ""
             busy = drainer_for(live.role == WEB).busy(address, in_flight, routed)
             settled = now - live.drain_started >= DRAIN_SETTLE
+            if live.id in self._quiet_grace:  # delivered: its grace counts from now
+                self._quiet_until[live.id] = now + self._quiet_grace.pop(live.id)
+            if now < self._quiet_until.get(live.id, 0.0):
+                continue  # a worker's quiet step is on its way, or its quiet_grace runs
             if (settled and busy == 0) or now >= live.drain_deadline:
                 if busy:
                     self.emit("warning", f"{live.id}: drain deadline passed with {busy} in flight")
@@ -398,6 +422,8 @@ class InstanceManager:
             self.store.set_instance_state(live.id, "stopped")
             self.live.pop(live.id, None)
             self._stopping.discard(live.id)
+            self._quiet_until.pop(live.id, None)
+            self._quiet_grace.pop(live.id, None)
             self.emit("info", f"stopped {live.id}")
             self.on_change()
 

@@ -67,6 +67,8 @@ class Role:
     stop: StopRules
     readiness: ReadinessConfig | None
     """None for the web role: HTTP on ``health.path``."""
+    quiet_grace: float = 0.0
+    """Seconds from the quiet step's delivery to the stop signal (workers only)."""
 
     @property
     def web(self) -> bool:
@@ -99,6 +101,7 @@ def roles(config: NonstopConfig) -> dict[str, Role]:
             dict(process.env),
             stop_rules(process),
             process.probe,
+            process.grace,
         )
     return found
 
@@ -109,6 +112,13 @@ def role(config: NonstopConfig, name: str) -> Role:
     if found is None:
         return Role(name, "true", 0, {}, StopRules(), ReadinessConfig(kind="none"))
     return found
+
+
+def check_kind(config: NonstopConfig, name: str) -> str:
+    """The kind of check that keeps watching role ``name``'s instances once ready (``status``
+    shows it: with ``none``, a worker that stops working but not running goes unnoticed)."""
+    readiness = role(config, name).readiness
+    return "http" if readiness is None else readiness.kind
 
 
 def stop_rules(process: ProcessConfig) -> StopRules:
@@ -164,13 +174,7 @@ def queue_traps(process: ProcessConfig) -> list[str]:
             f"set (to less than stop_timeout {timeout:g}s); check your settings"
         )
     if process.queue == "celery":
-        traps.append(
-            "with a Redis or SQS broker, a task still running after the broker's "
-            f"visibility_timeout is delivered again: keep it above stop_timeout {timeout:g}s "
-            "plus your longest task; tasks already handed to a pool process still start after "
-            "SIGTERM, so allow two of your longest tasks within stop_timeout (or run with "
-            "-O fair --prefetch-multiplier 1)"
-        )
+        traps += _celery_traps(process, timeout)
     if process.queue == "dramatiq":
         traps += _dramatiq_timeout(process.command, timeout)
     if process.queue == "rq":
@@ -178,6 +182,47 @@ def queue_traps(process: ProcessConfig) -> list[str]:
             "an RQ worker stopped while it waits for a job (BLMOVE) can strand the next job in "
             "the queue's intermediate list; RQ's maintenance later marks it failed ('stuck in "
             "intermediate queue'): `rq requeue` it"
+        )
+    return traps
+
+
+CELERY_QUIET_HINT = (
+    'quiet_command = "celery -A <app> control cancel_consumer <queue> -d '
+    '$NONSTOP_INSTANCE@$(hostname)" with the worker named -n $NONSTOP_INSTANCE@%h'
+)
+
+
+def _celery_traps(process: ProcessConfig, timeout: float) -> list[str]:
+    """Celery's warm shutdown puts back every message its consumer holds unacknowledged
+    (kombu's restore at channel close); with early acks a task is acknowledged only once the
+    main process hears that a pool process accepted it, so one started just before the stop
+    signal can be put back and run again on another worker (about 1 in 2,000 jobs measured).
+    The way out is to hold nothing at the stop signal: a quiet step that cancels the
+    consumer, a grace for what it holds, one message per free pool process."""
+    traps = [
+        "with a Redis or SQS broker, a task still running after the broker's "
+        f"visibility_timeout is delivered again: keep it above stop_timeout {timeout:g}s "
+        "plus your longest task"
+    ]
+    words = process.command.split()
+    if not (process.quiet_signal or process.quiet_command):
+        traps.append(
+            "without a quiet step, tasks the worker holds at its stop signal (prefetched, or "
+            "started but not yet acknowledged) are put back by its warm shutdown and can run "
+            f"twice; set {CELERY_QUIET_HINT}, and quiet_grace above your longest task"
+        )
+    elif "cancel_consumer" in (process.quiet_command or "") and not (
+        {"-n", "--hostname"} & set(words) or any(w.startswith("--hostname=") for w in words)
+    ):
+        traps.append(
+            "cancel_consumer reaches every worker of the node name it is given, and without "
+            "-n all instances on a host are celery@<host>: the quiet step would stop the new "
+            "release's workers too; name each node -n $NONSTOP_INSTANCE@%h"
+        )
+    if not re.search(r"--prefetch-multiplier[=\s]+1\b", process.command):
+        traps.append(
+            "without --prefetch-multiplier 1 (and -O fair) a worker holds tasks no pool "
+            "process runs yet: they start after its quiet step and its stop signal"
         )
     return traps
 

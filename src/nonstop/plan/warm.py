@@ -9,9 +9,11 @@ switch + ``drain_timeout``), to close those connections; it keeps answering HTTP
 The state is one stored map, release -> :class:`WarmQuiet`, written with the weight change
 that takes the release out of the table (:func:`switched`, in one transaction with the new
 weights, so the deadline counts from the switch) and read every tick, so an agent restart
-neither forgets a due quiet step nor repeats a done one. While the rollout that switched
-watches, the step waits (:func:`due`): it is sent at the later of the drain deadline and the
-rollout's end.
+neither forgets a due quiet step nor repeats a done one. The step does not wait for the
+rollout that switched to end its watch (decision 0510): the clients it closes reconnect to
+the new release minutes earlier, and their closes are not traffic the watch judges (upgraded
+streams are counted apart from requests). Only a rollout whose candidate is the warm release
+(a rollback to it) holds the step back.
 
 - an instance is recorded in ``sent`` once the step was delivered (at least once: a restart
   between the delivery and the record sends it again, to an instance that is out of the
@@ -68,17 +70,17 @@ def due(
 ) -> list[str]:
     """The instance ids to quiet now, from ``warm``: ``(instance id, release)`` of every
     running web instance of a release out of the route table; ``involved`` holds the running
-    rollout's candidate and stable release: a rollback to a warm release must keep its
-    connections, and during a watch the stable release may get the traffic back (its
-    clients would move twice, and the closed connections would count in the watch as the
-    service answering while the candidate's new ones, still open, do not).
+    rollout's candidate: a rollback to a warm release must keep its connections. The stable
+    release of a rollout still watching is not held back: should the watch fail, its clients
+    move twice (to the new release and back), the price of moving them at the drain deadline
+    instead of at the end of a watch of minutes in every deploy that succeeds.
 
     >>> entries = {"v1": WarmQuiet(130.0, ("v1-1",))}
     >>> due(entries, [("v1-1", "v1"), ("v1-2", "v1"), ("v2-1", "v2")], set(), 131.0)
     ['v1-2']
     >>> due(entries, [("v1-2", "v1")], set(), 129.0)
     []
-    >>> due(entries, [("v1-2", "v1")], {"v1", "v2"}, 131.0)
+    >>> due(entries, [("v1-2", "v1")], {"v1"}, 131.0)
     []
     """
     found = []

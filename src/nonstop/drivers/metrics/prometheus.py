@@ -3,6 +3,7 @@
     nonstop_requests_total{release, code_class}              counter
     nonstop_request_proxy_errors_total{release}              counter (router's own 502/503/504)
     nonstop_request_duration_seconds{release}                histogram
+    nonstop_streams_ended_total{release}                     counter (upgraded connections, 101)
 
 Values are read from the stats at scrape time (a custom collector), so recording an event costs
 nothing extra for Prometheus.
@@ -38,11 +39,17 @@ class RequestStatsCollector(Collector):
             "Time from the request's arrival at the router to the end of its response.",
             labels=["release"],
         )
+        streams = CounterMetricFamily(
+            "nonstop_streams_ended",
+            "Upgraded connections (WebSockets) that ended; not counted as requests.",
+            labels=["release"],
+        )
         bounds = self.stats.buckets
         for release, totals in sorted(self.stats.totals().items()):
             for code_class, count in sorted(totals.status.items()):
                 requests.add_metric([release, code_class], count)
             proxy_errors.add_metric([release], totals.proxy_errors)
+            streams.add_metric([release], totals.streams)
             cumulative, buckets = 0, []
             for bound, count in zip((*map(_le, bounds), "+Inf"), totals.buckets, strict=True):
                 cumulative += count
@@ -51,6 +58,7 @@ class RequestStatsCollector(Collector):
         yield requests
         yield proxy_errors
         yield durations
+        yield streams
 
 
 def _le(bound: float) -> str:

@@ -45,6 +45,18 @@ judges it inconclusive, never a pass. The ring holds ``window`` seconds (15 minu
 default); :meth:`RequestStats.retain` grows it to the longest window a configuration needs, up
 to :data:`MAX_WINDOW` (an hour: about 50 MB per release at full traffic in every second).
 
+Upgraded streams. A WebSocket (any ``101 Switching Protocols``) reaches the stream once, when
+it ends: the router logs it at its close, with the whole connection's life as its duration.
+Folded as a request it would be wrong three ways: a client that stayed 40 s is a 40 s
+"latency" (a p99 check fails the release that serves it), its close counts as traffic at the
+moment it closes (a blue-green watch that began while the previous release's clients were
+still open saw them close after its drain deadline, and judged "no request reached v2 while
+the service answered 30"), and the close of a healthy release's clients, moved on purpose,
+reads as that release's activity. So a stream is counted apart (``ReleaseTotals.streams``,
+``streams`` in a snapshot) and is not a request: not in ``requests``, status classes,
+latencies or :meth:`RequestStats.requests`. A failed upgrade is not a 101 (the router's 502,
+the app's 4xx/5xx) and counts as a request like any other. Decision 0510.
+
 Cost per event: a dict lookup or two, a list index and an HdrHistogram record (pure Python,
 a few microseconds): 500 requests per second is well under 1 % of a core.
 """
@@ -65,6 +77,8 @@ from nonstop.drivers.router.base import RequestEvent, RouteTable
 
 UNROUTED = "(unrouted)"
 """Release name for requests no upstream answered (the router's own 502/503/504)."""
+SWITCHING_PROTOCOLS = 101
+"""An upgraded connection (WebSocket): one event when it ends, never a request."""
 UNKNOWN = "(unknown)"
 """Release name for an upstream address no route table has named."""
 
@@ -127,11 +141,12 @@ class SecondPoint:
 
 
 class _Second:
-    __slots__ = ("hist", "proxy_errors", "requests", "second", "status")
+    __slots__ = ("hist", "proxy_errors", "requests", "second", "status", "streams")
 
     def __init__(self, second: int) -> None:
         self.second = second
         self.requests = 0
+        self.streams = 0
         self.proxy_errors = 0
         self.status: dict[str, int] = {}
         self.hist = new_histogram()
@@ -146,6 +161,8 @@ class ReleaseTotals:
     buckets: list[int] = field(default_factory=list)
     """Non-cumulative counts per bound of ``DEFAULT_BUCKETS``, plus one for +Inf."""
     duration_sum: float = 0.0
+    streams: int = 0
+    """Upgraded connections (101) that ended: not requests (see the module docstring)."""
 
 
 class _Series:
@@ -254,6 +271,9 @@ class RequestStats:
         series = self._series.get(release)
         if series is None:
             series = self._series[release] = _Series(self.window, len(self.buckets))
+        if event.status == SWITCHING_PROTOCOLS:
+            self._record_stream(series, event)
+            return
         cls = status_class(event.status)
         totals = series.totals
         totals.status[cls] = totals.status.get(cls, 0) + 1
@@ -262,18 +282,32 @@ class RequestStats:
         totals.buckets[bisect.bisect_left(self.buckets, seconds)] += 1
         totals.duration_sum += seconds
 
-        second = math.floor(event.ts)
-        index = second % self.window
-        slot = series.ring[index]
-        if slot is None or slot.second < second:
-            slot = series.ring[index] = _Second(second)
-        elif slot.second > second:  # a newer second already took this slot: too old for the ring
-            self.stale += 1
+        slot = self._slot(series, math.floor(event.ts))
+        if slot is None:
             return
         slot.requests += 1
         slot.status[cls] = slot.status.get(cls, 0) + 1
         slot.proxy_errors += event.proxy_error
         slot.hist.record_value(min(max(int(event.duration_ms * 1000.0), 0), HIGHEST_US))
+
+    def _record_stream(self, series: _Series, event: RequestEvent) -> None:
+        """An upgraded connection that ended: counted apart, never a request."""
+        series.totals.streams += 1
+        slot = self._slot(series, math.floor(event.ts))
+        if slot is not None:
+            slot.streams += 1
+
+    def _slot(self, series: _Series, second: int) -> _Second | None:
+        """The ring bucket of ``second`` (a fresh one when the slot held an older second), or
+        None when a newer second already took the slot: too old for the ring."""
+        index = second % self.window
+        slot = series.ring[index]
+        if slot is None or slot.second < second:
+            slot = series.ring[index] = _Second(second)
+        elif slot.second > second:
+            self.stale += 1
+            return None
+        return slot
 
     async def consume(self, events: AsyncIterable[RequestEvent]) -> None:
         """Record every event of a stream (``router.events()``) until it ends or is cancelled."""
@@ -321,6 +355,7 @@ class RequestStats:
             latency_ms=latency,
             complete=complete,
             latency_le=le,
+            streams=sum(slot.streams for slot in slots),
         )
 
     def counts(self, since: float, until: float) -> dict[str, int]:

@@ -70,7 +70,7 @@ class HAProxyTuning(ProxyTimings):
 
     ``upstream_timeout``: how long HAProxy waits for the server to send anything (response
     headers, or the next piece of a slow body) before a 504 naming it. Websockets and other
-    upgraded connections use ``tunnel_timeout`` instead.
+    upgraded connections use ``stream_idle_timeout`` (``timeout tunnel``) instead.
 
     ``client_timeout``: how long an idle client keep-alive connection stays open (the client,
     which usually gives up sooner, closes it first: no race with a request in flight).
@@ -79,7 +79,6 @@ class HAProxyTuning(ProxyTimings):
     connect_timeout: float = 1.0
     retries: int = 3
     client_timeout: float = 300.0
-    tunnel_timeout: float = 3600.0
 
 
 def server_options(tuning: HAProxyTuning) -> str:
@@ -331,7 +330,7 @@ defaults
     timeout client {ms(tuning.client_timeout)}
     timeout http-keep-alive {ms(tuning.client_timeout)}
     timeout server {ms(tuning.upstream_timeout)}
-    timeout tunnel {ms(tuning.tunnel_timeout)}
+    timeout tunnel {ms(tuning.stream_idle_timeout)}
     timeout check {ms(tuning.health_timeout)}
     retries {tuning.retries}
     option redispatch 1

@@ -9,11 +9,13 @@ connections (``proxy_next_upstream error timeout``); the table probe (admin.py) 
 nginx itself and never logged; every other request logged as one JSON object through syslog to
 the agent's unix datagram socket (no file on the hot path). A server that leaves the table, or
 goes to weight 0, is not in the new config: a graceful reload (SIGHUP) starts new workers with
-it, and the old workers finish their requests and streams. Old workers have no
-``worker_shutdown_timeout`` unless ``stream_grace`` is set: that timeout closes every connection
-an old worker holds, websockets to instances that stay in the table too, so without it an old
-worker lives until its last connection ends (a draining instance's end when the engine stops
-it; decision 0460).
+it, and the old workers finish their requests and streams. Upgrade requests (WebSockets) go
+through a named location of their own whose ``proxy_read_timeout`` is ``stream_idle_timeout``
+rather than ``upstream_timeout``, so a silent WebSocket is not closed after 30 s. Old workers
+have no ``worker_shutdown_timeout`` unless ``stream_grace`` is set: that timeout closes every
+connection an old worker holds, websockets to instances that stay in the table too, so without
+it an old worker lives until its last connection ends (a draining instance's end when the engine
+stops it; decision 0460).
 
 A request-log line, as the syslog datagram carries it::
 
@@ -161,19 +163,37 @@ http {{
 {route}        }}
 
         location / {{
+            error_page 418 = @nonstop_stream;
+            if ($http_upgrade) {{
+                return 418;
+            }}
+{_proxied(log, tuning, tuning.upstream_timeout)}{route}        }}
+
+        location @nonstop_stream {{
+{_proxied(log, tuning, tuning.stream_idle_timeout)}{route}        }}
+    }}
+}}
+"""
+
+
+def _proxied(log: str, tuning: NginxTuning, idle: float) -> str:
+    """A proxying location's directives. ``idle`` is ``proxy_read_timeout``, which bounds a
+    response that sends nothing and, once a connection is upgraded, a WebSocket that carries
+    nothing: requests get ``upstream_timeout``, upgrade requests (routed to
+    ``@nonstop_stream`` by ``location /``, since the directive takes no variable)
+    ``stream_idle_timeout``."""
+    return f"""\
             access_log {log} nonstop;
             proxy_http_version 1.1;
             proxy_set_header Host $http_host;
             proxy_set_header Upgrade $http_upgrade;
             proxy_set_header Connection $nonstop_connection;
             proxy_connect_timeout {_seconds(tuning.connect_timeout)};
-            proxy_read_timeout {_seconds(tuning.upstream_timeout)};
+            proxy_read_timeout {_seconds(idle)};
+            proxy_send_timeout {_seconds(max(idle, 60.0))};
             proxy_next_upstream error timeout;
             proxy_next_upstream_tries {tuning.retries};
             proxy_buffering off;
-{route}        }}
-    }}
-}}
 """
 
 

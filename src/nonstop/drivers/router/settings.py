@@ -28,6 +28,11 @@ class ProxyTimings:
     (the default): the router never closes it; the instance's own close ends it (the engine
     stops a drained instance at its drain deadline). Caddy applies a number to every stream
     opened before the change, to instances that stay too (decision 0460)."""
+    stream_idle_timeout: float = 3600.0
+    """How long an upgraded connection (a WebSocket) may carry nothing before the router
+    closes it. Not ``upstream_timeout``: that bounds a slow response, and a chat client may
+    be silent for minutes. HAProxy's ``timeout tunnel``, nginx's ``proxy_read_timeout`` for
+    upgrade requests; Caddy has no idle timeout on streams (it never closes an idle one)."""
 
     @classmethod
     def like(cls, other: ProxyTimings, **extra: Any) -> Self:

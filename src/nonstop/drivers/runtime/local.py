@@ -29,7 +29,7 @@ How an instance runs:
 Free ports are found by binding port 0 and closing the socket; another program may take the
 port before the instance binds it. When an instance exits within ``bind_grace`` seconds and its
 log says "address already in use", it is started again on another port (``port_attempts``
-times in all).
+times in all). A command without ``{port}`` (a worker role) is started once, unwatched.
 """
 
 from __future__ import annotations
@@ -230,6 +230,10 @@ class LocalRuntime:
                     "in use; stop what listens there or leave the port unset to pick a free one"
                 )
             return self._spawn(spec, spec.port, log_path)
+        if "{port}" not in spec.command:
+            # A role without {port} (a worker) binds none of ours: there is no race to lose,
+            # and watching bind_grace (0.3 s) for a port it never opens only delayed its start.
+            return self._spawn(spec, free_port(self.host), log_path)
         for _ in range(self.port_attempts):
             offset = log_path.stat().st_size if log_path and log_path.exists() else 0
             handle = self._spawn(spec, free_port(self.host), log_path)

@@ -11,7 +11,13 @@ pick one:
 - ``tcp``: the port accepts a connection;
 - ``exec``: a command, run in the instance's directory with its environment plus
   ``NONSTOP_PID`` (the main process), exits 0 within the timeout;
-- ``none``: the process has stayed up ``min_uptime`` (that it is alive is checked apart).
+- ``none``: the process has stayed up ``min_uptime`` (that it is alive is checked apart) and
+  is not stopped by a signal (SIGSTOP, SIGTSTP: state ``T`` in /proc). That is all it can
+  see: a worker deadlocked or stuck in a job passes; use ``exec`` with a command that asks the
+  program (or checks a heartbeat it writes) to catch those.
+
+A stopped process still has its listening socket accepted into by the kernel (up to its
+backlog), so ``tcp`` passes for a SIGSTOPped program; ``http`` and ``exec`` fail (timeout).
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from dataclasses import dataclass
 
 from nonstop.config.schema import HealthConfig, ReadinessConfig
 from nonstop.config.units import format_duration
+from nonstop.drivers.runtime import procfs
 from nonstop.drivers.runtime.base import InstanceHandle
 from nonstop.drivers.runtime.health import ProbeResult, probe
 
@@ -104,6 +111,10 @@ def _none(readiness: ReadinessConfig, health: HealthConfig, context: ProbeContex
 
     async def check(handle: InstanceHandle, timeout: float) -> ProbeResult:
         up = time.time() - handle.started_at
+        pid = context.facts(handle).get("pid")
+        stat = procfs.read_stat(int(pid)) if pid else None
+        if stat is not None and stat.state in ("T", "t"):
+            return ProbeResult(False, None, "its main process is stopped (SIGSTOP?)")
         if up >= uptime:
             return ProbeResult(True)
         return ProbeResult(False, None, f"up {up:.1f}s of min_uptime {format_duration(uptime)}")
