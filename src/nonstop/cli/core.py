@@ -295,6 +295,8 @@ def status(as_json: bool) -> None:
             f"rollout {rollout['id']}: {rollout['strategy']} {rollout['stable'] or '-'} -> "
             f"{rollout['candidate']} · phase {rollout['phase']} step {rollout['step']}"
         )
+        if rollout.get("standing"):
+            console.print(f"  {rollout['standing']}", markup=False)
 
 
 def _size(n: int) -> str:
