@@ -341,3 +341,40 @@ def events_text(project: Project) -> str:
         return "\n".join(e["message"] for e in store.events(limit=200))
     finally:
         store.close()
+
+
+def test_a_dead_router_admin_socket_is_a_reason_people_read(
+    project: Project, agent: AgentProcess
+) -> None:
+    """The router killed and its port taken (it cannot come back), then a deploy: the engine's
+    tick and the revival fail, and status and the events say so in words ("router admin socket
+    PATH refused the connection"), never an exception's repr."""
+    import re
+
+    agent.start()
+    assert agent.wait_rollout(agent.deploy("v1")["id"])["status"] == "completed"
+    os.kill(agent.status()["router"]["pid"], signal.SIGKILL)
+    with socket.socket() as blocker:
+        blocker.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+
+        def bound() -> bool:
+            try:
+                blocker.bind(("127.0.0.1", project.port))
+            except OSError:
+                return False
+            return True
+
+        wait_for("the router port to be free", bound)
+        blocker.listen()
+        rollout = agent.deploy("v2")["id"]
+        degraded = wait_for(
+            "the engine's tick to fail on the router",
+            lambda: [p["why"] for p in agent.status()["degraded"] if p["what"] == "engine"],
+            timeout=120,
+        )
+        assert "router admin socket" in degraded[0], degraded
+        said = [p["why"] for p in agent.status()["degraded"]] + [events_text(project)]
+        reprs = [s for s in said if re.search(r"\w(Error|Exception)\(|ConnectionKey\(", s)]
+        assert not reprs, reprs
+    wait_for("the router to serve again", lambda: serves(project.url), timeout=120)
+    agent.wait_rollout(rollout, timeout=120)
