@@ -378,3 +378,37 @@ def test_a_dead_router_admin_socket_is_a_reason_people_read(
         assert not reprs, reprs
     wait_for("the router to serve again", lambda: serves(project.url), timeout=120)
     agent.wait_rollout(rollout, timeout=120)
+
+
+def test_down_without_an_agent_stops_the_leftover_router_and_says_so(
+    project: Project, agent: AgentProcess
+) -> None:
+    """The agent killed with SIGKILL leaves its router and instances serving; `nonstop down`
+    finds the router by its pid file (same pid, start time and binary, as adoption checks),
+    stops it and the instances, and says what it stopped. A pid file naming another live
+    process is not followed."""
+    agent.start()
+    assert agent.wait_rollout(agent.deploy("v1")["id"])["status"] == "completed"
+    router = agent.status()["router"]["pid"]
+    agent.kill9()
+    assert serves(project.url)  # still routing without its agent
+    down = project.cli("down", check=True)
+    assert f"stopped the leftover router caddy (pid {router})" in down.stdout, down.stdout
+    assert "leftover instance process(es)" in down.stdout, down.stdout
+    wait_for("the router to exit", lambda: not Path(f"/proc/{router}").exists())
+    assert not instance_processes(project.paths.state)
+    with socket.socket() as probe:
+        assert probe.connect_ex(("127.0.0.1", project.port)) != 0
+
+    # A pid file that names some other live process (a reused pid): nothing is signalled.
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    try:
+        start = Path(f"/proc/{other.pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+        pid_file = project.paths.state / "router" / "caddy.pid"
+        pid_file.write_text(json.dumps({"pid": other.pid, "start_time": start}))
+        again = project.cli("down", check=True)
+        assert "nothing to stop" in again.stdout, again.stdout
+        assert other.poll() is None
+    finally:
+        other.kill()
+        other.wait()

@@ -173,16 +173,10 @@ def down(keep: bool) -> None:
     except AgentUnavailable:
         import asyncio
 
-        from nonstop.engine.instances import stop_processes, stray_processes
-
         paths = project_paths()
-        stopped = (
-            []
-            if keep
-            else asyncio.run(stop_processes(list(stray_processes(paths.state, set())), 5.0))
-        )
-        extra = f"; stopped {len(stopped)} leftover instance process(es)" if stopped else ""
-        console.print(f"no agent is running for {paths.project}: nothing to stop{extra}")
+        stopped = [] if keep else asyncio.run(_stop_leftovers(paths.state))
+        said = "; ".join(stopped) if stopped else "nothing to stop"
+        console.print(f"no agent is running for {paths.project}: {said}", markup=False)
         return
     pid = status["agent"]["pid"]
     agent.call("POST", "/v1/shutdown", {"stop_instances": not keep})
@@ -191,6 +185,23 @@ def down(keep: bool) -> None:
         time.sleep(0.1)
     what = "agent stopped" if keep else "agent, instances and router stopped"
     console.print(what)
+
+
+async def _stop_leftovers(state: Path) -> list[str]:
+    """With no agent: stop what this state dir left running (instance processes, found by
+    their environment; the router, by its pid file and the adoption identity check), and say
+    what was stopped."""
+    from nonstop.drivers.router.process import stop_leftovers
+    from nonstop.engine.instances import stop_processes, stray_processes
+
+    said = []
+    pids = await stop_processes(list(stray_processes(state, set())), 5.0)
+    if pids:
+        said.append(f"stopped {len(pids)} leftover instance process(es)")
+    routers = await stop_leftovers(state / "router")
+    if routers:
+        said.append(f"stopped the leftover router {', '.join(routers)}")
+    return said
 
 
 @click.command()
