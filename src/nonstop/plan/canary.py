@@ -109,7 +109,10 @@ from nonstop.plan.model import (
     RolloutState,
     ScaleRelease,
     SetWeights,
+    metrics_lack,
+    restarts,
     stalled,
+    watch_again,
 )
 
 SCALING, STEP, PROMOTING, WATCHING = "scaling", "step", "promoting", "watching"
@@ -783,12 +786,14 @@ def _watching(spec: RolloutSpec, state: RolloutState, observed: Observed) -> Dec
         return _give_up(spec, state, observed, verdict.reason, events)
     if observed.now - state.phase_started_at < watch.duration:
         return Decision(state, events=events, wake_in=TICK)
-    verdict = watch_end(watch, measured, observed.traffic)
+    verdict = watch_end(watch, measured, observed.traffic, restarts(state), metrics_lack(spec))
     if verdict.outcome == "fail":
         return _give_up(spec, state, observed, verdict.reason, events)
     if verdict.check == RESTART:
         again = f"{verdict.reason}; watching {spec.candidate} again for {watch.duration:g}s"
-        return Decision(_window(state, WATCHING, observed.now), events=(*events, again))
+        return Decision(
+            _window(watch_again(state), WATCHING, observed.now), events=(*events, again)
+        )
     events = (*events, f"watch held: {measured.errors}/{measured.requests} errors")
     return _complete(spec, state, observed, (), events)
 
