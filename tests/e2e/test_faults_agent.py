@@ -412,3 +412,85 @@ def test_down_without_an_agent_stops_the_leftover_router_and_says_so(
     finally:
         other.kill()
         other.wait()
+
+
+FULL_DISK_CANARY = """
+[strategy.canary]
+steps = [{ weight = 50, pause = {} }]
+sequential = false
+
+[dashboard]
+listen = "127.0.0.1:0"
+
+[[notify]]
+url = "URL"
+retries = 3
+backoff = "2s"
+max_backoff = "2s"
+"""
+
+
+def test_a_full_state_disk_leaves_the_dashboard_serving_and_notices_going(
+    project: Project, agent: AgentProcess, small_disk: Path
+) -> None:
+    """A canary waiting for `promote` when the state disk fills up: login links, sessions and
+    pages still work; an action that must write answers 503 with the reason (nothing was
+    changed); a notice whose delivery fails meanwhile is reported once there is space again
+    (kept in memory); the agent lives through it and acts on the same click afterwards."""
+    from http.cookies import SimpleCookie
+
+    from dashboard.scenario import base_url, login_link
+    from dashboard.test_dashboard_http import request
+    from notify.receiver import ThreadedReceiver
+
+    with ThreadedReceiver() as hook:
+        project.write_config(extra=FULL_DISK_CANARY.replace("URL", hook.url))
+        path = project.root / "nonstop.toml"
+        path.write_text(path.read_text().replace('"bluegreen"', '"canary"', 1))
+        agent.start()
+        assert agent.wait_rollout(agent.deploy("v1")["id"])["status"] == "completed"
+        hook.receiver.status = 500  # every notice from here on fails, after 3 retries
+        rollout = agent.deploy("v2")["id"]
+        wait_for("step 1", lambda: agent.status()["rollout"]["phase"] == "step", timeout=90)
+        filler = fill(small_disk)
+        full_since = os.stat(filler).st_mtime
+        wait_for(
+            "the full store in the status",
+            lambda: [p for p in agent.status()["degraded"] if p["what"] == "store"],
+            timeout=60,
+        )
+
+        link = login_link(agent)
+        status, headers, body = request(link)
+        assert status == 200, body
+        base = base_url(link)
+        session = SimpleCookie(headers["Set-Cookie"])["nonstop_session"].value
+        cookie = {"Cookie": f"nonstop_session={session}"}
+        for page in ("/", "/api/overview", f"/api/rollouts/{rollout}", "/api/history"):
+            status, _, body = request(base + page, headers=cookie)
+            assert status == 200, (page, body)
+        status, _, body = request(base + "/api/session", headers=cookie)
+        csrf = json.loads(body)["csrf"]
+        pause = {**cookie, "X-CSRF-Token": csrf, "Origin": base}
+        status, _, body = request(base + "/api/actions/pause", "POST", headers=pause)
+        assert status == 503, body
+        assert "the state store cannot write" in json.loads(body)["error"], body
+        assert "nothing was changed" in json.loads(body)["error"], body
+        refused = project.cli("pause")
+        assert refused.returncode != 0
+        assert "the state store cannot write" in refused.stderr, refused.stderr
+        hook.until(lambda: hook.receiver.attempts >= 4 + 2)  # v2's notices, retried
+        assert agent.process is not None
+        assert agent.process.poll() is None
+
+        filler.unlink()
+        wait_for("the degraded status to clear", lambda: not agent.status()["degraded"], 90)
+        status, _, body = request(base + "/api/actions/pause", "POST", headers=pause)
+        assert status == 200, body
+        wait_for("paused", lambda: agent.status()["rollout"]["paused"])
+        events = agent.call("GET", f"/v1/events?limit=1000&rollout={rollout}")
+        events += agent.call("GET", "/v1/events?limit=1000")
+        failed = [e for e in events if e["message"].startswith("notify ") and e["ts"] >= full_since]
+        assert failed, [e["message"] for e in events]
+        agent.call("POST", "/v1/command", {"command": "abort"})
+        agent.wait_rollout(rollout, timeout=120)
