@@ -298,6 +298,24 @@ def asyncio_run_table(project: Project, token: str, port: int) -> list[str]:
     return asyncio.run(run())
 
 
+@contextlib.contextmanager
+def port_taken(port: int) -> Iterator[None]:
+    """A listener on the router's port, once the killed router has let go of it."""
+    with socket.socket() as blocker:
+        blocker.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+
+        def bound() -> bool:
+            try:
+                blocker.bind(("127.0.0.1", port))
+            except OSError:
+                return False
+            return True
+
+        wait_for("the router port to be free", bound)
+        blocker.listen()
+        yield
+
+
 def test_a_restarted_agent_waits_out_a_router_that_fails_during_recovery(
     project: Project, agent: AgentProcess
 ) -> None:
@@ -308,18 +326,7 @@ def test_a_restarted_agent_waits_out_a_router_that_fails_during_recovery(
     before = agent.status()
     agent.kill9()
     os.kill(before["router"]["pid"], signal.SIGKILL)
-    with socket.socket() as blocker:
-        blocker.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-
-        def bound() -> bool:  # once the killed router has let go of the port
-            try:
-                blocker.bind(("127.0.0.1", project.port))
-            except OSError:
-                return False
-            return True
-
-        wait_for("the router port to be free", bound)
-        blocker.listen()
+    with port_taken(project.port):
         agent.start({"NONSTOP_ROUTER_WAIT": "60"}, wait=False)
         wait_for(
             "a failed recovery attempt",
@@ -354,18 +361,7 @@ def test_a_dead_router_admin_socket_is_a_reason_people_read(
     agent.start()
     assert agent.wait_rollout(agent.deploy("v1")["id"])["status"] == "completed"
     os.kill(agent.status()["router"]["pid"], signal.SIGKILL)
-    with socket.socket() as blocker:
-        blocker.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-
-        def bound() -> bool:
-            try:
-                blocker.bind(("127.0.0.1", project.port))
-            except OSError:
-                return False
-            return True
-
-        wait_for("the router port to be free", bound)
-        blocker.listen()
+    with port_taken(project.port):
         rollout = agent.deploy("v2")["id"]
         degraded = wait_for(
             "the engine's tick to fail on the router",
@@ -418,7 +414,6 @@ FULL_DISK_CANARY = """
 [strategy.canary]
 steps = [{ weight = 50, pause = {} }]
 sequential = false
-
 [dashboard]
 listen = "127.0.0.1:0"
 
