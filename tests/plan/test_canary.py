@@ -947,10 +947,10 @@ def test_module_worked_examples() -> None:
     assert result.failed == 0
 
 
-def test_a_watch_prometheus_never_measures_fails_on_its_third_try_naming_the_query() -> None:
-    """Prometheus has no series for v2: each watch's window is incomplete with 0 requests and
-    the service's total unknown. It is watched again twice, then the rollout rolls back with
-    the query in the reason (before, it watched again without end)."""
+def test_a_watch_whose_window_is_never_whole_fails_on_its_third_try_naming_the_query() -> None:
+    """Each watch's window is incomplete (the source did not see all of it), its requests
+    fine: it is watched again twice, then the rollout rolls back with the Prometheus query in
+    the reason (before, it watched again without end)."""
     base = config(sequential=False).model_dump()
     base["metrics"] = {"provider": "prometheus", "prometheus_url": "http://127.0.0.1:9090"}
     spec = RolloutSpec("canary", "v2", "v1", validate_config(base))
@@ -959,9 +959,9 @@ def test_a_watch_prometheus_never_measures_fails_on_its_third_try_naming_the_que
     outcomes = []
     for _ in range(3):
         now = state.phase_started_at + 61
-        blank = Measurement("v2", state.phase_started_at, now, complete=False)
+        part = Measurement("v2", state.phase_started_at, now, 300, {"2xx": 300}, complete=False)
         decision = canary.decide(
-            spec, state, Observed(now, up("v2", 4), measurements={"v2": blank}, traffic=None)
+            spec, state, Observed(now, up("v2", 4), measurements={"v2": part}, traffic=None)
         )
         state = decision.state
         outcomes.append(decision.finished.outcome if decision.finished else decision.events[-1])
@@ -971,6 +971,6 @@ def test_a_watch_prometheus_never_measures_fails_on_its_third_try_naming_the_que
     assert decision.finished is not None
     assert (
         "3 watches of v2 in a row had no complete measurement: Prometheus at "
-        "http://127.0.0.1:9090 has no series for sum by (status) (increase(http_requests_total"
-        '{release="v2"}[...]))' in decision.finished.reason
+        "http://127.0.0.1:9090 did not cover a whole window of sum by (status) "
+        '(increase(http_requests_total{release="v2"}[...]))' in decision.finished.reason
     )

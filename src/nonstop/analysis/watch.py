@@ -22,7 +22,6 @@ measurement at the end                     service       verdict
 0 requests                                 0 / unknown   inconclusive: nothing to judge (completes)
 8 requests (< min_requests 20)             any           inconclusive: too few (completes)
 incomplete window (an agent restart)       any           inconclusive, ``restart``: watch again
-incomplete, 0 requests (no series yet)     0 / unknown   inconclusive, ``restart``: watch again
 incomplete, the 3rd watch in a row         any           fail: nothing to judge it by (the source)
 =========================================  ============  ==========================================
 
@@ -83,7 +82,14 @@ def watch_end(
     ``restarts``: incomplete watches before this one, in a row; ``source``: what the metrics
     source would need to have, for the reason when the watch gives up."""
     verdict = watch_verdict(watch, measurement)
-    if verdict.outcome == "fail":
+    if verdict.check == RESTART and restarts + 1 >= RESTART_LIMIT:
+        lacks = f": {source}" if source else ""
+        reason = (
+            f"watch: {restarts + 1} watches of {measurement.release} in a row had no complete "
+            f"measurement{lacks}; nothing to judge it by"
+        )
+        return Verdict("fail", "watch", reason, None, watch.max_error_rate, 0)
+    if verdict.outcome == "fail" or verdict.check == RESTART:
         return verdict
     if measurement.requests == 0 and service is not None and service >= watch.min_requests:
         reason = (
@@ -91,22 +97,7 @@ def watch_end(
             f"{service}; it is not serving"
         )
         return Verdict("fail", "watch", reason, None, watch.max_error_rate, 0)
-    if measurement.complete:
-        return verdict
-    if restarts + 1 >= RESTART_LIMIT:
-        lacks = f": {source}" if source else ""
-        reason = (
-            f"watch: {restarts + 1} watches of {measurement.release} in a row had no complete "
-            f"measurement{lacks}; nothing to judge it by"
-        )
-        return Verdict("fail", "watch", reason, None, watch.max_error_rate, 0)
-    if verdict.check == RESTART:
-        return verdict
-    # Too few requests in a window the source did not see whole: "no data" is not "no
-    # requests" (Prometheus without a series yet), so it is watched again, not completed.
-    said = verdict.reason.removeprefix("watch: ")
-    reason = f"watch: incomplete window, the metrics source did not see all of it; {said}"
-    return Verdict("inconclusive", RESTART, reason, None, watch.max_error_rate, 0)
+    return verdict
 
 
 def watch_summary(measurement: Measurement | None) -> str:

@@ -226,13 +226,13 @@ def restarts(state: RolloutState) -> int:
 
 
 def metrics_lack(spec: RolloutSpec) -> str:
-    """What the metrics source lacks when it never has a whole window of the candidate, for
-    the reason a watch gives up with: the Prometheus query that found no series."""
+    """What the metrics source did not give when it never had a whole window of the candidate,
+    for the reason a watch gives up with (with Prometheus: the query it asks)."""
     metrics = spec.config.metrics
     if metrics.provider != "prometheus":
         return "the router's request stream did not cover a whole window"
     query = f'sum by (status) (increase(http_requests_total{{release="{spec.candidate}"}}[...]))'
-    return f"Prometheus at {metrics.prometheus_url} has no series for {query}"
+    return f"Prometheus at {metrics.prometheus_url} did not cover a whole window of {query}"
 
 
 @dataclass(frozen=True, slots=True)
