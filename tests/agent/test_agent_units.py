@@ -190,3 +190,30 @@ def test_a_reason_is_printed_once() -> None:
     assert sum(line.count(reason) for line in lines) == 1
     assert lines[1] == "v2-1 did not become ready: (see above); aborted"
     assert lines[3] == "v2-2 ready at 127.0.0.1:9"
+
+
+async def test_explain_turns_a_refused_unix_socket_into_words(tmp_path: Path) -> None:
+    """A real connection to a unix socket nobody listens on: aiohttp's connector error reads
+    as a sentence naming the socket, and its doctests hold."""
+    import doctest
+    import socket
+
+    import aiohttp
+
+    import nonstop.errors
+    from nonstop.errors import explain
+
+    assert doctest.testmod(nonstop.errors).failed == 0
+    path = tmp_path / "admin.sock"
+    with socket.socket(socket.AF_UNIX) as dead:
+        dead.bind(str(path))  # bound, never listening: connecting is refused
+    said = []
+    for where in (path, tmp_path / "missing.sock"):
+        async with aiohttp.ClientSession(connector=aiohttp.UnixConnector(str(where))) as http:
+            with pytest.raises(aiohttp.ClientConnectorError) as caught:
+                await http.get("http://router/config")
+        said.append(explain(caught.value, f"router admin socket {where}"))
+    assert said == [
+        f"router admin socket {path} refused the connection",
+        f"router admin socket {tmp_path / 'missing.sock'} does not exist",
+    ]

@@ -79,6 +79,39 @@ def test_watch_end(
     assert reason in verdict.reason
 
 
+LACKS = "Prometheus at http://p:9090 did not cover a whole window of http_requests_total"
+
+
+@pytest.mark.parametrize(
+    ("measured", "restarts", "outcome", "check", "reason"),
+    [
+        (m(0, 900, complete=False), 0, "inconclusive", RESTART, "watch: incomplete window"),
+        (m(0, 900, complete=False), 1, "inconclusive", RESTART, "incomplete window"),
+        (
+            m(0, 900, complete=False),
+            2,
+            "fail",
+            "watch",
+            f"3 watches of v2 in a row had no complete measurement: {LACKS}; nothing to "
+            "judge it by",
+        ),
+        (m(0, 900, complete=False), 7, "fail", "watch", "8 watches of v2 in a row"),
+        # no data at all is "nothing to judge" and completes, as ever: an idle service, or a
+        # window shorter than Prometheus's scrapes, is not a failure
+        (m(0, 0, complete=False), 2, "inconclusive", "watch", "not enough data"),
+        # a whole window after restarts is judged as any other
+        (m(0, 300, 1), 2, "pass", "watch", ""),
+        (m(0, 300, 12), 5, "fail", "watch", "error_rate 0.04 > max 0.02"),
+    ],
+)
+def test_incomplete_watches_in_a_row_end_in_a_failure_naming_what_the_source_lacks(
+    measured: Measurement, restarts: int, outcome: str, check: str, reason: str
+) -> None:
+    verdict = watch_end(WATCH, measured, None, restarts, LACKS)  # Prometheus: service unknown
+    assert (verdict.outcome, verdict.check) == (outcome, check)
+    assert reason in verdict.reason
+
+
 def test_a_watch_in_progress_never_fails_for_want_of_requests() -> None:
     """Zero requests only count against a release when the watch's time is up."""
     assert watch_verdict(WATCH, m(0, 0)).outcome == "inconclusive"

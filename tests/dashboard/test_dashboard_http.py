@@ -11,6 +11,7 @@ import subprocess
 import urllib.parse
 from http.cookies import SimpleCookie
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -258,3 +259,54 @@ def test_without_a_metrics_token_the_dashboard_serves_no_metrics(
     base = base_url(login_link(dashboard_agent))
     status, _, _ = request(base + "/metrics", headers={"Authorization": "Bearer anything"})
     assert status == 401
+
+
+def test_a_canary_waiting_for_a_person_says_what_it_waits_for_and_its_last_verdict(
+    project: Project, agent: AgentProcess
+) -> None:
+    """Step 1 waits for `nonstop promote` (``pause = {}``) under load: while the data-plane
+    check counts, the checks say they wait for it (not "was never measured"); once they judge,
+    the rollout's line carries the last real verdict, and a pause says it waits for a person."""
+    from dashboard.scenario import canary_project, rollout_phase
+    from e2e.test_bluegreen import first_deploy, load
+    from nonstop_testing import wait_for
+
+    canary_project(project)
+    agent.start()
+    first_deploy(agent)
+    base, session = log_in(agent)
+    cookie = {"Cookie": f"nonstop_session={session}"}
+
+    def rollout_page(rollout: int) -> dict[str, Any]:
+        status, _, body = request(f"{base}/api/rollouts/{rollout}", headers=cookie)
+        assert status == 200, body
+        page: dict[str, Any] = json.loads(body)
+        return page
+
+    with load(project, rps=60):
+        rollout = agent.deploy("v2")["id"]
+        wait_for("step 1", lambda: rollout_phase(agent) == ("step", 0), timeout=90)
+        seen: list[str] = []
+
+        def judged() -> bool:
+            page = rollout_page(rollout)
+            reasons = [a["verdict"]["reason"] for a in page["analysis"]["analyses"]]
+            seen.extend([*reasons, page["verdict"]["reason"]])
+            return "last verdict: error_rate" in page["verdict"]["reason"]
+
+        wait_for("a judged window in the rollout's line", judged, timeout=120)
+        assert not [r for r in seen if "never measured" in r], seen
+        assert all(r for r in seen), seen
+        waits = [r for r in seen if "data-plane check" in r]
+        assert waits, seen  # 60 requests/s at 25%: hundreds of requests before it can tell
+        assert "step 1/2 waits for `nonstop promote`" in seen[-1]
+
+        project.cli("pause", check=True)
+        wait_for("paused", lambda: agent.status()["rollout"]["paused"])
+        verdict = rollout_page(rollout)["verdict"]
+        assert verdict["outcome"] == "paused"
+        assert verdict["reason"].startswith("paused for a person (paused by operator); last ")
+        shown = project.cli("status", check=True).stdout
+        assert "paused for a person (paused by operator); last verdict: error_rate" in shown
+        project.cli("abort", check=True)
+    agent.wait_rollout(rollout)

@@ -305,6 +305,24 @@ def asyncio_run_table(project: Project, token: str, port: int) -> list[str]:
     return asyncio.run(run())
 
 
+@contextlib.contextmanager
+def port_taken(port: int) -> Iterator[None]:
+    """A listener on the router's port, once the killed router has let go of it."""
+    with socket.socket() as blocker:
+        blocker.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+
+        def bound() -> bool:
+            try:
+                blocker.bind(("127.0.0.1", port))
+            except OSError:
+                return False
+            return True
+
+        wait_for("the router port to be free", bound)
+        blocker.listen()
+        yield
+
+
 def test_a_restarted_agent_waits_out_a_router_that_fails_during_recovery(
     project: Project, agent: AgentProcess
 ) -> None:
@@ -315,18 +333,7 @@ def test_a_restarted_agent_waits_out_a_router_that_fails_during_recovery(
     before = agent.status()
     agent.kill9()
     os.kill(before["router"]["pid"], signal.SIGKILL)
-    with socket.socket() as blocker:
-        blocker.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-
-        def bound() -> bool:  # once the killed router has let go of the port
-            try:
-                blocker.bind(("127.0.0.1", project.port))
-            except OSError:
-                return False
-            return True
-
-        wait_for("the router port to be free", bound)
-        blocker.listen()
+    with port_taken(project.port):
         agent.start({"NONSTOP_ROUTER_WAIT": "60"}, wait=False)
         wait_for(
             "a failed recovery attempt",
@@ -348,3 +355,144 @@ def events_text(project: Project) -> str:
         return "\n".join(e["message"] for e in store.events(limit=200))
     finally:
         store.close()
+
+
+def test_a_dead_router_admin_socket_is_a_reason_people_read(
+    project: Project, agent: AgentProcess
+) -> None:
+    """The router killed and its port taken (it cannot come back), then a deploy: the engine's
+    tick and the revival fail, and status and the events say so in words ("router admin socket
+    PATH refused the connection"), never an exception's repr."""
+    import re
+
+    agent.start()
+    assert agent.wait_rollout(agent.deploy("v1")["id"])["status"] == "completed"
+    os.kill(agent.status()["router"]["pid"], signal.SIGKILL)
+    with port_taken(project.port):
+        rollout = agent.deploy("v2")["id"]
+        degraded = wait_for(
+            "the engine's tick to fail on the router",
+            lambda: [p["why"] for p in agent.status()["degraded"] if p["what"] == "engine"],
+            timeout=120,
+        )
+        assert "router admin socket" in degraded[0], degraded
+        said = [p["why"] for p in agent.status()["degraded"]] + [events_text(project)]
+        reprs = [s for s in said if re.search(r"\w(Error|Exception)\(|ConnectionKey\(", s)]
+        assert not reprs, reprs
+    wait_for("the router to serve again", lambda: serves(project.url), timeout=120)
+    agent.wait_rollout(rollout, timeout=120)
+
+
+def test_down_without_an_agent_stops_the_leftover_router_and_says_so(
+    project: Project, agent: AgentProcess
+) -> None:
+    """The agent killed with SIGKILL leaves its router and instances serving; `nonstop down`
+    finds the router by its pid file (same pid, start time and binary, as adoption checks),
+    stops it and the instances, and says what it stopped. A pid file naming another live
+    process is not followed."""
+    agent.start()
+    assert agent.wait_rollout(agent.deploy("v1")["id"])["status"] == "completed"
+    router = agent.status()["router"]["pid"]
+    agent.kill9()
+    assert serves(project.url)  # still routing without its agent
+    down = project.cli("down", check=True)
+    assert f"stopped the leftover router caddy (pid {router})" in down.stdout, down.stdout
+    assert "leftover instance process(es)" in down.stdout, down.stdout
+    wait_for("the router to exit", lambda: not Path(f"/proc/{router}").exists())
+    assert not instance_processes(project.paths.state)
+    with socket.socket() as probe:
+        assert probe.connect_ex(("127.0.0.1", project.port)) != 0
+
+    # A pid file that names some other live process (a reused pid): nothing is signalled.
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    try:
+        start = Path(f"/proc/{other.pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+        pid_file = project.paths.state / "router" / "caddy.pid"
+        pid_file.write_text(json.dumps({"pid": other.pid, "start_time": start}))
+        again = project.cli("down", check=True)
+        assert "nothing to stop" in again.stdout, again.stdout
+        assert other.poll() is None
+    finally:
+        other.kill()
+        other.wait()
+
+
+FULL_DISK_CANARY = """
+[strategy.canary]
+steps = [{ weight = 50, pause = {} }]
+sequential = false
+[dashboard]
+listen = "127.0.0.1:0"
+
+[[notify]]
+url = "URL"
+retries = 3
+backoff = "2s"
+max_backoff = "2s"
+"""
+
+
+def test_a_full_state_disk_leaves_the_dashboard_serving_and_notices_going(
+    project: Project, agent: AgentProcess, small_disk: Path
+) -> None:
+    """A canary waiting for `promote` when the state disk fills up: login links, sessions and
+    pages still work; an action that must write answers 503 with the reason (nothing was
+    changed); a notice whose delivery fails meanwhile is reported once there is space again
+    (kept in memory); the agent lives through it and acts on the same click afterwards."""
+    from http.cookies import SimpleCookie
+
+    from dashboard.scenario import base_url, login_link
+    from dashboard.test_dashboard_http import request
+    from notify.receiver import ThreadedReceiver
+
+    with ThreadedReceiver() as hook:
+        project.write_config(extra=FULL_DISK_CANARY.replace("URL", hook.url))
+        path = project.root / "nonstop.toml"
+        path.write_text(path.read_text().replace('"bluegreen"', '"canary"', 1))
+        agent.start()
+        assert agent.wait_rollout(agent.deploy("v1")["id"])["status"] == "completed"
+        hook.receiver.status = 500  # every notice from here on fails, after 3 retries
+        rollout = agent.deploy("v2")["id"]
+        wait_for("step 1", lambda: agent.status()["rollout"]["phase"] == "step", timeout=90)
+        filler = fill(small_disk)
+        full_since = os.stat(filler).st_mtime
+        wait_for(
+            "the full store in the status",
+            lambda: [p for p in agent.status()["degraded"] if p["what"] == "store"],
+            timeout=60,
+        )
+
+        link = login_link(agent)
+        status, headers, body = request(link)
+        assert status == 200, body
+        base = base_url(link)
+        session = SimpleCookie(headers["Set-Cookie"])["nonstop_session"].value
+        cookie = {"Cookie": f"nonstop_session={session}"}
+        for page in ("/", "/api/overview", f"/api/rollouts/{rollout}", "/api/history"):
+            status, _, body = request(base + page, headers=cookie)
+            assert status == 200, (page, body)
+        status, _, body = request(base + "/api/session", headers=cookie)
+        csrf = json.loads(body)["csrf"]
+        pause = {**cookie, "X-CSRF-Token": csrf, "Origin": base}
+        status, _, body = request(base + "/api/actions/pause", "POST", headers=pause)
+        assert status == 503, body
+        assert "the state store cannot write" in json.loads(body)["error"], body
+        assert "nothing was changed" in json.loads(body)["error"], body
+        refused = project.cli("pause")
+        assert refused.returncode != 0
+        assert "the state store cannot write" in refused.stderr, refused.stderr
+        hook.until(lambda: hook.receiver.attempts >= 4 + 2)  # v2's notices, retried
+        assert agent.process is not None
+        assert agent.process.poll() is None
+
+        filler.unlink()
+        wait_for("the degraded status to clear", lambda: not agent.status()["degraded"], 90)
+        status, _, body = request(base + "/api/actions/pause", "POST", headers=pause)
+        assert status == 200, body
+        wait_for("paused", lambda: agent.status()["rollout"]["paused"])
+        events = agent.call("GET", f"/v1/events?limit=1000&rollout={rollout}")
+        events += agent.call("GET", "/v1/events?limit=1000")
+        failed = [e for e in events if e["message"].startswith("notify ") and e["ts"] >= full_since]
+        assert failed, [e["message"] for e in events]
+        agent.call("POST", "/v1/command", {"command": "abort"})
+        agent.wait_rollout(rollout, timeout=120)

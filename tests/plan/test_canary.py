@@ -661,6 +661,64 @@ def test_inconclusive_for_too_long_pauses_for_a_person() -> None:
     assert run.phase == "running"
 
 
+WAITS = [{"weight": 10, "pause": {}}, {"weight": 50, "analysis": [ERROR_RATE]}]
+PASSED = {"outcome": "pass", "check": "error_rate", "reason": "error_rate 0 <= max 0.01", "end": 5}
+LATER = {**PASSED, "reason": "error_rate 0.002 <= max 0.01", "end": 9}
+UNVERIFIED = {**AT_10, "weight_ok": False, "weight_counts": [12, 100]}
+
+
+def judged(*verdicts: dict[str, Any]) -> dict[str, Any]:
+    run = new_run([validate_config_check(ERROR_RATE)]).to_dict()
+    run["checks"][0]["verdicts"] = list(verdicts)
+    return run
+
+
+def validate_config_check(check: dict[str, Any]) -> Any:
+    return config(steps=[{"weight": 10, "analysis": [check]}]).strategy.canary.steps[0].analysis[0]
+
+
+@pytest.mark.parametrize(
+    ("step", "paused", "data", "line"),
+    [
+        (
+            0,
+            False,
+            UNVERIFIED,
+            "step 1/2 waits for `nonstop promote`; analysis waits for the "
+            "data-plane check: canary share 12% (12 of 100 requests, 99% interval",
+        ),
+        (0, False, AT_10, "step 1/2 waits for `nonstop promote`; no check has judged a window"),
+        (
+            0,
+            False,
+            {**AT_10, "background": judged(PASSED, LATER)},
+            "step 1/2 waits for `nonstop promote`; last verdict: error_rate passed: "
+            "error_rate 0.002",
+        ),
+        (
+            1,
+            True,
+            {**AT_50, "paused_why": "paused by operator", "analysis": judged(PASSED)},
+            "paused for a person (paused by operator); last verdict: error_rate passed: "
+            "error_rate 0 ",
+        ),
+        (
+            1,
+            False,
+            {**AT_50, "analysis": judged(LATER), "background": judged(PASSED)},
+            "step, step 2; last verdict: error_rate passed: error_rate 0.002",
+        ),
+    ],
+)
+def test_standing_says_what_the_canary_waits_for_and_its_last_real_verdict(
+    step: int, paused: bool, data: dict[str, Any], line: str
+) -> None:
+    spec = RolloutSpec("canary", "v2", "v1", config(WAITS, sequential=False))
+    state = persisted(state_at(spec, "step", step, paused=paused, **data))
+    assert canary.standing(spec, state).startswith(line)
+    assert "never measured" not in canary.standing(spec, state)
+
+
 def test_a_long_step_restarts_its_measurement_window_every_5_minutes() -> None:
     """The request stream keeps 15 minutes; a step of an hour is judged in 5-minute windows,
     each starting on a whole second, while its pause still counts from the step's start."""
@@ -887,3 +945,32 @@ def test_module_worked_examples() -> None:
     result = doctest.testmod(canary)
     assert result.attempted >= 1
     assert result.failed == 0
+
+
+def test_a_watch_whose_window_is_never_whole_fails_on_its_third_try_naming_the_query() -> None:
+    """Each watch's window is incomplete (the source did not see all of it), its requests
+    fine: it is watched again twice, then the rollout rolls back with the Prometheus query in
+    the reason (before, it watched again without end)."""
+    base = config(sequential=False).model_dump()
+    base["metrics"] = {"provider": "prometheus", "prometheus_url": "http://127.0.0.1:9090"}
+    spec = RolloutSpec("canary", "v2", "v1", validate_config(base))
+    data = {**canary.initial_state(spec, T0).data, "traffic": True, "weight": 100, "canary": 4}
+    state = RolloutState("watching", T0, 2, False, data)
+    outcomes = []
+    for _ in range(3):
+        now = state.phase_started_at + 61
+        part = Measurement("v2", state.phase_started_at, now, 300, {"2xx": 300}, complete=False)
+        decision = canary.decide(
+            spec, state, Observed(now, up("v2", 4), measurements={"v2": part}, traffic=None)
+        )
+        state = decision.state
+        outcomes.append(decision.finished.outcome if decision.finished else decision.events[-1])
+    assert "watching v2 again for 60s" in outcomes[0]
+    assert "watching v2 again for 60s" in outcomes[1]
+    assert outcomes[2] == "rolled_back", outcomes
+    assert decision.finished is not None
+    assert (
+        "3 watches of v2 in a row had no complete measurement: Prometheus at "
+        "http://127.0.0.1:9090 did not cover a whole window of sum by (status) "
+        '(increase(http_requests_total{release="v2"}[...]))' in decision.finished.reason
+    )

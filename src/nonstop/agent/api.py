@@ -24,8 +24,10 @@ agent.log). No request reaches a handler's internals with input it cannot take.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hmac
 import json
+import sqlite3
 import sys
 import traceback
 from collections.abc import Awaitable, Callable
@@ -61,8 +63,8 @@ async def answer_errors(
     request: web.Request, handler: Handler, who: str, hint: str = ""
 ) -> web.StreamResponse:
     """``handler``'s answer, with every error turned into a JSON one: 409 for a state conflict,
-    400 for bad input, the HTTP error's own status, 500 otherwise - never a plain traceback
-    (that goes to agent.log)."""
+    400 for bad input, the HTTP error's own status, 503 for a write the full state disk
+    refused, 500 otherwise - never a plain traceback (that goes to agent.log)."""
     try:
         return await handler(request)
     except StateError as exc:
@@ -75,12 +77,36 @@ async def answer_errors(
         if exc.status < 400:
             raise
         return error_response(f"{request.method} {request.path}: {exc.reason}", exc.status)
+    except (OSError, sqlite3.Error) as exc:
+        if not unwritable(exc):
+            return _failed(request, who, hint, exc)
+        # Nothing was changed (the write failed): the agent is fine, the disk is not; a
+        # client may try again once there is space.
+        why = f"the state store cannot write: {describe(exc)}; nothing was changed"
+        return error_response(f"{request.method} {request.path}: {why}", 503)
     except Exception as exc:
-        with contextlib.suppress(OSError):  # agent.log may sit on a full disk
-            print(f"error: {who}: {request.method} {request.path} failed:", file=sys.stderr)
-            traceback.print_exc(file=sys.stderr)
-        text = f"{who} failed on {request.method} {request.path}: {describe(exc)}"
-        return error_response(f"{text} {hint}".rstrip(), 500)
+        return _failed(request, who, hint, exc)
+
+
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
+
+
+def unwritable(exc: BaseException) -> bool:
+    """A write refused for want of space (or a read-only disk): SQLite's "database or disk is
+    full" (SQLITE_FULL) or an OSError saying so."""
+    if isinstance(exc, sqlite3.Error):
+        code = getattr(exc, "sqlite_errorcode", None)
+        return code == sqlite3.SQLITE_FULL or "disk is full" in str(exc)
+    return isinstance(exc, OSError) and exc.errno in DISK_FULL
+
+
+def _failed(request: web.Request, who: str, hint: str, exc: BaseException) -> web.Response:
+    """500 with the reason in one line; the traceback goes to agent.log."""
+    with contextlib.suppress(OSError):  # agent.log may sit on a full disk
+        print(f"error: {who}: {request.method} {request.path} failed:", file=sys.stderr)
+        traceback.print_exception(exc, file=sys.stderr)
+    text = f"{who} failed on {request.method} {request.path}: {describe(exc)}"
+    return error_response(f"{text} {hint}".rstrip(), 500)
 
 
 def auth_middleware(token: str, open_paths: frozenset[str]) -> Any:

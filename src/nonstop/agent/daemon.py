@@ -39,6 +39,7 @@ from nonstop.agent.paths import Paths
 from nonstop.analysis.checks import AnalysisRun, conclude
 from nonstop.analysis.explain import ExplainRow, explain, explain_history
 from nonstop.analysis.sequential import SequentialRun
+from nonstop.analysis.verdict import Verdict
 from nonstop.config.load import validate_config
 from nonstop.config.schema import NonstopConfig
 from nonstop.drivers.metrics import RequestStats
@@ -448,6 +449,9 @@ class Agent:
     async def status_data(self) -> dict[str, Any]:
         """What `nonstop status` shows (the dashboard's overview too)."""
         status = self.engine.status()
+        row = self.engine.active.row if self.engine.active else None
+        if status["rollout"] is not None and row is not None:
+            status["rollout"]["standing"] = rollout_standing(self.engine, row)[0]
         router_alive = await self.engine.router.alive()
         status["agent"] = {
             "pid": os.getpid(),
@@ -558,7 +562,7 @@ class Agent:
             row = store.running_rollout() or next(iter(store.rollouts(1)), None)
             if row is None:
                 return json_response({"error": "no rollout yet: nothing to explain"}, 404)
-        return json_response(analysis_report(row))
+        return json_response(analysis_report(row, *rollout_standing(self.engine, row)))
 
     async def h_command(self, request: web.Request) -> web.Response:
         body = await read_json(request)
@@ -690,9 +694,30 @@ def connect_notifications(notifier: Notifier, engine: Engine, flags: FlagService
     notifier.start()
 
 
-def analysis_report(row: RolloutRow) -> dict[str, Any]:
+def rollout_standing(engine: Engine, row: RolloutRow) -> tuple[str | None, str]:
+    """For the rollout in progress, its planner's one line on where it stands (what it waits
+    for, the last real verdict) and why its checks cannot judge now ("" when they can);
+    ``(None, "")`` for any other rollout or a planner that does not say."""
+    active = engine.active
+    if active is None or active.row.id != row.id:
+        return None, ""
+    standing = getattr(active.planner, "standing", None)
+    not_judged = getattr(active.planner, "not_judged", None)
+    return (
+        standing(active.spec, active.state) if standing else None,
+        not_judged(active.spec, active.state) if not_judged else "",
+    )
+
+
+def analysis_report(
+    row: RolloutRow, standing: str | None = None, not_judged: str = ""
+) -> dict[str, Any]:
     """The explain data of one rollout, from its stored state (``state.data`` keeps the
-    background analysis, the current step's analysis and the sequential test)."""
+    background analysis, the current step's analysis and the sequential test).
+
+    While the rollout runs, a check that has not judged a window yet is not "never measured"
+    (the end-of-step summary): its verdict says why it has not judged (``not_judged``, from
+    :func:`rollout_standing`), and ``standing`` says what the rollout waits for."""
     state = row.state
     data = state.get("data", {})
     step = int(state.get("step", 0))
@@ -706,7 +731,7 @@ def analysis_report(row: RolloutRow) -> dict[str, Any]:
                 {
                     "name": name,
                     "phase": run.phase,
-                    "verdict": conclude(run).to_dict(),
+                    "verdict": _live_verdict(run, row.running, not_judged).to_dict(),
                     "rows": [_row(r) for r in explain(run)],
                     "history": [_row(r) for r in explain_history(run)],
                 }
@@ -732,7 +757,16 @@ def analysis_report(row: RolloutRow) -> dict[str, Any]:
         "analyses": analyses,
         "sequential": sequential,
         "reason": row.reason,
+        "standing": standing,
     }
+
+
+def _live_verdict(run: AnalysisRun, running: bool, not_judged: str) -> Verdict:
+    if not running or any(c.verdicts for c in run.checks):
+        return conclude(run)
+    why = not_judged or "its first window is still open"
+    names = ", ".join(c.name for c in run.checks)
+    return Verdict("inconclusive", "analysis", f"{names}: no window judged yet: {why}")
 
 
 def _row(row: ExplainRow) -> dict[str, object]:

@@ -1,4 +1,4 @@
-"""After traffic reached 100%: is the new release still within its error budget?
+r"""After traffic reached 100%: is the new release still within its error budget?
 
 The watched release fails once its error rate over the watch so far is above
 ``watch.max_error_rate`` with at least ``watch.min_requests`` requests; fewer requests are
@@ -22,6 +22,7 @@ measurement at the end                     service       verdict
 0 requests                                 0 / unknown   inconclusive: nothing to judge (completes)
 8 requests (< min_requests 20)             any           inconclusive: too few (completes)
 incomplete window (an agent restart)       any           inconclusive, ``restart``: watch again
+incomplete, the 3rd watch in a row         any           fail: nothing to judge it by (the source)
 =========================================  ============  ==========================================
 
 ``service`` is every request the router answered over the same window, whichever release it
@@ -29,6 +30,11 @@ was charged to; None when the metrics source cannot say. A release that got noth
 service answered at least ``min_requests`` is not serving, whatever its (empty) error rate
 says. Fewer may be stragglers: requests the router held for the previous release (retrying a
 dead upstream) that ended after the switch, counted where they belong.
+
+An incomplete window is watched again, but not forever: a metrics source that never has the
+release's numbers (Prometheus without a series for it: not scraped, or another label) would
+restart the watch without end. The :data:`RESTART_LIMIT`\ th incomplete watch in a row fails,
+naming what the source lacks (``source``, from the planner: the Prometheus query).
 """
 
 from __future__ import annotations
@@ -42,6 +48,9 @@ from nonstop.config.schema import CheckConfig, WatchConfig
 
 RESTART = "restart"
 """``Verdict.check`` of an end-of-watch verdict whose window was incomplete: watch again."""
+RESTART_LIMIT = 3
+"""Incomplete watches in a row that end the rollout: an agent restart costs one (the next
+window is whole), a source that never has the release's numbers costs them all."""
 
 
 def watch_verdict(watch: WatchConfig, measurement: Measurement) -> Verdict:
@@ -62,9 +71,24 @@ def watch_verdict(watch: WatchConfig, measurement: Measurement) -> Verdict:
     return replace(verdict, check="watch", reason=f"watch: {reason}")
 
 
-def watch_end(watch: WatchConfig, measurement: Measurement, service: int | None) -> Verdict:
-    """The verdict when the watch's time is up (see the table in the module doc)."""
+def watch_end(
+    watch: WatchConfig,
+    measurement: Measurement,
+    service: int | None,
+    restarts: int = 0,
+    source: str = "",
+) -> Verdict:
+    """The verdict when the watch's time is up (see the table in the module doc).
+    ``restarts``: incomplete watches before this one, in a row; ``source``: what the metrics
+    source would need to have, for the reason when the watch gives up."""
     verdict = watch_verdict(watch, measurement)
+    if verdict.check == RESTART and restarts + 1 >= RESTART_LIMIT:
+        lacks = f": {source}" if source else ""
+        reason = (
+            f"watch: {restarts + 1} watches of {measurement.release} in a row had no complete "
+            f"measurement{lacks}; nothing to judge it by"
+        )
+        return Verdict("fail", "watch", reason, None, watch.max_error_rate, 0)
     if verdict.outcome == "fail" or verdict.check == RESTART:
         return verdict
     if measurement.requests == 0 and service is not None and service >= watch.min_requests:

@@ -188,9 +188,9 @@ def down(keep: bool) -> None:
         import asyncio
 
         paths = project_paths()
-        stopped = [] if keep else asyncio.run(_runtime(paths).sweep_strays([]))
-        extra = f"; stopped {len(stopped)} leftover instance process(es)" if stopped else ""
-        console.print(f"no agent is running for {paths.project}: nothing to stop{extra}")
+        stopped = [] if keep else asyncio.run(_stop_leftovers(paths))
+        said = "; ".join(stopped) if stopped else "nothing to stop"
+        console.print(f"no agent is running for {paths.project}: {said}", markup=False)
         return
     pid = status["agent"]["pid"]
     agent.call("POST", "/v1/shutdown", {"stop_instances": not keep})
@@ -199,6 +199,22 @@ def down(keep: bool) -> None:
         time.sleep(0.1)
     what = "agent stopped" if keep else "agent, instances and router stopped"
     console.print(what)
+
+
+async def _stop_leftovers(paths: Paths) -> list[str]:
+    """With no agent: stop what this state dir left running (instance processes, found by
+    their environment; the router, by its pid file and the adoption identity check), and say
+    what was stopped."""
+    from nonstop.drivers.router.process import stop_leftovers
+
+    said = []
+    pids = await _runtime(paths).sweep_strays([])
+    if pids:
+        said.append(f"stopped {len(pids)} leftover instance process(es)")
+    routers = await stop_leftovers(paths.state / "router")
+    if routers:
+        said.append(f"stopped the leftover router {', '.join(routers)}")
+    return said
 
 
 @click.command()
@@ -303,6 +319,8 @@ def status(as_json: bool) -> None:
             f"rollout {rollout['id']}: {rollout['strategy']} {rollout['stable'] or '-'} -> "
             f"{rollout['candidate']} · phase {rollout['phase']} step {rollout['step']}"
         )
+        if rollout.get("standing"):
+            console.print(f"  {rollout['standing']}", markup=False)
 
 
 def _size(n: int) -> str:

@@ -15,6 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from nonstop.errors import explain
+
 PENDING_LIMIT = 2000
 """Events kept in memory at most while the store cannot write (the oldest go first)."""
 
@@ -83,9 +85,6 @@ class Health:
 
 
 def describe(exc: BaseException) -> str:
-    """An exception as a user reads it: its message (an OSError's reason and file), never
-    its class name."""
-    text = str(exc).strip()
-    if isinstance(exc, OSError) and exc.strerror:
-        text = exc.strerror + (f": {exc.filename}" if exc.filename else "")
-    return text or "unexpected failure"
+    """An exception as a user reads it, in one line: its message (an OSError's reason and
+    file), never its class name or a repr (:func:`nonstop.errors.explain`)."""
+    return explain(exc)

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nonstop.config.schema import NonstopConfig, RetentionConfig
+from nonstop.errors import explain
 from nonstop.store import Store
 
 if TYPE_CHECKING:
@@ -333,7 +334,7 @@ def after_rollout(engine: Engine, config: NonstopConfig) -> None:
             remove_dirs=_remove_dirs_in_background,
         )
     except Exception as exc:  # retention must never break a rollout's finish
-        engine.emit("warning", f"retention: pruning failed: {exc.__class__.__name__}: {exc}")
+        engine.emit("warning", f"retention: pruning failed: {explain(exc)}")
         return
     if report.releases_removed or report.logs_removed:
         removed = ", ".join(report.releases_removed) or "none"

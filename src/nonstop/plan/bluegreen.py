@@ -57,7 +57,10 @@ from nonstop.plan.model import (
     RunSmoke,
     ScaleRelease,
     SetWeights,
+    metrics_lack,
+    restarts,
     stalled,
+    watch_again,
 )
 
 STARTING, SMOKE, AWAITING, WATCHING = "starting", "smoke", "awaiting_promote", "watching"
@@ -182,12 +185,13 @@ def _watching(spec: RolloutSpec, state: RolloutState, observed: Observed) -> Dec
     duration = _watch_duration(spec)
     if observed.now - state.phase_started_at < duration:
         return Decision(state, wake_in=1.0)
-    verdict = watch_end(watch, measured, observed.traffic)
+    verdict = watch_end(watch, measured, observed.traffic, restarts(state), metrics_lack(spec))
     if verdict.outcome == "fail":
         return _give_up(spec, state, verdict.reason)
     if verdict.check == RESTART:
         again = f"{verdict.reason}; watching {spec.candidate} again for {duration:g}s"
-        return Decision(state.enter(WATCHING, observed.now), events=(again,), wake_in=1.0)
+        watching = watch_again(state).enter(WATCHING, observed.now)
+        return Decision(watching, events=(again,), wake_in=1.0)
     label = "check" if _short_check(spec) else "watch"
     summary = watch_summary(measured).replace("the watch", f"the {label}")
     done = Finish("completed", f"{spec.candidate} serves all traffic ({summary})")

@@ -109,7 +109,10 @@ from nonstop.plan.model import (
     RolloutState,
     ScaleRelease,
     SetWeights,
+    metrics_lack,
+    restarts,
     stalled,
+    watch_again,
 )
 
 SCALING, STEP, PROMOTING, WATCHING = "scaling", "step", "promoting", "watching"
@@ -144,6 +147,58 @@ def queries(spec: RolloutSpec, state: RolloutState) -> list[str]:
     if 0 <= state.step < len(plan):
         checks += plan[state.step].analysis or ()
     return list(dict.fromkeys(c.query for c in checks if c.metric == "query" and c.query))
+
+
+def standing(spec: RolloutSpec, state: RolloutState) -> str:
+    """Where a running canary stands, in one line for ``status`` and the dashboard: what it
+    waits for, then the last real verdict. A check that has not judged a window yet says why
+    (the data-plane check still counting, or its first window still open), never "was never
+    measured", which is the end-of-step summary of a check that got no data at all.
+
+    "paused for a person (paused by operator); last verdict: error_rate passed: ...";
+    "step 1/2 waits for `nonstop promote`; analysis waits for the data-plane check: weight: ..."
+    """
+    plan = steps(spec)
+    if state.paused:
+        wait = f"paused for a person ({state.data.get('paused_why') or 'paused'})"
+    elif state.phase == STEP and 0 <= state.step < len(plan) and plan[state.step].pause == {}:
+        wait = f"step {state.step + 1}/{len(plan)} waits for `nonstop promote`"
+    else:
+        wait = state.phase if state.step < 0 else f"{state.phase}, step {state.step + 1}"
+    return f"{wait}; {last_verdict(spec, state)}"
+
+
+def last_verdict(spec: RolloutSpec, state: RolloutState) -> str:
+    """The latest window any check judged, or why none has been judged yet."""
+    unverified = not_judged(spec, state)
+    judged = [
+        v
+        for key in ("background", "analysis")
+        if state.data.get(key)
+        for c in _run(state, key).checks
+        if (v := c.last) is not None
+    ]
+    if not judged:
+        return unverified or "no check has judged a window yet"
+    last = max(judged, key=lambda v: v.end or 0.0)
+    said = f"last verdict: {last.check} {_past(last.outcome)}: {last.reason}"
+    return f"{unverified}; {said}" if unverified else said
+
+
+def not_judged(spec: RolloutSpec, state: RolloutState) -> str:
+    """Why the checks cannot judge now, or "": they wait for the data-plane check to tell
+    that the router sends the canary its weight (its verdict over the counts so far)."""
+    if state.phase != STEP or state.data.get("weight_ok", True):
+        return ""
+    canary, total = state.data.get("weight_counts", (0, 0))
+    verdict = weight_verdict(
+        int(state.data["weight"]),
+        int(canary),
+        int(total),
+        _config(spec).weight_tolerance,
+        WEIGHT_MIN_SAMPLES,
+    )
+    return f"analysis waits for the data-plane check: {verdict.reason}"
 
 
 def canary_instances(replicas: int, weight: int) -> int:
@@ -373,7 +428,9 @@ def _command(state: RolloutState, observed: Observed) -> tuple[RolloutState, tup
     if command == "pause":
         if state.paused:
             return state, ("pause ignored: already paused",)
-        return replace(state, paused=True), ("paused by operator",)
+        return _with(state, {"paused_why": "paused by operator"}, paused=True), (
+            "paused by operator",
+        )
     if command == "resume":
         if not state.paused:
             return state, ("resume ignored: not paused (a {} pause waits for `nonstop promote`)",)
@@ -606,9 +663,9 @@ def _hold_if_inconclusive(state: RolloutState) -> tuple[RolloutState, tuple[str,
     for key in ("background", "analysis"):
         run = _run(state, key)
         if run.phase == "inconclusive":
-            why = conclude(run).reason
-            return replace(state, paused=True), (
-                f"analysis inconclusive: {why}; paused: `nonstop promote` skips the step, "
+            why = f"analysis inconclusive: {conclude(run).reason}"
+            return _with(state, {"paused_why": why}, paused=True), (
+                f"{why}; paused: `nonstop promote` skips the step, "
                 "`nonstop resume` keeps measuring",
             )
     return state, ()
@@ -658,9 +715,9 @@ def _hold_if_undecided(
     waited = observed.now - float(since)
     if waited < grace:
         return state, ()
-    return replace(state, paused=True), (
-        f"analysis still inconclusive {waited:.0f}s after the step's pause: {verdict.reason}; "
-        "paused: `nonstop promote` moves on, `nonstop resume` keeps measuring",
+    why = f"analysis still inconclusive {waited:.0f}s after the step's pause: {verdict.reason}"
+    return _with(state, {"paused_why": why}, paused=True), (
+        f"{why}; paused: `nonstop promote` moves on, `nonstop resume` keeps measuring",
     )
 
 
@@ -729,12 +786,14 @@ def _watching(spec: RolloutSpec, state: RolloutState, observed: Observed) -> Dec
         return _give_up(spec, state, observed, verdict.reason, events)
     if observed.now - state.phase_started_at < watch.duration:
         return Decision(state, events=events, wake_in=TICK)
-    verdict = watch_end(watch, measured, observed.traffic)
+    verdict = watch_end(watch, measured, observed.traffic, restarts(state), metrics_lack(spec))
     if verdict.outcome == "fail":
         return _give_up(spec, state, observed, verdict.reason, events)
     if verdict.check == RESTART:
         again = f"{verdict.reason}; watching {spec.candidate} again for {watch.duration:g}s"
-        return Decision(_window(state, WATCHING, observed.now), events=(*events, again))
+        return Decision(
+            _window(watch_again(state), WATCHING, observed.now), events=(*events, again)
+        )
     events = (*events, f"watch held: {measured.errors}/{measured.requests} errors")
     return _complete(spec, state, observed, (), events)
 

@@ -212,6 +212,29 @@ def waiting_for(observed: Observed, release: str, want: int) -> str:
     return f"{release} has {ready}/{want} ready{detail}"
 
 
+WATCH_RESTARTS = "watch_restarts"
+"""``state.data`` key: incomplete watches so far, in a row (``analysis.watch.RESTART_LIMIT``)."""
+
+
+def watch_again(state: RolloutState) -> RolloutState:
+    """``state`` counting one more incomplete watch (the planner then watches again)."""
+    return replace(state, data={**state.data, WATCH_RESTARTS: restarts(state) + 1})
+
+
+def restarts(state: RolloutState) -> int:
+    return int(state.data.get(WATCH_RESTARTS, 0))
+
+
+def metrics_lack(spec: RolloutSpec) -> str:
+    """What the metrics source did not give when it never had a whole window of the candidate,
+    for the reason a watch gives up with (with Prometheus: the query it asks)."""
+    metrics = spec.config.metrics
+    if metrics.provider != "prometheus":
+        return "the router's request stream did not cover a whole window"
+    query = f'sum by (status) (increase(http_requests_total{{release="{spec.candidate}"}}[...]))'
+    return f"Prometheus at {metrics.prometheus_url} did not cover a whole window of {query}"
+
+
 @dataclass(frozen=True, slots=True)
 class RolloutState:
     phase: str

@@ -70,7 +70,10 @@ from nonstop.plan.model import (
     RolloutState,
     ScaleRelease,
     SetWeights,
+    metrics_lack,
+    restarts,
     stalled,
+    watch_again,
 )
 
 ROLLING, WATCHING, ROLLING_BACK = "rolling", "watching", "rolling_back"
@@ -350,12 +353,13 @@ def _watching(spec: RolloutSpec, state: RolloutState, observed: Observed) -> Dec
         return _roll_back(spec, state, observed, verdict.reason, events)
     if observed.now - state.phase_started_at < watch.duration:
         return Decision(state, events=events, wake_in=1.0)
-    verdict = watch_end(watch, measured, observed.traffic)
+    verdict = watch_end(watch, measured, observed.traffic, restarts(state), metrics_lack(spec))
     if verdict.outcome == "fail":
         return _roll_back(spec, state, observed, verdict.reason, events)
     if verdict.check == RESTART:
         again = f"{verdict.reason}; watching {spec.candidate} again for {watch.duration:g}s"
-        return Decision(state.enter(WATCHING, observed.now), events=(*events, again), wake_in=1.0)
+        watching = watch_again(state).enter(WATCHING, observed.now)
+        return Decision(watching, events=(*events, again), wake_in=1.0)
     done = Finish("completed", f"{spec.candidate} serves all traffic ({watch_summary(measured)})")
     return Decision(state.enter("completed", observed.now), (done,), (*events, done.reason))
 

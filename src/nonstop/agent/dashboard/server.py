@@ -315,22 +315,23 @@ class Dashboard:
         return await self._cached("migrations", produce, 5.0)
 
     async def rollout(self, rollout_id: int, *, series: bool = True) -> dict[str, Any]:
-        from nonstop.agent.daemon import analysis_report
+        from nonstop.agent.daemon import analysis_report, rollout_standing
 
         store = self.agent.engine.store
         row = store.rollout(rollout_id)
         if row is None:
             raise UsageError(f"no rollout {rollout_id}")
         events = store.events(rollout_id=rollout_id, limit=2000)
+        standing, not_judged = rollout_standing(self.agent.engine, row)
         data: dict[str, Any] = {
             "rollout": {k: v for k, v in row.to_dict().items() if k != "state"},
             "state": row.state,
-            "verdict": views.verdict_of(row),
+            "verdict": views.verdict_of(row, standing),
             "journal": store.journal(rollout_id),
             "events": events,
             "steps": views.step_boundaries(events),
             "plan": self._plan(row),
-            "analysis": analysis_report(row),
+            "analysis": analysis_report(row, standing, not_judged),
         }
         if series:  # a long rollout's first load takes a while: off the event loop
             data["charts"] = await asyncio.to_thread(

@@ -108,11 +108,12 @@ def canary_plan(config: NonstopConfig, row: RolloutRow) -> list[dict[str, Any]] 
     ]
 
 
-def verdict_of(row: RolloutRow) -> dict[str, Any]:
-    """Why the rollout ended as it did (or where it stands), in one sentence."""
+def verdict_of(row: RolloutRow, standing: str | None = None) -> dict[str, Any]:
+    """Why the rollout ended as it did (or where it stands, in its planner's words: what it
+    waits for and the last real verdict), in one sentence."""
     if row.running:
         paused = bool(row.state.get("paused"))
-        return {"outcome": "paused" if paused else "running", "reason": row.reason}
+        return {"outcome": "paused" if paused else "running", "reason": standing or row.reason}
     return {"outcome": row.status, "reason": row.reason}
 
 

@@ -58,6 +58,7 @@ import aiohttp
 from nonstop.analysis.checks import QueryValue
 from nonstop.analysis.measurement import Measurement
 from nonstop.drivers.router.base import RouteTable
+from nonstop.errors import explain
 
 REQUESTS_QUERY = 'sum by (status) (increase(http_requests_total{release="{release}"}[{window}]))'
 LATENCY_QUERY = (
@@ -257,7 +258,7 @@ class PrometheusProvider:
                 f"cannot reach Prometheus at {self.url}: no answer within {self.timeout:g}s"
             ) from None
         except aiohttp.ClientError as exc:
-            raise PrometheusError(f"cannot reach Prometheus at {self.url}: {exc}") from exc
+            raise PrometheusError(f"cannot reach Prometheus at {self.url}: {explain(exc)}") from exc
 
     def _session_(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:

@@ -50,7 +50,7 @@ from nonstop.drivers.router.process import (
 )
 from nonstop.drivers.router.settings import RouterSettings
 from nonstop.drivers.router.table import validate_table
-from nonstop.errors import RouterError
+from nonstop.errors import RouterError, explain
 
 ADMIN = "http://caddy-admin"
 """Base URL for the admin API; the host part is ignored on a unix socket."""
@@ -183,7 +183,8 @@ class CaddyRouter(ManagedRouter):
                         f"caddy refused {method} {path} ({response.status}): {_error_text(text)}"
                     )
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            raise AdminUnavailable(f"caddy admin API {method} {path} failed: {exc!r}") from exc
+            why = explain(exc, f"router admin socket {self.admin_socket}")
+            raise AdminUnavailable(f"caddy admin API {method} {path}: {why}") from exc
         try:
             return json.loads(text) if text.strip() else None
         except ValueError as exc:

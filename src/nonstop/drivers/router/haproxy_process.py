@@ -12,7 +12,7 @@ from pathlib import Path
 
 from nonstop.drivers.router import process
 from nonstop.drivers.router.admin import AdminUnavailable
-from nonstop.errors import RouterError
+from nonstop.errors import RouterError, explain
 
 SEARCHED = ["haproxy", "/usr/sbin/haproxy", "/usr/local/sbin/haproxy"]
 
@@ -87,14 +87,15 @@ async def run_command(socket_path: Path, command: str, *, timeout: float = 5.0) 
             asyncio.open_unix_connection(str(socket_path)), timeout
         )
     except (OSError, TimeoutError) as exc:
-        raise AdminUnavailable(f"haproxy admin socket {socket_path}: {exc!r}") from exc
+        raise AdminUnavailable(explain(exc, f"router admin socket {socket_path}")) from exc
     try:
         writer.write(command.encode() + b"\n")
         await writer.drain()
         reply = await asyncio.wait_for(reader.read(), timeout)
     except (OSError, TimeoutError) as exc:
         error = AdminUnavailable if command.startswith("show ") else RouterError
-        raise error(f"haproxy runtime API {command!r} failed: {exc!r}") from exc
+        why = explain(exc, f"router admin socket {socket_path}")
+        raise error(f"haproxy runtime API {command!r}: {why}") from exc
     finally:
         writer.close()
     text = reply.decode("utf-8", "replace").strip()

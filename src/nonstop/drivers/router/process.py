@@ -194,6 +194,31 @@ async def exited(record: ProcessRecord, timeout: float) -> bool:
     return True
 
 
+ROUTER_PROGRAMS = ("caddy", "haproxy", "nginx")
+"""The routers nonstop runs as processes; each records ``<program>.pid`` in its state dir."""
+
+
+async def stop_leftovers(router_dir: Path, grace: float = 10.0) -> list[str]:
+    """Stop the router processes ``router_dir``'s pid files record that are still ours, by the
+    identity check an agent adopts by (same pid, same start time, the program's binary:
+    decision 0332): a pid reused by another process is never signalled. SIGTERM (the router
+    stops accepting and finishes its requests), SIGKILL after ``grace`` seconds. What was
+    stopped, as ``"caddy (pid 4242)"``."""
+    stopped = []
+    for program in ROUTER_PROGRAMS:
+        pid_file = router_dir / f"{program}.pid"
+        record = ProcessRecord.load(pid_file)
+        if record is None or not record.running() or not record.runs(program):
+            continue
+        for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+            kill(record, sig)
+            if await exited(record, wait):
+                break
+        pid_file.unlink(missing_ok=True)
+        stopped.append(f"{program} (pid {record.pid})")
+    return stopped
+
+
 async def wait_started(
     name: str,
     pid: int,

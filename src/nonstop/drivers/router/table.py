@@ -10,7 +10,7 @@ from typing import Any
 
 from nonstop.drivers.router.base import RouteTable, Upstream
 from nonstop.drivers.router.process import write_atomic
-from nonstop.errors import RouterError
+from nonstop.errors import RouterError, explain
 
 NO_UPSTREAM_BODY = (  # what every router answers while no upstream is in rotation
     "503 no upstream: nonstop is not routing any instance of this service right now\n"
@@ -93,4 +93,4 @@ def table_from_dict(data: object, *, source: str = "route table") -> RouteTable:
             )
         )
     except (KeyError, TypeError, ValueError) as exc:
-        raise RouterError(f"{source}: not a route table ({exc!r})") from exc
+        raise RouterError(f"{source}: not a route table ({explain(exc)})") from exc
