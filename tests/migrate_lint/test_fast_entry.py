@@ -3,9 +3,6 @@ with the same output and exit code as the click command; anything else goes thro
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -108,26 +105,3 @@ def test_same_output_and_exit_code_as_the_click_command(
         assert exited.value.code == through_click.exit_code, name
         assert fast.out == through_click.stdout, name
         assert fast.err == through_click.stderr, name
-
-
-def test_the_plain_json_lint_loads_no_click(tmp_path: Path) -> None:
-    path = tmp_path / "0001.sql"
-    path.write_text(HAZARD, encoding="utf-8")
-    env = {k: v for k, v in os.environ.items() if k not in ("FORCE_COLOR", "TTY_COMPATIBLE")}
-    code = (
-        "import atexit, sys; "
-        "atexit.register(lambda: sys.stderr.write(f'click: {\"click\" in sys.modules}')); "
-        "sys.argv = ['nonstop', *sys.argv[1:]]; "
-        "from nonstop.cli.main import main; main()"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", code, "migrate", "lint", "--format", "json", str(path)],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-        cwd=tmp_path,
-    )
-    assert done.returncode == 1, done.stderr
-    assert done.stderr.endswith("click: False"), done.stderr
-    assert '"rule": "rename-column"' in done.stdout
