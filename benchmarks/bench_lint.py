@@ -48,6 +48,8 @@ from nonstop.migrate.lint.source import Source
 
 ROOT = Path(__file__).resolve().parent.parent
 SQUAWK = Path(sys.executable).parent / "squawk"
+# what the plain JSON lint imports before it reads a file (cli/lint_fast.py, decision 0520)
+_IMPORTS = "import nonstop.cli.main, nonstop.cli.lint_fast; import nonstop.migrate.lint.engine"
 
 
 def corpus(statements: int, seed: int = 7) -> str:
@@ -293,6 +295,13 @@ def main() -> None:
         env = {**os.environ, "PYTHONPYCACHEPREFIX": str(Path(tmp) / "pyc")}
         env.pop("PYTHONDONTWRITEBYTECODE", None)
         lint_cli = "from nonstop.cli.migrate_lint import lint; lint()"
+        # the same command through click (as before the plain JSON lint skipped it), exiting
+        # as the program does (gc.freeze): the same-run baseline of the start-up change
+        click_cli = (
+            "import gc, sys; from nonstop.cli.app import run\n"
+            "try: run(sys.argv[1:])\nfinally: gc.freeze()"
+        )
+        via_click = [sys.executable, "-c", click_cli, "migrate", "lint"]
         # the full-tree path end to end: the same CLI with lint_source(full_tree=True)
         full_cli = (
             "import functools, nonstop.migrate.lint.engine as e; "
@@ -309,8 +318,10 @@ def main() -> None:
                 "nonstop --format json": [*ours, *args_json],
                 "squawk --reporter json": [squawk, "--reporter", "json", str(path)],
                 "nonstop json, full tree": [sys.executable, "-c", full_cli, *args_json],
-                "python + imports alone": [sys.executable, "-c", "import nonstop.cli.migrate_lint"],
+                "nonstop json via click": [*via_click, *args_json],
+                "python + imports alone": [sys.executable, "-c", _IMPORTS],
                 "nonstop, 1-statement file": [*ours, "--format", "json", str(one)],
+                "1-statement, via click": [*via_click, "--format", "json", str(one)],
                 "squawk, 1-statement file": [squawk, "--reporter", "json", str(one)],
             },
             args.repeat,
@@ -347,6 +358,8 @@ def main() -> None:
         "json": ("nonstop --format json", "squawk --reporter json"),
         "default": ("nonstop (human, default)", "squawk (tty, default)"),
         "fast/full tree, json": ("nonstop --format json", "nonstop json, full tree"),
+        "without/with click, json": ("nonstop --format json", "nonstop json via click"),
+        "without/with click, 1 statement": ("nonstop, 1-statement file", "1-statement, via click"),
     }
     for label, pair in pairs.items():
         if pair[0] not in runs:

@@ -109,6 +109,28 @@ def test_config_database_and_offline(
     assert len(json.loads(run("--json", "--offline", path).stdout)) == 7
 
 
+def test_the_nonstop_program_reads_the_configured_database(
+    tmp_path: Path,
+    shop: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Through the program's entry point: a nonstop.toml here keeps the run on the full
+    command (the plain JSON lint of cli/lint_fast.py reads no config), so its database is read;
+    ``--offline`` takes the plain path and reads none."""
+    from nonstop.cli.main import main
+
+    write(tmp_path, {"nonstop.toml": '[migrations]\ndatabase_url = "$SHOP_URL"\n'})
+    path = write(tmp_path / "m", {"0001.sql": MIGRATION}) / "0001.sql"
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SHOP_URL", shop)
+    for args, expected in ((["--json"], 2), (["--json", "--offline"], 7)):
+        with pytest.raises(SystemExit) as exited:
+            main(["migrate", "lint", *args, str(path)])
+        assert exited.value.code == 1
+        assert len(json.loads(capsys.readouterr().out)) == expected
+
+
 @pytest.mark.parametrize(
     ("url", "message"),
     [

@@ -199,13 +199,15 @@ _HEAVY = (
     "concurrent",
     "tomllib",
     "traceback",
+    "click",  # the plain JSON lint runs without the click CLI (cli/lint_fast.py)
 )
 
 
 def test_the_lint_command_imports_only_what_linting_needs(tmp_path: Path) -> None:
-    """`nonstop migrate lint FILE`, through the whole CLI: no agent client, no database
-    driver, no config schema (not even the TOML parser without a nonstop.toml), no framework,
-    no traceback module (only a defect prints one); and no thread pool for a small file."""
+    """`nonstop migrate lint --json FILE`, through the program's entry point: no agent client,
+    no database driver, no config schema (not even the TOML parser without a nonstop.toml), no
+    framework, no traceback module (only a defect prints one), not even click (the plain JSON
+    lint skips the CLI framework); and no thread pool for a small file."""
     path = tmp_path / "0001.sql"
     path.write_text("CREATE INDEX i ON t (a);\n", encoding="utf-8")
     env = {k: v for k, v in os.environ.items() if k not in ("FORCE_COLOR", "TTY_COMPATIBLE")}

@@ -23,7 +23,13 @@ from nonstop.cli.migrate_frameworks import (
 )
 from nonstop.errors import UsageError
 from nonstop.migrate.errors import DatabaseUnavailable
-from nonstop.migrate.lint.model import DEFAULT_PG_VERSION, FileResult, LintOptions
+from nonstop.migrate.lint import load_engine
+from nonstop.migrate.lint.model import (
+    DEFAULT_PG_VERSION,
+    FileResult,
+    LintOptions,
+    pg_version_of,
+)
 from nonstop.migrate.lint.report import print_human, to_github, to_json
 from nonstop.migrate.phases import PHASES, Phase
 
@@ -35,12 +41,12 @@ DEFAULT_DIR = Path("migrations")
 
 def _pg_version(value: str) -> int:
     """``16``, ``16.2``, ``9.6`` -> the major version that decides behaviour (16, 16, 9)."""
-    head = value.strip().split(".")[0]
-    if not head.isdigit() or not 9 <= int(head) <= 99:
+    version = pg_version_of(value)
+    if version is None:
         raise UsageError(
             f"--pg-version: expected a PostgreSQL version such as 16 or 9.6, got {value!r}"
         )
-    return int(head)
+    return version
 
 
 def _database_url(given: str | None, offline: bool) -> str | None:
@@ -86,21 +92,6 @@ def _fix(results: list[FileResult]) -> int:
     return changed
 
 
-def _load_engine() -> None:
-    """Import the parser and the rules with the cyclic collector paused: ~60 ms of imports
-    that create thousands of classes and functions and no garbage, which the collector would
-    scan again and again while they load (~3.5 ms of CPU, 5% of the import)."""
-    import gc
-
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        import nonstop.migrate.lint.engine  # noqa: F401
-    finally:
-        if enabled:
-            gc.enable()
-
-
 def _run(
     paths: tuple[Path, ...],
     fmt: str,
@@ -119,7 +110,7 @@ def _run(
     results = lint_frameworks(targets, options, framework, fix)
     if results is None:
         # the parser and the rules: loaded only here (a framework lint may come from its cache)
-        _load_engine()
+        load_engine()
         from nonstop.migrate.lint.engine import lint_files
 
         results = lint_files(targets, options)

@@ -44,6 +44,22 @@ def __getattr__(name: str) -> Any:
     return getattr(importlib.import_module(module), name)
 
 
+def load_engine() -> None:
+    """Import the engine (the parser and the rules) with the cyclic collector paused: ~60 ms
+    of imports that create thousands of classes and functions and no garbage, which the
+    collector would scan again and again while they load (~3.5 ms of CPU, 5% of the import)."""
+    import gc
+    import importlib
+
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        importlib.import_module("nonstop.migrate.lint.engine")
+    finally:
+        if enabled:
+            gc.enable()
+
+
 __all__ = [
     "DEFAULT_PG_VERSION",
     "RULES",
@@ -55,4 +71,5 @@ __all__ = [
     "describe_rules",
     "lint_files",
     "lint_text",
+    "load_engine",
 ]

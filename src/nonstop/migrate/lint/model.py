@@ -20,6 +20,13 @@ Severity = Literal["error", "warning"]
 DEFAULT_PG_VERSION = 16
 
 
+def pg_version_of(value: str) -> int | None:
+    """``16``, ``16.2``, ``9.6`` -> the major version that decides behaviour (16, 16, 9);
+    None for anything else."""
+    head = value.strip().split(".")[0]
+    return int(head) if head.isdigit() and 9 <= int(head) <= 99 else None
+
+
 class Finding(NamedTuple):
     """One hazard in one statement.
 

@@ -7,8 +7,6 @@ import sys
 from collections.abc import Sequence
 from json.encoder import encode_basestring
 
-import click
-
 from nonstop.migrate.lint.model import FileResult, Finding
 
 
@@ -111,6 +109,8 @@ def print_human(results: Sequence[FileResult]) -> None:
         if console.is_terminal:
             console.print(Text.assemble(*parts))
             return
+    import click  # not at the top: the JSON report is printed without click (cli/lint_fast.py)
+
     click.echo("".join(text for text, _ in parts))
 
 
