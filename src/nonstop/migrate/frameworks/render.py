@@ -165,8 +165,7 @@ def render(project: Project, python: str) -> list[Unit]:
             raise UsageError(f"--python {python}: cannot run: {exc.strerror or exc}") from exc
         with proc:
             # while the framework renders (0.3-1 s), load the parser and the rules (~0.1 s)
-            import nonstop.migrate.frameworks.lint  # noqa: F401
-
+            _load_linter()
             _, stderr = proc.communicate()
         try:
             data = json.loads(out.read_text(encoding="utf-8"))
@@ -181,6 +180,23 @@ def render(project: Project, python: str) -> list[Unit]:
     if project.tool == "alembic":
         return alembic_units(data)
     return django_units(data)
+
+
+def _load_linter() -> None:
+    """Import the parser and the rules with the cyclic collector paused, then freeze what they
+    made: thousands of classes and functions that live to the end and are no garbage, which
+    the collector would otherwise scan while they load and again during the lint of every
+    migration (~5% of nonstop's own CPU on 200 revisions)."""
+    import gc
+
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        import nonstop.migrate.frameworks.lint  # noqa: F401
+    finally:
+        gc.freeze()
+        if enabled:
+            gc.enable()
 
 
 def _error_text(project: Project, python: str, error: dict[str, Any]) -> str:
