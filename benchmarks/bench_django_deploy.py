@@ -197,6 +197,10 @@ def one_run(server: TempPostgres, rps: float, rows: int, number: int) -> dict[st
         "not_sent": report.not_sent,
         "failures": {k: v for k, v in report.counts.items() if k not in ("ok", "not_sent") and v},
         "p99_ms": report.latency_scheduled.p99,
+        # the generator's own lateness (due time to send) and the answers' (send to response):
+        # which of the two a slow p99 comes from
+        "lag_p99_ms": report.send_lag.p99,
+        "sent_p99_ms": report.latency_sent.p99,
         "max_ms": report.latency_scheduled.max,
         "locks": sampler.longest(),
         "ddl": evidence[0],
@@ -211,7 +215,8 @@ def _print(run: dict[str, object]) -> None:
         f"  deploy {run['status']} in {run['deploy_s']:.1f} s; requests {run['scheduled']}, "
         f"failed {run['failed']} {run['failures']}, "
         f"not sent (connections busy or generator late) {run['not_sent']}, "
-        f"latency p99 {run['p99_ms']:.0f} ms, max {run['max_ms']:.0f} ms; "
+        f"latency p99 {run['p99_ms']:.0f} ms, max {run['max_ms']:.0f} ms "
+        f"(send lag p99 {run['lag_p99_ms']:.0f} ms, from send p99 {run['sent_p99_ms']:.0f} ms); "
         f"contract refused while v1 warm: {run['contract_refused']}; "
         f"load average {run['load'][0]:.1f} -> {run['load'][1]:.1f}"  # type: ignore[index]
     )

@@ -115,7 +115,12 @@ def assert_no_failed_request(bg: BackgroundLoad, at_least: int) -> LoadReport:
     report = bg.report
     assert report is not None
     failed = report.failed - report.not_sent
-    assert failed == 0, (report.counts, report.status_codes, report.errors, report.timeline)
+    bad = [
+        (t.second, {str(k): n for k, n in t.counts.items() if n and k != "ok"}, dict(t.groups))
+        for t in report.timeline
+        if t.failed
+    ]
+    assert failed == 0, (report.counts, report.status_codes, report.errors, bad)
     assert report.ok >= at_least, report.counts
     if report.not_sent:
         print(f"not sent on time (machine load): {report.not_sent} of {report.scheduled}")
