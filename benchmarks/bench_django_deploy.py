@@ -32,6 +32,7 @@ Goals: 0 failed requests, no blocking lock held or waited for > 2 s, contract re
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import re
 import shutil
@@ -150,6 +151,7 @@ def _seed(url: str, rows: int) -> None:
 
 
 def one_run(server: TempPostgres, rps: float, rows: int, number: int) -> dict[str, object]:
+    load_start = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="nonstop-bench-django-") as tmp:
         root = Path(tmp) / "shop"
         root.mkdir()
@@ -195,11 +197,16 @@ def one_run(server: TempPostgres, rps: float, rows: int, number: int) -> dict[st
         "not_sent": report.not_sent,
         "failures": {k: v for k, v in report.counts.items() if k not in ("ok", "not_sent") and v},
         "p99_ms": report.latency_scheduled.p99,
+        # the generator's own lateness (due time to send) and the answers' (send to response):
+        # which of the two a slow p99 comes from
+        "lag_p99_ms": report.send_lag.p99,
+        "sent_p99_ms": report.latency_sent.p99,
         "max_ms": report.latency_scheduled.max,
         "locks": sampler.longest(),
         "ddl": evidence[0],
         "waits": evidence[1],
         "contract_refused": refused.returncode == 1 and "v1" in refused.stderr + refused.stdout,
+        "load": (load_start, os.getloadavg()[0]),
     }
 
 
@@ -208,8 +215,10 @@ def _print(run: dict[str, object]) -> None:
         f"  deploy {run['status']} in {run['deploy_s']:.1f} s; requests {run['scheduled']}, "
         f"failed {run['failed']} {run['failures']}, "
         f"not sent (connections busy or generator late) {run['not_sent']}, "
-        f"latency p99 {run['p99_ms']:.0f} ms, max {run['max_ms']:.0f} ms; "
-        f"contract refused while v1 warm: {run['contract_refused']}"
+        f"latency p99 {run['p99_ms']:.0f} ms, max {run['max_ms']:.0f} ms "
+        f"(send lag p99 {run['lag_p99_ms']:.0f} ms, from send p99 {run['sent_p99_ms']:.0f} ms); "
+        f"contract refused while v1 warm: {run['contract_refused']}; "
+        f"load average {run['load'][0]:.1f} -> {run['load'][1]:.1f}"  # type: ignore[index]
     )
     locks = run["locks"]
     assert isinstance(locks, dict)

@@ -85,6 +85,7 @@ def main() -> None:
     parser.add_argument("--revisions", type=int, default=200)
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
+    load_start = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         # bytecode caching on, as for an installed package (some environments set
         # PYTHONDONTWRITEBYTECODE, which would compile every module on every start)
@@ -126,9 +127,13 @@ def main() -> None:
             check=True,
             env=ENV,
         )
+    load_end = os.getloadavg()[0]
     r, li, rl, st = (statistics.median(x) for x in (render, lint, relint, startup))
     c = {key: statistics.median(values) for key, values in cpu.items()}
-    print(f"revisions: {args.revisions}, repeat: {args.repeat} (medians)")
+    print(
+        f"revisions: {args.revisions}, repeat: {args.repeat} (medians); "
+        f"load average {load_start:.1f} at the start, {load_end:.1f} at the end"
+    )
     print(f"alembic upgrade --sql (render alone): {r:.2f} s")
     print(f"nonstop migrate lint --no-cache:      {li:.2f} s  ratio {li / r:.2f}x (goal <= 1.2x)")
     print(f"nonstop migrate lint, cache hit:      {rl:.2f} s  (goal <= 0.2 s)")

@@ -9,6 +9,7 @@ single run; the line marked ``#!`` is where the case's findings must be (none fo
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -765,3 +766,77 @@ def test_a_relint_with_nothing_changed_loads_no_parser(tmp_path: Path) -> None:
     out, loaded = _fresh_lint(project, "--json")
     assert loaded == "LOADED ['pglast'] True 0"
     assert out == "[]\n"
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["proj"], ("proj", {})),
+        (["proj", "--json", "--no-cache"], ("proj", {"--json": None, "--no-cache": None})),
+        (["--python", "py", "proj"], ("proj", {"--python": "py"})),
+        (["--cache-dir=c", "p", "--tool", "auto"], ("p", {"--cache-dir": "c", "--tool": "auto"})),
+        ([], None),  # the configured project: left to the command
+        (["a", "b"], None),  # several paths
+        (["proj", "--fix"], None),  # an option the early start does not know
+        (["proj", "--since", "HEAD"], None),
+        (["proj", "--python"], None),  # a value missing: click says so
+    ],
+)  # fmt: skip
+def test_early_start_reads_only_plain_command_lines(
+    args: list[str], expected: tuple[str, dict[str, str | None]] | None
+) -> None:
+    from nonstop.migrate.frameworks.early import parse
+
+    assert parse(args) == expected
+
+
+_ENTRY = """
+import sys
+from nonstop.migrate.frameworks import early
+from nonstop.cli.entry import main
+
+seen = []
+start, take = early.start, early.take
+early.start = lambda args: (seen.append("click" in sys.modules), start(args))
+early.take = lambda *a: (lambda s: (seen.append(s is not None), s)[1])(take(*a))
+sys.argv = ["nonstop", *sys.argv[1:]]
+try:
+    main()
+except SystemExit as exit:
+    print("SEEN", seen, exit.code, file=sys.stderr)
+"""
+
+
+def test_the_entry_point_starts_rendering_before_the_cli_loads(tmp_path: Path) -> None:
+    project = alembic_project(
+        tmp_path,
+        [(None, ALEMBIC_BASE), (None, 'op.create_index("users_name", "users", ["name"])')],
+    )
+    python, log = _logging_python(tmp_path)
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    env = {**os.environ, "TMPDIR": str(temp)}
+
+    def run(*args: str) -> tuple[str, str]:
+        proc = subprocess.run(
+            [sys.executable, "-c", _ENTRY, "migrate", "lint", str(project), *args],
+            capture_output=True,
+            text=True,
+            check=False,
+            env=env,
+        )
+        return proc.stdout, proc.stderr.strip().splitlines()[-1]
+
+    out, seen = run("--json", "--python", str(python))
+    # started before click was imported, and the lint took that process: one render
+    assert seen == "SEEN [False, True] 1"
+    assert [f["rule"] for f in json.loads(out)] == ["create-index-without-concurrently"]
+    assert log.read_text().count("run") == 1
+    # cached: nothing is started early, nor later
+    assert run("--json", "--python", str(python)) == (out, "SEEN [False] 1")
+    assert log.read_text().count("run") == 1
+    # started, then a usage error before the lint: the renderer is stopped, its files removed
+    _, seen = run("--no-cache", "--python", str(python), "--pg-version", "3")
+    assert seen == "SEEN [False] 2"
+    assert log.read_text().count("run") == 2
+    assert list(temp.iterdir()) == []

@@ -9,6 +9,7 @@ framework's terms (fixes.py). Rendered SQL is cached by a hash of the migration 
 
     project.py  which framework a path is, its migration files and settings
     render.py   the renderer subprocess, its output as units, the cache
+    early.py    the renderer started by the entry point, before the CLI loads
     lint.py     units -> SQL texts -> findings at the operation's line
     selection.py only new migrations: changed since a git ref, or after a revision
 """

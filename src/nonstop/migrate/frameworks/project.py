@@ -100,7 +100,7 @@ def alembic_project(ini: Path) -> Project:
         if (versions)
         else [script / "versions"]
     )
-    files = sorted({p.resolve() for d in dirs if d.is_dir() for p in _python_files(d)})
+    files = sorted({p for d in dirs if d.is_dir() for p in _python_files(d)})
     return Project("alembic", ini.parent, ini, tuple(files), (ini, script / "env.py"))
 
 
@@ -110,11 +110,21 @@ def _relative(base: Path, value: str) -> Path:
 
 
 def _python_files(directory: Path) -> list[Path]:
+    """Every ``*.py`` below ``directory`` but ``__init__.py``, resolved, not entering linked
+    directories (as ``rglob``). The directory is resolved once and the walk joins names to it;
+    only a linked file is resolved on its own (resolving each of 200 revision paths costs an
+    lstat per path component: ~30 ms)."""
     out = []
-    for path in directory.rglob("*.py"):
-        if path.name == "__init__.py" or _SKIP_DIRS.intersection(path.parts):
-            continue
-        out.append(path)
+    pending = [os.path.realpath(directory)]
+    while pending:
+        with os.scandir(pending.pop()) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    if entry.name not in _SKIP_DIRS:
+                        pending.append(entry.path)
+                elif entry.name.endswith(".py") and entry.name != "__init__.py":
+                    linked = entry.is_symlink()
+                    out.append(Path(os.path.realpath(entry.path) if linked else entry.path))
     return out
 
 

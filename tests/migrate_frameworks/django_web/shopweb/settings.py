@@ -19,7 +19,7 @@ DATABASES = {
         "HOST": _url.hostname or "",
         "PORT": str(_url.port or 5432),
         "USER": _url.username or "",
-        "CONN_MAX_AGE": None,  # one connection per worker thread of app.py, kept
+        "CONN_MAX_AGE": None,  # one connection per gunicorn worker thread (app.py), kept
     }
 }
 # a failed request's traceback goes to the instance's log (stderr)
