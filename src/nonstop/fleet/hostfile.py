@@ -26,6 +26,8 @@ def host_settings(config: NonstopConfig, host: HostConfig, fleet: FleetConfig) -
     data.pop("fleet", None)
     router = dict(data.get("router", {}))
     router["listen"] = f"{host.address}:{fleet.router_port}"
+    if fleet.front.kind == "external":  # the load balancer checks it (fleet/external.py)
+        router["front_health"] = fleet.front.health_path
     data["router"] = router
     return data
 
