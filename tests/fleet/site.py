@@ -26,6 +26,7 @@ from nonstop.loadgen.generator import LoadGenerator
 from nonstop.loadgen.report import LoadReport
 
 T = TypeVar("T")
+ROUTER = '[router]\nkind = "haproxy"\nfront_health = "/health"\n'
 SAMPLE_APP = Path(__file__).resolve().parents[2] / "src" / "nonstop" / "demo" / "sampleapp.py"
 
 
@@ -35,13 +36,18 @@ class Site:
     project: Path
     edge: str
 
-    def write(self, version: str, *, error_rate: float = 0.0, extra: str = "") -> None:
-        """nonstop.toml for ``version`` of the sample app (``extra`` goes into [fleet])."""
+    def write(
+        self, version: str, *, error_rate: float = 0.0, extra: str = "", front: str = ""
+    ) -> None:
+        """nonstop.toml for ``version`` of the sample app (``extra`` goes into [fleet],
+        ``front`` into [fleet.front]: the edge on this machine by default). Each host's router
+        answers ``/health`` itself (router.front_health), as an external front needs."""
         env = f'env = {{ VERSION = "{version}", ERROR_RATE = "{error_rate}" }}\n'
         toml = fleet_toml(self.fleet, extra=f'[fleet]\nbatch_wait = "1s"\n{extra}')
         toml = toml.replace("python3 -m nonstop.demo.sampleapp", "python3 app.py")
+        toml = toml.replace('[router]\nkind = "haproxy"\n', ROUTER)
         head, _, rest = toml.partition("[router]")
-        front = f'[fleet.front]\nlisten = "{self.edge}"\n'
+        front = front or f'[fleet.front]\nlisten = "{self.edge}"\n'
         health = '[health]\ninterval = "0.2s"\n[watch]\nmin_requests = 20\nmax_error_rate = 0.02\n'
         (self.project / "nonstop.toml").write_text(head + env + health + "[router]" + rest + front)
 
@@ -77,10 +83,13 @@ class Site:
             store.close()
 
 
-async def under_load(site: Site, rps: float, work: Awaitable[T]) -> tuple[T, LoadReport]:
-    """``work`` while constant load runs through the edge; its result and the load's report
-    (responses grouped by the release that answered, ``X-Release``)."""
-    load = LoadGenerator(f"http://{site.edge}/", rps, group_by_header="X-Release")
+async def under_load(
+    site: Site, rps: float, work: Awaitable[T], *, front: str | None = None
+) -> tuple[T, LoadReport]:
+    """``work`` while constant load runs through the edge (or ``front``: host:port); its
+    result and the load's report (responses grouped by the release that answered,
+    ``X-Release``)."""
+    load = LoadGenerator(f"http://{front or site.edge}/", rps, group_by_header="X-Release")
     await load.start()
     try:
         result = await work

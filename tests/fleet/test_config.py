@@ -21,7 +21,7 @@ ERRORS = [
     (
         TWO + '[fleet.front]\nkind = "external"\n',
         'fleet.front.kind: "external" needs router.kind = "haproxy" on the hosts (their router '
-        "answers the load balancer's health path itself), got \"caddy\"",
+        'answers the load balancer\'s health path itself), got "caddy"',
     ),
     (
         '[router]\nfront_health = "/lb"\n',
@@ -220,6 +220,6 @@ def test_an_edge_on_a_fleet_host_is_refused_naming_the_supported_layouts(tmp_pat
     with pytest.raises(UsageError) as info:
         Edge(tmp_path, config.fleet, 1.0)
     message = str(info.value)
-    assert message.startswith('fleet.front.on: the edge router runs on the controller machine only')
+    assert message.startswith("fleet.front.on: the edge router runs on the controller machine only")
     assert 'kind = "edge", on = "controller"' in message
     assert 'kind = "external"' in message
