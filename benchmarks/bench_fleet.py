@@ -114,19 +114,22 @@ async def cut(site: Site, rps: float) -> dict[str, Any]:
         down_after = await edge_marks_down(site, lost.name, time.monotonic() + 30)
         await until(store, lambda r: bool(r.state.paused), time.monotonic() + 300)
         run.request(project, "abort")
+        await until(store, lambda r: lost.name in r.state.lost, time.monotonic() + 300)
+        reachable = {n: r for n, r in (await site.actives()).items() if n != lost.name}
+        lost.restore()  # the rollback waits for it: back on the stable release, then undrained
         outcome = await asyncio.wait_for(task, 300)
     finally:
         report = await load.stop()
         lost.restore()
         store.close()
     serving = await site.actives()
-    reachable = {name: release for name, release in serving.items() if name != lost.name}
     return {
         "edge_marked_down_s": round(down_after, 3),
         "outcome": outcome.status,
         "reason": outcome.reason,
         "reachable_hosts_serve": reachable,
         "mixed": len(set(reachable.values())) > 1,
+        "every_host_after_it_returned": serving,
         "failed": report.failed,
         "requests": report.scheduled,
     }

@@ -262,4 +262,6 @@ def rollout_line(rollout: dict[str, Any]) -> str:
             f" ({', '.join(state['batch'])})" if state["batch"] else ""
         )
         line += f" - paused: {state['paused']}" if state["paused"] else ""
+        if state.get("lost"):
+            line += f" - drained, waiting for it to answer: {', '.join(state['lost'])}"
     return line + (f" - {rollout['reason']}" if rollout["reason"] else "")
