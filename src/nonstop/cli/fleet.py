@@ -161,6 +161,8 @@ def status(hosts: tuple[str, ...], as_json: bool) -> None:
         line = f"{row.host} ({row.address}): [{colour}]{row.state}[/]"
         line += f" {detail}" if detail else ""
         console.print(line + (f" - {row.why}" if row.why else ""))
+        for role, summary in row.roles.items():
+            console.print(f"  {role}: {summary}", markup=False)
 
 
 STRATEGIES = ("rolling", "canary", "bluegreen")
