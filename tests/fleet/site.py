@@ -26,6 +26,9 @@ from nonstop.loadgen.generator import LoadGenerator
 from nonstop.loadgen.report import LoadReport
 
 T = TypeVar("T")
+WORKER = '[processes.worker]\ncommand = "python3 worker.py"\n'
+"""A role without a port, on host1 only (its "worker" role): it moves with host1's release."""
+WORKER_PY = "import time\n\nwhile True:\n    time.sleep(3600)\n"
 ROUTER = '[router]\nkind = "haproxy"\nfront_health = "/health"\n'
 SAMPLE_APP = Path(__file__).resolve().parents[2] / "src" / "nonstop" / "demo" / "sampleapp.py"
 
@@ -45,7 +48,8 @@ class Site:
         env = f'env = {{ VERSION = "{version}", ERROR_RATE = "{error_rate}" }}\n'
         toml = fleet_toml(self.fleet, extra=f'[fleet]\nbatch_wait = "1s"\n{extra}')
         toml = toml.replace("python3 -m nonstop.demo.sampleapp", "python3 app.py")
-        toml = toml.replace('[router]\nkind = "haproxy"\n', ROUTER)
+        toml = toml.replace('[router]\nkind = "haproxy"\n', WORKER + ROUTER)
+        toml = toml.replace('name = "host1"\n', 'name = "host1"\nroles = ["web", "worker"]\n')
         head, _, rest = toml.partition("[router]")
         front = front or f'[fleet.front]\nlisten = "{self.edge}"\n'
         health = '[health]\ninterval = "0.2s"\n[watch]\nmin_requests = 20\nmax_error_rate = 0.02\n'
@@ -111,6 +115,7 @@ def site_of(count: int, workdir: Path, wheelhouse: Path) -> Iterator[Site]:
         project = workdir / "project"
         project.mkdir()
         shutil.copy(SAMPLE_APP, project / "app.py")
+        (project / "worker.py").write_text(WORKER_PY)
         here = Site(fleet, project, f"{fleet.gateway}:{free_port(fleet.gateway)}")
         here.write("v0")
         try:

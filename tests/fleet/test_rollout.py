@@ -20,6 +20,7 @@ from fleet.site import Site, site_of, under_load
 from nonstop.fleet import run
 from nonstop.fleet.bootstrap import HostLayout, start_agent
 from nonstop.fleet.plan import FleetState
+from nonstop.fleet.status import role_summary
 from nonstop.fleet.store import FleetStore
 
 pytestmark = pytest.mark.slow
@@ -43,6 +44,15 @@ async def test_rolling_under_load_through_the_edge_drops_nothing(site: Site) -> 
     events = FleetStore(site.project / ".nonstop" / "fleet" / "fleet.db").events(second.id)
     batches = [message for _, message in events if message.startswith("batch ")]
     assert batches == ["batch host1", "batch host2", "batch host3"]
+    workers = {}
+    for name in ("host1", "host2"):
+        status = await site.host_call(name, "GET", "/v1/status")
+        assert isinstance(status, dict)
+        workers[name] = role_summary(status["instances"]).get("worker", "")
+    # The worker moved with host1's release; host2 has the web role only.
+    assert "v2 ready 1" in workers["host1"], workers
+    assert "v1 ready" not in workers["host1"], workers
+    assert workers["host2"] == ""
 
 
 async def test_fleet_rollback_switches_every_host_back_to_its_warm_release(site: Site) -> None:
