@@ -26,6 +26,9 @@ from nonstop.loadgen.generator import LoadGenerator
 from nonstop.loadgen.report import LoadReport
 
 T = TypeVar("T")
+HOST_WATCH = "2s"
+"""Each host's own watch after its switch (10 s by default): what the tests' sample app needs
+to show a crash loop, and each batch waits for it, so it is most of a rollout's time."""
 WORKER = '[processes.worker]\ncommand = "python3 worker.py"\n'
 """A role without a port, on host1 only (its "worker" role): it moves with host1's release."""
 WORKER_PY = "import time\n\nwhile True:\n    time.sleep(3600)\n"
@@ -46,7 +49,8 @@ class Site:
         ``front`` into [fleet.front]: the edge on this machine by default). Each host's router
         answers ``/health`` itself (router.front_health), as an external front needs."""
         env = f'env = {{ VERSION = "{version}", ERROR_RATE = "{error_rate}" }}\n'
-        toml = fleet_toml(self.fleet, extra=f'[fleet]\nbatch_wait = "1s"\n{extra}')
+        fleet = f'[fleet]\nbatch_wait = "1s"\nhost_watch = "{HOST_WATCH}"\n{extra}'
+        toml = fleet_toml(self.fleet, extra=fleet)
         toml = toml.replace("python3 -m nonstop.demo.sampleapp", "python3 app.py")
         toml = toml.replace('[router]\nkind = "haproxy"\n', WORKER + ROUTER)
         toml = toml.replace('name = "host1"\n', 'name = "host1"\nroles = ["web", "worker"]\n')

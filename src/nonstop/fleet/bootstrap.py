@@ -161,12 +161,14 @@ async def copy_missing(connection: HostConnection, wheels: list[Path], folder: s
 async def install(connection: HostConnection, layout: HostLayout, wheel: str) -> None:
     python = connection.host.python
     venv_ready = await connection.run(quote("test", "-x", layout.python), check=False)
-    if venv_ready.exit_status != 0:
+    fresh = venv_ready.exit_status != 0
+    if fresh:
         await connection.run(quote(python, "-m", "venv", layout.venv))
     pip = [layout.python, "-m", "pip", "install", "--quiet", "--no-index"]
     target = f"{layout.wheels}/{wheel}"
     await connection.run(quote(*pip, "--find-links", layout.wheels, target))
-    await connection.run(quote(*pip, "--no-deps", "--force-reinstall", target))
+    if not fresh:  # a venv made just now has this very wheel: nothing older to replace
+        await connection.run(quote(*pip, "--no-deps", "--force-reinstall", target))
 
 
 async def write_host_config(
