@@ -52,12 +52,13 @@ class Site:
         fleet = f'[fleet]\nbatch_wait = "1s"\nhost_watch = "{HOST_WATCH}"\n{extra}'
         toml = fleet_toml(self.fleet, extra=fleet)
         toml = toml.replace("python3 -m nonstop.demo.sampleapp", "python3 app.py")
-        toml = toml.replace('[router]\nkind = "haproxy"\n', WORKER + ROUTER)
+        toml = toml.replace('[router]\nkind = "haproxy"\n', ROUTER)
         toml = toml.replace('name = "host1"\n', 'name = "host1"\nroles = ["web", "worker"]\n')
         head, _, rest = toml.partition("[router]")
         front = front or f'[fleet.front]\nlisten = "{self.edge}"\n'
         health = '[health]\ninterval = "0.2s"\n[watch]\nmin_requests = 20\nmax_error_rate = 0.02\n'
-        (self.project / "nonstop.toml").write_text(head + env + health + "[router]" + rest + front)
+        text = head + env + health + WORKER + "[router]" + rest + front
+        (self.project / "nonstop.toml").write_text(text)
 
     def fleet_project(self) -> run.FleetProject:
         paths = Paths(self.project)

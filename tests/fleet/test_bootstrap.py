@@ -29,6 +29,7 @@ def project_for(fleet: TestFleet) -> Path:
     return project
 
 
+@pytest.mark.timeout(600)  # the first user of the session's wheelhouse waits for its build too
 def test_bootstrap_installs_over_ssh_and_status_reports_each_host(
     make_fleet: MakeFleet, wheelhouse: Path
 ) -> None:

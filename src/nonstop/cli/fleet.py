@@ -123,7 +123,8 @@ def report_bootstrap(results: dict[str, BootstrapReport | HostError]) -> None:
         else:
             console.print(
                 f"{name}: nonstop {result.installed} installed ({result.copied} wheels copied); "
-                f"agent {result.agent}"
+                f"agent {result.agent}",
+                soft_wrap=True,  # one line per host, however long the note on its agent
             )
     if failed:
         raise NonstopError(f"{failed} of {len(results)} hosts failed to bootstrap")
