@@ -7,10 +7,14 @@ Scenarios (in this order, on the same hosts):
   canary    v3 with ERROR_RATE=0.05 on the canary host: time from the canary host taking
             traffic (its "serve" event in the journal) to the rollout ending rolled_back
             (goal < 15 s), failed requests (goal < 30), and whether another host ever ran v3
-  cut       v4 rolling; while host2 moves, host4's link is cut (ip link set down in its
+  external  v4 rolling through an external load balancer (a HAProxy set up here, checking each
+            host's /health every 0.2 s, down after 2 failures; front.drain_wait 1 s): failed
+            requests (goal 0) and how often the LB took each host down (1: drained once)
+  cut       v5 rolling; while host2 moves, host4's link is cut (ip link set down in its
             namespace): time until the edge marks host4 DOWN (goal < 2 s, polled every 20 ms
             through the edge's runtime API); the rollout pauses; abort; then the releases the
-            reachable hosts serve (goal: all on v2, 0 on a mixed version)
+            reachable hosts serve (goal: all on v4, 0 on a mixed version); host4 restored: the
+            rollback puts it on v4 and undrains it
 
 Needs root (network namespaces) and the system packages of scripts/install-system-deps.sh.
 
@@ -33,6 +37,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
+from fleet.lb import DETECTION, load_balancer  # noqa: E402
 from fleet.site import Site, site_of, under_load  # noqa: E402
 from nonstop.fleet import run  # noqa: E402
 from nonstop.fleet.bootstrap import build_wheelhouse  # noqa: E402
@@ -83,6 +88,28 @@ async def canary(site: Site, rps: float) -> dict[str, Any]:
     }
 
 
+async def external(site: Site, rps: float, workdir: Path) -> dict[str, Any]:
+    site.write("v4", front=f'[fleet.front]\nkind = "external"\ndrain_wait = "{DETECTION}"\n')
+    with load_balancer(site, workdir) as balancer:
+        await balancer.wait_all_up(time.monotonic() + 60)
+        before = await balancer.transitions()
+        started = time.monotonic()
+        outcome, report = await under_load(
+            site, rps, site.deploy("rolling", "v4"), front=balancer.listen
+        )
+        seconds = time.monotonic() - started
+        after = await balancer.transitions()
+    site.write("v4")  # the edge in front again for what follows
+    return {
+        "outcome": outcome.status,
+        "seconds": round(seconds, 1),
+        "requests": report.scheduled,
+        "failed": report.failed,
+        "by_release": dict(report.groups),
+        "lb_took_down": {name: after[name] - before[name] for name in after},
+    }
+
+
 async def edge_marks_down(site: Site, name: str, deadline: float) -> float:
     """Seconds until the edge's runtime API shows ``name``'s server DOWN."""
     project = site.fleet_project()
@@ -101,32 +128,35 @@ async def edge_marks_down(site: Site, name: str, deadline: float) -> float:
 
 
 async def cut(site: Site, rps: float) -> dict[str, Any]:
-    site.write("v4")
+    site.write("v5")
     project = site.fleet_project()
     store = journal(site)
     lost = site.fleet.hosts[3]
     load = LoadGenerator(f"http://{site.edge}/", rps)
     await load.start()
-    task = asyncio.create_task(site.deploy("rolling", "v4"))
+    task = asyncio.create_task(site.deploy("rolling", "v5"))
     try:
         await until(store, lambda r: r.state.batch == ("host2",), time.monotonic() + 300)
         lost.cut()
         down_after = await edge_marks_down(site, lost.name, time.monotonic() + 30)
         await until(store, lambda r: bool(r.state.paused), time.monotonic() + 300)
         run.request(project, "abort")
+        await until(store, lambda r: lost.name in r.state.lost, time.monotonic() + 300)
+        reachable = {n: r for n, r in (await site.actives()).items() if n != lost.name}
+        lost.restore()  # the rollback waits for it: back on the stable release, then undrained
         outcome = await asyncio.wait_for(task, 300)
     finally:
         report = await load.stop()
         lost.restore()
         store.close()
     serving = await site.actives()
-    reachable = {name: release for name, release in serving.items() if name != lost.name}
     return {
         "edge_marked_down_s": round(down_after, 3),
         "outcome": outcome.status,
         "reason": outcome.reason,
         "reachable_hosts_serve": reachable,
         "mixed": len(set(reachable.values())) > 1,
+        "every_host_after_it_returned": serving,
         "failed": report.failed,
         "requests": report.scheduled,
     }
@@ -158,6 +188,7 @@ def main() -> None:
                 "hosts": args.hosts,
                 "rolling": asyncio.run(rolling(site, args.rps)),
                 "canary": asyncio.run(canary(site, args.rps)),
+                "external": asyncio.run(external(site, args.rps, work / "lb")),
                 "cut": asyncio.run(cut(site, args.rps)),
             }
     print(json.dumps(results, indent=2))

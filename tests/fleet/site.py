@@ -26,6 +26,13 @@ from nonstop.loadgen.generator import LoadGenerator
 from nonstop.loadgen.report import LoadReport
 
 T = TypeVar("T")
+HOST_WATCH = "2s"
+"""Each host's own watch after its switch (10 s by default): what the tests' sample app needs
+to show a crash loop, and each batch waits for it, so it is most of a rollout's time."""
+WORKER = '[processes.worker]\ncommand = "python3 worker.py"\n'
+"""A role without a port, on host1 only (its "worker" role): it moves with host1's release."""
+WORKER_PY = "import time\n\nwhile True:\n    time.sleep(3600)\n"
+ROUTER = '[router]\nkind = "haproxy"\nfront_health = "/health"\n'
 SAMPLE_APP = Path(__file__).resolve().parents[2] / "src" / "nonstop" / "demo" / "sampleapp.py"
 
 
@@ -35,15 +42,23 @@ class Site:
     project: Path
     edge: str
 
-    def write(self, version: str, *, error_rate: float = 0.0, extra: str = "") -> None:
-        """nonstop.toml for ``version`` of the sample app (``extra`` goes into [fleet])."""
+    def write(
+        self, version: str, *, error_rate: float = 0.0, extra: str = "", front: str = ""
+    ) -> None:
+        """nonstop.toml for ``version`` of the sample app (``extra`` goes into [fleet],
+        ``front`` into [fleet.front]: the edge on this machine by default). Each host's router
+        answers ``/health`` itself (router.front_health), as an external front needs."""
         env = f'env = {{ VERSION = "{version}", ERROR_RATE = "{error_rate}" }}\n'
-        toml = fleet_toml(self.fleet, extra=f'[fleet]\nbatch_wait = "1s"\n{extra}')
+        fleet = f'[fleet]\nbatch_wait = "1s"\nhost_watch = "{HOST_WATCH}"\n{extra}'
+        toml = fleet_toml(self.fleet, extra=fleet)
         toml = toml.replace("python3 -m nonstop.demo.sampleapp", "python3 app.py")
+        toml = toml.replace('[router]\nkind = "haproxy"\n', ROUTER)
+        toml = toml.replace('name = "host1"\n', 'name = "host1"\nroles = ["web", "worker"]\n')
         head, _, rest = toml.partition("[router]")
-        front = f'[fleet.front]\nlisten = "{self.edge}"\n'
+        front = front or f'[fleet.front]\nlisten = "{self.edge}"\n'
         health = '[health]\ninterval = "0.2s"\n[watch]\nmin_requests = 20\nmax_error_rate = 0.02\n'
-        (self.project / "nonstop.toml").write_text(head + env + health + "[router]" + rest + front)
+        text = head + env + health + WORKER + "[router]" + rest + front
+        (self.project / "nonstop.toml").write_text(text)
 
     def fleet_project(self) -> run.FleetProject:
         paths = Paths(self.project)
@@ -77,10 +92,13 @@ class Site:
             store.close()
 
 
-async def under_load(site: Site, rps: float, work: Awaitable[T]) -> tuple[T, LoadReport]:
-    """``work`` while constant load runs through the edge; its result and the load's report
-    (responses grouped by the release that answered, ``X-Release``)."""
-    load = LoadGenerator(f"http://{site.edge}/", rps, group_by_header="X-Release")
+async def under_load(
+    site: Site, rps: float, work: Awaitable[T], *, front: str | None = None
+) -> tuple[T, LoadReport]:
+    """``work`` while constant load runs through the edge (or ``front``: host:port); its
+    result and the load's report (responses grouped by the release that answered,
+    ``X-Release``)."""
+    load = LoadGenerator(f"http://{front or site.edge}/", rps, group_by_header="X-Release")
     await load.start()
     try:
         result = await work
@@ -102,6 +120,7 @@ def site_of(count: int, workdir: Path, wheelhouse: Path) -> Iterator[Site]:
         project = workdir / "project"
         project.mkdir()
         shutil.copy(SAMPLE_APP, project / "app.py")
+        (project / "worker.py").write_text(WORKER_PY)
         here = Site(fleet, project, f"{fleet.gateway}:{free_port(fleet.gateway)}")
         here.write("v0")
         try:

@@ -29,6 +29,7 @@ def project_for(fleet: TestFleet) -> Path:
     return project
 
 
+@pytest.mark.timeout(600)  # the first user of the session's wheelhouse waits for its build too
 def test_bootstrap_installs_over_ssh_and_status_reports_each_host(
     make_fleet: MakeFleet, wheelhouse: Path
 ) -> None:
@@ -45,7 +46,7 @@ def test_bootstrap_installs_over_ssh_and_status_reports_each_host(
     done = nonstop(project, "fleet", "bootstrap", "--trust-new", "--wheels", str(wheelhouse))
     assert done.returncode == 0, done.stdout + done.stderr
     assert "host2: nonstop 0.1.0 installed" in done.stdout
-    assert "agent started" in done.stdout
+    assert "agent started (detached: no systemd on the host" in done.stdout  # the netns hosts
     status = nonstop(project, "fleet", "status", "--json")
     assert status.returncode == 0, status.stderr
     document = json.loads(status.stdout)

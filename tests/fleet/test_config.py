@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from nonstop.config import parse_config
-from nonstop.errors import ConfigError
+from nonstop.errors import ConfigError, UsageError
+from nonstop.fleet.edge import Edge
 from nonstop.fleet.hostfile import host_toml, to_toml
+from nonstop.fleet.status import role_summary
 
 APP = '[app]\nname = "shop"\ncommand = "python3 app.py --port {port}"\n'
 TWO = (
@@ -15,6 +19,24 @@ TWO = (
 )
 
 ERRORS = [
+    (
+        TWO + '[[fleet.hosts]]\nname = "jobs"\naddress = "10.0.0.13"\nroles = ["worker"]\n',
+        'fleet.hosts[2].roles: a "worker" host needs "web" too in this version',
+    ),
+    (
+        TWO + '[fleet.front]\nkind = "external"\n',
+        'fleet.front.kind: "external" needs router.kind = "haproxy" on the hosts (their router '
+        'answers the load balancer\'s health path itself), got "caddy"',
+    ),
+    (
+        '[router]\nfront_health = "/lb"\n',
+        'router.front_health: answered by the haproxy router only (kind is "caddy"): set '
+        'kind = "haproxy"',
+    ),
+    (
+        '[router]\nkind = "haproxy"\nfront_health = "lb"\n',
+        'router.front_health: expected a path starting with "/", got "lb"',
+    ),
     (
         "[fleet]\nhosts = []\n",
         "fleet.hosts: needs at least one host",
@@ -61,7 +83,7 @@ ERRORS = [
         "fleet.hosts[2].labels.zone: expected a string, got 1",
     ),
     (
-        '[[fleet.hosts]]\nname = "w"\naddress = "10.0.0.1"\nroles = ["worker"]\n',
+        '[[fleet.hosts]]\nname = "w"\naddress = "10.0.0.1"\nroles = ["edge"]\n',
         'fleet.hosts: no host has the "web" role',
     ),
     (
@@ -173,3 +195,68 @@ def test_the_host_file_is_the_controllers_without_fleet_and_listens_on_the_host(
     assert to_toml(
         {"a b": {"c": [1, 2.5, True]}, "d": {}}
     ) == '\n["a b"]\nc = [1, 2.5, true]\n\n[d]\n'.lstrip("\n")
+
+
+def test_an_external_front_makes_each_host_router_answer_its_health_path() -> None:
+    config = parse_config(
+        APP
+        + '[router]\nkind = "haproxy"\n'
+        + TWO
+        + '[fleet.front]\nkind = "external"\nhealth_path = "/lb-check"\ndrain_wait = "6s"\n'
+    )
+    assert config.fleet is not None
+    assert config.fleet.front.drain_wait == 6.0
+    again = parse_config(host_toml(config, config.fleet.host("web1"), config.fleet))
+    assert (again.router.kind, again.router.front_health) == ("haproxy", "/lb-check")
+    edge = parse_config(APP + TWO)
+    assert edge.fleet is not None
+    plain = parse_config(host_toml(edge, edge.fleet.host("web1"), edge.fleet))
+    assert plain.router.front_health is None
+
+
+def test_an_edge_on_a_fleet_host_is_refused_naming_the_supported_layouts(tmp_path: Path) -> None:
+    config = parse_config(
+        APP
+        + TWO
+        + '[[fleet.hosts]]\nname = "lb"\naddress = "10.0.0.2"\nroles = ["edge"]\n'
+        + '[fleet.front]\non = "lb"\nlisten = "10.0.0.2:80"\n'
+    )
+    assert config.fleet is not None
+    with pytest.raises(UsageError) as info:
+        Edge(tmp_path, config.fleet, 1.0)
+    message = str(info.value)
+    assert message.startswith("fleet.front.on: the edge router runs on the controller machine only")
+    assert 'kind = "edge", on = "controller"' in message
+    assert 'kind = "external"' in message
+
+
+def test_workers_run_on_the_hosts_with_the_worker_role_or_everywhere_when_none_has_it() -> None:
+    workers = '[processes.mailer]\ncommand = "python3 mailer.py"\nreplicas = 2\n'
+    placed = parse_config(
+        APP
+        + workers
+        + '[[fleet.hosts]]\nname = "web1"\naddress = "10.0.0.11"\nroles = ["web", "worker"]\n'
+        + '[[fleet.hosts]]\nname = "web2"\naddress = "10.0.0.12"\n'
+    )
+    assert placed.fleet is not None
+    one = parse_config(host_toml(placed, placed.fleet.host("web1"), placed.fleet))
+    two = parse_config(host_toml(placed, placed.fleet.host("web2"), placed.fleet))
+    assert (one.processes["mailer"].replicas, two.processes["mailer"].replicas) == (2, 0)
+    assert two.processes["mailer"].command == "python3 mailer.py"
+    everywhere = parse_config(APP + workers + TWO)
+    assert everywhere.fleet is not None
+    again = parse_config(host_toml(everywhere, everywhere.fleet.host("web2"), everywhere.fleet))
+    assert again.processes["mailer"].replicas == 2
+
+
+def test_fleet_status_shows_each_role_by_release_and_state() -> None:
+    instances = [
+        {"role": "web", "release": "v2", "state": "ready"},
+        {"role": "web", "release": "v2", "state": "ready"},
+        {"role": "web", "release": "v1", "state": "draining"},
+        {"role": "mailer", "release": "v2", "state": "ready"},
+    ]
+    assert role_summary(instances) == {
+        "mailer": "v2 ready 1",
+        "web": "v1 draining 1, v2 ready 2",
+    }

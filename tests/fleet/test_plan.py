@@ -217,10 +217,34 @@ CASES = [
         "rolling_back",
     ),
     (
-        "rolling back: an unreachable host stays drained; the rest on v1 end it",
+        "rolling back: an unreachable host is drained and waited for",
         ROLLING,
         state("rolling_back", reason="x"),
         observe(25, "web1:v1", "web2:v2~", "web3:v1", "web4:v1"),
+        ["front web1,web3,web4"],
+        "rolling_back",
+    ),
+    (
+        "rolling back: the lost host answers on v2: sent back, still drained",
+        ROLLING,
+        state("rolling_back", reason="x", lost=["web2"]),
+        observe(30, "web1:v1", "web2:v2", "web3:v1", "web4:v1"),
+        ["deploy web2 v1 rollback"],
+        "rolling_back",
+    ),
+    (
+        "rolling back: the lost host serves v1 again: undrained, finished",
+        ROLLING,
+        state("rolling_back", reason="x", lost=["web2"]),
+        observe(35, *ALL_V1),
+        ["front web1,web2,web3,web4", "finish rolled_back"],
+        "rolling_back",
+    ),
+    (
+        "rolling back: a host away past the deadline stays drained; the rest end it",
+        ROLLING,
+        state("rolling_back", reason="x", lost=["web2"]),
+        observe(601, "web1:v1", "web2:v2~", "web3:v1", "web4:v1"),
         ["front web1,web3,web4", "finish rolled_back"],
         "rolling_back",
     ),
@@ -425,3 +449,21 @@ def test_rollback_targets_only_a_release_warm_on_every_host() -> None:
         "still runs; deploy it instead (`nonstop fleet deploy v1`)"
     )
     assert rollback_problem("v2", [*hosts[:2], host("web3:v2~")]) is not None
+
+
+def test_a_host_lost_during_a_rollback_converges_when_it_answers_again() -> None:
+    """Status in between: ``lost`` names it, drained; its return is in the final reason."""
+    cut = decide(
+        ROLLING,
+        state("rolling_back", reason="aborted"),
+        observe(5, "web1:v1", "web2:v2~", "web3:v1", "web4:v1"),
+    )
+    assert cut.state.lost == ("web2",)
+    assert cut.events == (
+        "web2 unreachable: drained at the front, back on v1 once it answers (waiting up to 600s)",
+    )
+    waiting = decide(ROLLING, cut.state, observe(9, "web1:v1", "web2:v2~", "web3:v1", "web4:v1"))
+    assert (acts(waiting), waiting.state) == ([], cut.state)
+    done = decide(ROLLING, cut.state, observe(12, *ALL_V1))
+    assert done.finished is not None
+    assert done.finished.reason == "aborted; web2 back on v1 once it answered again"

@@ -14,11 +14,13 @@ from pathlib import Path
 
 import pytest
 
+from fleet.lb import DETECTION, load_balancer
 from fleet.netns import read_cmdline
 from fleet.site import Site, site_of, under_load
 from nonstop.fleet import run
 from nonstop.fleet.bootstrap import HostLayout, start_agent
 from nonstop.fleet.plan import FleetState
+from nonstop.fleet.status import role_summary
 from nonstop.fleet.store import FleetStore
 
 pytestmark = pytest.mark.slow
@@ -42,6 +44,15 @@ async def test_rolling_under_load_through_the_edge_drops_nothing(site: Site) -> 
     events = FleetStore(site.project / ".nonstop" / "fleet" / "fleet.db").events(second.id)
     batches = [message for _, message in events if message.startswith("batch ")]
     assert batches == ["batch host1", "batch host2", "batch host3"]
+    workers = {}
+    for name in ("host1", "host2"):
+        status = await site.host_call(name, "GET", "/v1/status")
+        assert isinstance(status, dict)
+        workers[name] = role_summary(status["instances"]).get("worker", "")
+    # The worker moved with host1's release; host2 has the web role only.
+    assert "v2 ready 1" in workers["host1"], workers
+    assert "v1 ready" not in workers["host1"], workers
+    assert workers["host2"] == ""
 
 
 async def test_fleet_rollback_switches_every_host_back_to_its_warm_release(site: Site) -> None:
@@ -122,10 +133,39 @@ async def test_bluegreen_in_lockstep_switches_every_host_in_one_step(site: Site)
     assert set((await site.actives()).values()) == {"v5"}
 
 
+async def test_an_external_load_balancer_is_drained_through_each_hosts_health_path(
+    site: Site, tmp_path: Path
+) -> None:
+    """A HAProxy configured by the test (not by nonstop) checks /health on every host's router;
+    rolling host by host, each is drained there (503) before it moves and put back after."""
+    front = f'[fleet.front]\nkind = "external"\ndrain_wait = "{DETECTION}"\n'
+    site.write("v6", front=front)
+    with load_balancer(site, tmp_path / "lb") as balancer:
+        await balancer.wait_all_up(time.monotonic() + 60)
+        before = await balancer.transitions()
+        outcome, report = await under_load(
+            site, 100, site.deploy("rolling", "v6"), front=balancer.listen
+        )
+        after = await balancer.transitions()
+        await balancer.wait_all_up(time.monotonic() + 60)
+    assert (outcome.status, outcome.reason) == ("completed", "every host serves v6")
+    assert report.failed == 0, (report.counts, report.status_codes, report.errors)
+    assert set(report.groups) == {"v5", "v6"}
+    assert {name: after[name] - before[name] for name in after} == {
+        "host1": 1,
+        "host2": 1,
+        "host3": 1,
+    }
+    for host in site.fleet.hosts:
+        status = await site.host_call(host.name, "GET", "/v1/status")
+        assert isinstance(status, dict)
+        assert status["front"] == "serving"
+
+
 async def test_a_host_cut_mid_rollout_pauses_and_abort_leaves_no_mixed_version(site: Site) -> None:
-    site.write("v6")
+    site.write("v7")
     project = site.fleet_project()
-    task = asyncio.create_task(site.deploy("rolling", "v6"))
+    task = asyncio.create_task(site.deploy("rolling", "v7"))
     store = project.store()
     host2 = site.fleet.hosts[1]
     try:
@@ -135,22 +175,28 @@ async def test_a_host_cut_mid_rollout_pauses_and_abort_leaves_no_mixed_version(s
         paused = "host2 is unreachable: paused"
         await wait_for_state(store, lambda s: paused in s.paused, paused, deadline)
         run.request(project, "abort")
+        await wait_for_state(store, lambda s: s.lost == ("host2",), "host2 lost", deadline)
+        weights = edge_weights(site)
+        assert weights == {"host1": 1, "host2": 0, "host3": 1}
+        status = cli(site, "status")
+        output, _ = status.communicate(timeout=120)
+        assert "to v7: running, rolling_back" in output
+        assert "- drained, waiting for it to answer: host2" in output
+        assert "unreachable - cannot connect to host2" in output
+        host2.restore()  # it comes back: sent to v6, and only then undrained
         outcome = await asyncio.wait_for(task, 180)
     finally:
         host2.restore()
         store.close()
     assert outcome.status == "rolled_back"
-    assert "host2 unreachable: drained, back on v5 when it answers" in outcome.reason
+    assert outcome.reason.endswith("; host2 back on v6 once it answered again"), outcome.reason
+    assert edge_weights(site) == {"host1": 1, "host2": 1, "host3": 1}
+    assert set((await site.actives()).values()) == {"v6"}
+
+
+def edge_weights(site: Site) -> dict[str, int]:
     table = (site.project / ".nonstop" / "fleet" / "edge" / "route-table.json").read_text()
-    weights = {u["instance_id"]: u["weight"] for u in json.loads(table)["upstreams"]}
-    assert weights == {"host1": 1, "host2": 0, "host3": 1}
-    serving = await site.actives()
-    assert (serving["host1"], serving["host3"]) == ("v5", "v5")
-    status = cli(site, "status")
-    output, _ = status.communicate(timeout=120)
-    assert status.returncode == 0, output
-    assert "to v6: rolled_back - aborted by an operator; host2 unreachable" in output
-    assert output.count(": ready nonstop 0.1.0") == 3, output
+    return {u["instance_id"]: u["weight"] for u in json.loads(table)["upstreams"]}
 
 
 async def test_the_controller_sees_an_agent_killed_and_ssh_dropped_then_both_back(
@@ -172,7 +218,8 @@ async def test_the_controller_sees_an_agent_killed_and_ssh_dropped_then_both_bac
             link = control.links["host1"]
             await link.get()
             assert link.connection is not None
-            await start_agent(link.connection, HostLayout(project.fleet.host("host1").path))
+            layout = HostLayout(project.fleet.host("host1").path)
+            await start_agent(link.connection, layout, project.config.app.name)
             again = await control.observe_host("host1", spec, 0)
             assert (again.reachable, again.active) == (True, before.active)
             host.stop_sshd()

@@ -15,7 +15,7 @@ from nonstop.drivers.router.haproxy import HAProxyRouter
 from nonstop.drivers.router.process import ProcessRecord, kill, spawn
 from nonstop.errors import RouterError
 from router.fixtures import MakeRouter, again
-from router.helpers import Backend, get, table, wait_for, wait_in_flight
+from router.helpers import Backend, Collector, get, table, wait_for, wait_in_flight
 
 MakeBackend = Callable[[str], Awaitable[Backend]]
 
@@ -131,3 +131,34 @@ async def test_apply_fails_when_the_listener_is_stopped(
     await router.command("disable frontend nonstop")  # the port stops answering
     with pytest.raises(RouterError, match="does not serve it"):
         await router.apply(table(a.upstream(2)))
+
+
+async def test_the_front_health_path_says_serving_or_draining_and_a_restart_keeps_it(
+    make_router: MakeRouter, client: aiohttp.ClientSession, backends: MakeBackend
+) -> None:
+    """What an external load balancer checks (fleet/external.py): answered by HAProxy itself,
+    never logged as a request of any release; the app's other paths are routed as before."""
+    router = await make_router(front_health="/lb")
+    assert isinstance(router, HAProxyRouter)
+    assert await get(client, router, "/lb") == (503, "no upstream")
+    a = await backends("A")
+    await router.apply(table(a.upstream(1)))
+    seen = Collector(router)
+    assert await get(client, router, "/lb") == (200, "serving")
+    assert await router.set_front(False) is True
+    assert await router.set_front(False) is False
+    assert await get(client, router, "/lb") == (503, "draining")
+    assert await get(client, router, "/") == (200, "A")  # still routed: it is only drained
+    events = await seen.until(1)  # the health answers are silent: only the app's request
+    assert [(e.upstream, e.status) for e in events] == [(a.address, 200)]
+    await router.stop()
+    restarted = again(router)
+    assert isinstance(restarted, HAProxyRouter)
+    await restarted.start()
+    try:
+        assert restarted.front_state() == "draining"
+        assert await get(client, restarted, "/lb") == (503, "draining")
+        assert await restarted.set_front(True) is True
+        assert await get(client, restarted, "/lb") == (200, "serving")
+    finally:
+        await restarted.stop()

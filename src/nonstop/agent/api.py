@@ -7,6 +7,8 @@ token in .nonstop/token, 0600), compared in constant time; the socket itself is 
     GET  /v1/events?after=N[&rollout=ID][&limit=N]
     POST /v1/command                 {command: promote|promote_full|pause|resume|abort|rollback}
     POST /v1/rollback
+    POST /v1/front                   {serving: bool}: the router's front health path says 200 or
+                                     503 to a load balancer in front (router.front_health)
     GET  /v1/logs?instance=ID|release=NAME&lines=N
     POST /v1/shutdown                {stop_instances: bool}
     POST /v1/migrate/contract        {directory, url, lock_timeout, pg_version}: the contract

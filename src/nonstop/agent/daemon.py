@@ -96,6 +96,7 @@ def make_router(paths: Paths, config: NonstopConfig) -> Router:
         health_path=config.health.path,
         stream_grace=config.router.stream_grace,
         stream_idle_timeout=config.router.stream_idle_timeout,
+        front_health=config.router.front_health,
     )
     return registry.make_router(config.router.kind, paths.state / "router", settings)
 
@@ -106,6 +107,7 @@ ROUTER_SETTINGS = (
     ("router", "upstream_timeout"),
     ("router", "stream_grace"),
     ("router", "stream_idle_timeout"),
+    ("router", "front_health"),
 )
 """What the running router was started with: a deploy that changes one is refused. The
 router's own health checks use the agent's ``health.path`` too (checked below)."""
@@ -404,6 +406,7 @@ class Agent:
                 web.get("/v1/analysis", self.h_analysis),
                 web.post("/v1/command", self.h_command),
                 web.post("/v1/rollback", self.h_rollback),
+                web.post("/v1/front", self.h_front),
                 web.get("/v1/logs", self.h_logs),
                 web.post("/v1/shutdown", self.h_shutdown),
                 web.post("/v1/migrate/contract", self.h_contract),
@@ -465,6 +468,7 @@ class Agent:
             "alive": router_alive,
             "pid": getattr(self.engine.router, "pid", None),
         }
+        status["front"] = self._front()
         status["app"] = self.config.app.name
         status["degraded"] = self.engine.health.to_dict()
         status["contract_running"] = self.contract_running
@@ -570,6 +574,26 @@ class Agent:
         if not isinstance(command, str):
             raise UsageError('command: "command" is required')
         return json_response(self.engine.command(command).to_dict())
+
+    def _front(self) -> str | None:
+        """What the router's front health path says (None: it answers none)."""
+        if self.config.router.front_health is None:
+            return None
+        return str(getattr(self.engine.router, "front_state", lambda: None)())
+
+    async def h_front(self, request: web.Request) -> web.Response:
+        body = await read_json(request)
+        serving = body.get("serving")
+        if not isinstance(serving, bool):
+            raise UsageError('front: "serving" (true or false) is required')
+        set_front = getattr(self.engine.router, "set_front", None)
+        if self.config.router.front_health is None or set_front is None:
+            raise UsageError(
+                "front: this host's router answers no front health path (router.front_health, "
+                'with router.kind = "haproxy")'
+            )
+        changed = await set_front(serving)
+        return json_response({"front": self._front(), "changed": changed})
 
     async def h_rollback(self, request: web.Request) -> web.Response:
         row = await self.engine.rollback()

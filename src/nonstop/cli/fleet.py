@@ -123,7 +123,8 @@ def report_bootstrap(results: dict[str, BootstrapReport | HostError]) -> None:
         else:
             console.print(
                 f"{name}: nonstop {result.installed} installed ({result.copied} wheels copied); "
-                f"agent {result.agent}"
+                f"agent {result.agent}",
+                soft_wrap=True,  # one line per host, however long the note on its agent
             )
     if failed:
         raise NonstopError(f"{failed} of {len(results)} hosts failed to bootstrap")
@@ -161,6 +162,8 @@ def status(hosts: tuple[str, ...], as_json: bool) -> None:
         line = f"{row.host} ({row.address}): [{colour}]{row.state}[/]"
         line += f" {detail}" if detail else ""
         console.print(line + (f" - {row.why}" if row.why else ""))
+        for role, summary in row.roles.items():
+            console.print(f"  {role}: {summary}", markup=False)
 
 
 STRATEGIES = ("rolling", "canary", "bluegreen")
@@ -262,4 +265,6 @@ def rollout_line(rollout: dict[str, Any]) -> str:
             f" ({', '.join(state['batch'])})" if state["batch"] else ""
         )
         line += f" - paused: {state['paused']}" if state["paused"] else ""
+        if state.get("lost"):
+            line += f" - drained, waiting for it to answer: {', '.join(state['lost'])}"
     return line + (f" - {rollout['reason']}" if rollout["reason"] else "")

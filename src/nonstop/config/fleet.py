@@ -93,6 +93,15 @@ class HostConfig(Model):
             raise ValueError(f'expected an absolute path such as "/var/lib/nonstop", got "{value}"')
         return value
 
+    @model_validator(mode="after")
+    def _worker_with_web(self) -> HostConfig:
+        if "worker" in self.roles and "web" not in self.roles:
+            raise ValueError(
+                'roles: a "worker" host needs "web" too in this version (its agent runs the web '
+                'role of every release; the edge sends it traffic): roles = ["web", "worker"]'
+            )
+        return self
+
     @property
     def serves(self) -> bool:
         return "web" in self.roles
@@ -175,6 +184,12 @@ class FleetConfig(Model):
     @property
     def web_hosts(self) -> list[HostConfig]:
         return [h for h in self.hosts if h.serves]
+
+    def runs_workers(self, host: HostConfig) -> bool:
+        """Whether ``host`` runs the ``[processes]`` roles: the hosts with the "worker" role, or
+        every host when none has it."""
+        placed = any("worker" in h.roles for h in self.hosts)
+        return "worker" in host.roles or not placed
 
     @property
     def canary_hosts(self) -> list[str]:

@@ -121,6 +121,26 @@ class RouterConfig(Model):
     stream_idle_timeout: Duration = Field(default=3600.0, gt=0)
     """How long a WebSocket may stay silent before the router closes it (HAProxy, nginx;
     Caddy never closes an idle stream). Requests keep ``upstream_timeout`` (docs/websockets.md)."""
+    front_health: str | None = None
+    """A path the router answers itself for a load balancer in front of this host: 200 while
+    the host serves, 503 while it is drained (``nonstop fleet``'s external front, docs/fleet.md).
+    HAProxy only; unset: every path goes to the instances."""
+
+    @field_validator("front_health")
+    @classmethod
+    def _front_path(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("/"):
+            raise ValueError(f'expected a path starting with "/", got "{value}"')
+        return value
+
+    @model_validator(mode="after")
+    def _front_kind(self) -> RouterConfig:
+        if self.front_health is not None and self.kind != "haproxy":
+            raise ValueError(
+                f'front_health: answered by the haproxy router only (kind is "{self.kind}"): '
+                'set kind = "haproxy"'
+            )
+        return self
 
     @field_validator("listen")
     @classmethod
@@ -511,3 +531,13 @@ class NonstopConfig(Model):
     def _roles(cls, value: dict[str, ProcessConfig]) -> dict[str, ProcessConfig]:
         _check_roles(value)
         return value
+
+    @model_validator(mode="after")
+    def _external_front(self) -> NonstopConfig:
+        external = self.fleet is not None and self.fleet.front.kind == "external"
+        if external and self.router.kind != "haproxy":
+            raise ValueError(
+                'fleet.front.kind: "external" needs router.kind = "haproxy" on the hosts (their '
+                f'router answers the load balancer\'s health path itself), got "{self.router.kind}"'
+            )
+        return self

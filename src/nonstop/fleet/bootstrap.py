@@ -6,8 +6,10 @@ collects wheels of its dependencies (from pip's cache or the controller's index,
 constraints.txt when the tree has one). The host needs no index: over SSH each wheel the host
 lacks is copied into ``PATH/wheels`` (SFTP, renamed into place once whole), a venv is made
 with the host's Python at ``PATH/venv``, nonstop is installed with ``pip --no-index``, the
-host's nonstop.toml is written to ``PATH/project`` and its agent is started there
-(``nonstop up --detach``; its instances and router outlive the SSH session).
+host's nonstop.toml is written to ``PATH/project`` and its agent is started there: as the
+systemd unit of ``nonstop service install`` (host/unit.py, decision 0483) where systemd runs the
+host, else detached (``nonstop up --detach``), which the report says; either way its instances
+and router outlive the SSH session.
 
 Layout on a host (``fleet.hosts[i].path``)::
 
@@ -35,6 +37,7 @@ from nonstop.config.schema import NonstopConfig
 from nonstop.errors import NonstopError, UsageError
 from nonstop.fleet.hostfile import host_toml
 from nonstop.fleet.ssh import HostConnection, HostError, RemoteAgent, quote
+from nonstop.host import unit
 
 PROBE = """\
 import json, sys
@@ -127,7 +130,7 @@ async def bootstrap_host(
     copied = await copy_missing(connection, wheels, layout.wheels)
     await install(connection, layout, own_wheel(wheels).name)
     await write_host_config(connection, host, config, fleet, layout)
-    agent = await start_agent(connection, layout)
+    agent = await start_agent(connection, layout, config.app.name)
     return BootstrapReport(host.name, copied, __version__, agent)
 
 
@@ -158,12 +161,14 @@ async def copy_missing(connection: HostConnection, wheels: list[Path], folder: s
 async def install(connection: HostConnection, layout: HostLayout, wheel: str) -> None:
     python = connection.host.python
     venv_ready = await connection.run(quote("test", "-x", layout.python), check=False)
-    if venv_ready.exit_status != 0:
+    fresh = venv_ready.exit_status != 0
+    if fresh:
         await connection.run(quote(python, "-m", "venv", layout.venv))
     pip = [layout.python, "-m", "pip", "install", "--quiet", "--no-index"]
     target = f"{layout.wheels}/{wheel}"
     await connection.run(quote(*pip, "--find-links", layout.wheels, target))
-    await connection.run(quote(*pip, "--no-deps", "--force-reinstall", target))
+    if not fresh:  # a venv made just now has this very wheel: nothing older to replace
+        await connection.run(quote(*pip, "--no-deps", "--force-reinstall", target))
 
 
 async def write_host_config(
@@ -179,10 +184,70 @@ async def write_host_config(
         await connection.put(local, f"{layout.project}/nonstop.toml")
 
 
-async def start_agent(connection: HostConnection, layout: HostLayout) -> str:
+SYSTEMD_PROBE = "test -d /run/systemd/system && command -v systemctl >/dev/null"
+"""systemd runs this host (sd_booted(3): the directory exists only when systemd is PID 1)."""
+NO_SYSTEMD = "detached: no systemd on the host, so nothing restarts it after a crash or a reboot"
+
+
+def host_unit(app: str, host: HostConfig) -> unit.UnitSpec:
+    """The agent's unit on ``host`` (host/unit.py): a system unit when nonstop logs in as root,
+    else a user unit of the login user (it needs ``loginctl enable-linger`` to start at boot)."""
+    layout = HostLayout(host.path)
+    return unit.UnitSpec(
+        app=app,
+        project=Path(layout.project),
+        python=layout.python,
+        user_unit=host.user != "root",
+        run_as=None,
+        path_env=f"{layout.venv}/bin:/usr/local/bin:/usr/bin:/bin",
+    )
+
+
+def unit_target(spec: unit.UnitSpec) -> str:
+    """Where the unit goes on the host; a user unit's path is relative to the login's home
+    (where SFTP and SSH commands start)."""
+    return str(unit.unit_path(spec, Path(".")))
+
+
+def unit_commands(spec: unit.UnitSpec, layout: HostLayout) -> str:
+    """Shell run on the host once the unit file is in place: an agent started by hand lets go
+    (``down --keep``: instances and router keep serving, the unit's agent adopts them), then
+    the unit is enabled and started, and the agent's socket is waited for (60 s)."""
+    systemctl = "systemctl --user" if spec.user_unit else "systemctl"
+    project = quote(layout.project)
+    nonstop = quote(layout.nonstop)
+    return (
+        f"cd {project} && ({nonstop} down --keep >/dev/null 2>&1 || true) && "
+        f"{systemctl} daemon-reload && {systemctl} enable --now {quote(spec.name)} && "
+        f"for _ in $(seq 600); do {nonstop} status >/dev/null 2>&1 && exit 0; sleep 0.1; done; "
+        f"echo 'the agent of {spec.name} did not answer within 60 s' >&2; exit 1"
+    )
+
+
+async def start_agent(connection: HostConnection, layout: HostLayout, app: str) -> str:
+    """The agent as a systemd unit where systemd runs the host, else detached; what happened."""
+    if (await connection.run(SYSTEMD_PROBE, check=False)).exit_status == 0:
+        return await start_unit(connection, layout, host_unit(app, connection.host))
     command = f"cd {quote(layout.project)} && {quote(layout.nonstop, 'up', '--detach')}"
     ran = await connection.run(command + " --wait 60")
-    return "already running" if "already running" in ran.stdout else "started"
+    if "already running" in ran.stdout:
+        return "already running"
+    return f"started ({NO_SYSTEMD})"
+
+
+async def start_unit(connection: HostConnection, layout: HostLayout, spec: unit.UnitSpec) -> str:
+    systemctl = "systemctl --user" if spec.user_unit else "systemctl"
+    active = await connection.run(f"{systemctl} is-active {quote(spec.name)}", check=False)
+    if active.stdout.strip() == "active":
+        return f"already running ({spec.name})"
+    target = unit_target(spec)
+    await connection.run(quote("mkdir", "-p", target.rpartition("/")[0]))
+    with tempfile.TemporaryDirectory(prefix="nonstop-fleet-") as tmp:
+        local = Path(tmp) / spec.name
+        local.write_text(unit.render(spec))
+        await connection.put(local, target)
+    await connection.run(unit_commands(spec, layout))
+    return f"started as {spec.name}"
 
 
 async def probe(connection: HostConnection) -> dict[str, Any]:

@@ -28,7 +28,7 @@ from nonstop.config.fleet import FleetConfig, HostConfig
 from nonstop.config.schema import NonstopConfig
 from nonstop.errors import NonstopError, StateError
 from nonstop.fleet.bootstrap import HostLayout, remote_agent
-from nonstop.fleet.edge import Edge
+from nonstop.fleet.external import Front
 from nonstop.fleet.hostfile import host_settings
 from nonstop.fleet.plan import (
     FleetAction,
@@ -103,7 +103,7 @@ class FleetController:
         fleet: FleetConfig,
         known: KnownHosts,
         store: FleetStore,
-        edge: Edge,
+        edge: Front,
         say: Callable[[str], None] = lambda _: None,
     ) -> None:
         self.project = project

@@ -34,13 +34,23 @@ NO_RELEASE = "-"
 KEEP_SAMPLES = 200_000
 
 
+def edge_on_host_problem(on: str) -> str:
+    """Why the edge does not run on a fleet host (decision 0541), and what does."""
+    return (
+        f'fleet.front.on: the edge router runs on the controller machine only, not on host "{on}": '
+        "the controller applies its weights through HAProxy's admin socket and reads its request "
+        "stream, which the fleet-wide analysis needs, in the same instant it decides; over SSH "
+        "both would stop with the host's link. Supported layouts: "
+        '[fleet.front] kind = "edge", on = "controller" (this machine serves the users\' '
+        'address), or kind = "external" (a load balancer anywhere, even on that host, checking '
+        "each host's front health path; docs/fleet.md)"
+    )
+
+
 class Edge:
     def __init__(self, state_dir: Path, fleet: FleetConfig, drain_timeout: float) -> None:
         if fleet.front.kind != "edge" or fleet.front.on != "controller":
-            raise UsageError(
-                f'fleet.front: kind "{fleet.front.kind}" on "{fleet.front.on}" is not available '
-                'yet in this version; use kind = "edge" with on = "controller"'
-            )
+            raise UsageError(edge_on_host_problem(fleet.front.on))
         settings = RouterSettings(listen=fleet.front.listen, drain_timeout=drain_timeout)
         self.router = HAProxyRouter(state_dir, settings)
         self.port = fleet.router_port

@@ -26,7 +26,12 @@ def host_settings(config: NonstopConfig, host: HostConfig, fleet: FleetConfig) -
     data.pop("fleet", None)
     router = dict(data.get("router", {}))
     router["listen"] = f"{host.address}:{fleet.router_port}"
+    if fleet.front.kind == "external":  # the load balancer checks it (fleet/external.py)
+        router["front_health"] = fleet.front.health_path
     data["router"] = router
+    if not fleet.runs_workers(host):  # workers run on the hosts with the "worker" role
+        processes = data.get("processes", {})
+        data["processes"] = {name: {**role, "replicas": 0} for name, role in processes.items()}
     return data
 
 

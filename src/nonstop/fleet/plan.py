@@ -420,18 +420,50 @@ def back_action(spec: FleetSpec, state: FleetState, view: HostView) -> FleetActi
 
 
 def rolling_back(spec: FleetSpec, state: FleetState, observed: FleetObserved) -> FleetDecision:
+    """Every host back on the stable release. A host that does not answer is drained at the
+    front (``lost``) and waited for up to ``deadline`` seconds: when it answers again it is
+    sent back too, and only once it serves the stable release is it put back at the front."""
     assert spec.stable is not None
-    back = [h for h in spec.hosts if on_release(observed.host(h), spec.stable)]
-    away = [h for h in spec.hosts if not observed.host(h).reachable]
-    if len(back) + len(away) < len(spec.hosts):
-        idle = [observed.host(h) for h in spec.hosts if h not in back and h not in away]
-        redo = (back_action(spec, state, view) for view in idle if view.rollout is None)
-        return FleetDecision(state, tuple(a for a in redo if a))
+    back = tuple(h for h in spec.hosts if on_release(observed.host(h), spec.stable))
+    away = tuple(h for h in spec.hosts if not observed.host(h).reachable)
+    idle = [observed.host(h) for h in spec.hosts if h not in back and h not in away]
+    redo = (back_action(spec, state, view) for view in idle if view.rollout is None)
+    moves = tuple(a for a in redo if a)
+    lost = tuple(h for h in spec.hosts if h in away or (h in state.lost and h not in back))
+    state, changes, events = relost(spec, state, lost)
+    waited = observed.now - state.phase_started_at
+    if len(back) + len(away) < len(spec.hosts) or (away and waited < spec.deadline):
+        return FleetDecision(state, (*changes, *moves), events)
     front = FrontHosts(tuple(h for h in spec.hosts if h not in away))
     reason = state.reason
     if away:
         reason += f"; {', '.join(away)} unreachable: drained, back on {spec.stable} when it answers"
-    return FleetDecision(state, (front, FleetFinish("rolled_back", reason)), wake_in=None)
+    finish = FleetFinish("rolled_back", reason)
+    return FleetDecision(state, (front, finish), events, wake_in=None)
+
+
+def relost(
+    spec: FleetSpec, state: FleetState, lost: tuple[str, ...]
+) -> tuple[FleetState, tuple[FleetAction, ...], tuple[str, ...]]:
+    """The rollback's drained hosts become ``lost``: the front leaves them out, and each change
+    is an event (a host returned is noted in the reason too)."""
+    if lost == state.lost:
+        return state, (), ()
+    events = []
+    gone = [h for h in lost if h not in state.lost]
+    if gone:
+        events.append(
+            f"{', '.join(gone)} unreachable: drained at the front, back on {spec.stable} once "
+            f"it answers (waiting up to {spec.deadline:.0f}s)"
+        )
+    returned = [h for h in state.lost if h not in lost]
+    reason = state.reason
+    if returned:
+        note = f"{', '.join(returned)} back on {spec.stable} once it answered again"
+        events.append(note)
+        reason += f"; {note}"
+    front = FrontHosts(tuple(h for h in spec.hosts if h not in lost))
+    return replace(state, lost=lost, reason=reason), (front,), tuple(events)
 
 
 def finish_completed(spec: FleetSpec, state: FleetState) -> FleetDecision:

@@ -14,14 +14,15 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from nonstop.agent.paths import Paths
 from nonstop.config.fleet import FleetConfig
 from nonstop.config.schema import NonstopConfig
-from nonstop.errors import StateError
+from nonstop.errors import StateError, UsageError
 from nonstop.fleet.controller import FleetController, spec_to_dict
 from nonstop.fleet.edge import Edge
+from nonstop.fleet.external import ExternalFront, Front
 from nonstop.fleet.plan import FleetSpec, HostView, rollback_problem, start
 from nonstop.fleet.ssh import KnownHosts
 from nonstop.fleet.store import FleetRollout, FleetStore, already_running
@@ -69,7 +70,15 @@ async def controller(
     project: FleetProject, store: FleetStore, say: Callable[[str], None]
 ) -> AsyncIterator[FleetController]:
     config = project.config
-    edge = Edge(project.folder / "edge", project.fleet, config.app.drain_timeout)
+
+    async def call(host: str, method: str, path: str, body: Any) -> Any:
+        return await control.links[host].call(method, path, body)
+
+    edge: Front
+    if project.fleet.front.kind == "external":
+        edge = ExternalFront(project.fleet, call, say)
+    else:
+        edge = Edge(project.folder / "edge", project.fleet, config.app.drain_timeout)
     await edge.start()
     control = FleetController(
         project.paths.project, config, project.fleet, project.known, store, edge, say
@@ -127,6 +136,12 @@ async def deploy(
         running = store.running()
         if running is not None:
             raise StateError(already_running(running))
+        if strategy == "canary" and project.fleet.front.kind == "external":
+            raise UsageError(
+                "fleet deploy --strategy canary: the canary analysis counts requests at the edge, "
+                'and an external load balancer (fleet.front.kind = "external") reports none here; '
+                "use rolling or bluegreen, or an edge router in front (docs/fleet.md)"
+            )
         async with controller(project, store, say) as control:
             names = [h.name for h in project.fleet.web_hosts]
             probe = FleetSpec(strategy, release, None, tuple(names))

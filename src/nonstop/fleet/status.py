@@ -7,7 +7,8 @@ does not answer), ``degraded`` (the agent answers and reports a problem), ``read
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from collections import Counter
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from nonstop.config.fleet import FleetConfig, HostConfig
@@ -27,6 +28,8 @@ class HostStatus:
     rollout: str | None = None
     router: str | None = None
     instances: int = 0
+    roles: dict[str, str] = field(default_factory=dict)
+    """Per role, its instances by release and state (``{"worker": "v2 ready 2"}``)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -67,6 +70,7 @@ async def fill_from_agent(row: HostStatus, agent: RemoteAgent) -> None:
         "" if router.get("alive") else " (down)"
     )
     row.instances = len(status.get("instances") or [])
+    row.roles = role_summary(status.get("instances") or [])
     problems = [entry.get("why", "") for entry in status.get("degraded") or []]
     if not router.get("alive"):
         problems.insert(0, "its router is down")
@@ -80,3 +84,12 @@ async def fleet_status(fleet: FleetConfig, known: KnownHosts) -> list[HostStatus
 
     results = await gather_per_host(fleet.hosts, one)
     return [result for result in results.values() if isinstance(result, HostStatus)]
+
+
+def role_summary(instances: list[dict[str, Any]]) -> dict[str, str]:
+    """``{"web": "v2 ready 2, v1 draining 1", "worker": "v2 ready 1"}``: what each role runs."""
+    counts = Counter((i.get("role") or "web", i.get("release"), i.get("state")) for i in instances)
+    roles: dict[str, list[str]] = {}
+    for (role, release, state), count in sorted(counts.items(), key=str):
+        roles.setdefault(role, []).append(f"{release} {state} {count}")
+    return {role: ", ".join(parts) for role, parts in roles.items()}

@@ -11,7 +11,9 @@ Files in ``state_dir``::
     route-table.json      the last table applied: a restarted HAProxy comes back routing it
     haproxy.cfg           the config HAProxy was last started with (the table of that moment)
     no-upstream.txt       the body of the 503 answered when no upstream is in rotation
-    probe.map             the hash the table probe answers (set through the runtime API)
+    probe.map             the hash the table probe answers, and the front health state
+                          (``front_health``), both set through the runtime API
+    front                 ``serving`` or ``draining``: the front health state a restart keeps
     logs/haproxy.log      HAProxy's own output
 
     * in a short private directory instead when ``state_dir`` is too deep for a unix socket path
@@ -40,7 +42,10 @@ from nonstop.drivers.router.admin import AdminUnavailable, table_hash, with_retr
 from nonstop.drivers.router.base import RouteTable
 from nonstop.drivers.router.haproxy_config import (
     BACKEND,
+    DRAINING,
+    FRONT_KEY,
     PROBE_KEY,
+    SERVING,
     Files,
     HAProxyTuning,
     build_config,
@@ -88,6 +93,7 @@ class HAProxyRouter(ManagedRouter):
         self.config_file = self.state_dir / "haproxy.cfg"
         self.body_file = self.state_dir / "no-upstream.txt"
         self.probe_map = self.state_dir / "probe.map"
+        self.front_file = self.state_dir / "front"
         self._listener = RingReader(self.admin_socket, self.queue)
         self._leaving: dict[str, float] = {}
         """Servers out of the table but maybe still serving -> monotonic time after which their
@@ -146,10 +152,13 @@ class HAProxyRouter(ManagedRouter):
         self._listener.mark_fresh()  # whatever answers on the socket from now on is new
         write_atomic(self.body_file, NO_UPSTREAM_BODY)
         table = self.last_table()
-        write_atomic(self.probe_map, probe_map_text(table_hash(table)))
+        write_atomic(self.probe_map, probe_map_text(table_hash(table), self.front_state()))
         files = Files(self.admin_socket, self.body_file, self.probe_map)
         servers = desired_servers(table)
-        text = build_config(servers, listen=self.listen, files=files, tuning=self.tuning)
+        front = self.settings.front_health
+        text = build_config(
+            servers, listen=self.listen, files=files, tuning=self.tuning, front_health=front
+        )
         write_atomic(self.config_file, text)
         await asyncio.to_thread(check_config, binary, self.config_file)
         argv = [str(binary), "-db", "-f", str(self.config_file)]  # -db: foreground
@@ -158,6 +167,26 @@ class HAProxyRouter(ManagedRouter):
         pid = await asyncio.to_thread(spawn, argv, self.log_file, cwd=self.config_file.parent)
         self._leaving.clear()
         await self._wait_spawned(pid)
+
+    def front_state(self) -> str:
+        """``serving`` or ``draining``: what the front health path says (kept across restarts)."""
+        try:
+            return DRAINING if self.front_file.read_text().strip() == DRAINING else SERVING
+        except FileNotFoundError:
+            return SERVING
+
+    async def set_front(self, serving: bool) -> bool:
+        """The front health path answers 200 (``serving``) or 503 (drained) from now on; True
+        when that changed. Saved first, so a HAProxy restarted after this answers the same."""
+        state = SERVING if serving else DRAINING
+        changed = self.front_state() != state
+        write_atomic(self.front_file, state)
+        line = f"set map {self.probe_map} {FRONT_KEY} {state}"
+        async with self._lock:
+            reply = await self.command(line)
+        if reply not in OK_REPLIES:
+            raise RouterError(f"haproxy refused {line!r}: {reply}")
+        return changed
 
     def _last_error(self, log: Path) -> str:
         return last_alert(log)

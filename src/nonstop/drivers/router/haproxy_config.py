@@ -281,14 +281,39 @@ class Files:
 
 
 PROBE_KEY = "table"
+FRONT_KEY = "front"
+SERVING, DRAINING = "serving", "draining"
 
 
-def probe_map_text(table_hash: str) -> str:
-    return f"{PROBE_KEY} {table_hash}\n"
+def probe_map_text(table_hash: str, front: str = SERVING) -> str:
+    return f"{PROBE_KEY} {table_hash}\n{FRONT_KEY} {front}\n"
+
+
+def front_rules(path: str | None, probe_map: Path) -> str:
+    """The front health path (``RouterSettings.front_health``), answered by HAProxy itself and
+    never logged (it is no request of any release): 503 while drained (the map's ``front`` key,
+    set through the runtime API) or while no server is usable, 200 otherwise."""
+    if not path:
+        return ""
+    drained = f"{{ str({FRONT_KEY}),map({probe_map}) -m str {DRAINING} }}"
+    empty = f"{{ nbsrv({BACKEND}) eq 0 }}"
+    answer = f'http-request return content-type "{BODY_TYPE}"'
+    return (
+        f"    acl front_health path {path}\n"
+        "    http-request set-log-level silent if front_health\n"
+        f'    {answer} status 503 string "{DRAINING}" if front_health {drained}\n'
+        f'    {answer} status 503 string "no upstream" if front_health {empty}\n'
+        f'    {answer} status 200 string "{SERVING}" if front_health\n'
+    )
 
 
 def build_config(
-    servers: dict[str, tuple[str, int]], *, listen: str, files: Files, tuning: HAProxyTuning
+    servers: dict[str, tuple[str, int]],
+    *,
+    listen: str,
+    files: Files,
+    tuning: HAProxyTuning,
+    front_health: str | None = None,
 ) -> str:
     """The whole haproxy.cfg, starting with ``servers`` (name -> (address, weight)) in the
     backend so a restarted HAProxy routes the last table from its first request."""
@@ -341,7 +366,7 @@ frontend {FRONTEND}
     log-format "{LOG_FORMAT}"
     http-request set-log-level silent if {probe}
     http-request return status 200 content-type "{BODY_TYPE}" lf-string "{answer}" if {probe}
-    default_backend {BACKEND}
+{front_rules(front_health, files.probe_map)}    default_backend {BACKEND}
 
 backend {BACKEND}
     balance roundrobin

@@ -55,6 +55,9 @@ class RouterSettings(ProxyTimings):
     """How long a router process may take to answer its admin interface after a start."""
     confirm_timeout: float = 5.0
     """How long the listener may take to serve a table just applied (the table probe)."""
+    front_health: str | None = None
+    """A path the router answers itself for a load balancer in front of it: 200 while it
+    serves, 503 while drained (``set_front``) or with no upstream in rotation. HAProxy only."""
 
     def __post_init__(self) -> None:
         validate_listen(self.listen)

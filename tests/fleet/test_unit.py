@@ -1,0 +1,36 @@
+"""The agent's systemd unit on a fleet host, and the commands bootstrap runs to start it."""
+
+from __future__ import annotations
+
+from nonstop.config.fleet import HostConfig
+from nonstop.fleet.bootstrap import HostLayout, host_unit, unit_commands, unit_target
+from nonstop.host import unit
+
+
+def test_a_root_login_gets_a_system_unit_running_the_hosts_venv() -> None:
+    host = HostConfig(name="web1", address="10.0.0.11", path="/srv/shop")
+    spec = host_unit("shop", host)
+    text = unit.render(spec)
+    assert "ExecStart=/srv/shop/venv/bin/python -m nonstop.agent /srv/shop/project\n" in text
+    assert "ExecStop=/srv/shop/venv/bin/python -m nonstop.cli down --keep\n" in text
+    assert "WorkingDirectory=/srv/shop/project\n" in text
+    assert "Environment=PATH=/srv/shop/venv/bin:/usr/local/bin:/usr/bin:/bin\n" in text
+    assert "KillMode=process\n" in text  # instances and router outlive an agent restart
+    assert "WantedBy=multi-user.target\n" in text
+    assert "User=" not in text
+    assert unit_target(spec) == ("/etc/systemd/system/nonstop-shop.service")
+    commands = unit_commands(spec, HostLayout("/srv/shop"))
+    assert commands.startswith(
+        "cd /srv/shop/project && (/srv/shop/venv/bin/nonstop down --keep >/dev/null 2>&1 || true)"
+        " && systemctl daemon-reload && systemctl enable --now nonstop-shop.service && "
+    )
+
+
+def test_another_login_gets_a_user_unit_under_its_home() -> None:
+    host = HostConfig(name="web1", address="10.0.0.11", user="deploy")
+    spec = host_unit("my shop", host)
+    assert spec.user_unit
+    assert unit_target(spec) == (".config/systemd/user/nonstop-my_shop.service")
+    assert "WantedBy=default.target\n" in unit.render(spec)
+    commands = unit_commands(spec, HostLayout(host.path))
+    assert "systemctl --user enable --now nonstop-my_shop.service" in commands
