@@ -291,7 +291,7 @@ async def test_a_command_without_port_is_not_watched_for_a_port_race(
     handle = await runtime.start(spec)
     await wait_until(lambda: not runtime.alive(handle))
     assert runtime.exit_reason(handle) == "exited with code 1"
-    assert len(runtime.log_tail(handle, 10)) == 1  # one run, not port_attempts of them
+    assert len(await runtime.log_tail(handle, 10)) == 1  # one run, not port_attempts of them
 
 
 async def test_only_the_latest_ended_run_keeps_its_exit_status(
