@@ -24,6 +24,10 @@ Measured, per run:
                 migration being atomic = False), and every lock wait longer than 100 ms, from
                 any session (the app's included). Logging every statement of the app instead
                 slows the server enough to fail requests on a loaded machine.
+  health        the router's failed active health checks (Caddy's log, per instance): how often
+                an instance was too slow to answer /health within the health timeout. While
+                they leave no instance in rotation the router routes to all of them (panic
+                mode, decision 0570) instead of answering 503.
 Also the lock_timeout evidence: Django runs under PGOPTIONS lock_timeout (2 s, the default of
 [migrations] lock_timeout), so a migration that waited longer for a lock would have failed.
 Goals: 0 failed requests, no blocking lock held or waited for > 2 s, contract refused.
@@ -32,6 +36,7 @@ Goals: 0 failed requests, no blocking lock held or waited for > 2 s, contract re
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import re
@@ -140,6 +145,28 @@ def log_evidence(text: str) -> tuple[list[tuple[float, str]], list[tuple[str, st
     return ddl, waits
 
 
+HEALTH_LOGGER = "http.handlers.reverse_proxy.health_checker.active"
+
+
+def failed_health_checks(caddy_log: Path) -> dict[str, int]:
+    """Failed active health checks per instance address, from Caddy's own log (JSON lines)."""
+    counts: dict[str, int] = {}
+    try:
+        lines = caddy_log.read_text(errors="replace").splitlines()
+    except FileNotFoundError:
+        return counts
+    for line in lines:
+        if HEALTH_LOGGER not in line:
+            continue
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        host = str(entry.get("host", "?"))
+        counts[host] = counts.get(host, 0) + 1
+    return counts
+
+
 def _seed(url: str, rows: int) -> None:
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(
@@ -183,6 +210,7 @@ def one_run(server: TempPostgres, rps: float, rows: int, number: int) -> dict[st
                 evidence = log_evidence(handle.read().decode("utf-8", "replace"))
             refused = project.cli("migrate", "complete")
         finally:
+            health = failed_health_checks(project.paths.state / "router" / "logs" / "caddy.log")
             agent.cleanup()
     report = load.report
     assert report is not None
@@ -206,6 +234,8 @@ def one_run(server: TempPostgres, rps: float, rows: int, number: int) -> dict[st
         "ddl": evidence[0],
         "waits": evidence[1],
         "contract_refused": refused.returncode == 1 and "v1" in refused.stderr + refused.stdout,
+        "health_failed": health,
+        "statuses": dict(report.status_codes),
         "load": (load_start, os.getloadavg()[0]),
     }
 
@@ -219,6 +249,12 @@ def _print(run: dict[str, object]) -> None:
         f"(send lag p99 {run['lag_p99_ms']:.0f} ms, from send p99 {run['sent_p99_ms']:.0f} ms); "
         f"contract refused while v1 warm: {run['contract_refused']}; "
         f"load average {run['load'][0]:.1f} -> {run['load'][1]:.1f}"  # type: ignore[index]
+    )
+    health = run["health_failed"]
+    assert isinstance(health, dict)
+    print(
+        f"    statuses {run['statuses']}; failed health checks per instance "
+        f"{sorted(health.values(), reverse=True)} ({sum(health.values())} in all)"
     )
     locks = run["locks"]
     assert isinstance(locks, dict)
