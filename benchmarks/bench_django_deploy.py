@@ -255,6 +255,7 @@ def one_run(
                 project.url, rps, timeout=5.0, group_by_header="X-Release", connections=connections
             )
             with load:
+                load_started = time.perf_counter()
                 time.sleep(1.0)  # steady load before the deploy
                 stopper = threading.Thread(target=starve, args=(project.paths.state, starve_s))
                 if starve_s:
@@ -298,6 +299,11 @@ def one_run(
         "waits": evidence[1],
         "contract_refused": refused.returncode == 1 and "v1" in refused.stderr + refused.stdout,
         "health_failed": health,
+        # seconds of the load (scheduled) with a failed request, and the deploy's span in them
+        "failed_seconds": [
+            t.second for t in report.timeline if t.failed - t.counts.get("not_sent", 0)
+        ],
+        "deploy_span": (started - load_started, started - load_started + took),
         "statuses": dict(report.status_codes),
         "load": (load_start, os.getloadavg()[0]),
     }
@@ -315,9 +321,13 @@ def _print(run: dict[str, object]) -> None:
     )
     health = run["health_failed"]
     assert isinstance(health, dict)
+    span = run["deploy_span"]
+    assert isinstance(span, tuple)
     print(
         f"    statuses {run['statuses']}; failed health checks per instance "
-        f"{sorted(health.values(), reverse=True)} ({sum(health.values())} in all)"
+        f"{sorted(health.values(), reverse=True)} ({sum(health.values())} in all); "
+        f"seconds with a failed request {run['failed_seconds']} "
+        f"(deploy from {span[0]:.1f} to {span[1]:.1f} s)"
     )
     locks = run["locks"]
     assert isinstance(locks, dict)
