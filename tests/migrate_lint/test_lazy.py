@@ -278,3 +278,32 @@ def test_the_program_freezes_what_is_alive_at_exit_a_caller_of_main_does_not(
     assert done.returncode == 0, done.stderr
     assert done.stderr.endswith("frozen: True"), done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_pglast_enums_and_ast_load_on_first_use() -> None:
+    """The lint command loads the parser without running pglast's enums and AST modules; any
+    code in the same process that uses them afterwards gets the real modules."""
+    code = """
+import sys
+from nonstop.migrate.lint import load_engine
+load_engine()
+from nonstop.migrate.lint import lint_text
+found = lint_text("SET lock_timeout = 1; CREATE INDEX i ON t (a);", "m.sql", phase="expand")
+assert [f.rule for f in found] == ["create-index-without-concurrently"], found
+assert "pglast.enums.parsenodes" not in sys.modules and "pglast.ast" in sys.modules
+assert type(sys.modules["pglast.ast"]).__name__ == "_Deferred"
+import pglast
+import pglast.enums
+from pglast import ast, parse_sql
+from pglast.enums.parsenodes import AlterTableType
+stmt = parse_sql("ALTER TABLE t ADD COLUMN a int")[0].stmt
+assert isinstance(stmt, ast.AlterTableStmt) and isinstance(ast, type(sys))
+added = AlterTableType.AT_AddColumn
+assert stmt.cmds[0].subtype is pglast.enums.AlterTableType.AT_AddColumn is added
+assert sys.modules["pglast.enums"] is pglast.enums
+assert "AlterTableStmt" in dir(ast)
+print("ok")
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "ok\n"
