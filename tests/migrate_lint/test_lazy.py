@@ -131,17 +131,19 @@ def test_statement_kinds_and_positions_match_the_full_tree(text: str) -> None:
 def test_statement_kinds_no_rule_reads_are_not_decoded() -> None:
     text = (
         "INSERT INTO t VALUES (1); SELECT a + 1 FROM t WHERE b; UPDATE t SET a = 1 WHERE b;"
-        " SELECT set_config('lock_timeout', '1s', false), lower(x);"
+        " SELECT set_config('lock_timeout', '1s', false), lower(x), y;"
     )
     source = Source("m.sql", text)
     insert, select, update, set_config = lazy_statements(source, "expand")
     assert insert.node == {}
-    # a SELECT: only the function calls at the top of its target list (none here)
-    assert select.node == {"targetList": [{"ResTarget": {"val": {}}}]}
+    assert select.node == {}  # no set_config in its text: not decoded
     relation = {"relname": "t", "inh": True, "relpersistence": "p", "location": text.index("t SET")}
     assert update.node["relation"] == relation
     assert set(update.node) == {"relation", "whereClause"}  # the clause itself undecoded
-    calls = [t["ResTarget"]["val"]["FuncCall"] for t in set_config.node["targetList"]]
+    # with it: only the function calls at the top of its target list
+    targets = [t["ResTarget"]["val"] for t in set_config.node["targetList"]]
+    assert targets[2] == {}  # a column, not a call
+    calls = [val["FuncCall"] for val in targets[:2]]
     assert [names_of(call["funcname"]) for call in calls] == [["set_config"], ["lower"]]
     assert len(calls[0]["args"]) == 3
     assert "InsertStmt" not in NEEDED

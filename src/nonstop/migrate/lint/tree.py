@@ -70,8 +70,9 @@ class _ResTargetNode(TypedDict, total=False):
 
 
 class SelectStmt(TypedDict, total=False):
-    """SELECT: only the function calls at the top of its target list, where the state looks
-    for ``set_config('lock_timeout', ...)``."""
+    """SELECT whose text holds ``set_config`` (any other is not decoded at all): only the
+    function calls at the top of its target list, where the state looks for
+    ``set_config('lock_timeout', ...)``."""
 
     targetList: list[_ResTargetNode]
 
@@ -102,6 +103,8 @@ def node(kind: str, raw: msgspec.Raw) -> Node:
     """The tree of a ``kind`` statement as the rules read it: the fields listed above for the
     kinds listed there, else the whole tree. A node that does not fit its schema (a field of
     another type after a parser upgrade) is decoded whole, which is always correct."""
+    if kind == "SelectStmt" and b"set_config" not in bytes(raw):
+        return {}  # the state reads a SELECT only for set_config(...): a text search skips it
     decoder = _PARTS.get(kind, _WHOLE)
     try:
         found: Node = decoder.decode(raw)
