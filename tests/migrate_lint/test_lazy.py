@@ -309,3 +309,28 @@ print("ok")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
     assert done.stdout == "ok\n"
+
+
+def test_the_program_lints_sql_files_without_the_framework_code(tmp_path: Path) -> None:
+    """Through the ``nonstop`` program's entry point, the plain JSON lint of SQL files does not
+    load the framework code that looks for an Alembic or Django project to render."""
+    path = tmp_path / "0001.sql"
+    path.write_text("SET lock_timeout = '1s';\nCREATE TABLE t (a int);\n", encoding="utf-8")
+    code = (
+        "import atexit, sys; "
+        "atexit.register(lambda: sys.stderr.write("
+        "f'frameworks: {\"nonstop.migrate.frameworks\" in sys.modules}')); "
+        "sys.argv = ['nonstop', *sys.argv[1:]]; "
+        "from nonstop.cli.entry import main; main()"
+    )
+    args = ["migrate", "lint", "--format", "json", str(path)]
+    done = subprocess.run(
+        [sys.executable, "-c", code, *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.endswith("frameworks: False"), done.stderr
+    assert done.stdout.strip() == "[]"
