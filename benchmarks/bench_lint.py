@@ -190,7 +190,7 @@ def in_process(text: str, count: int, repeat: int) -> dict[str, float]:
     return {
         "parse_sql_json (C parser -> JSON text)": best(lambda: pg.parse_sql_json(text), repeat),
         "json.loads, gc running": best(lambda: decode_with_gc(raw), repeat),
-        "json.loads, gc paused (what lint uses)": best(lambda: decode_gc_paused(raw), repeat),
+        "json.loads, gc paused (the full-tree path)": best(lambda: decode_gc_paused(raw), repeat),
         "parse_sql (pglast Python AST objects)": best(lambda: len(pg.parse_sql(text)), repeat),
         "parse_sql_protobuf (bytes only, not decoded)": best(
             lambda: pg.parse_sql_protobuf(text), repeat
