@@ -20,6 +20,7 @@ import shlex
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from functools import cache
+from operator import attrgetter
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -300,8 +301,11 @@ def _result(
     ignores, problems = _directives(source, statements)
     result = FileResult(source, state.phase, total)
     result.findings = problems + [f for f in found if not _ignored(f, ignores)]
-    result.findings.sort(key=lambda f: (f.line, f.column, f.rule))
+    result.findings.sort(key=_POSITION)
     return result
+
+
+_POSITION = attrgetter("line", "column", "rule")  # the order of findings in a file
 
 
 def _ignored(finding: Finding, ignores: dict[int, frozenset[str]]) -> bool:
