@@ -45,6 +45,31 @@ def test_parse_error_exits_2_with_parser_message_and_line(tmp_path: Path) -> Non
     assert "2 | ALTER TABLE users ADD COLUM x int;" in result.stderr
 
 
+DEEP = "SELECT " + " + ".join(["1"] * 1200)  # valid SQL; its tree nests ~3,600 levels deep
+
+
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        (f"{DEEP};\n", 1),
+        (f"SELECT 1;\nCREATE INDEX i ON t (a);\n{DEEP};\n", 3),
+        (f"-- nonstop: ignore\nALTER TABLE t ADD COLUMN a int;\n\n{DEEP};\nSELECT 2;\n", 4),
+    ],
+)
+def test_a_statement_nested_too_deeply_to_read_exits_2_naming_its_line(
+    tmp_path: Path, text: str, where: int
+) -> None:
+    path = write(tmp_path, "0001.sql", text)
+    for fmt in ("human", "json"):
+        result = run("--format", fmt, path)
+        assert result.exit_code == 2, result.output
+        assert result.stderr == (
+            f"error: {path}:{where}: this statement nests too deeply for the linter to read "
+            "(hundreds of nested operators, parentheses or brackets): nothing in this file was "
+            "linted; split the expression into smaller ones\n"
+        )
+
+
 def test_unterminated_input_exits_2(tmp_path: Path) -> None:
     result = run(write(tmp_path, "0001.sql", "CREATE TABLE t (id int"))
     assert result.exit_code == 2

@@ -153,11 +153,14 @@ def _cut(raw: str, source: Source, phase: Phase | None, first: int = 0) -> _Cut:
 def lazy_statements(source: Source, phase: Phase | None) -> list[Statement]:
     """The statements of a file, each with the part of its tree the rules read in ``phase``
     (None: no tree at all, only kinds and positions)."""
-    cut = _split(source)
-    if phase is not None:
-        for stmt in cut.statements:
-            if stmt.kind in NEEDED:
-                stmt.node = tree.node(stmt.kind, cut.nodes[stmt.index])
+    try:
+        cut = _split(source)
+        if phase is not None:
+            for stmt in cut.statements:
+                if stmt.kind in NEEDED:
+                    stmt.node = tree.node(stmt.kind, cut.nodes[stmt.index])
+    except RecursionError:
+        raise _too_deep(source) from None
     return cut.statements
 
 
@@ -236,7 +239,33 @@ def lint_source(
                 phase, pg_version, catalog, lock_timeout=assume_lock_timeout, schema=schema
             )
 
-        return _walk(source, start, full_tree)
+        try:
+            return _walk(source, start, full_tree)
+        except RecursionError:
+            raise _too_deep(source) from None
+
+
+def _too_deep(source: Source) -> LintInputError:
+    """The error for a file whose tree nests deeper than a decoder recurses: PostgreSQL parses
+    ``SELECT 1 + 1 + ... + 1`` with thousands of terms, and its JSON then nests thousands of
+    levels deep, past Python's recursion limit (~600 terms). The statement is found again by
+    the scanner (which does not recurse) and one statement at a time."""
+    from pglast import split
+
+    line = 1
+    for part in split(source.text, with_parser=False, only_slices=True):
+        try:
+            json.loads(pg.parse_sql_json(source.text[part]))
+        except RecursionError:
+            line = source.char_position(part.start)[0]
+            break
+        except pg.ParseError:
+            continue
+    return LintInputError(
+        f"{source.path}:{line}: this statement nests too deeply for the linter to read "
+        "(hundreds of nested operators, parentheses or brackets): nothing in this file was "
+        "linted; split the expression into smaller ones"
+    )
 
 
 def _walk(source: Source, start: Callable[[], State], full_tree: bool) -> FileResult:
@@ -476,6 +505,8 @@ def apply_fixes(text: str, findings: list[Finding]) -> str:
         found = _split(source).statements
     except _UnexpectedJSON:
         found = _statements(source, parse(source))
+    except RecursionError:
+        raise _too_deep(source) from None
     statements = {s.index: s for s in found}
     prefix: dict[int, str] = {}
     replace: dict[int, str] = {}
