@@ -20,13 +20,13 @@ import tarfile
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 from nonstop.config.fleet import FleetConfig, HostConfig
 from nonstop.config.schema import NonstopConfig
-from nonstop.errors import NonstopError, StateError
+from nonstop.errors import NonstopError, StateError, UsageError
 from nonstop.fleet.bootstrap import HostLayout, remote_agent
 from nonstop.fleet.external import Front
 from nonstop.fleet.hostfile import host_settings
@@ -114,6 +114,9 @@ class FleetController:
         self.say = say
         self.links = {h.name: HostLink(h, known, fleet.connect_timeout) for h in fleet.hosts}
         self.views: dict[str, HostView] = {}
+        self.call_errors: dict[str, tuple[str, bool]] = {}
+        """Host -> (why its last call for a step failed, whether retrying cannot help), given to
+        the planner with the next observation (as the host's ``trouble``, or ``failed``)."""
 
     async def close(self) -> None:
         for link in self.links.values():
@@ -126,8 +129,8 @@ class FleetController:
         try:
             status = await link.call("GET", "/v1/status")
             latest = await link.call("GET", "/v1/rollouts?limit=1")
-        except NonstopError:
-            return HostView(name, reachable=False, active=self.known_active(name))
+        except NonstopError as exc:
+            return HostView(name, False, self.known_active(name), trouble=str(exc))
         return host_view(name, status, latest, spec.candidate, since)
 
     def known_active(self, name: str) -> str | None:
@@ -141,7 +144,8 @@ class FleetController:
         views = await asyncio.gather(
             *(self.observe_host(n, spec, rollout.started_at) for n in names)
         )
-        self.views = {view.name: view for view in views}
+        self.views = {view.name: with_call_error(view, self.call_errors) for view in views}
+        self.call_errors = {}
         self.edge.note_releases({v.name: v.active for v in views})
         counts = self.edge.counts_since(state.phase_started_at)
         return FleetObserved(time.time(), self.views, counts, command)
@@ -157,6 +161,10 @@ class FleetController:
         for action, result in zip(moves, results, strict=True):
             if isinstance(result, NonstopError):
                 self.say(f"{action.host}: {result}")
+                # The agent refusing the request (exit-2 kind: a bad release or config) fails
+                # the same way every time; anything else (the link, the agent, a timeout, a
+                # conflict with a rollout that just started) may take on a retry.
+                self.call_errors[action.host] = (str(result), isinstance(result, UsageError))
             elif isinstance(result, BaseException):
                 raise result
 
@@ -297,6 +305,17 @@ def host_view(
         failed=failed,
         warm=warm,
     )
+
+
+def with_call_error(view: HostView, errors: dict[str, tuple[str, bool]]) -> HostView:
+    """The host as observed, with why the controller's last call for its step failed: its
+    ``trouble`` (the reason a retry names), or ``failed`` when retrying cannot help."""
+    if view.name not in errors:
+        return view
+    why, final = errors[view.name]
+    if final and view.reachable:
+        return replace(view, failed=view.failed or why)
+    return replace(view, trouble=view.trouble or why)
 
 
 def pack_project(project: Path, archive: Path) -> None:
