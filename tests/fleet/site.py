@@ -43,12 +43,20 @@ class Site:
     edge: str
 
     def write(
-        self, version: str, *, error_rate: float = 0.0, extra: str = "", front: str = ""
+        self,
+        version: str,
+        *,
+        error_rate: float = 0.0,
+        extra: str = "",
+        front: str = "",
+        build: str = "",
     ) -> None:
         """nonstop.toml for ``version`` of the sample app (``extra`` goes into [fleet],
-        ``front`` into [fleet.front]: the edge on this machine by default). Each host's router
-        answers ``/health`` itself (router.front_health), as an external front needs."""
+        ``front`` into [fleet.front]: the edge on this machine by default; ``build`` is
+        [app] build). Each host's router answers ``/health`` itself (router.front_health), as
+        an external front needs."""
         env = f'env = {{ VERSION = "{version}", ERROR_RATE = "{error_rate}" }}\n'
+        env += f'build = "{build}"\n' if build else ""
         fleet = f'[fleet]\nbatch_wait = "1s"\nhost_watch = "{HOST_WATCH}"\n{extra}'
         toml = fleet_toml(self.fleet, extra=fleet)
         toml = toml.replace("python3 -m nonstop.demo.sampleapp", "python3 app.py")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -15,11 +16,12 @@ from pathlib import Path
 import pytest
 
 from fleet.lb import DETECTION, load_balancer
-from fleet.netns import read_cmdline
+from fleet.netns import TestHost, read_cmdline
 from fleet.site import Site, site_of, under_load
 from nonstop.fleet import run
 from nonstop.fleet.bootstrap import HostLayout, start_agent
 from nonstop.fleet.plan import FleetState
+from nonstop.fleet.ssh import HostConnection
 from nonstop.fleet.status import role_summary
 from nonstop.fleet.store import FleetStore
 
@@ -163,7 +165,7 @@ async def test_an_external_load_balancer_is_drained_through_each_hosts_health_pa
 
 
 async def test_a_host_cut_mid_rollout_pauses_and_abort_leaves_no_mixed_version(site: Site) -> None:
-    site.write("v7")
+    site.write("v7", extra='retries = 1\nretry_backoff = "0.2s"\n')
     project = site.fleet_project()
     task = asyncio.create_task(site.deploy("rolling", "v7"))
     store = project.store()
@@ -172,7 +174,7 @@ async def test_a_host_cut_mid_rollout_pauses_and_abort_leaves_no_mixed_version(s
         deadline = time.monotonic() + 180
         await wait_for_state(store, lambda s: s.batch == ("host2",), "batch host2", deadline)
         host2.cut()
-        paused = "host2 is unreachable: paused"
+        paused = "host2 is unreachable after 2 attempts: "
         await wait_for_state(store, lambda s: paused in s.paused, paused, deadline)
         run.request(project, "abort")
         await wait_for_state(store, lambda s: s.lost == ("host2",), "host2 lost", deadline)
@@ -229,3 +231,66 @@ async def test_the_controller_sees_an_agent_killed_and_ssh_dropped_then_both_bac
             assert (back.reachable, back.active) == (True, before.active)
     finally:
         store.close()
+
+
+def running_build(site: Site) -> tuple[TestHost, int] | None:
+    """The host whose release build is holding (``sleep 120`` in its namespace), and its pid."""
+    for host in site.fleet.hosts:
+        for pid in host.pids():
+            if read_cmdline(pid).strip() == "sleep 120":
+                return host, pid
+    return None
+
+
+async def test_a_host_whose_agent_dies_during_its_deploy_call_is_retried_and_converges(
+    site: Site, tmp_path: Path
+) -> None:
+    """The agent of one host is killed while the controller's call to start the release there
+    is in flight (the host's build of it runs): the host is retried once its agent answers
+    again, the lockstep completes with every host on the release, and the host ran exactly one
+    rollout of it (the retry is the same declarative step, done once)."""
+    held = tmp_path / "held"  # the first build to make it holds; every later one passes
+    (site.project / "hold.sh").write_text(f"mkdir {held} 2>/dev/null && exec sleep 120\nexit 0\n")
+    site.write("v8", extra='retries = 6\nretry_backoff = "0.5s"\n', build="sh hold.sh")
+    project = site.fleet_project()
+    store = project.store()
+    task = asyncio.create_task(site.deploy("bluegreen", "v8"))
+    deadline = time.monotonic() + 120
+    try:
+        while (found := running_build(site)) is None:
+            assert not task.done(), task.result()
+            assert time.monotonic() < deadline, "no host's build of v8 ever started"
+            await asyncio.sleep(0.05)
+        host, build = found
+        agent = next(p for p in host.pids() if "nonstop.agent" in read_cmdline(p))
+        os.kill(agent, signal.SIGKILL)  # its deploy call is in flight: the build holds it
+        os.kill(build, signal.SIGKILL)
+        await wait_for_state(
+            store,
+            lambda s: any(r.host == host.name and r.reason for r in s.retries),
+            f"{host.name} retried",
+            deadline,
+        )
+        status = cli(site, "status")
+        output, _ = status.communicate(timeout=60)
+        line = next(row for row in output.splitlines() if row.startswith(f"{host.name} ("))
+        assert re.search(r" - retrying \(attempt [2-7] of 7\): ", line), output
+        # The agent comes back (as its systemd unit restarts it; the test hosts have none).
+        config = project.fleet.host(host.name)
+        async with await HostConnection.open(config, project.known) as connection:
+            await start_agent(connection, HostLayout(config.path), project.config.app.name)
+        outcome = await asyncio.wait_for(task, 180)
+    finally:
+        if not task.done():
+            task.cancel()
+        store.close()
+    assert (outcome.status, outcome.reason) == ("completed", "every host serves v8")
+    events = [m for _, m in FleetStore(project.folder / "fleet.db").events(outcome.id)]
+    first = f"{host.name}: start v8 did not take (attempt 1 of 7): "
+    assert any(m.startswith(first) for m in events), events
+    again = re.compile(rf"{host.name}: attempt [2-7] of 7: start v8 \(")
+    assert any(again.match(m) for m in events), events
+    assert set((await site.actives()).values()) == {"v8"}
+    rows = await site.host_call(host.name, "GET", "/v1/rollouts?limit=50")
+    assert isinstance(rows, list)
+    assert [row["status"] for row in rows if row["candidate"] == "v8"] == ["completed"]
