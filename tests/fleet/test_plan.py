@@ -1,8 +1,9 @@
 """The fleet planner from tables: each row is (spec, state, what is observed) -> what to do.
 
-Hosts are written as ``"name:active[>rollout][*held][!failed][?trouble][~unreachable]"``, e.g.
+Hosts are written as ``"name:active[>rollout][*held][!failed][?trouble][+calling][~unreachable]"``:
 ``"web2:v1>v2"`` is web2 serving v1 with a rollout to v2 moving, ``"web3:v1~"`` web3 unreachable,
-``"web2:v1?reset"`` web2 idle on v1 after the controller's call to it broke off ("reset").
+``"web2:v1?reset"`` web2 idle on v1 after the controller's call to it broke off ("reset"),
+``"web2:v1+"`` web2 idle on v1 while the controller's deploy call to it is in flight.
 Retries are written as ``"host:made@due"``, with ``!`` when the host is still not moving.
 """
 
@@ -39,13 +40,23 @@ def host(text: str) -> HostView:
     name, _, rest = text.partition(":")
     reachable = not rest.endswith("~")
     rest = rest.rstrip("~")
+    calling = rest.endswith("+")
+    rest = rest.rstrip("+")
     rest, _, trouble = rest.partition("?")
     rest, _, failed = rest.partition("!")
     held = rest.endswith("*")
     active, _, rollout = rest.rstrip("*").partition(">")
     warm = frozenset(r for r in (active, rollout) if r)
     return HostView(
-        name, reachable, active or None, rollout or None, held, failed or None, warm, trouble
+        name,
+        reachable,
+        active or None,
+        rollout or None,
+        held,
+        failed or None,
+        warm,
+        calling,
+        trouble,
     )
 
 
@@ -434,6 +445,15 @@ RETRY_CASES = [
         [],
         "batch",
         ["web2:1@21!"],
+    ),
+    (
+        "retry: web2's deploy call still in flight (copy, build): progress, no retry",
+        ROLLING,
+        state("batch", 19, done=["web1"], batch=["web2"]),
+        observe(50, *ON_WEB2, "web2:v1+"),
+        [],
+        "batch",
+        [],
     ),
     (
         "retry: not due yet: wait",

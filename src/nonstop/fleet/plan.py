@@ -110,6 +110,9 @@ class HostView:
     """Why the host's last rollout to our candidate did not complete (None: it did not fail)."""
     warm: frozenset[str] = frozenset()
     """Releases with ready instances on the host (what a rollback may switch to at once)."""
+    calling: bool = False
+    """A call of the controller for the host's step is still in flight (copying the release,
+    the host building it): progress, not a step that did not take."""
     trouble: str = ""
     """Why the controller's last call to the host failed (it did not answer, or a call for
     the host's step broke off), "" when nothing did: the reason a retry names."""
@@ -422,6 +425,8 @@ def retry_step(
         record = records.get(name)
         if view.failed and view.reachable:
             continue  # the host's own verdict: the caller judges it, no retry
+        if view.calling:
+            continue  # its call is in flight: it took or it fails, then judged
         if took(view):
             if record is not None and record.reason:
                 records[name] = replace(record, reason="")
