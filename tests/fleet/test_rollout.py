@@ -16,12 +16,11 @@ from pathlib import Path
 import pytest
 
 from fleet.lb import DETECTION, load_balancer
-from fleet.netns import TestHost, read_cmdline
-from fleet.site import Site, site_of, under_load
+from fleet.netns import read_cmdline
+from fleet.site import Site, agent_pid, site_of, under_load
 from nonstop.fleet import run
 from nonstop.fleet.bootstrap import HostLayout, start_agent
 from nonstop.fleet.plan import FleetState
-from nonstop.fleet.ssh import HostConnection
 from nonstop.fleet.status import role_summary
 from nonstop.fleet.store import FleetStore
 
@@ -233,15 +232,6 @@ async def test_the_controller_sees_an_agent_killed_and_ssh_dropped_then_both_bac
         store.close()
 
 
-def running_build(site: Site) -> tuple[TestHost, int] | None:
-    """The host whose release build is holding (``sleep 120`` in its namespace), and its pid."""
-    for host in site.fleet.hosts:
-        for pid in host.pids():
-            if read_cmdline(pid).strip() == "sleep 120":
-                return host, pid
-    return None
-
-
 async def test_a_host_whose_agent_dies_during_its_deploy_call_is_retried_and_converges(
     site: Site, tmp_path: Path
 ) -> None:
@@ -249,22 +239,20 @@ async def test_a_host_whose_agent_dies_during_its_deploy_call_is_retried_and_con
     is in flight (the host's build of it runs): the host is retried once its agent answers
     again, the lockstep completes with every host on the release, and the host ran exactly one
     rollout of it (the retry is the same declarative step, done once)."""
-    held = tmp_path / "held"  # the first build to make it holds; every later one passes
-    (site.project / "hold.sh").write_text(f"mkdir {held} 2>/dev/null && exec sleep 120\nexit 0\n")
-    site.write("v8", extra='retries = 6\nretry_backoff = "0.5s"\n', build="sh hold.sh")
+    build = site.holding_build(tmp_path / "held")
+    site.write("v8", extra='retries = 6\nretry_backoff = "0.5s"\n', build=build)
     project = site.fleet_project()
     store = project.store()
     task = asyncio.create_task(site.deploy("bluegreen", "v8"))
     deadline = time.monotonic() + 120
     try:
-        while (found := running_build(site)) is None:
+        while (found := site.running_build()) is None:
             assert not task.done(), task.result()
             assert time.monotonic() < deadline, "no host's build of v8 ever started"
             await asyncio.sleep(0.05)
-        host, build = found
-        agent = next(p for p in host.pids() if "nonstop.agent" in read_cmdline(p))
-        os.kill(agent, signal.SIGKILL)  # its deploy call is in flight: the build holds it
-        os.kill(build, signal.SIGKILL)
+        host, holding = found
+        os.kill(agent_pid(host), signal.SIGKILL)  # its deploy call is in flight: the build holds
+        os.kill(holding, signal.SIGKILL)
         await wait_for_state(
             store,
             lambda s: any(r.host == host.name and r.reason for r in s.retries),
@@ -275,10 +263,7 @@ async def test_a_host_whose_agent_dies_during_its_deploy_call_is_retried_and_con
         output, _ = status.communicate(timeout=60)
         line = next(row for row in output.splitlines() if row.startswith(f"{host.name} ("))
         assert re.search(r" - retrying \(attempt [2-7] of 7\): ", line), output
-        # The agent comes back (as its systemd unit restarts it; the test hosts have none).
-        config = project.fleet.host(host.name)
-        async with await HostConnection.open(config, project.known) as connection:
-            await start_agent(connection, HostLayout(config.path), project.config.app.name)
+        await site.restart_agent(host.name)
         outcome = await asyncio.wait_for(task, 180)
     finally:
         if not task.done():
