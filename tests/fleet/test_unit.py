@@ -1,9 +1,14 @@
-"""The agent's systemd unit on a fleet host, and the commands bootstrap runs to start it."""
+"""The agent's systemd unit on a fleet host, the commands bootstrap runs to start it, and how a
+failed call for a host's step reaches the planner."""
 
 from __future__ import annotations
 
+import pytest
+
 from nonstop.config.fleet import HostConfig
 from nonstop.fleet.bootstrap import HostLayout, host_unit, unit_commands, unit_target
+from nonstop.fleet.controller import with_call_error
+from nonstop.fleet.plan import HostView
 from nonstop.host import unit
 
 
@@ -34,3 +39,47 @@ def test_another_login_gets_a_user_unit_under_its_home() -> None:
     assert "WantedBy=default.target\n" in unit.render(spec)
     commands = unit_commands(spec, HostLayout(host.path))
     assert "systemctl --user enable --now nonstop-my_shop.service" in commands
+
+
+@pytest.mark.parametrize(
+    ("view", "errors", "calling", "trouble", "failed", "in_flight"),
+    [
+        (HostView("web1"), {}, False, "", None, False),
+        (
+            HostView("web1"),
+            {"web1": ("its agent did not answer", False)},
+            False,
+            "its agent did not answer",
+            None,
+            False,
+        ),
+        (
+            HostView("web1"),
+            {"web1": ('release "v 2" is not a name', True)},
+            False,
+            "",
+            'release "v 2" is not a name',
+            False,
+        ),
+        # A refusal by a host that does not answer now: not a verdict, a retry's reason.
+        (
+            HostView("web1", reachable=False, trouble="no answer in time"),
+            {"web1": ("refused", True)},
+            False,
+            "no answer in time",
+            None,
+            False,
+        ),
+        (HostView("web1"), {"web2": ("elsewhere", False)}, True, "", None, True),
+    ],
+)
+def test_a_failed_call_reaches_the_planner_as_trouble_or_failure(
+    view: HostView,
+    errors: dict[str, tuple[str, bool]],
+    calling: bool,
+    trouble: str,
+    failed: str | None,
+    in_flight: bool,
+) -> None:
+    seen = with_call_error(view, errors, calling=calling)
+    assert (seen.trouble, seen.failed, seen.calling) == (trouble, failed, in_flight)

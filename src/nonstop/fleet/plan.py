@@ -273,9 +273,6 @@ class FleetState:
             retries=tuple(Retry.from_dict(r) for r in data.get("retries", ())),
         )
 
-    def retrying(self, host: str) -> Retry | None:
-        return next((r for r in self.retries if r.host == host), None)
-
 
 @dataclass(frozen=True, slots=True)
 class FleetDecision:
@@ -585,11 +582,10 @@ def host_trouble(
     answer pauses the rollout or is left behind (``on_host_lost``); anything else, or a canary
     host, rolls back."""
     lost = [h for h in hosts if not observed.host(h).reachable]
-    if not lost or len(lost) < len(hosts) or spec.strategy == "canary":
+    if not hosts or len(lost) < len(hosts) or spec.strategy == "canary":
         return prefixed(events, abort(spec, state, observed, problem))
     if spec.on_host_lost == "continue":
-        kept = tuple(r for r in state.retries if r.host not in lost)
-        state = replace(state, lost=(*state.lost, *lost), batch=(), retries=kept)
+        state = replace(state, lost=(*state.lost, *lost), batch=(), retries=())
         events = (
             *events,
             f"{problem}: drained, carrying on without it (on_host_lost = continue)",
