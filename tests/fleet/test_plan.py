@@ -278,6 +278,14 @@ CASES = [
         "rolling_back",
     ),
     (
+        "rolling back: web2's deploy call still in flight: not back yet, no finish",
+        ROLLING,
+        state("rolling_back", reason="x"),
+        observe(25, "web1:v1", "web2:v1+", "web3:v1", "web4:v1"),
+        [],
+        "rolling_back",
+    ),
+    (
         "rolling back: a host that came back on v2 is sent back again",
         ROLLING,
         state("rolling_back", reason="x"),

@@ -617,9 +617,15 @@ def back_action(spec: FleetSpec, state: FleetState, view: HostView) -> FleetActi
 def rolling_back(spec: FleetSpec, state: FleetState, observed: FleetObserved) -> FleetDecision:
     """Every host back on the stable release. A host that does not answer is drained at the
     front (``lost``) and waited for up to ``deadline`` seconds: when it answers again it is
-    sent back too, and only once it serves the stable release is it put back at the front."""
+    sent back too, and only once it serves the stable release is it put back at the front.
+    A host whose deploy call is still in flight is not back yet: when the call ends, the rollout
+    it may have started shows, and is sent back in turn."""
     assert spec.stable is not None
-    back = tuple(h for h in spec.hosts if on_release(observed.host(h), spec.stable))
+    back = tuple(
+        h
+        for h in spec.hosts
+        if on_release(observed.host(h), spec.stable) and not observed.host(h).calling
+    )
     away = tuple(h for h in spec.hosts if not observed.host(h).reachable)
     idle = [observed.host(h) for h in spec.hosts if h not in back and h not in away]
     redo = (back_action(spec, state, view) for view in idle if view.rollout is None)
