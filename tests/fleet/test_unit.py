@@ -8,7 +8,8 @@ import pytest
 from nonstop.config.fleet import HostConfig
 from nonstop.fleet.bootstrap import HostLayout, host_unit, unit_commands, unit_target
 from nonstop.fleet.controller import with_call_error
-from nonstop.fleet.plan import HostView
+from nonstop.fleet.plan import FleetState, HostView, Retry
+from nonstop.fleet.status import HostStatus, note_retries, retry_notes
 from nonstop.host import unit
 
 
@@ -83,3 +84,31 @@ def test_a_failed_call_reaches_the_planner_as_trouble_or_failure(
 ) -> None:
     seen = with_call_error(view, errors, calling=calling)
     assert (seen.trouble, seen.failed, seen.calling) == (trouble, failed, in_flight)
+
+
+def test_fleet_status_names_the_attempt_a_host_waits_for() -> None:
+    spec = {"retries": 3}
+    state = FleetState(
+        "batch",
+        0,
+        batch=("web1", "web2", "web3"),
+        retries=(
+            Retry("web1", 1, 21, "unreachable: no answer in time"),
+            Retry("web2", 2, 23, ""),  # its retry took: it moves
+            Retry("web3", 4, 30, "its agent shows no rollout to v2"),
+        ),
+    )
+    assert retry_notes(spec, state.to_dict()) == {
+        "web1": "retrying (attempt 2 of 4): unreachable: no answer in time",
+        "web3": "last attempt (4 of 4) made: its agent shows no rollout to v2",
+    }
+    rows = [HostStatus("web1", "10.0.0.11:22", "agent down"), HostStatus("web2", "", "ready")]
+    rollout = {"status": "running", "spec": spec, "state": state.to_dict()}
+    note_retries(rows, rollout)
+    assert [row.retrying for row in rows] == [
+        "retrying (attempt 2 of 4): unreachable: no answer in time",
+        "",
+    ]
+    paused = {**rollout, "state": {**state.to_dict(), "paused": "host web1 is unreachable"}}
+    note_retries(rows := [HostStatus("web1", "", "agent down")], paused)
+    assert rows[0].retrying == ""  # paused: the rollout line says why, nothing is retried
