@@ -30,7 +30,7 @@ from nonstop.fleet.plan import (
 )
 
 FOUR = ("web1", "web2", "web3", "web4")
-ROLLING = FleetSpec("rolling", "v2", "v1", FOUR, max_unavailable=1, batch_wait=10)
+ROLLING = FleetSpec("rolling", "v2", "v1", FOUR, max_unavailable=1, batch_wait=10, retries=3)
 NO_RETRY = replace(ROLLING, retries=0)
 CANARY = replace(ROLLING, strategy="canary", canary=("web1",), min_requests=20, analysis_duration=5)
 BLUEGREEN = replace(ROLLING, strategy="bluegreen")

@@ -82,7 +82,7 @@ class FleetSpec:
     """Canary: how long the canary hosts serve before the analysis can pass."""
     deadline: float = 600.0
     """Longest wait for a host to serve the candidate (or to come back) before giving up."""
-    retries: int = 3
+    retries: int = 4
     """How many more times a host's step is tried after it did not take."""
     retry_backoff: float = 1.0
     """The wait before the first retry, doubled for each next one."""
