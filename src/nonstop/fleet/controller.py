@@ -156,10 +156,13 @@ class FleetController:
         self, spec: FleetSpec, rollout: FleetRollout, state: FleetState, command: Any
     ) -> FleetObserved:
         names = list(spec.hosts)
+        # Which deploy calls are in flight is taken BEFORE reading the hosts: a call that ends
+        # while they are read may have started its rollout after its host answered, so that
+        # host counts as calling until the next tick reads it afresh.
+        calling = self.reap_calls()
         views = await asyncio.gather(
             *(self.observe_host(n, spec, rollout.started_at) for n in names)
         )
-        calling = self.reap_calls()
         self.views = {
             view.name: with_call_error(view, self.call_errors, calling=view.name in calling)
             for view in views
