@@ -1,6 +1,7 @@
 """A Django app's expand migration deployed under load: failed requests and the locks it took.
 
     .venv/bin/python benchmarks/bench_django_deploy.py [--rps 200] [--rows 200000] [--runs 3]
+        [--starve SECONDS] [--connections 100]
 
 Each run: a private PostgreSQL, the Django web shop of tests/migrate_frameworks/django_web
 (every request INSERTs into shop_customer and reads the row back) as release v1 with
@@ -9,7 +10,13 @@ requests/s. v2 brings migration 0002 (expand: ``AddField`` of a nullable column,
 ``AddIndexConcurrently``) and 0003 (contract: drops a column v1 still writes).
 
 Measured, per run:
-  requests      scheduled, failed (any non-2xx, timeout or transport error), latency p99/max
+  requests      scheduled, failed (any non-2xx, timeout or transport error), latency p99/max.
+                The generator keeps up to ``--connections`` requests in flight (100, as
+                `nonstop verify`); a request it could not send within 1 s of its due time
+                (every connection waiting on a slow answer, or the generator starved of CPU)
+                is "not sent", shown apart: it never reached the router. With 1000 each
+                request is sent when due and waits, and an overloaded app shows as timeouts
+                (over 5 s) instead.
   locks         pg_locks sampled every 20 ms from a separate connection: for each lock on
                 shop_customer or the new index, how long it was held (granted) or waited for,
                 by mode. "Blocking" modes are those that conflict with the app's INSERTs and
@@ -24,6 +31,15 @@ Measured, per run:
                 migration being atomic = False), and every lock wait longer than 100 ms, from
                 any session (the app's included). Logging every statement of the app instead
                 slows the server enough to fail requests on a loaded machine.
+  health        the router's failed active health checks (Caddy's log, per instance): how often
+                an instance was too slow to answer /health within the health timeout. While
+                they leave no instance in rotation the router routes to all of them (panic
+                mode, decision 0570) instead of answering 503.
+``--starve S``: as the deploy starts, every process of the running instances runs only 0.1 s
+of each second for S seconds (SIGSTOP 0.9 s, SIGCONT 0.1 s): what a machine starved of CPU
+does to the app, made repeatable. Requests and health checks queue; answers come late and
+few. The router's health checks (every 0.5 s, 1 s timeout, 2 failures) mark every instance
+down within about 2 s, and the requests sent meanwhile must be answered late, not fail.
 Also the lock_timeout evidence: Django runs under PGOPTIONS lock_timeout (2 s, the default of
 [migrations] lock_timeout), so a migration that waited longer for a lock would have failed.
 Goals: 0 failed requests, no blocking lock held or waited for > 2 s, contract refused.
@@ -32,10 +48,13 @@ Goals: 0 failed requests, no blocking lock held or waited for > 2 s, contract re
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import os
 import platform
 import re
 import shutil
+import signal
 import sys
 import tempfile
 import threading
@@ -51,6 +70,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from e2e.harness import AgentProcess, Project, free_port  # noqa: E402
 from e2e.test_bluegreen import BackgroundLoad, first_deploy  # noqa: E402
 from e2e.test_migrations_deploy_django import django_shop, write_release_2  # noqa: E402
+from nonstop.loadgen import LoadGenerator  # noqa: E402
 from nonstop.migrate.tempdb import CANDIDATE_BIN_DIRS, TempPostgres  # noqa: E402
 
 BLOCKING = {"ShareLock", "ShareRowExclusiveLock", "ExclusiveLock", "AccessExclusiveLock"}
@@ -140,6 +160,60 @@ def log_evidence(text: str) -> tuple[list[tuple[float, str]], list[tuple[str, st
     return ddl, waits
 
 
+HEALTH_LOGGER = "http.handlers.reverse_proxy.health_checker.active"
+
+
+def failed_health_checks(caddy_log: Path) -> dict[str, int]:
+    """Failed active health checks per instance address, from Caddy's own log (JSON lines)."""
+    counts: dict[str, int] = {}
+    try:
+        lines = caddy_log.read_text(errors="replace").splitlines()
+    except FileNotFoundError:
+        return counts
+    for line in lines:
+        if HEALTH_LOGGER not in line:
+            continue
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        host = str(entry.get("host", "?"))
+        counts[host] = counts.get(host, 0) + 1
+    return counts
+
+
+def instance_processes(state: Path) -> list[int]:
+    """Pids whose environment names this state dir and an instance (every gunicorn process)."""
+    marker = f"\0NONSTOP_STATE_DIR={state}\0".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                environ = b"\0" + (entry / "environ").read_bytes() + b"\0"
+            except OSError:
+                continue
+            if marker in environ and b"\0NONSTOP_INSTANCE=" in environ:
+                found.append(int(entry.name))
+    return found
+
+
+def starve(state: Path, seconds: float, share: float = 0.1) -> None:
+    """For ``seconds``, let every instance process run only ``share`` of each second."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        pids = instance_processes(state)  # the new release's too, once it starts
+        _signal(pids, signal.SIGSTOP)
+        time.sleep(1.0 - share)
+        _signal(pids, signal.SIGCONT)
+        time.sleep(share)
+
+
+def _signal(pids: list[int], signum: signal.Signals) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signum)
+
+
 def _seed(url: str, rows: int) -> None:
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(
@@ -150,7 +224,14 @@ def _seed(url: str, rows: int) -> None:
         conn.execute("ANALYZE shop_customer")
 
 
-def one_run(server: TempPostgres, rps: float, rows: int, number: int) -> dict[str, object]:
+def one_run(
+    server: TempPostgres,
+    rps: float,
+    rows: int,
+    number: int,
+    starve_s: float = 0.0,
+    connections: int = 100,
+) -> dict[str, object]:
     load_start = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="nonstop-bench-django-") as tmp:
         root = Path(tmp) / "shop"
@@ -169,11 +250,21 @@ def one_run(server: TempPostgres, rps: float, rows: int, number: int) -> dict[st
             log = server.root / "server.log"
             offset = log.stat().st_size
             log_settings(url, True)
-            with BackgroundLoad(project.url, rps) as load:
+            load = BackgroundLoad(project.url, rps)
+            load.gen = LoadGenerator(
+                project.url, rps, timeout=5.0, group_by_header="X-Release", connections=connections
+            )
+            with load:
+                load_started = time.perf_counter()
                 time.sleep(1.0)  # steady load before the deploy
+                stopper = threading.Thread(target=starve, args=(project.paths.state, starve_s))
+                if starve_s:
+                    stopper.start()
                 started = time.perf_counter()
                 done = agent.wait_rollout(agent.deploy("v2")["id"], timeout=300)
                 took = time.perf_counter() - started
+                if starve_s:
+                    stopper.join()
                 time.sleep(1.0)
             sampler.stop.set()
             thread.join(10)
@@ -183,6 +274,7 @@ def one_run(server: TempPostgres, rps: float, rows: int, number: int) -> dict[st
                 evidence = log_evidence(handle.read().decode("utf-8", "replace"))
             refused = project.cli("migrate", "complete")
         finally:
+            health = failed_health_checks(project.paths.state / "router" / "logs" / "caddy.log")
             agent.cleanup()
     report = load.report
     assert report is not None
@@ -206,6 +298,13 @@ def one_run(server: TempPostgres, rps: float, rows: int, number: int) -> dict[st
         "ddl": evidence[0],
         "waits": evidence[1],
         "contract_refused": refused.returncode == 1 and "v1" in refused.stderr + refused.stdout,
+        "health_failed": health,
+        # seconds of the load (scheduled) with a failed request, and the deploy's span in them
+        "failed_seconds": [
+            t.second for t in report.timeline if t.failed - t.counts.get("not_sent", 0)
+        ],
+        "deploy_span": (started - load_started, started - load_started + took),
+        "statuses": dict(report.status_codes),
         "load": (load_start, os.getloadavg()[0]),
     }
 
@@ -219,6 +318,16 @@ def _print(run: dict[str, object]) -> None:
         f"(send lag p99 {run['lag_p99_ms']:.0f} ms, from send p99 {run['sent_p99_ms']:.0f} ms); "
         f"contract refused while v1 warm: {run['contract_refused']}; "
         f"load average {run['load'][0]:.1f} -> {run['load'][1]:.1f}"  # type: ignore[index]
+    )
+    health = run["health_failed"]
+    assert isinstance(health, dict)
+    span = run["deploy_span"]
+    assert isinstance(span, tuple)
+    print(
+        f"    statuses {run['statuses']}; failed health checks per instance "
+        f"{sorted(health.values(), reverse=True)} ({sum(health.values())} in all); "
+        f"seconds with a failed request {run['failed_seconds']} "
+        f"(deploy from {span[0]:.1f} to {span[1]:.1f} s)"
     )
     locks = run["locks"]
     assert isinstance(locks, dict)
@@ -241,20 +350,26 @@ def main() -> None:
     parser.add_argument("--rps", type=float, default=200)
     parser.add_argument("--rows", type=int, default=200_000)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--starve", type=float, default=0.0, metavar="SECONDS")
+    parser.add_argument("--connections", type=int, default=100)
     args = parser.parse_args()
     initdb = next(Path(d, "initdb") for d in CANDIDATE_BIN_DIRS if Path(d, "initdb").exists())
     pg_ctl = initdb.parent / "pg_ctl"
     root = Path(tempfile.mkdtemp(prefix="nonstop-pg-"))
     server = TempPostgres(root, str(initdb), str(pg_ctl))
     server.start()
-    print(f"machine: {platform.machine()}, Python {platform.python_version()}, {args.rps} req/s")
+    print(
+        f"machine: {platform.machine()}, Python {platform.python_version()}, {args.rps} req/s"
+        + f", up to {args.connections} in flight"
+        + (f", instances starved {args.starve} s as the deploy starts" if args.starve else "")
+    )
     worst_blocking = 0.0
     failed = 0
     refused = True
     try:
         for number in range(1, args.runs + 1):
             print(f"run {number}:")
-            run = one_run(server, args.rps, args.rows, number)
+            run = one_run(server, args.rps, args.rows, number, args.starve, args.connections)
             _print(run)
             locks = run["locks"]
             assert isinstance(locks, dict)

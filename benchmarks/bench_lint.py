@@ -42,14 +42,17 @@ from pathlib import Path
 
 from pglast import parser as pg
 
-from nonstop.migrate.lint import lint_text
+from nonstop.migrate.lint import lint_text, tree
 from nonstop.migrate.lint.engine import _split, lazy_statements, parse
 from nonstop.migrate.lint.source import Source
 
 ROOT = Path(__file__).resolve().parent.parent
 SQUAWK = Path(sys.executable).parent / "squawk"
 # what the plain JSON lint imports before it reads a file (cli/lint_fast.py, decision 0520)
-_IMPORTS = "import nonstop.cli.main, nonstop.cli.lint_fast; import nonstop.migrate.lint.engine"
+_IMPORTS = (
+    "import nonstop.cli.main, nonstop.cli.lint_fast; "
+    "from nonstop.migrate.lint import load_engine; load_engine()"
+)
 
 
 def corpus(statements: int, seed: int = 7) -> str:
@@ -187,13 +190,16 @@ def in_process(text: str, count: int, repeat: int) -> dict[str, float]:
     return {
         "parse_sql_json (C parser -> JSON text)": best(lambda: pg.parse_sql_json(text), repeat),
         "json.loads, gc running": best(lambda: decode_with_gc(raw), repeat),
-        "json.loads, gc paused (what lint uses)": best(lambda: decode_gc_paused(raw), repeat),
+        "json.loads, gc paused (the full-tree path)": best(lambda: decode_gc_paused(raw), repeat),
         "parse_sql (pglast Python AST objects)": best(lambda: len(pg.parse_sql(text)), repeat),
         "parse_sql_protobuf (bytes only, not decoded)": best(
             lambda: pg.parse_sql_protobuf(text), repeat
         ),
         "full tree: parse + decode all (engine.parse)": best(
             lambda: paused(lambda: len(parse(source))), repeat
+        ),
+        "cut the JSON at statements alone (msgspec, tree.cut)": best(
+            lambda: paused(lambda: len(tree.cut(raw))), repeat
         ),
         "fast: parse + cut at statements (engine._split)": best(
             lambda: len(_split(source).statements), repeat

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import pytest
 from pglast import parse_sql
+from pglast import parser as pg
 
-from nonstop.migrate.lint import LintOptions, apply_fixes, lint_text
+from nonstop.migrate.lint import LintOptions, apply_fixes, fixes, lint_text
 
 LT = "SET lock_timeout = '1s';\n"
 
@@ -138,3 +139,43 @@ def test_fix_on_a_last_statement_without_semicolon() -> None:
     fixed = apply_fixes(sql, lint_text(sql, "m.sql", phase="expand"))
     assert fixed.endswith("ALTER TABLE users DROP CONSTRAINT users_email_not_null\n\n")
     assert lint_text(fixed, "m.sql", phase="expand") == []
+
+
+def _scanned(sql: str, token_name: str, text: str) -> str | None:
+    """What insert_after writes, from the scanner's tokens alone (None: no such token)."""
+    for token in pg.scan(sql):
+        if token.name == token_name:
+            return sql[: token.end + 1] + text + sql[token.end + 1 :]
+    return None
+
+
+@pytest.mark.parametrize(
+    ("sql", "keyword"),
+    [
+        ("CREATE INDEX i ON t (a)", "INDEX"),
+        ("create unique index i on t (a)", "INDEX"),
+        ("  CREATE\n\tUNIQUE  INDEX\r\nIF NOT EXISTS i ON t (a)", "INDEX"),
+        ("CREATE INDEX index ON t (index)", "INDEX"),
+        ("DROP INDEX app.idx_1", "INDEX"),
+        ("REFRESH MATERIALIZED VIEW app.v", "VIEW"),
+        ("REFRESH MATERIALIZED VIEW CONCURRENTLY v", "VIEW"),
+        ("REINDEX TABLE t", "REINDEX"),
+        # not plain words before the keyword: the scanner decides
+        ("/* INDEX */ CREATE INDEX i ON t (a)", "INDEX"),
+        ("-- INDEX\nCREATE INDEX i ON t (a)", "INDEX"),
+        ('CREATE "INDEX" INDEX i ON t (a)', "INDEX"),
+        ("CREATE INDEXé INDEX i ON t (a)", "INDEX"),
+        ("CREATE INDEX$ INDEX i ON t (a)", "INDEX"),
+        ("CREATE INDEX_ INDEX i ON t (a)", "INDEX"),
+        ("CREATE\vINDEX i ON t (a)", "INDEX"),
+        ("REFRESH MATERIALIZED VIEWS VIEW v", "VIEW"),
+        ("CREATE INDEX(a) ON t", "INDEX"),
+    ],
+)
+def test_keyword_found_without_the_scanner_is_the_scanners(sql: str, keyword: str) -> None:
+    expected = _scanned(sql, keyword, " CONCURRENTLY")
+    if expected is None:
+        with pytest.raises(ValueError, match="no"):
+            fixes.insert_after(sql, keyword, " CONCURRENTLY")
+    else:
+        assert fixes.insert_after(sql, keyword, " CONCURRENTLY") == expected

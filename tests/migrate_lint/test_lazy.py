@@ -6,19 +6,21 @@ from __future__ import annotations
 
 import gc
 import importlib.util
+import json
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
 
+import msgspec
 import pytest
 
-from nonstop.migrate.lint import LintOptions, apply_fixes, engine, lint_text
+from nonstop.migrate.lint import LintOptions, apply_fixes, lint_text, tree
 from nonstop.migrate.lint.engine import NEEDED, lazy_statements, parse
 from nonstop.migrate.lint.registry import DISPATCH
 from nonstop.migrate.lint.source import Source
+from nonstop.migrate.lint.sqltext import names_of
 from nonstop.migrate.phases import PHASES
 
 from .test_robust import DIVERSE
@@ -127,13 +129,23 @@ def test_statement_kinds_and_positions_match_the_full_tree(text: str) -> None:
 
 
 def test_statement_kinds_no_rule_reads_are_not_decoded() -> None:
-    text = "INSERT INTO t VALUES (1); SELECT 1; UPDATE t SET a = 1 WHERE b;"
+    text = (
+        "INSERT INTO t VALUES (1); SELECT a + 1 FROM t WHERE b; UPDATE t SET a = 1 WHERE b;"
+        " SELECT set_config('lock_timeout', '1s', false), lower(x), y;"
+    )
     source = Source("m.sql", text)
-    insert, select, update = lazy_statements(source, "expand")
-    assert (insert.node, select.node) == ({}, {})
+    insert, select, update, set_config = lazy_statements(source, "expand")
+    assert insert.node == {}
+    assert select.node == {}  # no set_config in its text: not decoded
     relation = {"relname": "t", "inh": True, "relpersistence": "p", "location": text.index("t SET")}
-    assert update.node == {"relation": relation}
-    assert "whereClause" in lazy_statements(source, "backfill")[2].node
+    assert update.node["relation"] == relation
+    assert set(update.node) == {"relation", "whereClause"}  # the clause itself undecoded
+    # with it: only the function calls at the top of its target list
+    targets = [t["ResTarget"]["val"] for t in set_config.node["targetList"]]
+    assert targets[2] == {}  # a column, not a call
+    calls = [val["FuncCall"] for val in targets[:2]]
+    assert [names_of(call["funcname"]) for call in calls] == [["set_config"], ["lower"]]
+    assert len(calls[0]["args"]) == 3
     assert "InsertStmt" not in NEEDED
     assert "InsertStmt" not in DISPATCH
 
@@ -164,29 +176,40 @@ def test_unexpected_json_layout_falls_back_to_the_full_tree(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     full = lint_text(EDGES, "m.sql", phase="expand", full_tree=True)
-    monkeypatch.setattr(engine, "_TAIL", re.compile(r"(x)?(y)?\Zz"))  # never matches
+
+    class Other(msgspec.Struct):  # a layout the parser does not write: every cut fails
+        stmts: list[int]
+
+    monkeypatch.setattr(tree, "_TREE", msgspec.json.Decoder(Other))
     assert lint_text(EDGES, "m.sql", phase="expand") == full
     assert apply_fixes(EDGES, full) != EDGES
 
 
 @pytest.mark.parametrize(
-    ("node", "expected"),
+    ("kind", "node", "expected"),
     [
-        # the usual layout: name, table, then the rest; only the three fields read are kept
-        ('{"idxname":"i","relation":{"relname":"t"},"accessMethod":"btree","concurrent":true}',
+        # only the three fields read are kept, wherever they are
+        ("IndexStmt",
+         '{"idxname":"i","relation":{"relname":"t"},"accessMethod":"btree","concurrent":true}',
          {"idxname": "i", "relation": {"relname": "t"}, "concurrent": True}),
-        # no name, not concurrent
-        ('{"relation":{"relname":"t"},"accessMethod":"btree"}', {"relation": {"relname": "t"}}),
-        # "concurrent":true inside a string is escaped in JSON, so it is not the field
-        ('{"relation":{"relname":"t"},"whereClause":{"A_Const":{"sval":{"sval":"\\"concurrent\\":true"}}}}',
+        ("IndexStmt", '{"accessMethod":"btree","relation":{"relname":"t"},"idxname":"a{b"}',
+         {"idxname": "a{b", "relation": {"relname": "t"}}),
+        # "concurrent":true inside a string is not the field
+        ("IndexStmt",
+         '{"relation":{"relname":"t"},"whereClause":{"A_Const":{"sval":{"sval":"\\"concurrent\\":true"}}}}',
          {"relation": {"relname": "t"}}),
-        # any other layout: the whole node (a "{" in the name does not confuse it)
-        ('{"idxname":"a{b","accessMethod":"btree","relation":{"relname":"t"}}',
-         {"idxname": "a{b", "accessMethod": "btree", "relation": {"relname": "t"}}),
+        # a field of another type than the schema's (a parser upgrade): the whole node
+        ("IndexStmt", '{"idxname":["i"],"relation":{"relname":"t"},"unique":true}',
+         {"idxname": ["i"], "relation": {"relname": "t"}, "unique": True}),
+        # a kind without a schema: the whole node
+        ("DropStmt", '{"objects":[{"List":{"items":[]}}],"removeType":"OBJECT_TABLE"}',
+         {"objects": [{"List": {"items": []}}], "removeType": "OBJECT_TABLE"}),
     ],
 )  # fmt: skip
-def test_index_statements_are_read_in_part(node: str, expected: dict[str, object]) -> None:
-    assert engine._index_node(node, 0, len(node)) == expected
+def test_statements_are_read_in_part(kind: str, node: str, expected: dict[str, object]) -> None:
+    (entry,) = tree.cut(f'{{"version":1,"stmts":[{{"stmt":{{"{kind}":{node}}}}}]}}')
+    assert tree.node(kind, entry.stmt[kind]) == expected
+    assert tree.whole(entry.stmt[kind]) == json.loads(node)
 
 
 _HEAVY = (
@@ -256,4 +279,58 @@ def test_the_program_freezes_what_is_alive_at_exit_a_caller_of_main_does_not(
     )
     assert done.returncode == 0, done.stderr
     assert done.stderr.endswith("frozen: True"), done.stderr
+    assert done.stdout.strip() == "[]"
+
+
+def test_pglast_enums_and_ast_load_on_first_use() -> None:
+    """The lint command loads the parser without running pglast's enums and AST modules; any
+    code in the same process that uses them afterwards gets the real modules."""
+    code = """
+import sys
+from nonstop.migrate.lint import load_engine
+load_engine()
+from nonstop.migrate.lint import lint_text
+found = lint_text("SET lock_timeout = 1; CREATE INDEX i ON t (a);", "m.sql", phase="expand")
+assert [f.rule for f in found] == ["create-index-without-concurrently"], found
+assert "pglast.enums.parsenodes" not in sys.modules and "pglast.ast" in sys.modules
+assert type(sys.modules["pglast.ast"]).__name__ == "_Deferred"
+import pglast
+import pglast.enums
+from pglast import ast, parse_sql
+from pglast.enums.parsenodes import AlterTableType
+stmt = parse_sql("ALTER TABLE t ADD COLUMN a int")[0].stmt
+assert isinstance(stmt, ast.AlterTableStmt) and isinstance(ast, type(sys))
+added = AlterTableType.AT_AddColumn
+assert stmt.cmds[0].subtype is pglast.enums.AlterTableType.AT_AddColumn is added
+assert sys.modules["pglast.enums"] is pglast.enums
+assert "AlterTableStmt" in dir(ast)
+print("ok")
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "ok\n"
+
+
+def test_the_program_lints_sql_files_without_the_framework_code(tmp_path: Path) -> None:
+    """Through the ``nonstop`` program's entry point, the plain JSON lint of SQL files does not
+    load the framework code that looks for an Alembic or Django project to render."""
+    path = tmp_path / "0001.sql"
+    path.write_text("SET lock_timeout = '1s';\nCREATE TABLE t (a int);\n", encoding="utf-8")
+    code = (
+        "import atexit, sys; "
+        "atexit.register(lambda: sys.stderr.write("
+        "f'frameworks: {\"nonstop.migrate.frameworks\" in sys.modules}')); "
+        "sys.argv = ['nonstop', *sys.argv[1:]]; "
+        "from nonstop.cli.entry import main; main()"
+    )
+    args = ["migrate", "lint", "--format", "json", str(path)]
+    done = subprocess.run(
+        [sys.executable, "-c", code, *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.endswith("frameworks: False"), done.stderr
     assert done.stdout.strip() == "[]"

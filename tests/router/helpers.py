@@ -22,12 +22,15 @@ from nonstop.drivers.router.base import RequestEvent, RouteTable, Upstream
 @dataclass
 class Backend:
     """A tiny upstream that answers its name (GET and POST); ``?sleep=S`` holds the response
-    S seconds; ``/ws`` is a websocket that echoes ``name:message``."""
+    S seconds; ``/ws`` is a websocket that echoes ``name:message``; ``/health`` answers
+    ``health_status`` and counts the checks in ``health_checks``."""
 
     name: str
     runner: web.AppRunner
     address: str
     websockets: set[web.WebSocketResponse] = field(default_factory=set)
+    health_status: int = 200
+    health_checks: int = 0
 
     async def close_websockets(self, code: int, message: str) -> int:
         """Close every open websocket with ``code`` and ``message`` (what an app does when it
@@ -44,8 +47,14 @@ class Backend:
         await self.runner.cleanup()
 
 
-async def start_backend(name: str, port: int = 0) -> Backend:
+async def start_backend(name: str, port: int = 0, health_status: int = 200) -> Backend:
     websockets: set[web.WebSocketResponse] = set()
+    made: list[Backend] = []
+
+    async def health(request: web.Request) -> web.Response:
+        backend = made[0]
+        backend.health_checks += 1
+        return web.Response(status=backend.health_status, text=f"{name} health")
 
     async def answer(request: web.Request) -> web.Response:
         delay = float(request.query.get("sleep", "0"))
@@ -66,13 +75,15 @@ async def start_backend(name: str, port: int = 0) -> Backend:
 
     app = web.Application()
     app.router.add_get("/ws", echo)
+    app.router.add_get("/health", health)
     app.router.add_get("/{tail:.*}", answer)
     app.router.add_post("/{tail:.*}", answer)
     runner = web.AppRunner(app, shutdown_timeout=0.5)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     host, bound = runner.addresses[0][:2]
-    return Backend(name, runner, f"{host}:{bound}", websockets)
+    made.append(Backend(name, runner, f"{host}:{bound}", websockets, health_status))
+    return made[0]
 
 
 class RouterUnderTest(Protocol):

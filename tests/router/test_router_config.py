@@ -161,6 +161,34 @@ def test_there_are_at_least_two_retries_and_one_per_upstream(pool: int, retries:
     assert handlers(config(*upstreams))[-1]["load_balancing"]["retries"] == retries
 
 
+def test_panic_route_sends_to_every_upstream_when_health_leaves_none() -> None:
+    """Decision 0570: the error Caddy's proxy returns when health checks marked every upstream
+    down is caught and the request sent to the same pool, by weight, ignoring health."""
+    tuning = ProxyTuning(health_path="/h")
+    cfg = config(up("a", 9), up("b", 1), up("c", 0), tuning=tuning)
+    proxy = handlers(cfg)[-1]
+    routes = cfg["apps"]["http"]["servers"]["nonstop"]["errors"]["routes"]
+    assert len(routes) == 1
+    expression = routes[0]["match"][0]["expression"]
+    assert expression == (
+        '{http.error.status_code} == 503 && {http.error.message} == "no upstreams available"'
+    )
+    *appends, panic = routes[0]["handle"]
+    assert appends == handlers(cfg)[:2]  # the request stream names who answered
+    assert "health_checks" not in panic
+    assert panic == {k: v for k, v in proxy.items() if k != "health_checks"}
+    assert panic["upstreams"] == [{"dial": "127.0.0.1:9097"}, {"dial": "127.0.0.1:9098"}]
+    assert panic["load_balancing"]["selection_policy"]["weights"] == [9, 1]
+
+
+@pytest.mark.parametrize("pool", [[], [1], [1, 0]])
+def test_no_panic_route_without_health_checks(pool: list[int]) -> None:
+    """An empty pool answers its own 503; a lone upstream is never marked down."""
+    upstreams = [up(f"i{i}", w, port=9100 + i) for i, w in enumerate(pool)]
+    cfg = config(*upstreams, tuning=ProxyTuning(health_path="/h"))
+    assert "errors" not in cfg["apps"]["http"]["servers"]["nonstop"]
+
+
 def test_a_health_path_turns_on_active_checks() -> None:
     tuning = ProxyTuning(health_path="/healthz", health_interval=0.5, health_timeout=1)
     proxy = handlers(config(up("a", 1), up("b", 1), tuning=tuning))[-1]

@@ -233,6 +233,74 @@ async def test_a_dead_upstream_is_retried_on_the_other(
     assert (served["A"], served["B"]) == (0, 40)
 
 
+async def test_every_upstream_failing_its_health_checks_still_serves(
+    kind: str, make_router: MakeRouter, client: aiohttp.ClientSession, backends: MakeBackend
+) -> None:
+    """Panic mode (decision 0570): health checks that take every upstream out of rotation (on a
+    busy machine: every instance too slow to answer its health path in time) must not turn
+    into a 503 for every user; the router routes to all of them, by weight, as if none were
+    marked. With one upstream healthy, the failing one stays out (a hung instance leaves)."""
+    router = await make_router(health_path="/health")
+    a, b = await backends("A"), await backends("B")
+    a.health_status = b.health_status = 503
+    await router.apply(table(a.upstream(1), b.upstream(1)))
+    if kind != "nginx":  # nginx (open source) has no active health checks: nothing marks them
+        # 2 failed checks mark an upstream down; the third has seen it down for one interval
+        checked = when(lambda: min(a.health_checks, b.health_checks) >= 3)
+        assert await wait_for(checked, deadline=30), (a.health_checks, b.health_checks)
+    collector = Collector(router)
+    try:
+        served, failures = await load(client, router, 40, retry_lost=True)
+        events = await collector.until(40)
+    finally:
+        await collector.close()
+    assert failures == []
+    assert (served["A"], served["B"]) == (20, 20)
+    # answered by the upstreams, so charged to their releases like any other answer
+    seen = Counter((e.upstream, e.status, e.proxy_error) for e in events)
+    assert seen == {(a.address, 200, False): 20, (b.address, 200, False): 20}
+    a.health_status = 200  # A recovers: B, still failing, is out of rotation again
+    if kind != "nginx":
+        seen = a.health_checks
+        assert await wait_for(when(lambda: a.health_checks >= seen + 2), deadline=30)
+        served, failures = await load(client, router, 20, retry_lost=True)
+        assert failures == []
+        assert (served["A"], served["B"]) == (20, 0)
+
+
+async def test_upstreams_all_marked_down_by_failed_requests_are_still_tried(
+    router: ManagedRouter, client: aiohttp.ClientSession, backends: MakeBackend
+) -> None:
+    """Panic mode for the marks failed requests leave (decision 0570): both instances refused
+    a connection (restarting, a full accept queue) and are back before their mark expired;
+    requests reach them at once instead of the router answering for them."""
+    a, b = await backends("A"), await backends("B")
+    await router.apply(table(a.upstream(1), b.upstream(1)))
+    await a.close()
+    await b.close()
+    assert (await get(client, router))[0] in (502, 503)  # both tried and refused: both marked
+    back = [
+        await start_backend(name, int(x.address.rsplit(":", 1)[1]))
+        for name, x in [("A", a), ("B", b)]
+    ]
+    try:
+        served, failures = await load(client, router, 20, retry_lost=True)
+    finally:
+        for backend in back:
+            await backend.close()
+    assert failures == []
+    assert served["A"] + served["B"] == 20
+
+
+def when(check: Callable[[], bool]) -> Callable[[], Awaitable[bool]]:
+    """``check`` as the async predicate :func:`wait_for` polls."""
+
+    async def predicate() -> bool:
+        return check()
+
+    return predicate
+
+
 async def test_no_live_upstream_is_a_proxy_error_in_the_stream(
     router: ManagedRouter, client: aiohttp.ClientSession, backends: MakeBackend
 ) -> None:

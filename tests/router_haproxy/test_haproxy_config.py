@@ -255,12 +255,25 @@ nonstop,FRONTEND,,,3,9
 nonstop_app,{A},0,0,2,5
 nonstop_app,{B},1,1,0,1
 nonstop_app,BACKEND,1,1,2,6
+nonstop_panic,{A},0,0,4,4
+nonstop_panic,BACKEND,0,0,4,4
 nonstop_none,BACKEND,0,0,0,0
 """
 
 
 def test_parse_sessions_counts_current_and_queued_per_server() -> None:
     assert parse_sessions(SHOW_STAT) == {A: 2, B: 1}
+    assert parse_sessions(SHOW_STAT, "nonstop_panic") == {A: 4}
+
+
+def test_the_panic_backend_gets_the_same_plan_without_checks() -> None:
+    plan = plan_changes({A: (A, 1)}, [ready(B)], backend="nonstop_panic")
+    assert list(plan.commands) == [
+        f"add server nonstop_panic/{A} {A} weight 1",
+        f"enable server nonstop_panic/{A}",
+        f"set server nonstop_panic/{B} state maint",
+    ]
+    assert list(plan.leaving) == [B]
 
 
 def test_last_alert_names_the_cause_not_the_exit(tmp_path: Path) -> None:
@@ -291,6 +304,14 @@ def test_the_config_is_valid_for_haproxy(tmp_path: Path) -> None:
     assert "    hard-stop-after 30000ms\n" in text
     assert "    close-spread-time 30000ms\n" in text  # a soft stop spreads its closes
     assert "    log ring@nonstop_events local0 info\n" in text
+    # panic mode (decision 0570): the same servers, unchecked, while none of the checked is up
+    panic = text[text.index("backend nonstop_panic\n") :]
+    assert f"    server {A} {A} weight 9\n    server {B} {B} weight 0\n" in panic
+    assert "check" not in panic
+    assert (
+        "    use_backend nonstop_panic if { nbsrv(nonstop_app) eq 0 } "
+        "{ nbsrv(nonstop_panic) gt 0 }\n    default_backend nonstop_app\n"
+    ) in text
     config = tmp_path / "haproxy.cfg"
     config.write_text(text)
     done = subprocess.run(

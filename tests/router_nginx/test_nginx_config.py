@@ -45,7 +45,21 @@ def test_weights_divided_by_their_gcd_and_zero_left_out(
     weights: list[int], expected: list[str]
 ) -> None:
     text = config(Upstream("a", "v1", A, weights[0]), Upstream("b", "v2", B, weights[1]))
-    assert [line.split(" max_fails")[0] for line in servers(text)] == expected
+    checked = [line for line in servers(text) if "backup" not in line]
+    assert [line.split(" max_fails")[0] for line in checked] == expected
+
+
+def test_every_server_is_also_a_backup_never_marked_down() -> None:
+    """Panic mode (decision 0570): while every server is marked down the backups, the same
+    servers by weight, take the requests; a lone server is never marked down by nginx."""
+    text = config(Upstream("a", "v1", A, 90), Upstream("b", "v2", B, 10))
+    assert servers(text) == [
+        f"server {A} weight=9 max_fails=1 fail_timeout=2s;",
+        f"server {B} weight=1 max_fails=1 fail_timeout=2s;",
+        f"server {A} weight=9 max_fails=0 backup;",
+        f"server {B} weight=1 max_fails=0 backup;",
+    ]
+    assert "backup" not in config(Upstream("a", "v1", A, 1), Upstream("b", "v2", B, 0))
 
 
 def test_no_upstream_answers_503_itself_and_the_probe_names_the_table() -> None:

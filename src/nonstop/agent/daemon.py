@@ -577,9 +577,10 @@ class Agent:
 
     def _front(self) -> str | None:
         """What the router's front health path says (None: it answers none)."""
-        if self.config.router.front_health is None:
+        front_state = getattr(self.engine.router, "front_state", None)
+        if self.config.router.front_health is None or front_state is None:
             return None
-        return str(getattr(self.engine.router, "front_state", lambda: None)())
+        return str(front_state())
 
     async def h_front(self, request: web.Request) -> web.Response:
         body = await read_json(request)

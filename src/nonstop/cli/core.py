@@ -208,9 +208,9 @@ async def _stop_leftovers(paths: Paths) -> list[str]:
     from nonstop.drivers.router.process import stop_leftovers
 
     said = []
-    pids = await _runtime(paths).sweep_strays([])
-    if pids:
-        said.append(f"stopped {len(pids)} leftover instance process(es)")
+    stopped = await _runtime(paths).sweep_strays([])
+    if stopped:
+        said.append(f"stopped {len(stopped)} leftover instance process(es)")
     routers = await stop_leftovers(paths.state / "router")
     if routers:
         said.append(f"stopped the leftover router {', '.join(routers)}")

@@ -3,7 +3,7 @@
 ``nonstop migrate lint PROJECT`` of an Alembic or Django project whose rendered SQL is not
 cached starts the framework's renderer here, before click and the CLI are imported, so the
 project's Python renders while nonstop loads (nonstop.migrate.frameworks.early). Every other
-command goes straight on.
+command, and the plain JSON lint of SQL files (nonstop.cli.lint_fast), goes straight on.
 """
 
 from __future__ import annotations
@@ -13,9 +13,14 @@ import sys
 
 def main() -> None:
     if sys.argv[1:3] == ["migrate", "lint"]:
-        from nonstop.migrate.frameworks.early import start
+        from nonstop.cli import lint_fast
 
-        start(sys.argv[3:])
+        # SQL files with JSON out are linted as SQL (lint_fast), which never takes a started
+        # renderer: loading the framework code to look for a project costs ~30 ms of CPU
+        if lint_fast.parse(sys.argv[1:]) is None:
+            from nonstop.migrate.frameworks.early import start
+
+            start(sys.argv[3:])
     from nonstop.cli.main import main as run
 
     run()

@@ -51,6 +51,10 @@ from nonstop.plan.roles import RoleCount
 from nonstop.store import ReleaseRow, Store
 
 DRAIN_SETTLE = 0.5
+QUIET_STEP_LIMIT = 60.0
+"""How long a leaving worker's stop waits for the runtime to report its quiet step. The local
+runtime bounds a quiet_command at 30 s itself; this bound keeps a runtime that never answers
+(a host gone quiet under a remote one) from holding the stop forever (invariant 9)."""
 """Seconds an instance stays out of the table before an idle in-flight count is trusted: the
 router may still be handing it a request it accepted just before the table changed."""
 
@@ -354,7 +358,10 @@ class InstanceManager:
     ) -> None:
         how = rules.quiet_signal or "quiet_command"
         try:
-            failure = await self.runtime.quiet(handle, rules)
+            async with asyncio.timeout(QUIET_STEP_LIMIT):
+                failure = await self.runtime.quiet(handle, rules)
+        except TimeoutError:
+            failure = f"the runtime did not answer within {QUIET_STEP_LIMIT:g}s"
         except RuntimeDriverError as exc:
             failure = str(exc)
         finally:  # the stop waits for the step's outcome, never for a lost task

@@ -10,6 +10,14 @@ One HTTP server on ``listen`` with two routes: the reserved table probe (admin.p
 access-log entry names the upstream that answered; ``upstream_status`` is empty when no upstream
 answered, which is how the request stream tells the router's own 502/503 from an upstream's.
 
+When health checks leave no upstream of a pool of two or more in rotation, Caddy's proxy fails
+the request with 503 "no upstreams available" before it touched the body. The server's error
+routes catch exactly that error and send the request to the same pool through a second proxy
+that ignores health (Envoy's panic mode, decision 0570)::
+
+    errors: match {http.error.status_code} == 503 && {http.error.message} == "no upstreams ..."
+            log_append upstream, upstream_status; reverse_proxy (same pool, no health checks)
+
 Caddy's ``weighted_round_robin`` sends runs of consecutive requests: with weights [90, 10] it
 sends 90 to the first upstream, then 10 to the second. The weights are divided by their greatest
 common divisor first ([9, 1]), so the runs are as short as the ratio allows.
@@ -29,6 +37,9 @@ from nonstop.drivers.router.settings import ProxyTimings
 from nonstop.drivers.router.table import NO_UPSTREAM_BODY
 
 SERVER_NAME = "nonstop"
+NO_UPSTREAM_ERROR = "no upstreams available"
+"""The message of the error Caddy's proxy returns (503) when no upstream is available: every one
+is marked down by a health check. Matched by the panic route (:func:`_panic_routes`)."""
 STREAMS_KEEP = "87600h"
 """``stream_close_delay`` when streams must outlive reloads: Caddy has no "never" (0 closes them
 at once), so ten years, well inside its int64-nanosecond durations."""
@@ -153,22 +164,23 @@ def _logging(events_socket: Path) -> dict[str, Any]:
 def _server(table: RouteTable, listen: str, tuning: ProxyTuning) -> dict[str, Any]:
     pool = [u for u in table.upstreams if u.weight > 0]
     final = _reverse_proxy(pool, tuning) if pool else _no_upstream()
-    return {
+    server: dict[str, Any] = {
         "listen": [listen],
         "protocols": ["h1", "h2"],
         "automatic_https": {"disable": True},
         "logs": {"default_logger_name": SERVER_NAME},
-        "routes": [
-            _probe_route(table),
-            {
-                "handle": [
-                    _append("upstream", "{http.reverse_proxy.upstream.hostport}"),
-                    _append("upstream_status", "{http.reverse_proxy.status_code}"),
-                    final,
-                ]
-            },
-        ],
+        "routes": [_probe_route(table), {"handle": [*_appends(), final]}],
     }
+    if "health_checks" in final:
+        server["errors"] = {"routes": _panic_routes(pool, tuning)}
+    return server
+
+
+def _appends() -> list[dict[str, Any]]:
+    return [
+        _append("upstream", "{http.reverse_proxy.upstream.hostport}"),
+        _append("upstream_status", "{http.reverse_proxy.status_code}"),
+    ]
 
 
 def _append(key: str, value: str) -> dict[str, Any]:
@@ -184,7 +196,29 @@ def _no_upstream() -> dict[str, Any]:
     }
 
 
-def _reverse_proxy(pool: list[Upstream], tuning: ProxyTuning) -> dict[str, Any]:
+def _panic_routes(pool: list[Upstream], tuning: ProxyTuning) -> list[dict[str, Any]]:
+    """Panic mode: when health checks have taken every upstream of the pool out of rotation,
+    route to all of them anyway, by weight (Envoy's panic threshold at 0 %).
+
+    Every instance in the table passed its readiness check before the engine routed it
+    (invariant 1), so "all unhealthy" on a busy machine is far more often "all slow to answer
+    the health path within ``health_timeout``" than "all dead": a 503 for every user for as
+    long as that lasts is the worst answer. A dead upstream still costs nothing here: its
+    refused dial is retried at once on the next one. And a hung one stays out while another
+    passes its checks: panic applies only when *none* does.
+
+    Only the error of the health-aware proxy that found no upstream is caught (503 with
+    Caddy's message): the request's body is untouched then. Its 502s and 504s (an upstream
+    tried and failed) are answered as they are; the ``log_append`` handlers here overwrite the
+    empty upstream fields the main route logged."""
+    match = f'{{http.error.status_code}} == 503 && {{http.error.message}} == "{NO_UPSTREAM_ERROR}"'
+    panic = _reverse_proxy(pool, tuning, health=False)
+    return [{"match": [{"expression": match}], "handle": [*_appends(), panic]}]
+
+
+def _reverse_proxy(
+    pool: list[Upstream], tuning: ProxyTuning, *, health: bool = True
+) -> dict[str, Any]:
     proxy = {
         "handler": "reverse_proxy",
         "upstreams": [{"dial": u.address} for u in pool],
@@ -204,7 +238,7 @@ def _reverse_proxy(pool: list[Upstream], tuning: ProxyTuning) -> dict[str, Any]:
     # Health only decides where a request goes instead: with one upstream there is nowhere else,
     # and a mark (one refused dial, one slow health answer on a busy machine) would turn into
     # seconds of 503s for a single-instance app that was only blinking.
-    if len(pool) > 1:
+    if health and len(pool) > 1:
         proxy["health_checks"] = _health(tuning)
     return proxy
 

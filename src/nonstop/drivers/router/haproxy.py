@@ -20,7 +20,8 @@ Files in ``state_dir``::
       (see ``haproxy_process.socket_dir``).
 
 ``apply(table)`` reads the backend (``show servers state``), then adds and enables new servers,
-reweights kept ones, and only then puts leaving ones into maintenance: their open requests and
+reweights kept ones, and only then puts leaving ones into maintenance, and does the same in the
+panic backend (the same servers, unchecked: decision 0570): their open requests and
 streams finish there, ``in_flight()`` counts them, and they are deleted once idle. A change
 never closes a connection: established tunnels (websockets) of every server, leaving ones
 included, run on until the client or the instance ends them (the engine stops a drained
@@ -42,8 +43,10 @@ from nonstop.drivers.router.admin import AdminUnavailable, table_hash, with_retr
 from nonstop.drivers.router.base import RouteTable
 from nonstop.drivers.router.haproxy_config import (
     BACKEND,
+    BACKENDS,
     DRAINING,
     FRONT_KEY,
+    PANIC_BACKEND,
     PROBE_KEY,
     SERVING,
     Files,
@@ -136,8 +139,11 @@ class HAProxyRouter(ManagedRouter):
 
     async def _can_adopt(self) -> bool:
         """A HAProxy started by an earlier version may lack the probe map (``set map`` would
-        fail on every apply): ``show map`` lists the file of every map it loaded."""
-        return str(self.probe_map) in await self.command("show map")
+        fail on every apply; ``show map`` lists the file of every map it loaded) or the panic
+        backend (``show backend`` lists them)."""
+        if str(self.probe_map) not in await self.command("show map"):
+            return False
+        return PANIC_BACKEND in (await self.command("show backend")).split()
 
     async def _adopt(self) -> None:
         self._leaving.clear()
@@ -207,14 +213,20 @@ class HAProxyRouter(ManagedRouter):
         desired = desired_servers(table)
         current = parse_servers_state(await self.command(f"show servers state {BACKEND}"))
         plan = plan_changes(desired, current, server_options(self.tuning))
-        commands = [*plan.commands, f"set map {self.probe_map} {PROBE_KEY} {table_hash(table)}"]
+        twins = parse_servers_state(await self.command(f"show servers state {PANIC_BACKEND}"))
+        panic = plan_changes(desired, twins, backend=PANIC_BACKEND)
+        commands = [
+            *plan.commands,
+            *panic.commands,
+            f"set map {self.probe_map} {PROBE_KEY} {table_hash(table)}",
+        ]
         for line in commands:
             reply = await self.command(line)
             if reply not in OK_REPLIES:
                 raise RouterError(f"haproxy refused {line!r}: {reply}")
         grace = self.tuning.stream_grace
         deadline = math.inf if grace is None else time.monotonic() + grace
-        for server in current:  # leaving now, or left under a previous agent
+        for server in [*current, *twins]:  # leaving now, or left under a previous agent
             if server.name not in desired:
                 self._leaving.setdefault(server.name, deadline)
         for name in desired:
@@ -223,19 +235,29 @@ class HAProxyRouter(ManagedRouter):
 
     async def _reap(self) -> dict[str, int]:
         """Delete leaving servers that are idle, or past their ``stream_grace`` (their sessions
-        are shut down first). Returns the sessions per server read before deleting."""
-        sessions = parse_sessions(await self.command("show stat"))
+        are shut down first), from both backends. Returns the sessions per server (both
+        backends summed) read before deleting."""
+        text = await self.command("show stat")
+        by_backend = {backend: parse_sessions(text, backend) for backend in BACKENDS}
         for name, deadline in list(self._leaving.items()):
-            if name not in sessions:
+            left = [b for b, sessions in by_backend.items() if name in sessions]
+            for backend in left:
+                if await self._delete(backend, name, by_backend[backend][name], deadline):
+                    del by_backend[backend][name]
+            if not any(name in sessions for sessions in by_backend.values()):
                 del self._leaving[name]
-                continue
-            if sessions[name] > 0:
-                if time.monotonic() < deadline:
-                    continue
-                await self.command(f"shutdown sessions server {BACKEND}/{name}")
-            reply = await self.command(f"del server {BACKEND}/{name}")
-            # Refused while it still holds an idle server connection: tried again next time.
-            if reply in OK_REPLIES or reply == "No such server.":
-                del self._leaving[name]
-                sessions.pop(name, None)
-        return sessions
+        total: dict[str, int] = {}
+        for sessions in by_backend.values():
+            for name, count in sessions.items():
+                total[name] = total.get(name, 0) + count
+        return total
+
+    async def _delete(self, backend: str, name: str, sessions: int, deadline: float) -> bool:
+        """Delete a leaving server of ``backend`` once idle or past ``deadline``; True if gone."""
+        if sessions > 0:
+            if time.monotonic() < deadline:
+                return False
+            await self.command(f"shutdown sessions server {backend}/{name}")
+        reply = await self.command(f"del server {backend}/{name}")
+        # Refused while it still holds an idle server connection: tried again next time.
+        return reply in OK_REPLIES or reply == "No such server."

@@ -3,11 +3,15 @@
 The config is written once, when HAProxy starts; every routing change afterwards goes through
 the runtime API (``add server``, ``set server``, ``del server``), never a reload::
 
-    ring nonstop_events  the request log, in HAProxy's memory; the agent reads it over the
-                         admin socket (``show events nonstop_events -w``)
-    frontend nonstop     bind <listen>; default_backend nonstop_app
-    backend nonstop_app  roundrobin; one server per upstream, named by its address;
-                         HAProxy's own 503 (no server in rotation) says "503 no upstream ..."
+    ring nonstop_events    the request log, in HAProxy's memory; the agent reads it over the
+                           admin socket (``show events nonstop_events -w``)
+    frontend nonstop       bind <listen>; nonstop_panic while no server of nonstop_app is
+                           usable and one of nonstop_panic is, else default_backend nonstop_app
+    backend nonstop_app    roundrobin; one server per upstream, named by its address, health
+                           checked; HAProxy's own 503 (no server in rotation) says "503 no
+                           upstream ..."
+    backend nonstop_panic  the same servers and weights without health checks: panic mode, when
+                           checks have taken every server of nonstop_app down (decision 0570)
 
 A server is named by its address (``127.0.0.1:18081``: HAProxy accepts letters, digits and
 ``.:_-`` in names), so the log line and ``show stat`` name the upstream directly.
@@ -33,6 +37,10 @@ from nonstop.drivers.router.table import validate_table
 from nonstop.errors import RouterError
 
 BACKEND = "nonstop_app"
+PANIC_BACKEND = "nonstop_panic"
+"""The table's servers again, unchecked: where requests go while health checks have taken every
+server of BACKEND down (Envoy's panic mode; decision 0570)."""
+BACKENDS = (BACKEND, PANIC_BACKEND)
 RING = "nonstop_events"
 RING_BYTES = 4 * 1024 * 1024
 """About 50,000 request lines of ~80 bytes: what HAProxy holds while the agent reads slowly."""
@@ -132,7 +140,10 @@ class ServerState:
 
 
 def plan_changes(
-    desired: dict[str, tuple[str, int]], current: Iterable[ServerState], options: str = ""
+    desired: dict[str, tuple[str, int]],
+    current: Iterable[ServerState],
+    options: str = "",
+    backend: str = BACKEND,
 ) -> Plan:
     """Commands from the backend's ``current`` servers to ``desired``, ordered so that capacity
     only grows before it shrinks: first new servers are added and enabled, draining ones come
@@ -145,14 +156,15 @@ def plan_changes(
     ``set server nonstop_app/A weight 0`` (in the other order, for a moment, no server would
     take a request and HAProxy would answer 503). With ``options`` (``check ...``, see
     :func:`server_options`) a new server carries them and its checks are turned on
-    (``enable health``) before it is enabled."""
+    (``enable health``) before it is enabled. ``backend``: whose servers these are (the panic
+    backend gets the same plan without options)."""
     now = {s.name: s for s in current}
     grow: list[str] = []
     shrink: list[str] = []
     leave: list[str] = []
     leaving: list[str] = []
     for name, (address, weight) in desired.items():
-        server = f"{BACKEND}/{name}"
+        server = f"{backend}/{name}"
         state = now.get(name)
         if state is None:
             grow.append(
@@ -170,7 +182,7 @@ def plan_changes(
             grow.append(f"set server {server} state ready")
     for name, state in now.items():
         if name not in desired and not state.maint:
-            leave.append(f"set server {BACKEND}/{name} state maint")
+            leave.append(f"set server {backend}/{name} state maint")
             leaving.append(name)
     return Plan(commands=tuple(grow + shrink + leave), leaving=tuple(leaving))
 
@@ -213,8 +225,8 @@ def parse_servers_state(text: str) -> list[ServerState]:
     return servers
 
 
-def parse_sessions(csv_text: str) -> dict[str, int]:
-    """``show stat`` (CSV) -> current sessions + queued requests per server of our backend."""
+def parse_sessions(csv_text: str, backend: str = BACKEND) -> dict[str, int]:
+    """``show stat`` (CSV) -> current sessions + queued requests per server of ``backend``."""
     lines = csv_text.splitlines()
     if not lines or not lines[0].startswith("# "):
         raise RouterError(f"haproxy: unexpected 'show stat' output {csv_text[:200]!r}")
@@ -227,7 +239,7 @@ def parse_sessions(csv_text: str) -> dict[str, int]:
     sessions: dict[str, int] = {}
     for line in lines[1:]:
         fields = line.split(",")
-        if len(fields) <= max(px_i, sv_i, scur_i, qcur_i) or fields[px_i] != BACKEND:
+        if len(fields) <= max(px_i, sv_i, scur_i, qcur_i) or fields[px_i] != backend:
             continue
         if fields[sv_i] in ("BACKEND", "FRONTEND"):
             continue
@@ -322,6 +334,16 @@ def build_config(
         f"    server {name} {address} weight {weight} {options}\n"
         for name, (address, weight) in servers.items()
     )
+    panic_lines = "".join(
+        f"    server {name} {address} weight {weight}\n"
+        for name, (address, weight) in servers.items()
+    )
+    # Panic mode (decision 0570): every server in the table passed its readiness check before
+    # it was routed (invariant 1), so "none passes its health check" on a busy machine is far
+    # more often "all too slow to answer it within timeout check" than "all dead". Then the
+    # unchecked twins take the requests instead of a 503 for every user; a dead one refuses
+    # and the request is redispatched, a hung one stays out while any server is up.
+    panic = f"{{ nbsrv({BACKEND}) eq 0 }} {{ nbsrv({PANIC_BACKEND}) gt 0 }}"
     check = (
         f"    option httpchk GET {tuning.health_path}\n"
         if tuning.health_path
@@ -366,13 +388,19 @@ frontend {FRONTEND}
     log-format "{LOG_FORMAT}"
     http-request set-log-level silent if {probe}
     http-request return status 200 content-type "{BODY_TYPE}" lf-string "{answer}" if {probe}
-{front_rules(front_health, files.probe_map)}    default_backend {BACKEND}
+{front_rules(front_health, files.probe_map)}    use_backend {PANIC_BACKEND} if {panic}
+    default_backend {BACKEND}
 
 backend {BACKEND}
     balance roundrobin
 {check}    http-request disable-l7-retry if !METH_GET !METH_OPTIONS
     http-error status 503 content-type "{BODY_TYPE}" file {files.no_upstream_body}
-{server_lines}"""
+{server_lines}
+backend {PANIC_BACKEND}
+    balance roundrobin
+    http-request disable-l7-retry if !METH_GET !METH_OPTIONS
+    http-error status 503 content-type "{BODY_TYPE}" file {files.no_upstream_body}
+{panic_lines}"""
 
 
 def _ms(seconds: float) -> str:

@@ -1,6 +1,8 @@
 """nginx's config for a route table, and its request-log lines: pure, tested from tables.
 
-One ``upstream`` of the table's servers with weight > 0 (nginx's smooth weighted round robin:
+One ``upstream`` of the table's servers with weight > 0, each also listed as a backup that is
+never marked down (panic mode: used only while every server is marked down; nginx's smooth
+weighted round robin:
 [9, 1] interleaves, every run of 10 requests is 9 and 1; one worker process, because each worker
 keeps its own position in that cycle: with several, a 1% canary could get none of a worker's
 requests), passive health (``max_fails=1``:
@@ -109,6 +111,15 @@ def build_config(table: RouteTable, *, listen: str, files: NginxFiles, tuning: N
         f"fail_timeout={max(1, math.ceil(tuning.mark_down_for))}s;\n"
         for u in pool
     )
+    if len(pool) > 1:
+        # Panic mode (decision 0570): while every server is marked down, nginx uses its backup
+        # servers; these are the same ones, never marked down (max_fails=0), so requests go to
+        # all of them by weight instead of a 502 "no live upstreams" for every user. A lone
+        # server needs none: nginx never marks the only server of an upstream down.
+        servers += "".join(
+            f"        server {u.address} weight={u.weight // divisor} max_fails=0 backup;\n"
+            for u in pool
+        )
     upstream = f"    upstream {UPSTREAM} {{\n{servers}    }}\n" if pool else ""
     no_upstream = f'return 503 "{_escape(NO_UPSTREAM_BODY)}"'
     route = (

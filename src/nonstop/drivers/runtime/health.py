@@ -19,6 +19,7 @@ import aiohttp
 from nonstop.config.schema import HealthConfig
 from nonstop.config.units import format_duration
 from nonstop.drivers.runtime.base import InstanceHandle
+from nonstop.errors import explain
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,9 +59,7 @@ async def probe(
         return ProbeResult(False, None, f"timeout after {format_duration(timeout)}", timeout)
     except aiohttp.ClientConnectorError as exc:
         refused = exc.os_error.errno == errno.ECONNREFUSED
-        reason = (
-            "connection refused" if refused else f"cannot connect: {exc.os_error.strerror or exc}"
-        )
+        reason = "connection refused" if refused else f"cannot connect: {explain(exc.os_error)}"
         return ProbeResult(False, None, reason, time.monotonic() - began)
     except (aiohttp.ClientError, OSError) as exc:
         return ProbeResult(False, None, _describe(exc), time.monotonic() - began)
@@ -73,8 +72,7 @@ async def probe(
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, aiohttp.ServerDisconnectedError):
         return "server closed the connection"
-    text = str(exc) or type(exc).__name__
-    return text[:200]
+    return explain(exc)
 
 
 async def wait_ready(

@@ -33,6 +33,7 @@ from nonstop.config.units import format_duration
 from nonstop.drivers.runtime import procfs
 from nonstop.drivers.runtime.base import InstanceHandle
 from nonstop.drivers.runtime.health import ProbeResult, probe
+from nonstop.errors import explain
 
 Check = Callable[[InstanceHandle, float], Awaitable[ProbeResult]]
 
@@ -65,7 +66,8 @@ def _tcp(readiness: ReadinessConfig, health: HealthConfig, context: ProbeContext
         except TimeoutError:
             return ProbeResult(False, None, f"timeout after {format_duration(timeout)}", timeout)
         except OSError as exc:
-            reason = "connection refused" if isinstance(exc, ConnectionRefusedError) else str(exc)
+            refused = isinstance(exc, ConnectionRefusedError)
+            reason = "connection refused" if refused else f"cannot connect: {explain(exc)}"
             return ProbeResult(False, None, reason, time.monotonic() - began)
         writer.close()
         return ProbeResult(True, None, "", time.monotonic() - began)

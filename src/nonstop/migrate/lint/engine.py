@@ -1,32 +1,35 @@
 """Run the rules over migration files: parse once, walk the statements, keep state, report.
 
-Parsing: libpg_query's JSON output (``pglast.parser.parse_sql_json``) decoded with the stdlib
-``json`` module while the cyclic garbage collector is paused. On a 20,000-statement file that
-is 4-6x faster than building pglast's Python AST objects (docs/decisions/0100-lint-parse-json.md).
+Parsing: libpg_query's JSON output (``pglast.parser.parse_sql_json``), decoded while the cyclic
+garbage collector is paused. On a 20,000-statement file that is 4-6x faster than building
+pglast's Python AST objects (docs/decisions/0100-lint-parse-json.md).
 
 The whole file goes through the parser once (so SQL that does not parse is always reported),
-but only what the rules read is decoded: the JSON text is cut at statement boundaries, and
-each statement's tree (or the part of it its rules read) is decoded just before its rules run
-and freed after (docs/decisions/0300-lint-lazy-decode.md). ``full_tree=True`` decodes
-everything first, as the reference for tests and benchmarks.
+but only what the rules read is decoded: msgspec cuts the JSON at its statements without
+decoding them, and each statement's tree (or the part of it its rules read) is decoded just
+before its rules run and freed after (docs/decisions/0300-lint-lazy-decode.md, 0590, tree.py).
+``full_tree=True`` decodes everything first with the stdlib's ``json``, as the reference for
+tests and benchmarks.
 """
 
 from __future__ import annotations
 
 import gc
 import json
-import re
 import shlex
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from functools import cache
+from operator import attrgetter
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from msgspec import Raw
 from pglast import parser as pg
 
 from nonstop.migrate.errors import MigrationSourceError
 from nonstop.migrate.lint import rules as _rules  # noqa: F401  (registers the rules table)
+from nonstop.migrate.lint import tree
 from nonstop.migrate.lint.model import FileResult, Finding, LintInputError, LintOptions
 from nonstop.migrate.lint.pieces import BadCut, cuts, parsed_pieces
 from nonstop.migrate.lint.registry import DISPATCH, RULES, Context, Statement, dispatch
@@ -83,78 +86,19 @@ def parse(source: Source) -> list[Node]:
 
 # --- decoding only what the rules read -------------------------------------------------------
 #
-# libpg_query writes ``{"version":N,"stmts":[ENTRY,ENTRY,...]}`` where each ENTRY is
-# ``{"stmt":{"Kind":{...}},"stmt_location":L,"stmt_len":N}`` (a field equal to 0 is left out).
-# Only RawStmt has a field named ``stmt`` or ``stmt_location``, and a JSON string cannot hold an
-# unescaped ``"``, so ``{"stmt":{"`` marks exactly the entries and the tail pattern only matches
-# an entry's own end.
-
-_ENTRY = re.compile(r'\{"stmt":\{"(\w+)":')
-_TAIL = re.compile(r'\}\}(?:,"stmt_location":(\d+))?(?:,"stmt_len":(\d+))?\}\Z')
-_TAIL_WINDOW = 64  # "}}" + both fields with 10-digit values + "}" is 52 characters
-_decode = json.JSONDecoder().raw_decode
+# The parser's JSON is cut at its statements by msgspec without decoding their trees
+# (tree.cut); each tree a rule or the state reads is decoded just before its rules run and
+# dropped after (tree.node), holding only the fields read for the few kinds whose trees are
+# mostly what no rule reads (CREATE INDEX, UPDATE, DELETE, SELECT).
 
 #: Statement kinds some rule or the state reads; any other kind is kept as its name and
 #: position only (the ``"*"`` rules read nothing but the kind of those).
 NEEDED = frozenset(DISPATCH) | frozenset(OBSERVERS)
-#: UPDATE and DELETE outside a backfill: ``dml-outside-backfill`` reads the table only (the
-#: WHERE clause matters to ``unbatched-backfill``, which runs in backfill migrations).
-RELATION_ONLY = frozenset({"UpdateStmt", "DeleteStmt"})
-
-
-def _node(kind: str, raw: str, at: int, end: int, phase: Phase) -> Node:
-    """The part of the statement tree at ``raw[at:end]`` that the rules read for ``phase``."""
-    if kind not in NEEDED:
-        return {}
-    if kind == "SelectStmt" and raw.find("set_config", at, end) == -1:
-        return {}  # the state reads a SELECT only for set_config('lock_timeout', ...)
-    if kind == "IndexStmt":
-        return _index_node(raw, at, end)
-    if kind in RELATION_ONLY and phase != "backfill" and raw.startswith('{"relation":', at):
-        return {"relation": _decode(raw, at + 12)[0]}
-    node: Node = _decode(raw, at)[0]
-    return node
-
-
-def _index_node(raw: str, start: int, end: int) -> Node:
-    """CREATE INDEX: the rules and the state read ``idxname``, ``relation`` and ``concurrent``
-    only. The first two lead the node; no node that can appear inside an index statement has a
-    ``concurrent`` field (only statements and partition commands do), so a text search finds
-    the statement's own. Any other layout: the whole node."""
-    node: Node = {}
-    at = start + 1
-    if raw.startswith('"idxname":', at):
-        node["idxname"], at = _decode(raw, at + 10)
-        at += 1  # the comma
-    if not raw.startswith('"relation":', at):
-        whole: Node = _decode(raw, start)[0]
-        return whole
-    node["relation"], at = _decode(raw, at + 11)
-    if raw.find('"concurrent":true', at, end) != -1:
-        node["concurrent"] = True
-    return node
 
 
 class _UnexpectedJSON(Exception):
-    """The parser's JSON is not laid out as _split expects (a pglast upgrade could do that):
+    """The parser's JSON is not laid out as _cut expects (a pglast upgrade could do that):
     the caller falls back to decoding the whole tree."""
-
-
-class _Split:
-    """A file's JSON tree cut at statement boundaries: decodes one statement's node on demand,
-    so that each tree is built just before its rules run and freed right after."""
-
-    __slots__ = ("phase", "raw", "spans")
-
-    def __init__(self, raw: str, spans: dict[int, tuple[int, int]], phase: Phase) -> None:
-        self.raw, self.spans, self.phase = raw, spans, phase
-
-    def __call__(self, stmt: Statement) -> Node:
-        at, end = self.spans[stmt.index]
-        return _node(stmt.kind, self.raw, at, end, self.phase)
-
-
-_MARK = '{"stmt":{"'
 
 
 @cache
@@ -168,9 +112,9 @@ def _wanted(phase: Phase | None) -> frozenset[str] | None:
 
 
 class _Cut(NamedTuple):  # a named tuple: a dataclass takes ~0.4 ms more to define at import
-    raw: str  # the JSON text
+    raw: str  # the JSON text (the nodes are views of it)
     statements: list[Statement]  # kinds and positions, no tree yet
-    spans: dict[int, tuple[int, int]]  # statement index -> its node's span in ``raw``
+    nodes: dict[int, Raw]  # statement index -> its node, undecoded
     total: int  # statements in the file, read or not
 
 
@@ -182,32 +126,28 @@ def _split(source: Source, phase: Phase | None = None) -> _Cut:
 
 def _cut(raw: str, source: Source, phase: Phase | None, first: int = 0) -> _Cut:
     """``_split`` of a tree already parsed, whose first statement is statement ``first`` of
-    the file (a piece of it: pieces.py).
-
-    One pass of the entry pattern finds every entry; each ends at the comma before the next
-    one (the last: before the closing ``]}``), so no entry's text is searched twice."""
-    if not raw.endswith("]}") and _MARK in raw:
-        raise _UnexpectedJSON("no closing ]}")
+    the file (a piece of it: pieces.py)."""
+    try:
+        entries = tree.cut(raw)
+    except tree.Unexpected as exc:
+        raise _UnexpectedJSON(str(exc)) from None
     wanted = _wanted(phase)
-    entries = list(_ENTRY.finditer(raw))
-    ends = [entry.start() - 1 for entry in entries[1:]] + [len(raw) - 2]
-    cut = _Cut(raw, [], {}, len(entries))
-    for index, (entry, end) in enumerate(zip(entries, ends, strict=False), first):
-        if wanted is None or entry[1] in wanted:
-            _add_entry(cut, source, index, entry, end)
-    return cut
-
-
-def _add_entry(cut: _Cut, source: Source, index: int, entry: re.Match[str], end: int) -> None:
-    """Statement ``index``, whose entry starts at ``entry`` and ends before ``end``."""
-    tail = _TAIL.search(cut.raw, max(entry.start(), end - _TAIL_WINDOW), end)
-    if tail is None:
-        raise _UnexpectedJSON(f"no statement end before {end}")
-    start = int(tail[1] or 0)
-    # stmt_len 0: the last statement, without a semicolon, runs to the end of the file
-    length = int(tail[2] or 0) or len(source.data[start:].rstrip())
-    cut.statements.append(Statement(index, entry[1], _EMPTY, start, length, source))
-    cut.spans[index] = (entry.end(), tail.start())
+    statements: list[Statement] = []
+    nodes: dict[int, Raw] = {}
+    add = statements.append
+    data = source.data
+    try:
+        for index, entry in enumerate(entries, first):
+            ((kind, node),) = entry.stmt.items()  # ValueError unless one node
+            if wanted is None or kind in wanted:
+                start = entry.stmt_location
+                # stmt_len 0: the last statement, without a semicolon, runs to the file's end
+                length = entry.stmt_len or len(data[start:].rstrip())
+                add(Statement(index, kind, _EMPTY, start, length, source))
+                nodes[index] = node
+    except ValueError:
+        raise _UnexpectedJSON("a statement entry that is not one node") from None
+    return _Cut(raw, statements, nodes, len(entries))
 
 
 def lazy_statements(source: Source, phase: Phase | None) -> list[Statement]:
@@ -215,9 +155,9 @@ def lazy_statements(source: Source, phase: Phase | None) -> list[Statement]:
     (None: no tree at all, only kinds and positions)."""
     cut = _split(source)
     if phase is not None:
-        load = _Split(cut.raw, cut.spans, phase)
         for stmt in cut.statements:
-            stmt.node = load(stmt)
+            if stmt.kind in NEEDED:
+                stmt.node = tree.node(stmt.kind, cut.nodes[stmt.index])
     return cut.statements
 
 
@@ -232,24 +172,28 @@ def _statements(source: Source, raw: list[Node]) -> list[Statement]:
     return out
 
 
-def _run_rules(
-    ctx: Context, statements: list[Statement], load: Callable[[Statement], Node] | None = None
-) -> None:
+def _run_rules(ctx: Context, statements: list[Statement], nodes: dict[int, Raw] | None) -> None:
     """Each statement to the rules that target its kind (and its ALTER TABLE sub-commands) in
-    this phase, then to the state; a statement nothing reads is skipped. With ``load``, each
-    statement's tree is decoded just before and dropped just after."""
+    this phase, then to the state; a statement nothing reads is skipped. With ``nodes`` (the
+    undecoded trees), each statement's tree is decoded just before and dropped just after.
+
+    One loop with the decoding and the state's dispatch written in (no call per statement for
+    either): it runs for every statement of a file, 20,000 on the benchmark corpus."""
     table = dispatch(ctx.state.phase)
     every = table.get("*", ())
     observers = OBSERVERS
-    observe = ctx.state.observe
+    state = ctx.state
+    decode = tree.node
     for stmt in statements:
         kind = stmt.kind
         checks = table.get(kind, every)
-        if not checks and kind not in observers:
+        observer = observers.get(kind)
+        if not checks and observer is None:
             continue
-        if load is not None:
-            stmt.node = load(stmt)
-        node = stmt.node
+        if nodes is None:
+            node = stmt.node
+        else:
+            node = stmt.node = decode(kind, nodes[stmt.index]) if kind in NEEDED else _EMPTY
         ctx.stmt = stmt
         for check in checks:
             check(ctx, node)
@@ -259,8 +203,9 @@ def _run_rules(
                 cmd = item["AlterTableCmd"]
                 for check in table.get(cmd.get("subtype", ""), ()):
                     check(ctx, cmd)
-        observe(kind, node)
-        if load is not None:
+        if observer is not None:
+            observer(state, node)
+        if nodes is not None:
             stmt.node = _EMPTY
 
 
@@ -314,8 +259,7 @@ def _walk(source: Source, start: Callable[[], State], full_tree: bool) -> FileRe
                 state = start()
         try:
             cut = _split(source, reads)
-            load = _Split(cut.raw, cut.spans, state.phase)
-            return _lint(source, state, cut.statements, cut.total, load)
+            return _lint(source, state, cut.statements, cut.total, cut.nodes)
         except _UnexpectedJSON:
             pass  # raised before any rule ran: the state is untouched
     statements = _statements(source, parse(source))
@@ -333,7 +277,7 @@ def _walk_pieces(
         total += cut.total
         if cut.statements:
             context = Context(source, state, cut.statements[0], findings)
-            _run_rules(context, cut.statements, _Split(cut.raw, cut.spans, state.phase))
+            _run_rules(context, cut.statements, cut.nodes)
             statements.extend(cut.statements)
     return _result(source, state, statements, total, findings)
 
@@ -343,11 +287,11 @@ def _lint(
     state: State,
     statements: list[Statement],
     total: int,
-    load: Callable[[Statement], Node] | None,
+    nodes: dict[int, Raw] | None,
 ) -> FileResult:
     findings: list[Finding] = []
     if statements:
-        _run_rules(Context(source, state, statements[0], findings), statements, load)
+        _run_rules(Context(source, state, statements[0], findings), statements, nodes)
     return _result(source, state, statements, total, findings)
 
 
@@ -357,8 +301,11 @@ def _result(
     ignores, problems = _directives(source, statements)
     result = FileResult(source, state.phase, total)
     result.findings = problems + [f for f in found if not _ignored(f, ignores)]
-    result.findings.sort(key=lambda f: (f.line, f.column, f.rule))
+    result.findings.sort(key=_POSITION)
     return result
+
+
+_POSITION = attrgetter("line", "column", "rule")  # the order of findings in a file
 
 
 def _ignored(finding: Finding, ignores: dict[int, frozenset[str]]) -> bool:
