@@ -15,10 +15,17 @@ Scenarios (in this order, on the same hosts):
             through the edge's runtime API); the rollout pauses; abort; then the releases the
             reachable hosts serve (goal: all on v4, 0 on a mixed version); host4 restored: the
             rollback puts it on v4 and undrains it
+  retry     v6 rolling; the agent of host1 is killed while the controller's deploy call to it
+            is in flight (the host's build of v6 holds the call open), then started again, as
+            its systemd unit would: failed requests (goal 0), the rollout completes with every
+            host on v6, the retry in the journal, host1 ran exactly one rollout of v6
+
+``--only retry`` (names, comma-separated) runs some of them; each needs a release the fleet
+serves first, and runs ``rolling``'s first deploy when there is none.
 
 Needs root (network namespaces) and the system packages of scripts/install-system-deps.sh.
 
-    .venv/bin/python benchmarks/bench_fleet.py [--rps 300] [--hosts 4]
+    .venv/bin/python benchmarks/bench_fleet.py [--rps 300] [--hosts 4] [--only rolling,retry]
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ import asyncio
 import json
 import os
 import platform
+import signal
 import sys
 import tempfile
 import time
@@ -38,7 +46,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
 from fleet.lb import DETECTION, load_balancer  # noqa: E402
-from fleet.site import Site, site_of, under_load  # noqa: E402
+from fleet.site import Site, agent_pid, site_of, under_load  # noqa: E402
 from nonstop.fleet import run  # noqa: E402
 from nonstop.fleet.bootstrap import build_wheelhouse  # noqa: E402
 from nonstop.fleet.edge import Edge  # noqa: E402
@@ -162,6 +170,58 @@ async def cut(site: Site, rps: float) -> dict[str, Any]:
     }
 
 
+async def retry(site: Site, rps: float, workdir: Path) -> dict[str, Any]:
+    await serving_something(site)
+    site.write("v6", build=site.holding_build(workdir / "held"))
+    store = journal(site)
+    load = LoadGenerator(f"http://{site.edge}/", rps, group_by_header="X-Release")
+    await load.start()
+    started = time.monotonic()
+    task = asyncio.create_task(site.deploy("rolling", "v6"))
+    try:
+        while (found := site.running_build()) is None:
+            if task.done():
+                raise RuntimeError(f"no build of v6 held a deploy call: {task.result()}")
+            await asyncio.sleep(0.02)
+        host, holding = found
+        os.kill(agent_pid(host), signal.SIGKILL)  # its deploy call is in flight
+        os.kill(holding, signal.SIGKILL)
+        retried = time.monotonic()
+        await until(
+            store,
+            lambda r: any(x.host == host.name and x.reason for x in r.state.retries),
+            time.monotonic() + 120,
+        )
+        await site.restart_agent(host.name)
+        restarted = time.monotonic()
+        outcome = await asyncio.wait_for(task, 300)
+        seconds = time.monotonic() - started
+    finally:
+        report = await load.stop()
+    events = [m for _, m in store.events(outcome.id) if m.startswith(f"{host.name}: ")]
+    store.close()
+    rows = await site.host_call(host.name, "GET", "/v1/rollouts?limit=100")
+    assert isinstance(rows, list)
+    return {
+        "outcome": outcome.status,
+        "reason": outcome.reason,
+        "seconds": round(seconds, 1),
+        "killed_to_agent_back_s": round(restarted - retried, 1),
+        "retry_events": events,
+        "every_host": await site.actives(),
+        "host_rollouts_of_v6": [row["status"] for row in rows if row["candidate"] == "v6"],
+        "requests": report.scheduled,
+        "failed": report.failed,
+        "by_release": dict(report.groups),
+    }
+
+
+async def serving_something(site: Site) -> None:
+    if None in (await site.actives()).values():
+        site.write("v1")
+        await site.deploy("rolling", "v1")
+
+
 async def until(store: FleetStore, check: Any, deadline: float) -> None:
     while True:
         running = store.running()
@@ -176,21 +236,32 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rps", type=float, default=300)
     parser.add_argument("--hosts", type=int, default=4)
+    parser.add_argument("--only", default="rolling,canary,external,cut,retry")
     args = parser.parse_args()
+    only = args.only.split(",")
     with tempfile.TemporaryDirectory(prefix="nonstop-bench-fleet-") as folder:
         work = Path(folder)
         wheels = work / "wheels"
         build_wheelhouse(wheels)
         with site_of(args.hosts, work / "site", wheels) as site:
-            results = {
+            scenarios = {
+                "rolling": lambda: rolling(site, args.rps),
+                "canary": lambda: canary(site, args.rps),
+                "external": lambda: external(site, args.rps, work / "lb"),
+                "cut": lambda: cut(site, args.rps),
+                "retry": lambda: retry(site, args.rps, work),
+            }
+            results: dict[str, Any] = {
                 "machine": f"{platform.node()} nproc={os.cpu_count()} load={os.getloadavg()}",
                 "rps": args.rps,
                 "hosts": args.hosts,
-                "rolling": asyncio.run(rolling(site, args.rps)),
-                "canary": asyncio.run(canary(site, args.rps)),
-                "external": asyncio.run(external(site, args.rps, work / "lb")),
-                "cut": asyncio.run(cut(site, args.rps)),
             }
+            for name, scenario in scenarios.items():
+                if name in only:
+                    if name in ("canary", "external", "cut"):
+                        asyncio.run(serving_something(site))
+                    results[name] = asyncio.run(scenario())
+            results["load_after"] = os.getloadavg()
     print(json.dumps(results, indent=2))
 
 

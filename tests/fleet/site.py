@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import TypeVar
 
 from fleet.conftest import fleet_toml
-from fleet.netns import TestFleet, fleet_of
+from fleet.netns import TestFleet, TestHost, fleet_of, read_cmdline
 from nonstop.agent.paths import Paths
 from nonstop.config import load_config
 from nonstop.fleet import run
-from nonstop.fleet.bootstrap import bootstrap_host
+from nonstop.fleet.bootstrap import HostLayout, bootstrap_host, start_agent
 from nonstop.fleet.edge import Edge
 from nonstop.fleet.ssh import HostConnection, KnownHosts, trust
 from nonstop.loadgen.generator import LoadGenerator
@@ -43,12 +43,20 @@ class Site:
     edge: str
 
     def write(
-        self, version: str, *, error_rate: float = 0.0, extra: str = "", front: str = ""
+        self,
+        version: str,
+        *,
+        error_rate: float = 0.0,
+        extra: str = "",
+        front: str = "",
+        build: str = "",
     ) -> None:
         """nonstop.toml for ``version`` of the sample app (``extra`` goes into [fleet],
-        ``front`` into [fleet.front]: the edge on this machine by default). Each host's router
-        answers ``/health`` itself (router.front_health), as an external front needs."""
+        ``front`` into [fleet.front]: the edge on this machine by default; ``build`` is
+        [app] build). Each host's router answers ``/health`` itself (router.front_health), as
+        an external front needs."""
         env = f'env = {{ VERSION = "{version}", ERROR_RATE = "{error_rate}" }}\n'
+        env += f'build = "{build}"\n' if build else ""
         fleet = f'[fleet]\nbatch_wait = "1s"\nhost_watch = "{HOST_WATCH}"\n{extra}'
         toml = fleet_toml(self.fleet, extra=fleet)
         toml = toml.replace("python3 -m nonstop.demo.sampleapp", "python3 app.py")
@@ -90,6 +98,34 @@ class Site:
                 return await control.links[name].call(method, path)
         finally:
             store.close()
+
+    def holding_build(self, marker: Path) -> str:
+        """An [app] build command whose first run (the first to make ``marker``) holds for 120 s,
+        keeping that host's deploy call in flight; every later run passes at once."""
+        (self.project / "hold.sh").write_text(
+            f"mkdir {marker} 2>/dev/null && exec sleep 120\nexit 0\n"
+        )
+        return "sh hold.sh"
+
+    def running_build(self) -> tuple[TestHost, int] | None:
+        """The host whose holding build runs (``sleep 120`` in its namespace), and its pid."""
+        for host in self.fleet.hosts:
+            for pid in host.pids():
+                if read_cmdline(pid).strip() == "sleep 120":
+                    return host, pid
+        return None
+
+    async def restart_agent(self, name: str) -> None:
+        """Start the host's agent again over SSH, as its systemd unit would restart it (the
+        test hosts have no systemd)."""
+        project = self.fleet_project()
+        config = project.fleet.host(name)
+        async with await HostConnection.open(config, project.known) as connection:
+            await start_agent(connection, HostLayout(config.path), project.config.app.name)
+
+
+def agent_pid(host: TestHost) -> int:
+    return next(p for p in host.pids() if "nonstop.agent" in read_cmdline(p))
 
 
 async def under_load(

@@ -1,7 +1,10 @@
 """The fleet planner from tables: each row is (spec, state, what is observed) -> what to do.
 
-Hosts are written as ``"name:active[>rollout][*held][!failed][~unreachable]"``, e.g.
-``"web2:v1>v2"`` is web2 serving v1 with a rollout to v2 moving, ``"web3:v1~"`` web3 unreachable.
+Hosts are written as ``"name:active[>rollout][*held][!failed][?trouble][+calling][~unreachable]"``:
+``"web2:v1>v2"`` is web2 serving v1 with a rollout to v2 moving, ``"web3:v1~"`` web3 unreachable,
+``"web2:v1?reset"`` web2 idle on v1 after the controller's call to it broke off ("reset"),
+``"web2:v1+"`` web2 idle on v1 while the controller's deploy call to it is in flight.
+Retries are written as ``"host:made@due"``, with ``!`` when the host is still not moving.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from nonstop.fleet.plan import (
     FleetState,
     HostView,
     ReleaseCounts,
+    Retry,
     action_from_dict,
     action_to_dict,
     decide,
@@ -26,7 +30,8 @@ from nonstop.fleet.plan import (
 )
 
 FOUR = ("web1", "web2", "web3", "web4")
-ROLLING = FleetSpec("rolling", "v2", "v1", FOUR, max_unavailable=1, batch_wait=10)
+ROLLING = FleetSpec("rolling", "v2", "v1", FOUR, max_unavailable=1, batch_wait=10, retries=3)
+NO_RETRY = replace(ROLLING, retries=0)
 CANARY = replace(ROLLING, strategy="canary", canary=("web1",), min_requests=20, analysis_duration=5)
 BLUEGREEN = replace(ROLLING, strategy="bluegreen")
 
@@ -35,11 +40,24 @@ def host(text: str) -> HostView:
     name, _, rest = text.partition(":")
     reachable = not rest.endswith("~")
     rest = rest.rstrip("~")
+    calling = rest.endswith("+")
+    rest = rest.rstrip("+")
+    rest, _, trouble = rest.partition("?")
     rest, _, failed = rest.partition("!")
     held = rest.endswith("*")
     active, _, rollout = rest.rstrip("*").partition(">")
     warm = frozenset(r for r in (active, rollout) if r)
-    return HostView(name, reachable, active or None, rollout or None, held, failed or None, warm)
+    return HostView(
+        name,
+        reachable,
+        active or None,
+        rollout or None,
+        held,
+        failed or None,
+        warm,
+        calling,
+        trouble,
+    )
 
 
 def observe(
@@ -51,9 +69,20 @@ def observe(
 
 
 def state(phase: str, at: float = 0, **fields: Any) -> FleetState:
-    return FleetState(
-        phase, at, **{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}
-    )
+    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}
+    fields["retries"] = tuple(retry(text) for text in fields.get("retries", ()))
+    return FleetState(phase, at, **fields)
+
+
+def retry(text: str) -> Retry:
+    """``"web2:1@21!"``: web2, 1 attempt made, the next due at 21, still not moving."""
+    host, _, rest = text.partition(":")
+    made, _, due = rest.rstrip("!").partition("@")
+    return Retry(host, int(made), float(due), "x" if text.endswith("!") else "")
+
+
+def retries(decision: FleetDecision) -> list[str]:
+    return [f"{r.host}:{r.made}@{r.due:g}{'!' * bool(r.reason)}" for r in decision.state.retries]
 
 
 def acts(decision: FleetDecision) -> list[str]:
@@ -152,16 +181,16 @@ CASES = [
         "rolling_back",
     ),
     (
-        "rolling: a host lost mid-batch pauses (on_host_lost = pause), drained",
-        ROLLING,
+        "rolling, no retries: a host lost mid-batch pauses (on_host_lost = pause), drained",
+        NO_RETRY,
         state("batch", done=["web1"], batch=["web2"]),
         observe(20, "web1:v2", "web2:v1>v2~", "web3:v1", "web4:v1"),
         [],
         "batch",
     ),
     (
-        "rolling: a lost host with on_host_lost = continue: drained, carry on",
-        replace(ROLLING, on_host_lost="continue"),
+        "rolling, no retries: a lost host with on_host_lost = continue: drained, carry on",
+        replace(NO_RETRY, on_host_lost="continue"),
         state("batch", done=["web1"], batch=["web2"]),
         observe(20, "web1:v2", "web2:v1>v2~", "web3:v1", "web4:v1"),
         ["front web1,web3,web4"],
@@ -246,6 +275,14 @@ CASES = [
         state("rolling_back", reason="x", lost=["web2"]),
         observe(601, "web1:v1", "web2:v2~", "web3:v1", "web4:v1"),
         ["front web1,web3,web4", "finish rolled_back"],
+        "rolling_back",
+    ),
+    (
+        "rolling back: web2's deploy call still in flight: not back yet, no finish",
+        ROLLING,
+        state("rolling_back", reason="x"),
+        observe(25, "web1:v1", "web2:v1+", "web3:v1", "web4:v1"),
+        [],
         "rolling_back",
     ),
     (
@@ -392,18 +429,267 @@ def test_decide(
     assert FleetState.from_dict(decision.state.to_dict()) == decision.state
 
 
+ON_WEB2 = ("web1:v2", "web3:v1", "web4:v1")
+"""The others, while web2 is the batch (web1 done)."""
+HELD = ("web1:v1>v2*", "web2:v1>v2*", "web3:v1>v2*")
+SWITCHED = ("web1:v2", "web2:v2", "web4:v2")
+
+RETRY_CASES = [
+    # retries 3 (4 attempts), backoff 1 s doubled: attempt 2 after 1 s, 3 after 2 s, 4 after 4 s
+    (
+        "retry: web2's deploy call broke off and it is idle: attempt 2 in 1s",
+        ROLLING,
+        state("batch", 19, done=["web1"], batch=["web2"]),
+        observe(20, *ON_WEB2, "web2:v1?its agent did not answer"),
+        [],
+        "batch",
+        ["web2:1@21!"],
+    ),
+    (
+        "retry: web2 unreachable after its deploy: attempt 2 in 1s, no pause yet",
+        ROLLING,
+        state("batch", 19, done=["web1"], batch=["web2"]),
+        observe(20, *ON_WEB2, "web2:v1~"),
+        [],
+        "batch",
+        ["web2:1@21!"],
+    ),
+    (
+        "retry: web2's deploy call still in flight (copy, build): progress, no retry",
+        ROLLING,
+        state("batch", 19, done=["web1"], batch=["web2"]),
+        observe(50, *ON_WEB2, "web2:v1+"),
+        [],
+        "batch",
+        [],
+    ),
+    (
+        "retry: not due yet: wait",
+        ROLLING,
+        state("batch", 19, done=["web1"], batch=["web2"], retries=["web2:1@21!"]),
+        observe(20.5, *ON_WEB2, "web2:v1"),
+        [],
+        "batch",
+        ["web2:1@21!"],
+    ),
+    (
+        "retry: due and web2 answers: attempt 2 deploys again, attempt 3 after 2s more",
+        ROLLING,
+        state("batch", 19, done=["web1"], batch=["web2"], retries=["web2:1@21!"]),
+        observe(21, *ON_WEB2, "web2:v1"),
+        ["deploy web2 v2"],
+        "batch",
+        ["web2:2@23!"],
+    ),
+    (
+        "retry: attempt 2 took (web2 moves to v2): the count stays for this batch",
+        ROLLING,
+        state("batch", 19, done=["web1"], batch=["web2"], retries=["web2:2@23!"]),
+        observe(22, *ON_WEB2, "web2:v1>v2"),
+        [],
+        "batch",
+        ["web2:2@23"],
+    ),
+    (
+        "retry: web2 serves v2 after a retry: batch done, retries cleared",
+        ROLLING,
+        state("batch", 19, done=["web1"], batch=["web2"], retries=["web2:2@23"]),
+        observe(30, *ON_WEB2, "web2:v2"),
+        ["front web1,web2,web3,web4"],
+        "wait",
+        [],
+    ),
+    (
+        "retry: web2 drops out again later: attempt 3 after 2s (the budget is the batch's)",
+        ROLLING,
+        state("batch", 19, done=["web1"], batch=["web2"], retries=["web2:2@23"]),
+        observe(25, *ON_WEB2, "web2:v1~"),
+        [],
+        "batch",
+        ["web2:2@27!"],
+    ),
+    (
+        "retry: due while web2 does not answer: attempt 2 spent without a call",
+        ROLLING,
+        state("batch", 19, done=["web1"], batch=["web2"], retries=["web2:1@21!"]),
+        observe(21.5, *ON_WEB2, "web2:v1~"),
+        [],
+        "batch",
+        ["web2:2@23!"],
+    ),
+    (
+        "retry: one slow tick past every due while unreachable: out of attempts, paused",
+        ROLLING,
+        state("batch", 19, done=["web1"], batch=["web2"], retries=["web2:1@21!"]),
+        observe(40, *ON_WEB2, "web2:v1~"),
+        [],
+        "batch",
+        ["web2:4@35!"],
+    ),
+    (
+        "retry: out of attempts while answering (the deploy never takes): roll back",
+        ROLLING,
+        state("batch", 19, done=["web1"], batch=["web2"], retries=["web2:4@30!"]),
+        observe(31, *ON_WEB2, "web2:v1?the agent failed (HTTP 500)"),
+        ["deploy web1 v1 rollback"],
+        "rolling_back",
+        [],
+    ),
+    (
+        "retry: out of attempts, unreachable, on_host_lost = continue: drained, carry on",
+        replace(ROLLING, on_host_lost="continue"),
+        state("batch", 19, done=["web1"], batch=["web2"], retries=["web2:4@30!"]),
+        observe(31, *ON_WEB2, "web2:v1~"),
+        ["front web1,web3,web4"],
+        "batch",
+        [],
+    ),
+    (
+        "retry: two hosts out of attempts, one of them answers: roll back (not a lost host)",
+        replace(ROLLING, max_unavailable=2),
+        state("batch", 19, batch=["web1", "web2"], retries=["web1:4@30!", "web2:4@30!"]),
+        observe(31, "web1:v1~", "web2:v1", "web3:v1", "web4:v1"),
+        ["deploy web1 v1 rollback"],
+        "rolling_back",
+        [],
+    ),
+    (
+        "retry: retries = 0 and web2 answers without taking v2: roll back at once",
+        NO_RETRY,
+        state("batch", 19, done=["web1"], batch=["web2"]),
+        observe(20, *ON_WEB2, "web2:v1?the agent failed (HTTP 500): disk full"),
+        ["deploy web1 v1 rollback"],
+        "rolling_back",
+        [],
+    ),
+    (
+        "retry: a host's own failed rollout is a verdict, not retried: roll back",
+        ROLLING,
+        state("batch", 19, done=["web1"], batch=["web2"], retries=["web2:2@23"]),
+        observe(25, *ON_WEB2, "web2:v1!readiness failed"),
+        ["deploy web1 v1 rollback"],
+        "rolling_back",
+        [],
+    ),
+    (
+        "retry: the canary host out of attempts, unreachable: roll back, no pause",
+        CANARY,
+        state("batch", 0, batch=["web1"], retries=["web1:4@30!"]),
+        observe(31, "web1:v1~", *ALL_V1[1:]),
+        ["deploy web1 v1 rollback"],
+        "rolling_back",
+        [],
+    ),
+    (
+        "retry: bluegreen: web4's start broke off: started again, held",
+        BLUEGREEN,
+        state("prepare", 0, batch=list(FOUR), retries=["web4:1@7!"]),
+        observe(7, *HELD, "web4:v1"),
+        ["deploy web4 v2 hold"],
+        "prepare",
+        ["web4:2@9!"],
+    ),
+    (
+        "retry: bluegreen: web4 out of attempts: every host aborts, nobody switched",
+        BLUEGREEN,
+        state("prepare", 0, batch=list(FOUR), retries=["web4:4@20!"]),
+        observe(21, *HELD, "web4:v1~"),
+        ["abort web1", "abort web2", "abort web3", "deploy web4 v1 rollback"],
+        "rolling_back",
+        [],
+    ),
+    (
+        "retry: bluegreen: the promote of web3 did not take (still held): promote again when due",
+        BLUEGREEN,
+        state("switch", 6, batch=list(FOUR), retries=["web3:1@8!"]),
+        observe(8, "web1:v2", "web2:v2", "web3:v1>v2*", "web4:v2"),
+        ["promote web3"],
+        "switch",
+        ["web3:2@10!"],
+    ),
+    (
+        "retry: bluegreen: web3 never switches: out of attempts, every host back on v1",
+        BLUEGREEN,
+        state("switch", 6, batch=list(FOUR), retries=["web3:4@20!"]),
+        observe(21, "web1:v2", "web2:v2", "web3:v1>v2*", "web4:v2"),
+        [
+            "deploy web1 v1 rollback",
+            "deploy web2 v1 rollback",
+            "abort web3",
+            "deploy web4 v1 rollback",
+        ],
+        "rolling_back",
+        [],
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("spec", "before", "observed", "expected", "phase", "after"),
+    [case[1:] for case in RETRY_CASES],
+    ids=[case[0] for case in RETRY_CASES],
+)
+def test_retry(
+    spec: FleetSpec,
+    before: FleetState,
+    observed: FleetObserved,
+    expected: list[str],
+    phase: str,
+    after: list[str],
+) -> None:
+    decision = decide(spec, before, observed)
+    assert acts(decision) == expected
+    assert decision.state.phase == phase
+    assert retries(decision) == after
+    assert FleetState.from_dict(decision.state.to_dict()) == decision.state
+
+
+def test_each_attempt_is_an_event_of_the_journal() -> None:
+    """What ``nonstop fleet status`` and the journal say, attempt by attempt."""
+    batch = state("batch", 19, done=["web1"], batch=["web2"])
+    broke = "web2 (root@10.0.0.12:22): its agent did not answer: connection reset"
+    first = decide(ROLLING, batch, observe(20, *ON_WEB2, f"web2:v1?{broke}"))
+    assert first.events == (
+        f"web2: deploy v2 did not take (attempt 1 of 4): {broke}; retrying in 1s",
+    )
+    second = decide(ROLLING, first.state, observe(21, *ON_WEB2, "web2:v1"))
+    assert acts(second) == ["deploy web2 v2"]
+    assert second.events == (f"web2: attempt 2 of 4: deploy v2 ({broke})",)
+    took = decide(ROLLING, second.state, observe(22, *ON_WEB2, "web2:v1>v2"))
+    assert took.events == ("web2: deploy v2 took on attempt 2 of 4",)
+
+
+def test_a_host_away_through_every_attempt_then_pauses_naming_them() -> None:
+    gone = "cannot connect to web2 (root@10.0.0.12:22): no answer in time"
+    at = state("batch", 19, done=["web1"], batch=["web2"], retries=["web2:1@21!"])
+    decision = decide(ROLLING, at, observe(40, *ON_WEB2, f"web2:v1?{gone}~"))
+    why = f"unreachable: {gone}"
+    assert decision.events == (
+        f"web2: attempt 2 of 4 not made: {why}",
+        f"web2: attempt 3 of 4 not made: {why}",
+        f"web2: attempt 4 of 4 not made: {why}",
+        f"host web2 is unreachable after 4 attempts: {gone}: paused (`nonstop fleet resume` "
+        "or `nonstop fleet abort`)",
+    )
+    assert decision.state.paused.startswith("host web2 is unreachable after 4 attempts")
+    resumed = decide(ROLLING, decision.state, observe(60, *ON_WEB2, "web2:v1", command="resume"))
+    assert retries(resumed) == ["web2:1@61!"]  # a fresh budget: web2 is tried again in 1s
+    again = decide(ROLLING, resumed.state, observe(61, *ON_WEB2, "web2:v1"))
+    assert acts(again) == ["deploy web2 v2"]
+
+
 def test_a_paused_rollout_waits_for_resume_then_carries_on() -> None:
     paused = decide(
-        ROLLING,
+        NO_RETRY,
         state("batch", done=["web1"], batch=["web2"]),
         observe(20, "web1:v2", "web2:v1~", "web3:v1", "web4:v1"),
     )
     assert "host web2 is unreachable: paused" in paused.state.paused
     assert paused.wake_in is None
-    still = decide(ROLLING, paused.state, observe(30, "web1:v2", "web2:v1", "web3:v1", "web4:v1"))
+    still = decide(NO_RETRY, paused.state, observe(30, "web1:v2", "web2:v1", "web3:v1", "web4:v1"))
     assert (still.actions, still.state) == ((), paused.state)
     resumed = decide(
-        ROLLING,
+        NO_RETRY,
         paused.state,
         observe(40, "web1:v2", "web2:v2", "web3:v1", "web4:v1", command="resume"),
     )

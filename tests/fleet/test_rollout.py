@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -16,7 +17,7 @@ import pytest
 
 from fleet.lb import DETECTION, load_balancer
 from fleet.netns import read_cmdline
-from fleet.site import Site, site_of, under_load
+from fleet.site import Site, agent_pid, site_of, under_load
 from nonstop.fleet import run
 from nonstop.fleet.bootstrap import HostLayout, start_agent
 from nonstop.fleet.plan import FleetState
@@ -163,7 +164,7 @@ async def test_an_external_load_balancer_is_drained_through_each_hosts_health_pa
 
 
 async def test_a_host_cut_mid_rollout_pauses_and_abort_leaves_no_mixed_version(site: Site) -> None:
-    site.write("v7")
+    site.write("v7", extra="retries = 0\n")  # pause at once (retries: test_plan.py, below)
     project = site.fleet_project()
     task = asyncio.create_task(site.deploy("rolling", "v7"))
     store = project.store()
@@ -229,3 +230,52 @@ async def test_the_controller_sees_an_agent_killed_and_ssh_dropped_then_both_bac
             assert (back.reachable, back.active) == (True, before.active)
     finally:
         store.close()
+
+
+async def test_a_host_whose_agent_dies_during_its_deploy_call_is_retried_and_converges(
+    site: Site, tmp_path: Path
+) -> None:
+    """The agent of one host is killed while the controller's call to start the release there
+    is in flight (the host's build of it runs): the host is retried once its agent answers
+    again, the lockstep completes with every host on the release, and the host ran exactly one
+    rollout of it (the retry is the same declarative step, done once)."""
+    build = site.holding_build(tmp_path / "held")
+    site.write("v8", extra='retries = 6\nretry_backoff = "0.5s"\n', build=build)
+    project = site.fleet_project()
+    store = project.store()
+    task = asyncio.create_task(site.deploy("bluegreen", "v8"))
+    deadline = time.monotonic() + 120
+    try:
+        while (found := site.running_build()) is None:
+            assert not task.done(), task.result()
+            assert time.monotonic() < deadline, "no host's build of v8 ever started"
+            await asyncio.sleep(0.05)
+        host, holding = found
+        os.kill(agent_pid(host), signal.SIGKILL)  # its deploy call is in flight: the build holds
+        os.kill(holding, signal.SIGKILL)
+        await wait_for_state(
+            store,
+            lambda s: any(r.host == host.name and r.reason for r in s.retries),
+            f"{host.name} retried",
+            deadline,
+        )
+        status = cli(site, "status")
+        output, _ = status.communicate(timeout=60)
+        line = next(row for row in output.splitlines() if row.startswith(f"{host.name} ("))
+        assert re.search(r" - retrying \(attempt [2-7] of 7\): ", line), output
+        await site.restart_agent(host.name)
+        outcome = await asyncio.wait_for(task, 180)
+    finally:
+        if not task.done():
+            task.cancel()
+        store.close()
+    assert (outcome.status, outcome.reason) == ("completed", "every host serves v8")
+    events = [m for _, m in FleetStore(project.folder / "fleet.db").events(outcome.id)]
+    first = f"{host.name}: start v8 did not take (attempt 1 of 7): "
+    assert any(m.startswith(first) for m in events), events
+    again = re.compile(rf"{host.name}: attempt [2-7] of 7: start v8 \(")
+    assert any(again.match(m) for m in events), events
+    assert set((await site.actives()).values()) == {"v8"}
+    rows = await site.host_call(host.name, "GET", "/v1/rollouts?limit=50")
+    assert isinstance(rows, list)
+    assert [row["status"] for row in rows if row["candidate"] == "v8"] == ["completed"]

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
+from rich.markup import escape
 
 from nonstop.cli.common import console, json_option, print_json, project_paths
 from nonstop.config import load_config
@@ -136,12 +137,13 @@ def report_bootstrap(results: dict[str, BootstrapReport | HostError]) -> None:
 def status(hosts: tuple[str, ...], as_json: bool) -> None:
     """One line per host: its state (ready, degraded, agent down, not installed, unreachable),
     nonstop's version there, its active release and rollout, and why when it is not ready."""
-    from nonstop.fleet.status import fleet_status
+    from nonstop.fleet.status import fleet_status, note_retries
 
     _, fleet_cfg, known = fleet_config()
     subset = fleet_cfg.model_copy(update={"hosts": chosen(fleet_cfg, hosts)})
     rows = asyncio.run(fleet_status(subset, known))
     rollout = latest_rollout()
+    note_retries(rows, rollout)
     if as_json:
         print_json({"rollout": rollout, "hosts": [row.to_dict() for row in rows]})
         return
@@ -161,7 +163,8 @@ def status(hosts: tuple[str, ...], as_json: bool) -> None:
         )
         line = f"{row.host} ({row.address}): [{colour}]{row.state}[/]"
         line += f" {detail}" if detail else ""
-        console.print(line + (f" - {row.why}" if row.why else ""))
+        line += f" - {row.why}" if row.why else ""
+        console.print(line + (f" - {escape(row.retrying)}" if row.retrying else ""))
         for role, summary in row.roles.items():
             console.print(f"  {role}: {summary}", markup=False)
 

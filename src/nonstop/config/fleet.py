@@ -152,6 +152,14 @@ class FleetConfig(Model):
     analysis_duration: Duration = 30.0
     """canary: how long the canary hosts serve before the fleet-wide analysis may pass (the
     thresholds are ``[watch] max_error_rate`` and ``min_requests``, counted at the edge)."""
+    retries: int = Field(default=4, ge=0, le=20)
+    """How many more times the controller tries a host's step (deploy, start held, switch)
+    that did not take - the link dropped, its agent restarting, a timeout - before
+    ``on_host_lost`` (a host that does not answer) or a rollback (one that does) applies."""
+    retry_backoff: Duration = Field(default=1.0, gt=0)
+    """The wait before the first retry, doubled for each next one (1 s, 2 s, 4 s, 8 s): with
+    the defaults the last attempt goes 15 s after the first failed, time for a host's agent to
+    be restarted by its unit (2 s) and start under load."""
     host_watch: Duration = 10.0
     """How long each host's own rollout watches its instances after switching (its
     ``[watch] duration`` for fleet deploys): the fleet-wide analysis is the edge's."""

@@ -20,13 +20,13 @@ import tarfile
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 from nonstop.config.fleet import FleetConfig, HostConfig
 from nonstop.config.schema import NonstopConfig
-from nonstop.errors import NonstopError, StateError
+from nonstop.errors import NonstopError, StateError, UsageError
 from nonstop.fleet.bootstrap import HostLayout, remote_agent
 from nonstop.fleet.external import Front
 from nonstop.fleet.hostfile import host_settings
@@ -47,6 +47,9 @@ from nonstop.fleet.store import FleetRollout, FleetStore
 
 SKIPPED_NAMES = {".nonstop", ".git", ".venv", "venv", "__pycache__", "node_modules", ".mypy_cache"}
 FAILED = ("rolled_back", "aborted", "failed")
+DEPLOY_CALL = 960.0
+"""How long a host's agent may take to accept a deploy: it copies and builds the release first
+(the agent gives a build 900 s). The call runs beside the ticks (``FleetController.calls``)."""
 
 
 def spec_from_dict(data: dict[str, Any]) -> FleetSpec:
@@ -69,22 +72,27 @@ class HostLink:
         self.timeout = timeout
         self.connection: HostConnection | None = None
         self.agent: RemoteAgent | None = None
+        self.opening = asyncio.Lock()
+        """One connection at a time: a deploy call in flight and a tick's reads share it."""
 
     async def get(self) -> RemoteAgent:
-        if self.agent is None:
-            connection = await HostConnection.open(self.host, self.known, timeout=self.timeout)
-            try:
-                self.agent = await remote_agent(connection)
-            except BaseException:
-                await connection.close()
-                raise
-            self.connection = connection
-        return self.agent
+        async with self.opening:
+            if self.agent is None:
+                connection = await HostConnection.open(self.host, self.known, timeout=self.timeout)
+                try:
+                    self.agent = await remote_agent(connection)
+                except BaseException:
+                    await connection.close()
+                    raise
+                self.connection = connection
+            return self.agent
 
-    async def call(self, method: str, path: str, body: Any = None) -> Any:
+    async def call(
+        self, method: str, path: str, body: Any = None, *, timeout: float | None = None
+    ) -> Any:
         agent = await self.get()
         try:
-            return await agent.request(method, path, body, timeout=self.timeout)
+            return await agent.request(method, path, body, timeout=timeout or self.timeout)
         except HostError:
             await self.drop()
             raise
@@ -114,8 +122,18 @@ class FleetController:
         self.say = say
         self.links = {h.name: HostLink(h, known, fleet.connect_timeout) for h in fleet.hosts}
         self.views: dict[str, HostView] = {}
+        self.calls: dict[str, asyncio.Task[None]] = {}
+        """Host -> its deploy call still in flight (copying the release, the host building it):
+        it runs beside the ticks, so the controller keeps observing and deciding meanwhile."""
+        self.call_errors: dict[str, tuple[str, bool]] = {}
+        """Host -> (why its last call for a step failed, whether retrying cannot help), given to
+        the planner with the next observation (as the host's ``trouble``, or ``failed``)."""
 
     async def close(self) -> None:
+        for task in self.calls.values():
+            task.cancel()
+        await asyncio.gather(*self.calls.values(), return_exceptions=True)
+        self.calls = {}
         for link in self.links.values():
             await link.drop()
 
@@ -126,8 +144,8 @@ class FleetController:
         try:
             status = await link.call("GET", "/v1/status")
             latest = await link.call("GET", "/v1/rollouts?limit=1")
-        except NonstopError:
-            return HostView(name, reachable=False, active=self.known_active(name))
+        except NonstopError as exc:
+            return HostView(name, False, self.known_active(name), trouble=str(exc))
         return host_view(name, status, latest, spec.candidate, since)
 
     def known_active(self, name: str) -> str | None:
@@ -138,10 +156,18 @@ class FleetController:
         self, spec: FleetSpec, rollout: FleetRollout, state: FleetState, command: Any
     ) -> FleetObserved:
         names = list(spec.hosts)
+        # Which deploy calls are in flight is taken BEFORE reading the hosts: a call that ends
+        # while they are read may have started its rollout after its host answered, so that
+        # host counts as calling until the next tick reads it afresh.
+        calling = self.reap_calls()
         views = await asyncio.gather(
             *(self.observe_host(n, spec, rollout.started_at) for n in names)
         )
-        self.views = {view.name: view for view in views}
+        self.views = {
+            view.name: with_call_error(view, self.call_errors, calling=view.name in calling)
+            for view in views
+        }
+        self.call_errors = {}
         self.edge.note_releases({v.name: v.active for v in views})
         counts = self.edge.counts_since(state.phase_started_at)
         return FleetObserved(time.time(), self.views, counts, command)
@@ -149,16 +175,38 @@ class FleetController:
     # -- acting ------------------------------------------------------------------------------
 
     async def execute(self, spec: FleetSpec, actions: tuple[FleetAction, ...]) -> None:
+        """The front first, then each host's move: a deploy to the candidate (its copy and
+        build may take minutes) starts and runs beside the ticks; the others are awaited."""
         moves = [a for a in actions if not isinstance(a, FrontHosts) and a.kind != "finish"]
         fronts = [a for a in actions if isinstance(a, FrontHosts)]
         for front in fronts[:1]:  # drain first: no host leaves service after it moved
             await self.edge.apply(front.enabled, self.views)
-        results = await asyncio.gather(*(self.act(spec, a) for a in moves), return_exceptions=True)
-        for action, result in zip(moves, results, strict=True):
-            if isinstance(result, NonstopError):
-                self.say(f"{action.host}: {result}")
-            elif isinstance(result, BaseException):
-                raise result
+        slow = [a for a in moves if isinstance(a, HostDeploy) and not a.rollback]
+        for deploy in slow:
+            if deploy.host not in self.calls:  # else the same step is in flight already
+                self.calls[deploy.host] = asyncio.create_task(self.act(spec, deploy))
+        quick = [a for a in moves if a not in slow]
+        results = await asyncio.gather(*(self.act(spec, a) for a in quick), return_exceptions=True)
+        for action, result in zip(quick, results, strict=True):
+            self.failed_call(action.host, result)
+
+    def failed_call(self, host: str, result: BaseException | None) -> None:
+        if isinstance(result, NonstopError):
+            self.say(f"{host}: {result}")
+            # The agent refusing the request (exit-2 kind: a bad release or config) fails the
+            # same way every time; anything else (the link, the agent, a timeout, a conflict
+            # with a rollout that just started) may take on a retry.
+            self.call_errors[host] = (str(result), isinstance(result, UsageError))
+        elif isinstance(result, BaseException):
+            raise result
+
+    def reap_calls(self) -> set[str]:
+        """The hosts whose deploy call is still in flight; a finished one's error is noted."""
+        for host, task in list(self.calls.items()):
+            if task.done():
+                del self.calls[host]
+                self.failed_call(host, None if task.cancelled() else task.exception())
+        return set(self.calls)
 
     async def act(self, spec: FleetSpec, action: FleetAction) -> None:
         if isinstance(action, HostDeploy):
@@ -195,7 +243,7 @@ class FleetController:
             "config": self.host_config(link.host, hold=action.hold),
             "strategy": "bluegreen",
         }
-        await link.call("POST", "/v1/deploy", body)
+        await link.call("POST", "/v1/deploy", body, timeout=DEPLOY_CALL)
 
     def host_config(self, host: HostConfig, *, hold: bool) -> dict[str, Any]:
         data = host_settings(self.config, host, self.fleet)
@@ -297,6 +345,22 @@ def host_view(
         failed=failed,
         warm=warm,
     )
+
+
+def with_call_error(
+    view: HostView, errors: dict[str, tuple[str, bool]], *, calling: bool = False
+) -> HostView:
+    """The host as observed, with why the controller's last call for its step failed: its
+    ``trouble`` (the reason a retry names), or ``failed`` when retrying cannot help; and
+    whether a call for its step is still in flight."""
+    if calling:
+        view = replace(view, calling=True)
+    if view.name not in errors:
+        return view
+    why, final = errors[view.name]
+    if final and view.reachable:
+        return replace(view, failed=view.failed or why)
+    return replace(view, trouble=view.trouble or why)
 
 
 def pack_project(project: Path, archive: Path) -> None:

@@ -18,6 +18,14 @@ Strategies::
                ready, every host switches in the same decision; any host failing to prepare
                aborts them all before anyone switched
 
+Retries: a host of the step (a batch, the blue-green prepare or switch) whose call did not take
+- the SSH link dropped, its agent restarting, a timeout: reachable and idle, or unreachable - is
+tried again with backoff (``retry_backoff``, doubled each time) up to ``retries`` more times; an
+attempt that falls due while the host does not answer is spent without a call. Only then does
+the policy apply (``on_host_lost`` for a host that does not answer, abort otherwise). A host's
+own verdict (its rollout failed) is not retried: the release is judged, not the link. Retrying
+is safe because the actions are declarative: a host already moving to the release is left alone.
+
 Abort (a failure, an operator's abort, a lost host with ``on_host_lost = "pause"`` then
 abort) moves every host that runs the candidate back to the stable release, which is warm there
 (kept by the host's agent), and only then ends: 0 hosts on a mixed version. A host that cannot
@@ -33,7 +41,7 @@ Worked example, rolling, 4 hosts, max_unavailable 1, batch_wait 10 (``t`` in sec
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -74,6 +82,18 @@ class FleetSpec:
     """Canary: how long the canary hosts serve before the analysis can pass."""
     deadline: float = 600.0
     """Longest wait for a host to serve the candidate (or to come back) before giving up."""
+    retries: int = 4
+    """How many more times a host's step is tried after it did not take."""
+    retry_backoff: float = 1.0
+    """The wait before the first retry, doubled for each next one."""
+
+    @property
+    def attempts(self) -> int:
+        return self.retries + 1
+
+    def backoff(self, made: int) -> float:
+        """The wait after attempt ``made`` (1, 2, ...) before the next one."""
+        return float(self.retry_backoff * 2.0 ** (made - 1))
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +110,12 @@ class HostView:
     """Why the host's last rollout to our candidate did not complete (None: it did not fail)."""
     warm: frozenset[str] = frozenset()
     """Releases with ready instances on the host (what a rollback may switch to at once)."""
+    calling: bool = False
+    """A call of the controller for the host's step is still in flight (copying the release,
+    the host building it): progress, not a step that did not take."""
+    trouble: str = ""
+    """Why the controller's last call to the host failed (it did not answer, or a call for
+    the host's step broke off), "" when nothing did: the reason a retry names."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,6 +211,26 @@ def action_from_dict(data: Mapping[str, Any]) -> FleetAction:
 
 
 @dataclass(frozen=True, slots=True)
+class Retry:
+    """A host whose step did not take, tried again with backoff."""
+
+    host: str
+    made: int
+    """Attempts made (or spent while it did not answer) so far, the first call included."""
+    due: float
+    """When the next attempt may go."""
+    reason: str
+    """Why the last attempt did not take; "" once the host moves again (the count stays)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"host": self.host, "made": self.made, "due": self.due, "reason": self.reason}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Retry:
+        return cls(str(data["host"]), int(data["made"]), float(data["due"]), str(data["reason"]))
+
+
+@dataclass(frozen=True, slots=True)
 class FleetState:
     phase: str
     phase_started_at: float
@@ -196,6 +242,8 @@ class FleetState:
     paused: str = ""
     """Why the rollout waits for an operator ("" while it runs)."""
     reason: str = ""
+    retries: tuple[Retry, ...] = ()
+    """Hosts of the current step that are being retried (cleared when the step ends)."""
 
     def enter(self, phase: str, now: float, **changes: Any) -> FleetState:
         return replace(self, phase=phase, phase_started_at=now, **changes)
@@ -209,6 +257,7 @@ class FleetState:
             "lost": list(self.lost),
             "paused": self.paused,
             "reason": self.reason,
+            "retries": [retry.to_dict() for retry in self.retries],
         }
 
     @classmethod
@@ -221,6 +270,7 @@ class FleetState:
             lost=tuple(data.get("lost", ())),
             paused=str(data.get("paused", "")),
             reason=str(data.get("reason", "")),
+            retries=tuple(Retry.from_dict(r) for r in data.get("retries", ())),
         )
 
 
@@ -249,7 +299,8 @@ def decide(spec: FleetSpec, state: FleetState, observed: FleetObserved) -> Fleet
     if state.paused:
         if observed.command != "resume":
             return FleetDecision(state, wake_in=None)
-        state = replace(state, paused="", phase_started_at=observed.now)
+        # A fresh budget of attempts: the operator says the hosts are worth trying again.
+        state = replace(state, paused="", phase_started_at=observed.now, retries=())
     phases = {BATCH: batch, WAIT: wait, ANALYSIS: analysis, PREPARE: prepare, SWITCH: switch}
     return phases[state.phase](spec, state, observed)
 
@@ -297,18 +348,20 @@ def batch(spec: FleetSpec, state: FleetState, observed: FleetObserved) -> FleetD
         )
     problem = batch_problem(spec, state, observed)
     if problem:
-        return host_trouble(spec, state, observed, problem)
+        return abort(spec, state, observed, problem)
+    step = retry_step(spec, state, observed, moving_to(spec.candidate), deploying(spec))
+    if step.exhausted:
+        return host_trouble(spec, step.state, observed, step.problem, step.events, step.exhausted)
     if not all(on_release(observed.host(h), spec.candidate) for h in state.batch):
-        return FleetDecision(state)
-    return batch_done(spec, state, observed)
+        return FleetDecision(step.state, step.actions, step.events)
+    return batch_done(spec, step.state, observed, step.events)
 
 
 def batch_problem(spec: FleetSpec, state: FleetState, observed: FleetObserved) -> str:
+    """A host's own verdict (its rollout failed), or the deadline: not retried."""
     for name in state.batch:
         view = observed.host(name)
-        if not view.reachable:
-            return f"host {name} is unreachable"
-        if view.failed:
+        if view.failed and view.reachable:
             return f"host {name} failed to serve {spec.candidate}: {view.failed}"
     waited = observed.now - state.phase_started_at
     if waited > spec.deadline:
@@ -316,10 +369,127 @@ def batch_problem(spec: FleetSpec, state: FleetState, observed: FleetObserved) -
     return ""
 
 
-def batch_done(spec: FleetSpec, state: FleetState, observed: FleetObserved) -> FleetDecision:
+@dataclass(frozen=True, slots=True)
+class Step:
+    """What the retries of a step decided this tick."""
+
+    state: FleetState
+    actions: tuple[FleetAction, ...] = ()
+    events: tuple[str, ...] = ()
+    exhausted: tuple[str, ...] = ()
+    """Hosts out of attempts, still not moving."""
+    problem: str = ""
+    """Why, for the first of them (the policy's reason)."""
+
+
+def moving_to(release: str) -> Callable[[HostView], bool]:
+    """The host's step took: it serves ``release`` or its own rollout moves there."""
+    return lambda view: view.reachable and (view.active == release or view.rollout == release)
+
+
+def switching_to(release: str) -> Callable[[HostView], bool]:
+    """The promote took: the host serves ``release`` or its rollout no longer holds it."""
+    return lambda view: (
+        view.reachable and (view.active == release or (view.rollout == release and not view.held))
+    )
+
+
+def deploying(spec: FleetSpec, *, hold: bool = False) -> tuple[str, Callable[[str], FleetAction]]:
+    verb = f"{'start' if hold else 'deploy'} {spec.candidate}"
+    return verb, lambda host: HostDeploy(host, spec.candidate, hold=hold)
+
+
+def retry_step(
+    spec: FleetSpec,
+    state: FleetState,
+    observed: FleetObserved,
+    took: Callable[[HostView], bool],
+    action: tuple[str, Callable[[str], FleetAction]],
+) -> Step:
+    """Each host of ``state.batch`` whose step did not take (``took`` is false, and its own
+    rollout did not fail) is tried again: after ``spec.backoff(made)`` seconds, while it
+    answers; an attempt falling due while it does not answer is spent without a call. Past
+    ``spec.attempts`` it is exhausted and the caller applies the policy."""
+    verb, make = action
+    now, total = observed.now, spec.attempts
+    records = {r.host: r for r in state.retries}
+    actions: list[FleetAction] = []
+    events: list[str] = []
+    exhausted: list[str] = []
+    problem = ""
+    for name in state.batch:
+        view = observed.host(name)
+        record = records.get(name)
+        if view.failed and view.reachable:
+            continue  # the host's own verdict: the caller judges it, no retry
+        if view.calling:
+            continue  # its call is in flight: it took or it fails, then judged
+        if took(view):
+            if record is not None and record.reason:
+                records[name] = replace(record, reason="")
+                events.append(f"{name}: {verb} took on attempt {record.made} of {total}")
+            continue
+        why = trouble_of(view, spec)
+        if record is None or not record.reason:
+            made = record.made if record else 1
+            record = Retry(name, made, now + spec.backoff(made), why)
+            if made < total:
+                wait = spec.backoff(made)
+                events.append(
+                    f"{name}: {verb} did not take (attempt {made} of {total}): {why}; "
+                    f"retrying in {wait:g}s"
+                )
+        elif view.trouble or not view.reachable:
+            record = replace(record, reason=why)  # the latest word on it
+        while now >= record.due and not view.reachable and record.made < total:
+            made = record.made + 1
+            record = Retry(name, made, record.due + spec.backoff(made), why)
+            events.append(f"{name}: attempt {made} of {total} not made: {why}")
+        if record.made >= total:
+            if now >= record.due or not spec.retries:  # the last one had its time to take
+                exhausted.append(name)
+                problem = problem or exhausted_problem(spec, view, record)
+        elif now >= record.due:  # it answers (attempts due while it did not were spent)
+            made = record.made + 1
+            record = Retry(name, made, now + spec.backoff(made), record.reason)
+            actions.append(make(name))
+            events.append(f"{name}: attempt {made} of {total}: {verb} ({record.reason})")
+        records[name] = record
+    retries = tuple(records[h] for h in state.batch if h in records)
+    return Step(
+        replace(state, retries=retries), tuple(actions), tuple(events), tuple(exhausted), problem
+    )
+
+
+def trouble_of(view: HostView, spec: FleetSpec) -> str:
+    if not view.reachable:
+        return f"unreachable: {view.trouble}" if view.trouble else "unreachable"
+    if view.trouble:
+        return view.trouble
+    if view.held and view.rollout == spec.candidate:
+        return f"it still holds {spec.candidate} unswitched"
+    if view.rollout and view.rollout != spec.candidate:
+        return f"its agent runs a rollout to {view.rollout}"
+    return f"its agent shows no rollout to {spec.candidate}"
+
+
+def exhausted_problem(spec: FleetSpec, view: HostView, record: Retry) -> str:
+    """The policy's reason for a host out of attempts."""
+    if not view.reachable:
+        if not spec.retries:
+            return f"host {view.name} is unreachable"
+        detail = f": {view.trouble}" if view.trouble else ""
+        return f"host {view.name} is unreachable after {record.made} attempts{detail}"
+    tried = f" after {record.made} attempts" if spec.retries else ""
+    return f"host {view.name} did not take {spec.candidate}{tried}: {record.reason}"
+
+
+def batch_done(
+    spec: FleetSpec, state: FleetState, observed: FleetObserved, before: tuple[str, ...] = ()
+) -> FleetDecision:
     moved = state.batch
-    state = state.enter(WAIT, observed.now, done=(*state.done, *moved), batch=())
-    events = (f"{', '.join(moved)} serve {spec.candidate}",)
+    state = state.enter(WAIT, observed.now, done=(*state.done, *moved), batch=(), retries=())
+    events = (*before, f"{', '.join(moved)} serve {spec.candidate}")
     front = FrontHosts(serving(spec, state))
     if spec.strategy == "canary" and state.done == tuple(h for h in spec.hosts if h in spec.canary):
         state = state.enter(ANALYSIS, observed.now)
@@ -343,7 +513,7 @@ def analysis(spec: FleetSpec, state: FleetState, observed: FleetObserved) -> Fle
     counts = observed.measurements.get(spec.candidate, ReleaseCounts())
     for name in state.done:
         if not observed.host(name).reachable:
-            return host_trouble(spec, state, observed, f"canary host {name} is unreachable")
+            return abort(spec, state, observed, f"canary host {name} is unreachable")
     measured = f"{counts.errors}/{counts.requests} errors ({counts.error_rate:.1%})"
     if counts.requests >= spec.min_requests and counts.above(spec.max_error_rate):
         why = f"canary analysis failed: {measured} > {spec.max_error_rate:.1%}"
@@ -367,37 +537,62 @@ def prepare(spec: FleetSpec, state: FleetState, observed: FleetObserved) -> Flee
     problem = batch_problem(spec, state, observed)
     if problem:
         return abort(spec, state, observed, problem)
+    step = retry_step(spec, state, observed, moving_to(spec.candidate), deploying(spec, hold=True))
+    if step.exhausted:
+        return prefixed(step.events, abort(spec, step.state, observed, step.problem))
     if not all(observed.host(h).held for h in spec.hosts):
-        return FleetDecision(state)
-    state = state.enter(SWITCH, observed.now)
+        return FleetDecision(step.state, step.actions, step.events)
+    state = step.state.enter(SWITCH, observed.now, retries=())
     promote = tuple(HostPromote(h) for h in spec.hosts)
-    return FleetDecision(state, promote, ("every host holds it ready: switching all",))
+    events = (*step.events, "every host holds it ready: switching all")
+    return FleetDecision(state, promote, events)
 
 
 def switch(spec: FleetSpec, state: FleetState, observed: FleetObserved) -> FleetDecision:
     if all(on_release(observed.host(h), spec.candidate) for h in spec.hosts):
-        state = state.enter(WAIT, observed.now, done=spec.hosts, batch=())
+        state = state.enter(WAIT, observed.now, done=spec.hosts, batch=(), retries=())
         return finish_completed(spec, state)
     for name in spec.hosts:
         view = observed.host(name)
-        if view.failed:
+        if view.failed and view.reachable:
             return abort(spec, state, observed, f"host {name} failed to switch: {view.failed}")
-    return FleetDecision(state)
+    waited = observed.now - state.phase_started_at
+    if waited > spec.deadline:
+        return abort(spec, state, observed, f"not every host switched after {waited:.0f}s")
+    promoting = (f"promote {spec.candidate}", HostPromote)
+    step = retry_step(spec, state, observed, switching_to(spec.candidate), promoting)
+    if step.exhausted:
+        return prefixed(step.events, abort(spec, step.state, observed, step.problem))
+    return FleetDecision(step.state, step.actions, step.events)
+
+
+def prefixed(events: tuple[str, ...], decision: FleetDecision) -> FleetDecision:
+    return replace(decision, events=(*events, *decision.events)) if events else decision
 
 
 def host_trouble(
-    spec: FleetSpec, state: FleetState, observed: FleetObserved, problem: str
+    spec: FleetSpec,
+    state: FleetState,
+    observed: FleetObserved,
+    problem: str,
+    events: tuple[str, ...] = (),
+    hosts: tuple[str, ...] = (),
 ) -> FleetDecision:
-    """A host of the batch is lost or failed: pause, skip it, or roll back (failed)."""
-    lost = [h for h in state.batch if not observed.host(h).reachable]
-    if not lost or spec.strategy == "canary":
-        return abort(spec, state, observed, problem)
+    """Hosts of the batch out of attempts (``hosts``), or a failure: a host that does not
+    answer pauses the rollout or is left behind (``on_host_lost``); anything else, or a canary
+    host, rolls back."""
+    lost = [h for h in hosts if not observed.host(h).reachable]
+    if not hosts or len(lost) < len(hosts) or spec.strategy == "canary":
+        return prefixed(events, abort(spec, state, observed, problem))
     if spec.on_host_lost == "continue":
-        state = replace(state, lost=(*state.lost, *lost), batch=())
-        events = (f"{problem}: drained, carrying on without it (on_host_lost = continue)",)
+        state = replace(state, lost=(*state.lost, *lost), batch=(), retries=())
+        events = (
+            *events,
+            f"{problem}: drained, carrying on without it (on_host_lost = continue)",
+        )
         return FleetDecision(state, (FrontHosts(serving(spec, state)),), events, wake_in=0)
     paused = f"{problem}: paused (`nonstop fleet resume` or `nonstop fleet abort`)"
-    return FleetDecision(replace(state, paused=paused), (), (paused,), wake_in=None)
+    return FleetDecision(replace(state, paused=paused), (), (*events, paused), wake_in=None)
 
 
 def abort(spec: FleetSpec, state: FleetState, observed: FleetObserved, why: str) -> FleetDecision:
@@ -405,7 +600,7 @@ def abort(spec: FleetSpec, state: FleetState, observed: FleetObserved, why: str)
     if spec.stable is None:
         finish = FleetFinish("aborted", f"{why}; no previous release to go back to")
         return FleetDecision(state, (finish,), (why,), wake_in=None)
-    state = state.enter(BACK, observed.now, reason=why, paused="")
+    state = state.enter(BACK, observed.now, reason=why, paused="", retries=())
     actions = [back_action(spec, state, observed.host(h)) for h in spec.hosts]
     return FleetDecision(state, tuple(a for a in actions if a), (f"{why}: rolling back",))
 
@@ -422,9 +617,15 @@ def back_action(spec: FleetSpec, state: FleetState, view: HostView) -> FleetActi
 def rolling_back(spec: FleetSpec, state: FleetState, observed: FleetObserved) -> FleetDecision:
     """Every host back on the stable release. A host that does not answer is drained at the
     front (``lost``) and waited for up to ``deadline`` seconds: when it answers again it is
-    sent back too, and only once it serves the stable release is it put back at the front."""
+    sent back too, and only once it serves the stable release is it put back at the front.
+    A host whose deploy call is still in flight is not back yet: when the call ends, the rollout
+    it may have started shows, and is sent back in turn."""
     assert spec.stable is not None
-    back = tuple(h for h in spec.hosts if on_release(observed.host(h), spec.stable))
+    back = tuple(
+        h
+        for h in spec.hosts
+        if on_release(observed.host(h), spec.stable) and not observed.host(h).calling
+    )
     away = tuple(h for h in spec.hosts if not observed.host(h).reachable)
     idle = [observed.host(h) for h in spec.hosts if h not in back and h not in away]
     redo = (back_action(spec, state, view) for view in idle if view.rollout is None)

@@ -125,6 +125,8 @@ def make_spec(
         min_requests=config.watch.min_requests,
         analysis_duration=fleet.analysis_duration,
         deadline=config.strategy.progress_deadline,
+        retries=fleet.retries,
+        retry_backoff=fleet.retry_backoff,
     )
 
 

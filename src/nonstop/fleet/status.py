@@ -30,6 +30,9 @@ class HostStatus:
     instances: int = 0
     roles: dict[str, str] = field(default_factory=dict)
     """Per role, its instances by release and state (``{"worker": "v2 ready 2"}``)."""
+    retrying: str = ""
+    """What the running fleet rollout does about this host's step that did not take:
+    ``retrying (attempt 2 of 4): <why>`` ("" when nothing)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -93,3 +96,28 @@ def role_summary(instances: list[dict[str, Any]]) -> dict[str, str]:
     for (role, release, state), count in sorted(counts.items(), key=str):
         roles.setdefault(role, []).append(f"{release} {state} {count}")
     return {role: ", ".join(parts) for role, parts in roles.items()}
+
+
+def note_retries(rows: list[HostStatus], rollout: dict[str, Any] | None) -> None:
+    """Each host the running fleet rollout retries says so (``HostStatus.retrying``)."""
+    if not rollout or rollout.get("status") != "running" or rollout["state"].get("paused"):
+        return
+    notes = retry_notes(rollout["spec"], rollout["state"])
+    for row in rows:
+        row.retrying = notes.get(row.host, "")
+
+
+def retry_notes(spec: dict[str, Any], state: dict[str, Any]) -> dict[str, str]:
+    """Host -> ``retrying (attempt 2 of 4): why`` for each host of the step not moving yet
+    (from the journal's state: ``made`` attempts so far, the next one due)."""
+    total = int(spec.get("retries", 0)) + 1
+    notes = {}
+    for retry in state.get("retries", ()):
+        if not retry["reason"]:
+            continue  # it took: the host moves
+        made = int(retry["made"])
+        if made < total:
+            notes[retry["host"]] = f"retrying (attempt {made + 1} of {total}): {retry['reason']}"
+        else:
+            notes[retry["host"]] = f"last attempt ({made} of {total}) made: {retry['reason']}"
+    return notes
