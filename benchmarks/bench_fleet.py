@@ -19,6 +19,11 @@ Scenarios (in this order, on the same hosts):
             is in flight (the host's build of v6 holds the call open), then started again, as
             its systemd unit would: failed requests (goal 0), the rollout completes with every
             host on v6, the retry in the journal, host1 ran exactly one rollout of v6
+  switch    blue-green twice under load, v7 with ``fleet.front.switch = "hosts"`` (each host
+            switches its own router) then v8 with "edge" (one pin at the edge, decision 0581),
+            while PROBES clients each send one request after another through the edge: how
+            many answers came from the old release after that client had already seen the new
+            one (goal with the edge: 0), the span of that mixed window, failed requests (goal 0)
 
 ``--only retry`` (names, comma-separated) runs some of them; each needs a release the fleet
 serves first, and runs ``rolling``'s first deploy when there is none.
@@ -46,7 +51,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
 from fleet.lb import DETECTION, load_balancer  # noqa: E402
-from fleet.site import Site, agent_pid, site_of, under_load  # noqa: E402
+from fleet.site import Answer, Site, agent_pid, one_by_one, site_of, under_load  # noqa: E402
 from nonstop.fleet import run  # noqa: E402
 from nonstop.fleet.bootstrap import build_wheelhouse  # noqa: E402
 from nonstop.fleet.edge import Edge  # noqa: E402
@@ -216,6 +221,53 @@ async def retry(site: Site, rps: float, workdir: Path) -> dict[str, Any]:
     }
 
 
+PROBES = 4
+
+
+async def switch(site: Site, rps: float) -> dict[str, Any]:
+    await serving_something(site)
+    results: dict[str, Any] = {}
+    for release, how in (("v7", "hosts"), ("v8", "edge")):
+        site.write(release, front=f'[fleet.front]\nlisten = "{site.edge}"\nswitch = "{how}"\n')
+        old = next(iter(set((await site.actives()).values())))
+        done = asyncio.Event()
+        probes = [asyncio.create_task(one_by_one(site, done)) for _ in range(PROBES)]
+        started = time.monotonic()
+        try:
+            outcome, report = await under_load(site, rps, site.deploy("bluegreen", release))
+        finally:
+            done.set()
+        seen = [await probe for probe in probes]
+        results[how] = {
+            "outcome": outcome.status,
+            "seconds": round(time.monotonic() - started, 1),
+            "requests": report.scheduled,
+            "failed": report.failed,
+            "by_release": dict(report.groups),
+            **mixed(seen, old, release),
+        }
+    return results
+
+
+def mixed(seen: list[list[Answer]], old: str, new: str) -> dict[str, Any]:
+    """Per client, the answers from ``old`` after its first answer from ``new``, and the span
+    from that first ``new`` answer to its last ``old`` one (0 when it never went back)."""
+    back, span, answers = 0, 0.0, 0
+    for answers_of_one in seen:
+        answers += len(answers_of_one)
+        first = next((a.sent for a in answers_of_one if a.release == new), None)
+        if first is None:
+            continue
+        late = [a.sent for a in answers_of_one if a.release == old and a.sent > first]
+        back += len(late)
+        span = max(span, max(late, default=first) - first)
+    return {
+        "probe_answers": answers,
+        "old_after_new": back,
+        "mixed_window_s": round(span, 3),
+    }
+
+
 async def serving_something(site: Site) -> None:
     if None in (await site.actives()).values():
         site.write("v1")
@@ -236,7 +288,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rps", type=float, default=300)
     parser.add_argument("--hosts", type=int, default=4)
-    parser.add_argument("--only", default="rolling,canary,external,cut,retry")
+    parser.add_argument("--only", default="rolling,canary,external,cut,retry,switch")
     args = parser.parse_args()
     only = args.only.split(",")
     with tempfile.TemporaryDirectory(prefix="nonstop-bench-fleet-") as folder:
@@ -250,6 +302,7 @@ def main() -> None:
                 "external": lambda: external(site, args.rps, work / "lb"),
                 "cut": lambda: cut(site, args.rps),
                 "retry": lambda: retry(site, args.rps, work),
+                "switch": lambda: switch(site, args.rps),
             }
             results: dict[str, Any] = {
                 "machine": f"{platform.node()} nproc={os.cpu_count()} load={os.getloadavg()}",

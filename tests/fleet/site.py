@@ -9,10 +9,13 @@ import asyncio
 import contextlib
 import shutil
 import socket
+import time
 from collections.abc import Awaitable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
+
+import aiohttp
 
 from fleet.conftest import fleet_toml
 from fleet.netns import TestFleet, TestHost, fleet_of, read_cmdline
@@ -32,7 +35,9 @@ to show a crash loop, and each batch waits for it, so it is most of a rollout's 
 WORKER = '[processes.worker]\ncommand = "python3 worker.py"\n'
 """A role without a port, on host1 only (its "worker" role): it moves with host1's release."""
 WORKER_PY = "import time\n\nwhile True:\n    time.sleep(3600)\n"
-ROUTER = '[router]\nkind = "haproxy"\nfront_health = "/health"\n'
+ROUTER = '[router]\nkind = "haproxy"\nfront_health = "/health"\nrelease_slots = true\n'
+"""Every host's router answers ``/health`` itself and honours the edge's pin, whatever front
+a test writes: a router keeps the settings it started with (a deploy may not change them)."""
 SAMPLE_APP = Path(__file__).resolve().parents[2] / "src" / "nonstop" / "demo" / "sampleapp.py"
 
 
@@ -54,7 +59,7 @@ class Site:
         """nonstop.toml for ``version`` of the sample app (``extra`` goes into [fleet],
         ``front`` into [fleet.front]: the edge on this machine by default; ``build`` is
         [app] build). Each host's router answers ``/health`` itself (router.front_health), as
-        an external front needs."""
+        an external front and the edge's checks of the pinned release need."""
         env = f'env = {{ VERSION = "{version}", ERROR_RATE = "{error_rate}" }}\n'
         env += f'build = "{build}"\n' if build else ""
         fleet = f'[fleet]\nbatch_wait = "1s"\nhost_watch = "{HOST_WATCH}"\n{extra}'
@@ -141,6 +146,33 @@ async def under_load(
     finally:
         report = await load.stop()
     return result, report
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    sent: float
+    """``time.monotonic()`` just before the request was sent."""
+    release: str
+    """The release that answered (``X-Release``), or the status code for a failure."""
+
+
+async def one_by_one(site: Site, done: asyncio.Event) -> list[Answer]:
+    """Requests through the edge one after another (each sent once the last one ended) until
+    ``done``: in the order users would see them, which release answered."""
+    answers: list[Answer] = []
+    timeout = aiohttp.ClientTimeout(total=10)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        while not done.is_set():
+            sent = time.monotonic()
+            try:
+                async with session.get(f"http://{site.edge}/") as response:
+                    await response.read()
+                    ok = response.status == 200
+                    release = response.headers.get("X-Release", "") if ok else str(response.status)
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                release = type(exc).__name__
+            answers.append(Answer(sent, release))
+    return answers
 
 
 def free_port(address: str) -> int:

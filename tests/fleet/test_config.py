@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from nonstop.config import parse_config
+from nonstop.config.fleet import switches_at_edge
 from nonstop.errors import ConfigError, UsageError
 from nonstop.fleet.edge import Edge
 from nonstop.fleet.hostfile import host_toml, to_toml
@@ -27,6 +28,23 @@ ERRORS = [
         TWO + '[fleet.front]\nkind = "external"\n',
         'fleet.front.kind: "external" needs router.kind = "haproxy" on the hosts (their router '
         'answers the load balancer\'s health path itself), got "caddy"',
+    ),
+    (
+        TWO + '[fleet.front]\nswitch = "edge"\n',
+        'fleet.front.switch: "edge" needs router.kind = "haproxy" on the hosts (their router '
+        'sends each request to the release the edge pins), got "caddy": set kind = "haproxy", '
+        'or switch = "hosts"',
+    ),
+    (
+        '[router]\nkind = "haproxy"\n'
+        + TWO
+        + '[fleet.front]\nkind = "external"\nswitch = "edge"\n',
+        'fleet.front.switch: "edge" needs kind = "edge" (an external load balancer cannot '
+        'pin a release for every host): set switch = "hosts" or leave it unset',
+    ),
+    (
+        TWO + '[fleet.front]\nswitch = "both"\n',
+        "fleet.front.switch: expected one of edge, hosts",
     ),
     (
         '[router]\nfront_health = "/lb"\n',
@@ -212,6 +230,27 @@ def test_an_external_front_makes_each_host_router_answer_its_health_path() -> No
     assert edge.fleet is not None
     plain = parse_config(host_toml(edge, edge.fleet.host("web1"), edge.fleet))
     assert plain.router.front_health is None
+
+
+@pytest.mark.parametrize(
+    ("router", "front", "pinned"),
+    [
+        ('[router]\nkind = "haproxy"\n', "", True),  # the default where it can be
+        ('[router]\nkind = "haproxy"\n', '[fleet.front]\nswitch = "hosts"\n', False),
+        ("", "", False),  # Caddy on the hosts cannot honour a pin: each host switches
+        ('[router]\nkind = "haproxy"\n', '[fleet.front]\nkind = "external"\n', False),
+    ],
+)
+def test_the_edge_switch_makes_each_host_router_honour_the_pin(
+    router: str, front: str, pinned: bool
+) -> None:
+    config = parse_config(APP + router + TWO + front)
+    assert config.fleet is not None
+    assert switches_at_edge(config.fleet, config.router.kind) is pinned
+    host = parse_config(host_toml(config, config.fleet.host("web1"), config.fleet))
+    assert host.router.release_slots is pinned
+    if pinned:  # the edge checks each host with the pinned release on that path
+        assert host.router.front_health == "/health"
 
 
 def test_an_edge_on_a_fleet_host_is_refused_naming_the_supported_layouts(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ Hosts are written as ``"name:active[>rollout][*held][!failed][?trouble][+calling
 ``"web2:v1?reset"`` web2 idle on v1 after the controller's call to it broke off ("reset"),
 ``"web2:v1+"`` web2 idle on v1 while the controller's deploy call to it is in flight.
 Retries are written as ``"host:made@due"``, with ``!`` when the host is still not moving.
+``pinned=`` is the release the edge stamps on every request (decision 0581).
 """
 
 from __future__ import annotations
@@ -34,6 +35,10 @@ ROLLING = FleetSpec("rolling", "v2", "v1", FOUR, max_unavailable=1, batch_wait=1
 NO_RETRY = replace(ROLLING, retries=0)
 CANARY = replace(ROLLING, strategy="canary", canary=("web1",), min_requests=20, analysis_duration=5)
 BLUEGREEN = replace(ROLLING, strategy="bluegreen")
+EDGE_BG = replace(BLUEGREEN, edge_switch=True)
+EDGE_ROLLING = replace(ROLLING, edge_switch=True)
+EDGE_BACK = replace(ROLLING, candidate="v1", stable="v2", edge_switch=True, rollback=True)
+"""``nonstop fleet rollback`` from v2 to v1, warm on every host."""
 
 
 def host(text: str) -> HostView:
@@ -61,11 +66,15 @@ def host(text: str) -> HostView:
 
 
 def observe(
-    now: float, *hosts: str, command: Any = None, **counts: tuple[int, int]
+    now: float,
+    *hosts: str,
+    command: Any = None,
+    pinned: str | None = None,
+    **counts: tuple[int, int],
 ) -> FleetObserved:
     views = {view.name: view for view in map(host, hosts)}
     measured = {release: ReleaseCounts(*pair) for release, pair in counts.items()}
-    return FleetObserved(now, views, measured, command)
+    return FleetObserved(now, views, measured, command, pinned)
 
 
 def state(phase: str, at: float = 0, **fields: Any) -> FleetState:
@@ -99,6 +108,8 @@ def acts(decision: FleetDecision) -> list[str]:
         elif kind == "deploy":
             flags = "".join(f" {k}" for k in ("hold", "rollback") if data[k])
             out.append(f"deploy {data['host']} {data['release']}{flags}")
+        elif kind == "pin":
+            out.append(f"pin {data['release'] or '-'}")
         else:
             out.append(f"{kind} {data['host']}")
     return out
@@ -412,6 +423,130 @@ CASES = [
         ["front web1,web2,web3,web4", "finish completed"],
         "wait",
     ),
+    # blue-green switched at the edge (decision 0581) -----------------------------------------
+    (
+        "edge bluegreen: every host starts v2 held; the edge keeps pinning v1 meanwhile",
+        EDGE_BG,
+        state("prepare"),
+        observe(0, *ALL_V1, pinned="v1"),
+        [
+            "deploy web1 v2 hold",
+            "deploy web2 v2 hold",
+            "deploy web3 v2 hold",
+            "deploy web4 v2 hold",
+        ],
+        "prepare",
+    ),
+    (
+        "edge bluegreen: a pin left on an older release goes back to the stable one first",
+        EDGE_BG,
+        state("prepare"),
+        observe(0, *ALL_V1, pinned="v0"),
+        ["pin v1"],
+        "prepare",
+    ),
+    (
+        "edge bluegreen: all hold it ready: ONE change at the edge, no host promoted yet",
+        EDGE_BG,
+        state("prepare", batch=list(FOUR)),
+        observe(6, "web1:v1>v2*", "web2:v1>v2*", "web3:v1>v2*", "web4:v1>v2*"),
+        ["pin v2"],
+        "pin",
+    ),
+    (
+        "edge bluegreen: the pin did not take yet (the edge was restarting): pinned again",
+        EDGE_BG,
+        state("pin", 6, batch=list(FOUR)),
+        observe(7, "web1:v1>v2*", "web2:v1>v2*", "web3:v1>v2*", "web4:v1>v2*"),
+        ["pin v2"],
+        "pin",
+    ),
+    (
+        "edge bluegreen: the edge pins v2: every host is promoted (users see nothing of it)",
+        EDGE_BG,
+        state("pin", 6, batch=list(FOUR)),
+        observe(7, "web1:v1>v2*", "web2:v1>v2*", "web3:v1>v2*", "web4:v1>v2*", pinned="v2"),
+        ["promote web1", "promote web2", "promote web3", "promote web4"],
+        "switch",
+    ),
+    (
+        "edge bluegreen: all switched: completed, the pin stays on v2",
+        EDGE_BG,
+        state("switch", 7, batch=list(FOUR)),
+        observe(8, "web1:v2", "web2:v2", "web3:v2", "web4:v2", pinned="v2"),
+        ["front web1,web2,web3,web4", "finish completed"],
+        "wait",
+    ),
+    (
+        "edge bluegreen: web3 fails to switch: the edge pins v1 back first, then the hosts",
+        EDGE_BG,
+        state("switch", 7, batch=list(FOUR)),
+        observe(8, "web1:v2", "web2:v2", "web3:v1>v2*!crashed", "web4:v2", pinned="v2"),
+        [
+            "pin v1",
+            "deploy web1 v1 rollback",
+            "deploy web2 v1 rollback",
+            "abort web3",
+            "deploy web4 v1 rollback",
+        ],
+        "rolling_back",
+    ),
+    (
+        "edge bluegreen: an operator's abort before the pin: v1 pinned, held hosts abort",
+        EDGE_BG,
+        state("prepare", batch=list(FOUR)),
+        observe(3, "web1:v1>v2*", "web2:v1>v2", "web3:v1", "web4:v1", command="abort"),
+        ["pin v1", "abort web1", "abort web2"],
+        "rolling_back",
+    ),
+    (
+        "edge bluegreen: rolling back waits for the edge to pin v1 before anything else",
+        EDGE_BG,
+        state("rolling_back", 8, reason="x"),
+        observe(9, *ALL_V1, pinned="v2"),
+        ["pin v1"],
+        "rolling_back",
+    ),
+    (
+        "edge rolling: a pin left by a blue-green is cleared before the first batch",
+        EDGE_ROLLING,
+        state("batch"),
+        observe(0, *ALL_V1, pinned="v1"),
+        ["pin -"],
+        "batch",
+    ),
+    (
+        "edge rolling: nothing pinned: the first batch as without the edge switch",
+        EDGE_ROLLING,
+        state("batch"),
+        observe(0, *ALL_V1),
+        ["front web2,web3,web4", "deploy web1 v2"],
+        "batch",
+    ),
+    (
+        "edge rollback: every user back on v1 at once, before any host moves",
+        EDGE_BACK,
+        state("batch"),
+        observe(0, "web1:v2", "web2:v2", "web3:v2", "web4:v2", pinned="v2"),
+        ["pin v1"],
+        "batch",
+    ),
+    (
+        "edge rollback: pinned to v1: the hosts follow in batches",
+        EDGE_BACK,
+        state("batch"),
+        observe(1, "web1:v2", "web2:v2", "web3:v2", "web4:v2", pinned="v1"),
+        ["front web2,web3,web4", "deploy web1 v1"],
+        "batch",
+    ),
+    (
+        "hosts switch (no edge switch): a pin is cleared even for blue-green",
+        BLUEGREEN,
+        state("prepare"),
+        observe(0, *ALL_V1, pinned="v1"),
+        ["pin -"],
+        "prepare",
+    ),
 ]
 
 
@@ -722,6 +857,35 @@ def test_a_simulated_rolling_never_has_more_than_max_unavailable_hosts_out() -> 
         if decision.finished:
             assert decision.finished.outcome == "completed"
             assert set(world.values()) == {"v2"}
+            return
+    pytest.fail("the rollout never finished")
+
+
+def test_an_edge_bluegreen_moves_every_user_in_one_pin_before_any_host_switches() -> None:
+    """Drive the planner with a world that obeys it (hosts hold, then switch; the edge pins):
+    from the pin on, every request goes to v2, and no host is promoted before it."""
+    world = {name: "v1" for name in FOUR}
+    held: set[str] = set()
+    pins: list[str | None] = []
+    now, current, pin = 0.0, start(EDGE_BG, 0), "v1"
+    for _ in range(50):
+        views = [f"{h}:v1>v2*" if h in held else f"{h}:{r}" for h, r in world.items()]
+        decision = decide(EDGE_BG, current, observe(now, *views, pinned=pin))
+        for action in decision.actions:
+            data = action_to_dict(action)
+            if data["kind"] == "deploy":
+                held.add(data["host"])
+            if data["kind"] == "promote":
+                assert pin == "v2", "a host was promoted before the edge pinned v2"
+                held.discard(data["host"])
+                world[data["host"]] = "v2"
+            if data["kind"] == "pin":
+                pin = data["release"]
+                pins.append(pin)
+        current, now = decision.state, now + 1
+        if decision.finished:
+            assert decision.finished.outcome == "completed"
+            assert (set(world.values()), pins) == ({"v2"}, ["v2"])
             return
     pytest.fail("the rollout never finished")
 

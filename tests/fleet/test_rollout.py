@@ -17,9 +17,10 @@ import pytest
 
 from fleet.lb import DETECTION, load_balancer
 from fleet.netns import read_cmdline
-from fleet.site import Site, agent_pid, site_of, under_load
+from fleet.site import Site, agent_pid, one_by_one, site_of, under_load
 from nonstop.fleet import run
 from nonstop.fleet.bootstrap import HostLayout, start_agent
+from nonstop.fleet.edge import Edge
 from nonstop.fleet.plan import FleetState
 from nonstop.fleet.status import role_summary
 from nonstop.fleet.store import FleetStore
@@ -124,14 +125,47 @@ async def wait_for_state(
         await asyncio.sleep(0.05)
 
 
-async def test_bluegreen_in_lockstep_switches_every_host_in_one_step(site: Site) -> None:
+async def watch_pin(edge: Edge, release: str, done: asyncio.Event) -> float | None:
+    """``time.monotonic()`` when the edge was first seen pinning ``release`` (None: never)."""
+    while not done.is_set():
+        if edge.pinned() == release:
+            return time.monotonic()
+        await asyncio.sleep(0.01)
+    return None
+
+
+async def test_bluegreen_switches_every_host_in_one_change_at_the_edge(site: Site) -> None:
+    """Every host holds v5 ready, then ONE pin at the edge moves every user: a user's requests
+    sent after it are all answered by v5, on every host, although the hosts' own tables still
+    say v4 until their promote a tick later (decision 0581)."""
     site.write("v5")
-    outcome, report = await under_load(site, 100, site.deploy("bluegreen", "v5"))
+    project = site.fleet_project()
+    edge = Edge(project.folder / "edge", project.fleet, 1.0, pins=True)
+    done = asyncio.Event()
+    sequence = asyncio.create_task(one_by_one(site, done))
+    pinned = asyncio.create_task(watch_pin(edge, "v5", done))
+    try:
+        outcome, report = await under_load(site, 100, site.deploy("bluegreen", "v5"))
+    finally:
+        done.set()
+    answers, pinned_at = await sequence, await pinned
     assert (outcome.status, outcome.reason) == ("completed", "every host serves v5")
     assert report.failed == 0, (report.counts, report.status_codes)
-    events = [m for _, m in FleetStore(site.project / ".nonstop/fleet/fleet.db").events(outcome.id)]
-    assert events[:2] == ["every host starts v5", "every host holds it ready: switching all"]
+    events = [m for _, m in FleetStore(project.folder / "fleet.db").events(outcome.id)]
+    assert events[:4] == [
+        "every host starts v5",
+        "every host holds it ready: switching all at the edge",
+        "promoting every host",
+        "completed: every host serves v5",
+    ], events
+    assert pinned_at is not None
+    before = [a.release for a in answers if a.sent < pinned_at]
+    after = [a.release for a in answers if a.sent > pinned_at]
+    assert "v4" in before
+    assert after
+    assert set(after) == {"v5"}, after  # never v4 again, from any host
     assert set((await site.actives()).values()) == {"v5"}
+    assert edge.pinned() == "v5"  # the pin stays: it names what the fleet serves
 
 
 async def test_an_external_load_balancer_is_drained_through_each_hosts_health_path(

@@ -13,6 +13,8 @@
     kind = "edge"                # HAProxy managed through its runtime API, weights per host
     on = "controller"            # or the name of a host with the "edge" role
     listen = "10.0.0.1:80"
+    switch = "edge"              # blue-green and rollback: one change at the edge (default
+                                 # with HAProxy on the hosts), or "hosts": each host switches
 
     [[fleet.hosts]]
     name = "web1"
@@ -119,6 +121,11 @@ class FrontConfig(Model):
     drain_wait: Duration = 10.0
     """external: how long the load balancer takes to notice a failing health check (its
     interval times its fall count): a host takes no new requests after that."""
+    switch: Literal["edge", "hosts"] | None = None
+    """How a blue-green fleet switch (and a fleet rollback) moves users: "edge" pins the
+    release at the edge, one change for every host at once (decision 0581; needs
+    ``router.kind = "haproxy"`` on the hosts); "hosts" switches each host's own router, one
+    call per host. Unset: "edge" where it can be, "hosts" otherwise."""
 
     @field_validator("listen")
     @classmethod
@@ -224,6 +231,11 @@ def duplicate_problem(hosts: list[HostConfig]) -> str | None:
 
 
 def front_problem(front: FrontConfig, hosts: list[HostConfig]) -> str | None:
+    if front.switch == "edge" and front.kind != "edge":
+        return (
+            'front.switch: "edge" needs kind = "edge" (an external load balancer cannot pin a '
+            'release for every host): set switch = "hosts" or leave it unset'
+        )
     if front.kind != "edge" or front.on == "controller":
         return None
     for host in hosts:
@@ -232,6 +244,15 @@ def front_problem(front: FrontConfig, hosts: list[HostConfig]) -> str | None:
                 return None
             return f'front.on: host "{front.on}" needs the "edge" role to run the edge router'
     return f'front.on: expected "controller" or a host name, got "{front.on}"'
+
+
+def switches_at_edge(fleet: FleetConfig, router_kind: str) -> bool:
+    """Whether blue-green switches and rollbacks pin the release at the edge (decision 0581):
+    asked for, or unset with an edge in front and HAProxy on the hosts (their routers honour
+    the edge's stamp; Caddy and nginx cannot)."""
+    if fleet.front.kind != "edge" or fleet.front.switch == "hosts":
+        return False
+    return router_kind == "haproxy"
 
 
 def canary_problem(canary: list[str], hosts: list[HostConfig]) -> str | None:

@@ -540,4 +540,11 @@ class NonstopConfig(Model):
                 'fleet.front.kind: "external" needs router.kind = "haproxy" on the hosts (their '
                 f'router answers the load balancer\'s health path itself), got "{self.router.kind}"'
             )
+        pinned = self.fleet is not None and self.fleet.front.switch == "edge"
+        if pinned and self.router.kind != "haproxy":
+            raise ValueError(
+                'fleet.front.switch: "edge" needs router.kind = "haproxy" on the hosts (their '
+                "router sends each request to the release the edge pins), got "
+                f'"{self.router.kind}": set kind = "haproxy", or switch = "hosts"'
+            )
         return self

@@ -31,6 +31,7 @@ from nonstop.fleet.bootstrap import HostLayout, remote_agent
 from nonstop.fleet.external import Front
 from nonstop.fleet.hostfile import host_settings
 from nonstop.fleet.plan import (
+    EdgePin,
     FleetAction,
     FleetObserved,
     FleetSpec,
@@ -170,14 +171,17 @@ class FleetController:
         self.call_errors = {}
         self.edge.note_releases({v.name: v.active for v in views})
         counts = self.edge.counts_since(state.phase_started_at)
-        return FleetObserved(time.time(), self.views, counts, command)
+        return FleetObserved(time.time(), self.views, counts, command, self.edge.pinned())
 
     # -- acting ------------------------------------------------------------------------------
 
     async def execute(self, spec: FleetSpec, actions: tuple[FleetAction, ...]) -> None:
-        """The front first, then each host's move: a deploy to the candidate (its copy and
-        build may take minutes) starts and runs beside the ticks; the others are awaited."""
-        moves = [a for a in actions if not isinstance(a, FrontHosts) and a.kind != "finish"]
+        """The edge's pin, then the front, then each host's move: a deploy to the candidate
+        (its copy and build may take minutes) starts and runs beside the ticks; the others are
+        awaited. The pin goes first: an abort pins the stable release before any host moves."""
+        for pin in [a for a in actions if isinstance(a, EdgePin)]:
+            await self.edge.pin(pin.release)
+        moves = [a for a in actions if isinstance(a, HostDeploy | HostPromote | HostAbort)]
         fronts = [a for a in actions if isinstance(a, FrontHosts)]
         for front in fronts[:1]:  # drain first: no host leaves service after it moved
             await self.edge.apply(front.enabled, self.views)

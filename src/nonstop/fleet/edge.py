@@ -13,6 +13,16 @@ notices. They only connect: an HTTP check through the host's router would be a r
 router charges to the release it serves (decision 0340), and a host's own watch would count the
 edge's checks as its traffic. The edge process outlives the controller: a new controller adopts
 it.
+
+With the edge switch (``fleet.front.switch``, decision 0581) the edge also pins a release: it
+replaces any ``X-Nonstop-Release`` a client sent with the pinned one, and each host's router
+sends such a request to that release's ready instances (held or kept warm). A blue-green switch
+or a rollback is then one runtime-API command here, for every host at once. Its checks become
+HTTP checks of each host's ``front.health_path`` carrying the pinned release, which the host's
+router answers itself (never logged, so never charged to a release): 200 while it has ready
+instances of that release, so a host that cannot serve the pinned release leaves rotation
+instead of serving another one. While a release is pinned, every request the edge sends is
+charged to it.
 """
 
 from __future__ import annotations
@@ -48,10 +58,18 @@ def edge_on_host_problem(on: str) -> str:
 
 
 class Edge:
-    def __init__(self, state_dir: Path, fleet: FleetConfig, drain_timeout: float) -> None:
+    def __init__(
+        self, state_dir: Path, fleet: FleetConfig, drain_timeout: float, *, pins: bool = False
+    ) -> None:
         if fleet.front.kind != "edge" or fleet.front.on != "controller":
             raise UsageError(edge_on_host_problem(fleet.front.on))
-        settings = RouterSettings(listen=fleet.front.listen, drain_timeout=drain_timeout)
+        settings = RouterSettings(
+            listen=fleet.front.listen,
+            drain_timeout=drain_timeout,
+            release_stamp=pins,
+            health_path=fleet.front.health_path if pins else None,
+        )
+        self.pins = pins
         self.router = HAProxyRouter(state_dir, settings)
         self.port = fleet.router_port
         self.hosts = {f"{h.address}:{fleet.router_port}": h.name for h in fleet.web_hosts}
@@ -73,9 +91,25 @@ class Edge:
     async def _read(self) -> None:
         async for event in self.router.events():
             host = self.hosts.get(event.upstream or "")
-            release = self.releases.get(host) if host else None
+            release = self.pinned() or (self.releases.get(host) if host else None)
             error = event.status >= 500 or event.proxy_error
             self.samples.append((event.ts, release or NO_RELEASE, error))
+
+    def pinned(self) -> str | None:
+        """The release stamped on every request (None: none, each host's table decides)."""
+        return self.router.stamped_release() if self.pins else None
+
+    async def pin(self, release: str | None) -> None:
+        """Stamp ``release`` on every request from now on: one runtime-API command, durable
+        (a restarted edge stamps it too). Asked of an edge that does not pin: nothing to do
+        for None, a UsageError otherwise."""
+        if not self.pins:
+            if release is None:
+                return
+            raise UsageError(
+                f'the edge cannot pin {release}: fleet.front.switch is not "edge" (docs/fleet.md)'
+            )
+        await self.router.set_release(release)
 
     def note_releases(self, releases: Mapping[str, str | None]) -> None:
         self.releases.update(releases)

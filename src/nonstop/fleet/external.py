@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
 from nonstop.config.fleet import FleetConfig
-from nonstop.errors import NonstopError
+from nonstop.errors import NonstopError, UsageError
 from nonstop.fleet.plan import HostView, ReleaseCounts
 
 HostCall = Callable[[str, str, str, Any], Awaitable[Any]]
@@ -44,6 +44,11 @@ class Front(Protocol):
     def counts_since(self, since: float) -> dict[str, ReleaseCounts]: ...
 
     async def apply(self, enabled: tuple[str, ...], views: Mapping[str, HostView]) -> None: ...
+
+    def pinned(self) -> str | None:
+        """The release stamped on every request (decision 0581); None: no stamp."""
+
+    async def pin(self, release: str | None) -> None: ...
 
 
 class ExternalFront:
@@ -64,6 +69,16 @@ class ExternalFront:
 
     def counts_since(self, since: float) -> dict[str, ReleaseCounts]:
         return {}  # the load balancer's requests are not seen here
+
+    def pinned(self) -> str | None:
+        return None  # a load balancer nonstop does not manage stamps nothing
+
+    async def pin(self, release: str | None) -> None:
+        if release is not None:
+            raise UsageError(
+                f"an external load balancer cannot pin {release}: each host switches "
+                '(fleet.front.switch = "hosts")'
+            )
 
     async def apply(self, enabled: tuple[str, ...], views: Mapping[str, HostView]) -> None:
         """Each host's front health says what ``enabled`` says; when any changed, wait for the

@@ -14,7 +14,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from nonstop.config.fleet import FleetConfig, HostConfig
+from nonstop.config.fleet import FleetConfig, HostConfig, switches_at_edge
 from nonstop.config.load import parse_config, to_wire
 from nonstop.config.schema import NonstopConfig
 
@@ -27,6 +27,11 @@ def host_settings(config: NonstopConfig, host: HostConfig, fleet: FleetConfig) -
     router = dict(data.get("router", {}))
     router["listen"] = f"{host.address}:{fleet.router_port}"
     if fleet.front.kind == "external":  # the load balancer checks it (fleet/external.py)
+        router["front_health"] = fleet.front.health_path
+    if switches_at_edge(fleet, config.router.kind):
+        # The edge pins a release (decision 0581): the host's router sends a stamped request
+        # to that release's ready instances, and answers the edge's check of it on this path.
+        router["release_slots"] = True
         router["front_health"] = fleet.front.health_path
     data["router"] = router
     if not fleet.runs_workers(host):  # workers run on the hosts with the "worker" role

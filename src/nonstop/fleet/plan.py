@@ -16,7 +16,18 @@ Strategies::
                rolling; a failed analysis rolls the canary hosts back: the others never run it
     bluegreen  lockstep: every host starts the candidate held (not switched); once all hold it
                ready, every host switches in the same decision; any host failing to prepare
-               aborts them all before anyone switched
+               aborts them all before anyone switched. With ``edge_switch`` the switch is ONE
+               change at the edge (``EdgePin``, decision 0581): the edge stamps every request
+               with the candidate and each host's router sends it to the candidate's held
+               instances; only then are the hosts promoted, which users no longer see
+
+The edge pin: with ``edge_switch``, the edge stamps each request with a release and every host's
+router sends a stamped request to that release's instances while it has them ready (held or
+kept warm): a blue-green fleet switch, its abort and a fleet rollback are each one change at the
+edge, whatever each host's own table says at that instant. Every other rollout (rolling, canary)
+moves hosts one by one, so it first clears the pin: a host's new release has no slot for the
+old pinned one once that release stops there. No phase moves on until the edge pins what the
+phase wants (``pin_for``).
 
 Retries: a host of the step (a batch, the blue-green prepare or switch) whose call did not take
 - the SSH link dropped, its agent restarting, a timeout: reachable and idle, or unreachable - is
@@ -51,11 +62,12 @@ Strategy = Literal["rolling", "canary", "bluegreen"]
 FleetCommand = Literal["abort", "resume", "promote"]
 Outcome = Literal["completed", "aborted", "rolled_back"]
 
-BATCH, WAIT, ANALYSIS, PREPARE, SWITCH, BACK = (
+BATCH, WAIT, ANALYSIS, PREPARE, PIN, SWITCH, BACK = (
     "batch",
     "wait",
     "analysis",
     "prepare",
+    "pin",
     "switch",
     "rolling_back",
 )
@@ -86,6 +98,11 @@ class FleetSpec:
     """How many more times a host's step is tried after it did not take."""
     retry_backoff: float = 1.0
     """The wait before the first retry, doubled for each next one."""
+    edge_switch: bool = False
+    """The edge moves traffic between releases by pinning one (blue-green, rollback)."""
+    rollback: bool = False
+    """Back to a release warm on every host (``nonstop fleet rollback``): with ``edge_switch``
+    the edge pins it first, so every user is back at once; the hosts follow."""
 
     @property
     def attempts(self) -> int:
@@ -139,6 +156,8 @@ class FleetObserved:
     measurements: Mapping[str, ReleaseCounts] = field(default_factory=dict)
     """Per release, at the front, since the current phase started."""
     command: FleetCommand | None = None
+    pinned: str | None = None
+    """The release the edge stamps on every request (None: no stamp, each host's table)."""
 
     def host(self, name: str) -> HostView:
         return self.hosts.get(name) or HostView(name, reachable=False)
@@ -176,18 +195,27 @@ class FrontHosts:
 
 
 @dataclass(frozen=True, slots=True)
+class EdgePin:
+    """The edge stamps every request with ``release`` from now on (None: no stamp)."""
+
+    release: str | None
+    kind: Literal["pin"] = "pin"
+
+
+@dataclass(frozen=True, slots=True)
 class FleetFinish:
     outcome: Outcome
     reason: str
     kind: Literal["finish"] = "finish"
 
 
-FleetAction = HostDeploy | HostPromote | HostAbort | FrontHosts | FleetFinish
+FleetAction = HostDeploy | HostPromote | HostAbort | FrontHosts | EdgePin | FleetFinish
 ACTION_TYPES: dict[str, type[Any]] = {
     "deploy": HostDeploy,
     "promote": HostPromote,
     "abort": HostAbort,
     "front": FrontHosts,
+    "pin": EdgePin,
     "finish": FleetFinish,
 }
 
@@ -293,7 +321,7 @@ def start(spec: FleetSpec, now: float) -> FleetState:
 
 def decide(spec: FleetSpec, state: FleetState, observed: FleetObserved) -> FleetDecision:
     if state.phase == BACK:
-        return rolling_back(spec, state, observed)
+        return pinning(spec, state, observed) or rolling_back(spec, state, observed)
     if observed.command == "abort":
         return abort(spec, state, observed, "aborted by an operator")
     if state.paused:
@@ -301,8 +329,43 @@ def decide(spec: FleetSpec, state: FleetState, observed: FleetObserved) -> Fleet
             return FleetDecision(state, wake_in=None)
         # A fresh budget of attempts: the operator says the hosts are worth trying again.
         state = replace(state, paused="", phase_started_at=observed.now, retries=())
-    phases = {BATCH: batch, WAIT: wait, ANALYSIS: analysis, PREPARE: prepare, SWITCH: switch}
-    return phases[state.phase](spec, state, observed)
+    phases = {
+        BATCH: batch,
+        WAIT: wait,
+        ANALYSIS: analysis,
+        PREPARE: prepare,
+        PIN: promote_all,
+        SWITCH: switch,
+    }
+    return pinning(spec, state, observed) or phases[state.phase](spec, state, observed)
+
+
+def pin_for(spec: FleetSpec, state: FleetState, now: str | None) -> str | None:
+    """The release the edge should stamp in this phase (``now``: what it stamps).
+
+    Worked examples (edge_switch, v1 -> v2 blue-green): prepare keeps v1 (or no stamp: each
+    host's table serves v1 either way); pin and switch want v2; rolling back wants v1. A
+    rollback to v1 wants v1 from its first batch (users are back at once, the hosts follow);
+    its abort wants v2 again. Rolling and canary want no stamp: their hosts move one by one,
+    and a host whose pinned release stopped would fail the edge's check of it."""
+    if not spec.edge_switch:
+        return None
+    if spec.strategy != "bluegreen" and not spec.rollback:
+        return None
+    if state.phase == BACK:
+        return spec.stable
+    if state.phase == PREPARE:
+        return now if now in (None, spec.stable) else spec.stable
+    return spec.candidate
+
+
+def pinning(spec: FleetSpec, state: FleetState, observed: FleetObserved) -> FleetDecision | None:
+    """The pin this phase wants, while the edge stamps anything else; None once it does."""
+    wanted = pin_for(spec, state, observed.pinned)
+    if observed.pinned == wanted:
+        return None
+    event = f"the edge sends every request to {wanted}" if wanted else "the edge stops pinning"
+    return FleetDecision(state, (EdgePin(wanted),), (event,))
 
 
 def serving(spec: FleetSpec, state: FleetState) -> tuple[str, ...]:
@@ -542,10 +605,22 @@ def prepare(spec: FleetSpec, state: FleetState, observed: FleetObserved) -> Flee
         return prefixed(step.events, abort(spec, step.state, observed, step.problem))
     if not all(observed.host(h).held for h in spec.hosts):
         return FleetDecision(step.state, step.actions, step.events)
+    if spec.edge_switch:  # one change at the edge first (decision 0581), then the hosts
+        state = step.state.enter(PIN, observed.now, retries=())
+        events = (*step.events, "every host holds it ready: switching all at the edge")
+        return FleetDecision(state, (EdgePin(spec.candidate),), events)
     state = step.state.enter(SWITCH, observed.now, retries=())
     promote = tuple(HostPromote(h) for h in spec.hosts)
     events = (*step.events, "every host holds it ready: switching all")
     return FleetDecision(state, promote, events)
+
+
+def promote_all(spec: FleetSpec, state: FleetState, observed: FleetObserved) -> FleetDecision:
+    """The edge pins the candidate (``pinning`` held this phase until it did): every user is
+    on it now, so each host is promoted to say so in its own state and run its watch."""
+    state = state.enter(SWITCH, observed.now, retries=())
+    promote = tuple(HostPromote(h) for h in spec.hosts)
+    return FleetDecision(state, promote, ("promoting every host",))
 
 
 def switch(spec: FleetSpec, state: FleetState, observed: FleetObserved) -> FleetDecision:
@@ -601,8 +676,11 @@ def abort(spec: FleetSpec, state: FleetState, observed: FleetObserved, why: str)
         finish = FleetFinish("aborted", f"{why}; no previous release to go back to")
         return FleetDecision(state, (finish,), (why,), wake_in=None)
     state = state.enter(BACK, observed.now, reason=why, paused="", retries=())
+    pin = pin_for(spec, state, observed.pinned)
+    first = (EdgePin(pin),) if pin != observed.pinned else ()  # every user back at once
     actions = [back_action(spec, state, observed.host(h)) for h in spec.hosts]
-    return FleetDecision(state, tuple(a for a in actions if a), (f"{why}: rolling back",))
+    moves = tuple(a for a in actions if a)
+    return FleetDecision(state, (*first, *moves), (f"{why}: rolling back",))
 
 
 def back_action(spec: FleetSpec, state: FleetState, view: HostView) -> FleetAction | None:

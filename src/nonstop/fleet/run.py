@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from nonstop.agent.paths import Paths
-from nonstop.config.fleet import FleetConfig
+from nonstop.config.fleet import FleetConfig, switches_at_edge
 from nonstop.config.schema import NonstopConfig
 from nonstop.errors import StateError, UsageError
 from nonstop.fleet.controller import FleetController, spec_to_dict
@@ -78,7 +78,8 @@ async def controller(
     if project.fleet.front.kind == "external":
         edge = ExternalFront(project.fleet, call, say)
     else:
-        edge = Edge(project.folder / "edge", project.fleet, config.app.drain_timeout)
+        pins = switches_at_edge(project.fleet, config.router.kind)
+        edge = Edge(project.folder / "edge", project.fleet, config.app.drain_timeout, pins=pins)
     await edge.start()
     control = FleetController(
         project.paths.project, config, project.fleet, project.known, store, edge, say
@@ -127,6 +128,7 @@ def make_spec(
         deadline=config.strategy.progress_deadline,
         retries=fleet.retries,
         retry_backoff=fleet.retry_backoff,
+        edge_switch=switches_at_edge(fleet, config.router.kind),
     )
 
 
@@ -161,7 +163,9 @@ async def deploy(
 
 async def rollback(project: FleetProject, say: Callable[[str], None]) -> FleetRollout:
     """Back to the release the fleet served before its last completed rollout, host by host,
-    each a switch to instances still running there; refused unless it is warm on every host."""
+    each a switch to instances still running there; refused unless it is warm on every host.
+    With the edge switch, the edge pins it first: every user is back at once, the hosts
+    follow."""
     store = project.store()
     try:
         if (running := store.running()) is not None:
@@ -175,7 +179,9 @@ async def rollback(project: FleetProject, say: Callable[[str], None]) -> FleetRo
             if problem:
                 raise StateError(problem)
             spec = replace(
-                make_spec(project, "rolling", target, stable_release(views)), batch_wait=0
+                make_spec(project, "rolling", target, stable_release(views)),
+                batch_wait=0,
+                rollback=True,
             )
             control.views = {v.name: v for v in views}
             rollout = store.start(spec_to_dict(spec), start(spec, time.time()))
