@@ -137,18 +137,24 @@ def report_bootstrap(results: dict[str, BootstrapReport | HostError]) -> None:
 def status(hosts: tuple[str, ...], as_json: bool) -> None:
     """One line per host: its state (ready, degraded, agent down, not installed, unreachable),
     nonstop's version there, its active release and rollout, and why when it is not ready."""
+    from nonstop.fleet.run import edge_pin
     from nonstop.fleet.status import fleet_status, note_retries
 
-    _, fleet_cfg, known = fleet_config()
+    project = fleet_project()
+    fleet_cfg, known = project.fleet, project.known
     subset = fleet_cfg.model_copy(update={"hosts": chosen(fleet_cfg, hosts)})
     rows = asyncio.run(fleet_status(subset, known))
     rollout = latest_rollout()
     note_retries(rows, rollout)
+    pinned = edge_pin(project)
     if as_json:
-        print_json({"rollout": rollout, "hosts": [row.to_dict() for row in rows]})
+        hosts_out = [row.to_dict() for row in rows]
+        print_json({"rollout": rollout, "pinned": pinned, "hosts": hosts_out})
         return
     if rollout:
         console.print(rollout_line(rollout))
+    if pinned:
+        console.print(f"edge: every request goes to {pinned} (pinned)", markup=False)
     for row in rows:
         colour = {"ready": "green", "degraded": "yellow"}.get(row.state, "red")
         detail = ", ".join(

@@ -91,6 +91,14 @@ async def controller(
         await edge.close()
 
 
+def edge_pin(project: FleetProject) -> str | None:
+    """The release the edge stamps on every request now (None: no pin, or no edge switch)."""
+    if not switches_at_edge(project.fleet, project.config.router.kind):
+        return None
+    drain = project.config.app.drain_timeout
+    return Edge(project.folder / "edge", project.fleet, drain, pins=True).pinned()
+
+
 def stable_release(views: list[HostView]) -> str | None:
     """The release every host serves now; StateError when a host is away or they differ."""
     away = [v.name for v in views if not v.reachable]
