@@ -21,7 +21,7 @@ from nonstop.drivers.router.base import Upstream
 from nonstop.drivers.router.haproxy import HAProxyRouter
 from nonstop.errors import RouterError
 from router.fixtures import MakeRouter, again, new_router
-from router.helpers import Backend, get, table, url, wait_for, wait_in_flight
+from router.helpers import Backend, Collector, get, table, url, wait_for, wait_in_flight
 
 MakeBackend = Callable[[str], Awaitable[Backend]]
 HEADER = "X-Nonstop-Release"
@@ -153,6 +153,7 @@ async def test_the_front_health_path_answers_for_the_stamped_release(
     router = await slots_router(make_router, front_health="/lb")
     v1, v2 = await backends("v1"), await backends("v2")
     await router.apply(table(v1.upstream(1)))
+    seen = Collector(router)
     assert await ask(client, router, "v2", "/lb") == (503, "release not served here")
     assert await ask(client, router, None, "/lb") == (200, "serving")
     assert await ask(client, router, "", "/lb") == (200, "serving")
@@ -163,6 +164,10 @@ async def test_the_front_health_path_answers_for_the_stamped_release(
     assert await ask(client, router, "v2", "/lb") == (503, "release not served here")
     await router.set_front(False)
     assert await ask(client, router, "v2", "/lb") == (503, "draining")
+    assert await ask(client, router, "v2") == (200, "v1")  # still routed (its slot is down)
+    events = await seen.until(1)  # the health answers are silent: only the app's request
+    assert [(e.upstream, e.status) for e in events] == [(v1.address, 200)]
+    await seen.close()
 
 
 async def test_apply_slots_needs_release_slots(
