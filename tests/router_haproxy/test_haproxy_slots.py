@@ -17,8 +17,10 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from nonstop.drivers.router.base import Upstream
+from nonstop.drivers.router.base import ReleaseSlots, Upstream
 from nonstop.drivers.router.haproxy import HAProxyRouter
+from nonstop.drivers.router.registry import ROUTERS
+from nonstop.drivers.router.settings import RouterSettings
 from nonstop.errors import RouterError
 from router.fixtures import MakeRouter, again, new_router
 from router.helpers import Backend, Collector, get, table, url, wait_for, wait_in_flight
@@ -315,3 +317,12 @@ async def test_a_haproxy_started_without_slots_is_replaced_when_they_are_wanted(
         await unwanted.stop()
     finally:
         await wanting.stop()
+
+
+def test_only_haproxy_offers_release_slots(state_dir: Path) -> None:
+    """The optional part of the router port: Caddy and nginx do not have it."""
+    offers = {
+        kind: isinstance(cls(state_dir / kind, RouterSettings(listen="127.0.0.1:1")), ReleaseSlots)
+        for kind, cls in ROUTERS.items()
+    }
+    assert offers == {"caddy": False, "haproxy": True, "nginx": False}

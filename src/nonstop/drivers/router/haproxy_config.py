@@ -515,9 +515,9 @@ def slot_routes(slots_map: Path | None) -> str:
 
 def health_check(path: str | None, release_map: Path | None) -> str:
     """The backends' check: a TCP connect without ``path``; a GET of it, carrying the release
-    map's stamp (empty while there is none) on the edge (``release_stamp``), so a host whose
-    slot for the stamped release is empty leaves rotation. HAProxy evaluates the header on
-    every check: a ``set map`` is seen by the next one."""
+    map's stamp on the edge (``release_stamp``; HAProxy 2.6 sends no header while there is
+    none), so a host whose slot for the stamped release is empty leaves rotation. HAProxy
+    evaluates the header on every check: a ``set map`` is seen by the next one."""
     if not path:
         return ""  # a TCP connect check
     if release_map is None:
