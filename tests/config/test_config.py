@@ -89,6 +89,20 @@ ERRORS = [
         'metrics: provider "prometheus" needs "prometheus_url"',
     ),
     (APP + "[app\n", "not valid TOML"),
+    (
+        APP + "[router]\nrelease_slots = true\n",
+        'router.release_slots: served by the haproxy router only (kind is "caddy"): set '
+        'kind = "haproxy"',
+    ),
+    (
+        APP + '[router]\nkind = "nginx"\nrelease_slots = true\n',
+        'router.release_slots: served by the haproxy router only (kind is "nginx"): set '
+        'kind = "haproxy"',
+    ),
+    (
+        APP + '[router]\nkind = "haproxy"\nrelease_slots = "sometimes"\n',
+        "router.release_slots: expected",
+    ),
 ]
 
 
@@ -118,6 +132,23 @@ def test_defaults_are_usable() -> None:
     assert config.strategy.bluegreen.keep_previous == 300.0
     assert config.strategy.rolling.max_surge == "25%"
     assert config.watch.max_error_rate == 0.02
+
+
+@pytest.mark.parametrize(
+    ("router", "slots"),
+    [
+        ("", False),  # off by default, whatever the kind
+        ('kind = "haproxy"\n', False),
+        ('kind = "haproxy"\nrelease_slots = true\n', True),
+        ('kind = "caddy"\nrelease_slots = false\n', False),  # off is fine on any kind
+    ],
+)
+def test_release_slots(router: str, slots: bool) -> None:
+    from nonstop.config.load import validate_config
+
+    config = parse_config(APP + "[router]\n" + router)
+    assert config.router.release_slots is slots
+    assert validate_config(to_wire(config)).router.release_slots is slots
 
 
 def test_missing_file_says_how_to_make_one(tmp_path: Path) -> None:

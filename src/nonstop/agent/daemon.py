@@ -108,6 +108,7 @@ ROUTER_SETTINGS = (
     ("router", "stream_grace"),
     ("router", "stream_idle_timeout"),
     ("router", "front_health"),
+    ("router", "release_slots"),
 )
 """What the running router was started with: a deploy that changes one is refused. The
 router's own health checks use the agent's ``health.path`` too (checked below)."""
@@ -190,6 +191,7 @@ class Agent:
         measurements, poller = self._measurement_source(stats)
         engine = Engine(store, instances, router, measurements, self.paths.state, stream=stats)
         engine.revive_router_in_tick = False  # the router has its own task (invariant 8)
+        engine.release_slots = self.config.router.release_slots
         self.engine = engine
         self.stats = stats
         self.flags = FlagService(

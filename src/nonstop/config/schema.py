@@ -125,6 +125,11 @@ class RouterConfig(Model):
     """A path the router answers itself for a load balancer in front of this host: 200 while
     the host serves, 503 while it is drained (``nonstop fleet``'s external front, docs/fleet.md).
     HAProxy only; unset: every path goes to the instances."""
+    release_slots: bool = False
+    """Serve a request stamped ``X-Nonstop-Release: <release>`` (by an edge in front of the
+    fleet) from that release's ready instances - the active one, the candidate held ready, or
+    the previous one kept warm - and every other request from the weighted table as always
+    (docs/router-haproxy.md, decision 0581). HAProxy only; read at ``nonstop up``."""
 
     @field_validator("front_health")
     @classmethod
@@ -138,6 +143,11 @@ class RouterConfig(Model):
         if self.front_health is not None and self.kind != "haproxy":
             raise ValueError(
                 f'front_health: answered by the haproxy router only (kind is "{self.kind}"): '
+                'set kind = "haproxy"'
+            )
+        if self.release_slots and self.kind != "haproxy":
+            raise ValueError(
+                f'release_slots: served by the haproxy router only (kind is "{self.kind}"): '
                 'set kind = "haproxy"'
             )
         return self

@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import os
 import time
-from collections.abc import Callable, Iterable, Mapping, Set
+from collections.abc import Callable, Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -40,7 +40,7 @@ from nonstop.engine.roles import WEB as WEB_ROLE
 from nonstop.engine.roles import check_kind
 from nonstop.engine.roles import role as role_of
 from nonstop.engine.roles import warnings as role_traps
-from nonstop.engine.routing import route_table
+from nonstop.engine.routing import release_slots, route_table
 from nonstop.errors import ConfigError, StateError, UsageError
 from nonstop.notify import notices
 from nonstop.notify.notices import Notice, RolloutRef
@@ -105,6 +105,20 @@ class QuerySource(Protocol):
 
     def query_value(self, template: str, release: str, since: float, until: float) -> QueryValue:
         """The template's value for ``release`` over ``[since, until)``; never raises."""
+
+
+@runtime_checkable
+class SlotRouter(Protocol):
+    """A router that can serve a request stamped with a release from that release's own
+    instances (HAProxy's release slots, decision 0581)."""
+
+    async def apply_slots(self, slots: Mapping[str, Sequence[str]]) -> None:
+        """Releases in priority order -> their ready instances' addresses; route exactly
+        that from now on (the first two releases with an address get a slot)."""
+
+
+Slots = dict[str, tuple[str, ...]]
+"""Release -> its ready web instances' addresses, in priority order (routing.release_slots)."""
 
 
 NO_QUERY_PROVIDER = "query checks need [metrics] provider = prometheus"
@@ -173,6 +187,11 @@ def _ignore(notice: Notice) -> None:
     """No receivers."""
 
 
+def _same_slots(a: Slots | None, b: Slots | None) -> bool:
+    """Equal slots in the same priority order (dicts alone compare equal in any order)."""
+    return (a is None) == (b is None) and list((a or {}).items()) == list((b or {}).items())
+
+
 class Engine:
     def __init__(
         self,
@@ -197,6 +216,11 @@ class Engine:
         self.instances = instances_factory(self)
         self.active: Active | None = None
         self.routes: RouteTable | None = None
+        self.slots: Slots | None = None
+        """The release slots the router last took (None: none yet, or it keeps none)."""
+        self.release_slots = False
+        """Whether the router serves stamped requests from release slots (the agent sets it
+        from ``router.release_slots``; only a :class:`SlotRouter` can)."""
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
         self._router_failures = 0
@@ -731,15 +755,41 @@ class Engine:
     def route_table(self) -> RouteTable:
         return route_table(self.weights, self.instances.ready_handles())
 
+    def release_slots_now(self) -> Slots | None:
+        """The release slots the router should hold now (routing.release_slots); None when it
+        keeps none. The active release is the stored one; the candidate is the rollout's."""
+        if not self.release_slots or not isinstance(self.router, SlotRouter):
+            return None
+        active = self.store.desired_state().active_release
+        candidate = self.active.spec.candidate if self.active is not None else None
+        return release_slots(active, candidate, self.instances.ready_handles())
+
     async def _sync_routes(self, *, force: bool = False) -> None:
+        """Give the router the table, then the release slots, when either changed (``force``:
+        anyway, after a router restart or an agent restart). Both are remembered only once
+        both were taken: until then :meth:`_routed` keeps the older, larger set of addresses."""
         self._observe_weights()
         table = self.route_table()
-        if table == self.routes and not force:
+        slots = self.release_slots_now()
+        if table == self.routes and _same_slots(slots, self.slots) and not force:
             return
+        slotted = self._slot_table(slots)
         for source in self.sources:
             source.observe_table(table)
-        await self.router.apply(table)
-        self.routes = table
+            if slotted.upstreams:  # a held or warm release answers through its slot
+                source.observe_table(slotted)
+        router = self.router
+        await router.apply(table)
+        if slots is not None and isinstance(router, SlotRouter):
+            await router.apply_slots(slots)
+        self.routes, self.slots = table, slots
+
+    def _slot_table(self, slots: Slots | None) -> RouteTable:
+        """The slots' instances as upstreams, so the request stream charges a request a slot
+        served to the instance's release although the table gives that release no weight."""
+        addresses = {a for members in (slots or {}).values() for a in members}
+        members = [h for h in self.instances.ready_handles() if h.address in addresses]
+        return route_table(None, members)
 
     def _observe_weights(self) -> None:
         """Tell the request stream who is meant to serve: the stored weights, or with none the
@@ -758,9 +808,32 @@ class Engine:
     async def _drain(self, now: float) -> None:
         if not any(live.state == "draining" for live in self.instances.live.values()):
             return
-        # Never stop what the router may still send requests to: the last table it took.
+        await self.instances.drain_step(await self.router.in_flight(), self._routed(), now)
+
+    def _routed(self) -> set[str]:
+        """Every address the router may still send a new request to: the last table it took
+        and every release slot it took. A draining instance in either is busy (invariant 2).
+
+        An instance leaves a slot the way it leaves the table, in this order (a kept-warm
+        release retired after ``keep_previous``, a rollback or abort scaling the candidate to
+        0, a scale-down alike):
+
+        1. tick N, ``_reconcile``: the instance turns *draining*, so it is no longer ready
+           and neither ``route_table`` nor ``release_slots`` lists it;
+        2. tick N, ``_sync_routes``: ``apply`` then ``apply_slots`` without it; only once the
+           router took both does ``self.slots`` forget it (a failed call leaves the old slots
+           here, so step 3 keeps waiting);
+        3. tick N, ``_drain``: it is in neither the table nor a slot, so it is busy only with
+           its open requests, which ``in_flight`` sums over the slot backends too; it stops
+           when they are 0 (after DRAIN_SETTLE) or at its drain deadline.
+
+        Example: v1 kept warm, a request pinned to it by ``X-Nonstop-Release: v1`` takes 4 s,
+        keep_previous ends 1 s into it: v1-1 drains at 1 s, leaves its slot in the same tick,
+        shows 1 in flight until 4 s and stops then, with the request answered."""
         routed = {u.address for u in self.routes.upstreams} if self.routes else set()
-        await self.instances.drain_step(await self.router.in_flight(), routed, now)
+        for addresses in (self.slots or {}).values():
+            routed.update(addresses)
+        return routed
 
     # -- housekeeping ------------------------------------------------------------------------
 
@@ -868,6 +941,11 @@ class Engine:
                 }
                 for u in (self.routes.upstreams if self.routes else ())
             ],
+            "slots": (
+                {release: list(members) for release, members in self.slots.items()}
+                if self.slots is not None
+                else None
+            ),
             "rollout": rollout,
             "releases": [r.name for r in self.store.releases()],
         }

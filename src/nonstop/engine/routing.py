@@ -31,3 +31,30 @@ def route_table(weights: Mapping[str, int] | None, ready: Sequence[InstanceHandl
         Upstream(h.instance_id, h.release, h.address, w // divisor) for h, w in raw if w > 0
     ]
     return RouteTable(tuple(sorted(upstreams, key=lambda u: u.instance_id)))
+
+
+def release_slots(
+    active: str | None, candidate: str | None, ready: Sequence[InstanceHandle]
+) -> dict[str, tuple[str, ...]]:
+    """The releases a router may serve by name (``X-Nonstop-Release``, decision 0581), in
+    priority order, each with the sorted addresses of its ready web instances.
+
+    First the active release, then the rollout's candidate, then any other release with a
+    ready instance (the previous one kept warm), the one whose newest instance started last
+    first. A release with nothing ready is left out, so an instance that drains or stops
+    is in no slot (invariant 2: it leaves its slot before it is stopped). Worked example,
+    v2 active, v3 the candidate with one of its two instances ready, v1 kept warm::
+
+        release_slots("v2", "v3", [v1-1 :9001, v2-1 :9003, v2-2 :9002, v3-1 :9005])
+        -> {"v2": (":9002", ":9003"), "v3": (":9005",), "v1": (":9001",)}
+
+    The router holds two slots, so v1 has none while v3 has a ready instance (the driver
+    skips a release with no address); v1 is not kept past this rollout anyway."""
+    addresses: dict[str, list[str]] = {}
+    newest: dict[str, float] = {}
+    for handle in ready:
+        addresses.setdefault(handle.release, []).append(handle.address)
+        newest[handle.release] = max(newest.get(handle.release, 0.0), handle.started_at)
+    first = [r for r in dict.fromkeys((active, candidate)) if r is not None and r in addresses]
+    others = sorted((r for r in addresses if r not in first), key=lambda r: (-newest[r], r))
+    return {release: tuple(sorted(addresses[release])) for release in (*first, *others)}
