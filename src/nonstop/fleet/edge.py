@@ -71,6 +71,8 @@ class Edge:
         )
         self.pins = pins
         self.router = HAProxyRouter(state_dir, settings)
+        self._charged = self.pinned()
+        """The pin as this process last set or read it: what each request is charged to."""
         self.port = fleet.router_port
         self.hosts = {f"{h.address}:{fleet.router_port}": h.name for h in fleet.web_hosts}
         self.releases: dict[str, str | None] = {}
@@ -91,12 +93,13 @@ class Edge:
     async def _read(self) -> None:
         async for event in self.router.events():
             host = self.hosts.get(event.upstream or "")
-            release = self.pinned() or (self.releases.get(host) if host else None)
+            release = self._charged or (self.releases.get(host) if host else None)
             error = event.status >= 500 or event.proxy_error
             self.samples.append((event.ts, release or NO_RELEASE, error))
 
     def pinned(self) -> str | None:
-        """The release stamped on every request (None: none, each host's table decides)."""
+        """The release stamped on every request (None: none, each host's table decides), as
+        the edge's saved state says (the stamp a restarted edge would apply)."""
         return self.router.stamped_release() if self.pins else None
 
     async def pin(self, release: str | None) -> None:
@@ -110,6 +113,7 @@ class Edge:
                 f'the edge cannot pin {release}: fleet.front.switch is not "edge" (docs/fleet.md)'
             )
         await self.router.set_release(release)
+        self._charged = release
 
     def note_releases(self, releases: Mapping[str, str | None]) -> None:
         self.releases.update(releases)
