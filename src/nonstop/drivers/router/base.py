@@ -7,9 +7,9 @@ applying it twice is the same as once, invariant 4); the adapter makes the switc
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +71,10 @@ class RequestEvent:
 
 
 class Router(Protocol):
+    """What every router kind does. One more method is optional: ``apply_slots`` (see
+    :class:`ReleaseSlots`), offered by HAProxy only (``router.release_slots``); Caddy and nginx
+    do not have it, and a caller checks ``isinstance(router, ReleaseSlots)`` before using it."""
+
     async def start(self) -> None:
         """Start the router process, or adopt the one already running (agent restart). The
         listen address keeps serving through an agent restart: adopting never restarts it."""
@@ -93,3 +97,16 @@ class Router(Protocol):
 
     def events(self) -> AsyncIterator[RequestEvent]:
         """Per-request events, as they happen, for as long as the router runs."""
+
+
+@runtime_checkable
+class ReleaseSlots(Protocol):
+    """Optional part of the router port (HAProxy only, decision 0581): requests stamped
+    ``X-Nonstop-Release: R`` by the fleet's edge go to R's ready instances while R has a slot
+    with a usable one, else to the table as any other request."""
+
+    async def apply_slots(self, slots: Mapping[str, Sequence[str]]) -> None:
+        """Releases in priority order -> addresses of their ready instances; the first two
+        with an address get a slot, a release that stays keeps its own. Durable first and
+        idempotent like ``apply``; a release that leaves stops being honoured before its
+        instances leave its slot (their open requests finish and count in ``in_flight``)."""

@@ -14,6 +14,12 @@ Files in ``state_dir``::
     probe.map             the hash the table probe answers, and the front health state
                           (``front_health``), both set through the runtime API
     front                 ``serving`` or ``draining``: the front health state a restart keeps
+    slots.json            the release slots last applied (``release_slots``): letter ->
+                          {"release", "addresses"}; a restarted HAProxy routes them
+    slots.map             ``release a|b``, written from slots.json at start, then changed
+                          through the runtime API (``add map``, ``del map``)
+    release.map           ``live <release>`` (``release_stamp``, the edge): the stamp; written
+                          first on every change, so a restarted HAProxy stamps the same
     logs/haproxy.log      HAProxy's own output
 
     * in a short private directory instead when ``state_dir`` is too deep for a unix socket path
@@ -22,8 +28,10 @@ Files in ``state_dir``::
 ``apply(table)`` reads the backend (``show servers state``), then adds and enables new servers,
 reweights kept ones, and only then puts leaving ones into maintenance, and does the same in the
 panic backend (the same servers, unchecked: decision 0570): their open requests and
-streams finish there, ``in_flight()`` counts them, and they are deleted once idle. A change
-never closes a connection: established tunnels (websockets) of every server, leaving ones
+streams finish there, ``in_flight()`` counts them, and they are deleted once idle.
+``apply_slots(slots)`` does the same for the two slot backends (decision 0581), around the
+slot map's changes: a release's entry leaves before its servers, a new one comes after them.
+A change never closes a connection: established tunnels (websockets) of every server, leaving ones
 included, run on until the client or the instance ends them (the engine stops a drained
 instance at its drain deadline); only with ``stream_grace`` set are a leaving server's sessions
 shut down that long after it left (decision 0460). HAProxy runs in its own session and outlives
@@ -34,11 +42,14 @@ and applies the saved table through the runtime API again: no restart, no reload
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import signal
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from nonstop.config.validate import release_name_problem
 from nonstop.drivers.router.admin import AdminUnavailable, table_hash, with_retries
 from nonstop.drivers.router.base import RouteTable
 from nonstop.drivers.router.haproxy_config import (
@@ -46,18 +57,31 @@ from nonstop.drivers.router.haproxy_config import (
     BACKENDS,
     DRAINING,
     FRONT_KEY,
+    LIVE_KEY,
     PANIC_BACKEND,
     PROBE_KEY,
     SERVING,
+    SLOT_LETTERS,
     Files,
     HAProxyTuning,
+    ServerState,
+    Slot,
+    assign_slots,
     build_config,
     desired_servers,
+    map_values,
+    parse_map,
     parse_servers_state,
     parse_sessions,
     plan_changes,
+    plan_release,
+    plan_slot_map,
     probe_map_text,
+    release_map_text,
     server_options,
+    slot_backend,
+    slot_map_text,
+    slot_servers,
 )
 from nonstop.drivers.router.haproxy_log import RingReader
 from nonstop.drivers.router.haproxy_process import (
@@ -97,18 +121,29 @@ class HAProxyRouter(ManagedRouter):
         self.body_file = self.state_dir / "no-upstream.txt"
         self.probe_map = self.state_dir / "probe.map"
         self.front_file = self.state_dir / "front"
+        self.slots_file = self.state_dir / "slots.json"
+        self.slots_map = self.state_dir / "slots.map"
+        self.release_map = self.state_dir / "release.map"
         self._listener = RingReader(self.admin_socket, self.queue)
-        self._leaving: dict[str, float] = {}
-        """Servers out of the table but maybe still serving -> monotonic time after which their
-        sessions are shut down (infinity without ``stream_grace``)."""
+        self._leaving: dict[tuple[str, str], float] = {}
+        """(backend, server) out of that backend's table but maybe still serving -> monotonic
+        time after which their sessions are shut down (infinity without ``stream_grace``)."""
 
     async def in_flight(self) -> dict[str, int]:
-        """Current sessions (+ queued requests) per upstream address from ``show stat``. A server
-        taken out of the table stays listed with its count until it is idle; then it is deleted
-        and disappears (read it as 0)."""
+        """Current sessions (+ queued requests) per upstream address from ``show stat``, summed
+        over every backend (table, panic twins, slots): an instance serving a request through
+        its slot is not idle. A server taken out of a backend stays listed with its count until
+        it is idle; then it is deleted and disappears (read it as 0)."""
         async with self._lock:
-            sessions = await self._reap()
-        return {name: n for name, n in sessions.items() if n > 0 or name not in self._leaving}
+            by_backend = await self._reap()
+        total: dict[str, int] = {}
+        kept: set[str] = set()
+        for backend, sessions in by_backend.items():
+            for name, count in sessions.items():
+                total[name] = total.get(name, 0) + count
+                if (backend, name) not in self._leaving:
+                    kept.add(name)
+        return {name: n for name, n in total.items() if n > 0 or name in kept}
 
     async def command(self, line: str) -> str:
         """One runtime-API command (``show servers state``, ``show stat`` ...); its reply."""
@@ -139,15 +174,29 @@ class HAProxyRouter(ManagedRouter):
 
     async def _can_adopt(self) -> bool:
         """A HAProxy started by an earlier version may lack the probe map (``set map`` would
-        fail on every apply; ``show map`` lists the file of every map it loaded) or the panic
-        backend (``show backend`` lists them)."""
-        if str(self.probe_map) not in await self.command("show map"):
+        fail on every apply; ``show map`` lists the file of every map it loaded), the panic
+        backend or the slot backends (``show backend`` lists them). One started with other
+        ``release_slots`` / ``release_stamp`` settings has (or lacks) the slot or stamp rules,
+        which only a restart changes: it loaded ``slots.map`` / ``release.map`` iff it has."""
+        maps = await self.command("show map")
+        if str(self.probe_map) not in maps:
             return False
-        return PANIC_BACKEND in (await self.command("show backend")).split()
+        if (str(self.slots_map) in maps) != self.settings.release_slots:
+            return False
+        if (str(self.release_map) in maps) != self.settings.release_stamp:
+            return False
+        declared = (await self.command("show backend")).split()
+        return all(backend in declared for backend in BACKENDS)
 
     async def _adopt(self) -> None:
+        """The saved table (ManagedRouter), then the saved slots and stamp, again through the
+        runtime API: changes nothing when the adopted HAProxy already routes them."""
         self._leaving.clear()
         await super()._adopt()
+        if self.settings.release_slots:
+            await self._sync_slots(self.saved_slots())
+        if self.settings.release_stamp:
+            await self._sync_release(self.stamped_release())
 
     async def _spawn(self, replacing: ProcessRecord | None) -> None:
         """A HAProxy routing the saved table; with ``replacing``, started with ``-sf`` so it
@@ -159,11 +208,27 @@ class HAProxyRouter(ManagedRouter):
         write_atomic(self.body_file, NO_UPSTREAM_BODY)
         table = self.last_table()
         write_atomic(self.probe_map, probe_map_text(table_hash(table), self.front_state()))
-        files = Files(self.admin_socket, self.body_file, self.probe_map)
+        slots = self.saved_slots() if self.settings.release_slots else {}
+        if self.settings.release_slots:
+            write_atomic(self.slots_map, slot_map_text(slots))
+        if self.settings.release_stamp:
+            write_atomic(self.release_map, release_map_text(self.stamped_release()))
+        files = Files(
+            self.admin_socket,
+            self.body_file,
+            self.probe_map,
+            slots_map=self.slots_map if self.settings.release_slots else None,
+            release_map=self.release_map if self.settings.release_stamp else None,
+        )
         servers = desired_servers(table)
         front = self.settings.front_health
         text = build_config(
-            servers, listen=self.listen, files=files, tuning=self.tuning, front_health=front
+            servers,
+            listen=self.listen,
+            files=files,
+            tuning=self.tuning,
+            front_health=front,
+            slots=slots,
         )
         write_atomic(self.config_file, text)
         await asyncio.to_thread(check_config, binary, self.config_file)
@@ -194,6 +259,99 @@ class HAProxyRouter(ManagedRouter):
             raise RouterError(f"haproxy refused {line!r}: {reply}")
         return changed
 
+    # -- release slots (a fleet host's router) and the stamp (the fleet's edge): decision 0581 --
+
+    async def apply_slots(self, slots: Mapping[str, Sequence[str]]) -> None:
+        """Route exactly ``slots`` from now on: releases in priority order -> the addresses of
+        their ready instances; the first two with an address get a slot (``assign_slots``: a
+        release that stays keeps its slot). Saved first (a HAProxy restarted after this routes
+        them), then applied through the runtime API: a release that left loses its map entry
+        (its stamped requests go to the table), the slots' servers change in the safe order of
+        ``plan_changes`` (leaving ones drain and are deleted once idle), then a new release's
+        entry is added. Applying the same slots again changes nothing."""
+        if not self.settings.release_slots:
+            raise RouterError("router.release_slots is off: this router has no release slots")
+        async with self._lock:
+            previous = {slot.release: letter for letter, slot in self.saved_slots().items()}
+            assigned = assign_slots(slots, previous)  # RouterError before anything is written
+            write_atomic(self.slots_file, json.dumps(_slots_to_dict(assigned), indent=2))
+            await self._sync_slots(assigned)
+
+    def saved_slots(self) -> dict[str, Slot]:
+        """The slots last applied (letter -> Slot); none before the first ``apply_slots``."""
+        try:
+            data = json.loads(self.slots_file.read_text())
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            raise RouterError(f"{self.slots_file} is unreadable: {exc}") from exc
+        try:
+            return {
+                letter: Slot(str(entry["release"]), tuple(str(a) for a in entry["addresses"]))
+                for letter, entry in data.items()
+                if letter in SLOT_LETTERS
+            }
+        except (AttributeError, KeyError, TypeError) as exc:
+            raise RouterError(f"{self.slots_file}: not release slots ({exc!r})") from exc
+
+    async def _sync_slots(self, assigned: Mapping[str, Slot]) -> None:
+        current = parse_map(await self.command(f"show map {self.slots_map}"))
+        before, after = plan_slot_map(assigned, current, self.slots_map)
+        await self._run(before)
+        for letter in SLOT_LETTERS:
+            backend = slot_backend(letter)
+            desired = slot_servers(assigned.get(letter))
+            now = parse_servers_state(await self.command(f"show servers state {backend}"))
+            plan = plan_changes(desired, now, server_options(self.tuning), backend=backend)
+            await self._run(plan.commands)
+            self._track_leaving(backend, desired, now)
+        await self._run(after)
+        await self._reap()
+
+    def stamped_release(self) -> str | None:
+        """The release the edge stamps (``release.map``), None when it stamps none."""
+        try:
+            text = self.release_map.read_text()
+        except FileNotFoundError:
+            return None
+        return map_values(text).get(LIVE_KEY)
+
+    async def set_release(self, release: str | None) -> None:
+        """Stamp ``release`` on every request from now on (None: no stamp): one runtime-API
+        command, so every request evaluated after it carries the new value and none a mix.
+        Saved first, so a HAProxy restarted after this stamps the same. Idempotent."""
+        if not self.settings.release_stamp:
+            raise RouterError("router.release_stamp is off: this router stamps no release")
+        problem = None if release is None else release_name_problem(release)
+        if problem is not None:
+            raise RouterError(f"release stamp: {problem}")
+        async with self._lock:
+            write_atomic(self.release_map, release_map_text(release))
+            await self._sync_release(release)
+
+    async def _sync_release(self, release: str | None) -> None:
+        current = parse_map(await self.command(f"show map {self.release_map}")).get(LIVE_KEY)
+        await self._run(plan_release(self.release_map, current, release))
+
+    async def _run(self, commands: Sequence[str]) -> None:
+        for line in commands:
+            reply = await self.command(line)
+            if reply not in OK_REPLIES:
+                raise RouterError(f"haproxy refused {line!r}: {reply}")
+
+    def _track_leaving(
+        self, backend: str, desired: Mapping[str, object], current: Sequence[ServerState]
+    ) -> None:
+        """Servers of ``backend`` not desired (leaving now, or left under a previous agent) are
+        reaped once idle; desired ones are not (any more)."""
+        grace = self.tuning.stream_grace
+        deadline = math.inf if grace is None else time.monotonic() + grace
+        for server in current:
+            if server.name not in desired:
+                self._leaving.setdefault((backend, server.name), deadline)
+        for name in desired:
+            self._leaving.pop((backend, name), None)
+
     def _last_error(self, log: Path) -> str:
         return last_alert(log)
 
@@ -215,42 +373,32 @@ class HAProxyRouter(ManagedRouter):
         plan = plan_changes(desired, current, server_options(self.tuning))
         twins = parse_servers_state(await self.command(f"show servers state {PANIC_BACKEND}"))
         panic = plan_changes(desired, twins, backend=PANIC_BACKEND)
-        commands = [
-            *plan.commands,
-            *panic.commands,
-            f"set map {self.probe_map} {PROBE_KEY} {table_hash(table)}",
-        ]
-        for line in commands:
-            reply = await self.command(line)
-            if reply not in OK_REPLIES:
-                raise RouterError(f"haproxy refused {line!r}: {reply}")
-        grace = self.tuning.stream_grace
-        deadline = math.inf if grace is None else time.monotonic() + grace
-        for server in [*current, *twins]:  # leaving now, or left under a previous agent
-            if server.name not in desired:
-                self._leaving.setdefault(server.name, deadline)
-        for name in desired:
-            self._leaving.pop(name, None)
+        await self._run(
+            [
+                *plan.commands,
+                *panic.commands,
+                f"set map {self.probe_map} {PROBE_KEY} {table_hash(table)}",
+            ]
+        )
+        self._track_leaving(BACKEND, desired, current)
+        self._track_leaving(PANIC_BACKEND, desired, twins)
         await self._reap()
 
-    async def _reap(self) -> dict[str, int]:
+    async def _reap(self) -> dict[str, dict[str, int]]:
         """Delete leaving servers that are idle, or past their ``stream_grace`` (their sessions
-        are shut down first), from both backends. Returns the sessions per server (both
-        backends summed) read before deleting."""
+        are shut down first), from every backend (table, panic twins, slots): a server leaves
+        each backend on its own, so an address out of the table but in a slot stays there.
+        Returns the sessions per server of each backend, as read before deleting, without the
+        servers deleted."""
         text = await self.command("show stat")
         by_backend = {backend: parse_sessions(text, backend) for backend in BACKENDS}
-        for name, deadline in list(self._leaving.items()):
-            left = [b for b, sessions in by_backend.items() if name in sessions]
-            for backend in left:
-                if await self._delete(backend, name, by_backend[backend][name], deadline):
-                    del by_backend[backend][name]
-            if not any(name in sessions for sessions in by_backend.values()):
-                del self._leaving[name]
-        total: dict[str, int] = {}
-        for sessions in by_backend.values():
-            for name, count in sessions.items():
-                total[name] = total.get(name, 0) + count
-        return total
+        for (backend, name), deadline in list(self._leaving.items()):
+            sessions = by_backend[backend]
+            if name in sessions and not await self._delete(backend, name, sessions[name], deadline):
+                continue
+            sessions.pop(name, None)
+            del self._leaving[(backend, name)]
+        return by_backend
 
     async def _delete(self, backend: str, name: str, sessions: int, deadline: float) -> bool:
         """Delete a leaving server of ``backend`` once idle or past ``deadline``; True if gone."""
@@ -261,3 +409,10 @@ class HAProxyRouter(ManagedRouter):
         reply = await self.command(f"del server {backend}/{name}")
         # Refused while it still holds an idle server connection: tried again next time.
         return reply in OK_REPLIES or reply == "No such server."
+
+
+def _slots_to_dict(assigned: Mapping[str, Slot]) -> dict[str, dict[str, object]]:
+    return {
+        letter: {"release": slot.release, "addresses": list(slot.addresses)}
+        for letter, slot in assigned.items()
+    }

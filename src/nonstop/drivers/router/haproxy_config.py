@@ -12,6 +12,15 @@ the runtime API (``add server``, ``set server``, ``del server``), never a reload
                            upstream ..."
     backend nonstop_panic  the same servers and weights without health checks: panic mode, when
                            checks have taken every server of nonstop_app down (decision 0570)
+    backend nonstop_slot_a the ready instances of one release each (``release_slots``, decision
+    backend nonstop_slot_b 0581): a request stamped ``X-Nonstop-Release: R`` goes to R's slot
+                           while it has a usable server, else to the table as any request;
+                           always declared (empty without ``release_slots``)
+
+With ``release_slots`` the frontend maps the stamp to a slot (``slots.map``: ``release a|b``) and
+deletes the header before forwarding; with ``release_stamp`` (the fleet's edge) it removes a
+client's own stamp and sets the one of ``release.map`` (key ``live``), and the health checks
+carry it. Both maps change only through the runtime API (``add map``, ``del map``, ``set map``).
 
 A server is named by its address (``127.0.0.1:18081``: HAProxy accepts letters, digits and
 ``.:_-`` in names), so the log line and ``show stat`` name the upstream directly.
@@ -25,11 +34,12 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import reduce
 from pathlib import Path
 
+from nonstop.config.validate import release_name_problem
 from nonstop.drivers.router.admin import PROBE_HEADER, PROBE_PATH, PROBE_VALUE
 from nonstop.drivers.router.base import RequestEvent, RouteTable
 from nonstop.drivers.router.settings import ProxyTimings
@@ -40,7 +50,19 @@ BACKEND = "nonstop_app"
 PANIC_BACKEND = "nonstop_panic"
 """The table's servers again, unchecked: where requests go while health checks have taken every
 server of BACKEND down (Envoy's panic mode; decision 0570)."""
-BACKENDS = (BACKEND, PANIC_BACKEND)
+SLOT_LETTERS = ("a", "b")
+"""Two slots: blue and green (the release serving and the one held or kept warm)."""
+SLOT_BACKENDS = tuple(f"nonstop_slot_{letter}" for letter in SLOT_LETTERS)
+BACKENDS = (BACKEND, PANIC_BACKEND, *SLOT_BACKENDS)
+RELEASE_HEADER = "X-Nonstop-Release"
+LIVE_KEY = "live"
+"""The release map's one key: the release the edge stamps."""
+MARK_KEY = ".nonstop"
+MARK_LINE = f"{MARK_KEY} present\n"
+"""First entry of the slot and release maps: ``show map`` answers nothing for an empty map,
+which the runtime-API client cannot tell from a reply cut off (it retries and fails); with
+the mark a reply is never empty. No release name starts with "." (config/validate.py), so the
+mark never routes a request."""
 RING = "nonstop_events"
 RING_BYTES = 4 * 1024 * 1024
 """About 50,000 request lines of ~80 bytes: what HAProxy holds while the agent reads slowly."""
@@ -285,11 +307,133 @@ def parse_log_line(line: bytes | str) -> RequestEvent | None:
 
 
 @dataclass(frozen=True, slots=True)
+class Slot:
+    """One slot's release and the addresses of its ready instances."""
+
+    release: str
+    addresses: tuple[str, ...]
+
+
+def slot_backend(letter: str) -> str:
+    return f"nonstop_slot_{letter}"
+
+
+def assign_slots(
+    slots: Mapping[str, Sequence[str]], previous: Mapping[str, str]
+) -> dict[str, Slot]:
+    """Letter -> Slot for the first two releases of ``slots`` (priority order) with at least
+    one address; ``previous`` (release -> letter) keeps a release that stays in its slot, so a
+    request stamped for it never changes backend while it is served. A new release takes a free
+    letter, one that held no release before first (its leaving servers finish alone there).
+
+    Worked examples (previous -> slots -> result)::
+
+        {}                 {v1: [x], v2: [y]}        {a: v1 [x], b: v2 [y]}
+        {v1: a, v2: b}     {v2: [y], v3: [z]}        {a: v3 [z], b: v2 [y]}
+        {v1: a}            {v2: [y]}                 {b: v2 [y]}    (a just emptied)
+        {}                 {v1: [], v2: [y], v3: [z], v4: [w]}    {a: v2 [y], b: v3 [z]}
+
+    RouterError (nothing changed) for a release name or address the router cannot hold."""
+    chosen: list[tuple[str, tuple[str, ...]]] = []
+    for release, addresses in slots.items():
+        problem = release_name_problem(release)
+        if problem is not None:
+            raise RouterError(f"release slots: {problem}")
+        kept = tuple(dict.fromkeys(server_name(a) for a in addresses))
+        if kept and len(chosen) < len(SLOT_LETTERS):
+            chosen.append((release, kept))
+    assigned = {
+        previous[release]: Slot(release, kept)
+        for release, kept in chosen
+        if previous.get(release) in SLOT_LETTERS
+    }
+    held = set(previous.values())
+    free = sorted((x for x in SLOT_LETTERS if x not in assigned), key=lambda x: (x in held, x))
+    for release, kept in chosen:
+        if all(slot.release != release for slot in assigned.values()):
+            assigned[free.pop(0)] = Slot(release, kept)
+    return dict(sorted(assigned.items()))
+
+
+def slot_servers(slot: Slot | None) -> dict[str, tuple[str, int]]:
+    """The slot backend's desired servers (weight 1 each; none for an empty slot)."""
+    return {} if slot is None else {a: (a, 1) for a in slot.addresses}
+
+
+def slot_map_text(assigned: Mapping[str, Slot]) -> str:
+    """``slots.map`` as a restarted HAProxy loads it: ``v1 a`` per line."""
+    return MARK_LINE + "".join(f"{slot.release} {x}\n" for x, slot in assigned.items())
+
+
+def plan_slot_map(
+    assigned: Mapping[str, Slot], current: Mapping[str, str], map_file: Path
+) -> tuple[list[str], list[str]]:
+    """(before, after) the slot backends' server changes: an entry no longer wanted (its release
+    left, or is in another slot) is deleted before, so its requests fall back to the table
+    while its servers leave; a new entry is added after, once its slot holds its servers.
+
+    ``{a: v3}`` over a map ``{v1: a}`` -> ``(["del map F v1"], ["add map F v3 a"])``; the same
+    assignment again -> ``([], [])``."""
+    wanted = {slot.release: letter for letter, slot in assigned.items()}
+    before = [
+        f"del map {map_file} {release}"
+        for release, letter in current.items()
+        if wanted.get(release) != letter
+    ]
+    after = [
+        f"add map {map_file} {release} {letter}"
+        for release, letter in wanted.items()
+        if current.get(release) != letter
+    ]
+    return before, after
+
+
+def release_map_text(release: str | None) -> str:
+    return MARK_LINE + ("" if release is None else f"{LIVE_KEY} {release}\n")
+
+
+def plan_release(map_file: Path, current: str | None, release: str | None) -> list[str]:
+    """Runtime-API commands that make the release map stamp ``release`` (None: no stamp).
+
+    ``None -> v2``: ``add map F live v2``; ``v1 -> v2``: ``set map F live v2`` (one command:
+    every request after it is stamped v2); ``v2 -> None``: ``del map F live``; same: nothing."""
+    if current == release:
+        return []
+    if release is None:
+        return [f"del map {map_file} {LIVE_KEY}"]
+    verb = "add" if current is None else "set"
+    return [f"{verb} map {map_file} {LIVE_KEY} {release}"]
+
+
+def parse_map(text: str) -> dict[str, str]:
+    """``show map <file>`` -> key -> value (lines ``0x55d1c2 key value``; the mark left out)."""
+    entries: dict[str, str] = {}
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) == 3 and fields[0].startswith("0x"):
+            if fields[1] != MARK_KEY:
+                entries[fields[1]] = fields[2]
+        elif line.strip():
+            raise RouterError(f"haproxy: unexpected 'show map' line {line!r}")
+    return entries
+
+
+def map_values(text: str) -> dict[str, str]:
+    """A map file's text -> key -> value (blank lines and ``#`` comments skipped)."""
+    pairs = (line.split(None, 1) for line in text.splitlines())
+    return {p[0]: p[1].strip() for p in pairs if len(p) == 2 and not p[0].startswith("#")}
+
+
+@dataclass(frozen=True, slots=True)
 class Files:
     admin_socket: Path
     no_upstream_body: Path
     probe_map: Path
     """``table <hash>``: what the table probe answers; updated with ``set map`` on apply."""
+    slots_map: Path | None = None
+    """``release a|b`` (with ``release_slots``): which slot serves a stamped request."""
+    release_map: Path | None = None
+    """``live <release>`` (with ``release_stamp``): the stamp the edge sets."""
 
 
 PROBE_KEY = "table"
@@ -301,22 +445,86 @@ def probe_map_text(table_hash: str, front: str = SERVING) -> str:
     return f"{PROBE_KEY} {table_hash}\n{FRONT_KEY} {front}\n"
 
 
-def front_rules(path: str | None, probe_map: Path) -> str:
+STAMPED = f"{{ req.hdr({RELEASE_HEADER.lower()}) -m len gt 0 }}"
+NOT_SERVED = "release not served here"
+
+
+def slot_usable(letter: str) -> str:
+    """The condition under which a stamped request goes to slot ``letter``."""
+    return f"{{ var(txn.slot) -m str {letter} }} {{ nbsrv({slot_backend(letter)}) gt 0 }}"
+
+
+def front_rules(path: str | None, probe_map: Path, slots: bool = False) -> str:
     """The front health path (``RouterSettings.front_health``), answered by HAProxy itself and
     never logged (it is no request of any release): 503 while drained (the map's ``front`` key,
-    set through the runtime API) or while no server is usable, 200 otherwise."""
+    set through the runtime API) or while no server is usable, 200 otherwise.
+
+    With ``slots``, a non-empty ``X-Nonstop-Release: R`` asks about R instead (the edge's
+    check, decision 0581): 200 while R's slot has a usable server, else 503 ``release not
+    served here`` (a drained host still says ``draining`` first)."""
     if not path:
         return ""
     drained = f"{{ str({FRONT_KEY}),map({probe_map}) -m str {DRAINING} }}"
     empty = f"{{ nbsrv({BACKEND}) eq 0 }}"
     answer = f'http-request return content-type "{BODY_TYPE}"'
+    ok = f'    {answer} status 200 string "{SERVING}" if front_health'
+    release = "".join(f"{ok} {slot_usable(letter)}\n" for letter in SLOT_LETTERS)
+    if slots:
+        release += f'    {answer} status 503 string "{NOT_SERVED}" if front_health {STAMPED}\n'
     return (
         f"    acl front_health path {path}\n"
         "    http-request set-log-level silent if front_health\n"
         f'    {answer} status 503 string "{DRAINING}" if front_health {drained}\n'
+        f"{release if slots else ''}"
         f'    {answer} status 503 string "no upstream" if front_health {empty}\n'
-        f'    {answer} status 200 string "{SERVING}" if front_health\n'
+        f"{ok}\n"
     )
+
+
+def stamp_rules(release_map: Path | None) -> str:
+    """The edge's stamp, first in its frontend: a client's own header never gets through; the
+    release map's ``live`` entry, when there is one, is set instead."""
+    if release_map is None:
+        return ""
+    live = f"str({LIVE_KEY}),map({release_map})"
+    return (
+        f"    http-request del-header {RELEASE_HEADER}\n"
+        f"    http-request set-header {RELEASE_HEADER} %[{live}] if {{ {live} -m found }}\n"
+    )
+
+
+def slot_rules(slots_map: Path | None) -> str:
+    """Which slot a stamped request asks for (``txn.slot``; unset for a release without one)."""
+    if slots_map is None:
+        return ""
+    header = RELEASE_HEADER.lower()
+    return f"    http-request set-var(txn.slot) req.hdr({header}),map({slots_map}) if {STAMPED}\n"
+
+
+def slot_routes(slots_map: Path | None) -> str:
+    """After every rule that reads it, the stamp is removed (the upstream never sees it); a
+    slot is used only while it has a usable server, else the table's routing as always."""
+    if slots_map is None:
+        return ""
+    routes = "".join(
+        f"    use_backend {slot_backend(letter)} if {slot_usable(letter)}\n"
+        for letter in SLOT_LETTERS
+    )
+    return f"    http-request del-header {RELEASE_HEADER}\n{routes}"
+
+
+def health_check(path: str | None, release_map: Path | None) -> str:
+    """The backends' check: a TCP connect without ``path``; a GET of it, carrying the release
+    map's stamp on the edge (``release_stamp``; HAProxy 2.6 sends no header while there is
+    none), so a host whose slot for the stamped release is empty leaves rotation. HAProxy
+    evaluates the header on every check: a ``set map`` is seen by the next one."""
+    if not path:
+        return ""  # a TCP connect check
+    if release_map is None:
+        return f"    option httpchk GET {path}\n"
+    stamp = f"%[str({LIVE_KEY}),map({release_map},)]"
+    send = f'http-check send meth GET uri {path} hdr {RELEASE_HEADER} "{stamp}"'
+    return f"    option httpchk\n    {send}\n"
 
 
 def build_config(
@@ -326,29 +534,27 @@ def build_config(
     files: Files,
     tuning: HAProxyTuning,
     front_health: str | None = None,
+    slots: Mapping[str, Slot] | None = None,
 ) -> str:
     """The whole haproxy.cfg, starting with ``servers`` (name -> (address, weight)) in the
-    backend so a restarted HAProxy routes the last table from its first request."""
+    backend and ``slots`` (letter -> Slot) in the slot backends, so a restarted HAProxy routes
+    the last table and slots from its first request."""
     options = server_options(tuning)
-    server_lines = "".join(
-        f"    server {name} {address} weight {weight} {options}\n"
-        for name, (address, weight) in servers.items()
-    )
-    panic_lines = "".join(
-        f"    server {name} {address} weight {weight}\n"
-        for name, (address, weight) in servers.items()
-    )
+    server_lines = _server_lines(servers, options)
+    panic_lines = _server_lines(servers, "")
+    slot_lines = {
+        letter: _server_lines(slot_servers((slots or {}).get(letter)), options)
+        for letter in SLOT_LETTERS
+    }
     # Panic mode (decision 0570): every server in the table passed its readiness check before
     # it was routed (invariant 1), so "none passes its health check" on a busy machine is far
     # more often "all too slow to answer it within timeout check" than "all dead". Then the
     # unchecked twins take the requests instead of a 503 for every user; a dead one refuses
     # and the request is redispatched, a hung one stays out while any server is up.
     panic = f"{{ nbsrv({BACKEND}) eq 0 }} {{ nbsrv({PANIC_BACKEND}) gt 0 }}"
-    check = (
-        f"    option httpchk GET {tuning.health_path}\n"
-        if tuning.health_path
-        else ""  # a TCP connect check
-    )
+    check = health_check(tuning.health_path, files.release_map)
+    front = front_rules(front_health, files.probe_map, slots=files.slots_map is not None)
+    routes = slot_routes(files.slots_map)
     # The table probe (admin.py): answered from a map the runtime API updates on every apply.
     probe = f"{{ path {PROBE_PATH} }} {{ req.hdr({PROBE_HEADER}) -m str {PROBE_VALUE} }}"
     answer = f"%[str({PROBE_KEY}),map({files.probe_map})]"
@@ -386,9 +592,9 @@ defaults
 frontend {FRONTEND}
     bind {listen}
     log-format "{LOG_FORMAT}"
-    http-request set-log-level silent if {probe}
+{stamp_rules(files.release_map)}    http-request set-log-level silent if {probe}
     http-request return status 200 content-type "{BODY_TYPE}" lf-string "{answer}" if {probe}
-{front_rules(front_health, files.probe_map)}    use_backend {PANIC_BACKEND} if {panic}
+{slot_rules(files.slots_map)}{front}{routes}    use_backend {PANIC_BACKEND} if {panic}
     default_backend {BACKEND}
 
 backend {BACKEND}
@@ -400,7 +606,24 @@ backend {PANIC_BACKEND}
     balance roundrobin
     http-request disable-l7-retry if !METH_GET !METH_OPTIONS
     http-error status 503 content-type "{BODY_TYPE}" file {files.no_upstream_body}
-{panic_lines}"""
+{panic_lines}{"".join(_slot_backend(x, check, files, slot_lines[x]) for x in SLOT_LETTERS)}"""
+
+
+def _server_lines(servers: Mapping[str, tuple[str, int]], options: str) -> str:
+    tail = f" {options}" if options else ""
+    return "".join(
+        f"    server {name} {address} weight {weight}{tail}\n"
+        for name, (address, weight) in servers.items()
+    )
+
+
+def _slot_backend(letter: str, check: str, files: Files, server_lines: str) -> str:
+    return f"""
+backend {slot_backend(letter)}
+    balance roundrobin
+{check}    http-request disable-l7-retry if !METH_GET !METH_OPTIONS
+    http-error status 503 content-type "{BODY_TYPE}" file {files.no_upstream_body}
+{server_lines}"""
 
 
 def _ms(seconds: float) -> str:

@@ -58,6 +58,14 @@ class RouterSettings(ProxyTimings):
     front_health: str | None = None
     """A path the router answers itself for a load balancer in front of it: 200 while it
     serves, 503 while drained (``set_front``) or with no upstream in rotation. HAProxy only."""
+    release_slots: bool = False
+    """A host's router behind a stamping edge: a request carrying ``X-Nonstop-Release: R``
+    goes to the slot backend holding R's ready instances when it has a usable one, else the
+    table as usual (``apply_slots``; decision 0581). HAProxy only; the others ignore it."""
+    release_stamp: bool = False
+    """The fleet's edge: every request gets ``X-Nonstop-Release`` from the release map (a
+    client's own is removed), and with ``health_path`` the checks carry it too
+    (``set_release``; decision 0581). HAProxy only; the others ignore it."""
 
     def __post_init__(self) -> None:
         validate_listen(self.listen)
