@@ -8,7 +8,9 @@ stop signal kills it at once, so an instance stopped too early would cut the pin
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import threading
 import time
 import urllib.request
@@ -18,15 +20,8 @@ import pytest
 
 from e2e.harness import AgentProcess, Project
 from e2e.test_bluegreen import first_deploy, wait_phase
-from nonstop.drivers.router.haproxy import HAProxyRouter
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        not hasattr(HAProxyRouter, "apply_slots"),
-        reason="needs the HAProxy driver's release slots (HAProxyRouter.apply_slots)",
-    ),
-]
+pytestmark = pytest.mark.slow
 
 STAMP = "X-Nonstop-Release"
 
@@ -189,3 +184,34 @@ def test_the_kept_warm_release_serves_by_name_until_it_retires_after_its_last_re
     assert any("retiring v1: keep_previous elapsed" in e for e in events), events
     assert not any("drain deadline passed" in e for e in events), events
     assert get(project, release="v1") == (200, "v2")
+
+
+def test_slots_survive_an_agent_restart_and_a_router_restart(
+    project: Project, agent: AgentProcess
+) -> None:
+    """The restarted agent and the revived router route the same slots (a forced sync of the
+    table and the slots, as after any restart); the kept-warm v1 still answers by name."""
+    configure(project, keep_previous="120s")
+    agent.start()
+    first_deploy(agent)
+    rollout = agent.deploy("v2")
+    wait_phase(agent, "awaiting_promote")
+    agent.call("POST", "/v1/command", {"command": "promote"})
+    assert agent.wait_rollout(rollout["id"])["status"] == "completed"
+    wait_until("v1 kept warm in a slot", lambda: list(slots_of(agent)) == ["v2", "v1"])
+
+    agent.kill9()
+    agent.start()
+    wait_until("the new agent took the slots", lambda: list(slots_of(agent)) == ["v2", "v1"])
+    assert (get(project, release="v1"), get(project)) == ((200, "v1"), (200, "v2"))
+
+    before = agent.status()["router"]["pid"]
+    os.kill(before, signal.SIGKILL)
+
+    def revived() -> bool:
+        router = agent.status()["router"]
+        return bool(router["alive"]) and router["pid"] not in (None, before)
+
+    wait_until("the router is revived", revived)
+    assert (get(project, release="v1"), get(project)) == ((200, "v1"), (200, "v2"))
+    assert list(slots_of(agent)) == ["v2", "v1"]

@@ -97,6 +97,7 @@ def make_router(paths: Paths, config: NonstopConfig) -> Router:
         stream_grace=config.router.stream_grace,
         stream_idle_timeout=config.router.stream_idle_timeout,
         front_health=config.router.front_health,
+        release_slots=config.router.release_slots,
     )
     return registry.make_router(config.router.kind, paths.state / "router", settings)
 

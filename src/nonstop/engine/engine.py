@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import os
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence, Set
+from collections.abc import Callable, Iterable, Mapping, Set
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -31,7 +31,7 @@ from nonstop.analysis.measurement import Measurement
 from nonstop.analysis.presets import latency_bounds
 from nonstop.config.load import validate_config
 from nonstop.config.schema import NonstopConfig
-from nonstop.drivers.router.base import Router, RouteTable
+from nonstop.drivers.router.base import ReleaseSlots, Router, RouteTable
 from nonstop.engine import migrations, releases, retention
 from nonstop.engine.faults import crash_point
 from nonstop.engine.health import Health, PendingEvent, describe
@@ -105,16 +105,6 @@ class QuerySource(Protocol):
 
     def query_value(self, template: str, release: str, since: float, until: float) -> QueryValue:
         """The template's value for ``release`` over ``[since, until)``; never raises."""
-
-
-@runtime_checkable
-class SlotRouter(Protocol):
-    """A router that can serve a request stamped with a release from that release's own
-    instances (HAProxy's release slots, decision 0581)."""
-
-    async def apply_slots(self, slots: Mapping[str, Sequence[str]]) -> None:
-        """Releases in priority order -> their ready instances' addresses; route exactly
-        that from now on (the first two releases with an address get a slot)."""
 
 
 Slots = dict[str, tuple[str, ...]]
@@ -220,7 +210,7 @@ class Engine:
         """The release slots the router last took (None: none yet, or it keeps none)."""
         self.release_slots = False
         """Whether the router serves stamped requests from release slots (the agent sets it
-        from ``router.release_slots``; only a :class:`SlotRouter` can)."""
+        from ``router.release_slots``; only a :class:`ReleaseSlots` router can)."""
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
         self._router_failures = 0
@@ -758,7 +748,7 @@ class Engine:
     def release_slots_now(self) -> Slots | None:
         """The release slots the router should hold now (routing.release_slots); None when it
         keeps none. The active release is the stored one; the candidate is the rollout's."""
-        if not self.release_slots or not isinstance(self.router, SlotRouter):
+        if not self.release_slots or not isinstance(self.router, ReleaseSlots):
             return None
         active = self.store.desired_state().active_release
         candidate = self.active.spec.candidate if self.active is not None else None
@@ -780,7 +770,7 @@ class Engine:
                 source.observe_table(slotted)
         router = self.router
         await router.apply(table)
-        if slots is not None and isinstance(router, SlotRouter):
+        if slots is not None and isinstance(router, ReleaseSlots):
             await router.apply_slots(slots)
         self.routes, self.slots = table, slots
 
