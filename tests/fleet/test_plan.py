@@ -1,6 +1,7 @@
 """The fleet planner from tables: each row is (spec, state, what is observed) -> what to do.
 
-Hosts are written as ``"name:active[>rollout][*held][!failed][?trouble][+calling][~unreachable]"``:
+Hosts are written as
+``"name:active[>rollout][*held][&warm,...][!failed][?trouble][+calling][~unreachable]"``:
 ``"web2:v1>v2"`` is web2 serving v1 with a rollout to v2 moving, ``"web3:v1~"`` web3 unreachable,
 ``"web2:v1?reset"`` web2 idle on v1 after the controller's call to it broke off ("reset"),
 ``"web2:v1+"`` web2 idle on v1 while the controller's deploy call to it is in flight.
@@ -49,9 +50,10 @@ def host(text: str) -> HostView:
     rest = rest.rstrip("+")
     rest, _, trouble = rest.partition("?")
     rest, _, failed = rest.partition("!")
+    rest, _, kept = rest.partition("&")
     held = rest.endswith("*")
     active, _, rollout = rest.rstrip("*").partition(">")
-    warm = frozenset(r for r in (active, rollout) if r)
+    warm = frozenset(r for r in (active, rollout, *kept.split(",")) if r)
     return HostView(
         name,
         reachable,
@@ -481,7 +483,7 @@ CASES = [
         "edge bluegreen: web3 fails to switch: the edge pins v1 back first, then the hosts",
         EDGE_BG,
         state("switch", 7, batch=list(FOUR)),
-        observe(8, "web1:v2", "web2:v2", "web3:v1>v2*!crashed", "web4:v2", pinned="v2"),
+        observe(8, "web1:v2&v1", "web2:v2&v1", "web3:v1>v2*!crashed", "web4:v2&v1", pinned="v2"),
         [
             "pin v1",
             "deploy web1 v1 rollback",
@@ -489,6 +491,30 @@ CASES = [
             "abort web3",
             "deploy web4 v1 rollback",
         ],
+        "rolling_back",
+    ),
+    (
+        "edge bluegreen: aborted after web1 and web2 retired v1: no pin, each host's own table",
+        EDGE_BG,
+        state("switch", 7, batch=list(FOUR)),
+        observe(
+            700, "web1:v2", "web2:v2", "web3:v1>v2*", "web4:v2&v1", pinned="v2", command="abort"
+        ),
+        [
+            "pin -",
+            "deploy web1 v1 rollback",
+            "deploy web2 v1 rollback",
+            "abort web3",
+            "deploy web4 v1 rollback",
+        ],
+        "rolling_back",
+    ),
+    (
+        "edge bluegreen: rolling back, v1 ready everywhere again (a host away): pinned again",
+        EDGE_BG,
+        state("rolling_back", 8, reason="x"),
+        observe(9, "web1:v2>v1&v1", "web2:v1", "web3:v1", "web4:v2~", pinned=None),
+        ["pin v1"],
         "rolling_back",
     ),
     (
@@ -527,7 +553,7 @@ CASES = [
         "edge rollback: every user back on v1 at once, before any host moves",
         EDGE_BACK,
         state("batch"),
-        observe(0, "web1:v2", "web2:v2", "web3:v2", "web4:v2", pinned="v2"),
+        observe(0, "web1:v2&v1", "web2:v2&v1", "web3:v2&v1", "web4:v2&v1", pinned="v2"),
         ["pin v1"],
         "batch",
     ),
@@ -535,7 +561,7 @@ CASES = [
         "edge rollback: pinned to v1: the hosts follow in batches",
         EDGE_BACK,
         state("batch"),
-        observe(1, "web1:v2", "web2:v2", "web3:v2", "web4:v2", pinned="v1"),
+        observe(1, "web1:v2&v1", "web2:v2&v1", "web3:v2&v1", "web4:v2&v1", pinned="v1"),
         ["front web2,web3,web4", "deploy web1 v1"],
         "batch",
     ),

@@ -470,6 +470,7 @@ class Agent:
             "listen": self.config.router.listen,
             "alive": router_alive,
             "pid": getattr(self.engine.router, "pid", None),
+            "release_slots": self.config.router.release_slots,
         }
         status["front"] = self._front()
         status["app"] = self.config.app.name

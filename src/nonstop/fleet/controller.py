@@ -126,6 +126,9 @@ class FleetController:
         self.calls: dict[str, asyncio.Task[None]] = {}
         """Host -> its deploy call still in flight (copying the release, the host building it):
         it runs beside the ticks, so the controller keeps observing and deciding meanwhile."""
+        self.front_started = False
+        """The front is started by :meth:`run` only: what comes before (reading the hosts, a
+        refusal) leaves the edge as it was."""
         self.call_errors: dict[str, tuple[str, bool]] = {}
         """Host -> (why its last call for a step failed, whether retrying cannot help), given to
         the planner with the next observation (as the host's ``trouble``, or ``failed``)."""
@@ -294,6 +297,9 @@ class FleetController:
 
     async def run(self, rollout: FleetRollout) -> FleetRollout:
         spec = spec_from_dict(rollout.spec)
+        if not self.front_started:
+            await self.edge.start()
+            self.front_started = True
         for entry, actions in self.store.intended(rollout.id):
             self.say("replaying what was intended before the controller stopped")
             await self.observe(spec, rollout, rollout.state, None)
@@ -331,6 +337,7 @@ def host_view(
     name: str, status: dict[str, Any], latest: list[dict[str, Any]], candidate: str, since: float
 ) -> HostView:
     rollout = status.get("rollout")
+    router = status.get("router") or {}
     warm = frozenset(
         i["release"] for i in status.get("instances") or [] if i.get("state") == "ready"
     )
@@ -348,6 +355,7 @@ def host_view(
         held=rollout is not None and rollout.get("phase") == "awaiting_promote",
         failed=failed,
         warm=warm,
+        slots=bool(router.get("release_slots")),
     )
 
 

@@ -22,7 +22,8 @@ HTTP checks of each host's ``front.health_path`` carrying the pinned release, wh
 router answers itself (never logged, so never charged to a release): 200 while it has ready
 instances of that release, so a host that cannot serve the pinned release leaves rotation
 instead of serving another one. While a release is pinned, every request the edge sends is
-charged to it.
+charged to it. Whether it pins or not, the edge drops any ``X-Nonstop-Release`` a client sent:
+a client never chooses a release, even where hosts honour the header without an edge switch.
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ class Edge:
         settings = RouterSettings(
             listen=fleet.front.listen,
             drain_timeout=drain_timeout,
-            release_stamp=pins,
+            release_stamp=True,  # the client's header is dropped even when nothing is pinned
             health_path=fleet.front.health_path if pins else None,
         )
         self.pins = pins
@@ -80,7 +81,12 @@ class Edge:
         self._reader: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
+        """Start (or adopt) the edge's HAProxy and read its requests. An edge that does not pin
+        drops a pin left from when it did: a later edge switch starts from no stamp, not from
+        a release the hosts may no longer run."""
         await self.router.start()
+        if not self.pins:
+            await self.router.set_release(None)
         self._reader = asyncio.create_task(self._read())
 
     async def close(self) -> None:

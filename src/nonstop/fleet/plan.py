@@ -133,6 +133,8 @@ class HostView:
     trouble: str = ""
     """Why the controller's last call to the host failed (it did not answer, or a call for
     the host's step broke off), "" when nothing did: the reason a retry names."""
+    slots: bool = True
+    """Its router honours the edge's pin (``router.release_slots``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -340,28 +342,40 @@ def decide(spec: FleetSpec, state: FleetState, observed: FleetObserved) -> Fleet
     return pinning(spec, state, observed) or phases[state.phase](spec, state, observed)
 
 
-def pin_for(spec: FleetSpec, state: FleetState, now: str | None) -> str | None:
-    """The release the edge should stamp in this phase (``now``: what it stamps).
+def pin_for(spec: FleetSpec, state: FleetState, observed: FleetObserved) -> str | None:
+    """The release the edge should stamp in this phase.
 
     Worked examples (edge_switch, v1 -> v2 blue-green): prepare keeps v1 (or no stamp: each
     host's table serves v1 either way); pin and switch want v2; rolling back wants v1. A
     rollback to v1 wants v1 from its first batch (users are back at once, the hosts follow);
     its abort wants v2 again. Rolling and canary want no stamp: their hosts move one by one,
-    and a host whose pinned release stopped would fail the edge's check of it."""
-    if not spec.edge_switch:
-        return None
-    if spec.strategy != "bluegreen" and not spec.rollback:
+    and a host whose pinned release stopped would fail the edge's check of it.
+
+    A release is pinned only while every host that answers has ready instances of it: a host
+    without them fails the edge's check and leaves rotation, so pinning, say, v1 after two
+    hosts retired it (``keep_previous`` elapsed during a long switch) would send all traffic
+    to the others while those two rebuild it. Then no stamp: each host's own table serves, as
+    each host moves back."""
+    if not spec.edge_switch or (spec.strategy != "bluegreen" and not spec.rollback):
         return None
     if state.phase == BACK:
-        return spec.stable
-    if state.phase == PREPARE:
-        return now if now in (None, spec.stable) else spec.stable
-    return spec.candidate
+        wanted = spec.stable
+    elif state.phase == PREPARE:
+        wanted = observed.pinned if observed.pinned in (None, spec.stable) else spec.stable
+    else:
+        wanted = spec.candidate
+    return wanted if wanted is None or warm_everywhere(spec, observed, wanted) else None
+
+
+def warm_everywhere(spec: FleetSpec, observed: FleetObserved, release: str) -> bool:
+    """Every host that answers has ready instances of ``release`` (held, active or warm)."""
+    views = [observed.host(h) for h in spec.hosts]
+    return all(release in view.warm for view in views if view.reachable)
 
 
 def pinning(spec: FleetSpec, state: FleetState, observed: FleetObserved) -> FleetDecision | None:
     """The pin this phase wants, while the edge stamps anything else; None once it does."""
-    wanted = pin_for(spec, state, observed.pinned)
+    wanted = pin_for(spec, state, observed)
     if observed.pinned == wanted:
         return None
     event = f"the edge sends every request to {wanted}" if wanted else "the edge stops pinning"
@@ -676,7 +690,7 @@ def abort(spec: FleetSpec, state: FleetState, observed: FleetObserved, why: str)
         finish = FleetFinish("aborted", f"{why}; no previous release to go back to")
         return FleetDecision(state, (finish,), (why,), wake_in=None)
     state = state.enter(BACK, observed.now, reason=why, paused="", retries=())
-    pin = pin_for(spec, state, observed.pinned)
+    pin = pin_for(spec, state, observed)
     first = (EdgePin(pin),) if pin != observed.pinned else ()  # every user back at once
     actions = [back_action(spec, state, observed.host(h)) for h in spec.hosts]
     moves = tuple(a for a in actions if a)

@@ -67,9 +67,17 @@ def controller_lock(project: FleetProject) -> Iterator[bool]:
 
 @contextlib.asynccontextmanager
 async def controller(
-    project: FleetProject, store: FleetStore, say: Callable[[str], None]
+    project: FleetProject,
+    store: FleetStore,
+    say: Callable[[str], None],
+    *,
+    pins: bool | None = None,
 ) -> AsyncIterator[FleetController]:
+    """A controller with the front ready (``pins``: whether the edge pins releases; default
+    from the config, a resumed rollout's from its stored spec)."""
     config = project.config
+    if pins is None:
+        pins = switches_at_edge(project.fleet, config.router.kind)
 
     async def call(host: str, method: str, path: str, body: Any) -> Any:
         return await control.links[host].call(method, path, body)
@@ -78,9 +86,7 @@ async def controller(
     if project.fleet.front.kind == "external":
         edge = ExternalFront(project.fleet, call, say)
     else:
-        pins = switches_at_edge(project.fleet, config.router.kind)
         edge = Edge(project.folder / "edge", project.fleet, config.app.drain_timeout, pins=pins)
-    await edge.start()
     control = FleetController(
         project.paths.project, config, project.fleet, project.known, store, edge, say
     )
@@ -88,15 +94,30 @@ async def controller(
         yield control
     finally:
         await control.close()
-        await edge.close()
+        if control.front_started:
+            await edge.close()
 
 
 def edge_pin(project: FleetProject) -> str | None:
     """The release the edge stamps on every request now (None: no pin, or no edge switch)."""
-    if not switches_at_edge(project.fleet, project.config.router.kind):
+    front = project.fleet.front
+    if front.on != "controller" or not switches_at_edge(project.fleet, project.config.router.kind):
         return None
     drain = project.config.app.drain_timeout
     return Edge(project.folder / "edge", project.fleet, drain, pins=True).pinned()
+
+
+def check_pins(spec: FleetSpec, views: list[HostView]) -> None:
+    """UsageError, before the edge changes anything, when the edge would pin releases but a
+    host's router cannot honour a pin (its agent started without ``router.release_slots``: a
+    host bootstrapped by an older nonstop); its deploy would be refused anyway."""
+    lacking = [v.name for v in views if v.reachable and not v.slots]
+    if spec.edge_switch and lacking:
+        raise UsageError(
+            f"fleet.front.switch: {', '.join(lacking)} cannot follow the edge's pin (its router "
+            "runs without router.release_slots, started by an older nonstop or another config): "
+            'run `nonstop fleet bootstrap` for it again, or set switch = "hosts" (docs/fleet.md)'
+        )
 
 
 def stable_release(views: list[HostView]) -> str | None:
@@ -159,6 +180,7 @@ async def deploy(
             probe = FleetSpec(strategy, release, None, tuple(names))
             views = [await control.observe_host(n, probe, time.time()) for n in names]
             spec = make_spec(project, strategy, release, stable_release(views))
+            check_pins(spec, views)
             control.views = {v.name: v for v in views}
             rollout = store.start(spec_to_dict(spec), start(spec, time.time()))
             say(
@@ -191,6 +213,7 @@ async def rollback(project: FleetProject, say: Callable[[str], None]) -> FleetRo
                 batch_wait=0,
                 rollback=True,
             )
+            check_pins(spec, views)
             control.views = {v.name: v for v in views}
             rollout = store.start(spec_to_dict(spec), start(spec, time.time()))
             say(f"fleet rollback #{rollout.id}: {spec.stable} -> {target}")
@@ -214,7 +237,10 @@ async def resume(project: FleetProject, say: Callable[[str], None]) -> FleetRoll
             raise StateError("no fleet rollout is running: nothing to resume")
         store.command(rollout.id, "resume")
         say(f"resuming fleet rollout #{rollout.id} to {rollout.spec['candidate']}")
-        async with controller(project, store, say) as control:
+        # The rollout goes on as it started: its stored spec says whether the edge pins, even
+        # if fleet.front.switch changed since (its pins may still need undoing).
+        pins = bool(rollout.spec.get("edge_switch"))
+        async with controller(project, store, say, pins=pins) as control:
             return await control.run(rollout)
     finally:
         store.close()

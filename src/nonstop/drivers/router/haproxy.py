@@ -186,7 +186,10 @@ class HAProxyRouter(ManagedRouter):
         if (str(self.release_map) in maps) != self.settings.release_stamp:
             return False
         declared = (await self.command("show backend")).split()
-        return all(backend in declared for backend in BACKENDS)
+        # Without release_slots the slot backends stay empty and unused: a HAProxy started
+        # before they existed is adopted, not replaced (no takeover for a plain upgrade).
+        needed = BACKENDS if self.settings.release_slots else (BACKEND, PANIC_BACKEND)
+        return all(backend in declared for backend in needed)
 
     async def _adopt(self) -> None:
         """The saved table (ManagedRouter), then the saved slots and stamp, again through the
@@ -274,7 +277,7 @@ class HAProxyRouter(ManagedRouter):
         async with self._lock:
             previous = {slot.release: letter for letter, slot in self.saved_slots().items()}
             assigned = assign_slots(slots, previous)  # RouterError before anything is written
-            write_atomic(self.slots_file, json.dumps(_slots_to_dict(assigned), indent=2))
+            _save(self.slots_file, json.dumps(_slots_to_dict(assigned), indent=2), "release slots")
             await self._sync_slots(assigned)
 
     def saved_slots(self) -> dict[str, Slot]:
@@ -326,7 +329,7 @@ class HAProxyRouter(ManagedRouter):
         if problem is not None:
             raise RouterError(f"release stamp: {problem}")
         async with self._lock:
-            write_atomic(self.release_map, release_map_text(release))
+            _save(self.release_map, release_map_text(release), "release stamp")
             await self._sync_release(release)
 
     async def _sync_release(self, release: str | None) -> None:
@@ -409,6 +412,14 @@ class HAProxyRouter(ManagedRouter):
         reply = await self.command(f"del server {backend}/{name}")
         # Refused while it still holds an idle server connection: tried again next time.
         return reply in OK_REPLIES or reply == "No such server."
+
+
+def _save(path: Path, text: str, what: str) -> None:
+    """Durably, before HAProxy is told (a full disk: RouterError, HAProxy left as it was)."""
+    try:
+        write_atomic(path, text)
+    except OSError as exc:
+        raise RouterError(f"could not save the {what} to {path}: {exc}") from exc
 
 
 def _slots_to_dict(assigned: Mapping[str, Slot]) -> dict[str, dict[str, object]]:
