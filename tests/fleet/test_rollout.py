@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -18,6 +19,8 @@ import pytest
 from fleet.lb import DETECTION, load_balancer
 from fleet.netns import read_cmdline
 from fleet.site import Site, agent_pid, one_by_one, site_of, under_load
+from nonstop.drivers.router.haproxy_config import LIVE_KEY, parse_map
+from nonstop.errors import NonstopError
 from nonstop.fleet import run
 from nonstop.fleet.bootstrap import HostLayout, start_agent
 from nonstop.fleet.edge import Edge
@@ -126,10 +129,13 @@ async def wait_for_state(
 
 
 async def watch_pin(edge: Edge, release: str, done: asyncio.Event) -> float | None:
-    """``time.monotonic()`` when the edge was first seen pinning ``release`` (None: never)."""
+    """``time.monotonic()`` when the edge's HAProxy was first seen stamping ``release`` (asked
+    through its runtime API: the saved file is written before HAProxy is told). None: never."""
+    line = f"show map {edge.router.release_map}"
     while not done.is_set():
-        if edge.pinned() == release:
-            return time.monotonic()
+        with contextlib.suppress(NonstopError):  # between two edges, or not started yet
+            if parse_map(await edge.router.command(line)).get(LIVE_KEY) == release:
+                return time.monotonic()
         await asyncio.sleep(0.01)
     return None
 

@@ -107,7 +107,9 @@ async def test_kill_mode_decides_who_gets_the_stop_signal(
     await wait_until(lambda: "pool up" in _log(runtime, handle))
     report = await runtime.stop(handle, "SIGTERM", 10.0, kill_mode=kill_mode)  # type: ignore[arg-type]
     assert report == StopReport()
-    assert child_says in _log(runtime, handle)
+    # Main and child may print at the same instant into the same log: their lines can run
+    # together ("main got SIGTERMchild killed mid-job"), so look for the words, not the line.
+    assert any(child_says in line for line in _log(runtime, handle))
     assert procfs.group_members(pid_of(handle)) == []
 
 

@@ -8,6 +8,8 @@ fingerprint to compare). A host whose key *changed* is always refused, with both
 The controller never opens a port on a host: it reaches the host's agent by forwarding a local
 unix socket (in a 0700 directory of its own) to the agent's socket on the host over the SSH
 connection (OpenSSH's ``direct-streamlocal``), so the agent API stays a unix socket there.
+The local end is ours (``Forward``): when a connection is dropped, every local connection it
+carried is closed with it, so a cut link never leaves a socket open in the controller.
 """
 
 from __future__ import annotations
@@ -139,7 +141,7 @@ class HostConnection:
         self.host = host
         self.conn = conn
         self._sockets: tempfile.TemporaryDirectory[str] | None = None
-        self._forwards: dict[str, tuple[str, Any]] = {}
+        self._forwards: dict[str, tuple[str, Forward]] = {}
 
     @classmethod
     async def open(
@@ -164,21 +166,23 @@ class HostConnection:
         await self.close()
 
     async def close(self) -> None:
-        for _, listener in self._forwards.values():
-            listener.close()
-        self._forwards.clear()
+        self._close_forwards()
         self.conn.close()
         await self.conn.wait_closed()
-        if self._sockets is not None:
-            self._sockets.cleanup()
-            self._sockets = None
+        self._remove_sockets()
 
     def abort(self) -> None:
         """Drop the connection at once (it failed): listeners, forwarded sessions, socket dir."""
-        for _, listener in self._forwards.values():
-            listener.close()
-        self._forwards.clear()
+        self._close_forwards()
         self.conn.abort()
+        self._remove_sockets()
+
+    def _close_forwards(self) -> None:
+        for _, forward in self._forwards.values():
+            forward.close()
+        self._forwards.clear()
+
+    def _remove_sockets(self) -> None:
         if self._sockets is not None:
             self._sockets.cleanup()
             self._sockets = None
@@ -221,14 +225,65 @@ class HostConnection:
         if self._sockets is None:
             self._sockets = tempfile.TemporaryDirectory(prefix="nonstop-fleet-")
         local = os.path.join(self._sockets.name, f"{len(self._forwards)}.sock")
+        forward = Forward(self.conn, remote_socket)
         try:
-            listener = await self.conn.forward_local_path(local, remote_socket)
-        except (OSError, asyncssh.Error) as exc:
+            await forward.listen(local)
+        except OSError as exc:
             raise HostError(
                 f"{where(self.host)}: cannot forward {remote_socket}: {reason(exc)}"
             ) from exc
-        self._forwards[remote_socket] = (local, listener)
+        self._forwards[remote_socket] = (local, forward)
         return local
+
+
+class Forward:
+    """A local unix socket whose every connection is piped, over the SSH connection, to a unix
+    socket on the host. Unlike asyncssh's own local forwarder, it closes the local end of every
+    connection it carries when it is closed, even one whose SSH channel was still opening."""
+
+    CHUNK = 65536
+
+    def __init__(self, conn: asyncssh.SSHClientConnection, remote: str) -> None:
+        self.conn = conn
+        self.remote = remote
+        self.server: asyncio.AbstractServer | None = None
+        self.writers: set[asyncio.StreamWriter] = set()
+
+    async def listen(self, local: str) -> None:
+        self.server = await asyncio.start_unix_server(self._carry, path=local)
+
+    async def _carry(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.writers.add(writer)
+        remote: asyncssh.SSHWriter[bytes] | None = None
+        try:
+            far_reader, remote = await self.conn.open_unix_connection(self.remote, encoding=None)
+            await asyncio.gather(_pipe(reader, remote), _pipe(far_reader, writer))
+        except (OSError, asyncssh.Error):
+            pass  # the link or the agent went away: the client sees its connection close
+        finally:
+            if remote is not None:
+                remote.close()
+            writer.close()
+            self.writers.discard(writer)
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+        for writer in list(self.writers):
+            writer.close()
+        self.writers.clear()
+
+
+async def _pipe(
+    source: asyncio.StreamReader | asyncssh.SSHReader[bytes],
+    sink: asyncio.StreamWriter | asyncssh.SSHWriter[bytes],
+) -> None:
+    """Bytes from ``source`` to ``sink`` until the end, then the end too."""
+    while data := await source.read(Forward.CHUNK):
+        sink.write(data)
+        await sink.drain()
+    if sink.can_write_eof():
+        sink.write_eof()
 
 
 async def connect(
