@@ -14,6 +14,7 @@ import signal
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -122,6 +123,16 @@ def pin_slow_request(
     return pinned, live["address"]
 
 
+def draining(agent: AgentProcess, release: str) -> Callable[[], bool]:
+    """Whether ``release``'s instance is draining (for wait_until)."""
+
+    def check() -> bool:
+        live = instance(agent, release)
+        return live is not None and live["state"] == "draining"
+
+    return check
+
+
 def test_a_stamped_request_reaches_the_held_candidate_and_an_abort_lets_it_finish(
     project: Project, agent: AgentProcess
 ) -> None:
@@ -142,11 +153,7 @@ def test_a_stamped_request_reaches_the_held_candidate_and_an_abort_lets_it_finis
     agent.call("POST", "/v1/command", {"command": "abort"})
     assert agent.wait_rollout(rollout["id"])["status"] == "aborted"
 
-    def v2_draining() -> bool:
-        live = instance(agent, "v2")
-        return live is not None and live["state"] == "draining"
-
-    wait_until("v2 drains", v2_draining)
+    wait_until("v2 drains", draining(agent, "v2"))
     wait_until("v2 leaves its slot", lambda: list(slots_of(agent)) == ["v1"])
     assert pinned.result is None, "the pinned request is still running while v2 drains"
     assert pinned.join() == (200, "v2")
@@ -170,11 +177,7 @@ def test_the_kept_warm_release_serves_by_name_until_it_retires_after_its_last_re
     assert get(project) == (200, "v2")
     assert list(slots_of(agent)) == ["v2", "v1"]
 
-    def v1_draining() -> bool:
-        live = instance(agent, "v1")
-        return live is not None and live["state"] == "draining"
-
-    wait_until("v1 retires (keep_previous elapsed)", v1_draining)
+    wait_until("v1 retires (keep_previous elapsed)", draining(agent, "v1"))
     wait_until("v1 leaves its slot", lambda: list(slots_of(agent)) == ["v2"])
     assert pinned.result is None, "the pinned request is still running while v1 drains"
     assert answering(address)
