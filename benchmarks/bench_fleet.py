@@ -232,17 +232,24 @@ async def switch(site: Site, rps: float) -> dict[str, Any]:
         old = next(iter(set((await site.actives()).values())))
         done = asyncio.Event()
         probes = [asyncio.create_task(one_by_one(site, done)) for _ in range(PROBES)]
-        started = time.monotonic()
+        started, wall = time.monotonic(), time.time()
         try:
             outcome, report = await under_load(site, rps, site.deploy("bluegreen", release))
         finally:
             done.set()
         seen = [await probe for probe in probes]
+        store = journal(site)
+        events = [(round(ts - wall, 1), m) for ts, m in store.events(outcome.id)]
+        store.close()
         results[how] = {
             "outcome": outcome.status,
             "seconds": round(time.monotonic() - started, 1),
             "requests": report.scheduled,
             "failed": report.failed,
+            "status_codes": {str(k): v for k, v in report.status_codes.items()},
+            "errors": dict(report.errors),
+            "failed_at_s": {t.second: t.failed for t in report.timeline if t.failed},
+            "events_at_s": events,
             "by_release": dict(report.groups),
             **mixed(seen, old, release),
         }
