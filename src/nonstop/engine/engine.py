@@ -59,6 +59,7 @@ from nonstop.plan.model import (
     action_to_dict,
 )
 from nonstop.store import RolloutInProgress, RolloutRow, Store
+from nonstop.store.desired import DesiredState
 
 TICK = 0.2
 
@@ -745,12 +746,11 @@ class Engine:
     def route_table(self) -> RouteTable:
         return route_table(self.weights, self.instances.ready_handles())
 
-    def release_slots_now(self) -> Slots | None:
+    def release_slots_now(self, active: str | None) -> Slots | None:
         """The release slots the router should hold now (routing.release_slots); None when it
-        keeps none. The active release is the stored one; the candidate is the rollout's."""
+        keeps none. ``active``: the stored active release; the candidate is the rollout's."""
         if not self.release_slots or not isinstance(self.router, ReleaseSlots):
             return None
-        active = self.store.desired_state().active_release
         candidate = self.active.spec.candidate if self.active is not None else None
         return release_slots(active, candidate, self.instances.ready_handles())
 
@@ -758,9 +758,10 @@ class Engine:
         """Give the router the table, then the release slots, when either changed (``force``:
         anyway, after a router restart or an agent restart). Both are remembered only once
         both were taken: until then :meth:`_routed` keeps the older, larger set of addresses."""
-        self._observe_weights()
+        state = self.store.desired_state()  # read once per tick, for both
+        self._observe_weights(state)
         table = self.route_table()
-        slots = self.release_slots_now()
+        slots = self.release_slots_now(state.active_release)
         if table == self.routes and _same_slots(slots, self.slots) and not force:
             return
         slotted = self._slot_table(slots)
@@ -781,13 +782,12 @@ class Engine:
         members = [h for h in self.instances.ready_handles() if h.address in addresses]
         return route_table(None, members)
 
-    def _observe_weights(self) -> None:
+    def _observe_weights(self, state: DesiredState) -> None:
         """Tell the request stream who is meant to serve: the stored weights, or with none the
         active release. The router's own responses (no upstream tried) are charged to them."""
         charging = [s for s in self.sources if isinstance(s, ChargingSource)]
         if not charging:
             return
-        state = self.store.desired_state()
         weights = state.weights
         if weights is None:
             active = state.active_release

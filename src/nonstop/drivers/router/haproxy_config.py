@@ -52,7 +52,13 @@ PANIC_BACKEND = "nonstop_panic"
 server of BACKEND down (Envoy's panic mode; decision 0570)."""
 SLOT_LETTERS = ("a", "b")
 """Two slots: blue and green (the release serving and the one held or kept warm)."""
-SLOT_BACKENDS = tuple(f"nonstop_slot_{letter}" for letter in SLOT_LETTERS)
+
+
+def slot_backend(letter: str) -> str:
+    return f"nonstop_slot_{letter}"
+
+
+SLOT_BACKENDS = tuple(slot_backend(letter) for letter in SLOT_LETTERS)
 BACKENDS = (BACKEND, PANIC_BACKEND, *SLOT_BACKENDS)
 RELEASE_HEADER = "X-Nonstop-Release"
 LIVE_KEY = "live"
@@ -314,10 +320,6 @@ class Slot:
     addresses: tuple[str, ...]
 
 
-def slot_backend(letter: str) -> str:
-    return f"nonstop_slot_{letter}"
-
-
 def assign_slots(
     slots: Mapping[str, Sequence[str]], previous: Mapping[str, str]
 ) -> dict[str, Slot]:
@@ -468,14 +470,15 @@ def front_rules(path: str | None, probe_map: Path, slots: bool = False) -> str:
     empty = f"{{ nbsrv({BACKEND}) eq 0 }}"
     answer = f'http-request return content-type "{BODY_TYPE}"'
     ok = f'    {answer} status 200 string "{SERVING}" if front_health'
-    release = "".join(f"{ok} {slot_usable(letter)}\n" for letter in SLOT_LETTERS)
+    release = ""
     if slots:
+        release = "".join(f"{ok} {slot_usable(letter)}\n" for letter in SLOT_LETTERS)
         release += f'    {answer} status 503 string "{NOT_SERVED}" if front_health {STAMPED}\n'
     return (
         f"    acl front_health path {path}\n"
         "    http-request set-log-level silent if front_health\n"
         f'    {answer} status 503 string "{DRAINING}" if front_health {drained}\n'
-        f"{release if slots else ''}"
+        f"{release}"
         f'    {answer} status 503 string "no upstream" if front_health {empty}\n'
         f"{ok}\n"
     )
